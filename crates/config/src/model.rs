@@ -1,0 +1,248 @@
+//! Configuration types. Every struct denies unknown keys so that a typo stops start-up.
+
+use serde::Deserialize;
+
+use crate::Secret;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub nats: NatsConfig,
+    #[serde(default)]
+    pub durability: DurabilityConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `tributary=debug,info`; `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URLs, e.g. `["nats://nats-1:4222", "nats://nats-2:4222"]`.
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A `.creds` file (JWT + nkey seed).
+    #[serde(default)]
+    pub credentials_file: Option<String>,
+    /// An nkey seed (`SU...`).
+    #[serde(default)]
+    pub nkey_seed: Option<Secret>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// First token of every subject: `<prefix>.<source>.<schema>.<table>.<op>`.
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// Publishes awaiting their JetStream ack at once, per source.
+    #[serde(default = "default_ack_window")]
+    pub ack_window: usize,
+    /// Defaults for every source's stream; a source's `[sources.stream]` overrides them.
+    #[serde(default)]
+    pub stream: StreamConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificates that sign the server's certificate.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Require TLS even when the server does not announce it.
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Stream name; default `CDC_<SOURCE>` in upper case.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub storage: Option<StorageKind>,
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+    /// -1 for no limit.
+    #[serde(default)]
+    pub max_bytes: Option<i64>,
+    /// Window in which JetStream drops a message whose `Nats-Msg-Id` it has seen.
+    #[serde(default)]
+    pub duplicate_window_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    File,
+    Memory,
+}
+
+/// Stream settings after merging the source's overrides onto the `[nats.stream]` defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedStream {
+    pub name: String,
+    pub storage: StorageKind,
+    pub replicas: usize,
+    pub max_age_secs: u64,
+    pub max_bytes: i64,
+    pub duplicate_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurabilityConfig {
+    /// Hold the slot's confirmed position back until a JetStream ack is this old. Use it
+    /// with a server whose `sync_interval` is not `always` and whose streams have one
+    /// replica: set it above the server's sync interval (default 2 min).
+    #[serde(default)]
+    pub confirm_delay_ms: u64,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        DurabilityConfig {
+            confirm_delay_ms: 0,
+        }
+    }
+}
+
+/// One PostgreSQL database to replicate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Short name used in subjects, stream names, metrics and event ids.
+    pub name: String,
+    pub connection: ConnectionConfig,
+    /// Publication to stream. Created for `tables` when missing and `create_publication` is true.
+    pub publication: String,
+    #[serde(default)]
+    pub create_publication: bool,
+    /// Logical replication slot (pgoutput); created on first start.
+    pub slot: String,
+    /// Tables as `schema.table`. With an existing publication, changes of other
+    /// tables in it are skipped; an empty list takes every table of the publication.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Interval of the heartbeat message that keeps an idle database's slot moving.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_interval_secs: u64,
+    /// Interval of standby status updates when nothing else prompts one.
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    #[serde(default)]
+    pub stream: StreamConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    pub dbname: String,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// PEM file with the CA certificates for `verify-ca` / `verify-full`.
+    #[serde(default)]
+    pub sslrootcert: Option<String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    #[default]
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl NatsConfig {
+    /// The stream settings of `source`, with defaults filled in.
+    pub fn resolved_stream(&self, source: &SourceConfig) -> ResolvedStream {
+        let s = &source.stream;
+        let d = &self.stream;
+        ResolvedStream {
+            name: s
+                .name
+                .clone()
+                .unwrap_or_else(|| default_stream_name(&source.name)),
+            storage: s.storage.or(d.storage).unwrap_or(StorageKind::File),
+            replicas: s.replicas.or(d.replicas).unwrap_or(1),
+            max_age_secs: s.max_age_secs.or(d.max_age_secs).unwrap_or(7 * 24 * 3600),
+            max_bytes: s.max_bytes.or(d.max_bytes).unwrap_or(-1),
+            duplicate_window_secs: s
+                .duplicate_window_secs
+                .or(d.duplicate_window_secs)
+                .unwrap_or(3600),
+        }
+    }
+}
+
+pub fn default_stream_name(source: &str) -> String {
+    format!("CDC_{}", source.to_uppercase().replace('-', "_"))
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_subject_prefix() -> String {
+    "cdc".into()
+}
+fn default_ack_window() -> usize {
+    4096
+}
+fn default_heartbeat_secs() -> u64 {
+    10
+}
+fn default_status_interval_ms() -> u64 {
+    1000
+}
+fn default_pg_port() -> u16 {
+    5432
+}

@@ -1,0 +1,203 @@
+//! Checks that serde cannot express; every error names the offending key.
+
+use std::collections::HashSet;
+
+use crate::{Config, ConfigError, StreamConfig};
+
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
+    if config.http_listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ConfigError::invalid(
+            "http_listen",
+            format!(
+                "{:?} is not an address such as 0.0.0.0:9187",
+                config.http_listen
+            ),
+        ));
+    }
+    let nats = &config.nats;
+    if nats.servers.is_empty() {
+        return Err(ConfigError::invalid(
+            "nats.servers",
+            "at least one server is required",
+        ));
+    }
+    for (i, s) in nats.servers.iter().enumerate() {
+        if s.trim().is_empty() || s.contains(' ') {
+            return Err(ConfigError::invalid(
+                format!("nats.servers[{i}]"),
+                format!("{s:?} is not a server URL"),
+            ));
+        }
+    }
+    if nats.password.is_some() && nats.user.is_none() {
+        return Err(ConfigError::invalid(
+            "nats.user",
+            "`nats.password` is set but `nats.user` is not",
+        ));
+    }
+    let auth_methods = [
+        nats.user.is_some(),
+        nats.token.is_some(),
+        nats.credentials_file.is_some(),
+        nats.nkey_seed.is_some(),
+    ];
+    if auth_methods.iter().filter(|b| **b).count() > 1 {
+        return Err(ConfigError::invalid(
+            "nats",
+            "choose one of user/password, token, credentials_file and nkey_seed",
+        ));
+    }
+    if !is_token(&nats.subject_prefix, true) {
+        return Err(ConfigError::invalid(
+            "nats.subject_prefix",
+            format!("{:?} must be one or more subject tokens of letters, digits, '_' and '-' joined by '.'", nats.subject_prefix),
+        ));
+    }
+    if nats.ack_window == 0 || nats.ack_window > 100_000 {
+        return Err(ConfigError::invalid(
+            "nats.ack_window",
+            "must be between 1 and 100000",
+        ));
+    }
+    validate_stream("nats.stream", &nats.stream)?;
+    if nats.stream.name.is_some() {
+        return Err(ConfigError::invalid(
+            "nats.stream.name",
+            "each source has its own stream: set the name in [sources.stream]",
+        ));
+    }
+    if config.sources.is_empty() {
+        return Err(ConfigError::invalid(
+            "sources",
+            "at least one [[sources]] block is required",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut streams = HashSet::new();
+    for (i, s) in config.sources.iter().enumerate() {
+        let key = |k: &str| format!("sources[{i}].{k}");
+        if !is_token(&s.name, false) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{:?} must be letters, digits, '_' or '-'", s.name),
+            ));
+        }
+        if !names.insert(s.name.clone()) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{:?} is used by another source", s.name),
+            ));
+        }
+        if !is_identifier(&s.slot) {
+            return Err(ConfigError::invalid(
+                key("slot"),
+                format!(
+                    "{:?} must be lower-case letters, digits and '_' (PostgreSQL slot name rules)",
+                    s.slot
+                ),
+            ));
+        }
+        if s.publication.is_empty() || s.publication.contains('"') {
+            return Err(ConfigError::invalid(
+                key("publication"),
+                "must be a non-empty name without quotes",
+            ));
+        }
+        for (t, table) in s.tables.iter().enumerate() {
+            let ok = table.split_once('.').is_some_and(|(a, b)| {
+                !a.is_empty() && !b.is_empty() && !b.contains('.') && !table.contains('"')
+            });
+            if !ok {
+                return Err(ConfigError::invalid(
+                    format!("sources[{i}].tables[{t}]"),
+                    format!("{table:?} must be written schema.table"),
+                ));
+            }
+        }
+        if s.create_publication && s.tables.is_empty() {
+            return Err(ConfigError::invalid(
+                key("tables"),
+                "create_publication = true needs the list of tables",
+            ));
+        }
+        if s.heartbeat_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                key("heartbeat_interval_secs"),
+                "must be at least 1",
+            ));
+        }
+        if s.status_interval_ms < 10 {
+            return Err(ConfigError::invalid(
+                key("status_interval_ms"),
+                "must be at least 10",
+            ));
+        }
+        if s.connection.host.is_empty() {
+            return Err(ConfigError::invalid(
+                key("connection.host"),
+                "must not be empty",
+            ));
+        }
+        validate_stream(&key("stream"), &s.stream)?;
+        let stream = nats.resolved_stream(s);
+        if !is_token(&stream.name, false) {
+            return Err(ConfigError::invalid(
+                key("stream.name"),
+                format!("{:?} must be letters, digits, '_' or '-'", stream.name),
+            ));
+        }
+        if !streams.insert(stream.name.clone()) {
+            return Err(ConfigError::invalid(
+                key("stream.name"),
+                format!("stream {:?} is used by another source", stream.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_stream(key: &str, s: &StreamConfig) -> Result<(), ConfigError> {
+    if let Some(r) = s.replicas {
+        if !(1..=5).contains(&r) {
+            return Err(ConfigError::invalid(
+                format!("{key}.replicas"),
+                "must be between 1 and 5",
+            ));
+        }
+    }
+    if s.duplicate_window_secs == Some(0) {
+        return Err(ConfigError::invalid(
+            format!("{key}.duplicate_window_secs"),
+            "must be at least 1",
+        ));
+    }
+    if let Some(b) = s.max_bytes {
+        if b == 0 || b < -1 {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_bytes"),
+                "must be -1 (no limit) or positive",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_token(s: &str, dotted: bool) -> bool {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if dotted {
+        s.split('.').all(part_ok)
+    } else {
+        part_ok(s)
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}

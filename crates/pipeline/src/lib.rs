@@ -1,0 +1,34 @@
+//! The replication pipeline: a PostgreSQL source to JetStream, with ordered checkpoints.
+//!
+//! ```text
+//!  PostgreSQL walsender                                   NATS JetStream
+//!        │ XLogData / keepalive                                 ▲ acks (in order)
+//!        ▼                                                      │
+//!  ┌──────────────┐  batches (bounded channel)  ┌───────────────┴───┐
+//!  │ source task  │ ──────────────────────────► │ publisher task    │
+//!  │ decode, build│                             │ window of acks,   │
+//!  │ events, hold │ ◄────────────────────────── │ confirmed LSN     │
+//!  └──────────────┘   confirmed LSN (watch)     └───────────────────┘
+//!        │ standby status: flushed = confirmed LSN
+//!        ▼
+//!  slot's confirmed_flush_lsn
+//! ```
+//!
+//! Progress tracking: a transaction's commit end LSN becomes a marker behind its last
+//! change; the marker comes back from the publisher only once every message before it is
+//! acknowledged by JetStream, and only then does the slot's confirmed position move.
+
+mod error;
+mod event;
+pub mod metrics;
+mod params;
+mod publish;
+mod relations;
+mod source;
+mod supervisor;
+mod transaction;
+
+pub use error::PipelineError;
+pub use params::connect_params;
+pub use source::SourceContext;
+pub use supervisor::{run_source, startup_check};

@@ -1,0 +1,62 @@
+//! Every metric the pipeline records, named in one place (see docs/metrics.md).
+
+pub const CHANGES: &str = "tributary_changes_total";
+pub const TRANSACTIONS: &str = "tributary_transactions_total";
+pub const PUBLISHED: &str = "tributary_published_messages_total";
+pub const PUBLISH_LATENCY: &str = "tributary_publish_ack_seconds";
+pub const SKIPPED_RESENT: &str = "tributary_resent_changes_skipped_total";
+pub const LAG_BYTES: &str = "tributary_replication_lag_bytes";
+pub const LAG_SECONDS: &str = "tributary_replication_lag_seconds";
+pub const CONFIRMED_LSN: &str = "tributary_confirmed_lsn";
+pub const SERVER_WAL_LSN: &str = "tributary_server_wal_lsn";
+pub const RECONNECTS: &str = "tributary_reconnects_total";
+pub const ERRORS: &str = "tributary_errors_total";
+pub const VALUE_FALLBACKS: &str = "tributary_value_fallbacks_total";
+pub const HEARTBEATS: &str = "tributary_heartbeats_total";
+pub const SOURCE_UP: &str = "tributary_source_up";
+
+/// Registers descriptions so that `/metrics` explains each series.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        CHANGES,
+        "Row changes read from the source and sent to JetStream, by source, table and op"
+    );
+    describe_counter!(TRANSACTIONS, "Committed transactions read from the source");
+    describe_counter!(PUBLISHED, "Messages acknowledged by JetStream, by source");
+    describe_histogram!(
+        PUBLISH_LATENCY,
+        Unit::Seconds,
+        "Time from sending a message to its JetStream ack"
+    );
+    describe_counter!(
+        SKIPPED_RESENT,
+        "Changes re-sent by PostgreSQL after a restart that the stream already holds"
+    );
+    describe_gauge!(
+        LAG_BYTES,
+        Unit::Bytes,
+        "Bytes of WAL between the server's current position and the confirmed position"
+    );
+    describe_gauge!(
+        LAG_SECONDS,
+        Unit::Seconds,
+        "Seconds since the commit time of the last change acknowledged by JetStream, while behind"
+    );
+    describe_gauge!(
+        CONFIRMED_LSN,
+        "Slot position confirmed to PostgreSQL (as a number)"
+    );
+    describe_gauge!(
+        SERVER_WAL_LSN,
+        "Server WAL position last reported by the walsender (as a number)"
+    );
+    describe_counter!(RECONNECTS, "Sessions restarted after a transient error");
+    describe_counter!(ERRORS, "Errors by class");
+    describe_counter!(
+        VALUE_FALLBACKS,
+        "Values that did not parse as their type and were sent as text"
+    );
+    describe_counter!(HEARTBEATS, "Heartbeat messages written to idle sources");
+    describe_gauge!(SOURCE_UP, "1 while the source is streaming, 0 otherwise");
+}

@@ -1,0 +1,128 @@
+//! The publisher task: sends batches with a window of acks in flight and turns acknowledged
+//! checkpoints into the confirmed LSN, optionally held back by a delay (see docs/durability.md).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tributary_core::Lsn;
+use tributary_nats::OrderedPublisher;
+
+use crate::metrics as m;
+use crate::transaction::Outbound;
+
+pub enum Tag {
+    Change {
+        sent: Instant,
+        commit_time_micros: i64,
+    },
+    Checkpoint(Lsn),
+}
+
+pub struct PublishTask {
+    pub source: String,
+    pub publisher: OrderedPublisher<Tag>,
+    pub window: usize,
+    pub confirm_delay: Duration,
+    pub confirmed: watch::Sender<Lsn>,
+}
+
+impl PublishTask {
+    /// Runs until the channel closes and everything in flight is acknowledged.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Vec<Outbound>>,
+    ) -> Result<(), tributary_nats::NatsError> {
+        let published = metrics::counter!(m::PUBLISHED, "source" => self.source.clone());
+        let latency = metrics::histogram!(m::PUBLISH_LATENCY, "source" => self.source.clone());
+        let lag_seconds = metrics::gauge!(m::LAG_SECONDS, "source" => self.source.clone());
+        let confirmed_gauge = metrics::gauge!(m::CONFIRMED_LSN, "source" => self.source.clone());
+        let mut delayed: VecDeque<(Instant, Lsn)> = VecDeque::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut open = true;
+        let mut acked_since_metrics = 0u64;
+        loop {
+            if !open && self.publisher.in_flight() == 0 && delayed.is_empty() {
+                break;
+            }
+            tokio::select! {
+                batch = rx.recv(), if open && self.publisher.in_flight() < self.window => {
+                    match batch {
+                        Some(batch) => {
+                            for item in batch {
+                                match item {
+                                    Outbound::Change { subject, msg_id, payload, commit_time_micros } => {
+                                        self.publisher
+                                            .publish(subject, msg_id, payload, Tag::Change { sent: Instant::now(), commit_time_micros })
+                                            .await?;
+                                    }
+                                    Outbound::Checkpoint { lsn } => self.publisher.push_marker(Tag::Checkpoint(lsn)),
+                                }
+                            }
+                        }
+                        None => open = false,
+                    }
+                }
+                acked = self.publisher.next_acked(), if self.publisher.in_flight() > 0 => {
+                    let Some(acked) = acked else { continue };
+                    match acked?.tag {
+                        Tag::Change { sent, commit_time_micros } => {
+                            acked_since_metrics += 1;
+                            if acked_since_metrics % 64 == 1 {
+                                latency.record(sent.elapsed().as_secs_f64());
+                                let now = now_micros();
+                                lag_seconds.set(((now - commit_time_micros).max(0) as f64) / 1e6);
+                            }
+                        }
+                        Tag::Checkpoint(lsn) => {
+                            published.increment(std::mem::take(&mut acked_since_metrics));
+                            if self.confirm_delay.is_zero() {
+                                self.confirm(lsn, &confirmed_gauge);
+                            } else {
+                                delayed.push_back((Instant::now(), lsn));
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    while let Some((at, lsn)) = delayed.front().copied() {
+                        if at.elapsed() < self.confirm_delay && open {
+                            break;
+                        }
+                        if at.elapsed() < self.confirm_delay {
+                            // Draining on shutdown: positions not yet old enough stay unconfirmed.
+                            delayed.clear();
+                            break;
+                        }
+                        delayed.pop_front();
+                        self.confirm(lsn, &confirmed_gauge);
+                    }
+                    if self.publisher.in_flight() == 0 && open {
+                        lag_seconds.set(0.0);
+                    }
+                }
+            }
+        }
+        published.increment(acked_since_metrics);
+        Ok(())
+    }
+
+    fn confirm(&self, lsn: Lsn, gauge: &metrics::Gauge) {
+        self.confirmed.send_if_modified(|current| {
+            if lsn > *current {
+                *current = lsn;
+                true
+            } else {
+                false
+            }
+        });
+        gauge.set(lsn.0 as f64);
+    }
+}
+
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,145 @@
+//! Relation cache: what a Relation message said about a table, and what that implies for
+//! its events (subjects, value kinds, pre-encoded static fields).
+//!
+//! PostgreSQL sends a Relation message before a table's first change in a session and again
+//! after its schema changes, so replacing the entry is all an `ALTER TABLE` needs.
+
+use std::collections::{HashMap, HashSet};
+
+use async_nats::Subject;
+use bytes::Bytes;
+use prost::Message as _;
+use tributary_postgres::values::TypeKind;
+use tributary_proto::cdc::v1::{ChangeEvent, Column};
+
+/// Operations that have a subject per table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Insert = 0,
+    Update = 1,
+    Delete = 2,
+    Truncate = 3,
+}
+
+impl Op {
+    pub const ALL: [Op; 4] = [Op::Insert, Op::Update, Op::Delete, Op::Truncate];
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Truncate => "truncate",
+        }
+    }
+}
+
+pub struct RelationInfo {
+    pub schema: String,
+    pub table: String,
+    /// False for tables of the publication that the config does not list.
+    pub included: bool,
+    pub kinds: Vec<TypeKind>,
+    pub names: Vec<String>,
+    pub type_names: Vec<String>,
+    /// ChangeEvent fields that are the same for every event of this relation, encoded once
+    /// and appended to each event's own fields (protobuf merges concatenated messages).
+    pub static_fields: Bytes,
+    pub subjects: [Subject; 4],
+    pub counters: [metrics::Counter; 4],
+}
+
+impl RelationInfo {
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+pub struct RelationSpec<'a> {
+    pub oid: u32,
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub columns: Vec<ColumnSpec>,
+}
+
+pub struct ColumnSpec {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    pub type_name: String,
+    pub kind: TypeKind,
+    pub key: bool,
+}
+
+pub struct RelationContext<'a> {
+    pub source: &'a str,
+    pub database: &'a str,
+    pub subject_prefix: &'a str,
+    /// `schema.table` names to publish; empty means every table of the publication.
+    pub tables: &'a HashSet<String>,
+}
+
+#[derive(Default)]
+pub struct RelationCache {
+    map: HashMap<u32, RelationInfo>,
+}
+
+impl RelationCache {
+    pub fn get(&self, oid: u32) -> Option<&RelationInfo> {
+        self.map.get(&oid)
+    }
+
+    pub fn insert(&mut self, ctx: &RelationContext<'_>, spec: RelationSpec<'_>) -> &RelationInfo {
+        let qualified = format!("{}.{}", spec.schema, spec.table);
+        let included = ctx.tables.is_empty() || ctx.tables.contains(&qualified);
+        let columns: Vec<Column> = spec
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                type_name: c.type_name.clone(),
+                type_modifier: c.type_modifier,
+                key: c.key,
+            })
+            .collect();
+        let key_columns: Vec<String> = spec
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.clone())
+            .collect();
+        let static_event = ChangeEvent {
+            source: ctx.source.to_string(),
+            database: ctx.database.to_string(),
+            schema: spec.schema.to_string(),
+            table: spec.table.to_string(),
+            key_columns,
+            columns,
+            relation_oid: spec.oid,
+            ..Default::default()
+        };
+        let subject = |op: Op| {
+            Subject::from(tributary_nats::subject::change_subject(
+                ctx.subject_prefix,
+                ctx.source,
+                spec.schema,
+                spec.table,
+                op.name(),
+            ))
+        };
+        let counter = |op: Op| metrics::counter!(crate::metrics::CHANGES, "source" => ctx.source.to_string(), "table" => qualified.clone(), "op" => op.name());
+        let info = RelationInfo {
+            schema: spec.schema.to_string(),
+            table: spec.table.to_string(),
+            included,
+            kinds: spec.columns.iter().map(|c| c.kind.clone()).collect(),
+            names: spec.columns.iter().map(|c| c.name.clone()).collect(),
+            type_names: spec.columns.iter().map(|c| c.type_name.clone()).collect(),
+            static_fields: Bytes::from(static_event.encode_to_vec()),
+            subjects: Op::ALL.map(subject),
+            counters: Op::ALL.map(counter),
+        };
+        self.map.insert(spec.oid, info);
+        &self.map[&spec.oid]
+    }
+}

@@ -1,0 +1,124 @@
+//! The open transaction: ordinals, hold-back of the last change, and what goes to the publisher.
+
+use async_nats::Subject;
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+use tributary_core::Lsn;
+use tributary_proto::cdc::v1::ChangeEvent;
+
+/// One entry for the publisher, in source order.
+pub enum Outbound {
+    Change {
+        subject: Subject,
+        msg_id: String,
+        payload: Bytes,
+        commit_time_micros: i64,
+    },
+    /// Confirm `lsn` once everything before it is acknowledged.
+    Checkpoint { lsn: Lsn },
+}
+
+/// A built change whose encoding waits until it is known whether it is the last one.
+pub struct PendingChange {
+    pub event: ChangeEvent,
+    pub static_fields: Bytes,
+    pub subject: Subject,
+}
+
+/// Position of a change in the stream order: (commit LSN, ordinal).
+pub type Position = (Lsn, u32);
+
+pub struct OpenTransaction {
+    pub final_lsn: Lsn,
+    pub commit_time_micros: i64,
+    pub xid: u32,
+    pub origin: String,
+    ordinal: u32,
+    held: Option<PendingChange>,
+}
+
+impl OpenTransaction {
+    pub fn new(final_lsn: Lsn, commit_time_micros: i64, xid: u32) -> Self {
+        OpenTransaction {
+            final_lsn,
+            commit_time_micros,
+            xid,
+            origin: String::new(),
+            ordinal: 0,
+            held: None,
+        }
+    }
+
+    /// Numbers the change and returns the previous one, now known not to be the last.
+    pub fn push(&mut self, mut change: PendingChange) -> Option<PendingChange> {
+        self.ordinal += 1;
+        change.event.ordinal = self.ordinal;
+        self.held.replace(change)
+    }
+
+    /// At commit: the last change, marked with the transaction's size.
+    pub fn finish(&mut self) -> Option<PendingChange> {
+        let total = self.ordinal;
+        self.held.take().map(|mut c| {
+            c.event.last_in_transaction = true;
+            c.event.transaction_changes = total;
+            c
+        })
+    }
+
+    pub fn changes(&self) -> u32 {
+        self.ordinal
+    }
+}
+
+pub fn event_id(source: &str, commit_lsn: Lsn, ordinal: u32) -> String {
+    format!("{source}:{commit_lsn}:{ordinal}")
+}
+
+/// Parses an id made by [`event_id`] back into a position.
+pub fn parse_event_id(id: &str) -> Option<Position> {
+    let mut parts = id.rsplitn(3, ':');
+    let ordinal = parts.next()?.parse().ok()?;
+    let lsn = parts.next()?.parse().ok()?;
+    Some((lsn, ordinal))
+}
+
+/// Encodes the event's own fields followed by the relation's pre-encoded static fields.
+pub fn encode(change: &PendingChange) -> Bytes {
+    let len = change.event.encoded_len() + change.static_fields.len();
+    let mut buf = BytesMut::with_capacity(len);
+    // Encoding into a buffer with enough capacity cannot fail.
+    let _ = change.event.encode(&mut buf);
+    buf.extend_from_slice(&change.static_fields);
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_parse_back() {
+        let id = event_id("erp-main", Lsn(0x1_0000_00AB), 42);
+        assert_eq!(id, "erp-main:1/AB:42");
+        assert_eq!(parse_event_id(&id), Some((Lsn(0x1_0000_00AB), 42)));
+        assert_eq!(parse_event_id("garbage"), None);
+    }
+
+    #[test]
+    fn hold_back_marks_the_last_change() {
+        let mk = || PendingChange {
+            event: ChangeEvent::default(),
+            static_fields: Bytes::new(),
+            subject: Subject::from("s"),
+        };
+        let mut tx = OpenTransaction::new(Lsn(1), 0, 7);
+        assert!(tx.push(mk()).is_none());
+        let first = tx.push(mk()).expect("first released");
+        assert_eq!(first.event.ordinal, 1);
+        assert!(!first.event.last_in_transaction);
+        let last = tx.finish().expect("last held");
+        assert_eq!((last.event.ordinal, last.event.transaction_changes), (2, 2));
+        assert!(last.event.last_in_transaction);
+    }
+}

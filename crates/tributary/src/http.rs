@@ -1,0 +1,63 @@
+//! `/metrics`, `/healthz` (the process serves) and `/readyz` (every source is streaming).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct AppState {
+    metrics: PrometheusHandle,
+    ready: Vec<(String, Arc<AtomicBool>)>,
+}
+
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: PrometheusHandle,
+    ready: Vec<(String, Arc<AtomicBool>)>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("config key `http_listen`: cannot listen on {addr}: {e}"))?;
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, ready });
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    let not_ready: Vec<&str> = state
+        .ready
+        .iter()
+        .filter(|(_, r)| !r.load(Ordering::Relaxed))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if not_ready.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not streaming: {}\n", not_ready.join(", ")),
+        )
+    }
+}
