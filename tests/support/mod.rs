@@ -1,1 +1,467 @@
-//! Shared helpers for the end-to-end scenarios.
+//! Shared helpers for the end-to-end scenarios: servers, the bridge process, and a
+//! subscriber's view of the stream (read, check order and uniqueness, replay into state).
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream;
+use futures::StreamExt;
+use tokio::process::{Child, Command};
+use tributary_proto::cdc::v1::{value::Kind, ChangeEvent, Operation, Value};
+use tributary_proto::Message as _;
+use tributary_testkit::{NatsServer, PgCluster};
+
+pub type Result<T> = anyhow::Result<T>;
+
+/// One `[[sources]]` block.
+pub struct SourceSpec {
+    pub name: String,
+    pub dbname: String,
+    pub publication: String,
+    pub slot: String,
+    pub heartbeat_secs: u64,
+}
+
+impl SourceSpec {
+    pub fn new(name: &str, dbname: &str) -> Self {
+        SourceSpec {
+            name: name.into(),
+            dbname: dbname.into(),
+            publication: format!("pub_{name}"),
+            slot: format!("slot_{name}"),
+            heartbeat_secs: 2,
+        }
+    }
+}
+
+pub fn config_text(pg: &PgCluster, nats_url: &str, sources: &[SourceSpec]) -> String {
+    let mut text = format!(
+        "http_listen = \"127.0.0.1:{}\"\n[log]\nlevel = \"info\"\n[nats]\nservers = [\"{nats_url}\"]\nack_window = 2048\n",
+        tributary_testkit::free_port()
+    );
+    for s in sources {
+        text.push_str(&format!(
+            "\n[[sources]]\nname = \"{}\"\npublication = \"{}\"\nslot = \"{}\"\nheartbeat_interval_secs = {}\nstatus_interval_ms = 200\n\
+             [sources.connection]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\npassword = \"{}\"\ndbname = \"{}\"\nconnect_timeout_ms = 3000\n",
+            s.name, s.publication, s.slot, s.heartbeat_secs, pg.port(), pg.password(), s.dbname
+        ));
+    }
+    text
+}
+
+pub fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
+    let path = dir.join("tributary.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The bridge as a child process, killed on drop.
+pub struct Bridge {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Bridge {
+    pub fn spawn(config: &Path) -> Result<Bridge> {
+        let log = config.with_extension(format!("log.{}", rand::random::<u32>()));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,tributary_pipeline=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning tributary")?;
+        Ok(Bridge { child, log })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().map(|p| p as i32).unwrap_or(0)
+    }
+
+    pub async fn kill9(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub async fn stop(mut self) -> Result<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .context("bridge did not stop within 60 s of SIGTERM")??;
+        Ok(status.code().unwrap_or(-1))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Runs the binary to completion (for start-up failures) and returns (exit code, stderr).
+pub async fn run_to_exit(config: &Path, within: Duration) -> Result<(i32, String)> {
+    let out = tokio::time::timeout(
+        within,
+        Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("tributary did not exit")??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+pub fn stream_name(source: &str) -> String {
+    format!("CDC_{}", source.to_uppercase())
+}
+
+/// Waits until the stream holds `n` messages; fails past the deadline with what it saw.
+pub async fn wait_for_messages(
+    nats: &async_nats::Client,
+    stream: &str,
+    n: u64,
+    within: Duration,
+) -> Result<()> {
+    let js = jetstream::new(nats.clone());
+    let deadline = Instant::now() + within;
+    let mut last = 0;
+    loop {
+        if let Ok(mut s) = js.get_stream(stream).await {
+            if let Ok(info) = s.info().await {
+                last = info.state.messages;
+                if last >= n {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("stream {stream} holds {last} messages, expected {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub struct Received {
+    pub sequence: u64,
+    pub subject: String,
+    pub msg_id: String,
+    pub event: ChangeEvent,
+}
+
+/// Reads the whole stream in order, as a subscriber does.
+pub async fn read_stream(nats: &async_nats::Client, stream: &str) -> Result<Vec<Received>> {
+    let js = jetstream::new(nats.clone());
+    let mut s = js.get_stream(stream).await?;
+    let last = s.info().await?.state.last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return Ok(out);
+    }
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        .await
+        .context("reading the stream timed out")?
+    {
+        let msg = msg?;
+        let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sequence = info.stream_sequence;
+        let msg_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        let event = ChangeEvent::decode(msg.payload.clone())?;
+        out.push(Received {
+            sequence,
+            subject: msg.subject.to_string(),
+            msg_id,
+            event,
+        });
+        if sequence >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Checks what a subscriber relies on: ids unique and equal to Nats-Msg-Id, commit order,
+/// ordinals 1..n within each transaction with the count on the last change.
+pub fn check_stream_invariants(received: &[Received]) -> Result<()> {
+    let mut ids = HashSet::new();
+    let mut prev_commit = 0u64;
+    let mut expected_ordinal = 1u32;
+    let mut current_tx = None;
+    for r in received {
+        let e = &r.event;
+        if e.event_id != r.msg_id {
+            bail!(
+                "seq {}: event id {} differs from Nats-Msg-Id {}",
+                r.sequence,
+                e.event_id,
+                r.msg_id
+            );
+        }
+        if !ids.insert(e.event_id.clone()) {
+            bail!("seq {}: duplicate event {}", r.sequence, e.event_id);
+        }
+        if e.op == Operation::Message as i32 && !e.message.as_ref().is_some_and(|m| m.transactional)
+        {
+            continue;
+        }
+        if e.commit_lsn < prev_commit {
+            bail!(
+                "seq {}: commit LSN {:X} after {:X}: out of commit order",
+                r.sequence,
+                e.commit_lsn,
+                prev_commit
+            );
+        }
+        if current_tx != Some(e.commit_lsn) {
+            if expected_ordinal != 1 {
+                bail!(
+                    "seq {}: transaction {:X} ended without its last change",
+                    r.sequence,
+                    prev_commit
+                );
+            }
+            current_tx = Some(e.commit_lsn);
+        }
+        prev_commit = e.commit_lsn;
+        if e.ordinal != expected_ordinal {
+            bail!(
+                "seq {}: ordinal {} where {} was expected (event {})",
+                r.sequence,
+                e.ordinal,
+                expected_ordinal,
+                e.event_id
+            );
+        }
+        if e.last_in_transaction {
+            if e.transaction_changes != e.ordinal {
+                bail!(
+                    "seq {}: last change says {} changes at ordinal {}",
+                    r.sequence,
+                    e.transaction_changes,
+                    e.ordinal
+                );
+            }
+            expected_ordinal = 1;
+        } else {
+            expected_ordinal += 1;
+        }
+    }
+    if expected_ordinal != 1 {
+        bail!("the stream ends inside a transaction");
+    }
+    Ok(())
+}
+
+/// A value in a canonical text form, comparable with `column::text` from SQL
+/// (timestamptz as epoch microseconds).
+pub fn value_text(v: &Value) -> String {
+    match &v.kind {
+        None | Some(Kind::Null(_)) => "NULL".into(),
+        Some(Kind::Unchanged(_)) => "UNCHANGED".into(),
+        Some(Kind::Bool(b)) => if *b { "t" } else { "f" }.into(),
+        Some(Kind::Int(i)) => i.to_string(),
+        Some(Kind::Decimal(d)) => d.clone(),
+        Some(Kind::Float(f)) => f.to_string(),
+        Some(Kind::Text(t)) => t.clone(),
+        Some(Kind::Timestamptz(t)) => t.to_string(),
+        Some(Kind::Json(j)) => j.clone(),
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+/// Replays the changes of one table into rows keyed by the first column, as a consumer
+/// applying the stream would. Unchanged TOAST values keep the previous value.
+pub fn replay(received: &[Received], table: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut state: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in received.iter().filter(|r| r.event.table == table) {
+        let e = &r.event;
+        let op = Operation::try_from(e.op).unwrap_or(Operation::Unspecified);
+        match op {
+            Operation::Insert | Operation::Update | Operation::Read => {
+                let after = e.after.as_ref().context("insert/update without after")?;
+                let mut row: Vec<String> = after.values.iter().map(value_text).collect();
+                if let Some(b) = &e.before {
+                    let old_key = value_text(&b.values[0]);
+                    if old_key != row[0] {
+                        state.remove(&old_key);
+                    }
+                }
+                if let Some(prev) = state.get(&row[0]) {
+                    for (i, v) in row.iter_mut().enumerate() {
+                        if v == "UNCHANGED" {
+                            *v = prev.get(i).cloned().unwrap_or_default();
+                        }
+                    }
+                }
+                state.insert(row[0].clone(), row);
+            }
+            Operation::Delete => {
+                let before = e.before.as_ref().context("delete without before")?;
+                state.remove(&value_text(&before.values[0]));
+            }
+            Operation::Truncate => state.clear(),
+            _ => {}
+        }
+    }
+    Ok(state)
+}
+
+/// Rows of a query whose columns are all text, keyed by the first column.
+pub async fn table_state(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let rows = client.query(sql, &[]).await?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let values: Vec<String> = (0..row.len())
+            .map(|i| {
+                row.get::<_, Option<String>>(i)
+                    .unwrap_or_else(|| "NULL".into())
+            })
+            .collect();
+        out.insert(values[0].clone(), values);
+    }
+    Ok(out)
+}
+
+pub async fn start_servers() -> Result<(PgCluster, NatsServer)> {
+    let pg = PgCluster::start().await?;
+    let nats = NatsServer::start().await?;
+    Ok((pg, nats))
+}
+
+/// The `orders` table of the workload scenarios, with its publication.
+pub const ORDERS_DDL: &str = "CREATE TABLE orders (
+    id bigint PRIMARY KEY,
+    qty int NOT NULL,
+    price numeric(14,4) NOT NULL,
+    note text,
+    updated_at timestamptz NOT NULL
+);";
+
+/// `orders` as text columns in the canonical form of [`value_text`].
+pub const ORDERS_STATE_SQL: &str = "SELECT id::text, qty::text, price::text, note, \
+    (extract(epoch from updated_at) * 1000000)::bigint::text FROM orders";
+
+/// Writes `changes` inserts / updates / deletes to `orders` in transactions of 1–100
+/// rows. Returns the number of row changes written (exactly `changes`).
+pub async fn orders_workload(
+    client: &tokio_postgres::Client,
+    changes: usize,
+    seed: u64,
+    first_id: i64,
+) -> Result<usize> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut live: Vec<i64> = Vec::new();
+    let mut next_id = first_id;
+    let mut written = 0;
+    while written < changes {
+        let size = rng.random_range(1..=100usize).min(changes - written);
+        let mut sql = String::from("BEGIN;");
+        for _ in 0..size {
+            let roll = rng.random_range(0..10);
+            if live.len() < 10 || roll < 5 {
+                let id = next_id;
+                next_id += 1;
+                live.push(id);
+                sql.push_str(&format!(
+                    "INSERT INTO orders VALUES ({id}, {}, {}.{:04}, 'note {}', now() - interval '{} seconds');",
+                    rng.random_range(1..1000),
+                    rng.random_range(0..100000),
+                    rng.random_range(0..10000),
+                    rng.random::<u32>(),
+                    rng.random_range(0..100000)
+                ));
+            } else if roll < 8 {
+                let id = live[rng.random_range(0..live.len())];
+                sql.push_str(&format!(
+                    "UPDATE orders SET qty = qty + 1, price = price + 1.2345, note = {}, updated_at = clock_timestamp() WHERE id = {id};",
+                    if rng.random_bool(0.1) { "NULL".to_string() } else { format!("'upd {}'", rng.random::<u16>()) }
+                ));
+            } else {
+                let i = rng.random_range(0..live.len());
+                let id = live.swap_remove(i);
+                sql.push_str(&format!("DELETE FROM orders WHERE id = {id};"));
+            }
+        }
+        sql.push_str("COMMIT;");
+        client.batch_execute(&sql).await?;
+        written += size;
+    }
+    Ok(written)
+}
+
+pub async fn slot_confirmed(client: &tokio_postgres::Client, slot: &str) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get(0)))
+}
+
+/// Compares two LSNs in text form.
+pub fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').unwrap_or(("0", "0"));
+    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
+}
+
+/// Waits until each slot exists and a walsender streams from it, so that writes made
+/// afterwards are captured (writes before a slot's creation are not part of its stream).
+pub async fn wait_streaming(pg: &PgCluster, slots: &[&str], bridge: &Bridge) -> Result<()> {
+    let client = pg.connect("postgres").await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all = true;
+        for slot in slots {
+            let row = client
+                .query_opt(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[slot],
+                )
+                .await?;
+            all &= row.is_some_and(|r| r.get::<_, bool>(0));
+        }
+        if all {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "slots {slots:?} not streaming after 60 s\nbridge log:\n{}",
+                bridge.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -354,5 +354,3 @@ fn truncate<'a>(r: &mut Reader<'a>, in_stream: bool) -> Result<PgOutputMessage<'
         relation_oids,
     })
 }
-#[cfg(test)]
-mod live_check;

@@ -1,0 +1,152 @@
+//! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, and one big transaction.
+
+mod bigtx;
+mod e2e;
+mod env;
+mod latency;
+mod procfs;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tributary-bench",
+    about = "Benchmarks of the Tributary bridge on throwaway PostgreSQL and nats-server instances",
+    after_help = "Build the bridge first: cargo build --release -p tributary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Run PostgreSQL with fsync=on and full_page_writes=on (default: both off).
+    #[arg(long, global = true)]
+    pg_fsync: bool,
+    /// `nats.ack_window` of the bridge (default: the bridge's own default).
+    #[arg(long, global = true)]
+    ack_window: Option<usize>,
+    /// The `tributary` binary (default: $TRIBUTARY_BIN, $CARGO_TARGET_DIR/release/tributary,
+    /// or next to this executable).
+    #[arg(long, global = true)]
+    bridge_binary: Option<PathBuf>,
+    /// Start nats-server without `sync_interval: always` (JetStream's default two-minute
+    /// sync): shows what the per-write fsync costs; acknowledged messages are not durable.
+    #[arg(long, global = true)]
+    nats_no_sync_always: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write N row changes, then replay the WAL through pg_recvlogical (the ceiling) and
+    /// through the bridge into JetStream; compare the rates.
+    E2e {
+        #[arg(long, default_value_t = 500_000)]
+        changes: u64,
+        /// Concurrent connections writing the workload.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Give up when a phase takes longer than this.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        /// Record a perf profile of the bridge (perf record -g) into this file; perturbs the
+        /// figures.
+        #[arg(long)]
+        perf_record: Option<PathBuf>,
+    },
+    /// Offer a steady load of ~10-row transactions and measure commit -> subscriber latency
+    /// and the bridge's memory.
+    Latency {
+        /// Row changes per second.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Connections sharing the rate.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+    },
+    /// One transaction inserting many rows (INSERT … SELECT generate_series) while the bridge
+    /// runs: time until all are in the stream, and peak memory.
+    Bigtx {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = env::Settings {
+        pg_fsync: cli.pg_fsync,
+        ack_window: cli.ack_window,
+        bridge_binary: cli.bridge_binary,
+        nats_sync_always: !cli.nats_no_sync_always,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::E2e {
+                changes,
+                connections,
+                timeout_secs,
+                perf_record,
+            } => {
+                e2e::run(
+                    e2e::Args {
+                        changes,
+                        connections,
+                        timeout: Duration::from_secs(timeout_secs),
+                        perf_record,
+                    },
+                    settings,
+                )
+                .await
+            }
+            Command::Latency {
+                rate,
+                seconds,
+                connections,
+            } => {
+                latency::run(
+                    latency::Args {
+                        rate,
+                        seconds,
+                        connections,
+                    },
+                    settings,
+                )
+                .await
+            }
+            Command::Bigtx { rows, timeout_secs } => {
+                bigtx::run(
+                    bigtx::Args {
+                        rows,
+                        timeout: Duration::from_secs(timeout_secs),
+                    },
+                    settings,
+                )
+                .await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
