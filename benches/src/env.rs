@@ -83,10 +83,17 @@ impl BenchEnv {
         .context("starting nats-server (tributary-testkit)")?;
         let client = nats.connect().await.context("connecting to nats-server")?;
         let js = async_nats::jetstream::new(client.clone());
+        // Same switch as tributary-testkit's: keep the bridge's config and log for inspection.
+        let keep =
+            std::env::var("TRIBUTARY_KEEP_TEST_DIRS").is_ok_and(|v| !v.is_empty() && v != "0");
         let dir = tempfile::Builder::new()
             .prefix("tributary-bench-")
+            .disable_cleanup(keep)
             .tempdir()
             .context("creating the benchmark's scratch directory")?;
+        if keep {
+            eprintln!("keeping {} (bridge config and log)", dir.path().display());
+        }
         pg.create_database(DB)
             .await
             .context("creating the bench database")?;

@@ -56,9 +56,15 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         TX_ROWS.end(),
     );
     println!(
-        "received={} events (commit -> delivery to a JetStream ordered push consumer; this includes the \
-         JetStream store with sync_interval=always before delivery, so it upper-bounds commit -> publish ack)",
-        lat.count
+        "received={} events; latency = subscriber receive time - commit_time_micros, delivered by a \
+         JetStream ordered push consumer: a message is delivered only after the stream stored it{}, \
+         so this upper-bounds commit -> publish ack",
+        lat.count,
+        if env.settings.nats_sync_always {
+            " (fsync, sync_interval=always)"
+        } else {
+            ""
+        }
     );
     println!(
         "commit_to_capture: p50_ms={:.2} p99_ms={:.2} max_ms={:.2} (commit -> bridge decoded the change)",

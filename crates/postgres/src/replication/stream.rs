@@ -47,7 +47,10 @@ impl ReplicationStream {
             match message {
                 Message::CopyData(body) => return parse_copy_data(body.into_bytes()).map(Some),
                 Message::ErrorResponse(body) => return Err(server_error(&body)),
-                Message::CopyDone => return Err(PgError::Closed),
+                // The walsender ends the stream this way when the server shuts down.
+                Message::CopyDone | Message::CommandComplete(_) | Message::ReadyForQuery(_) => {
+                    return Err(PgError::Closed)
+                }
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => continue,
                 _ => {
                     return Err(PgError::Protocol(
