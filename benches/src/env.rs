@@ -418,6 +418,8 @@ impl Bridge {
             .arg("run")
             .arg("--config")
             .arg(config)
+            // Plain log lines in the file (and in error messages quoting its tail).
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
