@@ -1,0 +1,150 @@
+//! Start-up: bad input stops the bridge with a message that names the problem and a
+//! non-zero exit, before anything is published; md5 and SCRAM authentication work.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tributary_testkit::{NatsServer, PgAuth, PgCluster, PgOptions};
+
+async fn prepared(opts: PgOptions, with_publication: bool) -> Result<(PgCluster, NatsServer)> {
+    let pg = PgCluster::start_with(opts).await?;
+    let nats = NatsServer::start().await?;
+    pg.create_database("erp").await?;
+    let c = pg.connect("erp").await?;
+    c.batch_execute(ORDERS_DDL).await?;
+    if with_publication {
+        c.batch_execute("CREATE PUBLICATION pub_erp FOR TABLE orders")
+            .await?;
+    }
+    Ok((pg, nats))
+}
+
+async fn assert_nothing_happened(pg: &PgCluster, nats: &NatsServer) -> Result<()> {
+    let c = pg.connect("erp").await?;
+    let slots: i64 = c
+        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+        .await?
+        .get(0);
+    assert_eq!(slots, 0, "no slot was created");
+    let js = async_nats::jetstream::new(nats.connect().await?);
+    assert!(
+        js.get_stream("CDC_ERP").await.is_err(),
+        "no stream was created"
+    );
+    Ok(())
+}
+
+async fn fails_with(config: &str, expected: &[&str]) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_config(dir.path(), config)?;
+    let (code, stderr) = run_to_exit(&path, Duration::from_secs(60)).await?;
+    assert_ne!(code, 0, "non-zero exit; stderr:\n{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "stderr names {e:?}:\n{stderr}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_config_key_is_named() -> Result<()> {
+    let (pg, nats) = prepared(PgOptions::default(), true).await?;
+    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")])
+        .replace("[nats]\n", "[nats]\nack_windwo = 5\n");
+    fails_with(&text, &["ack_windwo", "unknown field"]).await?;
+    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")])
+        .replace("slot = \"slot_erp\"", "slot = \"Bad Slot\"");
+    fails_with(&text, &["sources[0].slot"]).await?;
+    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")])
+        .replace("slot = \"slot_erp\"\n", "");
+    fails_with(&text, &["missing field `slot`"]).await?;
+    assert_nothing_happened(&pg, &nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_level_replica_is_refused() -> Result<()> {
+    let opts = PgOptions {
+        wal_level: "replica".into(),
+        ..Default::default()
+    };
+    let (pg, nats) = prepared(opts, true).await?;
+    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]);
+    fails_with(&text, &["wal_level", "logical"]).await?;
+    assert_nothing_happened(&pg, &nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_publication_is_named() -> Result<()> {
+    let (pg, nats) = prepared(PgOptions::default(), false).await?;
+    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]);
+    fails_with(
+        &text,
+        &[
+            "publication \"pub_erp\" does not exist",
+            "sources.publication",
+        ],
+    )
+    .await?;
+    assert_nothing_happened(&pg, &nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_reported() -> Result<()> {
+    let opts = PgOptions {
+        auth: PgAuth::ScramSha256,
+        superuser_password: "right-password".into(),
+        ..Default::default()
+    };
+    let (pg, nats) = prepared(opts, true).await?;
+    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")])
+        .replace("password = \"right-password\"", "password = \"wrong\"");
+    fails_with(&text, &["authentication failed", "postgres"]).await?;
+    assert!(!text.contains("right-password"));
+    assert_nothing_happened(&pg, &nats).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_unreachable_is_named() -> Result<()> {
+    let (pg, nats) = prepared(PgOptions::default(), true).await?;
+    let dead = format!("nats://127.0.0.1:{}", tributary_testkit::free_port());
+    let text = config_text(&pg, &dead, &[SourceSpec::new("erp", "erp")]);
+    fails_with(&text, &[dead.as_str()]).await?;
+    assert_nothing_happened(&pg, &nats).await
+}
+
+/// The replication connection authenticates with md5 and SCRAM-SHA-256, password from an
+/// environment variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_and_scram_authentication_stream() -> Result<()> {
+    for auth in [PgAuth::Md5, PgAuth::ScramSha256] {
+        let opts = PgOptions {
+            auth,
+            superuser_password: "s3cret".into(),
+            ..Default::default()
+        };
+        let (pg, nats) = prepared(opts, true).await?;
+        let dir = tempfile::tempdir()?;
+        let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]).replace(
+            "password = \"s3cret\"",
+            "password = { env = \"TEST_PG_PASSWORD\" }",
+        );
+        let path = write_config(dir.path(), &text)?;
+        std::env::set_var("TEST_PG_PASSWORD", "s3cret");
+        let bridge = Bridge::spawn(&path)?;
+        wait_streaming(&pg, &["slot_erp"], &bridge).await?;
+        pg.connect("erp")
+            .await?
+            .batch_execute("INSERT INTO orders VALUES (1, 1, 1, 'x', now())")
+            .await?;
+        let client = nats.connect().await?;
+        wait_for_messages(&client, "CDC_ERP", 1, Duration::from_secs(30)).await?;
+        assert!(
+            !bridge.log().contains("s3cret"),
+            "the password is never printed"
+        );
+        assert_eq!(bridge.stop().await?, 0);
+    }
+    Ok(())
+}
