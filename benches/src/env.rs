@@ -40,9 +40,21 @@ pub struct Settings {
     pub ack_window: Option<usize>,
     /// Path of the `tributary` binary; `None` searches the usual places.
     pub bridge_binary: Option<PathBuf>,
-    /// nats-server with `sync_interval: always` (the default, fsync per JetStream write);
-    /// false leaves JetStream's own default (a sync every two minutes).
-    pub nats_sync_always: bool,
+    /// How acknowledged messages are made durable (see docs/durability.md).
+    pub durability: Durability,
+}
+
+/// The durability set-ups of docs/durability.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// nats-server `sync_interval: always`: fsync per JetStream write before the ack.
+    Always,
+    /// nats-server `sync_interval: 1s` and the bridge's `confirm_delay_ms = 1500`: the slot
+    /// is confirmed only past messages that are at least one sync old (the shipped default).
+    Interval,
+    /// nats-server's default 2-minute sync and no confirmation delay: NOT durable on power
+    /// loss; shows what durability costs.
+    None,
 }
 
 /// One PostgreSQL cluster, one nats-server and a scratch directory, all removed on drop.
@@ -76,7 +88,8 @@ impl BenchEnv {
         .await
         .context("starting PostgreSQL (tributary-testkit)")?;
         let nats = NatsServer::start_with(NatsOptions {
-            sync_always: settings.nats_sync_always,
+            sync_always: settings.durability == Durability::Always,
+            sync_interval: (settings.durability == Durability::Interval).then(|| "1s".to_owned()),
             ..NatsOptions::default()
         })
         .await
@@ -115,10 +128,10 @@ impl BenchEnv {
     /// One line describing the servers' durability settings, for every report.
     pub fn describe(&self) -> String {
         let fsync = if self.settings.pg_fsync { "on" } else { "off" };
-        let sync = if self.settings.nats_sync_always {
-            "sync_interval=always"
-        } else {
-            "default sync_interval (2 min; NOT durable per ack)"
+        let sync = match self.settings.durability {
+            Durability::Always => "sync_interval=always",
+            Durability::Interval => "sync_interval=1s with bridge confirm_delay_ms=1500",
+            Durability::None => "default sync_interval (2 min; NOT durable per ack)",
         };
         format!(
             "setup: postgresql fsync={fsync} full_page_writes={fsync} synchronous_commit=on \
@@ -175,12 +188,20 @@ impl BenchEnv {
             .ack_window
             .map(|w| format!("ack_window = {w}\n"))
             .unwrap_or_default();
+        let confirm_delay = if self.settings.durability == Durability::Interval {
+            1500
+        } else {
+            0
+        };
         let text = format!(
             r#"# Written by tributary-bench.
 http_listen = "127.0.0.1:{http}"
 
 [log]
 level = "info"
+
+[durability]
+confirm_delay_ms = {confirm_delay}
 
 [nats]
 servers = [{nats}]

@@ -60,10 +60,9 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
          JetStream ordered push consumer: a message is delivered only after the stream stored it{}, \
          so this upper-bounds commit -> publish ack",
         lat.count,
-        if env.settings.nats_sync_always {
-            " (fsync, sync_interval=always)"
-        } else {
-            ""
+        match env.settings.durability {
+            crate::env::Durability::Always => " (fsync, sync_interval=always)",
+            _ => "",
         }
     );
     println!(

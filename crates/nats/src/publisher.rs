@@ -1,79 +1,114 @@
-//! Pipelined publishing that keeps order and never leaves a gap.
+//! Pipelined publishing that keeps order, never leaves a gap, and asks for few acks.
 //!
 //! Every message carries `Nats-Msg-Id` (JetStream drops a re-sent duplicate) and
-//! `Nats-Expected-Last-Sequence`: if one publish fails, every later one in the window
-//! fails too, so the stream never holds message n+1 without message n. The caller
-//! restarts from its last confirmed position and the stream stays gapless and ordered.
+//! `Nats-Expected-Last-Sequence` = its predecessor's sequence. That chain is what makes
+//! sparse acks sound: a message is stored only if the one before it is the stream's last,
+//! so if one publish fails every later one fails too, and an ack for message n proves that
+//! n−1, n−2, … are stored. Only the messages the caller marks (the last before a checkpoint,
+//! the last of a batch) request an ack; the others go out as plain publishes with the same
+//! headers. The stream stays gapless and ordered; on an error the caller restarts from its
+//! last confirmed position.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::header::{HeaderMap, NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID};
+use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 
 use crate::NatsError;
 
-type AckFuture<T> = Pin<Box<dyn Future<Output = (T, Result<u64, NatsError>)> + Send>>;
+type AckFuture<T> = Pin<Box<dyn Future<Output = (Vec<T>, Result<u64, NatsError>)> + Send>>;
 
-/// What came back for one entry, in the order the entries were pushed.
+/// What came back for a group of entries, in the order they were pushed: the tags of every
+/// message the ack covers, then the tag of the acked message (or of a marker).
 pub struct Acked<T> {
-    pub tag: T,
-    /// Stream sequence of the stored message; None for a marker.
+    pub tags: Vec<T>,
+    /// Stream sequence of the acked message; None for a marker.
     pub sequence: Option<u64>,
 }
 
 pub struct OrderedPublisher<T> {
     js: jetstream::Context,
+    client: async_nats::Client,
     next_sequence: u64,
     inflight: FuturesOrdered<AckFuture<T>>,
-    published: usize,
+    /// Tags of messages sent without an ack request, waiting for the next acked one.
+    unacked: Vec<T>,
+    in_flight_messages: usize,
 }
 
 impl<T: Send + 'static> OrderedPublisher<T> {
     /// `last_sequence`: the stream's last sequence when publishing starts.
-    pub fn new(js: jetstream::Context, last_sequence: u64) -> Self {
+    pub fn new(js: jetstream::Context, client: async_nats::Client, last_sequence: u64) -> Self {
         OrderedPublisher {
             js,
+            client,
             next_sequence: last_sequence + 1,
             inflight: FuturesOrdered::new(),
-            published: 0,
+            unacked: Vec::new(),
+            in_flight_messages: 0,
         }
     }
 
-    /// Entries (messages and markers) awaiting their turn.
+    /// Messages sent and not yet covered by an ack.
     pub fn in_flight(&self) -> usize {
-        self.inflight.len()
+        self.in_flight_messages
     }
 
-    /// Messages sent, awaiting acks or acked.
-    pub fn published(&self) -> usize {
-        self.published
+    /// Whether anything (messages or markers) is waiting.
+    pub fn is_idle(&self) -> bool {
+        self.inflight.is_empty() && self.unacked.is_empty()
     }
 
+    /// Publishes one message; `want_ack` asks JetStream to acknowledge it (and so everything
+    /// before it). The caller must ask for an ack on the last message before any marker.
     pub async fn publish(
         &mut self,
         subject: async_nats::Subject,
-        msg_id: String,
+        msg_id: &str,
         payload: Bytes,
         tag: T,
+        want_ack: bool,
     ) -> Result<(), NatsError> {
         let expected_last = self.next_sequence - 1;
-        let message = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(&msg_id)
-            .expected_last_sequence(expected_last);
-        let subject_text = subject.to_string();
-        let ack: PublishAckFuture =
-            self.js
-                .send_publish(subject, message)
+        let subject_err =
+            |subject: &async_nats::Subject, e: &dyn std::fmt::Display| NatsError::Publish {
+                subject: subject.to_string(),
+                message: e.to_string(),
+            };
+        if !want_ack {
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_MESSAGE_ID, msg_id);
+            headers.insert(
+                NATS_EXPECTED_LAST_SEQUENCE,
+                expected_last.to_string().as_str(),
+            );
+            self.client
+                .publish_with_headers(subject.clone(), headers, payload)
                 .await
-                .map_err(|e| NatsError::Publish {
-                    subject: subject_text,
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| subject_err(&subject, &e))?;
+            self.next_sequence += 1;
+            self.in_flight_messages += 1;
+            self.unacked.push(tag);
+            return Ok(());
+        }
+        let message = PublishMessage::build()
+            .payload(payload)
+            .message_id(msg_id)
+            .expected_last_sequence(expected_last);
+        let ack = self
+            .js
+            .send_publish(subject.clone(), message)
+            .await
+            .map_err(|e| subject_err(&subject, &e))?;
         self.next_sequence += 1;
-        self.published += 1;
+        let mut tags = std::mem::take(&mut self.unacked);
+        tags.push(tag);
+        self.in_flight_messages += 1;
+        let expected_sequence = self.next_sequence - 1;
+        let msg_id = msg_id.to_string();
         let fut = ack.into_future();
         self.inflight.push_back(Box::pin(async move {
             let result = match fut.await {
@@ -81,27 +116,44 @@ impl<T: Send + 'static> OrderedPublisher<T> {
                     "message {msg_id} was a duplicate of sequence {}: the stream has another writer",
                     ack.sequence
                 ))),
+                Ok(ack) if ack.sequence != expected_sequence => Err(NatsError::Ack(format!(
+                    "message {msg_id} stored at sequence {} instead of {expected_sequence}: the stream has another writer",
+                    ack.sequence
+                ))),
                 Ok(ack) => Ok(ack.sequence),
                 Err(e) => Err(NatsError::Ack(e.to_string())),
             };
-            (tag, result)
+            (tags, result)
         }));
         Ok(())
     }
 
     /// An entry without a message: comes back once everything pushed before it is acked.
-    pub fn push_marker(&mut self, tag: T) {
+    pub fn push_marker(&mut self, tag: T) -> Result<(), NatsError> {
+        if !self.unacked.is_empty() {
+            return Err(NatsError::Ack(
+                "a marker follows messages that requested no ack".into(),
+            ));
+        }
         self.inflight
-            .push_back(Box::pin(async move { (tag, Ok(0)) }));
+            .push_back(Box::pin(async move { (vec![tag], Ok(0)) }));
+        Ok(())
     }
 
-    /// The next entry in order, once acked; None when nothing is in flight.
-    /// Cancel-safe: an entry is only taken when it is ready.
+    /// The next group in order, once acked; None when nothing awaits an ack.
+    /// Cancel-safe: a group is only taken when it is ready.
     pub async fn next_acked(&mut self) -> Option<Result<Acked<T>, NatsError>> {
-        let (tag, result) = self.inflight.next().await?;
-        Some(result.map(|seq| Acked {
-            tag,
-            sequence: (seq != 0).then_some(seq),
+        let (tags, result) = self.inflight.next().await?;
+        let sequence = match result {
+            Ok(seq) => seq,
+            Err(e) => return Some(Err(e)),
+        };
+        if sequence != 0 {
+            self.in_flight_messages -= tags.len().min(self.in_flight_messages);
+        }
+        Some(Ok(Acked {
+            tags,
+            sequence: (sequence != 0).then_some(sequence),
         }))
     }
 }

@@ -11,6 +11,9 @@ use tributary_nats::OrderedPublisher;
 use crate::metrics as m;
 use crate::transaction::Outbound;
 
+/// Upper bound on messages sent between two ack requests.
+const ACK_EVERY: usize = 256;
+
 pub enum Tag {
     Change {
         sent: Instant,
@@ -41,45 +44,36 @@ impl PublishTask {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut open = true;
         let mut acked_since_metrics = 0u64;
+        let mut since_ack = 0usize;
         loop {
-            if !open && self.publisher.in_flight() == 0 && delayed.is_empty() {
+            if !open && self.publisher.is_idle() && delayed.is_empty() {
                 break;
             }
             tokio::select! {
                 batch = rx.recv(), if open && self.publisher.in_flight() < self.window => {
                     match batch {
-                        Some(batch) => {
-                            for item in batch {
-                                match item {
-                                    Outbound::Change { subject, msg_id, payload, commit_time_micros } => {
-                                        self.publisher
-                                            .publish(subject, msg_id, payload, Tag::Change { sent: Instant::now(), commit_time_micros })
-                                            .await?;
-                                    }
-                                    Outbound::Checkpoint { lsn } => self.publisher.push_marker(Tag::Checkpoint(lsn)),
-                                }
-                            }
-                        }
+                        Some(batch) => self.send(batch, &mut since_ack).await?,
                         None => open = false,
                     }
                 }
-                acked = self.publisher.next_acked(), if self.publisher.in_flight() > 0 => {
+                acked = self.publisher.next_acked(), if !self.publisher.is_idle() => {
                     let Some(acked) = acked else { continue };
-                    match acked?.tag {
-                        Tag::Change { sent, commit_time_micros } => {
-                            acked_since_metrics += 1;
-                            if acked_since_metrics % 64 == 1 {
-                                latency.record(sent.elapsed().as_secs_f64());
-                                let now = now_micros();
-                                lag_seconds.set(((now - commit_time_micros).max(0) as f64) / 1e6);
+                    for tag in acked?.tags {
+                        match tag {
+                            Tag::Change { sent, commit_time_micros } => {
+                                acked_since_metrics += 1;
+                                if acked_since_metrics % 64 == 1 {
+                                    latency.record(sent.elapsed().as_secs_f64());
+                                    lag_seconds.set(((now_micros() - commit_time_micros).max(0) as f64) / 1e6);
+                                }
                             }
-                        }
-                        Tag::Checkpoint(lsn) => {
-                            published.increment(std::mem::take(&mut acked_since_metrics));
-                            if self.confirm_delay.is_zero() {
-                                self.confirm(lsn, &confirmed_gauge);
-                            } else {
-                                delayed.push_back((Instant::now(), lsn));
+                            Tag::Checkpoint(lsn) => {
+                                published.increment(std::mem::take(&mut acked_since_metrics));
+                                if self.confirm_delay.is_zero() {
+                                    self.confirm(lsn, &confirmed_gauge);
+                                } else {
+                                    delayed.push_back((Instant::now(), lsn));
+                                }
                             }
                         }
                     }
@@ -97,13 +91,49 @@ impl PublishTask {
                         delayed.pop_front();
                         self.confirm(lsn, &confirmed_gauge);
                     }
-                    if self.publisher.in_flight() == 0 && open {
+                    if self.publisher.is_idle() && open {
                         lag_seconds.set(0.0);
                     }
                 }
             }
         }
         published.increment(acked_since_metrics);
+        Ok(())
+    }
+
+    /// Sends a batch, asking for an ack on the last message before each checkpoint, at the
+    /// end of the batch, and at least every `ACK_EVERY` messages.
+    async fn send(
+        &mut self,
+        batch: Vec<Outbound>,
+        since_ack: &mut usize,
+    ) -> Result<(), tributary_nats::NatsError> {
+        let mut items = batch.into_iter().peekable();
+        while let Some(item) = items.next() {
+            match item {
+                Outbound::Change {
+                    subject,
+                    msg_id,
+                    payload,
+                    commit_time_micros,
+                } => {
+                    *since_ack += 1;
+                    let want_ack = *since_ack >= ACK_EVERY
+                        || !matches!(items.peek(), Some(Outbound::Change { .. }));
+                    if want_ack {
+                        *since_ack = 0;
+                    }
+                    let tag = Tag::Change {
+                        sent: Instant::now(),
+                        commit_time_micros,
+                    };
+                    self.publisher
+                        .publish(subject, &msg_id, payload, tag, want_ack)
+                        .await?;
+                }
+                Outbound::Checkpoint { lsn } => self.publisher.push_marker(Tag::Checkpoint(lsn))?,
+            }
+        }
         Ok(())
     }
 

@@ -37,6 +37,7 @@ pub struct SourceContext {
     pub config: SourceConfig,
     pub params: ConnectParams,
     pub js: async_nats::jetstream::Context,
+    pub nats: async_nats::Client,
     pub stream: ResolvedStream,
     pub subject_prefix: String,
     pub ack_window: usize,
@@ -194,7 +195,11 @@ impl SourceContext {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let publisher = PublishTask {
             source: self.name().to_string(),
-            publisher: tributary_nats::OrderedPublisher::new(self.js.clone(), last_sequence),
+            publisher: tributary_nats::OrderedPublisher::new(
+                self.js.clone(),
+                self.nats.clone(),
+                last_sequence,
+            ),
             window: self.ack_window,
             confirm_delay: self.confirm_delay,
             confirmed: confirmed_tx,

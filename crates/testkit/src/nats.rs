@@ -23,6 +23,9 @@ pub struct NatsOptions {
     /// `sync_interval: always` (fsync after every JetStream write); default
     /// `true`.
     pub sync_always: bool,
+    /// With `sync_always` false: JetStream's `sync_interval` (e.g. `"1s"`); None keeps the
+    /// server's default (two minutes).
+    pub sync_interval: Option<String>,
     /// Require this user and password (exclusive with `token`).
     pub user: Option<(String, String)>,
     /// Require this token (exclusive with `user`).
@@ -33,6 +36,7 @@ impl Default for NatsOptions {
     fn default() -> Self {
         Self {
             sync_always: true,
+            sync_interval: None,
             user: None,
             token: None,
         }
@@ -180,6 +184,8 @@ impl NatsServer {
         );
         if self.opts.sync_always {
             let _ = writeln!(conf, "  sync_interval: always");
+        } else if let Some(interval) = &self.opts.sync_interval {
+            let _ = writeln!(conf, "  sync_interval: {}", quote(interval));
         }
         let _ = writeln!(conf, "}}");
         if let Some((user, password)) = &self.opts.user {

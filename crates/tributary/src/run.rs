@@ -43,6 +43,7 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
             config: source.clone(),
             params,
             js: js.clone(),
+            nats: nats.clone(),
             stream: config.nats.resolved_stream(source),
             subject_prefix: config.nats.subject_prefix.clone(),
             ack_window: config.nats.ack_window,
