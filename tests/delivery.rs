@@ -189,3 +189,85 @@ async fn idle_source_slot_advances_next_to_a_busy_one() -> Result<()> {
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }
+
+/// Protocol 2 streams a transaction larger than `logical_decoding_work_mem` while it runs:
+/// its changes are held on disk until it commits, a rolled-back savepoint and an aborted
+/// transaction publish nothing, and transactions committed meanwhile keep commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_in_progress_transactions_publish_only_what_commits() -> Result<()> {
+    let pg = tributary_testkit::PgCluster::start_with(tributary_testkit::PgOptions {
+        settings: vec![("logical_decoding_work_mem".into(), "64kB".into())],
+        ..Default::default()
+    })
+    .await?;
+    let nats = tributary_testkit::NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    pg.create_database("erp").await?;
+    let db = pg.connect("erp").await?;
+    db.batch_execute(ORDERS_DDL).await?;
+    db.batch_execute("CREATE PUBLICATION pub_erp FOR TABLE orders")
+        .await?;
+    let config = write_config(
+        dir.path(),
+        &config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]),
+    )?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_streaming(&pg, &["slot_erp"], &bridge).await?;
+
+    let big = pg.connect("erp").await?;
+    let aborted = pg.connect("erp").await?;
+    big.batch_execute(
+        "BEGIN;
+         INSERT INTO orders SELECT i, 1, i, 'big', now() FROM generate_series(1, 20000) i;
+         SAVEPOINT s;
+         INSERT INTO orders SELECT i, 2, i, 'rolled back', now() FROM generate_series(100001, 105000) i;
+         ROLLBACK TO s;
+         INSERT INTO orders SELECT i, 3, i, 'after savepoint', now() FROM generate_series(20001, 25000) i;",
+    )
+    .await?;
+    aborted
+        .batch_execute("BEGIN; INSERT INTO orders SELECT i, 4, i, 'aborted', now() FROM generate_series(300001, 320000) i;")
+        .await?;
+    for i in 0..20 {
+        db.batch_execute(&format!(
+            "INSERT INTO orders VALUES ({}, 5, 1, 'small', now())",
+            200_001 + i
+        ))
+        .await?;
+    }
+    aborted.batch_execute("ROLLBACK").await?;
+    big.batch_execute("COMMIT").await?;
+
+    let client = nats.connect().await?;
+    wait_for_messages(&client, "CDC_ERP", 25_020, Duration::from_secs(120))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nbridge log:\n{}", bridge.log()))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = read_stream(&client, "CDC_ERP").await?;
+    assert_eq!(received.len(), 25_020, "committed changes only");
+    check_stream_invariants(&received)?;
+    // The small transactions committed first, the big one last, whole.
+    assert!(received[..20]
+        .iter()
+        .all(|r| r.event.transaction_changes == 1));
+    assert!(received[20..]
+        .iter()
+        .all(|r| r.event.commit_lsn == received[20].event.commit_lsn));
+    assert_eq!(received[25_019].event.transaction_changes, 25_000);
+    let replayed = replay(&received, "orders")?;
+    assert!(
+        replayed == table_state(&db, ORDERS_STATE_SQL).await?,
+        "replayed state equals the table"
+    );
+    let log = bridge.log();
+    assert!(
+        log.contains("streaming=true"),
+        "protocol 2 streaming in use:\n{log}"
+    );
+    assert!(
+        log.contains("spooling an in-progress transaction"),
+        "the big transaction was streamed in progress:\n{log}"
+    );
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}

@@ -167,6 +167,15 @@ pub struct SourceConfig {
     pub status_interval_ms: u64,
     #[serde(default)]
     pub stream: StreamConfig,
+    /// Receive transactions larger than `logical_decoding_work_mem` while they run
+    /// (pgoutput protocol 2, PostgreSQL 14+), spooled to disk until they commit. Off: the
+    /// server spills them and sends them after the commit.
+    #[serde(default = "default_true")]
+    pub streaming: bool,
+    /// Directory for the spool of streamed transactions; default `<tmp>/tributary-spool`.
+    /// Each source uses a sub-directory named after it.
+    #[serde(default)]
+    pub spool_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,6 +251,9 @@ fn default_heartbeat_secs() -> u64 {
 }
 fn default_status_interval_ms() -> u64 {
     1000
+}
+fn default_true() -> bool {
+    true
 }
 fn default_pg_port() -> u16 {
     5432

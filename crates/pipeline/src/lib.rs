@@ -18,13 +18,16 @@
 //! change; the marker comes back from the publisher only once every message before it is
 //! acknowledged by JetStream, and only then does the slot's confirmed position move.
 
+mod changes;
 mod error;
 mod event;
 pub mod metrics;
 mod params;
 mod publish;
 mod relations;
+mod session;
 mod source;
+mod spool;
 mod supervisor;
 mod transaction;
 
