@@ -172,6 +172,13 @@ pub struct SourceConfig {
     /// server spills them and sends them after the commit.
     #[serde(default = "default_true")]
     pub streaming: bool,
+    /// WAL the slot may retain behind Tributary's confirmed position before metrics and logs
+    /// warn (`tributary_slot_lag_over_budget`).
+    #[serde(default = "default_lag_budget_bytes")]
+    pub lag_budget_bytes: u64,
+    /// Age of the oldest unpublished commit before metrics and logs warn.
+    #[serde(default = "default_lag_budget_secs")]
+    pub lag_budget_secs: u64,
     /// Directory for the spool of streamed transactions; default `<tmp>/tributary-spool`.
     /// Each source uses a sub-directory named after it.
     #[serde(default)]
@@ -251,6 +258,12 @@ fn default_heartbeat_secs() -> u64 {
 }
 fn default_status_interval_ms() -> u64 {
     1000
+}
+fn default_lag_budget_bytes() -> u64 {
+    1 << 30
+}
+fn default_lag_budget_secs() -> u64 {
+    300
 }
 fn default_true() -> bool {
     true

@@ -14,6 +14,7 @@ pub const ERRORS: &str = "tributary_errors_total";
 pub const VALUE_FALLBACKS: &str = "tributary_value_fallbacks_total";
 pub const HEARTBEATS: &str = "tributary_heartbeats_total";
 pub const SOURCE_UP: &str = "tributary_source_up";
+pub const LAG_OVER_BUDGET: &str = "tributary_slot_lag_over_budget";
 
 /// Registers descriptions so that `/metrics` explains each series.
 pub fn describe() {
@@ -59,4 +60,5 @@ pub fn describe() {
     );
     describe_counter!(HEARTBEATS, "Heartbeat messages written to idle sources");
     describe_gauge!(SOURCE_UP, "1 while the source is streaming, 0 otherwise");
+    describe_gauge!(LAG_OVER_BUDGET, "1 while the slot's lag exceeds the configured budget in bytes or seconds, by source and kind");
 }

@@ -24,6 +24,7 @@ pub enum Tag {
 
 pub struct PublishTask {
     pub source: String,
+    pub lag_budget: Duration,
     pub publisher: OrderedPublisher<Tag>,
     pub window: usize,
     pub confirm_delay: Duration,
@@ -40,6 +41,8 @@ impl PublishTask {
         let latency = metrics::histogram!(m::PUBLISH_LATENCY, "source" => self.source.clone());
         let lag_seconds = metrics::gauge!(m::LAG_SECONDS, "source" => self.source.clone());
         let confirmed_gauge = metrics::gauge!(m::CONFIRMED_LSN, "source" => self.source.clone());
+        let over_budget = metrics::gauge!(m::LAG_OVER_BUDGET, "source" => self.source.clone(), "kind" => "seconds");
+        let mut last_warning: Option<Instant> = None;
         let mut delayed: VecDeque<(Instant, Lsn)> = VecDeque::new();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut open = true;
@@ -64,7 +67,14 @@ impl PublishTask {
                                 acked_since_metrics += 1;
                                 if acked_since_metrics % 64 == 1 {
                                     latency.record(sent.elapsed().as_secs_f64());
-                                    lag_seconds.set(((now_micros() - commit_time_micros).max(0) as f64) / 1e6);
+                                    let lag = Duration::from_micros((now_micros() - commit_time_micros).max(0) as u64);
+                                    lag_seconds.set(lag.as_secs_f64());
+                                    let over = lag > self.lag_budget;
+                                    over_budget.set(if over { 1.0 } else { 0.0 });
+                                    if over && last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                                        last_warning = Some(Instant::now());
+                                        tracing::warn!(source = %self.source, lag_secs = lag.as_secs(), budget_secs = self.lag_budget.as_secs(), "changes reach JetStream later than the lag budget");
+                                    }
                                 }
                             }
                             Tag::Checkpoint(lsn) => {
@@ -93,6 +103,7 @@ impl PublishTask {
                     }
                     if self.publisher.is_idle() && open {
                         lag_seconds.set(0.0);
+                        over_budget.set(0.0);
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use tributary_core::Lsn;
 use tributary_nats::NatsError;
 use tributary_postgres::replication::{ReplicationMessage, ReplicationStream};
@@ -44,6 +44,9 @@ pub(crate) struct Session<'a> {
     publisher: PublisherHandle,
     lag_bytes: metrics::Gauge,
     server_lsn: metrics::Gauge,
+    over_budget: metrics::Gauge,
+    /// When the lag was last reported as over budget, to warn once a minute rather than per update.
+    last_budget_warning: Option<Instant>,
     pub transactions: metrics::Counter,
     pub skipped: metrics::Counter,
 }
@@ -83,6 +86,8 @@ impl<'a> Session<'a> {
             publisher: p.publisher,
             lag_bytes: metrics::gauge!(m::LAG_BYTES, "source" => name.clone()),
             server_lsn: metrics::gauge!(m::SERVER_WAL_LSN, "source" => name.clone()),
+            over_budget: metrics::gauge!(m::LAG_OVER_BUDGET, "source" => name.clone(), "kind" => "bytes"),
+            last_budget_warning: None,
             transactions: metrics::counter!(m::TRANSACTIONS, "source" => name.clone()),
             skipped: metrics::counter!(m::SKIPPED_RESENT, "source" => name),
         }
@@ -184,16 +189,43 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn status(&self, repl: &mut ReplicationStream, reply: bool) -> Result<(), PipelineError> {
+    async fn status(
+        &mut self,
+        repl: &mut ReplicationStream,
+        reply: bool,
+    ) -> Result<(), PipelineError> {
         let lsn = *self.confirmed.borrow();
         repl.send_status(lsn, reply)
             .await
             .map_err(|e| self.ctx.pg_err(e))?;
         let reported = repl.reported_flush();
-        self.lag_bytes
-            .set(self.server_wal_end.0.saturating_sub(reported.0) as f64);
+        let lag = self.server_wal_end.0.saturating_sub(reported.0);
+        self.lag_bytes.set(lag as f64);
         self.server_lsn.set(self.server_wal_end.0 as f64);
+        self.check_budget(lag, reported);
         Ok(())
+    }
+
+    fn check_budget(&mut self, lag: u64, confirmed: Lsn) {
+        let budget = self.ctx.config.lag_budget_bytes;
+        if lag <= budget || reported_before_start(confirmed) {
+            self.over_budget.set(0.0);
+            return;
+        }
+        self.over_budget.set(1.0);
+        if self
+            .last_budget_warning
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.last_budget_warning = Some(Instant::now());
+            warn!(
+                source = %self.ctx.config.name,
+                lag_bytes = lag,
+                budget_bytes = budget,
+                %confirmed,
+                "the slot retains more WAL than its budget: the bridge or NATS is not keeping up"
+            );
+        }
     }
 
     pub async fn flush_if_full(
@@ -217,10 +249,16 @@ impl<'a> Session<'a> {
                         Err(_) => return Err(publisher_gone(self.ctx, &mut self.publisher).await),
                     }
                 }
-                _ = self.ticker.tick() => self.status(repl, false).await?,
+                _ = self.ticker.tick() => {}
             }
+            self.status(repl, false).await?;
         }
     }
+}
+
+/// Before the first confirmation the reported position is zero: no lag can be computed.
+fn reported_before_start(confirmed: Lsn) -> bool {
+    confirmed == Lsn::ZERO
 }
 
 /// The publisher's own error when it stopped with one. Only for a task not yet joined.

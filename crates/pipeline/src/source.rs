@@ -201,6 +201,7 @@ impl SourceContext {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let publisher = PublishTask {
             source: self.name().to_string(),
+            lag_budget: Duration::from_secs(self.config.lag_budget_secs),
             publisher: tributary_nats::OrderedPublisher::new(
                 self.js.clone(),
                 self.nats.clone(),

@@ -2,6 +2,7 @@
 
 mod demo;
 mod http;
+mod ops;
 mod run;
 mod telemetry;
 
@@ -48,6 +49,14 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rate: u32,
     },
+    /// Check that each source's PostgreSQL and the NATS server are ready for the bridge;
+    /// prints a fix for every failure and exits non-zero if any check fails.
+    Preflight(ops::preflight::Args),
+    /// Show each source's replication slot: position, lag, WAL retention. `slots drop`
+    /// removes one.
+    Slots(ops::slots::Args),
+    /// Show each source's slot and stream, and the running bridge's state.
+    Status(ops::status::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +80,9 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Demo { seconds, rate } => demo::demo(seconds, rate).await,
+            Command::Preflight(args) => ops::preflight::run(args).await,
+            Command::Slots(args) => ops::slots::run(args).await,
+            Command::Status(args) => ops::status::run(args).await,
         }
     });
     match result {

@@ -96,7 +96,9 @@ pub async fn preflight(config: &Config) -> Vec<Check> {
     for source in &config.sources {
         let mut rows = Vec::new();
         let budget = Duration::from_millis(source.connection.connect_timeout_ms) * 2 + QUERY_BUDGET;
-        let checked = tokio::time::timeout(budget, check_source(config, source, js.as_ref(), &mut rows)).await;
+        let checked =
+            tokio::time::timeout(budget, check_source(config, source, js.as_ref(), &mut rows))
+                .await;
         if checked.is_err() {
             rows.push(Check::fail(
                 "timeout",
@@ -119,7 +121,12 @@ pub async fn preflight(config: &Config) -> Vec<Check> {
 async fn check_nats(config: &Config, out: &mut Vec<Check>) -> Option<jetstream::Context> {
     let servers = config.nats.servers.join(", ");
     let timeout = Duration::from_millis(config.nats.connect_timeout_ms) + Duration::from_secs(5);
-    let client = match tokio::time::timeout(timeout, tributary_nats::connect(&config.nats, "tributary-preflight")).await {
+    let client = match tokio::time::timeout(
+        timeout,
+        tributary_nats::connect(&config.nats, "tributary-preflight"),
+    )
+    .await
+    {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             out.push(Check::fail(
@@ -139,7 +146,10 @@ async fn check_nats(config: &Config, out: &mut Vec<Check>) -> Option<jetstream::
         }
     };
     let version = client.server_info().version;
-    out.push(Check::pass("reachable", format!("connected to {servers} (nats-server {version})")));
+    out.push(Check::pass(
+        "reachable",
+        format!("connected to {servers} (nats-server {version})"),
+    ));
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
         .build(client);
@@ -349,7 +359,8 @@ async fn check_replication_connection(
                     source.connection.dbname, source.connection.user
                 )
             } else {
-                "see the error; the bridge opens the same connection (replication=database)".to_string()
+                "see the error; the bridge opens the same connection (replication=database)"
+                    .to_string()
             };
             Check::fail(CHECK, text, fix)
         }
@@ -373,7 +384,10 @@ async fn check_stream(
         );
     }
     if !report.exists {
-        return Check::pass(CHECK, format!("{name} does not exist yet; created at first start"));
+        return Check::pass(
+            CHECK,
+            format!("{name} does not exist yet; created at first start"),
+        );
     }
     let messages = report.messages.unwrap_or(0);
     if messages > 0 && facts.slot.is_none() {
@@ -419,7 +433,10 @@ fn check_version(f: &Facts) -> Check {
     if f.version_num < 100_000 {
         return Check::fail(
             CHECK,
-            format!("PostgreSQL {} is too old: logical replication with pgoutput needs 10 or newer", f.version),
+            format!(
+                "PostgreSQL {} is too old: logical replication with pgoutput needs 10 or newer",
+                f.version
+            ),
             "upgrade PostgreSQL to 10 or newer (14+ recommended)",
         );
     }
@@ -438,7 +455,10 @@ fn check_wal_level(f: &Facts) -> Check {
     } else {
         Check::fail(
             CHECK,
-            format!("wal_level = {}: logical decoding needs wal_level = logical", f.wal_level),
+            format!(
+                "wal_level = {}: logical decoding needs wal_level = logical",
+                f.wal_level
+            ),
             "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
         )
     }
@@ -482,7 +502,10 @@ fn check_slots_headroom(source: &SourceConfig, f: &Facts) -> Check {
 fn check_senders_headroom(f: &Facts) -> Check {
     const CHECK: &str = "max_wal_senders";
     let u = &f.usage;
-    let detail = format!("{} of {} WAL senders active", u.wal_senders_active, u.max_wal_senders);
+    let detail = format!(
+        "{} of {} WAL senders active",
+        u.wal_senders_active, u.max_wal_senders
+    );
     let slot_held = f.slot.as_ref().is_some_and(|s| s.active);
     if u.wal_senders_active >= u.max_wal_senders && !slot_held {
         return Check::fail(
@@ -535,16 +558,25 @@ fn check_publication(source: &SourceConfig, f: &Facts) -> Check {
         }
         let mut problems = Vec::new();
         if !f.role.superuser && !f.role.create_on_database {
-            problems.push(format!("role {} lacks CREATE on database {}", f.role.name, f.role.database));
+            problems.push(format!(
+                "role {} lacks CREATE on database {}",
+                f.role.name, f.role.database
+            ));
         }
         let not_owned: Vec<String> = f
             .tables
             .iter()
-            .filter(|t| t.exists && !t.owned && configured.contains(&(t.schema.clone(), t.name.clone())))
+            .filter(|t| {
+                t.exists && !t.owned && configured.contains(&(t.schema.clone(), t.name.clone()))
+            })
             .map(TableInfo::qualified)
             .collect();
         if !not_owned.is_empty() {
-            problems.push(format!("role {} does not own {}", f.role.name, short_list(&not_owned)));
+            problems.push(format!(
+                "role {} does not own {}",
+                f.role.name,
+                short_list(&not_owned)
+            ));
         }
         if problems.is_empty() {
             return Check::pass(
@@ -582,17 +614,31 @@ fn check_publication(source: &SourceConfig, f: &Facts) -> Check {
         let names: Vec<String> = missing.iter().map(|(s, t)| format!("{s}.{t}")).collect();
         return Check::fail(
             CHECK,
-            format!("publication {name} ({scope}) does not cover {} (config key `tables`)", short_list(&names)),
-            format!("ALTER PUBLICATION {} ADD TABLE {};", sql_ident(name), table_list_sql(&missing)),
+            format!(
+                "publication {name} ({scope}) does not cover {} (config key `tables`)",
+                short_list(&names)
+            ),
+            format!(
+                "ALTER PUBLICATION {} ADD TABLE {};",
+                sql_ident(name),
+                table_list_sql(&missing)
+            ),
         );
     }
     let mut skipped = Vec::new();
-    for (on, op) in [(p.insert, "insert"), (p.update, "update"), (p.delete, "delete"), (p.truncate, "truncate")] {
+    for (on, op) in [
+        (p.insert, "insert"),
+        (p.update, "update"),
+        (p.delete, "delete"),
+        (p.truncate, "truncate"),
+    ] {
         if !on {
             skipped.push(op);
         }
     }
-    if skipped.iter().any(|op| *op != "truncate") || (f.version_num >= 110_000 && !skipped.is_empty()) {
+    if skipped.iter().any(|op| *op != "truncate")
+        || (f.version_num >= 110_000 && !skipped.is_empty())
+    {
         return Check::warn(
             CHECK,
             format!("publication {name} ({scope}) does not publish {}: those changes never reach the stream", skipped.join(", ")),
@@ -627,11 +673,18 @@ fn check_tables(source: &SourceConfig, f: &Facts) -> Vec<Check> {
     }
     let mut out = Vec::new();
 
-    let absent: Vec<String> = processed.iter().filter(|t| !t.exists).map(|t| t.qualified()).collect();
+    let absent: Vec<String> = processed
+        .iter()
+        .filter(|t| !t.exists)
+        .map(|t| t.qualified())
+        .collect();
     let present: Vec<&TableInfo> = processed.iter().copied().filter(|t| t.exists).collect();
     if absent.is_empty() {
         let names: Vec<String> = present.iter().map(|t| t.qualified()).collect();
-        out.push(Check::pass("tables", format!("{} tables: {}", names.len(), short_list(&names))));
+        out.push(Check::pass(
+            "tables",
+            format!("{} tables: {}", names.len(), short_list(&names)),
+        ));
     } else {
         out.push(Check::fail(
             "tables",
@@ -648,7 +701,10 @@ fn check_tables(source: &SourceConfig, f: &Facts) -> Vec<Check> {
         ));
     } else {
         let names: Vec<String> = no_select.iter().map(|t| t.qualified()).collect();
-        let pairs: Vec<(String, String)> = no_select.iter().map(|t| (t.schema.clone(), t.name.clone())).collect();
+        let pairs: Vec<(String, String)> = no_select
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect();
         let schemas: Vec<String> = {
             let mut s: Vec<String> = no_select.iter().map(|t| sql_ident(&t.schema)).collect();
             s.dedup();
@@ -656,7 +712,11 @@ fn check_tables(source: &SourceConfig, f: &Facts) -> Vec<Check> {
         };
         out.push(Check::fail(
             "select_privilege",
-            format!("role {} may not SELECT {} (needed for snapshots and backfills)", f.role.name, short_list(&names)),
+            format!(
+                "role {} may not SELECT {} (needed for snapshots and backfills)",
+                f.role.name,
+                short_list(&names)
+            ),
             format!(
                 "GRANT USAGE ON SCHEMA {} TO {role}; GRANT SELECT ON {} TO {role};",
                 schemas.join(", "),
@@ -673,7 +733,9 @@ fn check_tables(source: &SourceConfig, f: &Facts) -> Vec<Check> {
         let problem = match t.replica_identity.as_deref() {
             Some("n") => Some("REPLICA IDENTITY NOTHING"),
             Some("d") if !t.has_primary_key => Some("no primary key and REPLICA IDENTITY DEFAULT"),
-            Some("i") if !t.has_identity_index => Some("REPLICA IDENTITY USING INDEX, but the index is gone"),
+            Some("i") if !t.has_identity_index => {
+                Some("REPLICA IDENTITY USING INDEX, but the index is gone")
+            }
             _ => None,
         };
         if let Some(p) = problem {
@@ -686,7 +748,10 @@ fn check_tables(source: &SourceConfig, f: &Facts) -> Vec<Check> {
             "every table has a primary key or REPLICA IDENTITY FULL / USING INDEX",
         ));
     } else {
-        let detail: Vec<String> = bad.iter().map(|(t, p)| format!("{} ({p})", t.qualified())).collect();
+        let detail: Vec<String> = bad
+            .iter()
+            .map(|(t, p)| format!("{} ({p})", t.qualified()))
+            .collect();
         let first = bad[0].0;
         out.push(Check::fail(
             "replica_identity",
@@ -811,12 +876,17 @@ fn check_slot(source: &SourceConfig, f: &Facts) -> Check {
             "one reader per slot: if that is not this bridge, stop it or configure another `slot`",
         );
     }
-    let lag = s.lag_bytes().map(super::human_bytes).unwrap_or_else(|| "n/a".into());
+    let lag = s
+        .lag_bytes()
+        .map(super::human_bytes)
+        .unwrap_or_else(|| "n/a".into());
     Check::pass(
         CHECK,
         format!(
             "slot {name} exists (pgoutput, confirmed {}, {lag} behind, wal_status {})",
-            s.confirmed_flush.map(|l| l.to_string()).unwrap_or_else(|| "n/a".into()),
+            s.confirmed_flush
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "n/a".into()),
             s.wal_status.as_deref().unwrap_or("n/a")
         ),
     )
@@ -847,14 +917,79 @@ pub(crate) fn describe_backend(b: &BackendInfo) -> String {
 /// An identifier as SQL: bare when that reads back the same, double-quoted otherwise.
 fn sql_ident(name: &str) -> String {
     const RESERVED: &[&str] = &[
-        "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "both", "case", "cast", "check",
-        "collate", "column", "constraint", "create", "current_date", "current_role", "current_time",
-        "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except",
-        "false", "fetch", "for", "foreign", "from", "grant", "group", "having", "in", "initially",
-        "intersect", "into", "lateral", "leading", "limit", "localtime", "not", "null", "offset", "on",
-        "only", "or", "order", "placing", "primary", "references", "returning", "select",
-        "session_user", "some", "symmetric", "table", "then", "to", "trailing", "true", "union",
-        "unique", "user", "using", "variadic", "when", "where", "window", "with",
+        "all",
+        "analyse",
+        "analyze",
+        "and",
+        "any",
+        "array",
+        "as",
+        "asc",
+        "both",
+        "case",
+        "cast",
+        "check",
+        "collate",
+        "column",
+        "constraint",
+        "create",
+        "current_date",
+        "current_role",
+        "current_time",
+        "current_user",
+        "default",
+        "deferrable",
+        "desc",
+        "distinct",
+        "do",
+        "else",
+        "end",
+        "except",
+        "false",
+        "fetch",
+        "for",
+        "foreign",
+        "from",
+        "grant",
+        "group",
+        "having",
+        "in",
+        "initially",
+        "intersect",
+        "into",
+        "lateral",
+        "leading",
+        "limit",
+        "localtime",
+        "not",
+        "null",
+        "offset",
+        "on",
+        "only",
+        "or",
+        "order",
+        "placing",
+        "primary",
+        "references",
+        "returning",
+        "select",
+        "session_user",
+        "some",
+        "symmetric",
+        "table",
+        "then",
+        "to",
+        "trailing",
+        "true",
+        "union",
+        "unique",
+        "user",
+        "using",
+        "variadic",
+        "when",
+        "where",
+        "window",
+        "with",
     ];
     let simple = name
         .chars()
@@ -889,7 +1024,11 @@ fn short_list(items: &[String]) -> String {
     if items.len() <= SHOWN {
         items.join(", ")
     } else {
-        format!("{}, … and {} more", items[..SHOWN].join(", "), items.len() - SHOWN)
+        format!(
+            "{}, … and {} more",
+            items[..SHOWN].join(", "),
+            items.len() - SHOWN
+        )
     }
 }
 
@@ -917,7 +1056,10 @@ pub fn render(checks: &[Check]) -> String {
         w(|c| c.source.chars().count(), 6) + 2 + w(|c| c.check.chars().count(), 5) + 2 + 6
     };
     let mut out = String::new();
-    for (line, check) in table.lines().zip(std::iter::once(None).chain(checks.iter().map(Some))) {
+    for (line, check) in table
+        .lines()
+        .zip(std::iter::once(None).chain(checks.iter().map(Some)))
+    {
         out.push_str(line);
         out.push('\n');
         if let Some(fix) = check.and_then(|c| c.fix.as_ref()) {
@@ -947,7 +1089,10 @@ mod tests {
              [sources.connection]\nhost = \"localhost\"\nuser = \"app\"\ndbname = \"erp\"\n",
             tables.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ")
         );
-        let dir = std::env::temp_dir().join(format!("tributary-preflight-unit-{}", rand::random::<u64>()));
+        let dir = std::env::temp_dir().join(format!(
+            "tributary-preflight-unit-{}",
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("c.toml");
         std::fs::write(&path, text).expect("write config");
@@ -998,7 +1143,10 @@ mod tests {
                 delete: true,
                 truncate: true,
             }),
-            publication_tables: tables.iter().map(|t| (t.schema.clone(), t.name.clone())).collect(),
+            publication_tables: tables
+                .iter()
+                .map(|t| (t.schema.clone(), t.name.clone()))
+                .collect(),
             tables,
             max_slot_wal_keep_size: Some(SettingValue {
                 raw: "10240".into(),
@@ -1016,7 +1164,10 @@ mod tests {
 
     #[test]
     fn a_correct_setup_passes() {
-        let rows = evaluate(&source(&["public.orders"], false), &facts(vec![table("orders", "d", true, &[])]));
+        let rows = evaluate(
+            &source(&["public.orders"], false),
+            &facts(vec![table("orders", "d", true, &[])]),
+        );
         assert!(rows.iter().all(|c| c.status == Status::Pass), "{rows:#?}");
         assert!(rows.iter().all(|c| c.fix.is_none()));
     }
@@ -1029,14 +1180,29 @@ mod tests {
             table("blobs", "f", false, &["data"]),
             table("audit", "n", false, &[]),
         ]);
-        f.max_slot_wal_keep_size = Some(SettingValue { raw: "-1".into(), display: "-1".into() });
+        f.max_slot_wal_keep_size = Some(SettingValue {
+            raw: "-1".into(),
+            display: "-1".into(),
+        });
         let rows = evaluate(&source(&[], false), &f);
-        let identity = rows.iter().find(|c| c.check == "replica_identity").expect("row");
+        let identity = rows
+            .iter()
+            .find(|c| c.check == "replica_identity")
+            .expect("row");
         assert_eq!(identity.status, Status::Fail);
-        assert!(identity.detail.contains("public.notes (no primary key"), "{}", identity.detail);
-        assert!(identity.detail.contains("public.audit (REPLICA IDENTITY NOTHING)"));
+        assert!(
+            identity.detail.contains("public.notes (no primary key"),
+            "{}",
+            identity.detail
+        );
+        assert!(identity
+            .detail
+            .contains("public.audit (REPLICA IDENTITY NOTHING)"));
         assert!(!identity.detail.contains("blobs"));
-        let toast = rows.iter().find(|c| c.check == "toast_columns").expect("row");
+        let toast = rows
+            .iter()
+            .find(|c| c.check == "toast_columns")
+            .expect("row");
         assert_eq!(toast.status, Status::Warn);
         assert!(toast.detail.contains("public.orders (note)") && !toast.detail.contains("blobs"));
         assert_eq!(status(&rows, "max_slot_wal_keep_size"), Status::Warn);
@@ -1079,7 +1245,10 @@ mod tests {
         let rows = evaluate(&source(&["public.orders", "public.stock"], false), &f);
         let p = rows.iter().find(|c| c.check == "publication").expect("row");
         assert_eq!(p.status, Status::Fail);
-        assert_eq!(p.fix.as_deref(), Some("ALTER PUBLICATION pub_erp ADD TABLE public.stock;"));
+        assert_eq!(
+            p.fix.as_deref(),
+            Some("ALTER PUBLICATION pub_erp ADD TABLE public.stock;")
+        );
         f.publication = None;
         f.publication_tables.clear();
         let rows = evaluate(&source(&["public.orders"], false), &f);
@@ -1102,11 +1271,23 @@ mod tests {
 
     #[test]
     fn render_puts_fixes_under_failures() {
-        let mut c = Check::fail("wal_level", "wal_level = replica", "ALTER SYSTEM SET wal_level = logical");
+        let mut c = Check::fail(
+            "wal_level",
+            "wal_level = replica",
+            "ALTER SYSTEM SET wal_level = logical",
+        );
         c.source = "erp".into();
         let text = render(&[c]);
-        assert!(text.contains("erp     wal_level  FAIL    wal_level = replica\n"), "{text}");
-        assert!(text.contains("\n                           fix: ALTER SYSTEM SET wal_level = logical\n"), "{text}");
+        assert!(
+            text.contains("erp     wal_level  FAIL    wal_level = replica\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n                           fix: ALTER SYSTEM SET wal_level = logical\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("1 checks: 0 passed, 0 warnings, 1 failed"));
     }
 }

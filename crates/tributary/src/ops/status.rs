@@ -1,0 +1,218 @@
+//! `tributary status`: per source the slot, the JetStream stream and — when a bridge answers
+//! on `http_listen` — its readiness and lag (docs/operations.md).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::http::SourceMetrics;
+use super::slots::SlotReport;
+use super::{BridgeReport, Format, StreamReport};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Configuration file (the one `tributary run` uses).
+    #[arg(long, short, env = "TRIBUTARY_CONFIG")]
+    pub config: PathBuf,
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// `table` for a terminal, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// The bridge process, seen through `http_listen`.
+    pub bridge: BridgeReport,
+    pub sources: Vec<SourceStatus>,
+    /// Sink workers (none exist yet).
+    pub sinks: Vec<String>,
+    /// Why `sinks` is empty.
+    pub sinks_note: &'static str,
+    /// Parts that could not be read (PostgreSQL or NATS unreachable).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub slot: SlotReport,
+    pub stream: StreamReport,
+    /// The running bridge's metrics for this source (null when no bridge answers).
+    pub bridge: Option<SourceMetrics>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = tributary_config::load(&args.config)?;
+    let sources = super::select_sources(&config, args.source.as_deref())?;
+
+    let (bridge, js) = tokio::join!(
+        super::fetch_bridge(&config.http_listen),
+        super::connect_jetstream(&config)
+    );
+    let mut errors = Vec::new();
+    let js = match js {
+        Ok(js) => Some(js),
+        Err(e) => {
+            errors.push(format!("{e:#}"));
+            None
+        }
+    };
+    let mut statuses = Vec::new();
+    for source in sources {
+        let stream_name = config.nats.resolved_stream(source).name;
+        let mut slot = super::slots::read_slot(source, "status").await;
+        let stream = match &js {
+            Some(js) => super::stream_report(js, &stream_name).await,
+            None => StreamReport {
+                name: stream_name.clone(),
+                error: Some("NATS unreachable".into()),
+                ..Default::default()
+            },
+        };
+        slot.lag_seconds = super::lag_seconds(slot.lag_bytes, stream.last_commit_micros);
+        if let Some(e) = &slot.error {
+            errors.push(format!("{}: slot {}: {e}", source.name, source.slot));
+        }
+        if let (Some(e), Some(_)) = (&stream.error, &js) {
+            errors.push(format!("{}: {e}", source.name));
+        }
+        statuses.push(SourceStatus {
+            source: source.name.clone(),
+            bridge: bridge.up.then(|| {
+                bridge
+                    .metrics
+                    .get(&source.name)
+                    .cloned()
+                    .unwrap_or_default()
+            }),
+            slot,
+            stream,
+        });
+    }
+    let report = StatusReport {
+        bridge,
+        sources: statuses,
+        sinks: Vec::new(),
+        sinks_note: "no sinks configured",
+        errors,
+    };
+    match args.format {
+        Format::Json => super::print_json(&report)?,
+        Format::Table => print!("{}", render(&report)),
+    }
+    if !report.errors.is_empty() {
+        anyhow::bail!(
+            "status incomplete: {} part(s) could not be read",
+            report.errors.len()
+        );
+    }
+    Ok(())
+}
+
+fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let b = &r.bridge;
+    let bridge_line = if b.up {
+        match (b.ready, b.readyz.as_deref()) {
+            (Some(true), _) => format!("up on {}, ready (every source streaming)", b.address),
+            (_, Some(text)) => format!("up on {}, not ready ({text})", b.address),
+            _ => format!("up on {}", b.address),
+        }
+    } else {
+        format!(
+            "not running ({})",
+            b.error.as_deref().unwrap_or("no answer")
+        )
+    };
+    out.push_str(&format!("bridge  {bridge_line}\n"));
+
+    for s in &r.sources {
+        out.push_str(&format!("\nsource {} ({})\n", s.source, s.slot.endpoint));
+        let slot = &s.slot;
+        let slot_line = if let Some(e) = &slot.error {
+            format!("{}: cannot read: {e}", slot.slot)
+        } else if !slot.exists {
+            format!(
+                "{}: does not exist (created by the bridge's first start)",
+                slot.slot
+            )
+        } else {
+            let state = match (slot.active, slot.active_pid) {
+                (Some(true), Some(pid)) => format!("active (pid {pid})"),
+                (Some(true), None) => "active".into(),
+                _ => "inactive".into(),
+            };
+            let mut line = format!(
+                "{}: {state}, confirmed {}, lag {}",
+                slot.slot,
+                slot.confirmed_flush_lsn.as_deref().unwrap_or("n/a"),
+                slot.lag_bytes
+                    .map(super::human_bytes)
+                    .unwrap_or_else(|| "n/a".into())
+            );
+            if let Some(secs) = slot.lag_seconds {
+                line.push_str(&format!(" (~{})", super::human_seconds(secs)));
+            }
+            if let Some(w) = &slot.wal_status {
+                line.push_str(&format!(", wal_status {w}"));
+            }
+            line
+        };
+        out.push_str(&format!("  slot    {slot_line}\n"));
+
+        let st = &s.stream;
+        let stream_line = if let Some(e) = &st.error {
+            format!("{}: cannot read: {e}", st.name)
+        } else if !st.exists {
+            format!(
+                "{}: does not exist (created by the bridge's first start)",
+                st.name
+            )
+        } else {
+            let mut line = format!(
+                "{}: {} messages, {}, sequences {}..{}",
+                st.name,
+                st.messages.unwrap_or(0),
+                super::human_bytes(st.bytes.unwrap_or(0)),
+                st.first_sequence.unwrap_or(0),
+                st.last_sequence.unwrap_or(0)
+            );
+            if let Some(t) = &st.last_message_time {
+                line.push_str(&format!(", last message {t}"));
+            }
+            if let Some(c) = st.last_commit_micros {
+                let ago = (super::now_micros() - c).max(0) as f64 / 1e6;
+                line.push_str(&format!(" (committed {} ago)", super::human_seconds(ago)));
+            }
+            line
+        };
+        out.push_str(&format!("  stream  {stream_line}\n"));
+
+        let bridge_line = match &s.bridge {
+            None => "no bridge answers".to_string(),
+            Some(m) => {
+                let state = match m.source_up {
+                    Some(true) => "streaming",
+                    Some(false) => "not streaming",
+                    None => "no metrics for this source",
+                };
+                match m.replication_lag_seconds {
+                    Some(l) => format!("{state}, replication lag {}", super::human_seconds(l)),
+                    None => state.to_string(),
+                }
+            }
+        };
+        out.push_str(&format!("  bridge  {bridge_line}\n"));
+    }
+    out.push_str(&format!("\nsinks   {}\n", r.sinks_note));
+    if !r.errors.is_empty() {
+        out.push('\n');
+        for e in &r.errors {
+            out.push_str(&format!("error: {e}\n"));
+        }
+    }
+    out
+}
