@@ -12,6 +12,6 @@ mod ports;
 mod process;
 
 pub use error::TestkitError;
-pub use nats::{NatsOptions, NatsServer};
+pub use nats::{NatsOptions, NatsServer, NatsTls};
 pub use pg::{PgAuth, PgCluster, PgOptions};
 pub use ports::{free_port, try_free_port};

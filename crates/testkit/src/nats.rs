@@ -30,6 +30,16 @@ pub struct NatsOptions {
     pub user: Option<(String, String)>,
     /// Require this token (exclusive with `user`).
     pub token: Option<String>,
+    /// Serve TLS only, with this certificate chain, key and the CA that signed it (PEM files).
+    pub tls: Option<NatsTls>,
+}
+
+/// TLS material for [`NatsOptions::tls`].
+#[derive(Debug, Clone)]
+pub struct NatsTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
 }
 
 impl Default for NatsOptions {
@@ -39,6 +49,7 @@ impl Default for NatsOptions {
             sync_interval: None,
             user: None,
             token: None,
+            tls: None,
         }
     }
 }
@@ -118,7 +129,12 @@ impl NatsServer {
 
     /// Connection options carrying the configured credentials, if any.
     pub fn connect_options(&self) -> async_nats::ConnectOptions {
-        let options = async_nats::ConnectOptions::new();
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(tls) = &self.opts.tls {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(tls.ca_file.clone());
+        }
         match (&self.opts.user, &self.opts.token) {
             (Some((user, password)), _) => {
                 options.user_and_password(user.clone(), password.clone())
@@ -188,6 +204,14 @@ impl NatsServer {
             let _ = writeln!(conf, "  sync_interval: {}", quote(interval));
         }
         let _ = writeln!(conf, "}}");
+        if let Some(tls) = &self.opts.tls {
+            let _ = writeln!(
+                conf,
+                "tls {{\n  cert_file: {}\n  key_file: {}\n}}",
+                quote(&tls.cert_file.display().to_string()),
+                quote(&tls.key_file.display().to_string())
+            );
+        }
         if let Some((user, password)) = &self.opts.user {
             let _ = writeln!(
                 conf,
