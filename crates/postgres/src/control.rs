@@ -303,12 +303,13 @@ pub struct SlotDetails {
     /// Bytes of WAL that can still be written before the slot is invalidated (PostgreSQL 13+;
     /// None when `max_slot_wal_keep_size` is -1 or the slot is lost).
     pub safe_wal_size: Option<i64>,
-    /// The server's current WAL position (the replay position on a standby).
+    /// The server's current WAL position: the insert position, which includes commits whose
+    /// WAL is not written out yet (`synchronous_commit = off`); the replay position on a standby.
     pub current_wal: Lsn,
 }
 
 impl SlotDetails {
-    /// Bytes of WAL between the server's position and the slot's confirmed position.
+    /// Bytes of WAL between the server's current position and the slot's confirmed position.
     pub fn lag_bytes(&self) -> Option<u64> {
         self.confirmed_flush
             .map(|c| self.current_wal.0.saturating_sub(c.0))
@@ -479,7 +480,7 @@ impl ControlConnection {
                             s.active, s.active_pid, s.restart_lsn::text, s.confirmed_flush_lsn::text, \
                             {wal_status}, {safe_wal_size}, \
                             (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-                                  ELSE pg_current_wal_lsn() END)::text \
+                                  ELSE pg_current_wal_insert_lsn() END)::text \
                      FROM pg_replication_slots s WHERE s.slot_name = $1"
                 ),
                 &[&name],
@@ -595,7 +596,7 @@ impl ControlConnection {
         let row = self
             .client
             .query_opt(
-                "SELECT pid, usename::text, application_name, client_addr::text, \
+                "SELECT pid, usename::text, application_name, host(client_addr), \
                         to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                         backend_type \
                  FROM pg_stat_activity WHERE pid = $1",

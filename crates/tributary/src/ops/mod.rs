@@ -196,6 +196,15 @@ pub(crate) fn lag_seconds(lag_bytes: Option<u64>, last_commit_micros: Option<i64
     }
 }
 
+/// `1 table`, `3 tables`.
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `1234567` → `1.2 MiB`.
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

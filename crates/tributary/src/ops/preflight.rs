@@ -283,6 +283,7 @@ async fn check_source(
         }
     };
     let mut rows = evaluate(source, &facts);
+    rows.extend(check_spool(source, &facts));
     // The replication connection itself: pg_hba.conf and the walsender limit, as the bridge
     // will meet them. Skipped when the role cannot replicate (already a failure).
     if facts.role.superuser || facts.role.replication {
@@ -415,20 +416,21 @@ async fn check_stream(
 
 /// The rules: catalog facts to report lines.
 pub fn evaluate(source: &SourceConfig, f: &Facts) -> Vec<Check> {
-    let mut out = Vec::new();
-    out.push(check_version(f));
-    out.push(check_wal_level(f));
-    out.push(check_slots_headroom(source, f));
-    out.push(check_senders_headroom(f));
-    out.push(check_replication_privilege(f));
-    out.push(check_publication(source, f));
+    let mut out = vec![
+        check_version(source, f),
+        check_wal_level(f),
+        check_slots_headroom(source, f),
+        check_senders_headroom(f),
+        check_replication_privilege(f),
+        check_publication(source, f),
+    ];
     out.extend(check_tables(source, f));
     out.push(check_wal_keep(f));
     out.push(check_slot(source, f));
     out
 }
 
-fn check_version(f: &Facts) -> Check {
+fn check_version(source: &SourceConfig, f: &Facts) -> Check {
     const CHECK: &str = "server_version";
     if f.version_num < 100_000 {
         return Check::fail(
@@ -440,12 +442,59 @@ fn check_version(f: &Facts) -> Check {
             "upgrade PostgreSQL to 10 or newer (14+ recommended)",
         );
     }
-    let note = if f.version_num >= 140_000 {
-        "supports pgoutput protocol 2 (streaming of in-progress transactions)"
-    } else {
-        "pgoutput protocol 1 only (protocol 2, streaming of in-progress transactions, needs 14+); Tributary uses 1"
+    let note = match (f.version_num >= 140_000, source.streaming) {
+        (true, true) => "pgoutput protocol 2: large transactions stream while they run (streaming = true)",
+        (true, false) => "pgoutput protocol 1 (streaming = false): the server spills large transactions and sends them after their commit",
+        (false, _) => "pgoutput protocol 1: protocol 2 (streaming of in-progress transactions) needs 14+, so the server spills large transactions and sends them after their commit",
     };
     Check::pass(CHECK, format!("PostgreSQL {}: {note}", f.version))
+}
+
+/// The spool of streamed transactions (protocol 2 only): a writable directory on the bridge's
+/// machine. Probed in the nearest existing directory, never inside a running bridge's spool.
+fn check_spool(source: &SourceConfig, f: &Facts) -> Option<Check> {
+    const CHECK: &str = "spool_dir";
+    if !source.streaming || f.version_num < 140_000 {
+        return None;
+    }
+    let base = source
+        .spool_dir
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("tributary-spool"));
+    let mut probe = base.clone();
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p.to_path_buf(),
+            _ => break,
+        }
+    }
+    let fix = "set `sources.spool_dir` to a writable directory with room for the largest transaction, or streaming = false";
+    if !probe.is_dir() {
+        return Some(Check::fail(
+            CHECK,
+            format!("{} is not a directory", probe.display()),
+            fix,
+        ));
+    }
+    let file = probe.join(format!(".tributary-preflight-{}", std::process::id()));
+    Some(match std::fs::File::create(&file) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&file);
+            Check::pass(
+                CHECK,
+                format!(
+                    "{} is writable on this machine (large transactions are spooled there while they run)",
+                    base.join(&source.name).display()
+                ),
+            )
+        }
+        Err(e) => Check::fail(
+            CHECK,
+            format!("cannot write in {}: {e}", probe.display()),
+            fix,
+        ),
+    })
 }
 
 fn check_wal_level(f: &Facts) -> Check {
@@ -608,7 +657,7 @@ fn check_publication(source: &SourceConfig, f: &Facts) -> Check {
     let scope = if p.all_tables {
         "FOR ALL TABLES".to_string()
     } else {
-        format!("{} tables", f.publication_tables.len())
+        super::count(f.publication_tables.len(), "table")
     };
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|(s, t)| format!("{s}.{t}")).collect();
@@ -683,7 +732,11 @@ fn check_tables(source: &SourceConfig, f: &Facts) -> Vec<Check> {
         let names: Vec<String> = present.iter().map(|t| t.qualified()).collect();
         out.push(Check::pass(
             "tables",
-            format!("{} tables: {}", names.len(), short_list(&names)),
+            format!(
+                "{}: {}",
+                super::count(names.len(), "table"),
+                short_list(&names)
+            ),
         ));
     } else {
         out.push(Check::fail(
@@ -1053,7 +1106,7 @@ pub fn render(checks: &[Check]) -> String {
     let table = super::render_table(&["SOURCE", "CHECK", "STATUS", "DETAIL"], &rows);
     let indent = {
         let w = |f: fn(&Check) -> usize, h: usize| checks.iter().map(f).max().unwrap_or(0).max(h);
-        w(|c| c.source.chars().count(), 6) + 2 + w(|c| c.check.chars().count(), 5) + 2 + 6
+        w(|c| c.source.chars().count(), 6) + 2 + w(|c| c.check.chars().count(), 5) + 2 + 6 + 2
     };
     let mut out = String::new();
     for (line, check) in table
@@ -1068,10 +1121,10 @@ pub fn render(checks: &[Check]) -> String {
     }
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
     out.push_str(&format!(
-        "\n{} checks: {} passed, {} warnings, {} failed\n",
-        checks.len(),
+        "\n{}: {} passed, {}, {} failed\n",
+        super::count(checks.len(), "check"),
         count(Status::Pass),
-        count(Status::Warn),
+        super::count(count(Status::Warn), "warning"),
         count(Status::Fail)
     ));
     out
@@ -1288,6 +1341,9 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("1 checks: 0 passed, 0 warnings, 1 failed"));
+        assert!(
+            text.contains("1 check: 0 passed, 0 warnings, 1 failed"),
+            "{text}"
+        );
     }
 }

@@ -65,7 +65,7 @@ pub struct SlotReport {
     pub confirmed_flush_lsn: Option<String>,
     pub restart_lsn: Option<String>,
     pub current_wal_lsn: Option<String>,
-    /// pg_current_wal_lsn() - confirmed_flush_lsn.
+    /// pg_current_wal_insert_lsn() - confirmed_flush_lsn: WAL the bridge has not confirmed.
     pub lag_bytes: Option<u64>,
     /// 0 when the slot has no WAL left to read; otherwise the time since the commit of the
     /// newest change in the stream (an upper bound); null when that is unknown.
@@ -377,11 +377,11 @@ fn explain(
     );
     let next = match stream {
         Some(s) if s.error.is_none() && s.messages.unwrap_or(0) > 0 => format!(
-            "  Next start: stream {stream_name} holds {} messages, so `tributary run` refuses to start source {}\n  \
+            "  Next start: stream {stream_name} holds {}, so `tributary run` refuses to start source {}\n  \
              (its slot is gone while the stream has data). Consumers need a new snapshot: once they are\n  \
              prepared, delete the stream (nats stream rm {stream_name}); the next start then creates a new\n  \
              slot at the then-current WAL position and a new history.",
-            s.messages.unwrap_or(0),
+            super::count(s.messages.unwrap_or(0) as usize, "message"),
             source.name
         ),
         Some(s) if s.error.is_none() => format!(
