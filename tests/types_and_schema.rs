@@ -210,8 +210,10 @@ async fn every_type_round_trips() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_toast_is_marked_unchanged() -> Result<()> {
     let (pg, nats, _dir, bridge) = start_with(
-        "CREATE TABLE docs (id int PRIMARY KEY, body text, n int)",
-        "docs",
+        "CREATE TABLE docs (id int PRIMARY KEY, body text, n int);
+         CREATE TABLE full_docs (id int PRIMARY KEY, body text, n int);
+         ALTER TABLE full_docs REPLICA IDENTITY FULL;",
+        "docs, full_docs",
     )
     .await?;
     let db = pg.connect("erp").await?;
@@ -236,6 +238,22 @@ async fn unchanged_toast_is_marked_unchanged() -> Result<()> {
     );
     assert_eq!(kind(&rx[1].event, "n"), &Kind::Int(1));
     assert_eq!(kind(&rx[2].event, "body"), &Kind::Text("short now".into()));
+
+    // REPLICA IDENTITY FULL: the old row carries the value, and so does the event's after image.
+    db.batch_execute(
+        "INSERT INTO full_docs SELECT 1, string_agg(md5(i::text), ''), 0 FROM generate_series(1, 4000) i;
+         UPDATE full_docs SET n = 1 WHERE id = 1;",
+    )
+    .await?;
+    wait_for_messages(&client, "CDC_ERP", 5, Duration::from_secs(60)).await?;
+    let rx = read_stream(&client, "CDC_ERP").await?;
+    let update = &rx[4].event;
+    assert_eq!(update.table, "full_docs");
+    let Kind::Text(filled) = kind(update, "body") else {
+        panic!("FULL fills the untouched value: {update:?}")
+    };
+    assert_eq!(filled.len(), 128_000);
+    assert_eq!(update.changed_columns, vec!["n".to_string()]);
     drop(bridge);
     Ok(())
 }

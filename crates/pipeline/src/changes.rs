@@ -29,6 +29,21 @@ fn message_xid(data: &[u8]) -> Option<u32> {
     }
 }
 
+/// With a full before image (REPLICA IDENTITY FULL) an untouched TOASTed value is known:
+/// PostgreSQL still marks it unchanged in the new row, so take it from the old one.
+fn fill_unchanged(
+    after: &mut tributary_proto::cdc::v1::Row,
+    before: &tributary_proto::cdc::v1::Row,
+) {
+    use tributary_proto::cdc::v1::value::Kind;
+    for (a, b) in after.values.iter_mut().zip(&before.values) {
+        if matches!(a.kind, Some(Kind::Unchanged(_))) && !matches!(b.kind, Some(Kind::Unchanged(_)))
+        {
+            a.kind = b.kind.clone();
+        }
+    }
+}
+
 impl Session<'_> {
     /// One XLogData payload: decoded and applied, or spooled while a transaction streams.
     pub async fn handle(
@@ -177,7 +192,7 @@ impl Session<'_> {
                 let Some(rel) = self.included(relation_oid)? else {
                     return Ok(());
                 };
-                let after = build_row(rel, &new, self.ctx.config.name.as_str())
+                let mut after = build_row(rel, &new, self.ctx.config.name.as_str())
                     .map_err(|e| self.ctx.fatal(e.to_string()))?;
                 let (before, key_only) = match &old {
                     Some(OldTuple::Full(t)) => (
@@ -197,7 +212,11 @@ impl Session<'_> {
                     None => (None, false),
                 };
                 let changed = match (&before, key_only) {
-                    (Some(b), false) => changed_columns(rel, b, &after),
+                    (Some(b), false) => {
+                        let changed = changed_columns(rel, b, &after);
+                        fill_unchanged(&mut after, b);
+                        changed
+                    }
                     _ => Vec::new(),
                 };
                 let event = ChangeEvent {

@@ -255,7 +255,8 @@ fn spawn_heartbeat(
                     counter.increment(1);
                     debug!(%source, %lsn, "heartbeat");
                 }
-                // A read-only role cannot write messages; the keepalive path still advances the slot.
+                // Fails on a standby or where EXECUTE on pg_logical_emit_message was revoked; the
+                // keepalive path still advances the slot.
                 Err(e) => warn!(%source, error = %e, "heartbeat failed"),
             }
         }
