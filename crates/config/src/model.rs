@@ -172,6 +172,17 @@ pub struct SourceConfig {
     /// server spills them and sends them after the commit.
     #[serde(default = "default_true")]
     pub streaming: bool,
+    /// `initial`: on first start, publish the current rows of every published table as `read`
+    /// events before the changes that follow; `never`: changes only; `initial_only`: the
+    /// snapshot, then stop.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Chunks copied at once during a snapshot (several tables at a time).
+    #[serde(default = "default_snapshot_parallelism")]
+    pub snapshot_parallelism: usize,
+    /// Rows per snapshot chunk: the unit of progress and of parallelism.
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub snapshot_chunk_rows: u64,
     /// WAL the slot may retain behind Tributary's confirmed position before metrics and logs
     /// warn (`tributary_slot_lag_over_budget`).
     #[serde(default = "default_lag_budget_bytes")]
@@ -183,6 +194,15 @@ pub struct SourceConfig {
     /// Each source uses a sub-directory named after it.
     #[serde(default)]
     pub spool_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    #[default]
+    Initial,
+    Never,
+    InitialOnly,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +278,12 @@ fn default_heartbeat_secs() -> u64 {
 }
 fn default_status_interval_ms() -> u64 {
     1000
+}
+fn default_snapshot_parallelism() -> usize {
+    2
+}
+fn default_snapshot_chunk_rows() -> u64 {
+    50_000
 }
 fn default_lag_budget_bytes() -> u64 {
     1 << 30
