@@ -3,7 +3,17 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["tributary/cdc/v1/change.proto"];
+    let files = [
+        "tributary/cdc/v1/change.proto",
+        "tributary/retail/v1/common.proto",
+        "tributary/retail/v1/customer.proto",
+        "tributary/retail/v1/catalog.proto",
+        "tributary/retail/v1/order.proto",
+        "tributary/retail/v1/inventory.proto",
+        "tributary/retail/v1/fulfillment.proto",
+        "tributary/retail/v1/returns.proto",
+        "tributary/retail/v1/event.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -19,6 +19,8 @@ pub type Result<T> = anyhow::Result<T>;
 
 /// One `[[sources]]` block.
 pub struct SourceSpec {
+    /// Extra lines for the `[[sources]]` block, e.g. `snapshot = "never"`.
+    pub extra: String,
     pub name: String,
     pub dbname: String,
     pub publication: String,
@@ -29,6 +31,7 @@ pub struct SourceSpec {
 impl SourceSpec {
     pub fn new(name: &str, dbname: &str) -> Self {
         SourceSpec {
+            extra: String::new(),
             name: name.into(),
             dbname: dbname.into(),
             publication: format!("pub_{name}"),
@@ -45,9 +48,9 @@ pub fn config_text(pg: &PgCluster, nats_url: &str, sources: &[SourceSpec]) -> St
     );
     for s in sources {
         text.push_str(&format!(
-            "\n[[sources]]\nname = \"{}\"\npublication = \"{}\"\nslot = \"{}\"\nheartbeat_interval_secs = {}\nstatus_interval_ms = 200\n\
+            "\n[[sources]]\nname = \"{}\"\npublication = \"{}\"\nslot = \"{}\"\nheartbeat_interval_secs = {}\nstatus_interval_ms = 200\n{}\
              [sources.connection]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\npassword = \"{}\"\ndbname = \"{}\"\nconnect_timeout_ms = 3000\n",
-            s.name, s.publication, s.slot, s.heartbeat_secs, pg.port(), pg.password(), s.dbname
+            s.name, s.publication, s.slot, s.heartbeat_secs, s.extra, pg.port(), pg.password(), s.dbname
         ));
     }
     text
@@ -230,6 +233,11 @@ pub fn check_stream_invariants(received: &[Received]) -> Result<()> {
         }
         if e.op == Operation::Message as i32 && !e.message.as_ref().is_some_and(|m| m.transactional)
         {
+            continue;
+        }
+        // Snapshot reads are not part of a transaction; they precede the changes after them.
+        if e.op == Operation::Read as i32 {
+            prev_commit = prev_commit.max(e.commit_lsn);
             continue;
         }
         if e.commit_lsn < prev_commit {

@@ -1,9 +1,11 @@
 //! Tributary configuration: TOML types, loading, validation and secrets.
 
+mod domain;
 mod model;
 mod secret;
 mod validate;
 
+pub use domain::*;
 pub use model::*;
 pub use secret::{Secret, SecretError};
 

@@ -18,6 +18,9 @@ pub struct Config {
     pub durability: DurabilityConfig,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// The domain stage: canonical retail events mapped from the sources' changes.
+    #[serde(default)]
+    pub domain: Option<crate::DomainConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

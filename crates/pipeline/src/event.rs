@@ -40,10 +40,7 @@ pub fn build_row(rel: &RelationInfo, tuple: &TupleData<'_>, source: &str) -> Res
         let kind = match v {
             TupleValue::Null => Kind::Null(NullValue::NullValue as i32),
             TupleValue::UnchangedToast => Kind::Unchanged(Unchanged {}),
-            TupleValue::Text(text) => match decode_text(&rel.kinds[i], text) {
-                Ok(value) => return_kind(value),
-                Err(e) => fallback(rel, i, text, source, &e.to_string()),
-            },
+            TupleValue::Text(text) => text_kind(rel, i, text, source),
             TupleValue::Binary(data) => match decode_binary(&rel.kinds[i], data) {
                 Ok(value) => return_kind(value),
                 Err(e) => fallback(rel, i, data, source, &e.to_string()),
@@ -52,6 +49,35 @@ pub fn build_row(rel: &RelationInfo, tuple: &TupleData<'_>, source: &str) -> Res
         values.push(Value { kind: Some(kind) });
     }
     Ok(Row { values })
+}
+
+/// Converts the rows of a COPY (text format, `None` = NULL) the same way.
+pub fn build_row_from_text(rel: &RelationInfo, fields: &[Option<std::borrow::Cow<'_, [u8]>>], source: &str) -> Result<Row, RowError> {
+    if fields.len() != rel.kinds.len() {
+        return Err(RowError::ColumnCount {
+            table: rel.qualified_name(),
+            got: fields.len(),
+            expected: rel.kinds.len(),
+        });
+    }
+    let values = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Value {
+            kind: Some(match f {
+                None => Kind::Null(NullValue::NullValue as i32),
+                Some(text) => text_kind(rel, i, text, source),
+            }),
+        })
+        .collect();
+    Ok(Row { values })
+}
+
+fn text_kind(rel: &RelationInfo, i: usize, text: &[u8], source: &str) -> Kind {
+    match decode_text(&rel.kinds[i], text) {
+        Ok(value) => return_kind(value),
+        Err(e) => fallback(rel, i, text, source, &e.to_string()),
+    }
 }
 
 fn return_kind(value: Value) -> Kind {

@@ -26,6 +26,7 @@ mod params;
 mod publish;
 mod relations;
 mod session;
+mod snapshot;
 mod source;
 mod spool;
 mod supervisor;

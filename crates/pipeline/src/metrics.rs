@@ -14,6 +14,8 @@ pub const ERRORS: &str = "tributary_errors_total";
 pub const VALUE_FALLBACKS: &str = "tributary_value_fallbacks_total";
 pub const HEARTBEATS: &str = "tributary_heartbeats_total";
 pub const SOURCE_UP: &str = "tributary_source_up";
+pub const SNAPSHOT_ROWS: &str = "tributary_snapshot_rows_total";
+pub const SNAPSHOT_ROWS_ESTIMATED: &str = "tributary_snapshot_rows_estimated";
 pub const LAG_OVER_BUDGET: &str = "tributary_slot_lag_over_budget";
 
 /// Registers descriptions so that `/metrics` explains each series.
@@ -59,6 +61,8 @@ pub fn describe() {
         "Values that did not parse as their type and were sent as text"
     );
     describe_counter!(HEARTBEATS, "Heartbeat messages written to idle sources");
+    describe_counter!(SNAPSHOT_ROWS, "Rows copied by snapshots, by source and table");
+    describe_gauge!(SNAPSHOT_ROWS_ESTIMATED, "Estimated rows of each table being snapshotted (pg_class.reltuples)");
     describe_gauge!(SOURCE_UP, "1 while the source is streaming, 0 otherwise");
     describe_gauge!(LAG_OVER_BUDGET, "1 while the slot's lag exceeds the configured budget in bytes or seconds, by source and kind");
 }

@@ -15,6 +15,7 @@ use crate::transaction::Outbound;
 const ACK_EVERY: usize = 256;
 
 pub enum Tag {
+    Chunk(crate::snapshot::ChunkId),
     Change {
         sent: Instant,
         commit_time_micros: i64,
@@ -29,6 +30,8 @@ pub struct PublishTask {
     pub window: usize,
     pub confirm_delay: Duration,
     pub confirmed: watch::Sender<Lsn>,
+    /// Snapshot chunks whose `read` events are acknowledged.
+    pub chunks_acked: Option<mpsc::UnboundedSender<crate::snapshot::ChunkId>>,
 }
 
 impl PublishTask {
@@ -75,6 +78,11 @@ impl PublishTask {
                                         last_warning = Some(Instant::now());
                                         tracing::warn!(source = %self.source, lag_secs = lag.as_secs(), budget_secs = self.lag_budget.as_secs(), "changes reach JetStream later than the lag budget");
                                     }
+                                }
+                            }
+                            Tag::Chunk(id) => {
+                                if let Some(tx) = &self.chunks_acked {
+                                    let _ = tx.send(id);
                                 }
                             }
                             Tag::Checkpoint(lsn) => {
@@ -143,6 +151,7 @@ impl PublishTask {
                         .await?;
                 }
                 Outbound::Checkpoint { lsn } => self.publisher.push_marker(Tag::Checkpoint(lsn))?,
+                Outbound::SnapshotChunk { id } => self.publisher.push_marker(Tag::Chunk(id))?,
             }
         }
         Ok(())

@@ -19,16 +19,19 @@ pub enum Op {
     Update = 1,
     Delete = 2,
     Truncate = 3,
+    /// A row copied by a snapshot.
+    Read = 4,
 }
 
 impl Op {
-    pub const ALL: [Op; 4] = [Op::Insert, Op::Update, Op::Delete, Op::Truncate];
+    pub const ALL: [Op; 5] = [Op::Insert, Op::Update, Op::Delete, Op::Truncate, Op::Read];
     pub fn name(self) -> &'static str {
         match self {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
             Op::Truncate => "truncate",
+            Op::Read => "read",
         }
     }
 }
@@ -44,8 +47,8 @@ pub struct RelationInfo {
     /// ChangeEvent fields that are the same for every event of this relation, encoded once
     /// and appended to each event's own fields (protobuf merges concatenated messages).
     pub static_fields: Bytes,
-    pub subjects: [Subject; 4],
-    pub counters: [metrics::Counter; 4],
+    pub subjects: [Subject; 5],
+    pub counters: [metrics::Counter; 5],
 }
 
 impl RelationInfo {
@@ -89,6 +92,14 @@ impl RelationCache {
     }
 
     pub fn insert(&mut self, ctx: &RelationContext<'_>, spec: RelationSpec<'_>) -> &RelationInfo {
+        let oid = spec.oid;
+        self.map.insert(oid, RelationInfo::build(ctx, spec));
+        &self.map[&oid]
+    }
+}
+
+impl RelationInfo {
+    pub fn build(ctx: &RelationContext<'_>, spec: RelationSpec<'_>) -> RelationInfo {
         let qualified = format!("{}.{}", spec.schema, spec.table);
         let included = ctx.tables.is_empty() || ctx.tables.contains(&qualified);
         let columns: Vec<Column> = spec
@@ -139,7 +150,6 @@ impl RelationCache {
             subjects: Op::ALL.map(subject),
             counters: Op::ALL.map(counter),
         };
-        self.map.insert(spec.oid, info);
-        &self.map[&spec.oid]
+        info
     }
 }

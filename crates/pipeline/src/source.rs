@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use tributary_config::{ResolvedStream, SourceConfig};
+use tributary_config::{ResolvedStream, SnapshotMode, SourceConfig};
 use tributary_core::Lsn;
 use tributary_nats::NatsError;
 use tributary_postgres::replication::{ReplicationConnection, StartOptions};
@@ -17,6 +17,7 @@ use tributary_postgres::{ConnectParams, ControlConnection, PgError};
 use crate::metrics as m;
 use crate::publish::PublishTask;
 use crate::session::{Session, SessionParts};
+use crate::snapshot::{SnapshotRun, SnapshotSource, SnapshotState, StateStore, Status as SnapshotStatus};
 use crate::spool::Spool;
 use crate::transaction::parse_event_id;
 use crate::PipelineError;
@@ -127,17 +128,19 @@ impl SourceContext {
             .map_err(|e| self.nats_err(e))?;
         let watermark = last_id.as_deref().and_then(parse_event_id);
 
-        let slot = control
-            .slot(&self.config.slot)
-            .await
-            .map_err(|e| self.pg_err(e))?;
-        let mut replication = ReplicationConnection::connect(&self.params)
-            .await
-            .map_err(|e| self.pg_err(e))?;
-        let identity = replication
-            .identify_system()
-            .await
-            .map_err(|e| self.pg_err(e))?;
+        let slot = control.slot(&self.config.slot).await.map_err(|e| self.pg_err(e))?;
+        let mut replication = ReplicationConnection::connect(&self.params).await.map_err(|e| self.pg_err(e))?;
+        let identity = replication.identify_system().await.map_err(|e| self.pg_err(e))?;
+        let mode = self.config.snapshot;
+        let store = match mode {
+            SnapshotMode::Never => None,
+            _ => Some(
+                StateStore::open(&self.js, self.name(), self.stream.replicas)
+                    .await
+                    .map_err(|e| self.fatal(e.to_string()))?,
+            ),
+        };
+        let mut snapshot = None;
         match slot {
             None if last_sequence > 0 => {
                 return Err(self.pg_err(PgError::SlotMissing {
@@ -147,10 +150,13 @@ impl SourceContext {
             }
             None => {
                 let created = replication
-                    .create_slot(&self.config.slot, false)
+                    .create_slot(&self.config.slot, store.is_some())
                     .await
                     .map_err(|e| self.pg_err(e))?;
                 info!(source = self.name(), slot = %self.config.slot, consistent_point = %created.consistent_point, "created replication slot");
+                if let (Some(name), Some(_)) = (created.snapshot_name, &store) {
+                    snapshot = Some((SnapshotSource::Exported(name), SnapshotState::new(created.consistent_point)));
+                }
             }
             Some(info) => {
                 if info.plugin.as_deref() != Some("pgoutput") {
@@ -166,16 +172,71 @@ impl SourceContext {
                         confirmed: info.confirmed_flush.unwrap_or_default(),
                     }));
                 }
+                if let Some(store) = &store {
+                    match store.load().await.map_err(|e| self.fatal(e.to_string()))? {
+                        Some(state) if state.status == SnapshotStatus::InProgress => {
+                            info!(source = self.name(), "resuming the interrupted snapshot");
+                            snapshot = Some((SnapshotSource::Fresh, state));
+                        }
+                        Some(_) if mode == SnapshotMode::InitialOnly => {
+                            info!(source = self.name(), "snapshot already complete (snapshot = \"initial_only\")");
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
+
+        let (confirmed_tx, confirmed_rx) = watch::channel(Lsn::ZERO);
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let (chunks_tx, chunks_rx) = mpsc::unbounded_channel();
+        let publisher = PublishTask {
+            source: self.name().to_string(),
+            lag_budget: Duration::from_secs(self.config.lag_budget_secs),
+            publisher: tributary_nats::OrderedPublisher::new(self.js.clone(), self.nats.clone(), last_sequence),
+            window: self.ack_window,
+            confirm_delay: self.confirm_delay,
+            confirmed: confirmed_tx,
+            chunks_acked: Some(chunks_tx),
+        };
+        let mut publisher = tokio::spawn(publisher.run(rx));
+
+        if let (Some((source, state)), Some(store)) = (snapshot, &store) {
+            let tables = if self.config.tables.is_empty() {
+                control.publication_tables(&self.config.publication).await.map_err(|e| self.pg_err(e))?
+            } else {
+                self.config.tables.clone()
+            };
+            let run = SnapshotRun {
+                ctx: self,
+                database: &identity.dbname,
+                store,
+                out: tx.clone(),
+                acked: chunks_rx,
+            };
+            if let Err(e) = run.run(source, state, tables).await {
+                publisher.abort();
+                return Err(e);
+            }
+            // The exported snapshot is no longer needed; stream on a fresh connection.
+            replication.close().await;
+            if mode == SnapshotMode::InitialOnly {
+                drop(tx);
+                let drained = (&mut publisher).await;
+                if let Ok(Err(e)) = drained {
+                    return Err(self.nats_err(e));
+                }
+                control.drop_slot(&self.config.slot).await.map_err(|e| self.pg_err(e))?;
+                info!(source = self.name(), slot = %self.config.slot, "snapshot complete; slot dropped (snapshot = \"initial_only\")");
+                return Ok(());
+            }
+            replication = ReplicationConnection::connect(&self.params).await.map_err(|e| self.pg_err(e))?;
+        }
+
         // Protocol 2 streams in-progress transactions (PostgreSQL 14+); they are spooled to
         // disk until they commit, so that memory stays flat and aborted work is never published.
-        let streaming = self.config.streaming
-            && control
-                .server_version_num()
-                .await
-                .map_err(|e| self.pg_err(e))?
-                >= 140_000;
+        let streaming = self.config.streaming && control.server_version_num().await.map_err(|e| self.pg_err(e))? >= 140_000;
         let start = StartOptions {
             slot: self.config.slot.clone(),
             start: Lsn::ZERO,
@@ -189,29 +250,15 @@ impl SourceContext {
             None => std::env::temp_dir().join("tributary-spool"),
         }
         .join(&self.config.name);
-        let spool = Spool::open(spool_dir)
-            .map_err(|e| self.fatal(format!("config key `sources.spool_dir`: {e}")))?;
-        let repl = replication
-            .start_replication(&start)
-            .await
-            .map_err(|e| self.pg_err(e))?;
-        info!(source = self.name(), slot = %self.config.slot, last_sequence, watermark = ?watermark, streaming, "streaming");
-
-        let (confirmed_tx, confirmed_rx) = watch::channel(Lsn::ZERO);
-        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        let publisher = PublishTask {
-            source: self.name().to_string(),
-            lag_budget: Duration::from_secs(self.config.lag_budget_secs),
-            publisher: tributary_nats::OrderedPublisher::new(
-                self.js.clone(),
-                self.nats.clone(),
-                last_sequence,
-            ),
-            window: self.ack_window,
-            confirm_delay: self.confirm_delay,
-            confirmed: confirmed_tx,
+        let spool = Spool::open(spool_dir).map_err(|e| self.fatal(format!("config key `sources.spool_dir`: {e}")))?;
+        let repl = match replication.start_replication(&start).await {
+            Ok(r) => r,
+            Err(e) => {
+                publisher.abort();
+                return Err(self.pg_err(e));
+            }
         };
-        let publisher = tokio::spawn(publisher.run(rx));
+        info!(source = self.name(), slot = %self.config.slot, last_sequence, watermark = ?watermark, streaming, "streaming");
         let heartbeat = spawn_heartbeat(self, control, shutdown.child_token());
 
         let session = Session::new(SessionParts {

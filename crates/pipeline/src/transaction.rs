@@ -16,6 +16,8 @@ pub enum Outbound {
     },
     /// Confirm `lsn` once everything before it is acknowledged.
     Checkpoint { lsn: Lsn },
+    /// A snapshot chunk's `read` events are all before this: report it once acknowledged.
+    SnapshotChunk { id: crate::snapshot::ChunkId },
 }
 
 /// A built change whose encoding waits until it is known whether it is the last one.

@@ -30,7 +30,7 @@ pub enum PgError {
     Protocol(String),
     #[error("connection closed by the server")]
     Closed,
-    #[error("control connection: {0}")]
+    #[error("control connection: {}", describe(.0))]
     Control(#[from] tokio_postgres::Error),
     #[error("replication slot {slot:?} does not exist{}", if *.missing_since_restart { " any more (it was dropped or invalidated): take a new snapshot and recreate it deliberately" } else { "" })]
     SlotMissing {
@@ -86,5 +86,13 @@ impl PgError {
             | PgError::SlotWrongPlugin { .. } => "slot",
             PgError::Precondition(_) => "precondition",
         }
+    }
+}
+
+/// tokio-postgres shows a server error as "db error"; the server's own message says what happened.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.message(), db.code().code(), db.detail().unwrap_or_default()).trim_end_matches(": ").to_string(),
+        None => e.to_string(),
     }
 }

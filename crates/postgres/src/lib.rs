@@ -5,6 +5,7 @@ pub mod control;
 mod error;
 pub mod pgoutput;
 pub mod replication;
+pub mod snapshot_catalog;
 pub mod values;
 
 pub use connect_params::{ConnectParams, TlsMode};

@@ -7,6 +7,15 @@ pub mod cdc {
     }
 }
 
+/// `tributary.retail.v1`: canonical retail domain events (customers, orders, stock, ...).
+pub mod retail {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/tributary.retail.v1.rs"));
+    }
+}
+
+pub mod compat;
+
 /// The `FileDescriptorSet` of every `.proto` file, as published for consumers.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
 

@@ -54,6 +54,9 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         contexts.push(ctx);
     }
 
+    // The domain stage (when configured) checks its mappings before anything runs.
+    let domain = tributary_domain::DomainStage::prepare(&config, js.clone()).await?;
+
     let addr = config
         .http_listen
         .parse()
@@ -70,6 +73,18 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     for ctx in contexts {
         let stop = shutdown.clone();
         tasks.spawn(tributary_pipeline::run_source(ctx, stop));
+    }
+    if let Some(stage) = domain {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            stage
+                .run(stop)
+                .await
+                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
+                    source_name: "domain".into(),
+                    message: e.to_string(),
+                })
+        });
     }
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {

@@ -1,0 +1,60 @@
+use std::fmt;
+
+/// Errors that stop or restart the domain stage (configuration, NATS). A change that cannot
+/// be mapped is not one of these: it is a [`MapError`] and goes to the dead-letter stream.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("config key `{key}`: {message}")]
+    Config { key: String, message: String },
+    #[error("protobuf descriptors: {0}")]
+    Descriptors(String),
+    #[error("NATS {what}: {message}")]
+    Nats { what: String, message: String },
+    #[error(transparent)]
+    Stream(#[from] tributary_nats::NatsError),
+    #[error("state of {key} is unreadable: {message}")]
+    CorruptState { key: String, message: String },
+}
+
+impl DomainError {
+    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn nats(what: impl Into<String>, e: impl fmt::Display) -> Self {
+        DomainError::Nats {
+            what: what.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Why one change could not be mapped (a definite error: retrying cannot help). The text is
+/// the `Tributary-Reason` header of the dead letter.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum MapError {
+    #[error("undecodable change event: {0}")]
+    Decode(String),
+    #[error("key column `{0}` is missing or NULL")]
+    MissingKey(String),
+    #[error("required column `{0}` is missing or NULL")]
+    MissingValue(String),
+    #[error("column `{column}` ({value}) cannot be converted to {target} for field `{field}`")]
+    Unconvertible {
+        column: String,
+        value: String,
+        target: String,
+        field: String,
+    },
+    #[error("parent row {table} {key} not found within {waited_ms} ms")]
+    MissingParent {
+        table: String,
+        key: String,
+        waited_ms: u64,
+    },
+    #[error("the change has no row image to map")]
+    NoRow,
+}

@@ -1,0 +1,33 @@
+//! Every metric of the domain stage, named once. Labels are bounded: `source` (configured
+//! sources), `mapping` (configured mappings), `entity` (configured entities).
+
+pub const CHANGES: &str = "tributary_domain_changes_total";
+pub const EVENTS: &str = "tributary_domain_events_total";
+pub const DEAD_LETTERS: &str = "tributary_domain_dead_letters_total";
+pub const REDELIVERIES_SKIPPED: &str = "tributary_domain_redeliveries_skipped_total";
+pub const OWNED_FIELDS_KEPT: &str = "tributary_domain_owned_fields_kept_total";
+pub const ERRORS: &str = "tributary_domain_errors_total";
+
+pub fn describe() {
+    metrics::describe_counter!(CHANGES, "CDC changes the domain stage consumed, per source");
+    metrics::describe_counter!(
+        EVENTS,
+        "domain events published and acknowledged, per mapping"
+    );
+    metrics::describe_counter!(
+        DEAD_LETTERS,
+        "changes that could not be mapped and went to the dead-letter stream, per mapping"
+    );
+    metrics::describe_counter!(
+        REDELIVERIES_SKIPPED,
+        "redelivered changes whose events were already published, per source"
+    );
+    metrics::describe_counter!(
+        OWNED_FIELDS_KEPT,
+        "field values from a non-authoritative system that were not applied, per entity"
+    );
+    metrics::describe_counter!(
+        ERRORS,
+        "transient errors that restarted a source's domain task"
+    );
+}

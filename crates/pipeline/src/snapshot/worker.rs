@@ -1,0 +1,168 @@
+//! A snapshot worker: one connection inside the shared transaction snapshot, copying chunks
+//! from a queue with COPY and handing their `read` events to the publisher.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tributary_core::Lsn;
+use tributary_postgres::snapshot_catalog::{copy_out, ChunkRange, SnapshotTable, COPY_SESSION_SQL};
+use tributary_postgres::ControlConnection;
+use tributary_proto::cdc::v1::{ChangeEvent, Operation};
+
+use super::copy_text::{parse_row, RowSplitter};
+use super::ChunkId;
+use crate::event::build_row_from_text;
+use crate::publish::now_micros;
+use crate::relations::{Op, RelationInfo};
+use crate::session::BATCH;
+use crate::transaction::{encode, Outbound, PendingChange};
+use crate::{PipelineError, SourceContext};
+
+pub struct ChunkJob {
+    pub id: ChunkId,
+    pub range: ChunkRange,
+    pub table: SnapshotTable,
+    pub info: Arc<RelationInfo>,
+}
+
+pub enum ChunkOutcome {
+    Copied { id: ChunkId, rows: u64 },
+    /// The table cannot be copied (no permission, …): it is skipped, the rest goes on.
+    Failed { id: ChunkId, error: String },
+}
+
+pub struct Worker {
+    conn: ControlConnection,
+}
+
+enum CopyError {
+    Table(String),
+    PublisherGone,
+}
+
+impl Worker {
+    /// Opens a connection that reads under `snapshot` (an exported snapshot name).
+    pub async fn open(ctx: &SourceContext, snapshot: &str) -> Result<Worker, PipelineError> {
+        let conn = ControlConnection::connect(&ctx.params).await.map_err(|e| ctx.pg_err(e))?;
+        let setup = format!(
+            "{COPY_SESSION_SQL}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.replace('\'', "''")
+        );
+        conn.client()
+            .batch_execute(&setup)
+            .await
+            .map_err(|e| ctx.fatal(format!("cannot import snapshot {snapshot}: {e}")))?;
+        Ok(Worker { conn })
+    }
+
+    pub fn client(&self) -> &tokio_postgres::Client {
+        self.conn.client()
+    }
+
+    pub async fn run(
+        self,
+        queue: Arc<Mutex<VecDeque<ChunkJob>>>,
+        out: mpsc::Sender<Vec<Outbound>>,
+        outcomes: mpsc::UnboundedSender<ChunkOutcome>,
+        source: String,
+        consistent_point: Lsn,
+        attempt: u32,
+    ) -> Result<(), PipelineError> {
+        let gone = || PipelineError::PublisherGone {
+            source_name: source.clone(),
+            message: "closed during the snapshot".into(),
+        };
+        loop {
+            let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                break;
+            };
+            let client = self.conn.client();
+            if let Err(e) = client.batch_execute("SAVEPOINT chunk").await {
+                let _ = outcomes.send(ChunkOutcome::Failed { id: job.id, error: e.to_string() });
+                continue;
+            }
+            match copy_chunk(client, &job, &out, &source, consistent_point, attempt).await {
+                Ok(rows) => {
+                    let _ = client.batch_execute("RELEASE SAVEPOINT chunk").await;
+                    let _ = outcomes.send(ChunkOutcome::Copied { id: job.id, rows });
+                }
+                Err(CopyError::Table(error)) => {
+                    let _ = client.batch_execute("ROLLBACK TO SAVEPOINT chunk").await;
+                    let _ = outcomes.send(ChunkOutcome::Failed { id: job.id, error });
+                }
+                Err(CopyError::PublisherGone) => return Err(gone()),
+            }
+        }
+        let _ = self.conn.client().batch_execute("COMMIT").await;
+        Ok(())
+    }
+}
+
+async fn copy_chunk(
+    client: &tokio_postgres::Client,
+    job: &ChunkJob,
+    out: &mpsc::Sender<Vec<Outbound>>,
+    source: &str,
+    consistent_point: Lsn,
+    attempt: u32,
+) -> Result<u64, CopyError> {
+    let table_err = |e: &dyn std::fmt::Display| CopyError::Table(format!("{}: {e}", job.table.qualified()));
+    let sql = job.table.copy_sql(&job.range, None);
+    let stream = copy_out(client, &sql).await.map_err(|e| table_err(&e))?;
+    let mut stream = std::pin::pin!(stream);
+    let rows_counter = metrics::counter!(crate::metrics::SNAPSHOT_ROWS, "source" => source.to_string(), "table" => job.id.table.to_string());
+    let mut splitter = RowSplitter::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut rows = 0u64;
+    let now = now_micros();
+    while let Some(data) = stream.next().await {
+        let data = data.map_err(|e| table_err(&e))?;
+        splitter
+            .push(&data, |line| {
+                rows += 1;
+                let mut fields = Vec::with_capacity(job.info.kinds.len());
+                parse_row(line, rows, &mut fields).map_err(|e| table_err(&e))?;
+                let after = build_row_from_text(&job.info, &fields, source).map_err(|e| table_err(&e))?;
+                batch.push(read_event(job, after, source, (consistent_point, attempt), rows, now));
+                Ok::<(), CopyError>(())
+            })?;
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            out.send(full).await.map_err(|_| CopyError::PublisherGone)?;
+        }
+    }
+    if splitter.has_partial_row() {
+        return Err(table_err(&"COPY output ended inside a row"));
+    }
+    rows_counter.increment(rows);
+    batch.push(Outbound::SnapshotChunk { id: job.id.clone() });
+    out.send(batch).await.map_err(|_| CopyError::PublisherGone)?;
+    Ok(rows)
+}
+
+fn read_event(job: &ChunkJob, after: tributary_proto::cdc::v1::Row, source: &str, (lsn, attempt): (Lsn, u32), n: u64, now: i64) -> Outbound {
+    // Unique per run, chunk and row: a chunk cut short by a crash is read again under a new
+    // snapshot whose rows may differ, so it is published again in full, never half-deduplicated.
+    let id = format!("{source}:{lsn}:r{attempt}.{}.{}.{n}", job.table.oid, job.id.index);
+    let change = PendingChange {
+        event: ChangeEvent {
+            event_id: id.clone(),
+            op: Operation::Read as i32,
+            after: Some(after),
+            commit_lsn: lsn.0,
+            commit_time_micros: now,
+            captured_at_micros: now,
+            ..Default::default()
+        },
+        static_fields: job.info.static_fields.clone(),
+        subject: job.info.subjects[Op::Read as usize].clone(),
+    };
+    Outbound::Change {
+        subject: change.subject.clone(),
+        msg_id: id,
+        payload: encode(&change),
+        commit_time_micros: now,
+    }
+}

@@ -1,0 +1,322 @@
+//! The GraphQL subset the Shopify emulator understands.
+//!
+//! One operation per request (`query`/`mutation`, named or anonymous, variable definitions
+//! skipped); only its **first root field** is executed. Arguments may be variables (`$input`) or
+//! literals (strings, numbers, booleans, null, enums, lists, objects). Directives after the
+//! arguments are parsed; `@idempotent(key: ...)` is honoured. The selection set is not
+//! interpreted: the emulator answers with the whole payload object of the root field.
+
+use serde_json::{Map, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Query,
+    Mutation,
+}
+
+/// The executable part of a request.
+#[derive(Clone, Debug)]
+pub struct Operation {
+    pub kind: OpKind,
+    /// The root field's name (alias resolved).
+    pub field: String,
+    /// The root field's arguments with variables substituted.
+    pub args: Map<String, Value>,
+    /// `@idempotent(key: ...)`, if present.
+    pub idempotency_key: Option<String>,
+}
+
+/// Parses `query` with `variables`; the error is a GraphQL-style message.
+pub fn parse(query: &str, variables: &Map<String, Value>) -> Result<Operation, String> {
+    let mut p = Parser {
+        s: query.chars().collect(),
+        pos: 0,
+        vars: variables,
+    };
+    p.operation()
+}
+
+struct Parser<'a> {
+    s: Vec<char>,
+    pos: usize,
+    vars: &'a Map<String, Value>,
+}
+
+impl Parser<'_> {
+    fn operation(&mut self) -> Result<Operation, String> {
+        self.ws();
+        let mut kind = OpKind::Query;
+        if self.peek() != Some('{') {
+            let keyword = self.ident()?;
+            kind = match keyword.as_str() {
+                "query" => OpKind::Query,
+                "mutation" => OpKind::Mutation,
+                other => {
+                    return Err(format!(
+                        "Parse error on \"{other}\": unsupported operation type"
+                    ))
+                }
+            };
+            self.ws();
+            if self.peek().is_some_and(is_name_start) {
+                self.ident()?;
+            }
+            self.ws();
+            if self.peek() == Some('(') {
+                self.skip_balanced('(', ')')?;
+            }
+            self.ws();
+            while self.peek() == Some('@') {
+                self.pos += 1;
+                self.ident()?;
+                self.ws();
+                if self.peek() == Some('(') {
+                    self.skip_balanced('(', ')')?;
+                }
+                self.ws();
+            }
+        }
+        self.expect('{')?;
+        self.ws();
+        let mut field = self.ident()?;
+        self.ws();
+        if self.peek() == Some(':') {
+            self.pos += 1;
+            self.ws();
+            field = self.ident()?;
+            self.ws();
+        }
+        let args = if self.peek() == Some('(') {
+            self.arguments()?
+        } else {
+            Map::new()
+        };
+        let mut idempotency_key = None;
+        self.ws();
+        while self.peek() == Some('@') {
+            self.pos += 1;
+            let name = self.ident()?;
+            self.ws();
+            let dargs = if self.peek() == Some('(') {
+                self.arguments()?
+            } else {
+                Map::new()
+            };
+            if name == "idempotent" {
+                match dargs.get("key") {
+                    Some(Value::String(k)) if !k.is_empty() => idempotency_key = Some(k.clone()),
+                    _ => {
+                        return Err(
+                            "Directive 'idempotent' requires a non-empty String 'key'".into()
+                        )
+                    }
+                }
+            }
+            self.ws();
+        }
+        Ok(Operation {
+            kind,
+            field,
+            args,
+            idempotency_key,
+        })
+    }
+
+    fn arguments(&mut self) -> Result<Map<String, Value>, String> {
+        self.expect('(')?;
+        let mut out = Map::new();
+        loop {
+            self.ws();
+            if self.peek() == Some(')') {
+                self.pos += 1;
+                return Ok(out);
+            }
+            let name = self.ident()?;
+            self.ws();
+            self.expect(':')?;
+            let value = self.value()?;
+            out.insert(name, value);
+        }
+    }
+
+    fn value(&mut self) -> Result<Value, String> {
+        self.ws();
+        match self.peek() {
+            Some('$') => {
+                self.pos += 1;
+                let name = self.ident()?;
+                Ok(self.vars.get(&name).cloned().unwrap_or(Value::Null))
+            }
+            Some('"') => self.string().map(Value::String),
+            Some('[') => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.ws();
+                    if self.peek() == Some(']') {
+                        self.pos += 1;
+                        return Ok(Value::Array(items));
+                    }
+                    items.push(self.value()?);
+                }
+            }
+            Some('{') => {
+                self.pos += 1;
+                let mut obj = Map::new();
+                loop {
+                    self.ws();
+                    if self.peek() == Some('}') {
+                        self.pos += 1;
+                        return Ok(Value::Object(obj));
+                    }
+                    let k = self.ident()?;
+                    self.ws();
+                    self.expect(':')?;
+                    obj.insert(k, self.value()?);
+                }
+            }
+            Some(c) if c == '-' || c.is_ascii_digit() => {
+                let start = self.pos;
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_digit() || "-+.eE".contains(c))
+                {
+                    self.pos += 1;
+                }
+                let text: String = self.s[start..self.pos].iter().collect();
+                serde_json::from_str::<Value>(&text)
+                    .map_err(|_| format!("Parse error: bad number {text}"))
+            }
+            Some(c) if is_name_start(c) => Ok(match self.ident()?.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" => Value::Null,
+                other => Value::String(other.to_string()),
+            }),
+            other => Err(format!("Parse error: unexpected {other:?} at {}", self.pos)),
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.expect('"')?;
+        let mut out = String::new();
+        while let Some(c) = self.next() {
+            match c {
+                '"' => return Ok(out),
+                '\\' => match self.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some(c) => out.push(c),
+                    None => break,
+                },
+                c => out.push(c),
+            }
+        }
+        Err("Parse error: unterminated string".into())
+    }
+
+    fn skip_balanced(&mut self, open: char, close: char) -> Result<(), String> {
+        let mut depth = 0usize;
+        while let Some(c) = self.peek() {
+            if c == '"' {
+                self.string()?;
+                continue;
+            }
+            self.pos += 1;
+            if c == open {
+                depth += 1;
+            } else if c == close {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!("Parse error: missing '{close}'"))
+    }
+
+    fn ident(&mut self) -> Result<String, String> {
+        let start = self.pos;
+        if !self.peek().is_some_and(is_name_start) {
+            return Err(format!("Parse error: expected a name at {start}"));
+        }
+        while self
+            .peek()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            self.pos += 1;
+        }
+        Ok(self.s[start..self.pos].iter().collect())
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(format!("Parse error: expected '{c}' at {}", self.pos))
+        }
+    }
+
+    fn ws(&mut self) {
+        while let Some(c) = self.peek() {
+            if c.is_whitespace() || c == ',' {
+                self.pos += 1;
+            } else if c == '#' {
+                while self.peek().is_some_and(|c| c != '\n') {
+                    self.pos += 1;
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.s.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek();
+        self.pos += 1;
+        c
+    }
+}
+
+fn is_name_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn mutation_with_variables_and_idempotency() {
+        let vars = json!({"input": {"name": "available"}, "key": "k-1"});
+        let Value::Object(vars) = vars else {
+            unreachable!()
+        };
+        let op = parse(
+            "mutation Set($input: InventorySetQuantitiesInput!, $key: String!) {\n  # c\n  r: inventorySetQuantities(input: $input) @idempotent(key: $key) { userErrors { field } } }",
+            &vars,
+        )
+        .expect("parses");
+        assert_eq!(op.kind, OpKind::Mutation);
+        assert_eq!(op.field, "inventorySetQuantities");
+        assert_eq!(op.args["input"]["name"], "available");
+        assert_eq!(op.idempotency_key.as_deref(), Some("k-1"));
+    }
+
+    #[test]
+    fn query_with_literals() {
+        let op = parse("{ orders(first: 5, query: \"updated_at:>'x'\", reverse: false) { edges { node { id } } } }", &Map::new())
+            .expect("parses");
+        assert_eq!(op.kind, OpKind::Query);
+        assert_eq!(op.args["first"], 5);
+        assert_eq!(op.args["query"], "updated_at:>'x'");
+        assert!(parse("mutation { x(a: ) }", &Map::new()).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Read queries for reconciliation: GraphQL connections filtered by `updated_at`, single
+//! lookups, and the legacy REST `orders.json` / `customers.json` with `updated_at_min`.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use super::mutations::GqlError;
+use super::state::{customer_node, gid, parse_gid, variant_node, ShopState};
+use super::webhooks::{customer_payload, order_payload};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Requested cost of a query: 2 + `first` for connections, 1 otherwise.
+pub fn cost(args: &Map<String, Value>) -> f64 {
+    args.get("first")
+        .and_then(Value::as_u64)
+        .map(|f| 2.0 + f as f64)
+        .unwrap_or(1.0)
+}
+
+/// Runs query root field `name`; `None` if the emulator does not know it.
+pub fn execute(
+    s: &ShopState,
+    name: &str,
+    args: &Map<String, Value>,
+) -> Option<Result<Value, GqlError>> {
+    let id_arg = |kind: &str| {
+        args.get("id")
+            .and_then(Value::as_str)
+            .and_then(|g| parse_gid(g, kind))
+    };
+    Some(Ok(match name {
+        "orders" => {
+            return Some(connection(
+                s.orders
+                    .values()
+                    .map(|o| (o.updated_at.clone(), o.id, s.order_node(o)))
+                    .collect(),
+                args,
+            ))
+        }
+        "customers" => {
+            return Some(connection(
+                s.customers
+                    .values()
+                    .map(|c| (c.updated_at.clone(), c.id, customer_node(c)))
+                    .collect(),
+                args,
+            ))
+        }
+        "products" => {
+            return Some(connection(
+                s.products
+                    .values()
+                    .map(|p| (p.updated_at.clone(), p.id, s.product_node(p)))
+                    .collect(),
+                args,
+            ))
+        }
+        "order" => id_arg("Order")
+            .and_then(|id| s.orders.get(&id))
+            .map(|o| s.order_node(o))
+            .unwrap_or(Value::Null),
+        "customer" => id_arg("Customer")
+            .and_then(|id| s.customers.get(&id))
+            .map(customer_node)
+            .unwrap_or(Value::Null),
+        "product" => id_arg("Product")
+            .and_then(|id| s.products.get(&id))
+            .map(|p| s.product_node(p))
+            .unwrap_or(Value::Null),
+        "productVariant" => id_arg("ProductVariant")
+            .and_then(|id| s.variants.get(&id))
+            .map(variant_node)
+            .unwrap_or(Value::Null),
+        "inventoryItem" => {
+            match id_arg("InventoryItem").and_then(|id| s.variant_by_item(id).map(|v| (id, v))) {
+                None => Value::Null,
+                Some((item, v)) => {
+                    let levels: Vec<Value> = s.inventory.iter().filter(|((i, _), _)| *i == item).map(|((_, loc), l)| json!({
+                    "location": {"id": gid("Location", *loc)}, "updatedAt": l.updated_at,
+                    "quantities": [{"name": "available", "quantity": l.available}, {"name": "on_hand", "quantity": l.on_hand}]})).collect();
+                    json!({"id": gid("InventoryItem", item), "sku": v.sku, "inventoryLevels": {"nodes": levels}})
+                }
+            }
+        }
+        _ => return None,
+    }))
+}
+
+/// One `updated_at` comparison from a search query such as `updated_at:>'2026-01-01T00:00:00Z'`.
+fn updated_filter(query: &str) -> Result<Vec<(String, String)>, GqlError> {
+    let mut out = Vec::new();
+    for term in query
+        .split_whitespace()
+        .filter(|t| !t.eq_ignore_ascii_case("AND"))
+    {
+        let Some(rest) = term.strip_prefix("updated_at:") else {
+            return Err(GqlError {
+                message: format!("Unsupported search term '{term}' (emulator: only updated_at)"),
+                code: "BAD_REQUEST",
+            });
+        };
+        let op_len = rest.chars().take_while(|c| "<>=".contains(*c)).count();
+        let (op, value) = rest.split_at(op_len);
+        out.push((
+            op.to_string(),
+            value.trim_matches(|c| c == '\'' || c == '"').to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+fn matches(updated: &str, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(op, v)| match op.as_str() {
+        ">" => updated > v.as_str(),
+        ">=" => updated >= v.as_str(),
+        "<" => updated < v.as_str(),
+        "<=" => updated <= v.as_str(),
+        _ => updated == v.as_str(),
+    })
+}
+
+/// A Relay connection over `(updated_at, id, node)`, sorted by update time then id.
+fn connection(
+    mut items: Vec<(String, u64, Value)>,
+    args: &Map<String, Value>,
+) -> Result<Value, GqlError> {
+    let filters = match args.get("query").and_then(Value::as_str) {
+        Some(q) => updated_filter(q)?,
+        None => vec![],
+    };
+    items.retain(|(u, _, _)| matches(u, &filters));
+    items.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    if let Some(after) = args.get("after").and_then(Value::as_str) {
+        let decoded = B64
+            .decode(after)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        let Some((u, id)) = decoded
+            .as_deref()
+            .and_then(|d| d.rsplit_once('|'))
+            .and_then(|(u, id)| Some((u.to_string(), id.parse::<u64>().ok()?)))
+        else {
+            return Err(GqlError {
+                message: "Invalid cursor".into(),
+                code: "BAD_REQUEST",
+            });
+        };
+        items.retain(|(iu, iid, _)| (iu.as_str(), *iid) > (u.as_str(), id));
+    }
+    let first = args
+        .get("first")
+        .and_then(Value::as_u64)
+        .unwrap_or(50)
+        .min(250) as usize;
+    let has_next = items.len() > first;
+    items.truncate(first);
+    let edges: Vec<Value> = items
+        .iter()
+        .map(|(u, id, node)| json!({"cursor": B64.encode(format!("{u}|{id}")), "node": node}))
+        .collect();
+    let end = edges.last().and_then(|e| e.get("cursor")).cloned();
+    Ok(
+        json!({"edges": edges, "nodes": items.into_iter().map(|i| i.2).collect::<Vec<_>>(),
+              "pageInfo": {"hasNextPage": has_next, "endCursor": end}}),
+    )
+}
+
+/// REST `GET /admin/api/<v>/<resource>.json`: `orders` or `customers`, `updated_at_min`, `limit`.
+pub fn rest_list(s: &ShopState, resource: &str, params: &[(String, String)]) -> Option<Value> {
+    let min = params
+        .iter()
+        .find(|(k, _)| k == "updated_at_min")
+        .map(|(_, v)| v.clone());
+    let limit = params
+        .iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(50usize)
+        .min(250);
+    let keep = |u: &str| min.as_deref().is_none_or(|m| u >= m);
+    Some(match resource {
+        "orders" => {
+            json!({"orders": s.orders.values().filter(|o| keep(&o.updated_at)).take(limit).map(|o| order_payload(s, o)).collect::<Vec<_>>()})
+        }
+        "customers" => {
+            json!({"customers": s.customers.values().filter(|c| keep(&c.updated_at)).take(limit).map(customer_payload).collect::<Vec<_>>()})
+        }
+        _ => return None,
+    })
+}
