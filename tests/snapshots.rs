@@ -32,23 +32,45 @@ async fn setup(pg: &tributary_testkit::PgCluster) -> Result<tokio_postgres::Clie
     Ok(db)
 }
 
-async fn assert_replay_matches(client: &async_nats::Client, db: &tokio_postgres::Client) -> Result<Vec<Received>> {
+async fn assert_replay_matches(
+    client: &async_nats::Client,
+    db: &tokio_postgres::Client,
+) -> Result<Vec<Received>> {
     let received = read_stream(client, "CDC_ERP").await?;
     check_stream_invariants(&received)?;
-    assert!(replay(&received, "orders")? == table_state(db, ORDERS_STATE_SQL).await?, "orders replay differs");
-    assert!(replay(&received, "customers")? == table_state(db, CUSTOMERS_SQL).await?, "customers replay differs");
-    assert!(replay(&received, "audit")? == table_state(db, AUDIT_SQL).await?, "audit replay differs");
+    assert!(
+        replay(&received, "orders")? == table_state(db, ORDERS_STATE_SQL).await?,
+        "orders replay differs"
+    );
+    assert!(
+        replay(&received, "customers")? == table_state(db, CUSTOMERS_SQL).await?,
+        "customers replay differs"
+    );
+    assert!(
+        replay(&received, "audit")? == table_state(db, AUDIT_SQL).await?,
+        "audit replay differs"
+    );
     Ok(received)
 }
 
-async fn wait_count(client: &async_nats::Client, db: &tokio_postgres::Client, extra: u64, bridge: &Bridge) -> Result<()> {
+async fn wait_count(
+    client: &async_nats::Client,
+    db: &tokio_postgres::Client,
+    extra: u64,
+    bridge: &Bridge,
+) -> Result<()> {
     let rows: i64 = db
         .query_one("SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM customers) + (SELECT count(*) FROM audit)", &[])
         .await?
         .get(0);
-    wait_for_messages(client, "CDC_ERP", rows as u64 + extra, Duration::from_secs(300))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\nbridge log:\n{}", bridge.log()))
+    wait_for_messages(
+        client,
+        "CDC_ERP",
+        rows as u64 + extra,
+        Duration::from_secs(300),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nbridge log:\n{}", bridge.log()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,12 +97,19 @@ async fn initial_snapshot_with_concurrent_writes_replays_to_the_tables() -> Resu
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         let received = read_stream(&client, "CDC_ERP").await?;
-        let reads = received.iter().filter(|r| r.event.op == Operation::Read as i32).count();
+        let reads = received
+            .iter()
+            .filter(|r| r.event.op == Operation::Read as i32)
+            .count();
         let changes = received.len() - reads;
         if reads == 300_000 && changes >= writes {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "reads {reads}, changes {changes}\n{}", bridge.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reads {reads}, changes {changes}\n{}",
+            bridge.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The last statement's changes are in once the stream holds a heartbeat-free tail; wait for its size.
@@ -95,8 +124,14 @@ async fn initial_snapshot_with_concurrent_writes_replays_to_the_tables() -> Resu
             Err(e) => return Err(e),
         }
     };
-    let first_change = received.iter().position(|r| r.event.op != Operation::Read as i32).unwrap_or(received.len());
-    assert_eq!(first_change, 300_000, "every read comes before the changes that follow the snapshot");
+    let first_change = received
+        .iter()
+        .position(|r| r.event.op != Operation::Read as i32)
+        .unwrap_or(received.len());
+    assert_eq!(
+        first_change, 300_000,
+        "every read comes before the changes that follow the snapshot"
+    );
     let log = bridge.log();
     assert!(log.contains("snapshot: done"), "{log}");
     assert_eq!(bridge.stop().await?, 0);
@@ -120,13 +155,41 @@ async fn sigkill_mid_snapshot_resumes_from_the_last_finished_chunk() -> Result<(
     let js = async_nats::jetstream::new(client.clone());
     let before = js.get_stream("CDC_ERP").await?.info().await?.state.messages;
     assert!(before < 300_000, "killed mid-snapshot ({before} reads)");
-    db.batch_execute("UPDATE orders SET note = 'after the crash' WHERE id % 1000 = 0").await?;
+    db.batch_execute("UPDATE orders SET note = 'after the crash' WHERE id % 1000 = 0")
+        .await?;
 
     let second = Bridge::spawn(&config)?;
-    wait_count(&client, &db, 150, &second).await?;
+    // Done when every row was read and the 150 updates made after the crash followed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let received = read_stream(&client, "CDC_ERP").await?;
+        let reads = received
+            .iter()
+            .filter(|r| r.event.op == Operation::Read as i32)
+            .count();
+        let updates = received
+            .iter()
+            .filter(|r| r.event.op == Operation::Update as i32)
+            .count();
+        if reads >= 300_000 && updates == 150 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reads {reads}, updates {updates}\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let received = assert_replay_matches(&client, &db).await?;
-    let reads = received.iter().filter(|r| r.event.op == Operation::Read as i32).count();
-    assert!(reads <= 300_000 + 5_000, "at most one chunk read twice: {reads} reads");
+    let reads = received
+        .iter()
+        .filter(|r| r.event.op == Operation::Read as i32)
+        .count();
+    assert!(
+        reads <= 300_000 + 5_000,
+        "at most one chunk read twice: {reads} reads"
+    );
     let log = second.log();
     assert!(log.contains("resuming the interrupted snapshot"), "{log}");
     assert_eq!(second.stop().await?, 0);
@@ -148,16 +211,23 @@ async fn unreadable_table_is_reported_and_the_rest_completes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")])
         .replace("user = \"postgres\"", "user = \"bridge\"")
-        .replace(&format!("password = \"{}\"", pg.password()), "password = \"bridge\"");
+        .replace(
+            &format!("password = \"{}\"", pg.password()),
+            "password = \"bridge\"",
+        );
     let config = write_config(dir.path(), &text)?;
     let bridge = Bridge::spawn(&config)?;
     let client = nats.connect().await?;
     wait_count(&client, &db, 0, &bridge).await?;
-    db.batch_execute("INSERT INTO orders VALUES (9999999, 1, 1, 'streamed', now())").await?;
+    db.batch_execute("INSERT INTO orders VALUES (9999999, 1, 1, 'streamed', now())")
+        .await?;
     wait_count(&client, &db, 0, &bridge).await?;
     assert_replay_matches(&client, &db).await?;
     let log = bridge.log();
-    assert!(log.contains("public.secrets") && log.contains("permission denied"), "the unreadable table is named:\n{log}");
+    assert!(
+        log.contains("public.secrets") && log.contains("permission denied"),
+        "the unreadable table is named:\n{log}"
+    );
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }

@@ -121,10 +121,16 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
         if !(1..=64).contains(&s.snapshot_parallelism) {
-            return Err(ConfigError::invalid(key("snapshot_parallelism"), "must be between 1 and 64"));
+            return Err(ConfigError::invalid(
+                key("snapshot_parallelism"),
+                "must be between 1 and 64",
+            ));
         }
         if s.snapshot_chunk_rows == 0 {
-            return Err(ConfigError::invalid(key("snapshot_chunk_rows"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                key("snapshot_chunk_rows"),
+                "must be at least 1",
+            ));
         }
         if s.heartbeat_interval_secs == 0 {
             return Err(ConfigError::invalid(

@@ -170,9 +170,11 @@ impl CompiledMapping {
         if !m.when.iter().all(|c| condition_holds(c, &row)) {
             return false;
         }
-        // A full before image tells which columns an update changed; without one (REPLICA
-        // IDENTITY DEFAULT) we cannot know, and mapping too often beats dropping events.
-        if op == Operation::Update && !m.changed.is_empty() && !change.changed_columns.is_empty() {
+        // A full before image tells which columns an update changed (none, for an update to
+        // the same values); without one (REPLICA IDENTITY DEFAULT) we cannot know, and
+        // mapping too often beats dropping events.
+        let full_before = change.before.is_some() && !change.before_is_key_only;
+        if op == Operation::Update && !m.changed.is_empty() && full_before {
             return m.changed.iter().any(|c| change.changed_columns.contains(c));
         }
         true

@@ -52,7 +52,11 @@ pub fn build_row(rel: &RelationInfo, tuple: &TupleData<'_>, source: &str) -> Res
 }
 
 /// Converts the rows of a COPY (text format, `None` = NULL) the same way.
-pub fn build_row_from_text(rel: &RelationInfo, fields: &[Option<std::borrow::Cow<'_, [u8]>>], source: &str) -> Result<Row, RowError> {
+pub fn build_row_from_text(
+    rel: &RelationInfo,
+    fields: &[Option<std::borrow::Cow<'_, [u8]>>],
+    source: &str,
+) -> Result<Row, RowError> {
     if fields.len() != rel.kinds.len() {
         return Err(RowError::ColumnCount {
             table: rel.qualified_name(),

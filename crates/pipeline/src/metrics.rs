@@ -61,8 +61,14 @@ pub fn describe() {
         "Values that did not parse as their type and were sent as text"
     );
     describe_counter!(HEARTBEATS, "Heartbeat messages written to idle sources");
-    describe_counter!(SNAPSHOT_ROWS, "Rows copied by snapshots, by source and table");
-    describe_gauge!(SNAPSHOT_ROWS_ESTIMATED, "Estimated rows of each table being snapshotted (pg_class.reltuples)");
+    describe_counter!(
+        SNAPSHOT_ROWS,
+        "Rows copied by snapshots, by source and table"
+    );
+    describe_gauge!(
+        SNAPSHOT_ROWS_ESTIMATED,
+        "Estimated rows of each table being snapshotted (pg_class.reltuples)"
+    );
     describe_gauge!(SOURCE_UP, "1 while the source is streaming, 0 otherwise");
     describe_gauge!(LAG_OVER_BUDGET, "1 while the slot's lag exceeds the configured budget in bytes or seconds, by source and kind");
 }

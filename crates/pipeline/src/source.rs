@@ -17,7 +17,9 @@ use tributary_postgres::{ConnectParams, ControlConnection, PgError};
 use crate::metrics as m;
 use crate::publish::PublishTask;
 use crate::session::{Session, SessionParts};
-use crate::snapshot::{SnapshotRun, SnapshotSource, SnapshotState, StateStore, Status as SnapshotStatus};
+use crate::snapshot::{
+    SnapshotRun, SnapshotSource, SnapshotState, StateStore, Status as SnapshotStatus,
+};
 use crate::spool::Spool;
 use crate::transaction::parse_event_id;
 use crate::PipelineError;
@@ -128,9 +130,17 @@ impl SourceContext {
             .map_err(|e| self.nats_err(e))?;
         let watermark = last_id.as_deref().and_then(parse_event_id);
 
-        let slot = control.slot(&self.config.slot).await.map_err(|e| self.pg_err(e))?;
-        let mut replication = ReplicationConnection::connect(&self.params).await.map_err(|e| self.pg_err(e))?;
-        let identity = replication.identify_system().await.map_err(|e| self.pg_err(e))?;
+        let slot = control
+            .slot(&self.config.slot)
+            .await
+            .map_err(|e| self.pg_err(e))?;
+        let mut replication = ReplicationConnection::connect(&self.params)
+            .await
+            .map_err(|e| self.pg_err(e))?;
+        let identity = replication
+            .identify_system()
+            .await
+            .map_err(|e| self.pg_err(e))?;
         let mode = self.config.snapshot;
         let store = match mode {
             SnapshotMode::Never => None,
@@ -155,7 +165,10 @@ impl SourceContext {
                     .map_err(|e| self.pg_err(e))?;
                 info!(source = self.name(), slot = %self.config.slot, consistent_point = %created.consistent_point, "created replication slot");
                 if let (Some(name), Some(_)) = (created.snapshot_name, &store) {
-                    snapshot = Some((SnapshotSource::Exported(name), SnapshotState::new(created.consistent_point)));
+                    snapshot = Some((
+                        SnapshotSource::Exported(name),
+                        SnapshotState::new(created.consistent_point),
+                    ));
                 }
             }
             Some(info) => {
@@ -179,7 +192,10 @@ impl SourceContext {
                             snapshot = Some((SnapshotSource::Fresh, state));
                         }
                         Some(_) if mode == SnapshotMode::InitialOnly => {
-                            info!(source = self.name(), "snapshot already complete (snapshot = \"initial_only\")");
+                            info!(
+                                source = self.name(),
+                                "snapshot already complete (snapshot = \"initial_only\")"
+                            );
                             return Ok(());
                         }
                         _ => {}
@@ -194,7 +210,11 @@ impl SourceContext {
         let publisher = PublishTask {
             source: self.name().to_string(),
             lag_budget: Duration::from_secs(self.config.lag_budget_secs),
-            publisher: tributary_nats::OrderedPublisher::new(self.js.clone(), self.nats.clone(), last_sequence),
+            publisher: tributary_nats::OrderedPublisher::new(
+                self.js.clone(),
+                self.nats.clone(),
+                last_sequence,
+            ),
             window: self.ack_window,
             confirm_delay: self.confirm_delay,
             confirmed: confirmed_tx,
@@ -204,7 +224,10 @@ impl SourceContext {
 
         if let (Some((source, state)), Some(store)) = (snapshot, &store) {
             let tables = if self.config.tables.is_empty() {
-                control.publication_tables(&self.config.publication).await.map_err(|e| self.pg_err(e))?
+                control
+                    .publication_tables(&self.config.publication)
+                    .await
+                    .map_err(|e| self.pg_err(e))?
             } else {
                 self.config.tables.clone()
             };
@@ -227,16 +250,26 @@ impl SourceContext {
                 if let Ok(Err(e)) = drained {
                     return Err(self.nats_err(e));
                 }
-                control.drop_slot(&self.config.slot).await.map_err(|e| self.pg_err(e))?;
+                control
+                    .drop_slot(&self.config.slot)
+                    .await
+                    .map_err(|e| self.pg_err(e))?;
                 info!(source = self.name(), slot = %self.config.slot, "snapshot complete; slot dropped (snapshot = \"initial_only\")");
                 return Ok(());
             }
-            replication = ReplicationConnection::connect(&self.params).await.map_err(|e| self.pg_err(e))?;
+            replication = ReplicationConnection::connect(&self.params)
+                .await
+                .map_err(|e| self.pg_err(e))?;
         }
 
         // Protocol 2 streams in-progress transactions (PostgreSQL 14+); they are spooled to
         // disk until they commit, so that memory stays flat and aborted work is never published.
-        let streaming = self.config.streaming && control.server_version_num().await.map_err(|e| self.pg_err(e))? >= 140_000;
+        let streaming = self.config.streaming
+            && control
+                .server_version_num()
+                .await
+                .map_err(|e| self.pg_err(e))?
+                >= 140_000;
         let start = StartOptions {
             slot: self.config.slot.clone(),
             start: Lsn::ZERO,
@@ -250,7 +283,8 @@ impl SourceContext {
             None => std::env::temp_dir().join("tributary-spool"),
         }
         .join(&self.config.name);
-        let spool = Spool::open(spool_dir).map_err(|e| self.fatal(format!("config key `sources.spool_dir`: {e}")))?;
+        let spool = Spool::open(spool_dir)
+            .map_err(|e| self.fatal(format!("config key `sources.spool_dir`: {e}")))?;
         let repl = match replication.start_replication(&start).await {
             Ok(r) => r,
             Err(e) => {

@@ -92,7 +92,14 @@ impl PgError {
 /// tokio-postgres shows a server error as "db error"; the server's own message says what happened.
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{} ({}): {}", db.message(), db.code().code(), db.detail().unwrap_or_default()).trim_end_matches(": ").to_string(),
+        Some(db) => format!(
+            "{} ({}): {}",
+            db.message(),
+            db.code().code(),
+            db.detail().unwrap_or_default()
+        )
+        .trim_end_matches(": ")
+        .to_string(),
         None => e.to_string(),
     }
 }

@@ -45,7 +45,11 @@ impl SnapshotTable {
     }
 
     fn column_list(&self) -> String {
-        self.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `COPY (SELECT … WHERE <range>) TO STDOUT` for one chunk.
@@ -67,7 +71,11 @@ impl SnapshotTable {
         if let Some(f) = filter {
             predicate = format!("({predicate}) AND ({f})");
         }
-        format!("COPY (SELECT {} FROM {} WHERE {predicate}) TO STDOUT", self.column_list(), self.quoted())
+        format!(
+            "COPY (SELECT {} FROM {} WHERE {predicate}) TO STDOUT",
+            self.column_list(),
+            self.quoted()
+        )
     }
 }
 
@@ -140,15 +148,24 @@ impl ControlConnection {
 
 /// Splits a table into chunks of about `chunk_rows` rows: key ranges for a single integer
 /// key, page (CTID) ranges otherwise. Runs inside the snapshot transaction.
-pub async fn plan_chunks(client: &Client, table: &SnapshotTable, chunk_rows: u64) -> Result<Vec<ChunkRange>, PgError> {
+pub async fn plan_chunks(
+    client: &Client,
+    table: &SnapshotTable,
+    chunk_rows: u64,
+) -> Result<Vec<ChunkRange>, PgError> {
     if let Some(key) = &table.integer_key {
         let row = client
             .query_one(
-                &format!("SELECT min({k})::int8, max({k})::int8, count(*)::int8 FROM {}", table.quoted(), k = quote_ident(key)),
+                &format!(
+                    "SELECT min({k})::int8, max({k})::int8, count(*)::int8 FROM {}",
+                    table.quoted(),
+                    k = quote_ident(key)
+                ),
                 &[],
             )
             .await?;
-        let (min, max, count): (Option<i64>, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+        let (min, max, count): (Option<i64>, Option<i64>, i64) =
+            (row.get(0), row.get(1), row.get(2));
         let (Some(min), Some(max)) = (min, max) else {
             return Ok(vec![ChunkRange::All]);
         };
@@ -179,20 +196,30 @@ pub async fn plan_chunks(client: &Client, table: &SnapshotTable, chunk_rows: u64
     if pages == 0 {
         return Ok(vec![ChunkRange::All]);
     }
-    let rows_per_page = if table.pages > 0 { (table.estimated_rows / table.pages).max(1) } else { 100 };
+    let rows_per_page = if table.pages > 0 {
+        (table.estimated_rows / table.pages).max(1)
+    } else {
+        100
+    };
     let pages_per_chunk = (chunk_rows / rows_per_page).max(1);
     let mut out = Vec::new();
     let mut from = 0;
     while from < pages {
         let to = from + pages_per_chunk;
-        out.push(ChunkRange::Pages { from, to: (to < pages).then_some(to) });
+        out.push(ChunkRange::Pages {
+            from,
+            to: (to < pages).then_some(to),
+        });
         from = to;
     }
     Ok(out)
 }
 
 /// Streams `COPY … TO STDOUT` text output.
-pub async fn copy_out(client: &Client, sql: &str) -> Result<impl Stream<Item = Result<Bytes, PgError>>, PgError> {
+pub async fn copy_out(
+    client: &Client,
+    sql: &str,
+) -> Result<impl Stream<Item = Result<Bytes, PgError>>, PgError> {
     let stream = client.copy_out(sql).await?;
     Ok(stream.map(|r| r.map_err(PgError::from)))
 }

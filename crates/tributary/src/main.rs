@@ -75,7 +75,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run::run(&config).await,
             Command::CheckConfig { config } => {
-                tributary_config::load(&config)?;
+                let loaded = tributary_config::load(&config)?;
+                // Domain mappings are checked against the compiled protobuf descriptors.
+                tributary_domain::DomainStage::compile(&loaded)?;
                 println!("{}: ok", config.display());
                 Ok(())
             }

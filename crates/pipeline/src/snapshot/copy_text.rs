@@ -12,7 +12,11 @@ pub struct CopyParseError {
 }
 
 /// Splits one row (without its `\n`) into fields; `None` is NULL.
-pub fn parse_row<'a>(line: &'a [u8], row: u64, out: &mut Vec<Option<Cow<'a, [u8]>>>) -> Result<(), CopyParseError> {
+pub fn parse_row<'a>(
+    line: &'a [u8],
+    row: u64,
+    out: &mut Vec<Option<Cow<'a, [u8]>>>,
+) -> Result<(), CopyParseError> {
     out.clear();
     for field in line.split(|b| *b == b'\t') {
         if field == b"\\N" {
@@ -37,7 +41,10 @@ fn unescape(field: &[u8], row: u64) -> Result<Vec<u8>, CopyParseError> {
             continue;
         }
         let Some(&next) = field.get(i + 1) else {
-            return Err(CopyParseError { row, message: "a field ends with a lone backslash".into() });
+            return Err(CopyParseError {
+                row,
+                message: "a field ends with a lone backslash".into(),
+            });
         };
         i += 2;
         match next {
@@ -48,9 +55,17 @@ fn unescape(field: &[u8], row: u64) -> Result<Vec<u8>, CopyParseError> {
             b't' => out.push(b'\t'),
             b'v' => out.push(11),
             b'x' => {
-                let digits: Vec<u8> = field[i..].iter().take(2).take_while(|c| c.is_ascii_hexdigit()).copied().collect();
+                let digits: Vec<u8> = field[i..]
+                    .iter()
+                    .take(2)
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .copied()
+                    .collect();
                 let text = std::str::from_utf8(&digits).unwrap_or("");
-                let value = u8::from_str_radix(text, 16).map_err(|_| CopyParseError { row, message: "bad \\x escape".into() })?;
+                let value = u8::from_str_radix(text, 16).map_err(|_| CopyParseError {
+                    row,
+                    message: "bad \\x escape".into(),
+                })?;
                 out.push(value);
                 i += digits.len();
             }
@@ -83,7 +98,11 @@ pub struct RowSplitter {
 
 impl RowSplitter {
     /// Calls `each` for every complete row in `chunk` (plus what was pending).
-    pub fn push<E>(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    pub fn push<E>(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut data = chunk;
         if !self.pending.is_empty() {
             match data.iter().position(|b| *b == b'\n') {
@@ -121,8 +140,19 @@ mod tests {
     fn parses_nulls_escapes_and_split_rows() {
         let mut fields = Vec::new();
         parse_row(b"1\t\\N\ta\\tb\\\\c\\nd\t\\x41\\101", 1, &mut fields).expect("row");
-        let got: Vec<Option<Vec<u8>>> = fields.iter().map(|f| f.as_ref().map(|c| c.to_vec())).collect();
-        assert_eq!(got, vec![Some(b"1".to_vec()), None, Some(b"a\tb\\c\nd".to_vec()), Some(b"AA".to_vec())]);
+        let got: Vec<Option<Vec<u8>>> = fields
+            .iter()
+            .map(|f| f.as_ref().map(|c| c.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                Some(b"1".to_vec()),
+                None,
+                Some(b"a\tb\\c\nd".to_vec()),
+                Some(b"AA".to_vec())
+            ]
+        );
         assert!(parse_row(b"x\\", 2, &mut fields).is_err());
 
         let mut splitter = RowSplitter::default();
@@ -135,7 +165,10 @@ mod tests {
                 })
                 .expect("push");
         }
-        assert_eq!(rows, vec![b"a\tb".to_vec(), b"cd\te".to_vec(), b"f".to_vec()]);
+        assert_eq!(
+            rows,
+            vec![b"a\tb".to_vec(), b"cd\te".to_vec(), b"f".to_vec()]
+        );
         assert!(!splitter.has_partial_row());
     }
 }

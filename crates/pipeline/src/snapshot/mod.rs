@@ -61,19 +61,28 @@ pub struct SnapshotRun<'a> {
 
 impl SnapshotRun<'_> {
     /// Copies what `state` says is left. Returns once every chunk is acknowledged or its table failed.
-    pub async fn run(mut self, source: SnapshotSource, mut state: SnapshotState, tables: Vec<String>) -> Result<SnapshotState, PipelineError> {
+    pub async fn run(
+        mut self,
+        source: SnapshotSource,
+        mut state: SnapshotState,
+        tables: Vec<String>,
+    ) -> Result<SnapshotState, PipelineError> {
         let ctx = self.ctx;
         let fail = |m: String| ctx.fatal(m);
         let consistent_point: Lsn = state
             .consistent_point
             .parse()
             .map_err(|e| fail(format!("snapshot state: {e}")))?;
-        let control = ControlConnection::connect(&ctx.params).await.map_err(|e| ctx.pg_err(e))?;
+        let control = ControlConnection::connect(&ctx.params)
+            .await
+            .map_err(|e| ctx.pg_err(e))?;
         // Hold the fresh snapshot open until every worker has imported it.
         let (name, exporter) = match source {
             SnapshotSource::Exported(name) => (name, None),
             SnapshotSource::Fresh => {
-                let exporter = ControlConnection::connect(&ctx.params).await.map_err(|e| ctx.pg_err(e))?;
+                let exporter = ControlConnection::connect(&ctx.params)
+                    .await
+                    .map_err(|e| ctx.pg_err(e))?;
                 exporter
                     .client()
                     .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -99,7 +108,9 @@ impl SnapshotRun<'_> {
         // Plan tables not planned yet (the first run), inside the snapshot.
         let mut infos = std::collections::HashMap::new();
         for table in &tables {
-            let Some((schema, name)) = table.split_once('.') else { continue };
+            let Some((schema, name)) = table.split_once('.') else {
+                continue;
+            };
             let entry = state.tables.entry(table.clone()).or_default();
             if entry.failed.is_some() {
                 continue;
@@ -114,36 +125,59 @@ impl SnapshotRun<'_> {
             if entry.chunks.is_empty() && entry.done.is_empty() {
                 // A failed statement aborts the snapshot transaction unless it ran in a savepoint.
                 let client = workers[0].client();
-                client.batch_execute("SAVEPOINT plan").await.map_err(|e| ctx.pg_err(e.into()))?;
+                client
+                    .batch_execute("SAVEPOINT plan")
+                    .await
+                    .map_err(|e| ctx.pg_err(e.into()))?;
                 match plan_chunks(client, &described, ctx.config.snapshot_chunk_rows).await {
                     Ok(chunks) => {
-                        client.batch_execute("RELEASE SAVEPOINT plan").await.map_err(|e| ctx.pg_err(e.into()))?;
+                        client
+                            .batch_execute("RELEASE SAVEPOINT plan")
+                            .await
+                            .map_err(|e| ctx.pg_err(e.into()))?;
                         entry.chunks = chunks.iter().map(ChunkSpec::from).collect();
                         entry.estimated_rows = described.estimated_rows;
                     }
                     Err(e) => {
-                        client.batch_execute("ROLLBACK TO SAVEPOINT plan").await.map_err(|e| ctx.pg_err(e.into()))?;
+                        client
+                            .batch_execute("ROLLBACK TO SAVEPOINT plan")
+                            .await
+                            .map_err(|e| ctx.pg_err(e.into()))?;
                         fail_table(entry, table, &e.to_string());
                         continue;
                     }
                 }
             }
-            infos.insert(table.clone(), (Arc::new(relation_info(ctx, self.database, &described)), described));
+            infos.insert(
+                table.clone(),
+                (
+                    Arc::new(relation_info(ctx, self.database, &described)),
+                    described,
+                ),
+            );
         }
-        self.store.save(&state).await.map_err(|e| fail(e.to_string()))?;
+        self.store
+            .save(&state)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
 
         let mut jobs = VecDeque::new();
         for (table, progress) in &state.tables {
             if progress.failed.is_some() {
                 continue;
             }
-            let Some((info, described)) = infos.get(table) else { continue };
+            let Some((info, described)) = infos.get(table) else {
+                continue;
+            };
             metrics::gauge!(crate::metrics::SNAPSHOT_ROWS_ESTIMATED, "source" => ctx.config.name.clone(), "table" => table.clone())
                 .set(progress.estimated_rows as f64);
             for (index, chunk) in progress.chunks.iter().enumerate() {
                 if !progress.done.contains(&index) {
                     jobs.push_back(ChunkJob {
-                        id: ChunkId { table: Arc::from(table.as_str()), index },
+                        id: ChunkId {
+                            table: Arc::from(table.as_str()),
+                            index,
+                        },
                         range: chunk.into(),
                         table: described.clone(),
                         info: info.clone(),
@@ -162,12 +196,19 @@ impl SnapshotRun<'_> {
             let outcome_tx = outcome_tx.clone();
             let source = ctx.config.name.clone();
             let lsn = consistent_point;
-            tasks.spawn(async move { worker.run(queue, out, outcome_tx, source, lsn, attempt).await });
+            tasks.spawn(async move {
+                worker
+                    .run(queue, out, outcome_tx, source, lsn, attempt)
+                    .await
+            });
         }
         drop(outcome_tx);
 
         let mut pending = total;
         let mut workers_done = false;
+        // A chunk is recorded when both its ack and its worker's report have arrived.
+        let mut acked_early: Vec<ChunkId> = Vec::new();
+        let mut waiting: Vec<(ChunkId, tokio::sync::oneshot::Sender<()>)> = Vec::new();
         while pending > 0 {
             tokio::select! {
                 acked = self.acked.recv() => {
@@ -187,11 +228,24 @@ impl SnapshotRun<'_> {
                         info!(source = %ctx.config.name, table = %id.table, rows = p.rows, "snapshot: table copied");
                     }
                     self.store.save(&state).await.map_err(|e| fail(e.to_string()))?;
+                    match waiting.iter().position(|(w, _)| *w == id) {
+                        Some(i) => {
+                            let _ = waiting.swap_remove(i).1.send(());
+                        }
+                        None => acked_early.push(id),
+                    }
                 }
                 outcome = outcomes.recv(), if !workers_done => match outcome {
-                    Some(ChunkOutcome::Copied { id, rows }) => {
+                    Some(ChunkOutcome::Copied { id, rows, recorded }) => {
                         if let Some(p) = state.tables.get_mut(id.table.as_ref()) {
                             p.rows += rows;
+                        }
+                        match acked_early.iter().position(|a| *a == id) {
+                            Some(i) => {
+                                acked_early.swap_remove(i);
+                                let _ = recorded.send(());
+                            }
+                            None => waiting.push((id, recorded)),
                         }
                     }
                     Some(ChunkOutcome::Failed { id, error }) => {
@@ -218,8 +272,16 @@ impl SnapshotRun<'_> {
             }
         }
         state.status = Status::Done;
-        self.store.save(&state).await.map_err(|e| fail(e.to_string()))?;
-        let failed: Vec<&String> = state.tables.iter().filter(|(_, p)| p.failed.is_some()).map(|(t, _)| t).collect();
+        self.store
+            .save(&state)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let failed: Vec<&String> = state
+            .tables
+            .iter()
+            .filter(|(_, p)| p.failed.is_some())
+            .map(|(t, _)| t)
+            .collect();
         info!(source = %ctx.config.name, failed = ?failed, "snapshot: done");
         Ok(state)
     }

@@ -98,7 +98,11 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    pub async fn open(js: &jetstream::Context, source: &str, replicas: usize) -> Result<StateStore, StateError> {
+    pub async fn open(
+        js: &jetstream::Context,
+        source: &str,
+        replicas: usize,
+    ) -> Result<StateStore, StateError> {
         let kv = match js.get_key_value(BUCKET).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -120,13 +124,20 @@ impl StateStore {
     }
 
     pub async fn load(&self) -> Result<Option<SnapshotState>, StateError> {
-        let Some(bytes) = self.kv.get(&self.key).await.map_err(|e| StateError::Kv(e.to_string()))? else {
+        let Some(bytes) = self
+            .kv
+            .get(&self.key)
+            .await
+            .map_err(|e| StateError::Kv(e.to_string()))?
+        else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| StateError::Corrupt {
-            source_name: self.key.clone(),
-            error: e.to_string(),
-        })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                source_name: self.key.clone(),
+                error: e.to_string(),
+            })
     }
 
     pub async fn save(&self, state: &SnapshotState) -> Result<(), StateError> {

@@ -28,7 +28,13 @@ pub struct ChunkJob {
 }
 
 pub enum ChunkOutcome {
-    Copied { id: ChunkId, rows: u64 },
+    /// All rows handed to the publisher; `recorded` fires once the chunk is durable in the
+    /// progress store, so that a crash repeats at most the chunk in progress.
+    Copied {
+        id: ChunkId,
+        rows: u64,
+        recorded: tokio::sync::oneshot::Sender<()>,
+    },
     /// The table cannot be copied (no permission, …): it is skipped, the rest goes on.
     Failed { id: ChunkId, error: String },
 }
@@ -45,7 +51,9 @@ enum CopyError {
 impl Worker {
     /// Opens a connection that reads under `snapshot` (an exported snapshot name).
     pub async fn open(ctx: &SourceContext, snapshot: &str) -> Result<Worker, PipelineError> {
-        let conn = ControlConnection::connect(&ctx.params).await.map_err(|e| ctx.pg_err(e))?;
+        let conn = ControlConnection::connect(&ctx.params)
+            .await
+            .map_err(|e| ctx.pg_err(e))?;
         let setup = format!(
             "{COPY_SESSION_SQL}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
             snapshot.replace('\'', "''")
@@ -80,13 +88,24 @@ impl Worker {
             };
             let client = self.conn.client();
             if let Err(e) = client.batch_execute("SAVEPOINT chunk").await {
-                let _ = outcomes.send(ChunkOutcome::Failed { id: job.id, error: e.to_string() });
+                let _ = outcomes.send(ChunkOutcome::Failed {
+                    id: job.id,
+                    error: e.to_string(),
+                });
                 continue;
             }
             match copy_chunk(client, &job, &out, &source, consistent_point, attempt).await {
                 Ok(rows) => {
                     let _ = client.batch_execute("RELEASE SAVEPOINT chunk").await;
-                    let _ = outcomes.send(ChunkOutcome::Copied { id: job.id, rows });
+                    let (recorded, wait) = tokio::sync::oneshot::channel();
+                    let _ = outcomes.send(ChunkOutcome::Copied {
+                        id: job.id,
+                        rows,
+                        recorded,
+                    });
+                    if wait.await.is_err() {
+                        return Err(gone());
+                    }
                 }
                 Err(CopyError::Table(error)) => {
                     let _ = client.batch_execute("ROLLBACK TO SAVEPOINT chunk").await;
@@ -108,7 +127,8 @@ async fn copy_chunk(
     consistent_point: Lsn,
     attempt: u32,
 ) -> Result<u64, CopyError> {
-    let table_err = |e: &dyn std::fmt::Display| CopyError::Table(format!("{}: {e}", job.table.qualified()));
+    let table_err =
+        |e: &dyn std::fmt::Display| CopyError::Table(format!("{}: {e}", job.table.qualified()));
     let sql = job.table.copy_sql(&job.range, None);
     let stream = copy_out(client, &sql).await.map_err(|e| table_err(&e))?;
     let mut stream = std::pin::pin!(stream);
@@ -119,15 +139,22 @@ async fn copy_chunk(
     let now = now_micros();
     while let Some(data) = stream.next().await {
         let data = data.map_err(|e| table_err(&e))?;
-        splitter
-            .push(&data, |line| {
-                rows += 1;
-                let mut fields = Vec::with_capacity(job.info.kinds.len());
-                parse_row(line, rows, &mut fields).map_err(|e| table_err(&e))?;
-                let after = build_row_from_text(&job.info, &fields, source).map_err(|e| table_err(&e))?;
-                batch.push(read_event(job, after, source, (consistent_point, attempt), rows, now));
-                Ok::<(), CopyError>(())
-            })?;
+        splitter.push(&data, |line| {
+            rows += 1;
+            let mut fields = Vec::with_capacity(job.info.kinds.len());
+            parse_row(line, rows, &mut fields).map_err(|e| table_err(&e))?;
+            let after =
+                build_row_from_text(&job.info, &fields, source).map_err(|e| table_err(&e))?;
+            batch.push(read_event(
+                job,
+                after,
+                source,
+                (consistent_point, attempt),
+                rows,
+                now,
+            ));
+            Ok::<(), CopyError>(())
+        })?;
         if batch.len() >= BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             out.send(full).await.map_err(|_| CopyError::PublisherGone)?;
@@ -138,14 +165,26 @@ async fn copy_chunk(
     }
     rows_counter.increment(rows);
     batch.push(Outbound::SnapshotChunk { id: job.id.clone() });
-    out.send(batch).await.map_err(|_| CopyError::PublisherGone)?;
+    out.send(batch)
+        .await
+        .map_err(|_| CopyError::PublisherGone)?;
     Ok(rows)
 }
 
-fn read_event(job: &ChunkJob, after: tributary_proto::cdc::v1::Row, source: &str, (lsn, attempt): (Lsn, u32), n: u64, now: i64) -> Outbound {
+fn read_event(
+    job: &ChunkJob,
+    after: tributary_proto::cdc::v1::Row,
+    source: &str,
+    (lsn, attempt): (Lsn, u32),
+    n: u64,
+    now: i64,
+) -> Outbound {
     // Unique per run, chunk and row: a chunk cut short by a crash is read again under a new
     // snapshot whose rows may differ, so it is published again in full, never half-deduplicated.
-    let id = format!("{source}:{lsn}:r{attempt}.{}.{}.{n}", job.table.oid, job.id.index);
+    let id = format!(
+        "{source}:{lsn}:r{attempt}.{}.{}.{n}",
+        job.table.oid, job.id.index
+    );
     let change = PendingChange {
         event: ChangeEvent {
             event_id: id.clone(),

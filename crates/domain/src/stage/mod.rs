@@ -18,22 +18,22 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::header::HeaderMap;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
-use prost_reflect::DynamicMessage;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 use tributary_config::{Config, DomainConfig};
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
-use tributary_proto::retail::v1::{DomainEvent, EventMeta, SourceRef};
 
-use crate::mapping::{CompiledMapping, Mapped, RowView};
+mod entity;
+mod publish;
+
+use crate::mapping::{CompiledMapping, RowView};
 use crate::metrics as m;
-use crate::schema::{get_path, set_path, Schema};
-use crate::state::{LastEvent, StateStore};
+use crate::schema::Schema;
+use crate::state::StateStore;
 use crate::{DomainError, MapError};
 
 pub struct DomainStage {
@@ -214,7 +214,9 @@ impl DomainStage {
                     max_ack_pending: 1,
                     // After a crash the unacked message blocks the consumer this long: keep it
                     // short, but above the longest handling (the parent wait dominates).
-                    ack_wait: Duration::from_millis(self.cfg.parent_wait_ms.saturating_mul(3).max(10_000)),
+                    ack_wait: Duration::from_millis(
+                        self.cfg.parent_wait_ms.saturating_mul(3).max(10_000),
+                    ),
                     ..Default::default()
                 },
             )
@@ -352,191 +354,10 @@ impl DomainStage {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-
-    /// Applies entity state (version, ownership, redelivery check) and publishes the event.
-    async fn publish_mapped(
-        &self,
-        mapping: &CompiledMapping,
-        change: &ChangeEvent,
-        mapped: Mapped,
-    ) -> Result<(), DomainError> {
-        let cfg = &mapping.config;
-        let entity_desc = match mapping.member.kind() {
-            prost_reflect::Kind::Message(d) => d,
-            _ => {
-                return Err(DomainError::Descriptors(format!(
-                    "{} is not a message",
-                    mapping.member.name()
-                )))
-            }
-        };
-        let msg_id = format!("{}/{}", change.event_id, cfg.name);
-        let subject = format!("{}.{}.{}", self.cfg.subject_prefix, cfg.entity, cfg.event);
-        let position = (change.commit_lsn, change.ordinal);
-        let owned = self.ownership.get(&cfg.entity);
-        let system = mapping.config.system().to_string();
-        loop {
-            let (mut state, revision) = self.state.load_entity(&cfg.entity, &mapped.key).await?;
-            match state.positions.get(&cfg.name) {
-                Some(p) if *p > position => {
-                    metrics::counter!(m::REDELIVERIES_SKIPPED, "source" => change.source.clone())
-                        .increment(1);
-                    return Ok(());
-                }
-                Some(p) if *p == position => {
-                    // Applied before a crash: re-send the same event; JetStream drops it if stored.
-                    metrics::counter!(m::REDELIVERIES_SKIPPED, "source" => change.source.clone())
-                        .increment(1);
-                    if let Some(last) = state.last.filter(|l| l.msg_id == msg_id) {
-                        self.publish(&last.subject, &last.msg_id, last.payload.into())
-                            .await?;
-                    }
-                    return Ok(());
-                }
-                _ => {}
-            }
-            let mut entity = match (&owned, &state.merged) {
-                (Some(_), Some(bytes)) => {
-                    DynamicMessage::decode(entity_desc.clone(), bytes.as_slice()).map_err(|e| {
-                        DomainError::CorruptState {
-                            key: mapped.key.clone(),
-                            message: e.to_string(),
-                        }
-                    })?
-                }
-                _ => DynamicMessage::new(entity_desc.clone()),
-            };
-            for (path, value) in &mapped.values {
-                let owner = owned
-                    .and_then(|rules| rules.iter().find(|(f, _)| *f == path.text).map(|(_, o)| o));
-                if let Some(owner) = owner {
-                    // The authoritative system has written this entity: its value stands.
-                    if *owner != system && state.systems.contains(owner) {
-                        if value.is_some() && get_path(&entity, &path.fields) != *value {
-                            metrics::counter!(m::OWNED_FIELDS_KEPT, "entity" => cfg.entity.clone())
-                                .increment(1);
-                            debug!(field = %path.text, owner = %owner, "kept the owner's value");
-                        }
-                        continue;
-                    }
-                }
-                set_path(&mut entity, &path.fields, value.clone());
-            }
-            let version = state.version + 1;
-            let meta = EventMeta {
-                event_id: msg_id.clone(),
-                entity: cfg.entity.clone(),
-                event: cfg.event.clone(),
-                entity_key: mapped.key.clone(),
-                entity_version: version,
-                system_of_record: system.clone(),
-                event_time_micros: change.commit_time_micros,
-                source_ref: Some(SourceRef {
-                    source: change.source.clone(),
-                    event_id: change.event_id.clone(),
-                    commit_lsn: change.commit_lsn,
-                    ordinal: change.ordinal,
-                    origin: format!("{}.{}", change.schema, change.table),
-                    feed_position: String::new(),
-                }),
-                mapping: cfg.name.clone(),
-            };
-            let entity_bytes = entity.encode_to_vec();
-            let payload = encode_event(meta, mapping.member.number(), &entity_bytes);
-            state.version = version;
-            state.positions.insert(cfg.name.clone(), position);
-            state.systems.insert(system.clone());
-            state.merged = owned.map(|_| entity_bytes);
-            state.last = Some(LastEvent {
-                msg_id: msg_id.clone(),
-                subject: subject.clone(),
-                payload: payload.to_vec(),
-            });
-            // State first, then the event: after a crash in between, the redelivered change
-            // finds its position applied and re-sends `last` (see above).
-            if !self
-                .state
-                .save_entity(&cfg.entity, &mapped.key, &state, revision)
-                .await?
-            {
-                continue;
-            }
-            self.publish(&subject, &msg_id, payload).await?;
-            metrics::counter!(m::EVENTS, "mapping" => cfg.name.clone()).increment(1);
-            return Ok(());
-        }
-    }
-
-    async fn publish(
-        &self,
-        subject: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<(), DomainError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-        self.publish_with(subject, headers, payload).await
-    }
-
-    async fn publish_with(
-        &self,
-        subject: &str,
-        headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<(), DomainError> {
-        let err = |e: &dyn std::fmt::Display| DomainError::nats(format!("publish to {subject}"), e);
-        self.js
-            .publish_with_headers(subject.to_string(), headers, payload)
-            .await
-            .map_err(|e| err(&e))?
-            .await
-            .map_err(|e| err(&e))?;
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        mapping: &str,
-        event_id: &str,
-        change: Bytes,
-        reason: &MapError,
-    ) -> Result<(), DomainError> {
-        warn!(mapping, event_id, reason = %reason, "change cannot be mapped: dead-lettered");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{event_id}/{mapping}/dlq").as_str(),
-        );
-        headers.insert("Tributary-Mapping", mapping);
-        headers.insert(
-            "Tributary-Reason",
-            reason.to_string().replace(['\r', '\n'], " ").as_str(),
-        );
-        headers.insert("Tributary-Source-Event-Id", event_id);
-        let subject = format!("dlq.domain.{}", tributary_nats::subject::token(mapping));
-        self.publish_with(&subject, headers, change).await?;
-        metrics::counter!(m::DEAD_LETTERS, "mapping" => mapping.to_string()).increment(1);
-        Ok(())
-    }
 }
 
 /// The row's values of `columns` (None when one is NULL or absent).
 fn row_key(change: &ChangeEvent, columns: &[String]) -> Option<Vec<String>> {
     let row = RowView::of(change)?;
     columns.iter().map(|c| row.text(c)).collect()
-}
-
-/// `DomainEvent { meta, <member> = entity }`: the generated type encodes the meta, and the
-/// entity (built dynamically) is appended as its oneof field; protobuf decoders merge both.
-fn encode_event(meta: EventMeta, member: u32, entity: &[u8]) -> Bytes {
-    let head = DomainEvent {
-        meta: Some(meta),
-        entity: None,
-    };
-    let mut buf = Vec::with_capacity(head.encoded_len() + entity.len() + 8);
-    head.encode_raw(&mut buf);
-    prost::encoding::encode_key(member, prost::encoding::WireType::LengthDelimited, &mut buf);
-    prost::encoding::encode_varint(entity.len() as u64, &mut buf);
-    buf.extend_from_slice(entity);
-    buf.into()
 }
