@@ -186,6 +186,11 @@ pub struct SourceConfig {
     /// Rows per snapshot chunk: the unit of progress and of parallelism.
     #[serde(default = "default_snapshot_chunk_rows")]
     pub snapshot_chunk_rows: u64,
+    /// `schema.table` of the signal table (columns `id text`, `type text`, `data text`),
+    /// which must be in the publication: a DBA inserts a row to request a backfill, e.g.
+    /// `('bf-1', 'backfill', '{"table": "public.orders", "where": "id < 1000"}')`.
+    #[serde(default)]
+    pub signal_table: Option<String>,
     /// WAL the slot may retain behind Tributary's confirmed position before metrics and logs
     /// warn (`tributary_slot_lag_over_budget`).
     #[serde(default = "default_lag_budget_bytes")]

@@ -170,6 +170,10 @@ impl Session<'_> {
             PgOutputMessage::Insert {
                 relation_oid, new, ..
             } => {
+                if self.signal_oid == Some(relation_oid) {
+                    self.on_signal(relation_oid, &new);
+                    return Ok(());
+                }
                 let Some(rel) = self.included(relation_oid)? else {
                     return Ok(());
                 };
@@ -274,7 +278,9 @@ impl Session<'_> {
                 content,
                 ..
             } => {
-                if prefix != HEARTBEAT_PREFIX {
+                if prefix == crate::backfill::WATERMARK_PREFIX {
+                    self.on_watermark(content);
+                } else if prefix != HEARTBEAT_PREFIX {
                     self.on_logical_message(transactional, lsn, prefix, content);
                 }
             }
@@ -306,6 +312,12 @@ impl Session<'_> {
             return;
         };
         rel.counters[op as usize].increment(1);
+        if self.backfills.has_windows() {
+            for row in [&event.after, &event.before].into_iter().flatten() {
+                let key = crate::backfill::row_key(&rel.key_indexes, row);
+                self.backfills.note_key(oid, &key);
+            }
+        }
         let Some(open) = self.tx.as_mut() else { return };
         event.commit_lsn = open.final_lsn.0;
         event.xid = open.xid;
@@ -339,6 +351,110 @@ impl Session<'_> {
             payload,
             commit_time_micros: change.event.commit_time_micros,
         });
+    }
+
+    /// Backfill watermarks: a low one opens a chunk's window, a high one publishes the chunk's
+    /// rows that did not change meanwhile, as `read` events of the high watermark's transaction.
+    fn on_watermark(&mut self, content: &[u8]) {
+        match crate::backfill::parse_watermark(content) {
+            Some(crate::backfill::Watermark::Low {
+                id,
+                chunk,
+                table_oid,
+            }) => self.backfills.open(id, chunk, table_oid),
+            Some(crate::backfill::Watermark::High { id, chunk }) => {
+                let Some((info, rows)) = self.backfills.close(&id, chunk) else {
+                    return;
+                };
+                let Some(mut open) = self.tx.take() else {
+                    return;
+                };
+                info.counters[Op::Read as usize].increment(rows.len() as u64);
+                let mut released = Vec::new();
+                for row in rows {
+                    let change = PendingChange {
+                        event: ChangeEvent {
+                            op: Operation::Read as i32,
+                            after: Some(row),
+                            commit_lsn: open.final_lsn.0,
+                            xid: open.xid,
+                            commit_time_micros: open.commit_time_micros,
+                            captured_at_micros: now_micros(),
+                            ..Default::default()
+                        },
+                        static_fields: info.static_fields.clone(),
+                        subject: info.subjects[Op::Read as usize].clone(),
+                    };
+                    released.extend(open.push(change));
+                }
+                self.tx = Some(open);
+                for change in released {
+                    self.emit(change);
+                }
+            }
+            None => {
+                tracing::warn!(source = %self.ctx.config.name, "unreadable backfill watermark ignored")
+            }
+        }
+    }
+
+    /// A row inserted into the signal table: a request such as
+    /// `('id-1', 'backfill', '{"table": "public.orders", "where": "region = ''EU''"}')`.
+    fn on_signal(&mut self, oid: u32, tuple: &pgoutput::TupleData<'_>) {
+        let Some(rel) = self.relations.get(oid) else {
+            return;
+        };
+        let Ok(row) = build_row(rel, tuple, &self.ctx.config.name) else {
+            return;
+        };
+        let text = |name: &str| -> Option<String> {
+            let i = rel.names.iter().position(|n| n == name)?;
+            match row.values.get(i)?.kind.as_ref()? {
+                tributary_proto::cdc::v1::value::Kind::Text(t) => Some(t.clone()),
+                tributary_proto::cdc::v1::value::Kind::Json(t) => Some(t.clone()),
+                _ => None,
+            }
+        };
+        let (Some(id), Some(kind)) = (text("id"), text("type")) else {
+            tracing::warn!(source = %self.ctx.config.name, "signal without id or type ignored");
+            return;
+        };
+        if kind != "backfill" {
+            tracing::warn!(source = %self.ctx.config.name, %id, %kind, "unknown signal type ignored");
+            return;
+        }
+        let data: serde_json::Value = text("data")
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or_default();
+        let Some(table) = data
+            .get("table")
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+        else {
+            tracing::warn!(source = %self.ctx.config.name, %id, "backfill signal without data.table ignored");
+            return;
+        };
+        let filter = data
+            .get("where")
+            .and_then(|t| t.as_str())
+            .map(str::to_string);
+        tracing::info!(source = %self.ctx.config.name, backfill = %id, %table, filter = ?filter, "backfill requested");
+        let (source, database, prefix) = (
+            self.ctx.config.name.clone(),
+            self.database.clone(),
+            self.ctx.subject_prefix.clone(),
+        );
+        let info_for = move |t: &tributary_postgres::snapshot_catalog::SnapshotTable| {
+            crate::snapshot::table_relation(&source, &database, &prefix, t)
+        };
+        tokio::spawn(crate::backfill::run(
+            self.ctx.params.clone(),
+            crate::backfill::BackfillRequest { id, table, filter },
+            info_for,
+            self.ctx.config.snapshot_chunk_rows.min(10_000),
+            self.backfills.sender(),
+            self.ctx.config.name.clone(),
+        ));
     }
 
     fn on_logical_message(&mut self, transactional: bool, lsn: Lsn, prefix: &str, content: &[u8]) {
@@ -448,6 +564,9 @@ impl Session<'_> {
             },
         );
         debug!(source = self.ctx.config.name.as_str(), table = %info.qualified_name(), included = info.included, columns = info.names.len(), "relation");
+        if self.ctx.config.signal_table.as_deref() == Some(info.qualified_name().as_str()) {
+            self.signal_oid = Some(rel.oid);
+        }
         Ok(())
     }
 }

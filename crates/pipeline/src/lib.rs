@@ -18,6 +18,7 @@
 //! change; the marker comes back from the publisher only once every message before it is
 //! acknowledged by JetStream, and only then does the slot's confirmed position move.
 
+mod backfill;
 mod changes;
 mod error;
 mod event;
@@ -32,6 +33,7 @@ mod spool;
 mod supervisor;
 mod transaction;
 
+pub use backfill::WATERMARK_PREFIX;
 pub use error::PipelineError;
 pub use params::connect_params;
 pub use source::SourceContext;

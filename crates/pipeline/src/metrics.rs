@@ -16,6 +16,7 @@ pub const HEARTBEATS: &str = "tributary_heartbeats_total";
 pub const SOURCE_UP: &str = "tributary_source_up";
 pub const SNAPSHOT_ROWS: &str = "tributary_snapshot_rows_total";
 pub const SNAPSHOT_ROWS_ESTIMATED: &str = "tributary_snapshot_rows_estimated";
+pub const BACKFILL_ROWS: &str = "tributary_backfill_rows_total";
 pub const LAG_OVER_BUDGET: &str = "tributary_slot_lag_over_budget";
 
 /// Registers descriptions so that `/metrics` explains each series.
@@ -68,6 +69,10 @@ pub fn describe() {
     describe_gauge!(
         SNAPSHOT_ROWS_ESTIMATED,
         "Estimated rows of each table being snapshotted (pg_class.reltuples)"
+    );
+    describe_counter!(
+        BACKFILL_ROWS,
+        "Rows selected by online backfills, by source and table (before watermark deduplication)"
     );
     describe_gauge!(SOURCE_UP, "1 while the source is streaming, 0 otherwise");
     describe_gauge!(LAG_OVER_BUDGET, "1 while the slot's lag exceeds the configured budget in bytes or seconds, by source and kind");

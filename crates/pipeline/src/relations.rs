@@ -44,6 +44,8 @@ pub struct RelationInfo {
     pub kinds: Vec<TypeKind>,
     pub names: Vec<String>,
     pub type_names: Vec<String>,
+    /// Column indexes of the identity (primary key / replica identity index).
+    pub key_indexes: Vec<usize>,
     /// ChangeEvent fields that are the same for every event of this relation, encoded once
     /// and appended to each event's own fields (protobuf merges concatenated messages).
     pub static_fields: Bytes,
@@ -146,6 +148,13 @@ impl RelationInfo {
             kinds: spec.columns.iter().map(|c| c.kind.clone()).collect(),
             names: spec.columns.iter().map(|c| c.name.clone()).collect(),
             type_names: spec.columns.iter().map(|c| c.type_name.clone()).collect(),
+            key_indexes: spec
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.key)
+                .map(|(i, _)| i)
+                .collect(),
             static_fields: Bytes::from(static_event.encode_to_vec()),
             subjects: Op::ALL.map(subject),
             counters: Op::ALL.map(counter),

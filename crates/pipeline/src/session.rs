@@ -33,6 +33,9 @@ pub(crate) struct Session<'a> {
     /// Top-level xid of the in-progress transaction being streamed (protocol 2).
     pub stream_xid: Option<u32>,
     pub spool: Spool,
+    pub backfills: crate::backfill::Backfills,
+    /// Relation OID of the configured signal table, once its Relation message arrived.
+    pub signal_oid: Option<u32>,
     /// Position of the last change the stream already holds: re-sent changes up to it are skipped.
     pub watermark: Option<Position>,
     pub batch: Vec<Outbound>,
@@ -76,6 +79,8 @@ impl<'a> Session<'a> {
             tx: None,
             stream_xid: None,
             spool: p.spool,
+            backfills: Default::default(),
+            signal_oid: None,
             watermark: p.watermark,
             batch: Vec::with_capacity(BATCH),
             last_checkpoint: Lsn::ZERO,

@@ -1,5 +1,6 @@
 //! The `tributary` binary: run the bridge, and the commands around it.
 
+mod backfill;
 mod demo;
 mod http;
 mod ops;
@@ -29,6 +30,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Re-read a table (or the rows matching --where) into the stream while streaming goes
+    /// on, through the source's signal table; the running bridge does the work.
+    Backfill {
+        #[arg(long, short, env = "TRIBUTARY_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        /// `schema.table`
+        #[arg(long)]
+        table: String,
+        /// SQL predicate selecting the rows, e.g. "region = 'EU'".
+        #[arg(long = "where")]
+        filter: Option<String>,
+    },
     /// Run the bridge with a configuration file.
     Run {
         #[arg(long, short, env = "TRIBUTARY_CONFIG")]
@@ -82,6 +97,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Demo { seconds, rate } => demo::demo(seconds, rate).await,
+            Command::Backfill {
+                config,
+                source,
+                table,
+                filter,
+            } => backfill::request(&config, &source, &table, filter).await,
             Command::Preflight(args) => ops::preflight::run(args).await,
             Command::Slots(args) => ops::slots::run(args).await,
             Command::Status(args) => ops::status::run(args).await,

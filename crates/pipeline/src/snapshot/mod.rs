@@ -15,7 +15,7 @@
 //! S′ value and then receive their older change events, but the change events end with the
 //! newest value, so replaying the stream still ends at the table's state.
 
-mod copy_text;
+pub(crate) mod copy_text;
 mod state;
 mod worker;
 
@@ -293,11 +293,21 @@ fn fail_table(p: &mut TableProgress, table: &str, error: &str) {
 }
 
 fn relation_info(ctx: &SourceContext, database: &str, t: &SnapshotTable) -> RelationInfo {
+    table_relation(&ctx.config.name, database, &ctx.subject_prefix, t)
+}
+
+/// Event metadata of a table described from the catalog (not from a Relation message).
+pub(crate) fn table_relation(
+    source: &str,
+    database: &str,
+    subject_prefix: &str,
+    t: &SnapshotTable,
+) -> RelationInfo {
     let tables = std::collections::HashSet::new();
     let rctx = RelationContext {
-        source: &ctx.config.name,
+        source,
         database,
-        subject_prefix: &ctx.subject_prefix,
+        subject_prefix,
         tables: &tables,
     };
     RelationInfo::build(

@@ -1,0 +1,321 @@
+//! Online backfills with watermarks (DBLog): re-read a table, or the rows matching a
+//! predicate, while streaming goes on — without a backfilled row ever landing after a newer
+//! change of the same key.
+//!
+//! ```text
+//!  backfill task:  LW(chunk) ─ SELECT chunk (keyset, ≤ N rows) ─ HW(chunk)     (logical messages)
+//!  session:        LW seen → note keys of every change to the table until HW;
+//!                  HW seen → publish the chunk's rows whose keys did not change in between,
+//!                            as `read` events inside the HW's transaction.
+//! ```
+//! A row changed between LW and HW is dropped from the chunk: its change event, already in the
+//! stream, carries a value at least as new. Changes after HW follow the reads. So for every
+//! key the last event carries the current value.
+//!
+//! Requests arrive as inserts into the signal table (`tributary backfill` writes one), so they
+//! are ordered with the changes and survive nothing: a backfill interrupted by a restart is
+//! requested again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use tributary_postgres::snapshot_catalog::{copy_out, SnapshotTable, COPY_SESSION_SQL};
+use tributary_postgres::{quote_ident, ConnectParams, ControlConnection};
+use tributary_proto::cdc::v1::Row;
+
+use crate::event::build_row_from_text;
+use crate::relations::RelationInfo;
+use crate::snapshot::copy_text::{parse_row, RowSplitter};
+
+pub const WATERMARK_PREFIX: &str = "tributary.backfill";
+
+/// One chunk selected between its watermarks.
+pub struct ChunkRows {
+    pub id: String,
+    pub chunk: u32,
+    pub info: Arc<RelationInfo>,
+    pub rows: Vec<Row>,
+}
+
+struct Window {
+    table_oid: u32,
+    seen: HashSet<Vec<u8>>,
+}
+
+/// The session's side: open windows and chunks waiting for their high watermark.
+pub struct Backfills {
+    rows_tx: mpsc::UnboundedSender<ChunkRows>,
+    rows_rx: mpsc::UnboundedReceiver<ChunkRows>,
+    arrived: HashMap<(String, u32), ChunkRows>,
+    windows: HashMap<(String, u32), Window>,
+}
+
+pub enum Watermark {
+    Low {
+        id: String,
+        chunk: u32,
+        table_oid: u32,
+    },
+    High {
+        id: String,
+        chunk: u32,
+    },
+}
+
+pub fn parse_watermark(content: &[u8]) -> Option<Watermark> {
+    let text = std::str::from_utf8(content).ok()?;
+    let mut parts = text.split(' ');
+    let kind = parts.next()?;
+    let id = parts.next()?.to_string();
+    let chunk = parts.next()?.parse().ok()?;
+    match kind {
+        "low" => Some(Watermark::Low {
+            id,
+            chunk,
+            table_oid: parts.next()?.parse().ok()?,
+        }),
+        "high" => Some(Watermark::High { id, chunk }),
+        _ => None,
+    }
+}
+
+impl Default for Backfills {
+    fn default() -> Self {
+        let (rows_tx, rows_rx) = mpsc::unbounded_channel();
+        Backfills {
+            rows_tx,
+            rows_rx,
+            arrived: HashMap::new(),
+            windows: HashMap::new(),
+        }
+    }
+}
+
+impl Backfills {
+    pub fn sender(&self) -> mpsc::UnboundedSender<ChunkRows> {
+        self.rows_tx.clone()
+    }
+
+    pub fn has_windows(&self) -> bool {
+        !self.windows.is_empty()
+    }
+
+    /// A low watermark opens its chunk's window. One of a predecessor's backfills (re-sent
+    /// after a restart) opens one too, and closes without rows.
+    pub fn open(&mut self, id: String, chunk: u32, table_oid: u32) {
+        self.windows.insert(
+            (id, chunk),
+            Window {
+                table_oid,
+                seen: HashSet::new(),
+            },
+        );
+    }
+
+    /// Notes the key of a change to `table_oid` in every window open on that table.
+    pub fn note_key(&mut self, table_oid: u32, key: &[u8]) {
+        for w in self
+            .windows
+            .values_mut()
+            .filter(|w| w.table_oid == table_oid)
+        {
+            w.seen.insert(key.to_vec());
+        }
+    }
+
+    /// The high watermark closes the window: the chunk's rows whose keys did not change.
+    pub fn close(&mut self, id: &str, chunk: u32) -> Option<(Arc<RelationInfo>, Vec<Row>)> {
+        self.collect();
+        let window = self.windows.remove(&(id.to_string(), chunk))?;
+        let rows = self.arrived.remove(&(id.to_string(), chunk))?;
+        let keep = rows
+            .rows
+            .into_iter()
+            .filter(|r| !window.seen.contains(&row_key(&rows.info.key_indexes, r)))
+            .collect();
+        Some((rows.info, keep))
+    }
+
+    fn collect(&mut self) {
+        while let Ok(c) = self.rows_rx.try_recv() {
+            self.arrived.insert((c.id.clone(), c.chunk), c);
+        }
+    }
+}
+
+/// The identity of a row: its key columns' values, encoded.
+pub fn row_key(key_indexes: &[usize], row: &Row) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &i in key_indexes {
+        if let Some(v) = row.values.get(i) {
+            v.encode_length_delimited(&mut out).ok();
+        }
+    }
+    out
+}
+
+pub struct BackfillRequest {
+    pub id: String,
+    pub table: String,
+    pub filter: Option<String>,
+}
+
+/// Reads the table chunk by chunk between watermarks. Runs beside the session.
+pub async fn run(
+    params: ConnectParams,
+    request: BackfillRequest,
+    info_for: impl Fn(&SnapshotTable) -> RelationInfo + Send + 'static,
+    chunk_rows: u64,
+    out: mpsc::UnboundedSender<ChunkRows>,
+    source: String,
+) {
+    if let Err(e) = run_inner(&params, &request, info_for, chunk_rows, out, &source).await {
+        warn!(%source, backfill = %request.id, table = %request.table, error = %e, "backfill failed; the stream goes on");
+    }
+}
+
+async fn run_inner(
+    params: &ConnectParams,
+    request: &BackfillRequest,
+    info_for: impl Fn(&SnapshotTable) -> RelationInfo,
+    chunk_rows: u64,
+    out: mpsc::UnboundedSender<ChunkRows>,
+    source: &str,
+) -> Result<(), String> {
+    let (schema, name) = request
+        .table
+        .split_once('.')
+        .ok_or_else(|| format!("table {:?} must be written schema.table", request.table))?;
+    let control = ControlConnection::connect(params)
+        .await
+        .map_err(|e| e.to_string())?;
+    let table = control
+        .snapshot_table(schema, name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<&str> = table
+        .columns
+        .iter()
+        .filter(|c| c.key)
+        .map(|c| c.name.as_str())
+        .collect();
+    if keys.is_empty() {
+        return Err(format!(
+            "{} has no primary key: a backfill needs one to order its chunks",
+            table.qualified()
+        ));
+    }
+    let info = Arc::new(info_for(&table));
+    let client = control.client();
+    client
+        .batch_execute(COPY_SESSION_SQL)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key_list = keys
+        .iter()
+        .map(|k| quote_ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows_counter = metrics::counter!(crate::metrics::BACKFILL_ROWS, "source" => source.to_string(), "table" => table.qualified());
+    let mut last: Option<Vec<String>> = None;
+    let mut total = 0u64;
+    for chunk in 0u32.. {
+        let mut predicate = request
+            .filter
+            .clone()
+            .map(|f| format!("({f})"))
+            .unwrap_or_else(|| "true".into());
+        if let Some(last) = &last {
+            let literals = last
+                .iter()
+                .map(|v| format!("'{}'", v.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            predicate = format!("({key_list}) > ({literals}) AND {predicate}");
+        }
+        let sql = format!(
+            "COPY (SELECT {columns} FROM {}.{} WHERE {predicate} ORDER BY {key_list} LIMIT {chunk_rows}) TO STDOUT",
+            quote_ident(&table.schema),
+            quote_ident(&table.name)
+        );
+        emit(client, &format!("low {} {chunk} {}", request.id, table.oid)).await?;
+        let (rows, last_key) = select_chunk(client, &sql, &table, &info, source).await?;
+        let n = rows.len() as u64;
+        total += n;
+        rows_counter.increment(n);
+        out.send(ChunkRows {
+            id: request.id.clone(),
+            chunk,
+            info: info.clone(),
+            rows,
+        })
+        .map_err(|_| "the session ended".to_string())?;
+        emit(client, &format!("high {} {chunk}", request.id)).await?;
+        if n < chunk_rows {
+            break;
+        }
+        last = last_key;
+    }
+    info!(%source, backfill = %request.id, table = %table.qualified(), rows = total, "backfill: done");
+    Ok(())
+}
+
+async fn emit(client: &tokio_postgres::Client, content: &str) -> Result<(), String> {
+    client
+        .execute(
+            "SELECT pg_logical_emit_message(true, $1, $2)",
+            &[&WATERMARK_PREFIX, &content],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The chunk's rows and the text of the last row's key (where the next chunk starts).
+async fn select_chunk(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    table: &SnapshotTable,
+    info: &RelationInfo,
+    source: &str,
+) -> Result<(Vec<Row>, Option<Vec<String>>), String> {
+    use futures::StreamExt;
+    let stream = copy_out(client, sql).await.map_err(|e| e.to_string())?;
+    let mut stream = std::pin::pin!(stream);
+    let mut splitter = RowSplitter::default();
+    let mut rows = Vec::new();
+    let mut last_key = None;
+    let mut n = 0u64;
+    while let Some(data) = stream.next().await {
+        let data = data.map_err(|e| e.to_string())?;
+        splitter.push(&data, |line| {
+            n += 1;
+            let mut fields = Vec::with_capacity(table.columns.len());
+            parse_row(line, n, &mut fields).map_err(|e| e.to_string())?;
+            last_key = Some(
+                info.key_indexes
+                    .iter()
+                    .map(|&i| {
+                        fields
+                            .get(i)
+                            .and_then(|f| f.as_ref())
+                            .map(|c| String::from_utf8_lossy(c).into_owned())
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            );
+            rows.push(build_row_from_text(info, &fields, source).map_err(|e| e.to_string())?);
+            Ok::<(), String>(())
+        })?;
+    }
+    Ok((rows, last_key))
+}
