@@ -36,5 +36,6 @@ mod transaction;
 pub use backfill::WATERMARK_PREFIX;
 pub use error::PipelineError;
 pub use params::connect_params;
+pub use snapshot::{SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET};
 pub use source::SourceContext;
 pub use supervisor::{run_source, startup_check};

@@ -28,12 +28,12 @@ use tributary_core::Lsn;
 use tributary_postgres::snapshot_catalog::{plan_chunks, SnapshotTable};
 use tributary_postgres::ControlConnection;
 
-pub use state::{SnapshotState, StateStore, Status};
+pub use state::{SnapshotState, StateStore, Status, TableProgress, BUCKET as SNAPSHOT_BUCKET};
 
 use crate::relations::{ColumnSpec, RelationContext, RelationInfo, RelationSpec};
 use crate::transaction::Outbound;
 use crate::{PipelineError, SourceContext};
-use state::{ChunkSpec, TableProgress};
+use state::ChunkSpec;
 use worker::{ChunkJob, ChunkOutcome, Worker};
 
 /// A chunk whose `read` events the publisher has had acknowledged.

@@ -42,6 +42,48 @@ pub struct SourceStatus {
     pub stream: StreamReport,
     /// The running bridge's metrics for this source (null when no bridge answers).
     pub bridge: Option<SourceMetrics>,
+    /// Snapshot progress from the KV bucket (null when no snapshot was ever taken).
+    pub snapshot: Option<tributary_pipeline::SnapshotState>,
+}
+
+async fn read_snapshot(
+    js: &async_nats::jetstream::Context,
+    source: &str,
+) -> Option<tributary_pipeline::SnapshotState> {
+    let kv = js
+        .get_key_value(tributary_pipeline::SNAPSHOT_BUCKET)
+        .await
+        .ok()?;
+    let bytes = kv
+        .get(source.replace(['.', '*', '>', ' '], "_"))
+        .await
+        .ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn render_snapshot(s: &tributary_pipeline::SnapshotState) -> String {
+    let status = match s.status {
+        tributary_pipeline::SnapshotStatus::Done => "done",
+        tributary_pipeline::SnapshotStatus::InProgress => "in progress",
+    };
+    let mut out = format!(
+        "  snapshot {status} (consistent point {}, attempt {})\n",
+        s.consistent_point, s.attempt
+    );
+    for (table, p) in &s.tables {
+        let state = match &p.failed {
+            Some(e) => format!("FAILED: {e}"),
+            None => format!(
+                "{}/{} chunks, {} rows (~{} estimated)",
+                p.done.len(),
+                p.chunks.len(),
+                p.rows,
+                p.estimated_rows
+            ),
+        };
+        out.push_str(&format!("    {table}: {state}\n"));
+    }
+    out
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -79,7 +121,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if let (Some(e), Some(_)) = (&stream.error, &js) {
             errors.push(format!("{}: {e}", source.name));
         }
+        let snapshot = match &js {
+            Some(js) => read_snapshot(js, &source.name).await,
+            None => None,
+        };
         statuses.push(SourceStatus {
+            snapshot,
             source: source.name.clone(),
             bridge: bridge.up.then(|| {
                 bridge
@@ -162,6 +209,9 @@ fn render(r: &StatusReport) -> String {
             line
         };
         out.push_str(&format!("  slot    {slot_line}\n"));
+        if let Some(snapshot) = &s.snapshot {
+            out.push_str(&render_snapshot(snapshot));
+        }
 
         let st = &s.stream;
         let stream_line = if let Some(e) = &st.error {
