@@ -209,9 +209,11 @@ impl SnapshotRun<'_> {
         // A chunk is recorded when both its ack and its worker's report have arrived.
         let mut acked_early: Vec<ChunkId> = Vec::new();
         let mut waiting: Vec<(ChunkId, tokio::sync::oneshot::Sender<()>)> = Vec::new();
-        while pending > 0 {
+        // Until every chunk is recorded and every worker has reported (a worker waits for its
+        // chunk's record, which may come before or after its report).
+        while pending > 0 || !workers_done {
             tokio::select! {
-                acked = self.acked.recv() => {
+                acked = self.acked.recv(), if pending > 0 => {
                     let Some(id) = acked else {
                         // The publisher's own error (e.g. a predecessor's last messages landing
                         // after ours) is transient: the session restarts and resumes the snapshot.
