@@ -242,11 +242,12 @@ async fn wait_slot(pg: &tributary_testkit::PgCluster, slot: &str) -> Result<()> 
     Ok(())
 }
 
+/// Runs `tributary backfill`, which follows the backfill until it is done; returns its output.
 async fn request_backfill(
     config: &std::path::Path,
     table: &str,
     filter: Option<&str>,
-) -> Result<()> {
+) -> Result<String> {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
     cmd.args(["backfill", "--config"])
         .arg(config)
@@ -260,7 +261,7 @@ async fn request_backfill(
         "backfill request failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn wait_log(bridge: &Bridge, needle: &str, times: usize) -> Result<()> {
@@ -299,7 +300,11 @@ async fn online_backfill_with_concurrent_updates_and_a_where_filter() -> Result<
     let client = nats.connect().await?;
 
     // --where: only the matching rows, nothing else is being written.
-    request_backfill(&config, "public.orders", Some("id % 10 = 0")).await?;
+    let out = request_backfill(&config, "public.orders", Some("id % 10 = 0")).await?;
+    assert!(
+        out.contains("done: 3000 rows"),
+        "the command follows the backfill to its end: {out}"
+    );
     wait_log(&bridge, "backfill: done", 1).await?;
     wait_for_messages(&client, "CDC_ERP", 3_000, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -327,8 +332,12 @@ async fn online_backfill_with_concurrent_updates_and_a_where_filter() -> Result<
         }
         anyhow::Ok(())
     });
-    request_backfill(&config, "public.orders", None).await?;
+    let backfill = tokio::spawn({
+        let config = config.clone();
+        async move { request_backfill(&config, "public.orders", None).await }
+    });
     updates.await??;
+    backfill.await??;
     wait_log(&bridge, "backfill: done", 2).await?;
     // Settle: the stream stops growing.
     let mut last = 0;

@@ -160,6 +160,18 @@ impl BenchEnv {
             })
     }
 
+    /// The postmaster's pid (first line of `postmaster.pid` in the data directory); with
+    /// [`crate::procfs::cluster_cpu_secs`] it gives the CPU time of the whole cluster.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pg.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
         self.pg
             .connect(DB)
@@ -183,6 +195,12 @@ impl BenchEnv {
 
     /// Writes a bridge configuration for `slot` (which must exist or will be created).
     pub fn write_config(&self, slot: &str) -> anyhow::Result<PathBuf> {
+        self.write_config_with(slot, "")
+    }
+
+    /// [`BenchEnv::write_config`] with extra keys (TOML lines, each ending in a newline) in
+    /// the `[[sources]]` table, e.g. the snapshot settings.
+    pub fn write_config_with(&self, slot: &str, source_keys: &str) -> anyhow::Result<PathBuf> {
         let ack_window = self
             .settings
             .ack_window
@@ -212,7 +230,7 @@ publication = "{PUBLICATION}"
 slot = {slot}
 tables = ["{TABLE}"]
 heartbeat_interval_secs = 10
-
+{source_keys}
 [sources.connection]
 host = "127.0.0.1"
 port = {port}
@@ -476,6 +494,11 @@ impl Bridge {
                 self.log_tail()
             ),
         }
+    }
+
+    /// The bridge's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The last lines of the bridge's log.

@@ -1,10 +1,11 @@
-//! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, and one big transaction.
+//! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, one big transaction, and the initial snapshot against a COPY ceiling.
 
 mod bigtx;
 mod e2e;
 mod env;
 mod latency;
 mod procfs;
+mod snapshot;
 mod workload;
 
 use std::path::PathBuf;
@@ -76,6 +77,20 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Fill a table with N rows, then time the bridge's initial snapshot of it (slot created
+    /// by the bridge, parallel chunked COPY) against one COPY of the table drained by the bench.
+    Snapshot {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// The source's `snapshot_parallelism` (worker connections).
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// The source's `snapshot_chunk_rows`.
+        #[arg(long, default_value_t = 50_000)]
+        chunk_rows: u64,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +149,23 @@ fn main() -> ExitCode {
                 bigtx::run(
                     bigtx::Args {
                         rows,
+                        timeout: Duration::from_secs(timeout_secs),
+                    },
+                    settings,
+                )
+                .await
+            }
+            Command::Snapshot {
+                rows,
+                parallelism,
+                chunk_rows,
+                timeout_secs,
+            } => {
+                snapshot::run(
+                    snapshot::Args {
+                        rows,
+                        parallelism,
+                        chunk_rows,
                         timeout: Duration::from_secs(timeout_secs),
                     },
                     settings,

@@ -141,14 +141,53 @@ pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
 
 /// utime + stime in seconds.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let t = stat_times(pid)?;
+    Some(t.own as f64 / USER_HZ)
+}
+
+/// CPU seconds of a PostgreSQL cluster: the postmaster, its live children (backends,
+/// walsenders, background processes) and the children it has already reaped (`cutime` +
+/// `cstime`), so that connections closed between two readings still count. The difference of
+/// two readings is the cluster's CPU time in between.
+pub fn cluster_cpu_secs(postmaster: u32) -> Option<f64> {
+    let root = stat_times(postmaster)?;
+    let mut ticks = root.own + root.children;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(t) = stat_times(pid).filter(|t| t.ppid == postmaster) {
+            ticks += t.own + t.children;
+        }
+    }
+    Some(ticks as f64 / USER_HZ)
+}
+
+/// Times of /proc/<pid>/stat, in clock ticks.
+struct StatTimes {
+    ppid: u32,
+    /// utime + stime.
+    own: u64,
+    /// cutime + cstime: children waited for.
+    children: u64,
+}
+
+fn stat_times(pid: u32) -> Option<StatTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: count fields after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // Field 3 (state) is fields[0]; ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
+    Some(StatTimes {
+        ppid: u32::try_from(field(1)?).ok()?,
+        own: field(11)? + field(12)?,
+        children: field(13)? + field(14)?,
+    })
 }
 
 /// The 1, 5 and 15 minute load averages, as /proc/loadavg shows them.

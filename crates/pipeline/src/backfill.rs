@@ -163,6 +163,44 @@ pub struct BackfillRequest {
     pub filter: Option<String>,
 }
 
+/// Progress of one backfill, kept in the snapshot bucket under [`progress_key`] for
+/// `tributary backfill` to show.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct BackfillProgress {
+    pub table: String,
+    pub filter: Option<String>,
+    pub rows: u64,
+    pub chunks: u32,
+    /// The table's estimated size (rows matching a filter are not estimated).
+    pub estimated_rows: u64,
+    pub done: bool,
+    pub error: Option<String>,
+}
+
+pub fn progress_key(source: &str, id: &str) -> String {
+    format!(
+        "{}.backfill.{}",
+        source.replace(['.', '*', '>', ' '], "_"),
+        id.replace(['.', '*', '>', ' '], "_")
+    )
+}
+
+struct ProgressWriter {
+    kv: Option<async_nats::jetstream::kv::Store>,
+    key: String,
+    progress: BackfillProgress,
+}
+
+impl ProgressWriter {
+    async fn save(&self) {
+        if let (Some(kv), Ok(bytes)) = (&self.kv, serde_json::to_vec(&self.progress)) {
+            if let Err(e) = kv.put(&self.key, bytes.into()).await {
+                tracing::debug!(error = %e, "backfill progress not saved");
+            }
+        }
+    }
+}
+
 /// Reads the table chunk by chunk between watermarks. Runs beside the session.
 pub async fn run(
     params: ConnectParams,
@@ -171,10 +209,37 @@ pub async fn run(
     chunk_rows: u64,
     out: mpsc::UnboundedSender<ChunkRows>,
     source: String,
+    js: async_nats::jetstream::Context,
 ) {
-    if let Err(e) = run_inner(&params, &request, info_for, chunk_rows, out, &source).await {
+    let mut progress = ProgressWriter {
+        kv: crate::snapshot::StateStore::open(&js, &source, 1)
+            .await
+            .ok()
+            .map(|s| s.kv().clone()),
+        key: progress_key(&source, &request.id),
+        progress: BackfillProgress {
+            table: request.table.clone(),
+            filter: request.filter.clone(),
+            ..Default::default()
+        },
+    };
+    progress.save().await;
+    let result = run_inner(
+        &params,
+        &request,
+        info_for,
+        chunk_rows,
+        out,
+        &source,
+        &mut progress,
+    )
+    .await;
+    if let Err(e) = &result {
         warn!(%source, backfill = %request.id, table = %request.table, error = %e, "backfill failed; the stream goes on");
+        progress.progress.error = Some(e.clone());
     }
+    progress.progress.done = true;
+    progress.save().await;
 }
 
 async fn run_inner(
@@ -184,6 +249,7 @@ async fn run_inner(
     chunk_rows: u64,
     out: mpsc::UnboundedSender<ChunkRows>,
     source: &str,
+    progress: &mut ProgressWriter,
 ) -> Result<(), String> {
     let (schema, name) = request
         .table
@@ -209,6 +275,7 @@ async fn run_inner(
         ));
     }
     let info = Arc::new(info_for(&table));
+    progress.progress.estimated_rows = table.estimated_rows;
     let client = control.client();
     client
         .batch_execute(COPY_SESSION_SQL)
@@ -260,6 +327,9 @@ async fn run_inner(
         })
         .map_err(|_| "the session ended".to_string())?;
         emit(client, &format!("high {} {chunk}", request.id)).await?;
+        progress.progress.rows = total;
+        progress.progress.chunks = chunk + 1;
+        progress.save().await;
         if n < chunk_rows {
             break;
         }

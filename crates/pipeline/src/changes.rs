@@ -454,6 +454,7 @@ impl Session<'_> {
             self.ctx.config.snapshot_chunk_rows.min(10_000),
             self.backfills.sender(),
             self.ctx.config.name.clone(),
+            self.ctx.js.clone(),
         ));
     }
 

@@ -33,7 +33,7 @@ mod spool;
 mod supervisor;
 mod transaction;
 
-pub use backfill::WATERMARK_PREFIX;
+pub use backfill::{progress_key as backfill_progress_key, BackfillProgress, WATERMARK_PREFIX};
 pub use error::PipelineError;
 pub use params::connect_params;
 pub use snapshot::{SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET};

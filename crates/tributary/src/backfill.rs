@@ -11,8 +11,14 @@ pub async fn request(
     source: &str,
     table: &str,
     filter: Option<String>,
+    wait: bool,
 ) -> anyhow::Result<()> {
     let config = tributary_config::load(config)?;
+    let nats = if wait {
+        Some(tributary_nats::connect(&config.nats, "tributary-backfill").await?)
+    } else {
+        None
+    };
     let Some(src) = config.sources.iter().find(|s| s.name == source) else {
         bail!("no source named {source:?} in the configuration (`sources.name`)");
     };
@@ -52,6 +58,74 @@ pub async fn request(
         "requested {id}: {table}{}",
         filter.map(|f| format!(" where {f}")).unwrap_or_default()
     );
-    println!("the bridge logs \"backfill: done\" with the row count; tributary_backfill_rows_total counts rows as they are read");
-    Ok(())
+    let Some(nats) = nats else {
+        println!("the bridge logs \"backfill: done\" with the row count; tributary_backfill_rows_total counts rows as they are read");
+        return Ok(());
+    };
+    follow(nats, source, &id).await
+}
+
+/// Shows the backfill's progress as the running bridge records it, until it is done.
+async fn follow(nats: async_nats::Client, source: &str, id: &str) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let js = async_nats::jetstream::new(nats);
+    let key = tributary_pipeline::backfill_progress_key(source, id);
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut last_rows = u64::MAX;
+    loop {
+        let progress = match js.get_key_value(tributary_pipeline::SNAPSHOT_BUCKET).await {
+            Ok(kv) => kv.get(&key).await.ok().flatten().and_then(|b| {
+                serde_json::from_slice::<tributary_pipeline::BackfillProgress>(&b).ok()
+            }),
+            Err(_) => None,
+        };
+        match progress {
+            Some(p) => {
+                if terminal {
+                    eprint!("\r{}", bar(&p));
+                    let _ = std::io::stderr().flush();
+                } else if p.rows != last_rows {
+                    eprintln!("{} rows, {} chunks", p.rows, p.chunks);
+                }
+                last_rows = p.rows;
+                if p.done {
+                    if terminal {
+                        eprintln!();
+                    }
+                    if let Some(e) = p.error {
+                        bail!("backfill {id} failed: {e}");
+                    }
+                    println!(
+                        "backfill {id} done: {} rows in {:.1} s",
+                        p.rows,
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Ok(());
+                }
+            }
+            None if started.elapsed() > std::time::Duration::from_secs(60) => {
+                bail!("no progress from the bridge after 60 s: is `tributary run` running with this signal table in its publication?");
+            }
+            None => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn bar(p: &tributary_pipeline::BackfillProgress) -> String {
+    const WIDTH: usize = 30;
+    if p.filter.is_some() || p.estimated_rows == 0 {
+        return format!("{} rows read, {} chunks", p.rows, p.chunks);
+    }
+    let fraction = (p.rows as f64 / p.estimated_rows as f64).min(1.0);
+    let filled = (fraction * WIDTH as f64) as usize;
+    format!(
+        "[{}{}] {:>3.0}% {}/~{} rows",
+        "#".repeat(filled),
+        " ".repeat(WIDTH - filled),
+        fraction * 100.0,
+        p.rows,
+        p.estimated_rows
+    )
 }

@@ -43,6 +43,9 @@ enum Command {
         /// SQL predicate selecting the rows, e.g. "region = 'EU'".
         #[arg(long = "where")]
         filter: Option<String>,
+        /// Return once the request is recorded instead of following its progress.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Run the bridge with a configuration file.
     Run {
@@ -102,7 +105,8 @@ fn main() -> ExitCode {
                 source,
                 table,
                 filter,
-            } => backfill::request(&config, &source, &table, filter).await,
+                no_wait,
+            } => backfill::request(&config, &source, &table, filter, !no_wait).await,
             Command::Preflight(args) => ops::preflight::run(args).await,
             Command::Slots(args) => ops::slots::run(args).await,
             Command::Status(args) => ops::status::run(args).await,

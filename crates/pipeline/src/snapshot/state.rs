@@ -123,6 +123,10 @@ impl StateStore {
         })
     }
 
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+
     pub async fn load(&self) -> Result<Option<SnapshotState>, StateError> {
         let Some(bytes) = self
             .kv

@@ -1,0 +1,270 @@
+//! `snapshot`: the initial snapshot of a large table (the bridge creates its slot with an
+//! exported snapshot and copies the table in parallel chunks before streaming), against the
+//! ceiling of reading the same rows out of PostgreSQL with one `COPY … TO STDOUT` drained and
+//! thrown away.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt as _;
+
+use crate::env::{BenchEnv, Settings, TABLE};
+use crate::procfs::{self, Sampler};
+use crate::workload::secs;
+
+/// Created by the bridge itself (with `EXPORT_SNAPSHOT`): it must not exist before.
+const SLOT: &str = "bench_snapshot";
+
+/// The session settings of the bridge's snapshot workers (`COPY_SESSION_SQL` of
+/// tributary-postgres), so that the ceiling formats values exactly as the bridge reads them.
+const COPY_SESSION_SQL: &str = "SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC'; \
+     SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
+
+/// N ERP-like rows in one statement; notes are ~150–250 bytes (avg ~200), as in `e2e`.
+const FILL_SQL: &str = "
+INSERT INTO public.sales_orders (id, customer_id, amount, status, updated_at, note)
+SELECT g,
+       (1 + (g * 7919) % 50000)::int,
+       ((100 + (g * 104729) % 4999901) / 100.0)::numeric(12,2),
+       (ARRAY['placed', 'paid', 'picked', 'shipped', 'invoiced'])[1 + (g % 5)::int],
+       now() - (g % 5000000) * interval '1 second',
+       'order ' || g || ': ' || left(repeat(md5(g::text), 8), 135 + (g % 101)::int)
+FROM generate_series(1::bigint, $1::bigint) AS g";
+
+pub struct Args {
+    pub rows: u64,
+    pub parallelism: usize,
+    pub chunk_rows: u64,
+    pub timeout: Duration,
+}
+
+pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
+    if args.rows == 0 {
+        bail!("--rows must be at least 1");
+    }
+    if args.parallelism == 0 {
+        bail!("--parallelism must be at least 1");
+    }
+    if args.chunk_rows == 0 {
+        bail!("--chunk-rows must be at least 1");
+    }
+    let rows = i64::try_from(args.rows).context("--rows is too large")?;
+    println!("load average before: {}", procfs::load_average());
+    // Starts the servers and creates the table and the publication (bench_pub); no slot yet.
+    let env = BenchEnv::start(settings).await?;
+    println!("{}", env.describe());
+    let control = env.client().await?;
+
+    // (1) The table.
+    let started = Instant::now();
+    let inserted = control
+        .execute(FILL_SQL, &[&rows])
+        .await
+        .context("filling the table (INSERT … SELECT generate_series)")?;
+    let fill_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    control
+        .batch_execute(&format!("ANALYZE {TABLE}"))
+        .await
+        .context("ANALYZE")?;
+    let analyze_seconds = started.elapsed().as_secs_f64();
+    // Reads every row once before either measurement (hint bits, caches), so both read the
+    // table in the same state.
+    let started = Instant::now();
+    let counted: i64 = control
+        .query_one(&format!("SELECT count(*) FROM {TABLE}"), &[])
+        .await
+        .context("counting the rows")?
+        .get(0);
+    let warm_seconds = started.elapsed().as_secs_f64();
+    let size = control
+        .query_one(
+            &format!(
+                "SELECT pg_table_size('{TABLE}')::bigint, pg_total_relation_size('{TABLE}')::bigint, \
+                 (SELECT avg(pg_column_size(t.*))::float8 FROM (SELECT * FROM {TABLE} LIMIT 10000) t), \
+                 (SELECT avg(length(note))::float8 FROM (SELECT note FROM {TABLE} LIMIT 10000) n)"
+            ),
+            &[],
+        )
+        .await
+        .context("reading the table's size")?;
+    let (heap_bytes, total_bytes, row_bytes, note_bytes): (i64, i64, f64, f64) =
+        (size.get(0), size.get(1), size.get(2), size.get(3));
+    println!(
+        "table: {TABLE} rows={inserted} fill_seconds={fill_seconds:.2} analyze_seconds={analyze_seconds:.2} \
+         count_seconds={warm_seconds:.2} table_bytes={heap_bytes} ({:.1} MB; {:.1} MB with the index) \
+         avg_row_bytes={row_bytes:.0} avg_note_bytes={note_bytes:.0}",
+        heap_bytes as f64 / 1e6,
+        total_bytes as f64 / 1e6,
+    );
+    if u64::try_from(counted).ok() != Some(args.rows) || inserted != args.rows {
+        bail!(
+            "the table holds {counted} rows ({inserted} inserted), {} expected",
+            args.rows
+        );
+    }
+
+    // (2) The ceiling: one COPY of every row, drained by this process.
+    let ceiling = run_ceiling(&env).await?;
+    if ceiling.rows != args.rows {
+        bail!(
+            "the ceiling's COPY returned {} rows, {} expected",
+            ceiling.rows,
+            args.rows
+        );
+    }
+    let ceiling_rate = ceiling.rows as f64 / ceiling.seconds;
+    println!(
+        "ceiling: COPY (SELECT * FROM {TABLE}) TO STDOUT drained seconds={:.3} rows_per_sec={ceiling_rate:.0} \
+         copy_bytes={} ({:.1} MB/s) backend_cpu_s={:.2} postgres_cpu_s={:.2}",
+        ceiling.seconds,
+        ceiling.bytes,
+        ceiling.bytes as f64 / 1e6 / ceiling.seconds,
+        ceiling.backend_cpu,
+        ceiling.postgres_cpu,
+    );
+
+    // (3) The bridge: creates the slot with an exported snapshot, copies, then streams.
+    let exists: bool = control
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&SLOT],
+        )
+        .await
+        .context("looking for the slot")?
+        .get(0);
+    if exists {
+        bail!("slot {SLOT} exists already: the bridge would not take a snapshot");
+    }
+    let config = env.write_config_with(
+        SLOT,
+        &format!(
+            "snapshot = \"initial\"\nsnapshot_parallelism = {}\nsnapshot_chunk_rows = {}\n",
+            args.parallelism, args.chunk_rows
+        ),
+    )?;
+    let postmaster = env.postmaster_pid();
+    let pg_cpu_before = postmaster.and_then(procfs::cluster_cpu_secs);
+    let nats_cpu_before = env.nats_pid().and_then(procfs::cpu_secs);
+    let mut bridge = env.spawn_bridge(&config)?;
+    let started = bridge.started();
+    let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
+    let progress = env
+        .wait_for_messages(
+            &mut bridge,
+            args.rows,
+            args.timeout,
+            Duration::from_millis(20),
+        )
+        .await;
+    let pg_cpu = postmaster
+        .and_then(procfs::cluster_cpu_secs)
+        .zip(pg_cpu_before)
+        .map_or(f64::NAN, |(after, before)| after - before);
+    let nats_cpu = env
+        .nats_pid()
+        .and_then(procfs::cpu_secs)
+        .zip(nats_cpu_before)
+        .map_or(f64::NAN, |(after, before)| after - before);
+    let stats = sampler.finish().await;
+    let log_lines = snapshot_log_lines(&bridge.log_text());
+    let stopped = bridge.stop().await;
+    let progress = progress?;
+    let status = stopped?;
+    let seconds = secs(started, progress.done);
+    let rate = args.rows as f64 / seconds;
+    println!(
+        "tributary: seconds={seconds:.3} (first message after {:.3} s) rows_per_sec={rate:.0} \
+         parallelism={} chunk_rows={} stream_messages={} stream_bytes={} ({:.1} MB, {:.0} B/event) \
+         bridge_cpu_s={:.2} postgres_cpu_s={pg_cpu:.2} nats_server_cpu_s={nats_cpu:.2} \
+         peak_rss_mb={:.1} exit={status}",
+        progress
+            .first_message
+            .map_or(f64::NAN, |t| secs(started, t)),
+        args.parallelism,
+        args.chunk_rows,
+        progress.messages,
+        progress.bytes,
+        progress.bytes as f64 / 1e6,
+        progress.bytes as f64 / progress.messages.max(1) as f64,
+        stats.cpu_secs,
+        stats.peak_rss_mb(),
+    );
+    for line in log_lines {
+        println!("  bridge log: {line}");
+    }
+    if progress.messages != args.rows {
+        println!(
+            "warning: the stream holds {} messages, the table {} rows",
+            progress.messages, args.rows
+        );
+    }
+    println!("load average after: {}", procfs::load_average());
+    println!(
+        "snapshot_rows_per_sec={rate:.0} copy_ceiling_rows_per_sec={ceiling_rate:.0} ratio={:.3}",
+        rate / ceiling_rate
+    );
+    Ok(())
+}
+
+struct Ceiling {
+    rows: u64,
+    bytes: u64,
+    seconds: f64,
+    /// CPU seconds of the backend running the COPY.
+    backend_cpu: f64,
+    /// CPU seconds of the whole cluster meanwhile.
+    postgres_cpu: f64,
+}
+
+async fn run_ceiling(env: &BenchEnv) -> anyhow::Result<Ceiling> {
+    let client = env.client().await?;
+    client
+        .batch_execute(COPY_SESSION_SQL)
+        .await
+        .context("setting up the COPY session")?;
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .context("reading the backend's pid")?
+        .get(0);
+    let backend = u32::try_from(backend).ok();
+    let postmaster = env.postmaster_pid();
+    let backend_before = backend.and_then(procfs::cpu_secs);
+    let pg_before = postmaster.and_then(procfs::cluster_cpu_secs);
+    let started = Instant::now();
+    let stream = client
+        .copy_out(&format!("COPY (SELECT * FROM {TABLE}) TO STDOUT"))
+        .await
+        .context("starting the ceiling's COPY")?;
+    let mut stream = std::pin::pin!(stream);
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    while let Some(data) = stream.next().await {
+        let data = data.context("reading the ceiling's COPY")?;
+        bytes += data.len() as u64;
+        // Text format: a row ends with a newline; newlines inside values are escaped (\n).
+        rows += data.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let delta = |after: Option<f64>, before: Option<f64>| {
+        after
+            .zip(before)
+            .map_or(f64::NAN, |(after, before)| after - before)
+    };
+    Ok(Ceiling {
+        rows,
+        bytes,
+        seconds,
+        backend_cpu: delta(backend.and_then(procfs::cpu_secs), backend_before),
+        postgres_cpu: delta(postmaster.and_then(procfs::cluster_cpu_secs), pg_before),
+    })
+}
+
+/// The bridge's `snapshot:` log lines (plan and end), shortened to their message and fields.
+fn snapshot_log_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("snapshot: copying") || l.contains("snapshot: done"))
+        .map(|l| l.split_once("snapshot:").map_or(l, |(_, rest)| rest).trim())
+        .map(|l| format!("snapshot: {l}"))
+        .collect()
+}
