@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _};
 use async_nats::jetstream;
 use futures::StreamExt;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tributary_proto::cdc::v1::ChangeEvent;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
@@ -578,25 +578,6 @@ async fn non_authoritative_write_does_not_overwrite_owned_fields() -> Result<()>
     );
     assert_eq!(r.bridge.stop().await?, 0);
     Ok(())
-}
-
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// The example consumers (examples/rust, examples/python) read live events with their own
