@@ -146,6 +146,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     let postmaster = env.postmaster_pid();
     let pg_cpu_before = postmaster.and_then(procfs::cluster_cpu_secs);
     let nats_cpu_before = env.nats_pid().and_then(procfs::cpu_secs);
+    let spawned = std::time::SystemTime::now();
     let mut bridge = env.spawn_bridge(&config)?;
     let started = bridge.started();
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
@@ -167,7 +168,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         .zip(nats_cpu_before)
         .map_or(f64::NAN, |(after, before)| after - before);
     let stats = sampler.finish().await;
-    let log_lines = snapshot_log_lines(&bridge.log_text());
+    let phases = Phases::from_log(&bridge.log_text(), spawned);
     let stopped = bridge.stop().await;
     let progress = progress?;
     let status = stopped?;
@@ -190,9 +191,19 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         stats.cpu_secs,
         stats.peak_rss_mb(),
     );
-    for line in log_lines {
-        println!("  bridge log: {line}");
-    }
+    let fmt = |t: Option<f64>| t.map_or_else(|| "?".to_owned(), |t| format!("{t:.3}"));
+    let copy_phase = phases.copying.zip(phases.done).map(|(a, b)| b - a);
+    let copy_rate = copy_phase.map(|s| args.rows as f64 / s);
+    println!(
+        "bridge log (s after spawn): slot created {}, snapshot: copying {} ({}), \
+         snapshot: done {}; copy phase {} s = {} rows/s",
+        fmt(phases.slot_created),
+        fmt(phases.copying),
+        phases.plan.as_deref().unwrap_or("?"),
+        fmt(phases.done),
+        fmt(copy_phase),
+        copy_rate.map_or_else(|| "?".to_owned(), |r| format!("{r:.0}")),
+    );
     if progress.messages != args.rows {
         println!(
             "warning: the stream holds {} messages, the table {} rows",
@@ -260,11 +271,49 @@ async fn run_ceiling(env: &BenchEnv) -> anyhow::Result<Ceiling> {
     })
 }
 
-/// The bridge's `snapshot:` log lines (plan and end), shortened to their message and fields.
-fn snapshot_log_lines(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains("snapshot: copying") || l.contains("snapshot: done"))
-        .map(|l| l.split_once("snapshot:").map_or(l, |(_, rest)| rest).trim())
-        .map(|l| format!("snapshot: {l}"))
-        .collect()
+/// When the bridge logged its snapshot milestones, in seconds after `spawned` (wall clock;
+/// the log's timestamps are UTC with microseconds).
+struct Phases {
+    slot_created: Option<f64>,
+    copying: Option<f64>,
+    done: Option<f64>,
+    /// The fields of the `snapshot: copying` line (chunks, tables, parallelism).
+    plan: Option<String>,
+}
+
+impl Phases {
+    fn from_log(log: &str, spawned: std::time::SystemTime) -> Phases {
+        let spawned = spawned
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(f64::NAN, |d| d.as_secs_f64() % 86_400.0);
+        let at = |needle: &str| {
+            let line = log.lines().find(|l| l.contains(needle))?;
+            let mut offset = time_of_day(line)? - spawned;
+            if offset < -43_200.0 {
+                offset += 86_400.0; // across midnight (UTC)
+            }
+            Some(offset)
+        };
+        Phases {
+            slot_created: at("created replication slot"),
+            copying: at("snapshot: copying"),
+            done: at("snapshot: done"),
+            plan: log
+                .lines()
+                .find_map(|l| l.split_once("snapshot: copying"))
+                .map(|(_, fields)| fields.trim().to_owned()),
+        }
+    }
+}
+
+/// Seconds since midnight of a log line starting with an RFC 3339 UTC timestamp
+/// (`2026-01-01T12:34:56.789012Z …`).
+fn time_of_day(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let clock = stamp.split_once('T')?.1.strip_suffix('Z')?;
+    let mut parts = clock.split(':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
 }

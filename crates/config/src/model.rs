@@ -21,6 +21,12 @@ pub struct Config {
     /// The domain stage: canonical retail events mapped from the sources' changes.
     #[serde(default)]
     pub domain: Option<crate::DomainConfig>,
+    /// Sink workers applying domain events to target systems (`[sinks]`).
+    #[serde(default)]
+    pub sinks: Option<crate::SinksConfig>,
+    /// Shopify webhook sources (`[[shopify]]`, see `saas.rs`).
+    #[serde(default)]
+    pub shopify: Vec<crate::ShopifySourceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -127,7 +133,7 @@ pub struct ResolvedStream {
     pub duplicate_window_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DurabilityConfig {
     /// Hold the slot's confirmed position back until a JetStream ack is this old. Use it
@@ -135,14 +141,6 @@ pub struct DurabilityConfig {
     /// replica: set it above the server's sync interval (default 2 min).
     #[serde(default)]
     pub confirm_delay_ms: u64,
-}
-
-impl Default for DurabilityConfig {
-    fn default() -> Self {
-        DurabilityConfig {
-            confirm_delay_ms: 0,
-        }
-    }
 }
 
 /// One PostgreSQL database to replicate.
