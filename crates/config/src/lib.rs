@@ -2,12 +2,16 @@
 
 mod domain;
 mod model;
+mod saas;
 mod secret;
+mod sinks;
 mod validate;
 
 pub use domain::*;
 pub use model::*;
+pub use saas::*;
 pub use secret::{Secret, SecretError};
+pub use sinks::*;
 
 use std::path::Path;
 

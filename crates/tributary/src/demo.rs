@@ -1,83 +1,101 @@
-//! `tributary demo`: a throwaway PostgreSQL (an ERP and a POS database) and nats-server, the
-//! bridge, a retail write load, and a live view of what a JetStream subscriber receives.
+//! `tributary demo`: a throwaway PostgreSQL (the sample ERP and POS databases) and nats-server,
+//! the bridge with its domain stage, retail traffic (orders, stock, shipments, returns, POS
+//! sales), and a live view of what subscribers receive: row changes per source, domain events
+//! per entity, dead letters, and how far the slots lag.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tributary_proto::cdc::v1::ChangeEvent;
 use tributary_proto::Message as _;
 use tributary_testkit::{NatsServer, PgCluster};
 
-const ERP_SCHEMA: &str = include_str!("../../../config/demo/erp.sql");
-const POS_SCHEMA: &str = include_str!("../../../config/demo/pos.sql");
+mod traffic;
+
+const ERP_SCHEMA: &str = include_str!("../../../config/retail/erp.sql");
+const POS_SCHEMA: &str = include_str!("../../../config/retail/pos.sql");
+const DOMAIN: &str = include_str!("../../../config/retail/domain.toml");
+
+fn bridge_config(nats_url: &str, pg_port: u16, pg_password: &str, http: &str) -> String {
+    let source = |name: &str| {
+        format!(
+            "[[sources]]\nname = \"{name}\"\npublication = \"tributary_{name}\"\nslot = \"tributary_{name}\"\n\
+             heartbeat_interval_secs = 5\n[sources.connection]\nhost = \"127.0.0.1\"\nport = {pg_port}\n\
+             user = \"postgres\"\npassword = \"{pg_password}\"\ndbname = \"{name}\"\n\n"
+        )
+    };
+    format!(
+        "# Demo configuration written by `tributary demo`.\nhttp_listen = \"{http}\"\n\n[nats]\nservers = [\"{nats_url}\"]\n\n{}{}{DOMAIN}",
+        source("erp"),
+        source("pos")
+    )
+}
 
 pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     crate::telemetry::init_logging(&tributary_config::LogConfig {
-        level: Some("warn,tributary=info".into()),
+        level: Some("warn,tributary=info,tributary_pipeline=info".into()),
         ..Default::default()
     });
     println!("starting PostgreSQL (wal_level=logical) and nats-server -js ...");
-    let pg = PgCluster::start().await.context("starting PostgreSQL")?;
+    // synchronous_commit = on: the walsender sends WAL once flushed, so commits reach the
+    // bridge at once instead of on the WAL writer's next round.
+    let pg = PgCluster::start_with(tributary_testkit::PgOptions {
+        settings: vec![("synchronous_commit".into(), "on".into())],
+        ..Default::default()
+    })
+    .await
+    .context("starting PostgreSQL")?;
     let nats = NatsServer::start().await.context("starting nats-server")?;
     for (db, schema) in [("erp", ERP_SCHEMA), ("pos", POS_SCHEMA)] {
         pg.create_database(db).await?;
-        pg.connect(db)
-            .await?
+        let client = pg.connect(db).await?;
+        client
             .batch_execute(schema)
             .await
             .with_context(|| format!("creating the {db} schema"))?;
     }
-    let config_text = format!(
-        include_str!("../../../config/demo/tributary.toml.in"),
-        nats_url = nats.url(),
-        pg_port = pg.port(),
-        pg_password = pg.password(),
-    );
-    let config = tributary_config::parse(&config_text)?;
+    let erp = pg.connect("erp").await?;
+    let pos = pg.connect("pos").await?;
+    traffic::seed(&erp, &pos).await?;
+    let http = format!("127.0.0.1:{}", tributary_testkit::free_port());
+    let config = tributary_config::parse(&bridge_config(&nats.url(), pg.port(), pg.password(), &http))?;
     println!(
-        "PostgreSQL on 127.0.0.1:{}, NATS on {}, metrics on http://{}/metrics",
+        "PostgreSQL 127.0.0.1:{} (databases erp, pos), NATS {}, metrics http://{http}/metrics",
         pg.port(),
-        nats.url(),
-        config.http_listen
+        nats.url()
     );
+    println!("subjects: cdc.<source>.<schema>.<table>.<op> (streams CDC_ERP, CDC_POS), retail.v1.<entity>.<event> (stream RETAIL), dlq.domain.> (DLQ_DOMAIN)");
 
     let shutdown = CancellationToken::new();
     let bridge = tokio::spawn(crate::run::run_config(config, shutdown.clone()));
     let load_stop = CancellationToken::new();
-    let erp = pg.connect("erp").await?;
-    let pos = pg.connect("pos").await?;
-    let load = tokio::spawn(write_load(erp, pos, rate, load_stop.clone()));
+    let load = tokio::spawn(traffic::run(erp, pos, rate, load_stop.clone()));
 
     let client = async_nats::connect(nats.url()).await?;
-    let mut sub = client.subscribe("cdc.>").await?;
+    let mut cdc = client.subscribe("cdc.>").await?;
+    let mut domain = client.subscribe("retail.v1.>").await?;
+    let mut dlq = client.subscribe("dlq.>").await?;
     let started = Instant::now();
-    let mut per_table: BTreeMap<String, u64> = BTreeMap::new();
-    let mut window = 0u64;
-    let mut lag_ms_max = 0i64;
+    let mut view = View::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            msg = sub.next() => {
-                let Some(msg) = msg else { break };
+            Some(msg) = cdc.next() => {
                 if let Ok(ev) = ChangeEvent::decode(msg.payload.clone()) {
-                    *per_table.entry(format!("{}.{}.{}", ev.source, ev.schema, ev.table)).or_default() += 1;
-                    window += 1;
-                    let lag = (ev.captured_at_micros - ev.commit_time_micros) / 1000;
-                    lag_ms_max = lag_ms_max.max(lag);
+                    view.cdc(&ev);
                 }
             }
+            Some(msg) = domain.next() => view.domain(msg.subject.as_str()),
+            Some(_) = dlq.next() => view.dead_letters += 1,
             _ = tick.tick() => {
-                let totals: Vec<String> = per_table.iter().map(|(t, n)| format!("{t}={n}")).collect();
-                println!("[{:>4}s] {window:>5} events/s  max commit→capture {lag_ms_max} ms  | {}", started.elapsed().as_secs(), totals.join(" "));
-                window = 0;
-                lag_ms_max = 0;
+                let lag = lag_line(&http).await;
+                view.print(started.elapsed(), &lag);
                 if seconds > 0 && started.elapsed() >= Duration::from_secs(seconds) {
                     break;
                 }
@@ -96,55 +114,71 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Retail traffic: customers sign up, orders are placed and shipped, stock moves, POS sales.
-async fn write_load(
-    erp: tokio_postgres::Client,
-    pos: tokio_postgres::Client,
-    rate: u32,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let per_tick = (rate / 10).max(1);
-    let mut order_no = 0i64;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        for _ in 0..per_tick / 4 + 1 {
-            let (customer, sku, qty, store) = {
-                let mut rng = rand::rng();
-                (
-                    rng.random_range(1..=50i64),
-                    format!("SKU-{:04}", rng.random_range(1..=40)),
-                    rng.random_range(1..=3i32),
-                    rng.random_range(1..=5i32),
-                )
-            };
-            order_no += 1;
-            erp.batch_execute(&format!(
-                "BEGIN;
-                 INSERT INTO customers (id, email, name) VALUES ({customer}, 'c{customer}@example.com', 'Customer {customer}')
-                   ON CONFLICT (id) DO UPDATE SET updated_at = now();
-                 INSERT INTO sales_orders (order_no, customer_id, status, total) VALUES ('SO-{order_no}', {customer}, 'placed', {qty} * 19.99);
-                 INSERT INTO order_lines (order_no, line_no, sku, quantity, unit_price) VALUES ('SO-{order_no}', 1, '{sku}', {qty}, 19.99);
-                 UPDATE stock SET on_hand = on_hand - {qty}, updated_at = now() WHERE sku = '{sku}' AND location = 'DC1';
-                 COMMIT;"
-            )).await?;
-            if order_no % 3 == 0 {
-                erp.execute(
-                    "UPDATE sales_orders SET status = 'shipped' WHERE order_no = $1",
-                    &[&format!("SO-{}", order_no - 2)],
-                )
-                .await?;
-            }
-            pos.batch_execute(&format!(
-                "BEGIN;
-                 INSERT INTO sales (store_id, total) VALUES ({store}, {qty} * 19.99);
-                 INSERT INTO sale_lines (sale_id, sku, quantity) VALUES (currval('sales_id_seq'), '{sku}', {qty});
-                 UPDATE store_stock SET on_hand = on_hand - {qty} WHERE store_id = {store} AND sku = '{sku}';
-                 COMMIT;"
-            )).await?;
-        }
+/// Counts for the last second and in total.
+#[derive(Default)]
+struct View {
+    cdc_window: BTreeMap<String, u64>,
+    cdc_total: u64,
+    domain_window: BTreeMap<String, u64>,
+    domain_total: u64,
+    dead_letters: u64,
+    max_capture_ms: i64,
+}
+
+impl View {
+    fn cdc(&mut self, ev: &ChangeEvent) {
+        *self.cdc_window.entry(ev.source.clone()).or_default() += 1;
+        self.cdc_total += 1;
+        self.max_capture_ms = self.max_capture_ms.max((ev.captured_at_micros - ev.commit_time_micros) / 1000);
     }
+
+    fn domain(&mut self, subject: &str) {
+        let name = subject.strip_prefix("retail.v1.").unwrap_or(subject).to_string();
+        *self.domain_window.entry(name).or_default() += 1;
+        self.domain_total += 1;
+    }
+
+    fn print(&mut self, elapsed: Duration, lag: &str) {
+        let cdc: Vec<String> = self.cdc_window.iter().map(|(s, n)| format!("{s} {n}/s")).collect();
+        let domain: Vec<String> = self.domain_window.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!(
+            "[{:>4}s] row changes: {} (total {}, commit→capture ≤ {} ms) | {lag} | dead letters {}",
+            elapsed.as_secs(),
+            cdc.join(", "),
+            self.cdc_total,
+            self.max_capture_ms,
+            self.dead_letters
+        );
+        println!("        domain events: {} (total {})", domain.join(", "), self.domain_total);
+        self.cdc_window.clear();
+        self.domain_window.clear();
+        self.max_capture_ms = 0;
+    }
+}
+
+/// Slot lag per source from the bridge's own metrics.
+async fn lag_line(http: &str) -> String {
+    let Ok(body) = fetch(http, "/metrics").await else {
+        return "lag n/a".into();
+    };
+    let lags: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("tributary_replication_lag_bytes{source=\""))
+        .filter_map(|rest| {
+            let (source, value) = rest.split_once("\"} ")?;
+            Some(format!("{source} {} B", value.trim()))
+        })
+        .collect();
+    format!("slot lag {}", if lags.is_empty() { "n/a".into() } else { lags.join(", ") })
+}
+
+async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }

@@ -1,0 +1,187 @@
+//! Sink workers: apply domain events (stream `RETAIL`) to target systems.
+//!
+//! ```toml
+//! [sinks]
+//! dead_letter_stream = "DLQ_SINKS"
+//! [sinks.wms]
+//! base_url = "https://wms.example.com"
+//! api_key = { env = "WMS_API_KEY" }
+//! [sinks.shopify]
+//! base_url = "https://shop.myshopify.com"
+//! access_token = { env = "SHOPIFY_TOKEN" }
+//! locations = { DC1 = "gid://shopify/Location/1" }
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::Secret;
+
+/// `[sinks]`: shared settings and one table per target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Stream holding the domain events the sinks consume.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Subject prefix of the domain events (`<prefix>.<entity>.<event>`).
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// Events a target refused for good go here, on `dlq.sink.<sink>`.
+    #[serde(default = "default_dead_letter_stream")]
+    pub dead_letter_stream: String,
+    /// KV bucket with the last entity version applied per sink and entity (the version guard).
+    #[serde(default = "default_state_bucket")]
+    pub state_bucket: String,
+    #[serde(default)]
+    pub wms: Option<WmsSinkConfig>,
+    #[serde(default)]
+    pub shopify: Option<ShopifySinkConfig>,
+}
+
+/// Delivery settings common to every sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkDelivery {
+    /// Parallel lanes; events are partitioned by entity key, so one entity's events apply in
+    /// order while different entities apply in parallel.
+    #[serde(default = "default_lanes")]
+    pub lanes: usize,
+    /// First retry delay after a transient failure; doubles up to `max_backoff_ms` (with jitter).
+    #[serde(default = "default_min_backoff_ms")]
+    pub min_backoff_ms: u64,
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Timeout of one HTTP request to the target.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for SinkDelivery {
+    fn default() -> Self {
+        Self {
+            lanes: default_lanes(),
+            min_backoff_ms: default_min_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+        }
+    }
+}
+
+/// `[sinks.wms]`: fulfilment orders in the WMS from order events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WmsSinkConfig {
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer <key>`.
+    pub api_key: Secret,
+    /// Order statuses that release an order to the warehouse (`POST /orders` with the lines
+    /// collected so far).
+    #[serde(default = "default_release_statuses")]
+    pub release_statuses: Vec<String>,
+    /// Order statuses that cancel the order in the warehouse.
+    #[serde(default = "default_cancel_statuses")]
+    pub cancel_statuses: Vec<String>,
+    #[serde(default = "default_shipping_method")]
+    pub shipping_method: String,
+    /// `[sinks.<name>.delivery]`.
+    #[serde(default)]
+    pub delivery: SinkDelivery,
+}
+
+/// `[sinks.shopify]`: inventory levels via Admin GraphQL `inventorySetQuantities`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifySinkConfig {
+    /// `https://<shop>.myshopify.com`.
+    pub base_url: String,
+    /// `X-Shopify-Access-Token`.
+    pub access_token: Secret,
+    #[serde(default = "default_shopify_api_version")]
+    pub api_version: String,
+    /// Location code of the events (`InventoryLevel.location`) → Shopify location GID.
+    /// Levels at locations not listed are not sent.
+    #[serde(default)]
+    pub locations: BTreeMap<String, String>,
+    /// Which quantity is set: `available` (on hand − reserved) or `on_hand`.
+    #[serde(default = "default_quantity_name")]
+    pub quantity_name: String,
+    /// `[sinks.<name>.delivery]`.
+    #[serde(default)]
+    pub delivery: SinkDelivery,
+}
+
+impl SinksConfig {
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        let check = |key: &str, d: &SinkDelivery| {
+            if d.lanes == 0 || d.lanes > 256 {
+                return Err(crate::ConfigError::invalid(
+                    format!("sinks.{key}.lanes"),
+                    "must be between 1 and 256",
+                ));
+            }
+            if d.min_backoff_ms == 0 || d.max_backoff_ms < d.min_backoff_ms {
+                return Err(crate::ConfigError::invalid(
+                    format!("sinks.{key}.max_backoff_ms"),
+                    "min_backoff_ms must be > 0 and max_backoff_ms >= min_backoff_ms",
+                ));
+            }
+            Ok(())
+        };
+        if let Some(w) = &self.wms {
+            check("wms", &w.delivery)?;
+        }
+        if let Some(s) = &self.shopify {
+            check("shopify", &s.delivery)?;
+            if !matches!(s.quantity_name.as_str(), "available" | "on_hand") {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.shopify.quantity_name",
+                    "must be \"available\" or \"on_hand\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_stream() -> String {
+    "RETAIL".into()
+}
+fn default_subject_prefix() -> String {
+    "retail.v1".into()
+}
+fn default_dead_letter_stream() -> String {
+    "DLQ_SINKS".into()
+}
+fn default_state_bucket() -> String {
+    "tributary_sinks".into()
+}
+fn default_lanes() -> usize {
+    8
+}
+fn default_min_backoff_ms() -> u64 {
+    200
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_release_statuses() -> Vec<String> {
+    vec!["confirmed".into()]
+}
+fn default_cancel_statuses() -> Vec<String> {
+    vec!["cancelled".into()]
+}
+fn default_shipping_method() -> String {
+    "standard".into()
+}
+fn default_shopify_api_version() -> String {
+    "2026-04".into()
+}
+fn default_quantity_name() -> String {
+    "available".into()
+}
