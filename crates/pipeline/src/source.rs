@@ -151,6 +151,17 @@ impl SourceContext {
             ),
         };
         let mut snapshot = None;
+        // initial_only drops its slot when done: a completed snapshot means nothing to do.
+        if let (SnapshotMode::InitialOnly, Some(store)) = (mode, &store) {
+            let state = store.load().await.map_err(|e| self.fatal(e.to_string()))?;
+            if state.is_some_and(|s| s.status == SnapshotStatus::Done) {
+                info!(
+                    source = self.name(),
+                    "snapshot already complete (snapshot = \"initial_only\")"
+                );
+                return Ok(());
+            }
+        }
         match slot {
             None if last_sequence > 0 => {
                 return Err(self.pg_err(PgError::SlotMissing {
@@ -190,13 +201,6 @@ impl SourceContext {
                         Some(state) if state.status == SnapshotStatus::InProgress => {
                             info!(source = self.name(), "resuming the interrupted snapshot");
                             snapshot = Some((SnapshotSource::Fresh, state));
-                        }
-                        Some(_) if mode == SnapshotMode::InitialOnly => {
-                            info!(
-                                source = self.name(),
-                                "snapshot already complete (snapshot = \"initial_only\")"
-                            );
-                            return Ok(());
                         }
                         _ => {}
                     }

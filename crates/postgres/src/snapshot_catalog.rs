@@ -196,11 +196,11 @@ pub async fn plan_chunks(
     if pages == 0 {
         return Ok(vec![ChunkRange::All]);
     }
-    let rows_per_page = if table.pages > 0 {
-        (table.estimated_rows / table.pages).max(1)
-    } else {
-        100
-    };
+    let rows_per_page = table
+        .estimated_rows
+        .checked_div(table.pages)
+        .unwrap_or(100)
+        .max(1);
     let pages_per_chunk = (chunk_rows / rows_per_page).max(1);
     let mut out = Vec::new();
     let mut from = 0;

@@ -61,7 +61,8 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     let pos = pg.connect("pos").await?;
     traffic::seed(&erp, &pos).await?;
     let http = format!("127.0.0.1:{}", tributary_testkit::free_port());
-    let config = tributary_config::parse(&bridge_config(&nats.url(), pg.port(), pg.password(), &http))?;
+    let config =
+        tributary_config::parse(&bridge_config(&nats.url(), pg.port(), pg.password(), &http))?;
     println!(
         "PostgreSQL 127.0.0.1:{} (databases erp, pos), NATS {}, metrics http://{http}/metrics",
         pg.port(),
@@ -129,18 +130,31 @@ impl View {
     fn cdc(&mut self, ev: &ChangeEvent) {
         *self.cdc_window.entry(ev.source.clone()).or_default() += 1;
         self.cdc_total += 1;
-        self.max_capture_ms = self.max_capture_ms.max((ev.captured_at_micros - ev.commit_time_micros) / 1000);
+        self.max_capture_ms = self
+            .max_capture_ms
+            .max((ev.captured_at_micros - ev.commit_time_micros) / 1000);
     }
 
     fn domain(&mut self, subject: &str) {
-        let name = subject.strip_prefix("retail.v1.").unwrap_or(subject).to_string();
+        let name = subject
+            .strip_prefix("retail.v1.")
+            .unwrap_or(subject)
+            .to_string();
         *self.domain_window.entry(name).or_default() += 1;
         self.domain_total += 1;
     }
 
     fn print(&mut self, elapsed: Duration, lag: &str) {
-        let cdc: Vec<String> = self.cdc_window.iter().map(|(s, n)| format!("{s} {n}/s")).collect();
-        let domain: Vec<String> = self.domain_window.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let cdc: Vec<String> = self
+            .cdc_window
+            .iter()
+            .map(|(s, n)| format!("{s} {n}/s"))
+            .collect();
+        let domain: Vec<String> = self
+            .domain_window
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
         println!(
             "[{:>4}s] row changes: {} (total {}, commit→capture ≤ {} ms) | {lag} | dead letters {}",
             elapsed.as_secs(),
@@ -149,7 +163,11 @@ impl View {
             self.max_capture_ms,
             self.dead_letters
         );
-        println!("        domain events: {} (total {})", domain.join(", "), self.domain_total);
+        println!(
+            "        domain events: {} (total {})",
+            domain.join(", "),
+            self.domain_total
+        );
         self.cdc_window.clear();
         self.domain_window.clear();
         self.max_capture_ms = 0;
@@ -169,7 +187,14 @@ async fn lag_line(http: &str) -> String {
             Some(format!("{source} {} B", value.trim()))
         })
         .collect();
-    format!("slot lag {}", if lags.is_empty() { "n/a".into() } else { lags.join(", ") })
+    format!(
+        "slot lag {}",
+        if lags.is_empty() {
+            "n/a".into()
+        } else {
+            lags.join(", ")
+        }
+    )
 }
 
 async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
@@ -180,5 +205,8 @@ async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }

@@ -9,7 +9,10 @@ const SKUS: u32 = 40;
 const STORES: i32 = 5;
 
 /// Catalogue, prices, stock, stores, customers and loyalty members.
-pub async fn seed(erp: &tokio_postgres::Client, pos: &tokio_postgres::Client) -> anyhow::Result<()> {
+pub async fn seed(
+    erp: &tokio_postgres::Client,
+    pos: &tokio_postgres::Client,
+) -> anyhow::Result<()> {
     erp.batch_execute(&format!(
         "INSERT INTO items SELECT format('SKU-%s', lpad(i::text, 4, '0')), format('Item %s', i), NULL, true FROM generate_series(1, {SKUS}) i;
          INSERT INTO price_lists VALUES ('retail-eur', 'EUR');
@@ -87,7 +90,7 @@ pub async fn run(
                 ))
                 .await?;
             }
-            if order_no % 7 == 0 {
+            if order_no.is_multiple_of(7) {
                 erp.batch_execute(&format!("UPDATE customers SET phone = '+49 30 {order_no}', updated_at = now() WHERE id = {customer}")).await?;
             }
             sale_id += 1;
