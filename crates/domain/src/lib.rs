@@ -7,6 +7,7 @@
 
 mod convert;
 mod error;
+mod external;
 mod mapping;
 pub mod metrics;
 mod schema;
@@ -14,6 +15,7 @@ mod stage;
 mod state;
 
 pub use error::{DomainError, MapError};
+pub use external::{Applied, ExternalEvent, ExternalFeed};
 pub use stage::DomainStage;
 
 use async_nats::jetstream::{self, object_store};

@@ -56,6 +56,10 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
 
     // The domain stage (when configured) checks its mappings before anything runs.
     let domain = tributary_domain::DomainStage::prepare(&config, js.clone()).await?;
+    // Sink workers (when configured): dead-letter stream and state bucket before anything runs.
+    let sinks = tributary_sinks::Sinks::prepare(&config, js.clone()).await?;
+    // Shopify webhook sources (when configured): streams, buckets and listeners bound.
+    let shopify = tributary_saas::shopify::ShopifySources::prepare(&config, js.clone()).await?;
 
     let addr = config
         .http_listen
@@ -82,6 +86,30 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
                 .await
                 .map_err(|e| tributary_pipeline::PipelineError::Fatal {
                     source_name: "domain".into(),
+                    message: e.to_string(),
+                })
+        });
+    }
+    if let Some(sinks) = sinks {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            sinks
+                .run(stop)
+                .await
+                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
+                    source_name: "sinks".into(),
+                    message: e.to_string(),
+                })
+        });
+    }
+    if let Some(shopify) = shopify {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            shopify
+                .run(stop)
+                .await
+                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
+                    source_name: "shopify".into(),
                     message: e.to_string(),
                 })
         });

@@ -1,0 +1,12 @@
+//! SaaS change feeds treated like database CDC: the same `tributary.cdc.v1.ChangeEvent`
+//! envelope on JetStream, nothing lost (answered only after the JetStream ack), nothing twice
+//! (`Nats-Msg-Id`), and canonical domain events on the `RETAIL` stream.
+//!
+//! Shopify ([`shopify`]) is implemented; Salesforce Pub/Sub CDC is not yet.
+
+mod error;
+pub mod metrics;
+pub mod shopify;
+pub mod time;
+
+pub use error::SaasError;

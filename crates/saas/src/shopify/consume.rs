@@ -1,0 +1,201 @@
+//! Raw Shopify events → domain events: one durable pull consumer per shop on the raw stream.
+//!
+//! ```text
+//!  SAAS_SHOPIFY ──durable consumer (1 unacked)──► map topic ──► ExternalFeed (KV state, CAS) ──► RETAIL
+//!     saas.shopify.<shop>.>            │ unmappable                 │ stale: not published
+//!        ▲                             └──► DLQ_DOMAIN               │
+//!        └──────────── ack ◄────────────────────────────────────────┘
+//! ```
+//!
+//! A raw event is acked only after its domain event (or dead letter) is stored, or once it is
+//! known to be stale or a repeat, so a crash anywhere re-maps it, and the entity state turns
+//! the re-mapping into the identical event (dropped by `Nats-Msg-Id`) or nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures::StreamExt;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
+use tributary_proto::cdc::v1::ChangeEvent;
+use tributary_proto::retail::v1::SourceRef;
+
+use super::{envelope, mapper, Shop};
+use crate::metrics as m;
+use crate::SaasError;
+
+pub(super) struct Mapper {
+    pub shop: Arc<Shop>,
+    pub feed: Arc<ExternalFeed>,
+    pub dead_letter_prefix: String,
+}
+
+impl Mapper {
+    pub async fn supervise(self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        while !stop.is_cancelled() {
+            match self.consume(&stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics::counter!(m::ERRORS, "shop" => self.shop.cfg.name.clone()).increment(1);
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "shopify mapper failed; restarting");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
+        let name = &self.shop.cfg.name;
+        let stream_name = &self.shop.cfg.stream;
+        let stream = self
+            .shop
+            .js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| SaasError::nats(format!("stream {stream_name}"), e))?;
+        let durable = format!("tributary-shopify-{}", tributary_nats::subject::token(name));
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    description: Some("Tributary Shopify domain mapping".into()),
+                    filter_subject: envelope::shop_wildcard(name),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    max_ack_pending: 1,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| SaasError::nats("pull", e))?;
+        info!(stream = %stream_name, consumer = %durable, "mapping Shopify events");
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(msg) = next else {
+                return Err(SaasError::nats("pull", "message stream ended"));
+            };
+            let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
+            match self.handle(&msg.subject, &msg.payload).await {
+                Ok(outcome) => {
+                    metrics::counter!(m::DOMAIN_EVENTS, "shop" => name.clone(), "outcome" => outcome)
+                        .increment(1);
+                    msg.ack().await.map_err(|e| SaasError::nats("ack", e))?
+                }
+                Err(e) => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Maps one raw event; Err only for transient failures (the message is redelivered).
+    async fn handle(&self, subject: &str, payload: &[u8]) -> Result<&'static str, SaasError> {
+        let shop = &self.shop.cfg.name;
+        let change = match ChangeEvent::decode(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                self.dead_letter("shopify_decode", subject, payload, &e.to_string())
+                    .await?;
+                return Ok("dead_letter");
+            }
+        };
+        let topic = change.table.as_str();
+        let mapping = mapper::mapping_name(topic);
+        let json = envelope::payload(&change)
+            .ok_or_else(|| "no payload".to_string())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string()));
+        let mapped = json.and_then(|v| mapper::map(shop, topic, &v, change.commit_time_micros));
+        let mapped = match mapped {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok("ignored"),
+            Err(reason) => {
+                self.dead_letter(&mapping, &change.event_id, payload, &reason)
+                    .await?;
+                return Ok("dead_letter");
+            }
+        };
+        let event = ExternalEvent {
+            entity: mapped.entity.into(),
+            event: mapped.event.into(),
+            key: mapped.key,
+            system: self.shop.cfg.system.clone(),
+            feed: feed_name(shop),
+            as_of_micros: mapped.as_of_micros,
+            event_id: format!("{shop}:{}@{}/{mapping}", mapped.gid, mapped.as_of_micros),
+            mapping: mapping.clone(),
+            source_ref: SourceRef {
+                source: shop.clone(),
+                event_id: change.event_id.clone(),
+                commit_lsn: 0,
+                ordinal: 0,
+                origin: topic.to_string(),
+                feed_position: change.origin.clone(),
+            },
+            body: mapped.body,
+        };
+        Ok(match self.feed.apply(&event).await? {
+            Applied::Published(_) => "published",
+            Applied::Stale => "stale",
+            Applied::Repeated => "repeated",
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        mapping: &str,
+        event_id: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), SaasError> {
+        warn!(
+            mapping,
+            event_id, reason, "Shopify event cannot be mapped: dead-lettered"
+        );
+        let mut headers = async_nats::header::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{event_id}/{mapping}/dlq").as_str(),
+        );
+        headers.insert("Tributary-Mapping", mapping);
+        headers.insert(
+            "Tributary-Reason",
+            reason.replace(['\r', '\n'], " ").as_str(),
+        );
+        headers.insert("Tributary-Source-Event-Id", event_id);
+        let subject = format!(
+            "{}.{}",
+            self.dead_letter_prefix,
+            tributary_nats::subject::token(mapping)
+        );
+        self.shop
+            .js
+            .publish_with_headers(subject.clone(), headers, payload.to_vec().into())
+            .await
+            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?
+            .await
+            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?;
+        Ok(())
+    }
+}
+
+/// The feed's name in the entity state.
+pub(super) fn feed_name(shop: &str) -> String {
+    format!("shopify:{shop}")
+}

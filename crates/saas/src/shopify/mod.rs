@@ -1,0 +1,285 @@
+//! Shopify webhook source.
+//!
+//! ```text
+//!  Shopify ──signed POST──► webhook server (axum, one per listen address)
+//!                               │ verify HMAC, publish, await ack, then 200
+//!                               ▼
+//!                         SAAS_SHOPIFY  saas.shopify.<shop>.<topic>   (tributary.cdc.v1.ChangeEvent)
+//!                               │ durable consumer per shop
+//!                               ▼
+//!                         mapper ──► entity state (KV tributary_domain) ──► RETAIL retail.v1.<entity>.<event>
+//!  Admin API ◄── reconciliation poll (cursor in KV tributary_saas) ──► SAAS_SHOPIFY (READ events)
+//! ```
+//!
+//! See `docs/saas-sources.md`.
+
+mod admin;
+mod consume;
+pub mod envelope;
+pub mod mapper;
+mod reconcile;
+mod webhook;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use tributary_config::{Config, DomainConfig, ResolvedStream, ShopifySourceConfig, StorageKind};
+use tributary_domain::ExternalFeed;
+
+pub use webhook::verify_signature;
+
+use crate::SaasError;
+
+/// KV bucket of the SaaS feeds' positions (reconciliation cursors).
+pub const STATE_BUCKET: &str = "tributary_saas";
+/// Redeliveries arrive over hours (Shopify retries for 4 h, deliveries can be a day late):
+/// the raw stream drops duplicates for this long; later ones are caught by the entity state.
+pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 24 * 3600;
+
+/// One configured shop, resolved.
+pub(crate) struct Shop {
+    pub cfg: ShopifySourceConfig,
+    pub secret: Vec<u8>,
+    pub js: jetstream::Context,
+}
+
+/// Every `[[shopify]]` source: webhook servers, mappers and reconciliation polls.
+pub struct ShopifySources {
+    shops: Vec<Arc<Shop>>,
+    listeners: Vec<(TcpListener, Vec<Arc<Shop>>)>,
+    feed: Option<Arc<ExternalFeed>>,
+    dead_letter_prefix: String,
+    kv: kv::Store,
+}
+
+/// Checks the `[[shopify]]` blocks (no I/O).
+pub fn validate(config: &Config) -> Result<(), SaasError> {
+    let mut names = std::collections::HashSet::new();
+    for (i, s) in config.shopify.iter().enumerate() {
+        let key = |k: &str| format!("shopify[{i}].{k}");
+        let ok = !s.name.is_empty()
+            && s.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(SaasError::config(
+                key("name"),
+                format!("{:?} must be letters, digits, '_' and '-'", s.name),
+            ));
+        }
+        if !names.insert(s.name.clone()) {
+            return Err(SaasError::config(
+                key("name"),
+                format!("{:?} is used twice", s.name),
+            ));
+        }
+        if s.listen.parse::<SocketAddr>().is_err() {
+            return Err(SaasError::config(
+                key("listen"),
+                format!("{:?} is not an address such as 0.0.0.0:8088", s.listen),
+            ));
+        }
+        if s.stream.is_empty() || s.stream.contains(['.', '*', '>', ' ']) {
+            return Err(SaasError::config(
+                key("stream"),
+                format!("{:?} is not a stream name", s.stream),
+            ));
+        }
+        if let Some(a) = &s.admin {
+            if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                return Err(SaasError::config(
+                    key("admin.url"),
+                    format!("{:?} is not an http(s) URL", a.url),
+                ));
+            }
+            if a.page_size == 0 || a.page_size > 250 {
+                return Err(SaasError::config(
+                    key("admin.page_size"),
+                    "must be between 1 and 250",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ShopifySources {
+    /// Validates, resolves secrets, provisions the streams and buckets, and binds the webhook
+    /// listeners (so a taken port fails start-up). None when no shop is configured.
+    pub async fn prepare(
+        config: &Config,
+        js: jetstream::Context,
+    ) -> Result<Option<ShopifySources>, SaasError> {
+        if config.shopify.is_empty() {
+            return Ok(None);
+        }
+        validate(config)?;
+        crate::metrics::describe();
+        let replicas = config.nats.stream.replicas.unwrap_or(1);
+        let settings = |name: &str, dup: u64| ResolvedStream {
+            name: name.to_string(),
+            storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
+            replicas,
+            max_age_secs: config
+                .nats
+                .stream
+                .max_age_secs
+                .unwrap_or(7 * 24 * 3600)
+                .max(dup),
+            max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
+            duplicate_window_secs: dup,
+        };
+        let mut shops = Vec::new();
+        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (i, cfg) in config.shopify.iter().enumerate() {
+            let secret = cfg.webhook_secret.resolve().map_err(|e| {
+                SaasError::config(format!("shopify[{i}].webhook_secret"), e.to_string())
+            })?;
+            streams
+                .entry(cfg.stream.clone())
+                .or_default()
+                .push(envelope::shop_wildcard(&cfg.name));
+            shops.push(Arc::new(Shop {
+                cfg: cfg.clone(),
+                secret: secret.into_bytes(),
+                js: js.clone(),
+            }));
+        }
+        for (name, subjects) in streams {
+            tributary_nats::ensure_stream(
+                &js,
+                &settings(&name, RAW_DUPLICATE_WINDOW_SECS),
+                subjects,
+            )
+            .await?;
+        }
+        let domain_cfg: DomainConfig = match &config.domain {
+            Some(d) => d.clone(),
+            None => toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?,
+        };
+        let feed = if shops.iter().any(|s| s.cfg.domain_events) {
+            let dup = config.nats.stream.duplicate_window_secs.unwrap_or(3600);
+            let feed =
+                ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream, dup))
+                    .await?;
+            tributary_nats::ensure_stream(
+                &js,
+                &settings(&domain_cfg.dead_letter_stream, dup),
+                vec!["dlq.domain.>".into()],
+            )
+            .await?;
+            Some(Arc::new(feed))
+        } else {
+            None
+        };
+        let kv = match js.get_key_value(STATE_BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: STATE_BUCKET.into(),
+                    description: "Tributary SaaS feeds: reconciliation cursors".into(),
+                    history: 1,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| SaasError::nats(format!("KV bucket {STATE_BUCKET}"), e))?,
+        };
+        let mut by_addr: BTreeMap<SocketAddr, Vec<Arc<Shop>>> = BTreeMap::new();
+        for shop in &shops {
+            let addr: SocketAddr = shop
+                .cfg
+                .listen
+                .parse()
+                .map_err(|e| SaasError::config("shopify.listen", format!("{e}")))?;
+            by_addr.entry(addr).or_default().push(shop.clone());
+        }
+        let mut listeners = Vec::new();
+        for (addr, group) in by_addr {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                SaasError::config("shopify.listen", format!("cannot listen on {addr}: {e}"))
+            })?;
+            listeners.push((listener, group));
+        }
+        Ok(Some(ShopifySources {
+            shops,
+            listeners,
+            feed,
+            dead_letter_prefix: "dlq.domain".into(),
+            kv,
+        }))
+    }
+
+    /// The bound webhook addresses (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves the webhooks and runs the mappers and polls until `stop`; the servers stop
+    /// accepting, finish the requests in flight (each answered only after its ack), then return.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (listener, group) in self.listeners {
+            let addr = listener.local_addr().ok();
+            let router = webhook::router(group);
+            let stop = stop.clone();
+            tasks.spawn(
+                async move {
+                    info!(?addr, "Shopify webhook server listening");
+                    if let Err(e) = axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await
+                    {
+                        warn!(error = %e, "Shopify webhook server failed");
+                    }
+                }
+                .instrument(tracing::info_span!("shopify_webhooks")),
+            );
+        }
+        for shop in &self.shops {
+            let span = tracing::info_span!("shopify", shop = %shop.cfg.name);
+            if let (true, Some(feed)) = (shop.cfg.domain_events, &self.feed) {
+                let mapper = consume::Mapper {
+                    shop: shop.clone(),
+                    feed: feed.clone(),
+                    dead_letter_prefix: self.dead_letter_prefix.clone(),
+                };
+                tasks.spawn(mapper.supervise(stop.clone()).instrument(span.clone()));
+            }
+            if let Some(admin) = &shop.cfg.admin {
+                let reconciler = reconcile::Reconciler {
+                    admin: admin::AdminClient::new(
+                        admin,
+                        &format!("shopify.{}.admin", shop.cfg.name),
+                    )?,
+                    shop: shop.clone(),
+                    kv: self.kv.clone(),
+                    feed: if shop.cfg.domain_events {
+                        self.feed.clone()
+                    } else {
+                        None
+                    },
+                };
+                tasks.spawn(reconciler.run(stop.clone()).instrument(span));
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                warn!(error = %e, "Shopify task panicked");
+            }
+        }
+        // Give a last in-flight ack a moment (graceful shutdown already drained requests).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! The reconciliation poll: recovers webhooks Shopify never delivered.
+//!
+//! Every `reconcile_interval_secs`, per resource (orders with their fulfilments, customers):
+//! read the records with `updated_at` in (cursor, now − `reconcile_lag_secs`] from the Admin
+//! API, page by page; a record whose state the entity state in KV has not seen is published to
+//! the raw stream as a `READ` event of the topic its webhook would have had, in the webhook's
+//! payload shape. Its domain event gets the same id a webhook of that state gets
+//! (`<shop>:<gid>@<updated_at>/<mapping>`), so a late webhook is a repeat (not published).
+//! The cursor (KV bucket `tributary_saas`) moves only after the whole window is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use prost::Message as _;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use tributary_domain::ExternalFeed;
+
+use super::admin::AdminClient;
+use super::consume::feed_name;
+use super::envelope::{self, RawEvent};
+use super::{mapper, webhook, Shop};
+use crate::metrics as m;
+use crate::time::{format_rfc3339_millis, now_micros};
+use crate::SaasError;
+
+const ORDERS: &str = "query($first:Int!,$after:String,$query:String){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} lineItems(first:250){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+const CUSTOMERS: &str = "query($first:Int!,$after:String,$query:String){customers(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id email firstName lastName phone note tags createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+
+pub(super) struct Reconciler {
+    pub shop: Arc<Shop>,
+    pub admin: AdminClient,
+    pub kv: kv::Store,
+    pub feed: Option<Arc<ExternalFeed>>,
+}
+
+impl Reconciler {
+    pub async fn run(self, stop: CancellationToken) {
+        let Some(cfg) = self.shop.cfg.admin.clone() else {
+            return;
+        };
+        let interval = Duration::from_secs(cfg.reconcile_interval_secs.max(1));
+        let name = self.shop.cfg.name.clone();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            for resource in ["orders", "customers"] {
+                match self
+                    .poll(resource, cfg.reconcile_lag_secs, cfg.page_size)
+                    .await
+                {
+                    Ok(recovered) => {
+                        metrics::counter!(m::RECONCILE_POLLS, "shop" => name.clone(), "outcome" => "ok")
+                            .increment(1);
+                        if recovered > 0 {
+                            info!(shop = %name, resource, recovered, "reconciliation recovered records no webhook brought");
+                        }
+                    }
+                    Err(e) => {
+                        metrics::counter!(m::RECONCILE_POLLS, "shop" => name.clone(), "outcome" => "error")
+                            .increment(1);
+                        warn!(shop = %name, resource, error = %e, "reconciliation poll failed; retrying at the next interval");
+                    }
+                }
+            }
+        }
+    }
+
+    fn cursor_key(&self, resource: &str) -> String {
+        format!(
+            "shopify.{}.{resource}",
+            tributary_nats::subject::token(&self.shop.cfg.name)
+        )
+    }
+
+    /// One window of one resource; returns how many records were recovered.
+    pub async fn poll(
+        &self,
+        resource: &str,
+        lag_secs: u64,
+        page_size: u32,
+    ) -> Result<u64, SaasError> {
+        let key = self.cursor_key(resource);
+        let upper_micros = now_micros() - (lag_secs as i64) * 1_000_000;
+        let upper = format_rfc3339_millis(upper_micros);
+        let stored = self
+            .kv
+            .get(&key)
+            .await
+            .map_err(|e| SaasError::nats(format!("KV get {key}"), e))?;
+        let Some(cursor) = stored.map(|b| String::from_utf8_lossy(&b).into_owned()) else {
+            // First start: reconcile from now on (history is the snapshot's business).
+            self.save_cursor(&key, &upper).await?;
+            return Ok(0);
+        };
+        if upper <= cursor {
+            return Ok(0);
+        }
+        let query_text = format!("updated_at:>'{cursor}' AND updated_at:<='{upper}'");
+        let (query, field) = if resource == "orders" {
+            (ORDERS, "orders")
+        } else {
+            (CUSTOMERS, "customers")
+        };
+        let mut after = Value::Null;
+        let mut recovered = 0;
+        loop {
+            let data = self
+                .admin
+                .query(
+                    query,
+                    json!({"first": page_size.clamp(1, 250), "after": after, "query": query_text}),
+                )
+                .await?;
+            let conn = data.get(field).cloned().unwrap_or(Value::Null);
+            let nodes: Vec<Value> = conn
+                .get("edges")
+                .and_then(Value::as_array)
+                .map(|e| e.iter().filter_map(|e| e.get("node").cloned()).collect())
+                .unwrap_or_default();
+            for node in &nodes {
+                let records = if resource == "orders" {
+                    order_records(node)
+                } else {
+                    vec![("customers/update", customer_payload(node))]
+                };
+                for (topic, payload) in records {
+                    recovered += u64::from(self.recover(topic, &payload).await?);
+                }
+            }
+            let next = conn
+                .pointer("/pageInfo/hasNextPage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            match conn.pointer("/pageInfo/endCursor") {
+                Some(c) if next && !c.is_null() && !nodes.is_empty() => after = c.clone(),
+                _ => break,
+            }
+        }
+        self.save_cursor(&key, &upper).await?;
+        metrics::counter!(m::RECONCILE_RECOVERED, "shop" => self.shop.cfg.name.clone(), "resource" => resource.to_string())
+            .increment(recovered);
+        metrics::gauge!(m::RECONCILE_CURSOR, "shop" => self.shop.cfg.name.clone(), "resource" => resource.to_string())
+            .set(upper_micros as f64 / 1e6);
+        Ok(recovered)
+    }
+
+    async fn save_cursor(&self, key: &str, value: &str) -> Result<(), SaasError> {
+        self.kv
+            .put(key, value.to_string().into_bytes().into())
+            .await
+            .map_err(|e| SaasError::nats(format!("KV put {key}"), e))?;
+        Ok(())
+    }
+
+    /// Publishes one record unless the entity state has seen it; true when published.
+    async fn recover(&self, topic: &str, payload: &Value) -> Result<bool, SaasError> {
+        let name = &self.shop.cfg.name;
+        let Ok(Some(mapped)) = mapper::map(name, topic, payload, 0) else {
+            return Ok(false);
+        };
+        if let Some(feed) = &self.feed {
+            let seen = feed
+                .as_of(mapped.entity, &mapped.key, &feed_name(name))
+                .await?;
+            if seen.is_some_and(|s| s >= mapped.as_of_micros) {
+                return Ok(false);
+            }
+        }
+        let body = payload.to_string();
+        let stamp = format_rfc3339_millis(mapped.as_of_micros);
+        let raw = RawEvent {
+            event_id: format!("{name}:reconcile:{}@{stamp}", mapped.gid),
+            shop: name,
+            shop_domain: self.shop.cfg.shop_domain.as_deref().unwrap_or(""),
+            topic,
+            body: &body,
+            triggered_at_micros: mapped.as_of_micros,
+            origin: "reconciliation".into(),
+            reconciled: true,
+        };
+        let change = envelope::change_event(&raw);
+        let subject = envelope::subject(name, topic);
+        let duplicate = webhook::store(
+            &self.shop.js,
+            &subject,
+            &raw.event_id,
+            change.encode_to_vec(),
+        )
+        .await
+        .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?;
+        debug!(shop = %name, topic, gid = %mapped.gid, duplicate, "reconciled record published");
+        Ok(!duplicate)
+    }
+}
+
+fn tail(gid: &Value) -> Value {
+    match gid
+        .as_str()
+        .and_then(|g| g.rsplit('/').next())
+        .map(|t| t.parse::<u64>())
+    {
+        Some(Ok(n)) => json!(n),
+        _ => gid.clone(),
+    }
+}
+
+/// An order node as the webhooks `orders/create|updated` (and its fulfilments as
+/// `fulfillments/create`) would have carried it.
+fn order_records(o: &Value) -> Vec<(&'static str, Value)> {
+    let id = tail(&o["id"]);
+    let updated = o["updatedAt"].clone();
+    let lines: Vec<Value> = o
+        .pointer("/lineItems/nodes")
+        .and_then(Value::as_array)
+        .map(|ls| {
+            ls.iter()
+                .map(|l| json!({"id": tail(&l["id"]), "sku": l["sku"], "quantity": l["quantity"],
+                                "price": l.pointer("/originalUnitPriceSet/shopMoney/amount").cloned().unwrap_or(Value::Null)}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let fulfilled = o["displayFulfillmentStatus"].as_str() == Some("FULFILLED");
+    let payload = json!({
+        "id": id, "admin_graphql_api_id": o["id"], "name": o["name"], "email": o["email"],
+        "note": o["note"],
+        "financial_status": o["displayFinancialStatus"].as_str().map(str::to_lowercase),
+        "fulfillment_status": if fulfilled { json!("fulfilled") } else { Value::Null },
+        "cancelled_at": o["cancelledAt"],
+        "closed_at": if o["closed"].as_bool() == Some(true) { updated.clone() } else { Value::Null },
+        "customer": o["customer"].get("id").map(|c| json!({"id": tail(c), "admin_graphql_api_id": c})),
+        "line_items": lines, "created_at": o["createdAt"], "updated_at": updated,
+    });
+    let created = o["createdAt"] == o["updatedAt"];
+    let mut out = vec![(
+        if created {
+            "orders/create"
+        } else {
+            "orders/updated"
+        },
+        payload,
+    )];
+    for f in o["fulfillments"].as_array().into_iter().flatten() {
+        let t = f.pointer("/trackingInfo/0").cloned().unwrap_or(Value::Null);
+        out.push((
+            "fulfillments/create",
+            json!({"id": tail(&f["id"]), "admin_graphql_api_id": f["id"], "order_id": id,
+                   "status": f["status"].as_str().map(str::to_lowercase),
+                   "tracking_company": t["company"], "tracking_number": t["number"], "tracking_url": t["url"],
+                   "created_at": f["createdAt"], "updated_at": f["updatedAt"]}),
+        ));
+    }
+    out
+}
+
+fn customer_payload(c: &Value) -> Value {
+    json!({"id": tail(&c["id"]), "admin_graphql_api_id": c["id"], "email": c["email"],
+           "first_name": c["firstName"], "last_name": c["lastName"], "phone": c["phone"],
+           "note": c["note"], "created_at": c["createdAt"], "updated_at": c["updatedAt"]})
+}

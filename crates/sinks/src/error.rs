@@ -1,0 +1,67 @@
+//! Errors of the sink workers, classified by what the runtime does with them.
+
+use std::time::Duration;
+
+/// Start-up and infrastructure errors (NATS, configuration).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink configuration `{key}`: {message}")]
+    Config { key: String, message: String },
+    #[error("NATS ({context}): {message}")]
+    Nats { context: String, message: String },
+}
+
+impl SinkError {
+    pub(crate) fn nats(context: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        SinkError::Nats {
+            context: context.into(),
+            message: e.to_string(),
+        }
+    }
+    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        SinkError::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome of one failed attempt to apply an event to a target.
+#[derive(Debug, Clone)]
+pub enum ApplyError {
+    /// Worth retrying: 5xx, timeouts, connection errors, 429 / THROTTLED, 409 in flight.
+    /// `retry_after` is the target's hint (Retry-After, the cost bucket's refill time).
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+        throttled: bool,
+    },
+    /// The target refused the event for good (validation, other 4xx, userErrors): it goes
+    /// to the dead-letter stream with `reason` and the target's answer in `body`.
+    Definite { reason: String, body: String },
+}
+
+impl ApplyError {
+    pub(crate) fn transient(reason: impl Into<String>) -> Self {
+        ApplyError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+            throttled: false,
+        }
+    }
+    pub(crate) fn definite(reason: impl Into<String>, body: impl Into<String>) -> Self {
+        ApplyError::Definite {
+            reason: reason.into(),
+            body: body.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Transient { reason, .. } => write!(f, "transient: {reason}"),
+            ApplyError::Definite { reason, .. } => write!(f, "definite: {reason}"),
+        }
+    }
+}

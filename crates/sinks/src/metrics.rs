@@ -1,0 +1,46 @@
+//! Every metric of the sink workers, named once. Labels are bounded: `sink` (configured
+//! sinks), `entity` (entities of the retail model), `outcome` (a fixed set).
+
+pub const APPLIED: &str = "tributary_sink_applied_total";
+pub const SKIPPED: &str = "tributary_sink_skipped_total";
+pub const RETRIES: &str = "tributary_sink_retries_total";
+pub const THROTTLED_SECONDS: &str = "tributary_sink_throttled_seconds_total";
+pub const DEAD_LETTERS: &str = "tributary_sink_dead_letters_total";
+pub const APPLY_LATENCY: &str = "tributary_sink_apply_latency_seconds";
+pub const PENDING: &str = "tributary_sink_consumer_pending";
+pub const ERRORS: &str = "tributary_sink_errors_total";
+
+pub fn describe() {
+    metrics::describe_counter!(
+        APPLIED,
+        "domain events the target confirmed, per sink and entity"
+    );
+    metrics::describe_counter!(
+        SKIPPED,
+        "events acked without a write, per sink, entity and reason (stale version, not for this target)"
+    );
+    metrics::describe_counter!(
+        RETRIES,
+        "attempts retried after a transient failure, per sink"
+    );
+    metrics::describe_counter!(
+        THROTTLED_SECONDS,
+        "seconds spent waiting because the target throttled, per sink"
+    );
+    metrics::describe_counter!(
+        DEAD_LETTERS,
+        "events the target refused for good, sent to the dead-letter stream, per sink"
+    );
+    metrics::describe_histogram!(
+        APPLY_LATENCY,
+        "event time at the source to the target's confirmation, per sink"
+    );
+    metrics::describe_gauge!(
+        PENDING,
+        "messages of the stream not yet delivered to the sink's consumer"
+    );
+    metrics::describe_counter!(
+        ERRORS,
+        "NATS errors that restarted a sink's consumer, per sink"
+    );
+}

@@ -1,0 +1,275 @@
+//! Shopify target: inventory levels through Admin GraphQL `inventorySetQuantities`.
+//!
+//! ```text
+//!  inventory.level_changed ─► location code → location GID (config), SKU → inventory item
+//!     (cached from the `products` connection) ─► cost bucket pacing ─► inventorySetQuantities
+//!     @idempotent(key: <from the event id>) ─► userErrors? dead letter : confirmed
+//! ```
+//!
+//! Absolute quantities (the ERP owns stock) with `changeFromQuantity: null`: the last event
+//! of a level wins, which the version guard and per-entity lanes make the newest one.
+//! Pacing: every answer's `throttleStatus` is remembered; before a request the sink waits
+//! until the bucket has refilled enough for it, so it slows down before Shopify throttles.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tributary_config::ShopifySinkConfig;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
+
+use crate::http;
+use crate::state::EntityRecord;
+use crate::target::Outcome;
+use crate::{metrics as m, ApplyError, SinkError};
+
+const MUTATION_COST: f64 = 10.0;
+const SKU_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct ShopifyTarget {
+    cfg: ShopifySinkConfig,
+    token: String,
+    url: String,
+    client: reqwest::Client,
+    bucket: Mutex<Option<Bucket>>,
+    items: tokio::sync::Mutex<SkuCache>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    available: f64,
+    maximum: f64,
+    restore_rate: f64,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct SkuCache {
+    items: HashMap<String, String>,
+    refreshed: Option<Instant>,
+}
+
+impl ShopifyTarget {
+    pub fn new(cfg: &ShopifySinkConfig) -> Result<Self, SinkError> {
+        let token = cfg
+            .access_token
+            .resolve()
+            .map_err(|e| SinkError::config("sinks.shopify.access_token", e.to_string()))?;
+        Ok(ShopifyTarget {
+            url: format!(
+                "{}/admin/api/{}/graphql.json",
+                cfg.base_url.trim_end_matches('/'),
+                cfg.api_version
+            ),
+            client: http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?,
+            cfg: cfg.clone(),
+            token,
+            bucket: Mutex::new(None),
+            items: tokio::sync::Mutex::new(SkuCache::default()),
+        })
+    }
+
+    pub fn filter_subjects(prefix: &str) -> Vec<String> {
+        vec![format!("{prefix}.inventory.level_changed")]
+    }
+
+    pub async fn apply(
+        &self,
+        event: &DomainEvent,
+        _record: &mut EntityRecord,
+        idempotency_key: &str,
+    ) -> Result<Outcome, ApplyError> {
+        let Some(Entity::Inventory(level)) = &event.entity else {
+            return Ok(Outcome::Ignored("not an inventory event"));
+        };
+        let Some(location) = self.cfg.locations.get(&level.location) else {
+            return Ok(Outcome::Ignored("location not mapped"));
+        };
+        let item = self.inventory_item(&level.sku).await?;
+        let quantity = if self.cfg.quantity_name == "on_hand" {
+            level.on_hand
+        } else if level.available != 0 {
+            level.available
+        } else {
+            level.on_hand - level.reserved
+        };
+        let event_id = event
+            .meta
+            .as_ref()
+            .map(|m| m.event_id.as_str())
+            .unwrap_or("");
+        let query = format!(
+            "mutation SetStock($input: InventorySetQuantitiesInput!) {{ inventorySetQuantities(input: $input) @idempotent(key: \"{idempotency_key}\") {{ inventoryAdjustmentGroup {{ id }} userErrors {{ field message code }} }} }}"
+        );
+        let variables = json!({"input": {
+            "name": self.cfg.quantity_name,
+            "reason": "correction",
+            "referenceDocumentUri": format!("tributary://event/{event_id}"),
+            "quantities": [{"inventoryItemId": item, "locationId": location, "quantity": quantity, "changeFromQuantity": null}],
+        }});
+        let data = self.graphql(&query, variables, MUTATION_COST).await?;
+        let payload = &data["inventorySetQuantities"];
+        if let Some(errors) = payload["userErrors"].as_array().filter(|e| !e.is_empty()) {
+            let code = errors[0]["code"].as_str().unwrap_or("");
+            if code == "IDEMPOTENCY_CONCURRENT_REQUEST" {
+                return Err(ApplyError::transient("idempotency key in flight"));
+            }
+            return Err(ApplyError::definite(
+                format!(
+                    "userErrors: {}",
+                    errors[0]["message"].as_str().unwrap_or(code)
+                ),
+                Value::Array(errors.clone()).to_string(),
+            ));
+        }
+        Ok(Outcome::Applied)
+    }
+
+    /// The inventory item GID of a SKU; on a miss the cache is refreshed (at most every few
+    /// seconds); a SKU Shopify does not know is a definite error.
+    async fn inventory_item(&self, sku: &str) -> Result<String, ApplyError> {
+        let mut cache = self.items.lock().await;
+        if let Some(item) = cache.items.get(sku) {
+            return Ok(item.clone());
+        }
+        if cache
+            .refreshed
+            .is_none_or(|t| t.elapsed() >= SKU_REFRESH_MIN_INTERVAL)
+        {
+            cache.items = self.load_items().await?;
+            cache.refreshed = Some(Instant::now());
+        }
+        cache.items.get(sku).cloned().ok_or_else(|| {
+            ApplyError::definite(
+                format!("unknown SKU {sku:?}"),
+                "no product variant in Shopify has this SKU",
+            )
+        })
+    }
+
+    async fn load_items(&self) -> Result<HashMap<String, String>, ApplyError> {
+        let mut items = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let query = "query Items($after: String) { products(first: 100, after: $after) { nodes { variants(first: 100) { nodes { sku inventoryItem { id } } } } pageInfo { hasNextPage endCursor } } }";
+            let data = self.graphql(query, json!({"after": after}), 102.0).await?;
+            let products = &data["products"];
+            for p in products["nodes"].as_array().into_iter().flatten() {
+                for v in p["variants"]["nodes"].as_array().into_iter().flatten() {
+                    if let (Some(sku), Some(item)) =
+                        (v["sku"].as_str(), v["inventoryItem"]["id"].as_str())
+                    {
+                        items.insert(sku.to_string(), item.to_string());
+                    }
+                }
+            }
+            match products["pageInfo"]["endCursor"].as_str() {
+                Some(c) if products["pageInfo"]["hasNextPage"].as_bool() == Some(true) => {
+                    after = Some(c.to_string())
+                }
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Waits until the cost bucket (as last reported) holds `cost`.
+    async fn pace(&self, cost: f64) {
+        let wait = {
+            let bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+            bucket.and_then(|b| {
+                let now =
+                    (b.available + b.restore_rate * b.at.elapsed().as_secs_f64()).min(b.maximum);
+                (now < cost && b.restore_rate > 0.0)
+                    .then(|| Duration::from_secs_f64((cost - now) / b.restore_rate))
+            })
+        };
+        if let Some(wait) = wait {
+            metrics::counter!(m::THROTTLED_SECONDS, "sink" => "shopify")
+                .increment(wait.as_secs_f64().ceil() as u64);
+            tokio::time::sleep(wait).await;
+            // Others waiting at the same time spend the refill too: claim it.
+            let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = bucket.as_mut() {
+                b.available = (b.available + b.restore_rate * b.at.elapsed().as_secs_f64())
+                    .min(b.maximum)
+                    - cost;
+                b.at = Instant::now();
+            }
+        }
+    }
+
+    fn remember_bucket(&self, body: &Value) -> Option<Duration> {
+        let t = &body["extensions"]["cost"]["throttleStatus"];
+        let (Some(available), Some(maximum), Some(restore_rate)) = (
+            t["currentlyAvailable"].as_f64(),
+            t["maximumAvailable"].as_f64(),
+            t["restoreRate"].as_f64(),
+        ) else {
+            return None;
+        };
+        *self.bucket.lock().unwrap_or_else(|e| e.into_inner()) = Some(Bucket {
+            available,
+            maximum,
+            restore_rate,
+            at: Instant::now(),
+        });
+        let requested = body["extensions"]["cost"]["requestedQueryCost"]
+            .as_f64()
+            .unwrap_or(MUTATION_COST);
+        (restore_rate > 0.0 && available < requested)
+            .then(|| Duration::from_secs_f64((requested - available) / restore_rate))
+    }
+
+    /// One GraphQL request; returns `data`, or the classified error.
+    async fn graphql(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
+        self.pace(cost).await;
+        let resp = self
+            .client
+            .post(&self.url)
+            .header("X-Shopify-Access-Token", &self.token)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .map_err(http::send_error)?;
+        let status = resp.status();
+        let retry_after = http::retry_after(&resp);
+        let text = resp.text().await.map_err(http::send_error)?;
+        let body: Option<Value> = serde_json::from_str(&text).ok();
+        let refill = body.as_ref().and_then(|b| self.remember_bucket(b));
+        // THROTTLED comes as 200 or 429: look at the body first.
+        if let Some(errors) = body.as_ref().and_then(|b| b["errors"].as_array()) {
+            let code = errors
+                .first()
+                .and_then(|e| e["extensions"]["code"].as_str())
+                .unwrap_or("");
+            if code == "THROTTLED" {
+                return Err(ApplyError::Transient {
+                    reason: "THROTTLED".into(),
+                    retry_after: retry_after.or(refill).or(Some(Duration::from_secs(1))),
+                    throttled: true,
+                });
+            }
+            if status.is_success() {
+                let message = errors
+                    .first()
+                    .and_then(|e| e["message"].as_str())
+                    .unwrap_or("GraphQL error");
+                return Err(ApplyError::definite(
+                    format!("{code}: {message}"),
+                    http::truncate(&text, 4000),
+                ));
+            }
+        }
+        if !status.is_success() {
+            return Err(http::classify(status, retry_after, &text));
+        }
+        match body {
+            Some(mut b) if b["data"].is_object() => Ok(b["data"].take()),
+            _ => Err(ApplyError::transient(format!(
+                "Shopify answered {status} without data: {}",
+                http::truncate(&text, 300)
+            ))),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The targets a sink worker can drive; one enum rather than a trait object while there
+//! are few of them.
+
+use tributary_proto::retail::v1::DomainEvent;
+
+use crate::shopify::ShopifyTarget;
+use crate::state::EntityRecord;
+use crate::wms::WmsTarget;
+use crate::ApplyError;
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target confirmed a write.
+    Applied,
+    /// Only the sink's own record changed (e.g. an order line kept until release).
+    Recorded,
+    /// Nothing to do for this target (the reason is a metric label).
+    Ignored(&'static str),
+}
+
+pub enum Target {
+    Wms(WmsTarget),
+    Shopify(ShopifyTarget),
+}
+
+impl Target {
+    pub async fn apply(
+        &self,
+        event: &DomainEvent,
+        record: &mut EntityRecord,
+        idempotency_key: &str,
+    ) -> Result<Outcome, ApplyError> {
+        match self {
+            Target::Wms(t) => t.apply(event, record, idempotency_key).await,
+            Target::Shopify(t) => t.apply(event, record, idempotency_key).await,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! WMS target: fulfilment orders from order events.
+//!
+//! ```text
+//!  order.placed / line_added ──► lines kept in the entity record (KV)
+//!  order status in release_statuses ──► POST /orders {reference_id, products}   Idempotency-Key
+//!  order status in cancel_statuses  ──► POST /orders/{id}/cancel                Idempotency-Key
+//! ```
+//!
+//! The order id is the WMS `reference_id` (the WMS answers a repeat with the existing order);
+//! the `Idempotency-Key` is derived from the event id, so a retry or a redelivery after a
+//! crash replays the stored answer instead of acting twice.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tributary_config::WmsSinkConfig;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
+
+use crate::http;
+use crate::state::EntityRecord;
+use crate::target::Outcome;
+use crate::{ApplyError, SinkError};
+
+pub struct WmsTarget {
+    cfg: WmsSinkConfig,
+    api_key: String,
+    base: String,
+    client: reqwest::Client,
+}
+
+/// What the sink keeps per order (`EntityRecord::data`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OrderData {
+    #[serde(default)]
+    customer_id: String,
+    #[serde(default)]
+    lines: Vec<Line>,
+    /// The WMS order id once released.
+    #[serde(default)]
+    wms_id: Option<String>,
+    #[serde(default)]
+    cancelled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Line {
+    line_id: String,
+    sku: String,
+    quantity: i64,
+}
+
+impl WmsTarget {
+    pub fn new(cfg: &WmsSinkConfig) -> Result<Self, SinkError> {
+        let api_key = cfg
+            .api_key
+            .resolve()
+            .map_err(|e| SinkError::config("sinks.wms.api_key", e.to_string()))?;
+        Ok(WmsTarget {
+            base: cfg.base_url.trim_end_matches('/').to_string(),
+            client: http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?,
+            cfg: cfg.clone(),
+            api_key,
+        })
+    }
+
+    pub fn filter_subjects(prefix: &str) -> Vec<String> {
+        vec![format!("{prefix}.order.>")]
+    }
+
+    pub async fn apply(
+        &self,
+        event: &DomainEvent,
+        record: &mut EntityRecord,
+        idempotency_key: &str,
+    ) -> Result<Outcome, ApplyError> {
+        let mut data: OrderData = serde_json::from_value(record.data.clone()).unwrap_or_default();
+        let outcome = match &event.entity {
+            Some(Entity::OrderLine(line)) => {
+                if data.wms_id.is_some() {
+                    Outcome::Ignored("line after release")
+                } else {
+                    let line = Line {
+                        line_id: line.line_id.clone(),
+                        sku: line.sku.clone(),
+                        quantity: line.quantity,
+                    };
+                    // A replayed line replaces itself.
+                    data.lines.retain(|l| l.line_id != line.line_id);
+                    data.lines.push(line);
+                    Outcome::Recorded
+                }
+            }
+            Some(Entity::Order(order)) => {
+                if !order.customer_id.is_empty() {
+                    data.customer_id = order.customer_id.clone();
+                }
+                let status = order.status.as_str();
+                // Lines follow their order's `placed` event: an order is released by a later
+                // status change, when its lines are known.
+                let placed = event.meta.as_ref().is_some_and(|m| m.event == "placed");
+                if placed {
+                    Outcome::Recorded
+                } else if self.cfg.release_statuses.iter().any(|s| s == status) {
+                    if data.wms_id.is_some() || data.cancelled {
+                        Outcome::Ignored("already released")
+                    } else {
+                        let id = self.create(&order.order_id, &data, idempotency_key).await?;
+                        data.wms_id = Some(id);
+                        Outcome::Applied
+                    }
+                } else if self.cfg.cancel_statuses.iter().any(|s| s == status) {
+                    match data.wms_id.clone() {
+                        Some(id) if !data.cancelled => {
+                            self.cancel(&id, idempotency_key).await?;
+                            data.cancelled = true;
+                            Outcome::Applied
+                        }
+                        Some(_) => Outcome::Ignored("already cancelled"),
+                        None => {
+                            data.cancelled = true;
+                            Outcome::Recorded
+                        }
+                    }
+                } else {
+                    Outcome::Recorded
+                }
+            }
+            _ => Outcome::Ignored("not an order event"),
+        };
+        record.data = serde_json::to_value(&data).unwrap_or_default();
+        Ok(outcome)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        key: &str,
+    ) -> Result<serde_json::Value, ApplyError> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .map_err(http::send_error)?;
+        let status = resp.status();
+        let retry_after = http::retry_after(&resp);
+        let text = resp.text().await.map_err(http::send_error)?;
+        if status.is_success() {
+            return serde_json::from_str(&text).map_err(|e| {
+                ApplyError::transient(format!("WMS answered {status} with unreadable JSON: {e}"))
+            });
+        }
+        // 409 is "the same key is still in flight" (retry) unless the order's state forbids it.
+        if status == reqwest::StatusCode::CONFLICT && text.contains("still being processed") {
+            return Err(ApplyError::Transient {
+                reason: "idempotency key in flight".into(),
+                retry_after: Some(Duration::from_millis(500)),
+                throttled: false,
+            });
+        }
+        Err(http::classify(status, retry_after, &text))
+    }
+
+    async fn create(
+        &self,
+        order_id: &str,
+        data: &OrderData,
+        key: &str,
+    ) -> Result<String, ApplyError> {
+        if data.lines.is_empty() {
+            return Err(ApplyError::definite(
+                "order released without lines",
+                format!("order {order_id} has no order.line_added events before its release"),
+            ));
+        }
+        let body = json!({
+            "reference_id": order_id,
+            "shipping_method": self.cfg.shipping_method,
+            "recipient": {"customer_id": data.customer_id},
+            "products": data.lines.iter().map(|l| json!({"sku": l.sku, "quantity": l.quantity})).collect::<Vec<_>>(),
+        });
+        let answer = self.post("/orders", &body, key).await?;
+        answer
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| ApplyError::transient(format!("WMS order answer without id: {answer}")))
+    }
+
+    async fn cancel(&self, wms_id: &str, key: &str) -> Result<(), ApplyError> {
+        self.post(&format!("/orders/{wms_id}/cancel"), &json!({}), key)
+            .await
+            .map(|_| ())
+    }
+}

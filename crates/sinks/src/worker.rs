@@ -1,0 +1,344 @@
+//! One sink: its durable consumer, the lanes, retries, the version guard and dead letters.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tributary_config::{SinkDelivery, SinksConfig};
+use tributary_proto::retail::v1::DomainEvent;
+
+use crate::http::truncate;
+use crate::state::StateStore;
+use crate::target::{Outcome, Target};
+use crate::{consumer_name, idempotency_key, metrics as m, ApplyError, SinkError};
+
+/// Redelivery deadline of an unacked message; lanes send progress while they retry.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+const LANE_QUEUE: usize = 32;
+
+pub struct SinkWorker {
+    pub name: &'static str,
+    target: Target,
+    delivery: SinkDelivery,
+    stream: String,
+    dead_letter_subject: String,
+    filters: Vec<String>,
+    js: jetstream::Context,
+    state: StateStore,
+}
+
+struct Delivery {
+    msg: jetstream::Message,
+    event: DomainEvent,
+    sequence: u64,
+}
+
+impl SinkWorker {
+    pub fn new(
+        name: &'static str,
+        target: Target,
+        delivery: SinkDelivery,
+        cfg: &SinksConfig,
+        js: jetstream::Context,
+        state: StateStore,
+    ) -> Self {
+        SinkWorker {
+            name,
+            target,
+            delivery,
+            stream: cfg.stream.clone(),
+            dead_letter_subject: format!("dlq.sink.{name}"),
+            filters: crate::filter_subjects(name, &cfg.subject_prefix),
+            js,
+            state,
+        }
+    }
+
+    pub async fn supervise(self: Arc<Self>, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        while !stop.is_cancelled() {
+            match self.session(&stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics::counter!(m::ERRORS, "sink" => self.name).increment(1);
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sink consumer failed; restarting");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Opens the consumer at its ack floor, so that after a restart every unacked event is
+    /// delivered again in stream order (per-entity order holds across crashes; events acked
+    /// above the floor come again and the version guard skips them).
+    async fn open_consumer(
+        &self,
+        stream: &jetstream::stream::Stream,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, SinkError> {
+        let name = consumer_name(self.name);
+        let deliver_policy = match stream.consumer_info(&name).await {
+            Ok(info) => {
+                let start = info.ack_floor.stream_sequence + 1;
+                stream
+                    .delete_consumer(&name)
+                    .await
+                    .map_err(|e| SinkError::nats(format!("delete consumer {name}"), e))?;
+                jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                }
+            }
+            Err(_) => jetstream::consumer::DeliverPolicy::All,
+        };
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("Tributary sink {}", self.name)),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: (self.delivery.lanes * LANE_QUEUE) as i64,
+                deliver_policy,
+                filter_subjects: self.filters.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SinkError::nats(format!("create consumer {name}"), e))
+    }
+
+    async fn session(self: &Arc<Self>, stop: &CancellationToken) -> Result<(), SinkError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| SinkError::nats(format!("stream {}", self.stream), e))?;
+        let mut consumer = self.open_consumer(&stream).await?;
+        let replay_until = self
+            .state
+            .replay_window(self.name)
+            .await?
+            .map(|w| w.until_sequence)
+            .unwrap_or(0);
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| SinkError::nats("pull", e))?;
+        info!(stream = %self.stream, lanes = self.delivery.lanes, filters = ?self.filters, "sink consuming");
+
+        let lane_stop = stop.child_token();
+        let mut lanes = tokio::task::JoinSet::new();
+        let mut senders = Vec::new();
+        for _ in 0..self.delivery.lanes {
+            let (tx, mut rx) = mpsc::channel::<Delivery>(LANE_QUEUE);
+            senders.push(tx);
+            let stop = lane_stop.clone();
+            let this = self.clone();
+            lanes.spawn(async move {
+                while let Some(d) = rx.recv().await {
+                    if stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    this.handle(d, replay_until, &stop).await?;
+                }
+                Ok::<(), SinkError>(())
+            });
+        }
+        let mut pending_tick = tokio::time::interval(Duration::from_secs(5));
+        let result = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                Some(joined) = lanes.join_next() => {
+                    break match joined {
+                        Ok(Err(e)) => Err(e),
+                        Ok(Ok(())) => Err(SinkError::nats("lane", "ended")),
+                        Err(e) => Err(SinkError::nats("lane", e)),
+                    };
+                }
+                _ = pending_tick.tick() => {
+                    if let Ok(info) = consumer.info().await {
+                        metrics::gauge!(m::PENDING, "sink" => self.name).set(info.num_pending as f64);
+                    }
+                }
+                next = messages.next() => {
+                    let Some(msg) = next else { break Err(SinkError::nats("pull", "message stream ended")) };
+                    let msg = match msg { Ok(m) => m, Err(e) => break Err(SinkError::nats("pull", e)) };
+                    let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    let event = match DomainEvent::decode(msg.payload.clone()) {
+                        Ok(ev) if ev.meta.is_some() => ev,
+                        Ok(_) | Err(_) => {
+                            let reason = "payload is not a tributary.retail.v1.DomainEvent with meta";
+                            if let Err(e) = self.dead_letter(&msg, "", sequence, reason, "", 1).await { break Err(e) }
+                            if let Err(e) = msg.double_ack().await { break Err(SinkError::nats("ack", e)) }
+                            continue;
+                        }
+                    };
+                    let key = event.meta.as_ref().map(|m| m.entity_key.clone()).unwrap_or_default();
+                    let mut h = DefaultHasher::new();
+                    key.hash(&mut h);
+                    let lane = (h.finish() % senders.len() as u64) as usize;
+                    // A full lane holds the dispatcher: backpressure up to the consumer.
+                    if senders[lane].send(Delivery { msg, event, sequence }).await.is_err() {
+                        break Err(SinkError::nats("lane", "closed"));
+                    }
+                }
+            }
+        };
+        // Drain: lanes finish the event in hand (an unconfirmed one stays unacked).
+        lane_stop.cancel();
+        drop(senders);
+        while let Some(joined) = lanes.join_next().await {
+            if let Ok(Err(e)) = joined {
+                warn!(error = %e, "lane stopped with an error");
+            }
+        }
+        result
+    }
+
+    /// Applies one event; Err only for NATS failures (the session restarts; the message
+    /// stays unacked and comes again).
+    async fn handle(
+        &self,
+        d: Delivery,
+        replay_until: u64,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let meta = d.event.meta.clone().unwrap_or_default();
+        let entity = meta.entity.clone();
+        let record = self.state.get(self.name, &entity, &meta.entity_key).await?;
+        let replaying = d.sequence <= replay_until;
+        if meta.entity_version <= record.version && !replaying {
+            metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "stale_version").increment(1);
+            return d
+                .msg
+                .double_ack()
+                .await
+                .map_err(|e| SinkError::nats("ack", e));
+        }
+        let key = idempotency_key(self.name, &meta.event_id);
+        let mut backoff = Duration::from_millis(self.delivery.min_backoff_ms);
+        let max_backoff = Duration::from_millis(self.delivery.max_backoff_ms);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let mut next = record.clone();
+            match self.target.apply(&d.event, &mut next, &key).await {
+                Ok(outcome) => {
+                    next.version = meta.entity_version;
+                    next.sequence = d.sequence;
+                    self.state
+                        .put(self.name, &entity, &meta.entity_key, &next)
+                        .await?;
+                    d.msg
+                        .double_ack()
+                        .await
+                        .map_err(|e| SinkError::nats("ack", e))?;
+                    match outcome {
+                        Outcome::Applied => {
+                            metrics::counter!(m::APPLIED, "sink" => self.name, "entity" => entity)
+                                .increment(1);
+                            let now = SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .map(|d| d.as_micros() as i64)
+                                .unwrap_or(0);
+                            if meta.event_time_micros > 0 {
+                                metrics::histogram!(m::APPLY_LATENCY, "sink" => self.name)
+                                    .record((now - meta.event_time_micros).max(0) as f64 / 1e6);
+                            }
+                        }
+                        Outcome::Recorded => {
+                            metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "recorded").increment(1)
+                        }
+                        Outcome::Ignored(reason) => {
+                            metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => reason).increment(1)
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(ApplyError::Definite { reason, body }) => {
+                    warn!(event_id = %meta.event_id, %reason, "target refused the event; dead-lettering it");
+                    self.dead_letter(&d.msg, &meta.event_id, d.sequence, &reason, &body, attempts)
+                        .await?;
+                    metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
+                    // Later events of the entity continue (its version is not recorded, so
+                    // they are not held back by this one).
+                    return d
+                        .msg
+                        .double_ack()
+                        .await
+                        .map_err(|e| SinkError::nats("ack", e));
+                }
+                Err(ApplyError::Transient {
+                    reason,
+                    retry_after,
+                    throttled,
+                }) => {
+                    metrics::counter!(m::RETRIES, "sink" => self.name).increment(1);
+                    let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
+                    // The target's hint wins (it knows when it will take requests again).
+                    let wait = retry_after.unwrap_or(backoff + jitter);
+                    if throttled {
+                        metrics::counter!(m::THROTTLED_SECONDS, "sink" => self.name)
+                            .increment(wait.as_secs_f64().ceil() as u64);
+                    }
+                    warn!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+                    // Keep the message ours while we wait.
+                    let _ = d.msg.ack_with(AckKind::Progress).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Publishes the event to `dlq.sink.<sink>` with the reason; deduplicated by
+    /// `<sink>/<event id>` so that a redelivered event is parked once.
+    async fn dead_letter(
+        &self,
+        msg: &jetstream::Message,
+        event_id: &str,
+        sequence: u64,
+        reason: &str,
+        body: &str,
+        attempts: u32,
+    ) -> Result<(), SinkError> {
+        let clean = |s: &str| truncate(&s.replace(['\r', '\n'], " "), 2000);
+        let mut headers = HeaderMap::new();
+        let msg_id = if event_id.is_empty() {
+            format!("{}/{}:{sequence}", self.name, self.stream)
+        } else {
+            format!("{}/{event_id}", self.name)
+        };
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        headers.insert("Tributary-Sink", self.name);
+        headers.insert("Tributary-Reason", clean(reason).as_str());
+        headers.insert("Tributary-Target-Response", clean(body).as_str());
+        headers.insert("Tributary-Event-Id", event_id);
+        headers.insert("Tributary-Attempts", attempts.to_string().as_str());
+        headers.insert("Tributary-Stream-Sequence", sequence.to_string().as_str());
+        headers.insert("Tributary-Subject", msg.subject.to_string().as_str());
+        self.js
+            .publish_with_headers(
+                self.dead_letter_subject.clone(),
+                headers,
+                msg.payload.clone(),
+            )
+            .await
+            .map_err(|e| SinkError::nats("dead letter", e))?
+            .await
+            .map_err(|e| SinkError::nats("dead letter ack", e))?;
+        Ok(())
+    }
+}
