@@ -104,6 +104,10 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
             _ = &mut ctrl_c => break,
         }
     }
+    println!(
+        "demo summary: row_changes={} domain_events={} dead_letters={}",
+        view.cdc_total, view.domain_total, view.dead_letters
+    );
     println!("stopping ...");
     load_stop.cancel();
     let _ = load.await;
