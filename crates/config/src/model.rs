@@ -11,11 +11,15 @@ pub struct Config {
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[serde(default = "default_http_listen")]
     pub http_listen: String,
+    /// Log format and level.
     #[serde(default)]
     pub log: LogConfig,
+    /// The NATS servers, authentication, TLS and stream defaults.
     pub nats: NatsConfig,
+    /// How far the slot's confirmation trails JetStream's acks (docs/durability.md).
     #[serde(default)]
     pub durability: DurabilityConfig,
+    /// The PostgreSQL databases to replicate, one block each.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
     /// The domain stage: canonical retail events mapped from the sources' changes.
@@ -32,6 +36,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
+    /// `human` (default) or `json` (one object per line).
     #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `tributary=debug,info`; `RUST_LOG` overrides it.
@@ -52,10 +57,13 @@ pub enum LogFormat {
 pub struct NatsConfig {
     /// Server URLs, e.g. `["nats://nats-1:4222", "nats://nats-2:4222"]`.
     pub servers: Vec<String>,
+    /// User name for user/password authentication.
     #[serde(default)]
     pub user: Option<String>,
+    /// Password for `user` (a secret).
     #[serde(default)]
     pub password: Option<Secret>,
+    /// Token authentication (a secret).
     #[serde(default)]
     pub token: Option<Secret>,
     /// A `.creds` file (JWT + nkey seed).
@@ -64,8 +72,10 @@ pub struct NatsConfig {
     /// An nkey seed (`SU...`).
     #[serde(default)]
     pub nkey_seed: Option<Secret>,
+    /// TLS to the servers: custom CA, client certificate.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Give up connecting after this long; start-up fails naming the servers.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// First token of every subject: `<prefix>.<source>.<schema>.<table>.<op>`.
@@ -88,6 +98,7 @@ pub struct TlsConfig {
     /// Client certificate and key (PEM) for mutual TLS.
     #[serde(default)]
     pub cert_file: Option<String>,
+    /// Private key (PEM) of `cert_file`.
     #[serde(default)]
     pub key_file: Option<String>,
     /// Require TLS even when the server does not announce it.
@@ -101,10 +112,13 @@ pub struct StreamConfig {
     /// Stream name; default `CDC_<SOURCE>` in upper case.
     #[serde(default)]
     pub name: Option<String>,
+    /// `file` (default) or `memory`.
     #[serde(default)]
     pub storage: Option<StorageKind>,
+    /// Stream replicas on a NATS cluster (1–5, default 1; 3 for durability without fsync per message).
     #[serde(default)]
     pub replicas: Option<usize>,
+    /// Messages older than this are removed (default 7 days): the replay horizon.
     #[serde(default)]
     pub max_age_secs: Option<u64>,
     /// -1 for no limit.
@@ -149,9 +163,11 @@ pub struct DurabilityConfig {
 pub struct SourceConfig {
     /// Short name used in subjects, stream names, metrics and event ids.
     pub name: String,
+    /// Where and how to connect to the database.
     pub connection: ConnectionConfig,
     /// Publication to stream. Created for `tables` when missing and `create_publication` is true.
     pub publication: String,
+    /// Create the publication for `tables` when it does not exist (needs table ownership).
     #[serde(default)]
     pub create_publication: bool,
     /// Logical replication slot (pgoutput); created on first start.
@@ -166,6 +182,7 @@ pub struct SourceConfig {
     /// Interval of standby status updates when nothing else prompts one.
     #[serde(default = "default_status_interval_ms")]
     pub status_interval_ms: u64,
+    /// Overrides of `[nats.stream]` for this source's stream.
     #[serde(default)]
     pub stream: StreamConfig,
     /// Receive transactions larger than `logical_decoding_work_mem` while they run
@@ -214,18 +231,25 @@ pub enum SnapshotMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionConfig {
+    /// Host name or address of the PostgreSQL server.
     pub host: String,
+    /// Port (default 5432).
     #[serde(default = "default_pg_port")]
     pub port: u16,
+    /// Role with the REPLICATION attribute and SELECT on the published tables (docs/dba.md).
     pub user: String,
+    /// Password (a secret); omit for trust authentication.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// Database name.
     pub dbname: String,
+    /// `disable` (default), `prefer`, `require`, `verify-ca` or `verify-full`, as libpq.
     #[serde(default)]
     pub sslmode: SslMode,
     /// PEM file with the CA certificates for `verify-ca` / `verify-full`.
     #[serde(default)]
     pub sslrootcert: Option<String>,
+    /// Give up connecting after this long.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
 }

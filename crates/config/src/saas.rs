@@ -1,21 +1,21 @@
 //! SaaS change feeds: `[[shopify]]` webhook sources (validated by `tributary-saas` at start-up).
+//!
+//! ```toml
+//! [[shopify]]
+//! name = "web"                                   # subject token, part of every id
+//! shop_domain = "acme.myshopify.com"
+//! listen = "0.0.0.0:8088"                        # POST /webhooks/shopify/web
+//! webhook_secret = { env = "SHOPIFY_WEBHOOK_SECRET" }
+//! [shopify.admin]                                # optional: reconciliation poll
+//! url = "https://acme.myshopify.com"
+//! access_token = { env = "SHOPIFY_ADMIN_TOKEN" }
+//! ```
 
 use serde::Deserialize;
 
 use crate::Secret;
 
-/// One Shopify shop whose webhooks Tributary receives.
-///
-/// ```toml
-/// [[shopify]]
-/// name = "web"                                   # subject token, part of every id
-/// shop_domain = "acme.myshopify.com"
-/// listen = "0.0.0.0:8088"                        # POST /webhooks/shopify/web
-/// webhook_secret = { env = "SHOPIFY_WEBHOOK_SECRET" }
-/// [shopify.admin]                                # optional: reconciliation poll
-/// url = "https://acme.myshopify.com"
-/// access_token = { env = "SHOPIFY_ADMIN_TOKEN" }
-/// ```
+/// One Shopify shop whose webhooks Tributary receives (`[[shopify]]`; docs/saas-sources.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopifySourceConfig {
