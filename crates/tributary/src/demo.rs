@@ -19,6 +19,42 @@ const ERP_SCHEMA: &str = include_str!("../../../config/retail/erp.sql");
 const POS_SCHEMA: &str = include_str!("../../../config/retail/pos.sql");
 const DOMAIN: &str = include_str!("../../../config/retail/domain.toml");
 
+/// The WMS and Shopify emulators the sinks write to, seeded with the sample catalogue.
+struct Targets {
+    wms: tributary_sandbox::RunningEmulator<tributary_sandbox::wms::Wms>,
+    shop: tributary_sandbox::RunningEmulator<tributary_sandbox::shopify::Shopify>,
+    dc1: String,
+}
+
+async fn start_targets() -> anyhow::Result<Targets> {
+    use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
+    use tributary_sandbox::wms::{self, WmsOptions};
+    let wms = wms::start(WmsOptions::default()).await?;
+    let shop = shopify::start(ShopifyOptions::default()).await?;
+    let dc1 = shop.add_location("DC1");
+    for i in 1..=traffic::SKUS {
+        let sku = format!("SKU-{i:04}");
+        shop.add_product(
+            &format!("Item {i}"),
+            &[VariantSeed {
+                sku,
+                price: "19.99".into(),
+            }],
+        );
+    }
+    Ok(Targets { wms, shop, dc1 })
+}
+
+fn sinks_config(t: &Targets) -> String {
+    format!(
+        "\n[sinks]\n[sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
+         [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{}\" }}\n",
+        t.wms.base_url(),
+        t.shop.base_url(),
+        t.dc1
+    )
+}
+
 fn bridge_config(nats_url: &str, pg_port: u16, pg_password: &str, http: &str) -> String {
     let source = |name: &str| {
         format!(
@@ -36,7 +72,7 @@ fn bridge_config(nats_url: &str, pg_port: u16, pg_password: &str, http: &str) ->
 
 pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     crate::telemetry::init_logging(&tributary_config::LogConfig {
-        level: Some("warn,tributary=info,tributary_pipeline=info".into()),
+        level: Some("error,tributary=info,tributary_pipeline=info".into()),
         ..Default::default()
     });
     println!("starting PostgreSQL (wal_level=logical) and nats-server -js ...");
@@ -61,14 +97,23 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     let pos = pg.connect("pos").await?;
     traffic::seed(&erp, &pos).await?;
     let http = format!("127.0.0.1:{}", tributary_testkit::free_port());
-    let config =
-        tributary_config::parse(&bridge_config(&nats.url(), pg.port(), pg.password(), &http))?;
+    let targets = start_targets()
+        .await
+        .context("starting the WMS and Shopify emulators")?;
+    let mut text = bridge_config(&nats.url(), pg.port(), pg.password(), &http);
+    text.push_str(&sinks_config(&targets));
+    let config = tributary_config::parse(&text)?;
     println!(
         "PostgreSQL 127.0.0.1:{} (databases erp, pos), NATS {}, metrics http://{http}/metrics",
         pg.port(),
         nats.url()
     );
-    println!("subjects: cdc.<source>.<schema>.<table>.<op> (streams CDC_ERP, CDC_POS), retail.v1.<entity>.<event> (stream RETAIL), dlq.domain.> (DLQ_DOMAIN)");
+    println!("subjects: cdc.<source>.<schema>.<table>.<op> (streams CDC_ERP, CDC_POS), retail.v1.<entity>.<event> (stream RETAIL), dlq.> (DLQ_DOMAIN, DLQ_SINKS)");
+    println!(
+        "targets: WMS emulator {} (orders released on status `confirmed`), Shopify emulator {} (inventory at DC1)",
+        targets.wms.base_url(),
+        targets.shop.base_url()
+    );
 
     let shutdown = CancellationToken::new();
     let bridge = tokio::spawn(crate::run::run_config(config, shutdown.clone()));
@@ -95,8 +140,8 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
             Some(msg) = domain.next() => view.domain(msg.subject.as_str()),
             Some(_) = dlq.next() => view.dead_letters += 1,
             _ = tick.tick() => {
-                let lag = lag_line(&http).await;
-                view.print(started.elapsed(), &lag);
+                let metrics = fetch(&http, "/metrics").await.unwrap_or_default();
+                view.print(started.elapsed(), &lag_line(&metrics), &sink_line(&metrics, &targets));
                 if seconds > 0 && started.elapsed() >= Duration::from_secs(seconds) {
                     break;
                 }
@@ -104,9 +149,13 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
             _ = &mut ctrl_c => break,
         }
     }
+    let metrics = fetch(&http, "/metrics").await.unwrap_or_default();
     println!(
-        "demo summary: row_changes={} domain_events={} dead_letters={}",
-        view.cdc_total, view.domain_total, view.dead_letters
+        "demo summary: row_changes={} domain_events={} sink_writes={} dead_letters={}",
+        view.cdc_total,
+        view.domain_total,
+        sum_metric(&metrics, "tributary_sink_applied_total{"),
+        view.dead_letters
     );
     println!("stopping ...");
     load_stop.cancel();
@@ -148,7 +197,7 @@ impl View {
         self.domain_total += 1;
     }
 
-    fn print(&mut self, elapsed: Duration, lag: &str) {
+    fn print(&mut self, elapsed: Duration, lag: &str, sinks: &str) {
         let cdc: Vec<String> = self
             .cdc_window
             .iter()
@@ -172,6 +221,7 @@ impl View {
             domain.join(", "),
             self.domain_total
         );
+        println!("        sinks: {sinks}");
         self.cdc_window.clear();
         self.domain_window.clear();
         self.max_capture_ms = 0;
@@ -179,11 +229,8 @@ impl View {
 }
 
 /// Slot lag per source from the bridge's own metrics.
-async fn lag_line(http: &str) -> String {
-    let Ok(body) = fetch(http, "/metrics").await else {
-        return "lag n/a".into();
-    };
-    let lags: Vec<String> = body
+fn lag_line(metrics: &str) -> String {
+    let lags: Vec<String> = metrics
         .lines()
         .filter_map(|l| l.strip_prefix("tributary_replication_lag_bytes{source=\""))
         .filter_map(|rest| {
@@ -199,6 +246,50 @@ async fn lag_line(http: &str) -> String {
             lags.join(", ")
         }
     )
+}
+
+/// Writes applied per sink (from the bridge's metrics) and what the emulators hold.
+fn sink_line(metrics: &str, t: &Targets) -> String {
+    let mut per_sink = std::collections::BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("tributary_sink_applied_total{"))
+    {
+        let sink = line
+            .split("sink=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let value: f64 = line
+            .split_whitespace()
+            .last()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *per_sink.entry(sink.to_string()).or_insert(0.0) += value;
+    }
+    let applied: Vec<String> = per_sink
+        .iter()
+        .map(|(s, v)| format!("{s} {v} applied"))
+        .collect();
+    format!(
+        "{} | WMS holds {} orders | retries {} | DLQ_SINKS {}",
+        if applied.is_empty() {
+            "none applied yet".to_string()
+        } else {
+            applied.join(", ")
+        },
+        t.wms.orders().len(),
+        sum_metric(metrics, "tributary_sink_retries_total{"),
+        sum_metric(metrics, "tributary_sink_dead_letters_total{")
+    )
+}
+
+fn sum_metric(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
 }
 
 async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::header::HeaderMap as NatsHeaders;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
@@ -31,12 +31,15 @@ use crate::time::{now_micros, parse_rfc3339_micros};
 
 /// Shopify gives up on a delivery after 5 s; the ack must come well before.
 const ACK_BUDGET: Duration = Duration::from_millis(4000);
+/// Large orders make large payloads; axum's default limit (2 MiB) is too tight.
+const MAX_BODY: usize = 16 * 1024 * 1024;
 
 pub(super) fn router(shops: Vec<Arc<Shop>>) -> Router {
     let shops: BTreeMap<String, Arc<Shop>> =
         shops.into_iter().map(|s| (s.cfg.name.clone(), s)).collect();
     Router::new()
         .route("/webhooks/shopify/{shop}", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::new(shops))
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-const SKUS: u32 = 40;
+pub const SKUS: u32 = 40;
 const STORES: i32 = 5;
 
 /// Catalogue, prices, stock, stores, customers and loyalty members.
@@ -72,6 +72,14 @@ pub async fn run(
             }
             sql.push_str("COMMIT;");
             erp.batch_execute(&sql).await?;
+            if order_no > 1 {
+                // Confirmed orders are released to the warehouse (the WMS sink).
+                erp.batch_execute(&format!(
+                    "UPDATE sales_orders SET status = 'confirmed' WHERE order_no = 'SO-{}'",
+                    order_no - 1
+                ))
+                .await?;
+            }
             if order_no > 2 {
                 let shipped = order_no - 2;
                 erp.batch_execute(&format!(
