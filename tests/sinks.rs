@@ -282,6 +282,25 @@ async fn orders_reach_the_wms_and_stock_reaches_shopify_exactly_once() -> Result
     let parked = DomainEvent::decode(d.payload.clone())?;
     assert!(matches!(&parked.entity, Some(Entity::Order(o)) if o.order_id == "SO-BAD"));
 
+    // `tributary status` shows each sink's consumer position, pending events and dead letters.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["status", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .await?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let sinks = status["sinks"].as_array().cloned().unwrap_or_default();
+    let wms_status = sinks
+        .iter()
+        .find(|s| s["sink"] == "wms")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(wms_status["dead_letters"], 1, "{status}");
+    assert!(
+        wms_status["ack_floor"].as_u64().is_some_and(|f| f > 0),
+        "{status}"
+    );
+    assert!(sinks.iter().any(|s| s["sink"] == "shopify"), "{status}");
+
     let code = bridge.stop().await?;
     assert_eq!(code, 0);
     Ok(())

@@ -5,6 +5,7 @@ mod demo;
 mod http;
 mod ops;
 mod run;
+mod sandbox;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -30,6 +31,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the WMS, Shopify and Salesforce emulators (for compose and for trying sinks).
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        wms: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        shopify: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8083")]
+        salesforce: std::net::SocketAddr,
+        /// Products seeded in the Shopify emulator (SKU-0001 …).
+        #[arg(long, default_value_t = 40)]
+        skus: u32,
+    },
     /// Re-read a table (or the rows matching --where) into the stream while streaming goes
     /// on, through the source's signal table; the running bridge does the work.
     Backfill {
@@ -100,6 +113,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Demo { seconds, rate } => demo::demo(seconds, rate).await,
+            Command::Sandbox {
+                wms,
+                shopify,
+                salesforce,
+                skus,
+            } => sandbox::run(wms, shopify, salesforce, skus).await,
             Command::Backfill {
                 config,
                 source,

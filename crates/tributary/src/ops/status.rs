@@ -27,9 +27,9 @@ pub struct StatusReport {
     /// The bridge process, seen through `http_listen`.
     pub bridge: BridgeReport,
     pub sources: Vec<SourceStatus>,
-    /// Sink workers (none exist yet).
-    pub sinks: Vec<String>,
-    /// Why `sinks` is empty.
+    /// Sink workers: consumer positions, pending events and dead letters.
+    pub sinks: Vec<SinkStatus>,
+    /// Why `sinks` is empty, when it is.
     pub sinks_note: &'static str,
     /// Parts that could not be read (PostgreSQL or NATS unreachable).
     pub errors: Vec<String>,
@@ -44,6 +44,68 @@ pub struct SourceStatus {
     pub bridge: Option<SourceMetrics>,
     /// Snapshot progress from the KV bucket (null when no snapshot was ever taken).
     pub snapshot: Option<tributary_pipeline::SnapshotState>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct SinkStatus {
+    pub sink: String,
+    pub consumer: String,
+    /// Stream sequence below which every event is applied (acknowledged).
+    pub ack_floor: Option<u64>,
+    /// Events in the stream not yet delivered to the sink.
+    pub pending: Option<u64>,
+    /// Delivered, not yet acknowledged (being applied or retried).
+    pub in_flight: Option<usize>,
+    /// Events parked in the sink's dead-letter stream.
+    pub dead_letters: Option<u64>,
+    pub error: Option<String>,
+}
+
+async fn sink_statuses(
+    js: &async_nats::jetstream::Context,
+    config: &tributary_config::Config,
+) -> Vec<SinkStatus> {
+    let Some(sinks) = &config.sinks else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if sinks.wms.is_some() {
+        names.push("wms");
+    }
+    if sinks.shopify.is_some() {
+        names.push("shopify");
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let mut st = SinkStatus {
+            sink: name.to_string(),
+            consumer: tributary_sinks::consumer_name(name),
+            ..Default::default()
+        };
+        match js.get_stream(&sinks.stream).await {
+            Ok(stream) => match stream.consumer_info(&st.consumer).await {
+                Ok(info) => {
+                    st.ack_floor = Some(info.ack_floor.stream_sequence);
+                    st.pending = Some(info.num_pending);
+                    st.in_flight = Some(info.num_ack_pending);
+                }
+                Err(e) => st.error = Some(format!("consumer {}: {e}", st.consumer)),
+            },
+            Err(e) => st.error = Some(format!("stream {}: {e}", sinks.stream)),
+        }
+        if let Ok(dlq) = js.get_stream(&sinks.dead_letter_stream).await {
+            let subject = format!("dlq.sink.{name}");
+            let mut count = 0;
+            if let Ok(mut subjects) = dlq.info_with_subjects(&subject).await {
+                while let Ok(Some((_, n))) = futures::TryStreamExt::try_next(&mut subjects).await {
+                    count += n as u64;
+                }
+            }
+            st.dead_letters = Some(count);
+        }
+        out.push(st);
+    }
+    out
 }
 
 async fn read_snapshot(
@@ -139,11 +201,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stream,
         });
     }
+    let sinks = match &js {
+        Some(js) => sink_statuses(js, &config).await,
+        None => Vec::new(),
+    };
     let report = StatusReport {
         bridge,
         sources: statuses,
-        sinks: Vec::new(),
-        sinks_note: "no sinks configured",
+        sinks_note: if sinks.is_empty() {
+            "no sinks configured"
+        } else {
+            ""
+        },
+        sinks,
         errors,
     };
     match args.format {
@@ -257,7 +327,23 @@ fn render(r: &StatusReport) -> String {
         };
         out.push_str(&format!("  bridge  {bridge_line}\n"));
     }
-    out.push_str(&format!("\nsinks   {}\n", r.sinks_note));
+    if r.sinks.is_empty() {
+        out.push_str(&format!("\nsinks   {}\n", r.sinks_note));
+    }
+    for s in &r.sinks {
+        let line = match &s.error {
+            Some(e) => format!("cannot read: {e}"),
+            None => format!(
+                "consumer {}: applied through seq {}, {} pending, {} in flight, {} dead letters",
+                s.consumer,
+                s.ack_floor.unwrap_or(0),
+                s.pending.unwrap_or(0),
+                s.in_flight.unwrap_or(0),
+                s.dead_letters.unwrap_or(0)
+            ),
+        };
+        out.push_str(&format!("\nsink {}  {line}\n", s.sink));
+    }
     if !r.errors.is_empty() {
         out.push('\n');
         for e in &r.errors {
