@@ -144,8 +144,6 @@ async fn demo_runs_headless_with_events_flowing() {
         count("sink_writes") > 10,
         "the sinks apply to the WMS and Shopify emulators: {summary}"
     );
-    // Known defect (see the session note): the WMS sink may park the first order released at
-    // start-up ("released without lines"); nothing else may dead-letter.
-    assert!(count("dead_letters") <= 1, "{summary}");
+    assert_eq!(count("dead_letters"), 0, "{summary}");
     assert!(stdout.contains("cleaned up"), "{stdout}");
 }

@@ -117,6 +117,19 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let bridge = tokio::spawn(crate::run::run_config(config, shutdown.clone()));
+    // Traffic starts once every source streams: rows written before a slot exists arrive as
+    // snapshot reads, which the sample mappings do not turn into `order.placed`.
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    while !fetch(&http, "/readyz")
+        .await
+        .is_ok_and(|body| body.starts_with("ready"))
+    {
+        anyhow::ensure!(
+            Instant::now() < ready_by,
+            "the bridge did not become ready within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let load_stop = CancellationToken::new();
     let load = tokio::spawn(traffic::run(erp, pos, rate, load_stop.clone()));
 
