@@ -10,6 +10,10 @@
 //! base_url = "https://shop.myshopify.com"
 //! access_token = { env = "SHOPIFY_TOKEN" }
 //! locations = { DC1 = "gid://shopify/Location/1" }
+//! [sinks.salesforce]
+//! base_url = "https://mycompany.my.salesforce.com"
+//! client_id = "3MVG9…"
+//! client_secret = { env = "SF_CLIENT_SECRET" }
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,6 +42,8 @@ pub struct SinksConfig {
     pub wms: Option<WmsSinkConfig>,
     #[serde(default)]
     pub shopify: Option<ShopifySinkConfig>,
+    #[serde(default)]
+    pub salesforce: Option<SalesforceSinkConfig>,
 }
 
 /// Delivery settings common to every sink.
@@ -112,6 +118,52 @@ pub struct ShopifySinkConfig {
     pub delivery: SinkDelivery,
 }
 
+/// `[sinks.salesforce]`: customers, orders (status, tracking) and returns upserted by external
+/// id through the REST API (sObject Collections, OAuth2 client credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceSinkConfig {
+    /// Where the token is requested (`<base_url>/services/oauth2/token`): the org's My Domain
+    /// URL or `https://login.salesforce.com`. Data calls go to the token's `instance_url`.
+    pub base_url: String,
+    /// Consumer key of the connected app (client credentials flow).
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// REST API version without the `v` (`62.0`).
+    #[serde(default = "default_salesforce_api_version")]
+    pub api_version: String,
+    /// External id field used on every object (Contact, Order, Case).
+    #[serde(default = "default_external_id_field")]
+    pub external_id_field: String,
+    /// `client=` of the `Sforce-Call-Options` header sent on every write; it comes back in
+    /// CDC events' `changeOrigin`, so a Salesforce source can drop the bridge's own echoes.
+    /// Default: `client_id`.
+    #[serde(default)]
+    pub call_options_client: Option<String>,
+    /// Records per sObject Collections request (1 – 200); 1 sends single upserts
+    /// (`PATCH …/sobjects/<Object>/<field>/<value>`).
+    #[serde(default = "default_salesforce_batch_size")]
+    pub batch_size: usize,
+    /// How long the first record of a batch waits for others (ms).
+    #[serde(default = "default_salesforce_batch_linger_ms")]
+    pub batch_linger_ms: u64,
+    /// The access token is renewed after this age even without a 401 (client credentials
+    /// answers carry no expiry; keep it below the org's session timeout).
+    #[serde(default = "default_salesforce_token_max_age_secs")]
+    pub token_max_age_secs: u64,
+    /// Fraction of the daily API limit (`Sforce-Limit-Info`) the sink may use; above it the
+    /// sink pauses (throttled) and probes once a minute, leaving the rest to other clients.
+    #[serde(default = "default_salesforce_api_usage_ceiling")]
+    pub api_usage_ceiling: f64,
+    /// ERP order status → Salesforce `Order.Status` picklist value; unmapped statuses are
+    /// sent as they are.
+    #[serde(default)]
+    pub order_status_map: BTreeMap<String, String>,
+    /// `[sinks.<name>.delivery]`.
+    #[serde(default)]
+    pub delivery: SinkDelivery,
+}
+
 impl SinksConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
@@ -142,8 +194,48 @@ impl SinksConfig {
                 ));
             }
         }
+        if let Some(sf) = &self.salesforce {
+            check("salesforce", &sf.delivery)?;
+            if sf.batch_size == 0 || sf.batch_size > 200 {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.salesforce.batch_size",
+                    "must be between 1 and 200 (the sObject Collections limit)",
+                ));
+            }
+            if !(sf.api_usage_ceiling > 0.0 && sf.api_usage_ceiling <= 1.0) {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.salesforce.api_usage_ceiling",
+                    "must be in (0, 1]",
+                ));
+            }
+            if sf.token_max_age_secs == 0 {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.salesforce.token_max_age_secs",
+                    "must be > 0",
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+fn default_salesforce_api_version() -> String {
+    "62.0".into()
+}
+fn default_external_id_field() -> String {
+    "External_Id__c".into()
+}
+fn default_salesforce_batch_size() -> usize {
+    200
+}
+fn default_salesforce_batch_linger_ms() -> u64 {
+    20
+}
+fn default_salesforce_token_max_age_secs() -> u64 {
+    3600
+}
+fn default_salesforce_api_usage_ceiling() -> f64 {
+    0.9
 }
 
 fn default_stream() -> String {

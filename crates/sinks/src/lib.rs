@@ -1,5 +1,5 @@
 //! Sink workers: apply `tributary.retail.v1` domain events from the `RETAIL` stream to
-//! target systems (the WMS, Shopify), effectively once.
+//! target systems (the WMS, Shopify, Salesforce), effectively once.
 //!
 //! ```text
 //!  RETAIL ──durable pull consumer per sink (filter subjects)──► dispatcher
@@ -15,9 +15,11 @@
 //! entity version is not above the last one applied. One entity's events apply in stream
 //! order (one lane per entity); different entities in parallel.
 
+pub mod admin;
 mod error;
 mod http;
 pub mod metrics;
+mod salesforce;
 mod shopify;
 mod state;
 mod target;
@@ -38,7 +40,7 @@ use target::Target;
 use worker::SinkWorker;
 
 /// Names of the sinks this build knows, as used in `--sink`, subjects and consumer names.
-pub const SINK_NAMES: &[&str] = &["wms", "shopify"];
+pub const SINK_NAMES: &[&str] = &["wms", "shopify", "salesforce"];
 
 /// Name of a sink's durable consumer on the domain stream.
 pub fn consumer_name(sink: &str) -> String {
@@ -69,6 +71,7 @@ pub fn filter_subjects(sink: &str, prefix: &str) -> Vec<String> {
     match sink {
         "wms" => wms::WmsTarget::filter_subjects(prefix),
         "shopify" => shopify::ShopifyTarget::filter_subjects(prefix),
+        "salesforce" => salesforce::SalesforceTarget::filter_subjects(prefix),
         _ => Vec::new(),
     }
 }
@@ -123,6 +126,16 @@ impl Sinks {
                 "shopify",
                 Target::Shopify(shopify::ShopifyTarget::new(s)?),
                 s.delivery.clone(),
+                &cfg,
+                js.clone(),
+                state.clone(),
+            )));
+        }
+        if let Some(sf) = &cfg.salesforce {
+            workers.push(Arc::new(SinkWorker::new(
+                "salesforce",
+                Target::Salesforce(salesforce::SalesforceTarget::new(sf)?),
+                sf.delivery.clone(),
                 &cfg,
                 js.clone(),
                 state.clone(),

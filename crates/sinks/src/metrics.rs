@@ -9,6 +9,10 @@ pub const DEAD_LETTERS: &str = "tributary_sink_dead_letters_total";
 pub const APPLY_LATENCY: &str = "tributary_sink_apply_latency_seconds";
 pub const PENDING: &str = "tributary_sink_consumer_pending";
 pub const ERRORS: &str = "tributary_sink_errors_total";
+pub const SF_REQUESTS: &str = "tributary_sink_salesforce_requests_total";
+pub const SF_BATCH_SIZE: &str = "tributary_sink_salesforce_batch_records";
+pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
+pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -42,5 +46,21 @@ pub fn describe() {
     metrics::describe_counter!(
         ERRORS,
         "NATS errors that restarted a sink's consumer, per sink"
+    );
+    metrics::describe_counter!(
+        SF_REQUESTS,
+        "upsert requests sent to Salesforce, per kind (single, collection)"
+    );
+    metrics::describe_histogram!(
+        SF_BATCH_SIZE,
+        "records per sObject Collections upsert request"
+    );
+    metrics::describe_counter!(
+        SF_TOKENS,
+        "OAuth2 access tokens obtained (start, age, 401 INVALID_SESSION_ID)"
+    );
+    metrics::describe_gauge!(
+        SF_API_USAGE,
+        "daily API requests used / limit, from the last Sforce-Limit-Info header"
     );
 }

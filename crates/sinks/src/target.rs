@@ -3,6 +3,7 @@
 
 use tributary_proto::retail::v1::DomainEvent;
 
+use crate::salesforce::SalesforceTarget;
 use crate::shopify::ShopifyTarget;
 use crate::state::EntityRecord;
 use crate::wms::WmsTarget;
@@ -22,6 +23,7 @@ pub enum Outcome {
 pub enum Target {
     Wms(WmsTarget),
     Shopify(ShopifyTarget),
+    Salesforce(SalesforceTarget),
 }
 
 impl Target {
@@ -34,6 +36,7 @@ impl Target {
         match self {
             Target::Wms(t) => t.apply(event, record, idempotency_key).await,
             Target::Shopify(t) => t.apply(event, record, idempotency_key).await,
+            Target::Salesforce(t) => t.apply(event, record, idempotency_key).await,
         }
     }
 }

@@ -21,8 +21,8 @@ use crate::target::{Outcome, Target};
 use crate::{consumer_name, idempotency_key, metrics as m, ApplyError, SinkError};
 
 /// Redelivery deadline of an unacked message; lanes send progress while they retry.
-const ACK_WAIT: Duration = Duration::from_secs(60);
-const LANE_QUEUE: usize = 32;
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const LANE_QUEUE: usize = 32;
 
 pub struct SinkWorker {
     pub name: &'static str,
@@ -304,7 +304,9 @@ impl SinkWorker {
     }
 
     /// Publishes the event to `dlq.sink.<sink>` with the reason; deduplicated by
-    /// `<sink>/<event id>` so that a redelivered event is parked once.
+    /// `<sink>/<event id>/<stream sequence>` so that a redelivered message is parked once,
+    /// while the same event redriven (`tributary dlq redrive`, a new stream message) is
+    /// parked again if the target still refuses it.
     async fn dead_letter(
         &self,
         msg: &jetstream::Message,
@@ -319,7 +321,7 @@ impl SinkWorker {
         let msg_id = if event_id.is_empty() {
             format!("{}/{}:{sequence}", self.name, self.stream)
         } else {
-            format!("{}/{event_id}", self.name)
+            format!("{}/{event_id}/{sequence}", self.name)
         };
         headers.insert("Nats-Msg-Id", msg_id.as_str());
         headers.insert("Tributary-Sink", self.name);

@@ -2,8 +2,10 @@
 
 mod backfill;
 mod demo;
+mod dlq;
 mod http;
 mod ops;
+mod replay;
 mod run;
 mod sandbox;
 mod telemetry;
@@ -88,6 +90,27 @@ enum Command {
     Slots(ops::slots::Args),
     /// Show each source's slot and stream, and the running bridge's state.
     Status(ops::status::Args),
+    /// Re-apply a sink's events from a stream sequence or a time (idempotent: the targets
+    /// end as after one clean application).
+    Replay {
+        #[arg(long, short, env = "TRIBUTARY_CONFIG")]
+        config: PathBuf,
+        /// The sink (wms, shopify, …).
+        #[arg(long)]
+        sink: String,
+        /// First sequence of the domain stream to re-apply.
+        #[arg(
+            long,
+            conflicts_with = "from_time",
+            required_unless_present = "from_time"
+        )]
+        from_seq: Option<u64>,
+        /// Re-apply the events stored at or after this time (RFC 3339).
+        #[arg(long, value_parser = replay::parse_time)]
+        from_time: Option<time::OffsetDateTime>,
+    },
+    /// A sink's dead letters: list, show, redrive (apply again), drop.
+    Dlq(dlq::Args),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +152,20 @@ fn main() -> ExitCode {
             Command::Preflight(args) => ops::preflight::run(args).await,
             Command::Slots(args) => ops::slots::run(args).await,
             Command::Status(args) => ops::status::run(args).await,
+            Command::Replay {
+                config,
+                sink,
+                from_seq,
+                from_time,
+            } => {
+                let from = match (from_seq, from_time) {
+                    (Some(n), _) => replay::From::Sequence(n),
+                    (None, Some(t)) => replay::From::Time(t),
+                    (None, None) => anyhow::bail!("give --from-seq or --from-time"),
+                };
+                replay::run(&config, &sink, from).await
+            }
+            Command::Dlq(args) => dlq::run(args).await,
         }
     });
     match result {

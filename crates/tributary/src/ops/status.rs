@@ -75,6 +75,9 @@ async fn sink_statuses(
     if sinks.shopify.is_some() {
         names.push("shopify");
     }
+    if sinks.salesforce.is_some() {
+        names.push("salesforce");
+    }
     let mut out = Vec::new();
     for name in names {
         let mut st = SinkStatus {

@@ -1,0 +1,615 @@
+//! Salesforce target: customers, orders, fulfilments and returns upserted by external id
+//! through the REST API, batched through sObject Collections.
+//!
+//! ```text
+//!  customer.*     ─► Contact {External_Id__c = entity key, FirstName, LastName, Email, …}
+//!  order.*        ─► Order   {External_Id__c = order id, Status, EffectiveDate, …}
+//!  fulfillment.*  ─► Order   {External_Id__c = order id, Tracking_Number__c, Carrier__c, …}
+//!  return.*       ─► Case    {External_Id__c = return id, Subject, Return_State__c, …}
+//!
+//!  lanes ─apply─► batcher (per object, ≤ batch_size records, batch_linger_ms) ─► PATCH
+//!     /services/data/vXX.X/composite/sobjects/<Object>/External_Id__c  {allOrNone:false}
+//!     ◄── results in order, one per record ── each lane gets its own record's result
+//! ```
+//!
+//! Upsert by external id is naturally idempotent: a retry or a redelivery after a crash writes
+//! the same values again (no duplicate record). Every write carries
+//! `Sforce-Call-Options: client=<id>` so that a Salesforce CDC source recognises the echo.
+//!
+//! Auth: OAuth2 client credentials; the token is cached, renewed after `token_max_age_secs`
+//! and on 401 `INVALID_SESSION_ID` (then the request is sent again once). Failures:
+//! 403 `REQUEST_LIMIT_EXCEEDED`, 5xx, timeouts and token endpoint failures are transient
+//! (retried by the lane with backoff); a record's own errors (`REQUIRED_FIELD_MISSING`,
+//! `INVALID_FIELD`, …) are definite and park that event only, with the error body. A
+//! collection request refused as a whole with a 4xx is split into single upserts so that only
+//! the offending event is parked. `Sforce-Limit-Info` is remembered: above
+//! `api_usage_ceiling` of the daily limit the sink pauses before Salesforce refuses.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tributary_config::SalesforceSinkConfig;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
+
+use crate::http;
+use crate::state::EntityRecord;
+use crate::target::Outcome;
+use crate::{metrics as m, ApplyError, SinkError};
+
+/// While above the usage ceiling, one request is let through this often to re-read the usage.
+const LIMIT_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Per-record error codes Salesforce documents as worth retrying.
+const TRANSIENT_RECORD_CODES: &[&str] = &[
+    "UNABLE_TO_LOCK_ROW",
+    "REQUEST_RUNNING_TOO_LONG",
+    "SERVER_UNAVAILABLE",
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+];
+
+pub struct SalesforceTarget {
+    api: std::sync::Arc<Api>,
+    batches: Option<mpsc::Sender<Pending>>,
+}
+
+/// The HTTP side: token cache, usage pacing, single and collection upserts.
+struct Api {
+    cfg: SalesforceSinkConfig,
+    secret: String,
+    call_options: String,
+    client: reqwest::Client,
+    token: tokio::sync::Mutex<Option<Session>>,
+    usage: Mutex<Option<Usage>>,
+}
+
+#[derive(Clone)]
+struct Session {
+    access_token: String,
+    instance_url: String,
+    obtained: Instant,
+}
+
+#[derive(Clone, Copy)]
+struct Usage {
+    used: u64,
+    limit: u64,
+    at: Instant,
+}
+
+/// One record waiting for a collection request.
+struct Pending {
+    object: &'static str,
+    record: Map<String, Value>,
+    reply: oneshot::Sender<Result<(), ApplyError>>,
+}
+
+impl SalesforceTarget {
+    /// Must run inside the Tokio runtime (the batcher is a task).
+    pub fn new(cfg: &SalesforceSinkConfig) -> Result<Self, SinkError> {
+        let secret = cfg
+            .client_secret
+            .resolve()
+            .map_err(|e| SinkError::config("sinks.salesforce.client_secret", e.to_string()))?;
+        let client_tag = cfg
+            .call_options_client
+            .clone()
+            .unwrap_or_else(|| cfg.client_id.clone());
+        if client_tag.contains([',', '\r', '\n']) {
+            return Err(SinkError::config(
+                "sinks.salesforce.call_options_client",
+                "must not contain commas or line breaks",
+            ));
+        }
+        let api = std::sync::Arc::new(Api {
+            client: http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?,
+            cfg: cfg.clone(),
+            secret,
+            call_options: format!("client={client_tag}"),
+            token: tokio::sync::Mutex::new(None),
+            usage: Mutex::new(None),
+        });
+        let batches = (cfg.batch_size > 1).then(|| {
+            let (tx, rx) = mpsc::channel(cfg.batch_size.max(cfg.delivery.lanes) * 2);
+            tokio::spawn(batcher(api.clone(), rx));
+            tx
+        });
+        Ok(SalesforceTarget { api, batches })
+    }
+
+    pub fn filter_subjects(prefix: &str) -> Vec<String> {
+        ["customer", "order", "return", "fulfillment"]
+            .iter()
+            .map(|e| format!("{prefix}.{e}.>"))
+            .collect()
+    }
+
+    pub async fn apply(
+        &self,
+        event: &DomainEvent,
+        _record: &mut EntityRecord,
+        _idempotency_key: &str,
+    ) -> Result<Outcome, ApplyError> {
+        let Some((object, record)) = self.api.map_event(event) else {
+            return Ok(Outcome::Ignored("not for salesforce"));
+        };
+        match &self.batches {
+            None => self.api.upsert_one(object, &record).await?,
+            Some(tx) => {
+                let (reply, answer) = oneshot::channel();
+                tx.send(Pending {
+                    object,
+                    record,
+                    reply,
+                })
+                .await
+                .map_err(|_| ApplyError::transient("Salesforce batcher stopped"))?;
+                answer
+                    .await
+                    .map_err(|_| ApplyError::transient("Salesforce batch dropped"))??;
+            }
+        }
+        Ok(Outcome::Applied)
+    }
+}
+
+/// Collects records per object for up to `batch_linger_ms` (or `batch_size`) and sends them
+/// as one collection upsert per object; every record's result goes back to its lane.
+async fn batcher(api: std::sync::Arc<Api>, mut rx: mpsc::Receiver<Pending>) {
+    let linger = Duration::from_millis(api.cfg.batch_linger_ms);
+    let max = api.cfg.batch_size;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // One request per object, records in arrival order.
+        let mut by_object: Vec<(&'static str, Vec<Pending>)> = Vec::new();
+        for p in batch {
+            match by_object.iter_mut().find(|(o, _)| *o == p.object) {
+                Some((_, v)) => v.push(p),
+                None => by_object.push((p.object, vec![p])),
+            }
+        }
+        let sends = by_object.into_iter().map(|(object, pending)| {
+            let api = api.clone();
+            async move {
+                let records: Vec<Map<String, Value>> =
+                    pending.iter().map(|p| p.record.clone()).collect();
+                let results = api.upsert_many(object, &records).await;
+                for (p, r) in pending.into_iter().zip(results) {
+                    let _ = p.reply.send(r);
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+}
+
+fn put_str(m: &mut Map<String, Value>, field: &str, value: &str) {
+    if !value.is_empty() {
+        m.insert(field.into(), Value::String(value.into()));
+    }
+}
+
+fn date_of(micros: i64) -> Option<String> {
+    if micros <= 0 {
+        return None;
+    }
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let days = micros.div_euclid(86_400_000_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some(format!("{year:04}-{month:02}-{d:02}"))
+}
+
+impl Api {
+    /// The object and fields an event upserts; `None` for events this target does not write.
+    /// Empty values are left out so that a partial event (a status change, a POS-owned
+    /// field) does not blank fields it does not carry.
+    fn map_event(&self, event: &DomainEvent) -> Option<(&'static str, Map<String, Value>)> {
+        let meta = event.meta.as_ref()?;
+        let ext = self.cfg.external_id_field.as_str();
+        let mut m = Map::new();
+        let object = match event.entity.as_ref()? {
+            Entity::Customer(c) => {
+                put_str(&mut m, ext, &meta.entity_key);
+                put_str(&mut m, "FirstName", &c.first_name);
+                put_str(&mut m, "LastName", &c.last_name);
+                put_str(&mut m, "Email", &c.email);
+                put_str(&mut m, "Phone", &c.phone);
+                if let Some(consent) = &c.consent {
+                    m.insert(
+                        "HasOptedOutOfEmail".into(),
+                        Value::Bool(!consent.email_marketing),
+                    );
+                }
+                "Contact"
+            }
+            Entity::Order(o) => {
+                put_str(&mut m, ext, &o.order_id);
+                let status = self
+                    .cfg
+                    .order_status_map
+                    .get(&o.status)
+                    .map(String::as_str)
+                    .unwrap_or(&o.status);
+                put_str(&mut m, "Status", status);
+                put_str(&mut m, "Customer_External_Id__c", &o.customer_id);
+                put_str(&mut m, "Payment_State__c", &o.payment_state);
+                put_str(&mut m, "Channel__c", &o.channel);
+                if let Some(total) = o.total.as_ref().filter(|t| !t.amount.is_empty()) {
+                    put_str(&mut m, "Total_Amount__c", &total.amount);
+                    put_str(&mut m, "Currency__c", &total.currency);
+                }
+                if let Some(date) = date_of(o.placed_at_micros) {
+                    m.insert("EffectiveDate".into(), Value::String(date));
+                }
+                "Order"
+            }
+            Entity::Fulfillment(f) => {
+                put_str(&mut m, ext, &f.order_id);
+                put_str(&mut m, "Tracking_Number__c", &f.tracking_number);
+                put_str(&mut m, "Tracking_Url__c", &f.tracking_url);
+                put_str(&mut m, "Carrier__c", &f.carrier);
+                put_str(&mut m, "Fulfillment_Status__c", &f.status);
+                "Order"
+            }
+            Entity::ProductReturn(r) => {
+                put_str(&mut m, ext, &r.return_id);
+                put_str(
+                    &mut m,
+                    "Subject",
+                    &format!("Return {} of order {}", r.return_id, r.order_id),
+                );
+                m.insert("Type".into(), Value::String("Return".into()));
+                m.insert("Origin".into(), Value::String("Tributary".into()));
+                put_str(&mut m, "Description", &r.reason);
+                put_str(&mut m, "Return_State__c", &r.state);
+                put_str(&mut m, "Order_External_Id__c", &r.order_id);
+                put_str(&mut m, "SKU__c", &r.sku);
+                if r.quantity != 0 {
+                    m.insert("Quantity__c".into(), Value::from(r.quantity));
+                }
+                if let Some(amount) = r.refund_amount.as_ref().filter(|a| !a.amount.is_empty()) {
+                    put_str(&mut m, "Refund_Amount__c", &amount.amount);
+                }
+                "Case"
+            }
+            // Order lines (OrderItem needs price book entries), products, prices, stock.
+            _ => return None,
+        };
+        // Without its external id a record cannot be upserted; the event is not for us.
+        m.contains_key(ext).then_some((object, m))
+    }
+
+    fn data_url(&self, session: &Session, path: &str) -> String {
+        format!(
+            "{}/services/data/v{}{path}",
+            session.instance_url.trim_end_matches('/'),
+            self.cfg.api_version.trim_start_matches('v')
+        )
+    }
+
+    /// The cached token, renewed when older than `token_max_age_secs` or when `stale` is the
+    /// token that was just refused.
+    async fn session(&self, stale: Option<&str>) -> Result<Session, ApplyError> {
+        let mut guard = self.token.lock().await;
+        if let Some(s) = guard.as_ref() {
+            let refused = stale.is_some_and(|t| t == s.access_token);
+            let old = s.obtained.elapsed() >= Duration::from_secs(self.cfg.token_max_age_secs);
+            if !refused && !old {
+                return Ok(s.clone());
+            }
+        }
+        *guard = None;
+        let url = format!(
+            "{}/services/oauth2/token",
+            self.cfg.base_url.trim_end_matches('/')
+        );
+        let resp = self
+            .client
+            .post(&url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.cfg.client_id.as_str()),
+                ("client_secret", self.secret.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(http::send_error)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(http::send_error)?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // A refused credential pauses the sink (transient) rather than parking every event.
+        let (Some(token), Some(instance)) = (
+            body["access_token"]
+                .as_str()
+                .filter(|_| status.is_success()),
+            body["instance_url"].as_str(),
+        ) else {
+            return Err(ApplyError::transient(format!(
+                "Salesforce token request: HTTP {}: {}",
+                status.as_u16(),
+                http::truncate(&text, 300)
+            )));
+        };
+        metrics::counter!(m::SF_TOKENS, "sink" => "salesforce").increment(1);
+        let s = Session {
+            access_token: token.to_string(),
+            instance_url: instance.to_string(),
+            obtained: Instant::now(),
+        };
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Above the usage ceiling (as last reported), wait instead of spending the org's limit.
+    fn check_usage(&self) -> Result<(), ApplyError> {
+        let usage = *self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(u) = usage else { return Ok(()) };
+        let ceiling = (u.limit as f64 * self.cfg.api_usage_ceiling) as u64;
+        let since = u.at.elapsed();
+        if u.limit > 0 && u.used >= ceiling && since < LIMIT_PROBE_INTERVAL {
+            return Err(ApplyError::Transient {
+                reason: format!(
+                    "API usage {}/{} above the ceiling {}",
+                    u.used, u.limit, self.cfg.api_usage_ceiling
+                ),
+                retry_after: Some(LIMIT_PROBE_INTERVAL - since),
+                throttled: true,
+            });
+        }
+        Ok(())
+    }
+
+    fn remember_usage(&self, resp: &reqwest::Response) {
+        let Some(v) = resp
+            .headers()
+            .get("sforce-limit-info")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let Some((used, limit)) = v
+            .split(',')
+            .find_map(|kv| kv.trim().strip_prefix("api-usage="))
+            .and_then(|u| u.split_once('/'))
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        else {
+            return;
+        };
+        if limit > 0 {
+            metrics::gauge!(m::SF_API_USAGE, "sink" => "salesforce")
+                .set(used as f64 / limit as f64);
+        }
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(Usage {
+            used,
+            limit,
+            at: Instant::now(),
+        });
+    }
+
+    /// One authenticated PATCH; a refused session is renewed and the request sent once more.
+    /// Returns the status and body of any answer that is not an auth failure.
+    async fn patch(&self, path: &str, body: &Value) -> Result<(u16, String), ApplyError> {
+        self.check_usage()?;
+        let mut session = self.session(None).await?;
+        for attempt in 0..2 {
+            let resp = self
+                .client
+                .patch(self.data_url(&session, path))
+                .bearer_auth(&session.access_token)
+                .header("Sforce-Call-Options", &self.call_options)
+                .json(body)
+                .send()
+                .await
+                .map_err(http::send_error)?;
+            self.remember_usage(&resp);
+            let status = resp.status();
+            let retry_after = http::retry_after(&resp);
+            let text = resp.text().await.map_err(http::send_error)?;
+            let code = error_code(&text);
+            if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                tracing::info!(code = %code, "Salesforce session refused; renewing the token");
+                session = self.session(Some(&session.access_token)).await?;
+                continue;
+            }
+            if code == "REQUEST_LIMIT_EXCEEDED" {
+                return Err(ApplyError::Transient {
+                    reason: format!("HTTP {}: REQUEST_LIMIT_EXCEEDED", status.as_u16()),
+                    retry_after,
+                    throttled: true,
+                });
+            }
+            if status.is_success() || status.as_u16() == 300 {
+                return Ok((status.as_u16(), text));
+            }
+            return Err(http::classify(status, retry_after, &text));
+        }
+        Err(ApplyError::transient(
+            "Salesforce refused a freshly issued session",
+        ))
+    }
+
+    /// `PATCH /sobjects/<Object>/<field>/<value>`.
+    async fn upsert_one(
+        &self,
+        object: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(), ApplyError> {
+        let ext = &self.cfg.external_id_field;
+        let value = record.get(ext).and_then(Value::as_str).unwrap_or_default();
+        let mut body = record.clone();
+        body.remove(ext);
+        let path = format!("/sobjects/{object}/{ext}/{}", utf8_percent_encode(value));
+        metrics::counter!(m::SF_REQUESTS, "sink" => "salesforce", "kind" => "single").increment(1);
+        let (status, text) = self.patch(&path, &Value::Object(body)).await?;
+        if status == 300 {
+            return Err(ApplyError::definite(
+                format!("{object} {ext}={value} matches several records"),
+                http::truncate(&text, 4000),
+            ));
+        }
+        // 201 created, 200 updated (v46+), 204 updated.
+        if !text.trim().is_empty() {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                if v["success"] == Value::Bool(false) {
+                    return Err(record_error(object, &v["errors"], &text));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `PATCH /composite/sobjects/<Object>/<field>` with `allOrNone: false`; one result per
+    /// record, in order. A request refused as a whole with a definite error is retried as
+    /// single upserts so that only the offending records fail.
+    async fn upsert_many(
+        &self,
+        object: &str,
+        records: &[Map<String, Value>],
+    ) -> Vec<Result<(), ApplyError>> {
+        if records.len() == 1 {
+            return vec![self.upsert_one(object, &records[0]).await];
+        }
+        let body = json!({
+            "allOrNone": false,
+            "records": records.iter().map(|r| {
+                let mut r = r.clone();
+                r.insert("attributes".into(), json!({"type": object}));
+                Value::Object(r)
+            }).collect::<Vec<_>>(),
+        });
+        let path = format!(
+            "/composite/sobjects/{object}/{}",
+            self.cfg.external_id_field
+        );
+        metrics::counter!(m::SF_REQUESTS, "sink" => "salesforce", "kind" => "collection")
+            .increment(1);
+        metrics::histogram!(m::SF_BATCH_SIZE, "sink" => "salesforce").record(records.len() as f64);
+        let (_, text) = match self.patch(&path, &body).await {
+            Ok(answer) => answer,
+            Err(ApplyError::Definite { reason, .. }) => {
+                tracing::warn!(%reason, records = records.len(), "collection refused as a whole; sending single upserts");
+                let mut out = Vec::with_capacity(records.len());
+                for r in records {
+                    out.push(self.upsert_one(object, r).await);
+                }
+                return out;
+            }
+            Err(e) => return vec![Err(e); records.len()],
+        };
+        let results: Vec<Value> = match serde_json::from_str(&text) {
+            Ok(Value::Array(a)) if a.len() == records.len() => a,
+            _ => {
+                let e = ApplyError::transient(format!(
+                    "collection answer does not have {} results: {}",
+                    records.len(),
+                    http::truncate(&text, 300)
+                ));
+                return vec![Err(e); records.len()];
+            }
+        };
+        results
+            .iter()
+            .map(|r| {
+                if r["success"].as_bool() == Some(true) {
+                    Ok(())
+                } else {
+                    Err(record_error(object, &r["errors"], &r.to_string()))
+                }
+            })
+            .collect()
+    }
+}
+
+/// The first `errorCode` (single) or `statusCode` (collections) of an error body.
+fn error_code(text: &str) -> String {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let first = v
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or(Value::Null);
+    first["errorCode"]
+        .as_str()
+        .or(first["statusCode"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn record_error(object: &str, errors: &Value, body: &str) -> ApplyError {
+    let first = errors
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let code = first["statusCode"]
+        .as_str()
+        .or(first["errorCode"].as_str())
+        .unwrap_or("UNKNOWN");
+    let message = first["message"].as_str().unwrap_or("record refused");
+    let reason = format!("{object} {code}: {message}");
+    if TRANSIENT_RECORD_CODES.contains(&code) {
+        ApplyError::transient(reason)
+    } else {
+        ApplyError::definite(reason, http::truncate(body, 4000))
+    }
+}
+
+/// Percent-encodes a path segment (external ids may hold `/`, spaces, …).
+fn utf8_percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date_of(0), None);
+        assert_eq!(
+            date_of(1_700_000_000_000_000).as_deref(),
+            Some("2023-11-14")
+        );
+        assert_eq!(date_of(951_782_400_000_000).as_deref(), Some("2000-02-29"));
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(
+            error_code(r#"[{"message":"x","errorCode":"INVALID_SESSION_ID","fields":[]}]"#),
+            "INVALID_SESSION_ID"
+        );
+        let e = record_error(
+            "Contact",
+            &json!([{"statusCode": "REQUIRED_FIELD_MISSING", "message": "Required fields are missing: [LastName]", "fields": ["LastName"]}]),
+            "body",
+        );
+        assert!(matches!(e, ApplyError::Definite { .. }));
+        let e = record_error("Order", &json!([{"statusCode": "UNABLE_TO_LOCK_ROW"}]), "");
+        assert!(matches!(e, ApplyError::Transient { .. }));
+        assert_eq!(utf8_percent_encode("SO 1/2"), "SO%201%2F2");
+    }
+}

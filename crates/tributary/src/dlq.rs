@@ -1,0 +1,464 @@
+//! `tributary dlq list | show | redrive | drop --sink <name>`: the events a sink's target
+//! refused for good, parked on `dlq.sink.<name>` in the dead-letter stream (docs/sinks.md,
+//! "Replay and dead letters").
+//!
+//! Redrive republishes a parked event to its original subject on the domain stream with a
+//! fresh `Nats-Msg-Id` (`<event id>/redrive/<dlq seq>`, so JetStream's duplicate window
+//! does not drop it), raises the sink's replay window over the new message (a redriven
+//! event applies even if its entity moved on since), restarts the sink's consumer at its
+//! ack floor so that a running sink re-reads the window, and then deletes the dead letter.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tributary_config::SinksConfig;
+use tributary_proto::retail::v1::DomainEvent;
+use tributary_proto::Message as _;
+use tributary_sinks::admin;
+
+use crate::ops::Format;
+
+/// Upper bound for reading one dead letter.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Action {
+    /// List the sink's dead letters: sequence, time, event id, attempts, reason.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// `table` for a terminal, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one dead letter: its headers and the decoded domain event.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        /// Sequence of the dead letter in the dead-letter stream (see `dlq list`).
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Republish dead letters to the domain stream so the sink applies them again (after
+    /// fixing the cause), then remove them from the dead-letter stream.
+    Redrive {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Remove dead letters without applying them (asks for confirmation).
+    Drop {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        select: Select,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// Configuration file (the one `tributary run` uses).
+    #[arg(long, short, env = "TRIBUTARY_CONFIG")]
+    pub config: PathBuf,
+    /// The sink (wms, shopify, …).
+    #[arg(long)]
+    pub sink: String,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct Select {
+    /// One dead letter, by its sequence in the dead-letter stream.
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Every dead letter of the sink.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// One parked event, as `dlq list` shows it.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    /// Sequence in the dead-letter stream (what --seq takes).
+    pub seq: u64,
+    /// When it was parked (RFC 3339).
+    pub time: String,
+    pub event_id: String,
+    pub reason: String,
+    pub attempts: u64,
+    /// Sequence of the event in the domain stream when it was refused.
+    pub stream_sequence: u64,
+    /// The event's subject on the domain stream.
+    pub subject: String,
+    /// The target's answer (≤ 2000 chars).
+    pub target_response: String,
+}
+
+fn header(headers: Option<&HeaderMap>, name: &str) -> String {
+    headers
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn entry(seq: u64, time: OffsetDateTime, headers: Option<&HeaderMap>) -> Entry {
+    Entry {
+        seq,
+        time: rfc3339(time),
+        event_id: header(headers, "Tributary-Event-Id"),
+        reason: header(headers, "Tributary-Reason"),
+        attempts: header(headers, "Tributary-Attempts").parse().unwrap_or(0),
+        stream_sequence: header(headers, "Tributary-Stream-Sequence")
+            .parse()
+            .unwrap_or(0),
+        subject: header(headers, "Tributary-Subject"),
+        target_response: header(headers, "Tributary-Target-Response"),
+    }
+}
+
+struct Session {
+    js: jetstream::Context,
+    sinks: SinksConfig,
+    replicas: usize,
+    sink: String,
+}
+
+impl Session {
+    async fn open(target: &Target) -> anyhow::Result<Session> {
+        let config = tributary_config::load(&target.config)?;
+        let sinks = tributary_sinks::sinks_config(&config)?.clone();
+        admin::sink_filters(&sinks, &target.sink)?;
+        let js = crate::ops::connect_jetstream(&config).await?;
+        Ok(Session {
+            js,
+            replicas: config.nats.stream.replicas.unwrap_or(1),
+            sinks,
+            sink: target.sink.clone(),
+        })
+    }
+
+    fn subject(&self) -> String {
+        format!("dlq.sink.{}", self.sink)
+    }
+
+    /// The dead-letter stream (None: it does not exist yet, so nothing was ever parked).
+    async fn stream(&self) -> anyhow::Result<Option<jetstream::stream::Stream>> {
+        match self.js.get_stream(&self.sinks.dead_letter_stream).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e).with_context(|| format!("stream {}", self.sinks.dead_letter_stream)),
+        }
+    }
+
+    /// Every dead letter of the sink, oldest first.
+    async fn list(&self) -> anyhow::Result<Vec<Entry>> {
+        let Some(stream) = self.stream().await? else {
+            return Ok(Vec::new());
+        };
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: self.subject(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .context("reading the dead-letter stream")?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("reading the dead-letter stream")?;
+        loop {
+            let msg = tokio::time::timeout(READ_TIMEOUT, messages.next())
+                .await
+                .context("reading the dead-letter stream timed out")?
+                .context("dead-letter stream read ended")?
+                .map_err(|e| anyhow::anyhow!("reading the dead-letter stream: {e}"))?;
+            let info = msg
+                .info()
+                .map_err(|e| anyhow::anyhow!("dead letter without metadata: {e}"))?;
+            let (seq, published, pending) = (info.stream_sequence, info.published, info.pending);
+            out.push(entry(seq, published, msg.headers.as_ref()));
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One dead letter of this sink, by sequence.
+    async fn get(
+        &self,
+        stream: &jetstream::stream::Stream,
+        seq: u64,
+    ) -> anyhow::Result<jetstream::message::StreamMessage> {
+        let msg = stream.get_raw_message(seq).await.with_context(|| {
+            format!(
+                "no dead letter with sequence {seq} in {}",
+                self.sinks.dead_letter_stream
+            )
+        })?;
+        if msg.subject.as_str() != self.subject() {
+            bail!(
+                "sequence {seq} of {} is a dead letter of {:?}, not of sink {}",
+                self.sinks.dead_letter_stream,
+                msg.subject.as_str(),
+                self.sink
+            );
+        }
+        Ok(msg)
+    }
+
+    /// The sequences selected by --seq / --all.
+    async fn selected(&self, select: &Select) -> anyhow::Result<Vec<u64>> {
+        match select.seq {
+            Some(n) => Ok(vec![n]),
+            None => Ok(self.list().await?.into_iter().map(|e| e.seq).collect()),
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.action {
+        Action::List { target, format } => list(&target, format).await,
+        Action::Show { target, seq } => show(&target, seq).await,
+        Action::Redrive { target, select } => redrive(&target, &select).await,
+        Action::Drop {
+            target,
+            select,
+            yes,
+        } => drop_letters(&target, &select, yes).await,
+    }
+}
+
+async fn list(target: &Target, format: Format) -> anyhow::Result<()> {
+    let s = Session::open(target).await?;
+    let entries = s.list().await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        Format::Table => {
+            if entries.is_empty() {
+                println!("sink {}: no dead letters", s.sink);
+                return Ok(());
+            }
+            println!(
+                "{:>8}  {:<25}  {:<36}  {:>8}  REASON",
+                "SEQ", "TIME", "EVENT ID", "ATTEMPTS"
+            );
+            for e in &entries {
+                println!(
+                    "{:>8}  {:<25}  {:<36}  {:>8}  {}",
+                    e.seq, e.time, e.event_id, e.attempts, e.reason
+                );
+            }
+            println!("{} dead letter(s) for sink {}", entries.len(), s.sink);
+        }
+    }
+    Ok(())
+}
+
+async fn show(target: &Target, seq: u64) -> anyhow::Result<()> {
+    let s = Session::open(target).await?;
+    let Some(stream) = s.stream().await? else {
+        bail!(
+            "the dead-letter stream {} does not exist",
+            s.sinks.dead_letter_stream
+        );
+    };
+    let msg = s.get(&stream, seq).await?;
+    println!(
+        "dead letter {seq} on {} ({})",
+        msg.subject,
+        rfc3339(msg.time)
+    );
+    let mut headers: Vec<(String, String)> = msg
+        .headers
+        .iter()
+        .flat_map(|(k, vs)| {
+            vs.iter()
+                .map(move |v| (k.to_string(), v.as_str().to_string()))
+        })
+        .collect();
+    headers.sort();
+    for (k, v) in headers {
+        println!("  {k}: {v}");
+    }
+    match DomainEvent::decode(msg.payload.clone()) {
+        Ok(event) => println!("event:\n{event:#?}"),
+        Err(e) => println!(
+            "payload ({} bytes) is not a tributary.retail.v1.DomainEvent: {e}",
+            msg.payload.len()
+        ),
+    }
+    Ok(())
+}
+
+async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
+    let s = Session::open(target).await?;
+    let Some(dlq) = s.stream().await? else {
+        println!("sink {}: no dead letters", s.sink);
+        return Ok(());
+    };
+    let seqs = s.selected(select).await?;
+    if seqs.is_empty() {
+        println!("sink {}: no dead letters", s.sink);
+        return Ok(());
+    }
+    let mut parked = Vec::new();
+    for seq in seqs {
+        let msg = s.get(&dlq, seq).await?;
+        let subject = header(Some(&msg.headers), "Tributary-Subject");
+        if subject.is_empty() {
+            bail!("dead letter {seq} has no Tributary-Subject header; cannot redrive it");
+        }
+        parked.push((seq, subject, msg));
+    }
+
+    // Where the sink's consumer stands before we publish: restarting it there after the
+    // window covers the new messages re-delivers them even if the running sink skipped
+    // them meanwhile (their versions are below the entity's).
+    let floor = admin::ack_floor(&s.js, &s.sinks, &s.sink).await?;
+    let mut redriven = Vec::new();
+    for (seq, subject, msg) in &parked {
+        let event_id = header(Some(&msg.headers), "Tributary-Event-Id");
+        let msg_id = if event_id.is_empty() {
+            format!("{}/redrive/{seq}", s.sink)
+        } else {
+            format!("{event_id}/redrive/{seq}")
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        headers.insert(
+            "Tributary-Redrive-Of",
+            format!("{}:{seq}", s.sinks.dead_letter_stream).as_str(),
+        );
+        let ack =
+            s.js.publish_with_headers(subject.clone(), headers, msg.payload.clone())
+                .await
+                .with_context(|| format!("republishing dead letter {seq} to {subject}"))?
+                .await
+                .with_context(|| format!("republishing dead letter {seq} to {subject}"))?;
+        if ack.stream != s.sinks.stream {
+            bail!(
+                "{subject} is stored by stream {}, not {}: dead letter {seq} left in place",
+                ack.stream,
+                s.sinks.stream
+            );
+        }
+        redriven.push((*seq, subject.clone(), event_id, ack.sequence, ack.duplicate));
+    }
+    let last = redriven.iter().map(|r| r.3).max().unwrap_or(0);
+    let kv = admin::open_state(&s.js, &s.sinks, s.replicas).await?;
+    let window = admin::extend_replay_window(&kv, &s.sink, last).await?;
+    if let Some(f) = floor {
+        admin::reposition_consumer(
+            &s.js,
+            &s.sinks,
+            &s.sink,
+            DeliverPolicy::ByStartSequence {
+                start_sequence: f + 1,
+            },
+        )
+        .await?;
+    }
+    for (seq, subject, event_id, new_seq, duplicate) in &redriven {
+        dlq.delete_message(*seq)
+            .await
+            .with_context(|| format!("deleting dead letter {seq} (it was republished)"))?;
+        let note = if *duplicate {
+            " (already republished by an earlier redrive)"
+        } else {
+            ""
+        };
+        println!(
+            "redriven dead letter {seq} (event {event_id}) → {subject} at {} sequence {new_seq}{note}",
+            s.sinks.stream
+        );
+    }
+    println!(
+        "sink {}: {} event(s) redriven; replay window up to sequence {}{}",
+        s.sink,
+        redriven.len(),
+        window.until_sequence,
+        match floor {
+            Some(f) => format!("; consumer restarted at sequence {}", f + 1),
+            None => String::from("; the sink applies them at the next start"),
+        }
+    );
+    Ok(())
+}
+
+async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Result<()> {
+    let s = Session::open(target).await?;
+    let Some(dlq) = s.stream().await? else {
+        println!("sink {}: no dead letters", s.sink);
+        return Ok(());
+    };
+    let seqs = s.selected(select).await?;
+    if seqs.is_empty() {
+        println!("sink {}: no dead letters", s.sink);
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for seq in seqs {
+        let msg = s.get(&dlq, seq).await?;
+        entries.push(entry(seq, msg.time, Some(&msg.headers)));
+    }
+    if !yes {
+        for e in &entries {
+            println!("{:>8}  {}  {}  {}", e.seq, e.time, e.event_id, e.reason);
+        }
+        print!(
+            "Drop {} dead letter(s) of sink {} without applying them? [y/N] ",
+            entries.len(),
+            s.sink
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            println!("nothing dropped");
+            return Ok(());
+        }
+    }
+    for e in &entries {
+        dlq.delete_message(e.seq)
+            .await
+            .with_context(|| format!("deleting dead letter {}", e.seq))?;
+        println!("dropped dead letter {} (event {})", e.seq, e.event_id);
+    }
+    Ok(())
+}

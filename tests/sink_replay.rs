@@ -1,0 +1,447 @@
+//! Replay and dead-letter redrive (`tributary replay`, `tributary dlq`): re-applying a sink
+//! from a stream sequence or a time against a running bridge leaves the WMS and Shopify
+//! emulators exactly as one clean application did (one side effect per idempotency key, the
+//! repeats answered as idempotent replays); a dead letter redriven after fixing the
+//! target's data applies and leaves the dead-letter stream; one redriven while the target
+//! still refuses it is attempted again and parked again; `dlq drop` removes it.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream;
+use support::*;
+use time::format_description::well_known::Rfc3339;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
+use tributary_proto::Message as _;
+use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
+use tributary_sandbox::wms::{self, WmsOptions};
+
+fn retail_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
+}
+
+/// Runs the CLI; fails with its output unless it exits 0. Returns stdout.
+async fn cli(config: &Path, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("$ tributary {}\n{stdout}", args.join(" "));
+    if !out.status.success() {
+        bail!(
+            "tributary {} failed ({}):\n{stdout}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// `tributary dlq list --format json` for a sink.
+async fn dlq_list(config: &Path, sink: &str) -> Result<Vec<serde_json::Value>> {
+    let out = cli(config, &["dlq", "list", "--sink", sink, "--format", "json"]).await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("dlq list output: {out}"))?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+/// Every event of RETAIL with its stream sequence.
+async fn retail_events(nats: &async_nats::Client) -> Result<Vec<(u64, DomainEvent)>> {
+    let js = jetstream::new(nats.clone());
+    let mut stream = js.get_stream("RETAIL").await?;
+    let last = stream.info().await?.state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            out.push((seq, DomainEvent::decode(msg.payload)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until `cond` holds, with the bridge log in the error.
+async fn wait_for(
+    what: &str,
+    within: Duration,
+    bridge: &Bridge,
+    mut cond: impl AsyncFnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out waiting for {what}\nbridge log:\n{}",
+                bridge.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The WMS orders, comparable across replays.
+fn wms_state(mut orders: Vec<wms::WmsOrder>) -> Result<String> {
+    orders.sort_by(|a, b| a.reference_id.cmp(&b.reference_id));
+    let v: Vec<_> = orders
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "reference_id": o.reference_id,
+                "status": format!("{:?}", o.status),
+                "products": serde_json::to_value(&o.products).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(serde_json::to_string(&v)?)
+}
+
+/// The sink's consumer has nothing pending or in flight.
+async fn consumer_idle(js: &jetstream::Context, sink: &str) -> Result<bool> {
+    let stream = js.get_stream("RETAIL").await?;
+    let Ok(info) = stream
+        .consumer_info(tributary_sinks::consumer_name(sink))
+        .await
+    else {
+        return Ok(false);
+    };
+    Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_is_idempotent_and_dead_letters_redrive() -> Result<()> {
+    let (pg, nats) = start_servers().await?;
+    let dir = tempfile::tempdir()?;
+    let mut sources = Vec::new();
+    for name in ["erp", "pos"] {
+        pg.create_database(name).await?;
+        let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
+        pg.connect(name).await?.batch_execute(&sql).await?;
+        let mut spec = SourceSpec::new(name, name);
+        spec.publication = format!("tributary_{name}");
+        sources.push(spec);
+    }
+    let wms = wms::start(WmsOptions::default()).await?;
+    let shop = shopify::start(ShopifyOptions::default()).await?;
+    let dc1 = shop.add_location("DC1");
+    let mut items = BTreeMap::new();
+    for i in 1..=3 {
+        let sku = format!("SKU-{i}");
+        let p = shop.add_product(
+            &format!("Item {i}"),
+            &[VariantSeed {
+                sku: sku.clone(),
+                price: "9.50".into(),
+            }],
+        );
+        items.insert(sku, p.variants[0].1.clone());
+    }
+    let mut text = config_text(&pg, &nats.url(), &sources);
+    text.push('\n');
+    text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+    text.push_str(&format!(
+        "\n[sinks]\n\
+         [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
+         [sinks.wms.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
+         [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{dc1}\" }}\n\
+         [sinks.shopify.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        wms.base_url(),
+        shop.base_url()
+    ));
+    let config = write_config(dir.path(), &text)?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_streaming(&pg, &["slot_erp", "slot_pos"], &bridge).await?;
+    let erp = pg.connect("erp").await?;
+    let client = nats.connect().await?;
+    let js = jetstream::new(client.clone());
+
+    // Three orders and SO-BAD (a line of quantity 0: the WMS answers 422); stock for three
+    // known SKUs and SKU-9, which Shopify does not know yet (parked: unknown SKU).
+    erp.batch_execute("INSERT INTO customers (id, email, first_name, last_name) VALUES (1, 'a@example.com', 'Ann', 'Lee')")
+        .await?;
+    for (o, qty) in [("SO-1", 2), ("SO-2", 3), ("SO-3", 1), ("SO-BAD", 0)] {
+        erp.batch_execute(&format!(
+            "BEGIN; INSERT INTO sales_orders (order_no, customer_id, status, total) VALUES ('{o}', 1, 'placed', 10);\
+             INSERT INTO order_lines VALUES ('{o}', 1, 'SKU-1', {qty}, 5), ('{o}', 2, 'SKU-2', 1, 5); COMMIT;\
+             UPDATE sales_orders SET status = 'confirmed' WHERE order_no = '{o}';"
+        ))
+        .await?;
+    }
+    let set_stock = |sku: &str, q: i32| {
+        format!(
+            "INSERT INTO stock (sku, location, on_hand) VALUES ('{sku}', 'DC1', {q}) \
+         ON CONFLICT (sku, location) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now();"
+        )
+    };
+    let mut batch1 = String::new();
+    for i in 1..=3 {
+        batch1.push_str(&set_stock(&format!("SKU-{i}"), 10 * i));
+    }
+    batch1.push_str(&set_stock("SKU-9", 5));
+    erp.batch_execute(&batch1).await?;
+
+    let levels = |want: &[(&str, i64)]| {
+        want.iter().all(|(sku, q)| {
+            shop.inventory(&items[*sku], &dc1)
+                .is_some_and(|l| l.available == *q)
+        })
+    };
+    wait_for(
+        "first application",
+        Duration::from_secs(90),
+        &bridge,
+        async || {
+            let orders = ["SO-1", "SO-2", "SO-3"].iter().all(|o| {
+                wms.order_by_reference(o)
+                    .is_some_and(|w| w.products.len() == 2)
+            });
+            Ok(orders
+                && levels(&[("SKU-1", 10), ("SKU-2", 20), ("SKU-3", 30)])
+                && dlq_list(&config, "wms").await?.len() == 1
+                && dlq_list(&config, "shopify").await?.len() == 1)
+        },
+    )
+    .await?;
+
+    // A second stock batch, after a point in time the --from-time replay starts at.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t_mid = time::OffsetDateTime::now_utc().format(&Rfc3339)?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut batch2 = String::new();
+    for i in 1..=3 {
+        batch2.push_str(&set_stock(&format!("SKU-{i}"), 10 * i + 1));
+    }
+    erp.batch_execute(&batch2).await?;
+    let final_levels = [("SKU-1", 11), ("SKU-2", 21), ("SKU-3", 31)];
+    wait_for(
+        "second stock batch",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            Ok(levels(&final_levels)
+                && consumer_idle(&js, "wms").await?
+                && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+
+    // The idempotency keys of the writes, and the state after one clean application.
+    let events = retail_events(&client).await?;
+    let t_mid_time = time::OffsetDateTime::parse(&t_mid, &Rfc3339)?;
+    let mut release_keys = Vec::new();
+    let mut bad_key = String::new();
+    let mut stock_keys = Vec::new(); // (key, after t_mid)
+    let mut order_events = 0u64;
+    for (_, ev) in &events {
+        let meta = ev.meta.clone().unwrap_or_default();
+        match &ev.entity {
+            Some(Entity::Order(o)) if meta.event == "status_changed" => {
+                let key = tributary_sinks::idempotency_key("wms", &meta.event_id);
+                if o.order_id == "SO-BAD" {
+                    bad_key = key;
+                } else {
+                    release_keys.push(key);
+                }
+            }
+            Some(Entity::Inventory(inv)) if inv.sku != "SKU-9" => {
+                let at = time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(meta.event_time_micros) * 1000,
+                )?;
+                stock_keys.push((
+                    tributary_sinks::idempotency_key("shopify", &meta.event_id),
+                    at > t_mid_time,
+                ));
+            }
+            _ => {}
+        }
+        if matches!(
+            &ev.entity,
+            Some(Entity::Order(_)) | Some(Entity::OrderLine(_))
+        ) {
+            order_events += 1;
+        }
+    }
+    assert_eq!(release_keys.len(), 3);
+    assert!(!bad_key.is_empty());
+    assert_eq!(stock_keys.len(), 6);
+    assert_eq!(stock_keys.iter().filter(|(_, late)| *late).count(), 3);
+    let wms_before = wms_state(wms.orders())?;
+    let replays_before: Vec<u64> = stock_keys
+        .iter()
+        .map(|(k, _)| shop.idempotent_replays(k))
+        .collect();
+
+    // Replay Shopify from the time between the batches: only the second batch again.
+    let out = cli(
+        &config,
+        &["replay", "--sink", "shopify", "--from-time", &t_mid],
+    )
+    .await?;
+    assert!(out.contains("replay from"), "{out}");
+    wait_for(
+        "replay from a time",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            let replayed = stock_keys
+                .iter()
+                .zip(&replays_before)
+                .filter(|((_, late), _)| *late)
+                .all(|((k, _), before)| shop.idempotent_replays(k) > *before);
+            Ok(replayed && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+    for ((k, late), before) in stock_keys.iter().zip(&replays_before) {
+        if !late {
+            assert_eq!(
+                shop.idempotent_replays(k),
+                *before,
+                "first batch not replayed"
+            );
+        }
+    }
+
+    // Replay both sinks from sequence 1 while the bridge runs.
+    let replays_mid: Vec<u64> = stock_keys
+        .iter()
+        .map(|(k, _)| shop.idempotent_replays(k))
+        .collect();
+    for sink in ["wms", "shopify"] {
+        let out = cli(&config, &["replay", "--sink", sink, "--from-seq", "1"]).await?;
+        assert!(out.contains("replay window"), "{out}");
+    }
+    wait_for(
+        "replay from sequence 1",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            let replayed = stock_keys
+                .iter()
+                .zip(&replays_mid)
+                .all(|((k, _), before)| shop.idempotent_replays(k) > *before);
+            let stream = js.get_stream("RETAIL").await?;
+            let wms_redelivered = stream
+                .consumer_info(tributary_sinks::consumer_name("wms"))
+                .await
+                .is_ok_and(|i| i.delivered.consumer_sequence >= order_events);
+            Ok(replayed
+                && wms_redelivered
+                && consumer_idle(&js, "wms").await?
+                && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+    // One side effect per key; the targets' state is that of one clean application.
+    for k in &release_keys {
+        assert_eq!(wms.key_applies(k), 1, "WMS writes for {k}");
+    }
+    for o in ["SO-1", "SO-2", "SO-3"] {
+        assert_eq!(wms.reference_creates(o), 1, "orders created for {o}");
+    }
+    for (k, _) in &stock_keys {
+        assert_eq!(shop.idempotent_applies(k), 1, "Shopify writes for {k}");
+    }
+    assert_eq!(wms_state(wms.orders())?, wms_before);
+    assert!(levels(&final_levels));
+    // Replaying re-offered the parked events too; they are parked once.
+    assert_eq!(dlq_list(&config, "wms").await?.len(), 1);
+    let shop_dlq = dlq_list(&config, "shopify").await?;
+    assert_eq!(shop_dlq.len(), 1, "{shop_dlq:?}");
+
+    // The Shopify dead letter: unknown SKU. Show it, fix the cause, redrive it.
+    let parked = &shop_dlq[0];
+    assert!(
+        parked["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown SKU"),
+        "{parked}"
+    );
+    let seq = parked["seq"].as_u64().context("seq")?.to_string();
+    let shown = cli(
+        &config,
+        &["dlq", "show", "--sink", "shopify", "--seq", &seq],
+    )
+    .await?;
+    assert!(
+        shown.contains("SKU-9") && shown.contains("Tributary-Reason"),
+        "{shown}"
+    );
+    let p9 = shop.add_product(
+        "Item 9",
+        &[VariantSeed {
+            sku: "SKU-9".into(),
+            price: "1.00".into(),
+        }],
+    );
+    let item9 = p9.variants[0].1.clone();
+    // The sink refreshes its SKU cache on a miss at most every 5 s.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let out = cli(
+        &config,
+        &["dlq", "redrive", "--sink", "shopify", "--seq", &seq],
+    )
+    .await?;
+    assert!(out.contains("redriven"), "{out}");
+    wait_for(
+        "the redriven event applied",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            Ok(shop
+                .inventory(&item9, &dc1)
+                .is_some_and(|l| l.available == 5))
+        },
+    )
+    .await?;
+    assert!(dlq_list(&config, "shopify").await?.is_empty());
+
+    // The WMS dead letter: the data itself is wrong (quantity 0), so a redrive is attempted
+    // again (the WMS answers its stored 422 for the key) and parked again.
+    let wms_dlq = dlq_list(&config, "wms").await?;
+    let old_seq = wms_dlq[0]["seq"].as_u64().context("seq")?;
+    let bad_replays = wms.key_replays(&bad_key);
+    let out = cli(&config, &["dlq", "redrive", "--sink", "wms", "--all"]).await?;
+    assert!(out.contains("1 event(s) redriven"), "{out}");
+    wait_for(
+        "the redriven WMS event parked again",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            let l = dlq_list(&config, "wms").await?;
+            Ok(l.len() == 1
+                && l[0]["seq"].as_u64() != Some(old_seq)
+                && wms.key_replays(&bad_key) > bad_replays)
+        },
+    )
+    .await?;
+    assert!(wms.order_by_reference("SO-BAD").is_none());
+    let out = cli(&config, &["dlq", "drop", "--sink", "wms", "--all", "--yes"]).await?;
+    assert!(out.contains("dropped"), "{out}");
+    assert!(dlq_list(&config, "wms").await?.is_empty());
+
+    // Still one side effect per key after all of it.
+    for k in &release_keys {
+        assert_eq!(wms.key_applies(k), 1);
+    }
+    for (k, _) in &stock_keys {
+        assert_eq!(shop.idempotent_applies(k), 1);
+    }
+    assert_eq!(wms_state(wms.orders())?, wms_before);
+    assert!(levels(&final_levels));
+
+    let code = bridge.stop().await?;
+    assert_eq!(code, 0);
+    Ok(())
+}
