@@ -36,7 +36,7 @@ mod tests {
 
     #[test]
     fn round_trips_text_form() {
-        let lsn: Lsn = "16/B374D848".parse().unwrap();
+        let lsn: Lsn = "16/B374D848".parse().expect("a valid LSN");
         assert_eq!(lsn.0, 0x16_B374_D848);
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert!("nonsense".parse::<Lsn>().is_err());
