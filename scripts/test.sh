@@ -7,7 +7,7 @@ scripts/install-deps.sh
 # The Python example consumer (examples/python) runs in tests/domain_events.rs when nats-py and
 # protobuf import; once they are installed here, that test may not skip it.
 if python3 -c "import nats, google.protobuf" >/dev/null 2>&1 \
-    || python3 -m pip install --quiet --disable-pip-version-check nats-py protobuf >/dev/null 2>&1; then
+    || python3 -m pip install --quiet --disable-pip-version-check "nats-py==2.16.0" "protobuf==7.36.2" >/dev/null 2>&1; then
     python3 -c "import nats, google.protobuf" >/dev/null 2>&1 && export TRIBUTARY_REQUIRE_PYTHON=1
 else
     echo "warning: cannot install nats-py and protobuf; the Python example consumer will be skipped" >&2
