@@ -2,11 +2,13 @@
 //! envelope on JetStream, nothing lost (answered only after the JetStream ack), nothing twice
 //! (`Nats-Msg-Id`), and canonical domain events on the `RETAIL` stream.
 //!
-//! Shopify ([`shopify`]) is implemented; Salesforce Pub/Sub CDC is not yet.
+//! Shopify ([`shopify`]) and the WMS's signed lifecycle webhooks ([`wms`]) are implemented;
+//! Salesforce Pub/Sub CDC is not yet.
 
 mod error;
 pub mod metrics;
 pub mod shopify;
 pub mod time;
+pub mod wms;
 
 pub use error::SaasError;

@@ -60,6 +60,8 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     let sinks = tributary_sinks::Sinks::prepare(&config, js.clone()).await?;
     // Shopify webhook sources (when configured): streams, buckets and listeners bound.
     let shopify = tributary_saas::shopify::ShopifySources::prepare(&config, js.clone()).await?;
+    // WMS lifecycle webhooks (`[sinks.wms.webhooks]`): raw stream, domain state, listener bound.
+    let wms_webhooks = tributary_saas::wms::WmsWebhookSource::prepare(&config, js.clone()).await?;
 
     let addr = config
         .http_listen
@@ -110,6 +112,18 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
                 .await
                 .map_err(|e| tributary_pipeline::PipelineError::Fatal {
                     source_name: "shopify".into(),
+                    message: e.to_string(),
+                })
+        });
+    }
+    if let Some(wms_webhooks) = wms_webhooks {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            wms_webhooks
+                .run(stop)
+                .await
+                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
+                    source_name: "wms_webhooks".into(),
                     message: e.to_string(),
                 })
         });

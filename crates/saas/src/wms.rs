@@ -1,0 +1,642 @@
+//! WMS lifecycle webhooks as a source: the order-to-cash loop's way back.
+//!
+//! ```text
+//!  WMS ──POST <path> (webhook-id, webhook-timestamp, webhook-signature: v1,<b64 HMAC>)──►
+//!        verify HMAC-SHA256 over "<id>.<timestamp>.<body>" (constant time) ─401─► nothing stored
+//!            │ ok
+//!            ▼
+//!  publish saas.wms.<event type>, Nats-Msg-Id = wms:<webhook-id>, await the JetStream ack
+//!            │                                            (an error or timeout → 503, WMS retries)
+//!            ▼
+//!          200 ◄── only now
+//!
+//!  SAAS_WMS ──durable consumer (1 unacked)──► map order.* ──► ExternalFeed (KV state, CAS) ──► RETAIL
+//!                                                            retail.v1.fulfillment.updated
+//! ```
+//!
+//! The fulfillment event is keyed by the order's `reference_id` (the ERP order number), like the
+//! ERP `shipments` mapping, so that the entity's versions stay one sequence whichever system
+//! reported the shipment. Its feed time is the WMS order's `updated_at` (plus the lifecycle
+//! rank, which orders two steps within the same millisecond): a delayed `allocated` webhook
+//! that arrives after `shipped` is stale and never rolls the fulfillment back; a duplicate
+//! delivery is dropped by `Nats-Msg-Id` on the raw stream and, later, by the entity state.
+//! See docs/sinks.md, "WMS webhooks".
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::header::HeaderMap as NatsHeaders;
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+use tributary_config::{Config, DomainConfig, ResolvedStream, StorageKind, WmsWebhookSourceConfig};
+use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
+use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
+
+use crate::time::{now_micros, parse_rfc3339_micros};
+use crate::SaasError;
+
+/// The WMS gives up on a delivery after a few seconds; the ack must come well before.
+const ACK_BUDGET: Duration = Duration::from_millis(4000);
+const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Raw duplicates (the WMS's retries and duplicate deliveries) are dropped for this long;
+/// later ones are caught by the entity state.
+pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 24 * 3600;
+/// Subject prefix of the raw webhooks.
+pub const SUBJECT_PREFIX: &str = "saas.wms";
+/// Mapping name (and entity-state slot) of the lifecycle webhooks.
+pub const MAPPING: &str = "wms_order_webhook";
+
+pub const WEBHOOKS_RECEIVED: &str = "tributary_wms_webhooks_received_total";
+pub const WEBHOOKS_REJECTED: &str = "tributary_wms_webhooks_rejected_total";
+pub const WEBHOOKS_STORED: &str = "tributary_wms_webhooks_stored_total";
+pub const WEBHOOKS_DUPLICATE: &str = "tributary_wms_webhooks_duplicate_total";
+pub const DOMAIN_EVENTS: &str = "tributary_wms_domain_events_total";
+
+struct Endpoint {
+    cfg: WmsWebhookSourceConfig,
+    secret: Vec<u8>,
+    js: jetstream::Context,
+}
+
+/// The `[sinks.wms.webhooks]` source: webhook server and the mapper into `RETAIL`.
+pub struct WmsWebhookSource {
+    endpoint: Arc<Endpoint>,
+    listener: TcpListener,
+    feed: Arc<ExternalFeed>,
+}
+
+/// The signing key: `whsec_<base64>` (Standard Webhooks) is decoded, anything else is used as is.
+pub fn signing_key(secret: &str) -> Vec<u8> {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// Verifies a `webhook-signature` header (space-separated `v1,<base64>` entries) over
+/// `<id>.<timestamp>.<body>`; each candidate is checked in constant time (`ring::hmac::verify`).
+pub fn verify_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ok = false;
+    for sig in header
+        .split_whitespace()
+        .filter_map(|s| s.strip_prefix("v1,"))
+    {
+        if let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(sig) {
+            ok |= ring::hmac::verify(&key, &signed, &tag).is_ok();
+        }
+    }
+    ok
+}
+
+/// Checks the `[sinks.wms.webhooks]` block (no I/O).
+pub fn validate(cfg: &WmsWebhookSourceConfig) -> Result<(), SaasError> {
+    let key = |k: &str| format!("sinks.wms.webhooks.{k}");
+    if cfg.listen.parse::<SocketAddr>().is_err() {
+        return Err(SaasError::config(
+            key("listen"),
+            format!("{:?} is not an address such as 0.0.0.0:8089", cfg.listen),
+        ));
+    }
+    if !cfg.path.starts_with('/') || cfg.path.contains(['{', '}', '*', ' ']) {
+        return Err(SaasError::config(
+            key("path"),
+            format!("{:?} must be a plain path starting with '/'", cfg.path),
+        ));
+    }
+    if cfg.stream.is_empty() || cfg.stream.contains(['.', '*', '>', ' ']) {
+        return Err(SaasError::config(
+            key("stream"),
+            format!("{:?} is not a stream name", cfg.stream),
+        ));
+    }
+    Ok(())
+}
+
+impl WmsWebhookSource {
+    /// Validates, resolves the secret, provisions the raw stream, the domain stream and state,
+    /// and binds the listener (a taken port fails start-up). None when not configured.
+    pub async fn prepare(
+        config: &Config,
+        js: jetstream::Context,
+    ) -> Result<Option<WmsWebhookSource>, SaasError> {
+        let Some(cfg) = config
+            .sinks
+            .as_ref()
+            .and_then(|s| s.wms.as_ref())
+            .and_then(|w| w.webhooks.clone())
+        else {
+            return Ok(None);
+        };
+        validate(&cfg)?;
+        describe();
+        let secret = cfg
+            .secret
+            .resolve()
+            .map_err(|e| SaasError::config("sinks.wms.webhooks.secret", e.to_string()))?;
+        let replicas = config.nats.stream.replicas.unwrap_or(1);
+        let settings = |name: &str, dup: u64| ResolvedStream {
+            name: name.to_string(),
+            storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
+            replicas,
+            max_age_secs: config
+                .nats
+                .stream
+                .max_age_secs
+                .unwrap_or(7 * 24 * 3600)
+                .max(dup),
+            max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
+            duplicate_window_secs: dup,
+        };
+        tributary_nats::ensure_stream(
+            &js,
+            &settings(&cfg.stream, RAW_DUPLICATE_WINDOW_SECS),
+            vec![format!("{SUBJECT_PREFIX}.>")],
+        )
+        .await?;
+        let domain_cfg: DomainConfig = match &config.domain {
+            Some(d) => d.clone(),
+            None => toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?,
+        };
+        let dup = config.nats.stream.duplicate_window_secs.unwrap_or(3600);
+        let feed =
+            ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream, dup)).await?;
+        tributary_nats::ensure_stream(
+            &js,
+            &settings(&domain_cfg.dead_letter_stream, dup),
+            vec!["dlq.domain.>".into()],
+        )
+        .await?;
+        let addr: SocketAddr = cfg
+            .listen
+            .parse()
+            .map_err(|e| SaasError::config("sinks.wms.webhooks.listen", format!("{e}")))?;
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            SaasError::config(
+                "sinks.wms.webhooks.listen",
+                format!("cannot listen on {addr}: {e}"),
+            )
+        })?;
+        Ok(Some(WmsWebhookSource {
+            endpoint: Arc::new(Endpoint {
+                secret: signing_key(&secret),
+                cfg,
+                js,
+            }),
+            listener,
+            feed: Arc::new(feed),
+        }))
+    }
+
+    /// The bound webhook address (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves the webhooks and maps them until `stop`; the server finishes the requests in
+    /// flight (each answered only after its ack) before returning.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
+        let addr = self.listener.local_addr().ok();
+        let router = Router::new()
+            .route(&self.endpoint.cfg.path, post(receive))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self.endpoint.clone());
+        let server_stop = stop.clone();
+        let listener = self.listener;
+        let server = tokio::spawn(
+            async move {
+                info!(?addr, "WMS webhook server listening");
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                    .await
+                {
+                    warn!(error = %e, "WMS webhook server failed");
+                }
+            }
+            .instrument(tracing::info_span!("wms_webhooks")),
+        );
+        let mapper = Mapper {
+            endpoint: self.endpoint.clone(),
+            feed: self.feed.clone(),
+        };
+        mapper
+            .supervise(stop)
+            .instrument(tracing::info_span!("wms_mapper"))
+            .await;
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+fn describe() {
+    metrics::describe_counter!(WEBHOOKS_RECEIVED, "WMS webhooks received");
+    metrics::describe_counter!(WEBHOOKS_REJECTED, "WMS webhooks refused, by reason");
+    metrics::describe_counter!(WEBHOOKS_STORED, "WMS webhooks stored in JetStream");
+    metrics::describe_counter!(WEBHOOKS_DUPLICATE, "WMS webhooks JetStream already had");
+    metrics::describe_counter!(DOMAIN_EVENTS, "WMS webhooks mapped, by outcome");
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn reject(reason: &'static str, status: StatusCode) -> (StatusCode, &'static str) {
+    metrics::counter!(WEBHOOKS_REJECTED, "reason" => reason).increment(1);
+    debug!(reason, "WMS webhook rejected");
+    (status, reason)
+}
+
+async fn receive(
+    State(ep): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    metrics::counter!(WEBHOOKS_RECEIVED).increment(1);
+    let (Some(id), Some(ts), Some(sig)) = (
+        header(&headers, "webhook-id"),
+        header(&headers, "webhook-timestamp"),
+        header(&headers, "webhook-signature"),
+    ) else {
+        return reject("missing_signature", StatusCode::UNAUTHORIZED);
+    };
+    if !verify_signature(&ep.secret, id, ts, &body, sig) {
+        return reject("bad_signature", StatusCode::UNAUTHORIZED);
+    }
+    let Ok(ts_secs) = ts.parse::<i64>() else {
+        return reject("bad_timestamp", StatusCode::UNAUTHORIZED);
+    };
+    let tolerance = ep.cfg.timestamp_tolerance_secs as i64;
+    if tolerance > 0 && (now_micros() / 1_000_000 - ts_secs).abs() > tolerance {
+        return reject("timestamp_out_of_tolerance", StatusCode::UNAUTHORIZED);
+    }
+    let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+        return reject("bad_body", StatusCode::BAD_REQUEST);
+    };
+    let kind = json
+        .get("type")
+        .and_then(Value::as_str)
+        .or_else(|| header(&headers, "x-wms-event-type"))
+        .unwrap_or("unknown")
+        .to_string();
+    let subject = format!(
+        "{SUBJECT_PREFIX}.{}",
+        tributary_nats::subject::token(&kind.replace('.', "_"))
+    );
+    let mut h = NatsHeaders::new();
+    h.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("wms:{id}").as_str(),
+    );
+    h.insert("Webhook-Id", id);
+    h.insert("Webhook-Timestamp", ts);
+    h.insert("Wms-Event-Type", kind.as_str());
+    let publish = async {
+        ep.js
+            .publish_with_headers(subject.clone(), h, body.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(ACK_BUDGET, publish).await {
+        Ok(Ok(ack)) => {
+            if ack.duplicate {
+                metrics::counter!(WEBHOOKS_DUPLICATE).increment(1);
+            } else {
+                metrics::counter!(WEBHOOKS_STORED).increment(1);
+            }
+            (StatusCode::OK, "ok")
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "WMS webhook not stored; the WMS will retry");
+            reject("publish_failed", StatusCode::SERVICE_UNAVAILABLE)
+        }
+        Err(_) => {
+            warn!("JetStream ack not within the budget; the WMS will retry");
+            reject("publish_timeout", StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+/// A lifecycle webhook mapped to a fulfillment (key = the order's `reference_id`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedWebhook {
+    pub key: String,
+    pub as_of_micros: i64,
+    pub fulfillment: Fulfillment,
+}
+
+fn rank(status: &str) -> i64 {
+    match status {
+        "pending" => 0,
+        "allocated" => 1,
+        "picked" => 2,
+        "shipped" => 3,
+        "delivered" => 4,
+        "exception" => 5,
+        "cancelled" => 6,
+        _ => 0,
+    }
+}
+
+/// Maps a webhook body (`{"id","type","created_at","data":{"order":{…}}}`); `Ok(None)` for
+/// event types that are not order lifecycle steps (e.g. `inventory.updated`).
+pub fn map_webhook(body: &Value) -> Result<Option<MappedWebhook>, String> {
+    let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+    if !kind.starts_with("order.") {
+        return Ok(None);
+    }
+    let order = body
+        .pointer("/data/order")
+        .ok_or("no data.order in the webhook")?;
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let wms_id = text(order, "id");
+    let reference = text(order, "reference_id");
+    let key = if reference.is_empty() {
+        wms_id.clone()
+    } else {
+        reference
+    };
+    if key.is_empty() {
+        return Err("the order has neither reference_id nor id".into());
+    }
+    let status = text(order, "status");
+    if status.is_empty() {
+        return Err("the order has no status".into());
+    }
+    let updated = order
+        .get("updated_at")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339_micros)
+        .or_else(|| {
+            body.get("created_at")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339_micros)
+        })
+        .ok_or("no updated_at / created_at timestamp")?;
+    let shipment = order
+        .get("shipments")
+        .and_then(Value::as_array)
+        .and_then(|s| s.last());
+    let ship = |k: &str| shipment.map(|s| text(s, k)).unwrap_or_default();
+    let lines = order
+        .get("products")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .enumerate()
+                .map(|(i, p)| FulfillmentLine {
+                    line_id: (i + 1).to_string(),
+                    sku: text(p, "sku"),
+                    quantity: p.get("quantity").and_then(Value::as_i64).unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let fulfillment_id = match ship("id") {
+        s if s.is_empty() => format!("WMS-{wms_id}"),
+        s => format!("WMS-{s}"),
+    };
+    let shipped_at_micros = if status == "shipped" { updated } else { 0 };
+    Ok(Some(MappedWebhook {
+        as_of_micros: updated + rank(&status),
+        fulfillment: Fulfillment {
+            fulfillment_id,
+            order_id: key.clone(),
+            lines,
+            carrier: ship("carrier"),
+            tracking_number: ship("tracking_number"),
+            tracking_url: ship("tracking_url"),
+            status,
+            location: String::new(),
+            shipped_at_micros,
+        },
+        key,
+    }))
+}
+
+struct Mapper {
+    endpoint: Arc<Endpoint>,
+    feed: Arc<ExternalFeed>,
+}
+
+impl Mapper {
+    async fn supervise(self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        while !stop.is_cancelled() {
+            match self.consume(&stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "WMS webhook mapper failed; restarting");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
+        let stream_name = &self.endpoint.cfg.stream;
+        let stream = self
+            .endpoint
+            .js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| SaasError::nats(format!("stream {stream_name}"), e))?;
+        let durable = "tributary-wms-webhooks".to_string();
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    description: Some("Tributary WMS webhook → fulfillment mapping".into()),
+                    filter_subject: format!("{SUBJECT_PREFIX}.>"),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    max_ack_pending: 1,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| SaasError::nats("pull", e))?;
+        info!(stream = %stream_name, consumer = %durable, "mapping WMS webhooks");
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(msg) = next else {
+                return Err(SaasError::nats("pull", "message stream ended"));
+            };
+            let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
+            let webhook_id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Webhook-Id"))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            match self.handle(&webhook_id, &msg.payload).await {
+                Ok(outcome) => {
+                    metrics::counter!(DOMAIN_EVENTS, "outcome" => outcome).increment(1);
+                    msg.ack().await.map_err(|e| SaasError::nats("ack", e))?
+                }
+                Err(e) => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Maps one stored webhook; Err only for transient failures (redelivered).
+    async fn handle(&self, webhook_id: &str, payload: &[u8]) -> Result<&'static str, SaasError> {
+        let mapped = serde_json::from_slice::<Value>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|v| map_webhook(&v));
+        let mapped = match mapped {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok("ignored"),
+            Err(reason) => {
+                self.dead_letter(webhook_id, payload, &reason).await?;
+                return Ok("dead_letter");
+            }
+        };
+        let system = self.endpoint.cfg.system.clone();
+        let event = ExternalEvent {
+            entity: "fulfillment".into(),
+            event: "updated".into(),
+            event_id: format!("wms:{}@{}/{MAPPING}", mapped.key, mapped.as_of_micros),
+            key: mapped.key,
+            feed: "wms".into(),
+            as_of_micros: mapped.as_of_micros,
+            mapping: MAPPING.into(),
+            source_ref: SourceRef {
+                source: system.clone(),
+                event_id: format!("wms:{webhook_id}"),
+                commit_lsn: 0,
+                ordinal: 0,
+                origin: "webhook".into(),
+                feed_position: format!("webhook:{webhook_id}"),
+            },
+            system,
+            body: Entity::Fulfillment(mapped.fulfillment),
+        };
+        Ok(match self.feed.apply(&event).await? {
+            Applied::Published(_) => "published",
+            Applied::Stale => "stale",
+            Applied::Repeated => "repeated",
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        webhook_id: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), SaasError> {
+        warn!(
+            webhook_id,
+            reason, "WMS webhook cannot be mapped: dead-lettered"
+        );
+        let mut headers = NatsHeaders::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("wms:{webhook_id}/{MAPPING}/dlq").as_str(),
+        );
+        headers.insert("Tributary-Mapping", MAPPING);
+        headers.insert(
+            "Tributary-Reason",
+            reason.replace(['\r', '\n'], " ").as_str(),
+        );
+        headers.insert("Tributary-Source-Event-Id", webhook_id);
+        let subject = format!("dlq.domain.{MAPPING}");
+        self.endpoint
+            .js
+            .publish_with_headers(subject.clone(), headers, payload.to_vec().into())
+            .await
+            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?
+            .await
+            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_round_trip_and_forgery() {
+        let key = b"s3cret";
+        let body = br#"{"id":"evt_1"}"#;
+        let mut signed = b"evt_1.1700000000.".to_vec();
+        signed.extend_from_slice(body);
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), &signed);
+        let header = format!(
+            "v0,xxx v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+        );
+        assert!(verify_signature(key, "evt_1", "1700000000", body, &header));
+        assert!(!verify_signature(key, "evt_1", "1700000001", body, &header));
+        assert!(!verify_signature(
+            b"other",
+            "evt_1",
+            "1700000000",
+            body,
+            &header
+        ));
+        assert!(!verify_signature(
+            key,
+            "evt_1",
+            "1700000000",
+            body,
+            "v1,!!!"
+        ));
+    }
+
+    #[test]
+    fn maps_shipped_and_orders_steps() -> Result<(), String> {
+        let body = |status: &str, ts: &str| {
+            serde_json::json!({"id": "evt_1", "type": format!("order.{status}"), "created_at": ts,
+                "data": {"order": {"id": "wms_1", "reference_id": "SO-1", "status": status,
+                "updated_at": ts, "products": [{"sku": "SKU-1", "quantity": 2}],
+                "shipments": [{"id": "shp_9", "carrier": "UPS", "tracking_number": "1Z9",
+                "tracking_url": "https://t/1Z9", "status": "in_transit"}]}}})
+        };
+        let shipped =
+            map_webhook(&body("shipped", "2026-01-01T00:00:00.000Z"))?.ok_or("not mapped")?;
+        assert_eq!(shipped.key, "SO-1");
+        assert_eq!(shipped.fulfillment.tracking_number, "1Z9");
+        assert_eq!(shipped.fulfillment.carrier, "UPS");
+        assert_eq!(shipped.fulfillment.lines.len(), 1);
+        let allocated =
+            map_webhook(&body("allocated", "2026-01-01T00:00:00.000Z"))?.ok_or("not mapped")?;
+        assert!(allocated.as_of_micros < shipped.as_of_micros);
+        assert!(map_webhook(&serde_json::json!({"type": "inventory.updated"}))?.is_none());
+        Ok(())
+    }
+}

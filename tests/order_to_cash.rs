@@ -1,0 +1,249 @@
+//! The order-to-cash loop: an order placed and confirmed in the sample ERP (config/retail/)
+//! reaches the WMS emulator through the WMS sink; the WMS ships it and sends its signed
+//! lifecycle webhooks (Standard Webhooks style, every one delivered twice, shuffled) to the
+//! bridge's `[sinks.wms.webhooks]` endpoint; each becomes one `retail.v1.fulfillment.updated`
+//! event keyed by the ERP order number, the shipped one carrying the tracking number. A forged
+//! webhook is refused with 401 and nothing is stored.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream;
+use futures::StreamExt;
+use support::*;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
+use tributary_proto::Message as _;
+use tributary_sandbox::webhooks::{Delivery, RetryPolicy, WebhookClient};
+use tributary_sandbox::wms::{
+    self, sign_standard_webhook, WmsOptions, WmsStatus, WmsWebhookOptions,
+};
+
+const SECRET: &str = "wms-webhook-secret";
+
+fn retail_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
+}
+
+async fn read_all(nats: &async_nats::Client, stream: &str) -> Result<Vec<jetstream::Message>> {
+    let js = jetstream::new(nats.clone());
+    let Ok(mut stream) = js.get_stream(stream).await else {
+        return Ok(Vec::new());
+    };
+    let n = stream.info().await?.state.messages;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while (out.len() as u64) < n {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .context("reading the stream timed out")?
+            .context("stream ended")??;
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+async fn fulfillments(nats: &async_nats::Client) -> Result<Vec<DomainEvent>> {
+    let mut out = Vec::new();
+    for msg in read_all(nats, "RETAIL").await? {
+        if msg.subject.as_str() == "retail.v1.fulfillment.updated" {
+            out.push(DomainEvent::decode(msg.payload.clone())?);
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<()> {
+    let (pg, nats) = start_servers().await?;
+    let dir = tempfile::tempdir()?;
+    let mut sources = Vec::new();
+    for name in ["erp", "pos"] {
+        pg.create_database(name).await?;
+        let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
+        pg.connect(name).await?.batch_execute(&sql).await?;
+        let mut spec = SourceSpec::new(name, name);
+        spec.publication = format!("tributary_{name}");
+        sources.push(spec);
+    }
+
+    // The WMS sends every lifecycle webhook twice, each after a random delay.
+    let hook_port = tributary_testkit::free_port();
+    let hook_url = format!("http://127.0.0.1:{hook_port}/webhooks/wms");
+    let wms = wms::start(WmsOptions::default()).await?;
+    let mut hooks = WmsWebhookOptions::new(hook_url.clone(), SECRET);
+    hooks.duplicate_rate = 1.0;
+    hooks.max_delay = Duration::from_millis(150);
+    wms.set_webhook(Some(hooks))?;
+
+    let mut text = config_text(&pg, &nats.url(), &sources);
+    text.push('\n');
+    text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+    text.push_str(&format!(
+        "\n[sinks]\n\
+         [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
+         [sinks.wms.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
+         [sinks.wms.webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{SECRET}\"\n",
+        wms.base_url()
+    ));
+    let config = write_config(dir.path(), &text)?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_streaming(&pg, &["slot_erp", "slot_pos"], &bridge).await?;
+    let erp = pg.connect("erp").await?;
+
+    // Order placed and confirmed in the ERP → released to the WMS by the sink.
+    erp.batch_execute(
+        "INSERT INTO customers (id, email, first_name, last_name) VALUES (1, 'a@example.com', 'Ann', 'Lee');\
+         BEGIN; INSERT INTO sales_orders (order_no, customer_id, status, total) VALUES ('SO-42', 1, 'placed', 10);\
+         INSERT INTO order_lines VALUES ('SO-42', 1, 'SKU-1', 2, 5); COMMIT;\
+         UPDATE sales_orders SET status = 'confirmed' WHERE order_no = 'SO-42';",
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wms_order = loop {
+        if let Some(o) = wms.order_by_reference("SO-42") {
+            break o;
+        }
+        if Instant::now() > deadline {
+            bail!("SO-42 never reached the WMS\nbridge log:\n{}", bridge.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // The warehouse allocates and ships it.
+    wms.advance(&wms_order.id, WmsStatus::Allocated)?;
+    let shipped = wms.advance(&wms_order.id, WmsStatus::Shipped)?;
+    let tracking = shipped.shipments[0].tracking_number.clone();
+    assert!(!tracking.is_empty());
+
+    let client = nats.connect().await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let evs = fulfillments(&client).await?;
+        let got = evs.iter().any(
+            |e| matches!(&e.entity, Some(Entity::Fulfillment(f)) if f.tracking_number == tracking),
+        );
+        let delivered = wms
+            .events()
+            .iter()
+            .all(|e| e.outcomes.len() == 2 && e.outcomes.iter().all(|o| o.delivered));
+        if got && delivered {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no fulfillment with {tracking} (events {:?})\nbridge log:\n{}",
+                wms.events(),
+                bridge.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let any straggling duplicate be mapped before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Raw webhooks stored once each although every one was delivered twice.
+    let raw = read_all(&client, "SAAS_WMS").await?;
+    assert_eq!(raw.len(), 2, "allocated + shipped, duplicates dropped");
+    assert_eq!(wms.events().len(), 2);
+
+    let evs = fulfillments(&client).await?;
+    let shipped_events: Vec<_> = evs
+        .iter()
+        .filter(
+            |e| matches!(&e.entity, Some(Entity::Fulfillment(f)) if f.tracking_number == tracking),
+        )
+        .collect();
+    assert_eq!(
+        shipped_events.len(),
+        1,
+        "the shipped fulfillment exactly once"
+    );
+    let ev = shipped_events[0];
+    let meta = ev.meta.clone().unwrap_or_default();
+    assert_eq!(meta.entity, "fulfillment");
+    assert_eq!(meta.event, "updated");
+    assert_eq!(meta.entity_key, "SO-42");
+    assert_eq!(meta.system_of_record, "wms");
+    let Some(Entity::Fulfillment(f)) = &ev.entity else {
+        unreachable!()
+    };
+    assert_eq!(f.order_id, "SO-42");
+    assert_eq!(f.status, "shipped");
+    assert_eq!(f.carrier, "UPS");
+    assert!(f.shipped_at_micros > 0);
+    assert!(meta.event_time_micros > 0);
+    // Versions: one sequence per entity, the allocated step first (a delayed `allocated`
+    // arriving after `shipped` is stale and not published).
+    let sequence: Vec<(u64, String)> = evs
+        .iter()
+        .filter_map(|e| {
+            let m = e.meta.clone()?;
+            let Some(Entity::Fulfillment(f)) = &e.entity else {
+                return None;
+            };
+            (m.entity_key == "SO-42").then(|| (m.entity_version, f.status.clone()))
+        })
+        .collect();
+    assert!(
+        sequence.windows(2).all(|w| w[0].0 < w[1].0),
+        "versions increase: {sequence:?}"
+    );
+    assert_eq!(sequence.last().map(|s| s.1.as_str()), Some("shipped"));
+    assert!(sequence.len() <= 2, "{sequence:?}");
+
+    // A forged webhook (wrong secret) and an unsigned one: 401, nothing stored.
+    let body = bytes::Bytes::from(serde_json::to_vec(
+        &serde_json::json!({"id": "evt_forged", "type": "order.delivered",
+            "created_at": "2030-01-01T00:00:00.000Z",
+            "data": {"order": {"id": wms_order.id, "reference_id": "SO-42", "status": "delivered",
+                "updated_at": "2030-01-01T00:00:00.000Z", "shipments": []}}}),
+    )?);
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs())
+    .to_string();
+    let forged = Delivery {
+        url: hook_url.clone(),
+        headers: vec![
+            ("webhook-id".into(), "evt_forged".into()),
+            ("webhook-timestamp".into(), ts.clone()),
+            (
+                "webhook-signature".into(),
+                sign_standard_webhook(b"not-the-secret", "evt_forged", &ts, &body),
+            ),
+        ],
+        body: body.clone(),
+    };
+    let sender = WebhookClient::new(RetryPolicy::once())?;
+    assert_eq!(sender.deliver(&forged).await.status, Some(401));
+    let unsigned = Delivery {
+        url: hook_url.clone(),
+        headers: vec![("webhook-id".into(), "evt_unsigned".into())],
+        body,
+    };
+    assert_eq!(sender.deliver(&unsigned).await.status, Some(401));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        read_all(&client, "SAAS_WMS").await?.len(),
+        2,
+        "nothing stored"
+    );
+    assert!(fulfillments(&client)
+        .await?
+        .iter()
+        .all(|e| !matches!(&e.entity, Some(Entity::Fulfillment(f)) if f.status == "delivered")));
+
+    let code = bridge.stop().await?;
+    assert_eq!(code, 0);
+    Ok(())
+}
