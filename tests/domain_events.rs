@@ -19,10 +19,6 @@ use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
 use tributary_testkit::{NatsServer, PgCluster};
 
-fn retail_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
-}
-
 /// Servers with the sample schemas, and the bridge running the sample mappings.
 struct Retail {
     pg: PgCluster,

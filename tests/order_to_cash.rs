@@ -8,12 +8,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-use async_nats::jetstream;
-use futures::StreamExt;
+use anyhow::bail;
 use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
@@ -23,34 +20,6 @@ use tributary_sandbox::wms::{
 };
 
 const SECRET: &str = "wms-webhook-secret";
-
-fn retail_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
-}
-
-async fn read_all(nats: &async_nats::Client, stream: &str) -> Result<Vec<jetstream::Message>> {
-    let js = jetstream::new(nats.clone());
-    let Ok(mut stream) = js.get_stream(stream).await else {
-        return Ok(Vec::new());
-    };
-    let n = stream.info().await?.state.messages;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut out = Vec::new();
-    while (out.len() as u64) < n {
-        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .context("reading the stream timed out")?
-            .context("stream ended")??;
-        out.push(msg);
-    }
-    Ok(out)
-}
 
 async fn fulfillments(nats: &async_nats::Client) -> Result<Vec<DomainEvent>> {
     let mut out = Vec::new();

@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -20,10 +20,6 @@ use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
 use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
 use tributary_sandbox::wms::{self, WmsOptions};
-
-fn retail_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
-}
 
 /// Runs the CLI; fails with its output unless it exits 0. Returns stdout.
 async fn cli(config: &Path, args: &[&str]) -> Result<String> {

@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -19,10 +18,6 @@ use tributary_proto::Message as _;
 use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
 use tributary_sandbox::wms::{self, WmsOptions, WmsStatus};
 use tributary_sandbox::Fault;
-
-fn retail_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
-}
 
 const SKUS: usize = 5;
 
@@ -44,38 +39,6 @@ async fn retail_events(nats: &async_nats::Client) -> Result<Vec<DomainEvent>> {
         out.push(DomainEvent::decode(msg.payload.clone())?);
     }
     Ok(out)
-}
-
-async fn dead_letters(nats: &async_nats::Client) -> Result<Vec<jetstream::Message>> {
-    let js = jetstream::new(nats.clone());
-    let Ok(mut stream) = js.get_stream("DLQ_SINKS").await else {
-        return Ok(Vec::new());
-    };
-    let n = stream.info().await?.state.messages;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut out = Vec::new();
-    while (out.len() as u64) < n {
-        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .context("reading DLQ_SINKS timed out")?
-            .context("stream ended")??;
-        out.push(msg);
-    }
-    Ok(out)
-}
-
-fn header(msg: &jetstream::Message, name: &str) -> String {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get(name))
-        .map(|v| v.as_str().to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

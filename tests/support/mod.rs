@@ -494,3 +494,47 @@ pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// The sample retail schemas and mappings (config/retail).
+pub fn retail_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
+}
+
+/// Every message of a stream, in order (empty when the stream does not exist).
+pub async fn read_all(nats: &async_nats::Client, stream: &str) -> Result<Vec<jetstream::Message>> {
+    let js = jetstream::new(nats.clone());
+    let Ok(mut s) = js.get_stream(stream).await else {
+        return Ok(Vec::new());
+    };
+    let n = s.info().await?.state.messages;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while (out.len() as u64) < n {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .with_context(|| format!("reading {stream} timed out"))?
+            .context("stream ended")??;
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// The sinks' parked events.
+pub async fn dead_letters(nats: &async_nats::Client) -> Result<Vec<jetstream::Message>> {
+    read_all(nats, "DLQ_SINKS").await
+}
+
+/// A header's value, empty when absent.
+pub fn header(msg: &jetstream::Message, name: &str) -> String {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default()
+}
