@@ -41,22 +41,7 @@ pub struct StateStore {
     bucket: String,
 }
 
-/// KV keys allow `[-/_=.a-zA-Z0-9]`; anything else is written as `=XX`.
-pub fn key_token(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    if out.is_empty() {
-        "=".into()
-    } else {
-        out
-    }
-}
+pub use tributary_nats::kv::key_token;
 
 impl StateStore {
     pub async fn open(
@@ -64,21 +49,14 @@ impl StateStore {
         bucket: &str,
         replicas: usize,
     ) -> Result<StateStore, DomainError> {
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    description:
-                        "Tributary domain stage: entity versions, owned fields, parent rows".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| DomainError::nats(format!("KV bucket {bucket}"), e))?,
-        };
+        let kv = tributary_nats::kv::open_bucket(
+            js,
+            bucket,
+            "Tributary domain stage: entity versions, owned fields, parent rows",
+            replicas,
+        )
+        .await
+        .map_err(|e| DomainError::nats(format!("KV bucket {bucket}"), e))?;
         Ok(StateStore {
             kv,
             bucket: bucket.to_string(),

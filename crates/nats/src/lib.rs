@@ -2,6 +2,7 @@
 
 mod connect;
 mod error;
+pub mod kv;
 mod publisher;
 mod stream;
 pub mod subject;

@@ -35,22 +35,7 @@ pub struct StateStore {
     kv: kv::Store,
 }
 
-/// KV keys allow `[-/_=.a-zA-Z0-9]`; anything else is written as `=XX`.
-pub fn key_token(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    if out.is_empty() {
-        "=".into()
-    } else {
-        out
-    }
-}
+pub use tributary_nats::kv::key_token;
 
 impl StateStore {
     pub async fn open(
@@ -58,19 +43,14 @@ impl StateStore {
         bucket: &str,
         replicas: usize,
     ) -> Result<Self, SinkError> {
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    description: "Tributary sinks: last entity version applied per sink".into(),
-                    history: 1,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| SinkError::nats(format!("KV bucket {bucket}"), e))?,
-        };
+        let kv = tributary_nats::kv::open_bucket(
+            js,
+            bucket,
+            "Tributary sinks: last entity version applied per sink",
+            replicas,
+        )
+        .await
+        .map_err(|e| SinkError::nats(format!("KV bucket {bucket}"), e))?;
         Ok(StateStore { kv })
     }
 

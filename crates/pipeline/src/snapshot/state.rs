@@ -103,20 +103,14 @@ impl StateStore {
         source: &str,
         replicas: usize,
     ) -> Result<StateStore, StateError> {
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.to_string(),
-                    description: "Tributary snapshot progress per source".to_string(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| StateError::Kv(e.to_string()))?,
-        };
+        let kv = tributary_nats::kv::open_bucket(
+            js,
+            BUCKET,
+            "Tributary snapshot progress per source",
+            replicas,
+        )
+        .await
+        .map_err(|e| StateError::Kv(e.to_string()))?;
         Ok(StateStore {
             kv,
             key: source.replace(['.', '*', '>', ' '], "_"),

@@ -178,20 +178,14 @@ impl ShopifySources {
         } else {
             None
         };
-        let kv = match js.get_key_value(STATE_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: STATE_BUCKET.into(),
-                    description: "Tributary SaaS feeds: reconciliation cursors".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| SaasError::nats(format!("KV bucket {STATE_BUCKET}"), e))?,
-        };
+        let kv = tributary_nats::kv::open_bucket(
+            &js,
+            STATE_BUCKET,
+            "Tributary SaaS feeds: reconciliation cursors",
+            replicas,
+        )
+        .await
+        .map_err(|e| SaasError::nats(format!("KV bucket {STATE_BUCKET}"), e))?;
         let mut by_addr: BTreeMap<SocketAddr, Vec<Arc<Shop>>> = BTreeMap::new();
         for shop in &shops {
             let addr: SocketAddr = shop
