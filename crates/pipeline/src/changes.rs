@@ -342,12 +342,12 @@ impl Session<'_> {
             self.skipped.increment(1);
             return;
         }
-        let id = event_id(self.ctx.config.name.as_str(), position.0, position.1);
-        change.event.event_id = id.clone();
+        change.event.event_id = event_id(self.ctx.config.name.as_str(), position.0, position.1);
         let payload = encode(&change);
+        // The id is in the payload now; the same String becomes the Nats-Msg-Id.
         self.batch.push(Outbound::Change {
             subject: change.subject,
-            msg_id: id,
+            msg_id: std::mem::take(&mut change.event.event_id),
             payload,
             commit_time_micros: change.event.commit_time_micros,
         });

@@ -185,9 +185,9 @@ fn read_event(
         "{source}:{lsn}:r{attempt}.{}.{}.{n}",
         job.table.oid, job.id.index
     );
-    let change = PendingChange {
+    let mut change = PendingChange {
         event: ChangeEvent {
-            event_id: id.clone(),
+            event_id: id,
             op: Operation::Read as i32,
             after: Some(after),
             commit_lsn: lsn.0,
@@ -198,10 +198,11 @@ fn read_event(
         static_fields: job.info.static_fields.clone(),
         subject: job.info.subjects[Op::Read as usize].clone(),
     };
+    let payload = encode(&change);
     Outbound::Change {
-        subject: change.subject.clone(),
-        msg_id: id,
-        payload: encode(&change),
+        msg_id: std::mem::take(&mut change.event.event_id),
+        subject: change.subject,
+        payload,
         commit_time_micros: now,
     }
 }
