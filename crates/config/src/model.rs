@@ -214,6 +214,8 @@ pub struct SourceConfig {
     #[serde(default = "default_lag_budget_secs")]
     pub lag_budget_secs: u64,
     /// Directory for the spool of streamed transactions; default `<tmp>/tributary-spool`.
+    /// Each source of each process uses its own sub-directory `<source>-<pid>`, removed when
+    /// the session ends.
     /// Each source uses a sub-directory named after it.
     #[serde(default)]
     pub spool_dir: Option<String>,

@@ -282,11 +282,13 @@ impl SourceContext {
             messages: true,
             streaming,
         };
+        // One directory per source and process: a session clears its directory when it starts,
+        // so two bridges on one host (or a test suite) must never share one.
         let spool_dir = match &self.config.spool_dir {
             Some(dir) => PathBuf::from(dir),
             None => std::env::temp_dir().join("tributary-spool"),
         }
-        .join(&self.config.name);
+        .join(format!("{}-{}", self.config.name, std::process::id()));
         let spool = Spool::open(spool_dir)
             .map_err(|e| self.fatal(format!("config key `sources.spool_dir`: {e}")))?;
         let repl = match replication.start_replication(&start).await {

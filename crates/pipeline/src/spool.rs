@@ -146,6 +146,14 @@ impl Spool {
     }
 }
 
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Uncommitted transactions are streamed again after a reconnect; the files are done.
+        self.files.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Replay {
     /// The next message of a subtransaction that did not abort, into `buf`.
     pub fn next(&mut self, buf: &mut Vec<u8>) -> Result<Option<Lsn>, SpoolError> {
