@@ -315,6 +315,7 @@ async fn run_inner(
             quote_ident(&table.name)
         );
         emit(client, &format!("low {} {chunk} {}", request.id, table.oid)).await?;
+        wait_for_earlier_commits(client).await?;
         let (rows, last_key) = select_chunk(client, &sql, &table, &info, source).await?;
         let n = rows.len() as u64;
         total += n;
@@ -337,6 +338,38 @@ async fn run_inner(
     }
     info!(%source, backfill = %request.id, table = %table.qualified(), rows = total, "backfill: done");
     Ok(())
+}
+
+/// PostgreSQL makes a commit visible slightly after writing its commit record, so a
+/// transaction that committed before the low watermark in the WAL can still be invisible to a
+/// snapshot taken right after it — its change would precede the window unnoticed while the
+/// chunk read its old row. Wait until every transaction in progress now has ended.
+async fn wait_for_earlier_commits(client: &tokio_postgres::Client) -> Result<(), String> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(array_agg(x::text), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let running: Vec<String> = row.get(0);
+    for _ in 0..3000 {
+        if running.is_empty() {
+            return Ok(());
+        }
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM unnest($1::text[]) t WHERE pg_xact_status(t::xid8) = 'in progress'",
+                &[&running],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if row.get::<_, i64>(0) == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err("transactions older than the low watermark did not end within 30 s".into())
 }
 
 async fn emit(client: &tokio_postgres::Client, content: &str) -> Result<(), String> {
