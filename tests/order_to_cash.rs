@@ -1,8 +1,12 @@
-//! The order-to-cash loop: an order placed and confirmed in the sample ERP (config/retail/)
-//! reaches the WMS emulator through the WMS sink; the WMS ships it and sends its signed
-//! lifecycle webhooks (Standard Webhooks style, every one delivered twice, shuffled) to the
-//! bridge's `[sinks.wms.webhooks]` endpoint; each becomes one `retail.v1.fulfillment.updated`
-//! event keyed by the ERP order number, the shipped one carrying the tracking number. A forged
+//! The order-to-cash loop: a storefront order (placed in the Shopify emulator, imported into
+//! the sample ERP of config/retail/ with its Shopify id) confirmed in the ERP reaches the WMS
+//! emulator through the WMS sink; the WMS ships it and sends its signed lifecycle webhooks
+//! (Standard Webhooks style, every one delivered twice, shuffled) to the bridge's
+//! `[sinks.wms.webhooks]` endpoint; each becomes one `retail.v1.fulfillment.updated` event
+//! keyed by the ERP order number, the shipped one carrying the tracking number. The
+//! storefront then shows one fulfilment with that tracking number and the ERP status in the
+//! order's `erp_*` attributes, and Salesforce's Order shows the tracking number. On the way,
+//! the storefront price list's prices and the ERP's customers reach Shopify. A forged
 //! webhook is refused with 401 and nothing is stored.
 
 #[path = "support/mod.rs"]
@@ -14,6 +18,8 @@ use anyhow::bail;
 use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
+use tributary_sandbox::salesforce::{self, SalesforceOptions};
+use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
 use tributary_sandbox::webhooks::{Delivery, RetryPolicy, WebhookClient};
 use tributary_sandbox::wms::{
     self, sign_standard_webhook, WmsOptions, WmsStatus, WmsWebhookOptions,
@@ -54,6 +60,21 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     hooks.max_delay = Duration::from_millis(150);
     wms.set_webhook(Some(hooks))?;
 
+    // The storefront: the SKU's product and the order the customer placed there.
+    let shop = shopify::start(ShopifyOptions::default()).await?;
+    let dc1 = shop.add_location("DC1");
+    let product = shop.add_product(
+        "Item 1",
+        &[VariantSeed {
+            sku: "SKU-1".into(),
+            price: "9.50".into(),
+        }],
+    );
+    let variant = product.variants[0].0.clone();
+    let shop_order = shop.add_order("a@example.com", &[("SKU-1", 2, "5.00")], None);
+    let sf = salesforce::start(SalesforceOptions::default()).await?;
+    let (client_id, client_secret) = SalesforceOptions::default().clients[0].clone();
+
     let mut text = config_text(&pg, &nats.url(), &sources);
     text.push('\n');
     text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
@@ -61,8 +82,15 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
         "\n[sinks]\n\
          [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
          [sinks.wms.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
-         [sinks.wms.webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{SECRET}\"\n",
-        wms.base_url()
+         [sinks.wms.webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{SECRET}\"\n\
+         [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{dc1}\" }}\n\
+         apply = [\"inventory\", \"orders\", \"fulfillments\", \"prices\", \"customers\"]\nprice_list = \"web\"\n\
+         [sinks.shopify.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
+         [sinks.salesforce]\nbase_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\nbatch_linger_ms = 20\n\
+         [sinks.salesforce.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        wms.base_url(),
+        shop.base_url(),
+        sf.base_url()
     ));
     let config = write_config(dir.path(), &text)?;
     let bridge = Bridge::spawn(&config)?;
@@ -70,12 +98,18 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     let erp = pg.connect("erp").await?;
 
     // Order placed and confirmed in the ERP → released to the WMS by the sink.
-    erp.batch_execute(
+    // The ERP imported the storefront order with Shopify's id; prices of the web list and
+    // of another list change.
+    erp.batch_execute(&format!(
         "INSERT INTO customers (id, email, first_name, last_name) VALUES (1, 'a@example.com', 'Ann', 'Lee');\
-         BEGIN; INSERT INTO sales_orders (order_no, customer_id, status, total) VALUES ('SO-42', 1, 'placed', 10);\
+         INSERT INTO items (sku, title) VALUES ('SKU-1', 'Item 1');\
+         INSERT INTO price_lists VALUES ('web', 'EUR'), ('b2b', 'EUR');\
+         INSERT INTO item_prices (price_list, sku, price) VALUES ('web', 'SKU-1', 11.90), ('b2b', 'SKU-1', 7.00);\
+         BEGIN; INSERT INTO sales_orders (order_no, customer_id, status, channel, total, shop_order_id) VALUES ('SO-42', 1, 'placed', 'web', 10, '{}');\
          INSERT INTO order_lines VALUES ('SO-42', 1, 'SKU-1', 2, 5); COMMIT;\
          UPDATE sales_orders SET status = 'confirmed' WHERE order_no = 'SO-42';",
-    )
+        shop_order.order_id
+    ))
     .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let wms_order = loop {
@@ -117,8 +151,67 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Let any straggling duplicate be mapped before counting.
+    // The storefront and Salesforce show the shipment with its tracking number.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shipped_in_shop = shop.fulfillments(&shop_order.order_id).iter().any(|f| {
+            f.tracking
+                .iter()
+                .any(|t| t.number.as_deref() == Some(tracking.as_str()))
+        });
+        let tracked_in_sf = sf
+            .record_by("Order", "External_Id__c", "SO-42")
+            .and_then(|r| r.fields.get("Tracking_Number__c").cloned())
+            == Some(serde_json::Value::String(tracking.clone()));
+        if shipped_in_shop && tracked_in_sf {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "fulfilment not shown (shopify {shipped_in_shop}, salesforce {tracked_in_sf})\nbridge log:\n{}",
+                bridge.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let any straggling duplicate be mapped and applied before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let shop_fulfillments = shop.fulfillments(&shop_order.order_id);
+    assert_eq!(
+        shop_fulfillments.len(),
+        1,
+        "one fulfilment: {shop_fulfillments:?}"
+    );
+    let t = &shop_fulfillments[0].tracking[0];
+    assert_eq!(t.company.as_deref(), Some("UPS"));
+    let order = shop
+        .order(&shop_order.order_id)
+        .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+    assert_eq!(order.fulfillment_status, "FULFILLED");
+    let attribute = |k: &str| {
+        order
+            .custom_attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attribute("erp_status").as_deref(), Some("confirmed"));
+    assert_eq!(attribute("erp_order").as_deref(), Some("SO-42"));
+    // The web list's price reached the variant; the b2b list's did not.
+    let price = shop.variant(&variant).map(|v| v.price).unwrap_or_default();
+    assert_eq!(price, "11.90");
+    // The ERP's customer exists once in the storefront, found by e-mail.
+    let customers: Vec<_> = shop.with_state(|s| {
+        s.customers
+            .values()
+            .filter(|c| c.email.as_deref() == Some("a@example.com"))
+            .map(|c| (c.first_name.clone(), c.last_name.clone()))
+            .collect()
+    });
+    assert_eq!(
+        customers,
+        vec![(Some("Ann".to_string()), Some("Lee".to_string()))]
+    );
 
     // Raw webhooks stored once each although every one was delivered twice.
     let raw = read_all(&client, "SAAS_WMS").await?;

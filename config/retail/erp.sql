@@ -36,7 +36,9 @@ CREATE TABLE sales_orders (
     total numeric(12,2) NOT NULL,
     tax numeric(12,2) NOT NULL DEFAULT 0,
     payment_state text NOT NULL DEFAULT 'pending',
-    placed_at timestamptz NOT NULL DEFAULT now()
+    placed_at timestamptz NOT NULL DEFAULT now(),
+    -- Storefront orders: the id Shopify knows the order by (gid://shopify/Order/… or the number).
+    shop_order_id text
 );
 ALTER TABLE sales_orders REPLICA IDENTITY FULL;
 CREATE TABLE order_lines (

@@ -65,6 +65,20 @@ pub struct SinkDelivery {
     /// Timeout of one HTTP request to the target.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// After an event of an entity is dead-lettered, its later events either `continue`
+    /// (the newest state wins; a redriven older event is then stale and skipped) or `hold`
+    /// (they are parked behind it, in order, until it is redriven and applies).
+    #[serde(default)]
+    pub on_dead_letter: AfterDeadLetter,
+}
+
+/// What happens to an entity's later events once one of its events is dead-lettered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterDeadLetter {
+    #[default]
+    Continue,
+    Hold,
 }
 
 impl Default for SinkDelivery {
@@ -74,6 +88,7 @@ impl Default for SinkDelivery {
             min_backoff_ms: default_min_backoff_ms(),
             max_backoff_ms: default_max_backoff_ms(),
             request_timeout_ms: default_request_timeout_ms(),
+            on_dead_letter: AfterDeadLetter::default(),
         }
     }
 }
@@ -147,6 +162,19 @@ pub struct ShopifySinkConfig {
     /// Which quantity is set: `available` (on hand − reserved) or `on_hand`.
     #[serde(default = "default_quantity_name")]
     pub quantity_name: String,
+    /// What the sink writes: `inventory` (inventorySetQuantities), `orders` (ERP status and
+    /// payment state as `erp_*` custom attributes via orderUpdate, for orders that carry a
+    /// `shopify` external id), `fulfillments` (fulfillmentCreate with tracking when the WMS
+    /// ships such an order), `prices` (variant prices of `price_list`), `customers`
+    /// (customerCreate / customerUpdate).
+    #[serde(default = "default_shopify_apply")]
+    pub apply: Vec<String>,
+    /// The ERP price list whose prices are the storefront's (needed for `prices`).
+    #[serde(default)]
+    pub price_list: Option<String>,
+    /// Whether Shopify e-mails the customer when a fulfilment is created.
+    #[serde(default = "default_true")]
+    pub notify_customer: bool,
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
@@ -225,6 +253,22 @@ impl SinksConfig {
                 return Err(crate::ConfigError::invalid(
                     "sinks.shopify.quantity_name",
                     "must be \"available\" or \"on_hand\"",
+                ));
+            }
+            if let Some(bad) = s
+                .apply
+                .iter()
+                .find(|a| !SHOPIFY_APPLY.contains(&a.as_str()))
+            {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.shopify.apply",
+                    format!("unknown {bad:?} (one of: {})", SHOPIFY_APPLY.join(", ")),
+                ));
+            }
+            if s.apply.iter().any(|a| a == "prices") && s.price_list.is_none() {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.shopify.price_list",
+                    "missing: `apply` lists \"prices\", so the sink needs the storefront's price list",
                 ));
             }
         }
@@ -325,4 +369,14 @@ fn default_shopify_api_version() -> String {
 }
 fn default_quantity_name() -> String {
     "available".into()
+}
+fn default_shopify_apply() -> Vec<String> {
+    ["inventory", "orders", "fulfillments"]
+        .map(String::from)
+        .to_vec()
+}
+/// What `[sinks.shopify] apply` can list.
+pub const SHOPIFY_APPLY: &[&str] = &["inventory", "orders", "fulfillments", "prices", "customers"];
+fn default_true() -> bool {
+    true
 }

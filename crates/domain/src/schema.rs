@@ -1,5 +1,10 @@
 //! Field paths of the configuration, resolved against the compiled descriptors so that a
 //! typo or a path into a repeated field is reported at start-up, not per change.
+//!
+//! A path can select one entry of a list of `ExternalId`s by its system:
+//! `order.external_ids[shopify]` fills (or, on NULL, removes) the entry whose `system` is
+//! `shopify` with the column's value as its `id`, so that an ERP row can carry the ids other
+//! systems know the entity by.
 
 use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value,
@@ -22,9 +27,25 @@ pub struct FieldPath {
     pub text: String,
     /// The `DomainEvent.entity` member (`order`).
     pub member: FieldDescriptor,
-    /// From the entity message down to the scalar field (`total`, `amount`).
+    /// From the entity message down to the scalar field (`total`, `amount`); for a keyed
+    /// entry, the list field and then the entry's value field (`external_ids`, `id`).
     pub fields: Vec<FieldDescriptor>,
+    /// Set when the path selects a list entry by key (`external_ids[shopify]`).
+    pub entry: Option<Entry>,
 }
+
+/// A list entry selected by key: the list is `fields[at]`, the entry the one whose
+/// `key_field` equals `key`.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub at: usize,
+    pub key_field: FieldDescriptor,
+    pub key: String,
+}
+
+/// The fields an entry of a keyed list needs: a string key and a value.
+const ENTRY_KEY_FIELD: &str = "system";
+const ENTRY_VALUE_FIELD: &str = "id";
 
 impl Schema {
     pub fn load() -> Result<Schema, DomainError> {
@@ -63,17 +84,54 @@ impl Schema {
             }
         };
         let mut fields = Vec::new();
+        let mut entry = None;
         for part in parts {
-            let field = message.get_field_by_name(part).ok_or_else(|| {
+            if entry.is_some() {
+                return Err(DomainError::config(
+                    key,
+                    format!("`{text}`: a list entry `[…]` must end the path"),
+                ));
+            }
+            let (name, selector) = match part.split_once('[') {
+                Some((name, rest)) => match rest.strip_suffix(']') {
+                    Some(k) if !k.is_empty() => (name, Some(k)),
+                    _ => {
+                        return Err(DomainError::config(
+                            key,
+                            format!("`{text}`: `{part}` is not `field[key]`"),
+                        ))
+                    }
+                },
+                None => (part, None),
+            };
+            let field = message.get_field_by_name(name).ok_or_else(|| {
                 DomainError::config(
                     key,
-                    format!("`{text}`: {} has no field `{part}`", message.full_name()),
+                    format!("`{text}`: {} has no field `{name}`", message.full_name()),
                 )
             })?;
+            if let Some(selector) = selector {
+                let (key_field, value_field) = keyed_entry_fields(&field).ok_or_else(|| {
+                    DomainError::config(
+                        key,
+                        format!(
+                            "`{text}`: `{name}[…]` selects an entry of a list of messages with `{ENTRY_KEY_FIELD}` and `{ENTRY_VALUE_FIELD}` (such as external_ids)"
+                        ),
+                    )
+                })?;
+                entry = Some(Entry {
+                    at: fields.len(),
+                    key_field,
+                    key: selector.to_string(),
+                });
+                fields.push(field);
+                fields.push(value_field);
+                continue;
+            }
             if field.is_list() || field.is_map() {
                 return Err(DomainError::config(
                     key,
-                    format!("`{text}`: `{part}` is repeated; mappings fill single fields"),
+                    format!("`{text}`: `{part}` is repeated; mappings fill single fields (or one entry of external_ids: `{part}[system]`)"),
                 ));
             }
             if let Kind::Message(m) = field.kind() {
@@ -90,6 +148,7 @@ impl Schema {
                 text: text.to_string(),
                 member,
                 fields,
+                entry,
             }),
         }
     }
@@ -103,8 +162,59 @@ impl Schema {
     }
 }
 
-/// Sets (Some) or clears (None) the field at `path` below `msg`, creating parents.
-pub fn set_path(msg: &mut DynamicMessage, path: &[FieldDescriptor], value: Option<Value>) {
+/// The key and value fields of a repeated message field usable as a keyed list.
+fn keyed_entry_fields(field: &FieldDescriptor) -> Option<(FieldDescriptor, FieldDescriptor)> {
+    if !field.is_list() {
+        return None;
+    }
+    let Kind::Message(m) = field.kind() else {
+        return None;
+    };
+    let key = m.get_field_by_name(ENTRY_KEY_FIELD)?;
+    let value = m.get_field_by_name(ENTRY_VALUE_FIELD)?;
+    (key.kind() == Kind::String && !key.is_list() && !value.is_list()).then_some((key, value))
+}
+
+/// Sets (Some) or clears (None) the field at `path` below `msg`, creating parents; for a
+/// keyed entry, sets its value (adding the entry) or removes the entry.
+pub fn set_path(msg: &mut DynamicMessage, path: &FieldPath, value: Option<Value>) {
+    set_at(msg, &path.fields, 0, path.entry.as_ref(), value);
+}
+
+fn set_at(
+    msg: &mut DynamicMessage,
+    path: &[FieldDescriptor],
+    depth: usize,
+    entry: Option<&Entry>,
+    value: Option<Value>,
+) {
+    if let (Some(e), [list, value_field]) = (entry.filter(|e| e.at == depth), path) {
+        let Value::List(items) = msg.get_field_mut(list) else {
+            return;
+        };
+        let key = Value::String(e.key.clone());
+        let found = items.iter().position(
+            |item| matches!(item, Value::Message(m) if m.get_field(&e.key_field).as_ref() == &key),
+        );
+        match (value, found) {
+            (Some(v), Some(i)) => {
+                if let Some(Value::Message(m)) = items.get_mut(i) {
+                    m.set_field(value_field, v);
+                }
+            }
+            (Some(v), None) => {
+                let mut m = DynamicMessage::new(value_field.parent_message().clone());
+                m.set_field(&e.key_field, key);
+                m.set_field(value_field, v);
+                items.push(Value::Message(m));
+            }
+            (None, Some(i)) => {
+                items.remove(i);
+            }
+            (None, None) => {}
+        }
+        return;
+    }
     match path {
         [] => {}
         [last] => match value {
@@ -113,14 +223,35 @@ pub fn set_path(msg: &mut DynamicMessage, path: &[FieldDescriptor], value: Optio
         },
         [first, rest @ ..] => {
             if let Value::Message(child) = msg.get_field_mut(first) {
-                set_path(child, rest, value);
+                set_at(child, rest, depth + 1, entry, value);
             }
         }
     }
 }
 
-/// The value at `path`, None when it (or a parent) is not set.
-pub fn get_path(msg: &DynamicMessage, path: &[FieldDescriptor]) -> Option<Value> {
+/// The value at `path`, None when it (or a parent, or the keyed entry) is not set.
+pub fn get_path(msg: &DynamicMessage, path: &FieldPath) -> Option<Value> {
+    get_at(msg, &path.fields, 0, path.entry.as_ref())
+}
+
+fn get_at(
+    msg: &DynamicMessage,
+    path: &[FieldDescriptor],
+    depth: usize,
+    entry: Option<&Entry>,
+) -> Option<Value> {
+    if let (Some(e), [list, value_field]) = (entry.filter(|e| e.at == depth), path) {
+        let key = Value::String(e.key.clone());
+        return match msg.get_field(list).as_ref() {
+            Value::List(items) => items.iter().find_map(|item| match item {
+                Value::Message(m) if m.get_field(&e.key_field).as_ref() == &key => {
+                    Some(m.get_field(value_field).into_owned())
+                }
+                _ => None,
+            }),
+            _ => None,
+        };
+    }
     match path {
         [] => None,
         [last] => msg
@@ -131,9 +262,63 @@ pub fn get_path(msg: &DynamicMessage, path: &[FieldDescriptor]) -> Option<Value>
                 return None;
             }
             match msg.get_field(first).as_ref() {
-                Value::Message(child) => get_path(child, rest),
+                Value::Message(child) => get_at(child, rest, depth + 1, entry),
                 _ => None,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_external_id_entries_are_set_replaced_and_removed() {
+        let schema = Schema::load().expect("descriptors");
+        let path = schema
+            .resolve("order.external_ids[shopify]", "k")
+            .expect("resolves");
+        let other = schema
+            .resolve("order.external_ids[salesforce]", "k")
+            .expect("resolves");
+        let desc = match path.member.kind() {
+            Kind::Message(m) => m,
+            _ => unreachable!(),
+        };
+        let mut order = DynamicMessage::new(desc);
+        set_path(
+            &mut order,
+            &path,
+            Some(Value::String("gid://shopify/Order/1".into())),
+        );
+        set_path(&mut order, &other, Some(Value::String("801x".into())));
+        set_path(
+            &mut order,
+            &path,
+            Some(Value::String("gid://shopify/Order/2".into())),
+        );
+        assert_eq!(
+            get_path(&order, &path),
+            Some(Value::String("gid://shopify/Order/2".into()))
+        );
+        assert_eq!(get_path(&order, &other), Some(Value::String("801x".into())));
+        set_path(&mut order, &path, None);
+        assert_eq!(get_path(&order, &path), None);
+        assert_eq!(get_path(&order, &other), Some(Value::String("801x".into())));
+    }
+
+    #[test]
+    fn keyed_selectors_are_checked_at_start_up() {
+        let schema = Schema::load().expect("descriptors");
+        for bad in [
+            "order.lines[x]",
+            "order.external_ids[]",
+            "order.external_ids[a].id",
+            "order.status[x]",
+            "order.external_ids",
+        ] {
+            assert!(schema.resolve(bad, "k").is_err(), "{bad} should be refused");
         }
     }
 }

@@ -44,8 +44,14 @@ fn configured_lanes(cfg: &SinksConfig, sink: &str) -> Option<usize> {
 
 /// Checks that `sink` names a sink of this build; returns its filter subjects.
 pub fn sink_filters(cfg: &SinksConfig, sink: &str) -> Result<Vec<String>, SinkError> {
-    let filters = crate::filter_subjects(sink, &cfg.subject_prefix);
-    if !crate::SINK_NAMES.contains(&sink) || filters.is_empty() {
+    let filters = crate::filter_subjects(cfg, sink);
+    if crate::SINK_NAMES.contains(&sink) && filters.is_empty() {
+        return Err(SinkError::config(
+            "--sink",
+            format!("sink {sink:?} is not configured (no [sinks.{sink}] section)"),
+        ));
+    }
+    if !crate::SINK_NAMES.contains(&sink) {
         return Err(SinkError::config(
             "--sink",
             format!(
@@ -64,6 +70,24 @@ pub async fn open_state(
     replicas: usize,
 ) -> Result<StateStore, SinkError> {
     StateStore::open(js, &cfg.state_bucket, replicas).await
+}
+
+/// Releases an entity held behind `event_id` (a dropped dead letter): its later events
+/// apply again. Returns whether a hold was released.
+pub async fn release_hold(
+    state: &StateStore,
+    sink: &str,
+    entity: &str,
+    key: &str,
+    event_id: &str,
+) -> Result<bool, SinkError> {
+    let mut record = state.get(sink, entity, key).await?;
+    if record.held_by.as_deref() != Some(event_id) {
+        return Ok(false);
+    }
+    record.held_by = None;
+    state.put(sink, entity, key, &record).await?;
+    Ok(true)
 }
 
 /// Raises the sink's replay window to `until_sequence` (never lowers it: an earlier replay

@@ -66,11 +66,16 @@ pub fn idempotency_key(sink: &str, event_id: &str) -> String {
     )
 }
 
-/// The filter subjects of a sink's consumer.
-pub fn filter_subjects(sink: &str, prefix: &str) -> Vec<String> {
+/// The filter subjects of a sink's consumer (empty for an unknown or unconfigured sink).
+pub fn filter_subjects(cfg: &SinksConfig, sink: &str) -> Vec<String> {
+    let prefix = &cfg.subject_prefix;
     match sink {
         "wms" => wms::WmsTarget::filter_subjects(prefix),
-        "shopify" => shopify::ShopifyTarget::filter_subjects(prefix),
+        "shopify" => cfg
+            .shopify
+            .as_ref()
+            .map(|s| shopify::ShopifyTarget::filter_subjects(s, prefix))
+            .unwrap_or_default(),
         "salesforce" => salesforce::SalesforceTarget::filter_subjects(prefix),
         _ => Vec::new(),
     }
@@ -124,7 +129,7 @@ impl Sinks {
         if let Some(s) = &cfg.shopify {
             workers.push(Arc::new(SinkWorker::new(
                 "shopify",
-                Target::Shopify(shopify::ShopifyTarget::new(s)?),
+                Target::Shopify(shopify::ShopifyTarget::new(s, state.clone())?),
                 s.delivery.clone(),
                 &cfg,
                 js.clone(),

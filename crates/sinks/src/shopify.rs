@@ -1,15 +1,28 @@
-//! Shopify target: inventory levels through Admin GraphQL `inventorySetQuantities`.
+//! Shopify target through the Admin GraphQL API: inventory levels, the ERP's order status,
+//! fulfilments with tracking, prices and customers (`[sinks.shopify] apply` picks which).
 //!
 //! ```text
 //!  inventory.level_changed ─► location code → location GID (config), SKU → inventory item
-//!     (cached from the `products` connection) ─► cost bucket pacing ─► inventorySetQuantities
-//!     @idempotent(key: <from the event id>) ─► userErrors? dead letter : confirmed
+//!     (cached from the `products` connection) ─► inventorySetQuantities @idempotent
+//!  order.*       (with external id `shopify`) ─► link recorded; erp_* custom attributes via
+//!                orderUpdate (other attributes kept)
+//!  fulfillment.* (shipped, order linked)      ─► fulfillmentCreate @idempotent with tracking
+//!  price.*       (of `price_list`)            ─► productVariantsBulkUpdate (variant price)
+//!  customer.*    ─► linked customer, else found by e-mail, else customerCreate @idempotent
+//!                   ─► customerUpdate
+//!     every request ─► cost bucket pacing ─► userErrors? dead letter : confirmed
 //! ```
 //!
-//! Absolute quantities (the ERP owns stock) with `changeFromQuantity: null`: the last event
-//! of a level wins, which the version guard and per-entity lanes make the newest one.
+//! Absolute values everywhere (the ERP owns stock and prices, `changeFromQuantity: null`):
+//! the last event of an entity wins, which the version guard and per-entity lanes make the
+//! newest one; writes that already took effect (a fulfilment with the same tracking number,
+//! unchanged attributes) are recognised and not repeated.
 //! Pacing: every answer's `throttleStatus` is remembered; before a request the sink waits
 //! until the bucket has refilled enough for it, so it slows down before Shopify throttles.
+
+mod catalog;
+mod customers;
+mod orders;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +33,7 @@ use tributary_config::ShopifySinkConfig;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::http;
-use crate::state::EntityRecord;
+use crate::state::{EntityRecord, StateStore};
 use crate::target::Outcome;
 use crate::{metrics as m, ApplyError, SinkError};
 
@@ -34,6 +47,8 @@ pub struct ShopifyTarget {
     client: reqwest::Client,
     bucket: Mutex<Option<Bucket>>,
     items: tokio::sync::Mutex<SkuCache>,
+    /// Where order events leave the order's Shopify GID for its fulfilments.
+    state: StateStore,
 }
 
 #[derive(Clone, Copy)]
@@ -46,12 +61,20 @@ struct Bucket {
 
 #[derive(Default)]
 struct SkuCache {
-    items: HashMap<String, String>,
+    items: HashMap<String, Variant>,
     refreshed: Option<Instant>,
 }
 
+/// What Shopify knows a SKU as.
+#[derive(Clone, Debug)]
+struct Variant {
+    id: String,
+    product: String,
+    inventory_item: String,
+}
+
 impl ShopifyTarget {
-    pub fn new(cfg: &ShopifySinkConfig) -> Result<Self, SinkError> {
+    pub fn new(cfg: &ShopifySinkConfig, state: StateStore) -> Result<Self, SinkError> {
         let token = cfg
             .access_token
             .resolve()
@@ -67,17 +90,61 @@ impl ShopifyTarget {
             token,
             bucket: Mutex::new(None),
             items: tokio::sync::Mutex::new(SkuCache::default()),
+            state,
         })
     }
 
-    pub fn filter_subjects(prefix: &str) -> Vec<String> {
-        vec![format!("{prefix}.inventory.level_changed")]
+    /// Order events are read for `fulfillments` too: they carry the link to Shopify's order.
+    pub fn filter_subjects(cfg: &ShopifySinkConfig, prefix: &str) -> Vec<String> {
+        let wants = |what: &str| cfg.apply.iter().any(|a| a == what);
+        let mut out = Vec::new();
+        if wants("inventory") {
+            out.push(format!("{prefix}.inventory.level_changed"));
+        }
+        if wants("orders") || wants("fulfillments") {
+            out.push(format!("{prefix}.order.>"));
+        }
+        for (what, entity) in [
+            ("fulfillments", "fulfillment"),
+            ("prices", "price"),
+            ("customers", "customer"),
+        ] {
+            if wants(what) {
+                out.push(format!("{prefix}.{entity}.>"));
+            }
+        }
+        out
+    }
+
+    fn applies(&self, what: &str) -> bool {
+        self.cfg.apply.iter().any(|a| a == what)
     }
 
     pub async fn apply(
         &self,
         event: &DomainEvent,
-        _record: &mut EntityRecord,
+        record: &mut EntityRecord,
+        idempotency_key: &str,
+    ) -> Result<Outcome, ApplyError> {
+        match &event.entity {
+            Some(Entity::Inventory(_)) if self.applies("inventory") => {
+                self.set_stock(event, idempotency_key).await
+            }
+            Some(Entity::Order(order)) => self.apply_order(order, record).await,
+            Some(Entity::Fulfillment(f)) if self.applies("fulfillments") => {
+                self.create_fulfillment(f, idempotency_key).await
+            }
+            Some(Entity::Price(price)) if self.applies("prices") => self.set_price(price).await,
+            Some(Entity::Customer(c)) if self.applies("customers") => {
+                self.upsert_customer(c, record, idempotency_key).await
+            }
+            _ => Ok(Outcome::Ignored("not applied to Shopify")),
+        }
+    }
+
+    async fn set_stock(
+        &self,
+        event: &DomainEvent,
         idempotency_key: &str,
     ) -> Result<Outcome, ApplyError> {
         let Some(Entity::Inventory(level)) = &event.entity else {
@@ -86,7 +153,7 @@ impl ShopifyTarget {
         let Some(location) = self.cfg.locations.get(&level.location) else {
             return Ok(Outcome::Ignored("location not mapped"));
         };
-        let item = self.inventory_item(&level.sku).await?;
+        let item = self.variant(&level.sku).await?.inventory_item;
         let quantity = if self.cfg.quantity_name == "on_hand" {
             level.on_hand
         } else if level.available != 0 {
@@ -100,7 +167,8 @@ impl ShopifyTarget {
             .map(|m| m.event_id.as_str())
             .unwrap_or("");
         let query = format!(
-            "mutation SetStock($input: InventorySetQuantitiesInput!) {{ inventorySetQuantities(input: $input) @idempotent(key: \"{idempotency_key}\") {{ inventoryAdjustmentGroup {{ id }} userErrors {{ field message code }} }} }}"
+            "mutation SetStock($input: InventorySetQuantitiesInput!) {{ inventorySetQuantities(input: $input) @idempotent(key: {}) {{ inventoryAdjustmentGroup {{ id }} userErrors {{ field message code }} }} }}",
+            quoted(idempotency_key)
         );
         let variables = json!({"input": {
             "name": self.cfg.quantity_name,
@@ -109,26 +177,13 @@ impl ShopifyTarget {
             "quantities": [{"inventoryItemId": item, "locationId": location, "quantity": quantity, "changeFromQuantity": null}],
         }});
         let data = self.graphql(&query, variables, MUTATION_COST).await?;
-        let payload = &data["inventorySetQuantities"];
-        if let Some(errors) = payload["userErrors"].as_array().filter(|e| !e.is_empty()) {
-            let code = errors[0]["code"].as_str().unwrap_or("");
-            if code == "IDEMPOTENCY_CONCURRENT_REQUEST" {
-                return Err(ApplyError::transient("idempotency key in flight"));
-            }
-            return Err(ApplyError::definite(
-                format!(
-                    "userErrors: {}",
-                    errors[0]["message"].as_str().unwrap_or(code)
-                ),
-                Value::Array(errors.clone()).to_string(),
-            ));
-        }
+        user_errors(&data["inventorySetQuantities"])?;
         Ok(Outcome::Applied)
     }
 
-    /// The inventory item GID of a SKU; on a miss the cache is refreshed (at most every few
+    /// What Shopify knows a SKU as; on a miss the cache is refreshed (at most every few
     /// seconds); a SKU Shopify does not know is a definite error.
-    async fn inventory_item(&self, sku: &str) -> Result<String, ApplyError> {
+    async fn variant(&self, sku: &str) -> Result<Variant, ApplyError> {
         let mut cache = self.items.lock().await;
         if let Some(item) = cache.items.get(sku) {
             return Ok(item.clone());
@@ -148,19 +203,31 @@ impl ShopifyTarget {
         })
     }
 
-    async fn load_items(&self) -> Result<HashMap<String, String>, ApplyError> {
+    async fn load_items(&self) -> Result<HashMap<String, Variant>, ApplyError> {
         let mut items = HashMap::new();
         let mut after: Option<String> = None;
         loop {
-            let query = "query Items($after: String) { products(first: 100, after: $after) { nodes { variants(first: 100) { nodes { sku inventoryItem { id } } } } pageInfo { hasNextPage endCursor } } }";
+            let query = "query Items($after: String) { products(first: 100, after: $after) { nodes { id variants(first: 100) { nodes { id sku inventoryItem { id } } } } pageInfo { hasNextPage endCursor } } }";
             let data = self.graphql(query, json!({"after": after}), 102.0).await?;
             let products = &data["products"];
             for p in products["nodes"].as_array().into_iter().flatten() {
+                let Some(product) = p["id"].as_str() else {
+                    continue;
+                };
                 for v in p["variants"]["nodes"].as_array().into_iter().flatten() {
-                    if let (Some(sku), Some(item)) =
-                        (v["sku"].as_str(), v["inventoryItem"]["id"].as_str())
-                    {
-                        items.insert(sku.to_string(), item.to_string());
+                    if let (Some(sku), Some(id), Some(item)) = (
+                        v["sku"].as_str(),
+                        v["id"].as_str(),
+                        v["inventoryItem"]["id"].as_str(),
+                    ) {
+                        items.insert(
+                            sku.to_string(),
+                            Variant {
+                                id: id.to_string(),
+                                product: product.to_string(),
+                                inventory_item: item.to_string(),
+                            },
+                        );
                     }
                 }
             }
@@ -272,4 +339,28 @@ impl ShopifyTarget {
             ))),
         }
     }
+}
+
+/// A mutation payload's `userErrors`: none is success; an idempotency key still in flight is
+/// worth retrying; anything else is the target refusing the event.
+fn user_errors(payload: &Value) -> Result<(), ApplyError> {
+    let Some(errors) = payload["userErrors"].as_array().filter(|e| !e.is_empty()) else {
+        return Ok(());
+    };
+    let code = errors[0]["code"].as_str().unwrap_or("");
+    if code == "IDEMPOTENCY_CONCURRENT_REQUEST" {
+        return Err(ApplyError::transient("idempotency key in flight"));
+    }
+    Err(ApplyError::definite(
+        format!(
+            "userErrors: {}",
+            errors[0]["message"].as_str().unwrap_or(code)
+        ),
+        Value::Array(errors.clone()).to_string(),
+    ))
+}
+
+/// A GraphQL string literal (for the `@idempotent` key, which is not a variable everywhere).
+fn quoted(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
 }

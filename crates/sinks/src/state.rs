@@ -21,6 +21,10 @@ pub struct EntityRecord {
     /// Target-specific state of the entity.
     #[serde(default)]
     pub data: serde_json::Value,
+    /// With `on_dead_letter = "hold"`: the id of the dead-lettered event the entity's later
+    /// events wait behind, until it is redriven and applies (or is dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 /// A replay in progress: events up to `until_sequence` are applied even when the version

@@ -12,7 +12,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use tributary_config::{SinkDelivery, SinksConfig};
+use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
 use tributary_proto::retail::v1::DomainEvent;
 
 use crate::http::truncate;
@@ -56,7 +56,7 @@ impl SinkWorker {
             delivery,
             stream: cfg.stream.clone(),
             dead_letter_subject: format!("dlq.sink.{name}"),
-            filters: crate::filter_subjects(name, &cfg.subject_prefix),
+            filters: crate::filter_subjects(cfg, name),
             js,
             state,
         }
@@ -224,6 +224,27 @@ impl SinkWorker {
                 .await
                 .map_err(|e| SinkError::nats("ack", e));
         }
+        let hold = self.delivery.on_dead_letter == AfterDeadLetter::Hold;
+        if let Some(holder) = record
+            .held_by
+            .as_deref()
+            .filter(|h| hold && *h != meta.event_id)
+        {
+            // Parked behind the earlier event, in order: a redrive of the sink's dead letters
+            // applies the holder first, then these.
+            let reason = format!(
+                "held behind event {holder} of this entity, which is in the dead-letter stream (on_dead_letter = \"hold\")"
+            );
+            self.dead_letter(&d.msg, &meta.event_id, d.sequence, &reason, "", 0)
+                .await?;
+            metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
+            metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "held").increment(1);
+            return d
+                .msg
+                .double_ack()
+                .await
+                .map_err(|e| SinkError::nats("ack", e));
+        }
         let key = idempotency_key(self.name, &meta.event_id);
         let mut backoff = Duration::from_millis(self.delivery.min_backoff_ms);
         let max_backoff = Duration::from_millis(self.delivery.max_backoff_ms);
@@ -235,6 +256,7 @@ impl SinkWorker {
                 Ok(outcome) => {
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;
+                    next.held_by = None;
                     self.state
                         .put(self.name, &entity, &meta.entity_key, &next)
                         .await?;
@@ -269,8 +291,15 @@ impl SinkWorker {
                     self.dead_letter(&d.msg, &meta.event_id, d.sequence, &reason, &body, attempts)
                         .await?;
                     metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
-                    // Later events of the entity continue (its version is not recorded, so
-                    // they are not held back by this one).
+                    if hold && record.held_by.is_none() {
+                        let mut held = record.clone();
+                        held.held_by = Some(meta.event_id.clone());
+                        self.state
+                            .put(self.name, &entity, &meta.entity_key, &held)
+                            .await?;
+                    }
+                    // Otherwise later events of the entity continue (its version is not
+                    // recorded, so they are not held back by this one).
                     return d
                         .msg
                         .double_ack()

@@ -433,9 +433,17 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
         return Ok(());
     }
     let mut entries = Vec::new();
+    let mut events = Vec::new();
     for seq in seqs {
         let msg = s.get(&dlq, seq).await?;
         entries.push(entry(seq, msg.time, Some(&msg.headers)));
+        events.push(
+            <tributary_proto::retail::v1::DomainEvent as tributary_proto::Message>::decode(
+                msg.payload.clone(),
+            )
+            .ok()
+            .and_then(|e| e.meta),
+        );
     }
     if !yes {
         for e in &entries {
@@ -454,11 +462,21 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
             return Ok(());
         }
     }
-    for e in &entries {
+    let state = admin::open_state(&s.js, &s.sinks, s.replicas).await?;
+    for (e, meta) in entries.iter().zip(&events) {
         dlq.delete_message(e.seq)
             .await
             .with_context(|| format!("deleting dead letter {}", e.seq))?;
         println!("dropped dead letter {} (event {})", e.seq, e.event_id);
+        // An entity held behind the dropped event (on_dead_letter = "hold") moves on.
+        if let Some(m) = meta {
+            if admin::release_hold(&state, &s.sink, &m.entity, &m.entity_key, &m.event_id).await? {
+                println!(
+                    "  {} {} is no longer held; its later events apply (redrive those parked behind it)",
+                    m.entity, m.entity_key
+                );
+            }
+        }
     }
     Ok(())
 }

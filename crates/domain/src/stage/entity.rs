@@ -75,7 +75,7 @@ impl DomainStage {
                 if let Some(owner) = owner {
                     // The authoritative system has written this entity: its value stands.
                     if *owner != system && state.systems.contains(owner) {
-                        if value.is_some() && get_path(&entity, &path.fields) != *value {
+                        if value.is_some() && get_path(&entity, path) != *value {
                             metrics::counter!(m::OWNED_FIELDS_KEPT, "entity" => cfg.entity.clone())
                                 .increment(1);
                             debug!(field = %path.text, owner = %owner, "kept the owner's value");
@@ -83,7 +83,7 @@ impl DomainStage {
                         continue;
                     }
                 }
-                set_path(&mut entity, &path.fields, value.clone());
+                set_path(&mut entity, path, value.clone());
             }
             let version = state.version + 1;
             let meta = EventMeta {

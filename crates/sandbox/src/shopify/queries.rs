@@ -88,22 +88,29 @@ pub fn execute(
     }))
 }
 
-/// One `updated_at` comparison from a search query such as `updated_at:>'2026-01-01T00:00:00Z'`.
-fn updated_filter(query: &str) -> Result<Vec<(String, String)>, GqlError> {
+/// The terms of a search query such as `updated_at:>'2026-01-01T00:00:00Z'` or
+/// `email:ann@example.com`: `(field, operator, value)`; the emulator knows these two fields.
+fn search_terms(query: &str) -> Result<Vec<(String, String, String)>, GqlError> {
     let mut out = Vec::new();
     for term in query
         .split_whitespace()
         .filter(|t| !t.eq_ignore_ascii_case("AND"))
     {
-        let Some(rest) = term.strip_prefix("updated_at:") else {
+        let Some((field, rest)) = term
+            .split_once(':')
+            .filter(|(f, _)| matches!(*f, "updated_at" | "email"))
+        else {
             return Err(GqlError {
-                message: format!("Unsupported search term '{term}' (emulator: only updated_at)"),
+                message: format!(
+                    "Unsupported search term '{term}' (emulator: only updated_at and email)"
+                ),
                 code: "BAD_REQUEST",
             });
         };
         let op_len = rest.chars().take_while(|c| "<>=".contains(*c)).count();
         let (op, value) = rest.split_at(op_len);
         out.push((
+            field.to_string(),
             op.to_string(),
             value.trim_matches(|c| c == '\'' || c == '"').to_string(),
         ));
@@ -111,13 +118,20 @@ fn updated_filter(query: &str) -> Result<Vec<(String, String)>, GqlError> {
     Ok(out)
 }
 
-fn matches(updated: &str, filters: &[(String, String)]) -> bool {
-    filters.iter().all(|(op, v)| match op.as_str() {
-        ">" => updated > v.as_str(),
-        ">=" => updated >= v.as_str(),
-        "<" => updated < v.as_str(),
-        "<=" => updated <= v.as_str(),
-        _ => updated == v.as_str(),
+fn matches(node: &Value, updated: &str, terms: &[(String, String, String)]) -> bool {
+    terms.iter().all(|(field, op, v)| {
+        if field == "email" {
+            return node["email"]
+                .as_str()
+                .is_some_and(|e| e.eq_ignore_ascii_case(v));
+        }
+        match op.as_str() {
+            ">" => updated > v.as_str(),
+            ">=" => updated >= v.as_str(),
+            "<" => updated < v.as_str(),
+            "<=" => updated <= v.as_str(),
+            _ => updated == v.as_str(),
+        }
     })
 }
 
@@ -126,11 +140,11 @@ fn connection(
     mut items: Vec<(String, u64, Value)>,
     args: &Map<String, Value>,
 ) -> Result<Value, GqlError> {
-    let filters = match args.get("query").and_then(Value::as_str) {
-        Some(q) => updated_filter(q)?,
+    let terms = match args.get("query").and_then(Value::as_str) {
+        Some(q) => search_terms(q)?,
         None => vec![],
     };
-    items.retain(|(u, _, _)| matches(u, &filters));
+    items.retain(|(u, _, node)| matches(node, u, &terms));
     items.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     if let Some(after) = args.get("after").and_then(Value::as_str) {
         let decoded = B64

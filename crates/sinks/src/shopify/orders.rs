@@ -1,0 +1,208 @@
+//! Orders and fulfilments: an ERP order placed on the storefront carries Shopify's order id
+//! (`external_ids[shopify]`); the sink keeps that link with the order's record, mirrors the
+//! ERP's status into `erp_*` custom attributes, and turns the WMS's shipment into a
+//! Shopify fulfilment with its tracking number.
+
+use serde_json::{json, Value};
+use tributary_proto::retail::v1::{Fulfillment, Order};
+
+use super::{quoted, user_errors, ShopifyTarget, MUTATION_COST};
+use crate::state::EntityRecord;
+use crate::target::Outcome;
+use crate::ApplyError;
+
+/// The external-id system naming Shopify's order id on an order event.
+const SHOPIFY_SYSTEM: &str = "shopify";
+/// Custom attributes the sink owns; the merchant's other attributes are kept.
+const ATTRIBUTE_PREFIX: &str = "erp_";
+/// Fulfilment statuses that mean the parcel left the warehouse.
+const SHIPPED: &[&str] = &["shipped", "in_transit", "delivered"];
+/// `order` query: cost 1 plus the nested connections.
+const ORDER_QUERY_COST: f64 = 12.0;
+
+/// What an order's record keeps for this sink.
+fn linked_order(record: &EntityRecord) -> Option<String> {
+    record.data["shopify_order"].as_str().map(str::to_string)
+}
+
+/// `gid://shopify/Order/7` as is, a bare `7` as its GID.
+fn order_gid(id: &str) -> String {
+    if id.starts_with("gid://") {
+        id.to_string()
+    } else {
+        format!("gid://shopify/Order/{id}")
+    }
+}
+
+impl ShopifyTarget {
+    /// Records the order's link to Shopify (also needed by `fulfillments` alone) and, with
+    /// `orders`, mirrors status and payment state into the order's `erp_*` attributes.
+    pub(super) async fn apply_order(
+        &self,
+        order: &Order,
+        record: &mut EntityRecord,
+    ) -> Result<Outcome, ApplyError> {
+        let linked = order
+            .external_ids
+            .iter()
+            .find(|e| e.system == SHOPIFY_SYSTEM && !e.id.is_empty())
+            .map(|e| order_gid(&e.id))
+            .or_else(|| linked_order(record));
+        let Some(gid) = linked else {
+            return Ok(Outcome::Ignored("order not from the storefront"));
+        };
+        if linked_order(record).as_deref() != Some(gid.as_str()) {
+            if !record.data.is_object() {
+                record.data = json!({});
+            }
+            record.data["shopify_order"] = Value::String(gid.clone());
+        }
+        if !self.applies("orders") {
+            return Ok(Outcome::Recorded);
+        }
+        let wanted: Vec<(String, String)> = [
+            ("status", &order.status),
+            ("payment_state", &order.payment_state),
+            ("order", &order.order_id),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (format!("{ATTRIBUTE_PREFIX}{k}"), v.clone()))
+        .collect();
+        if wanted.is_empty() {
+            return Ok(Outcome::Ignored("nothing to mirror"));
+        }
+        let data = self
+            .graphql(
+                "query Order($id: ID!) { order(id: $id) { id customAttributes { key value } } }",
+                json!({"id": gid}),
+                1.0,
+            )
+            .await?;
+        let Some(current) = data["order"].as_object() else {
+            return Err(ApplyError::definite(
+                format!("Shopify has no order {gid}"),
+                data.to_string(),
+            ));
+        };
+        let mut attributes: Vec<(String, String)> = current
+            .get("customAttributes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                Some((
+                    a["key"].as_str()?.to_string(),
+                    a["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let before = attributes.clone();
+        for (k, v) in wanted {
+            match attributes.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => attributes.push((k, v)),
+            }
+        }
+        if attributes == before {
+            // A redelivery of what already took effect: no second write.
+            return Ok(Outcome::Applied);
+        }
+        let input = json!({
+            "id": gid,
+            "customAttributes": attributes.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+        });
+        let data = self
+            .graphql(
+                "mutation Update($input: OrderInput!) { orderUpdate(input: $input) { order { id } userErrors { field message } } }",
+                json!({"input": input}),
+                MUTATION_COST,
+            )
+            .await?;
+        user_errors(&data["orderUpdate"])?;
+        Ok(Outcome::Applied)
+    }
+
+    /// A shipped fulfilment of a linked order becomes a Shopify fulfilment with its tracking;
+    /// one that Shopify already shows (same tracking number) is not created again.
+    pub(super) async fn create_fulfillment(
+        &self,
+        f: &Fulfillment,
+        idempotency_key: &str,
+    ) -> Result<Outcome, ApplyError> {
+        if !SHIPPED.contains(&f.status.as_str()) {
+            return Ok(Outcome::Ignored("fulfilment not shipped"));
+        }
+        let order_record = self
+            .state
+            .get("shopify", "order", &f.order_id)
+            .await
+            .map_err(|e| ApplyError::transient(format!("reading the order link: {e}")))?;
+        let Some(gid) = linked_order(&order_record) else {
+            return Ok(Outcome::Ignored("order not from the storefront"));
+        };
+        let data = self
+            .graphql(
+                "query Order($id: ID!) { order(id: $id) { id displayFulfillmentStatus cancelledAt fulfillments { trackingInfo { number } } fulfillmentOrders(first: 10) { nodes { id } } } }",
+                json!({"id": gid}),
+                ORDER_QUERY_COST,
+            )
+            .await?;
+        let order = &data["order"];
+        if !order.is_object() {
+            return Err(ApplyError::definite(
+                format!("Shopify has no order {gid}"),
+                data.to_string(),
+            ));
+        }
+        let already = order["fulfillments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|x| x["trackingInfo"].as_array().cloned().unwrap_or_default())
+            .any(|t| t["number"].as_str() == Some(f.tracking_number.as_str()));
+        if already {
+            return Ok(Outcome::Applied);
+        }
+        let groups: Vec<Value> = order["fulfillmentOrders"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["id"].as_str())
+            .map(|id| json!({"fulfillmentOrderId": id}))
+            .collect();
+        if groups.is_empty() {
+            return Err(ApplyError::definite(
+                format!("order {gid} has no fulfilment order to fulfil"),
+                order.to_string(),
+            ));
+        }
+        let mut tracking = serde_json::Map::new();
+        for (k, v) in [
+            ("number", &f.tracking_number),
+            ("company", &f.carrier),
+            ("url", &f.tracking_url),
+        ] {
+            if !v.is_empty() {
+                tracking.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        let query = format!(
+            "mutation Ship($fulfillment: FulfillmentInput!) {{ fulfillmentCreate(fulfillment: $fulfillment) @idempotent(key: {}) {{ fulfillment {{ id }} userErrors {{ field message }} }} }}",
+            quoted(idempotency_key)
+        );
+        let data = self
+            .graphql(
+                &query,
+                json!({"fulfillment": {
+                    "lineItemsByFulfillmentOrder": groups,
+                    "trackingInfo": tracking,
+                    "notifyCustomer": self.cfg.notify_customer,
+                }}),
+                MUTATION_COST,
+            )
+            .await?;
+        user_errors(&data["fulfillmentCreate"])?;
+        Ok(Outcome::Applied)
+    }
+}
