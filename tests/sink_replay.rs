@@ -441,3 +441,189 @@ async fn replay_is_idempotent_and_dead_letters_redrive() -> Result<()> {
     assert_eq!(code, 0);
     Ok(())
 }
+
+/// `on_dead_letter = "hold"`: once an entity's event is parked, its later events are parked
+/// behind it in order (the entity never shows a newer state over a missing older one); a
+/// redrive after fixing the cause applies them all in order; dropping the holder releases
+/// the entity. Other entities flow meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hold_parks_an_entitys_later_events_until_the_first_is_redriven() -> Result<()> {
+    let (pg, nats) = start_servers().await?;
+    let dir = tempfile::tempdir()?;
+    pg.create_database("erp").await?;
+    let sql = std::fs::read_to_string(retail_dir().join("erp.sql"))?;
+    pg.connect("erp").await?.batch_execute(&sql).await?;
+    let mut spec = SourceSpec::new("erp", "erp");
+    spec.publication = "tributary_erp".into();
+    let shop = shopify::start(ShopifyOptions::default()).await?;
+    let dc1 = shop.add_location("DC1");
+    let known = shop.add_product(
+        "Item 1",
+        &[VariantSeed {
+            sku: "SKU-1".into(),
+            price: "9.50".into(),
+        }],
+    );
+    let item1 = known.variants[0].1.clone();
+    let mut text = config_text(&pg, &nats.url(), &[spec]);
+    text.push('\n');
+    // The ERP part of the sample mappings (the POS ones need the POS source).
+    let domain = std::fs::read_to_string(retail_dir().join("domain.toml"))?;
+    let erp_only = domain
+        .split("# ---- POS")
+        .next()
+        .context("domain.toml has a POS part")?;
+    text.push_str(erp_only);
+    text.push_str(&format!(
+        "\n[sinks]\n\
+         [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{dc1}\" }}\n\
+         [sinks.shopify.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\non_dead_letter = \"hold\"\n",
+        shop.base_url()
+    ));
+    let config = write_config(dir.path(), &text)?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_streaming(&pg, &["slot_erp"], &bridge).await?;
+    let erp = pg.connect("erp").await?;
+    let set_stock = |sku: &str, q: i32| {
+        format!(
+            "INSERT INTO stock (sku, location, on_hand) VALUES ('{sku}', 'DC1', {q}) \
+             ON CONFLICT (sku, location) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now();"
+        )
+    };
+    // SKU-9 and SKU-8 are unknown to Shopify: their first levels are refused, the later
+    // ones held; SKU-1 flows.
+    for (sku, q) in [
+        ("SKU-9", 5),
+        ("SKU-1", 1),
+        ("SKU-8", 50),
+        ("SKU-9", 6),
+        ("SKU-1", 2),
+        ("SKU-8", 51),
+        ("SKU-9", 7),
+    ] {
+        erp.batch_execute(&set_stock(sku, q)).await?;
+    }
+    wait_for(
+        "3 + 2 parked",
+        Duration::from_secs(60),
+        &bridge,
+        async || Ok(dlq_list(&config, "shopify").await?.len() == 5),
+    )
+    .await?;
+    wait_for(
+        "SKU-1 applied",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            Ok(shop
+                .inventory(&item1, &dc1)
+                .is_some_and(|l| l.available == 2))
+        },
+    )
+    .await?;
+    let parked = dlq_list(&config, "shopify").await?;
+    let reasons: Vec<&str> = parked
+        .iter()
+        .map(|p| p["reason"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| r.contains("unknown SKU")).count(),
+        2,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| r.contains("held behind")).count(),
+        3,
+        "{reasons:?}"
+    );
+
+    // Drop SKU-8's refused event: the entity is released and its held event stays parked.
+    let sku8_holder = parked
+        .iter()
+        .find(|p| {
+            p["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("unknown SKU \"SKU-8\"")
+        })
+        .context("SKU-8's dead letter")?;
+    let seq8 = sku8_holder["seq"].as_u64().context("seq")?.to_string();
+    let out = cli(
+        &config,
+        &["dlq", "drop", "--sink", "shopify", "--seq", &seq8, "--yes"],
+    )
+    .await?;
+    assert!(out.contains("no longer held"), "{out}");
+    let sku8_held = dlq_list(&config, "shopify")
+        .await?
+        .into_iter()
+        .find(|p| {
+            p["reason"].as_str().unwrap_or("").contains("held behind")
+                && p["event_id"].as_str() != sku8_holder["event_id"].as_str()
+        })
+        .is_some();
+    assert!(sku8_held);
+
+    // Shopify learns SKU-9 and SKU-8; a redrive of everything applies SKU-9's three levels
+    // in order and SKU-8's held one.
+    let p9 = shop.add_product(
+        "Item 9",
+        &[VariantSeed {
+            sku: "SKU-9".into(),
+            price: "1.00".into(),
+        }],
+    );
+    let p8 = shop.add_product(
+        "Item 8",
+        &[VariantSeed {
+            sku: "SKU-8".into(),
+            price: "1.00".into(),
+        }],
+    );
+    let (item9, item8) = (p9.variants[0].1.clone(), p8.variants[0].1.clone());
+    // The sink refreshes its SKU cache on a miss at most every 5 s.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let out = cli(&config, &["dlq", "redrive", "--sink", "shopify", "--all"]).await?;
+    assert!(out.contains("4 event(s) redriven"), "{out}");
+    wait_for(
+        "redriven levels applied",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            Ok(shop
+                .inventory(&item9, &dc1)
+                .is_some_and(|l| l.available == 7)
+                && shop
+                    .inventory(&item8, &dc1)
+                    .is_some_and(|l| l.available == 51)
+                && dlq_list(&config, "shopify").await?.is_empty())
+        },
+    )
+    .await?;
+    // In order: SKU-9's level was written three times (5, 6, 7), never rolled back.
+    let item9_id = item9.rsplit('/').next().unwrap_or_default().to_string();
+    let writes9: u64 = shop.with_state(|s| {
+        s.entity_writes
+            .iter()
+            .filter(|(k, _)| k.ends_with(&format!("inventory_item_id={item9_id}")))
+            .map(|(_, n)| *n)
+            .sum()
+    });
+    assert_eq!(writes9, 3);
+    // A new level of SKU-8 applies directly: nothing holds it any more.
+    erp.batch_execute(&set_stock("SKU-8", 52)).await?;
+    wait_for(
+        "SKU-8 applies",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            Ok(shop
+                .inventory(&item8, &dc1)
+                .is_some_and(|l| l.available == 52))
+        },
+    )
+    .await?;
+    assert!(dlq_list(&config, "shopify").await?.is_empty());
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}

@@ -98,7 +98,9 @@ pub struct Mapping {
     /// The parent row this mapping reads `parent` fields from.
     #[serde(default)]
     pub parent: Option<ParentRef>,
-    /// Target field path -> where its value comes from.
+    /// Target field path -> where its value comes from. Paths end at a scalar field
+    /// (`order.total.amount`); `external_ids[<system>]` fills the id of that system's entry
+    /// (`"order.external_ids[shopify]" = "shop_order_id"`; NULL removes the entry).
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
 }
