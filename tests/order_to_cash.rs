@@ -80,7 +80,7 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
     text.push_str(&format!(
         "\n[sinks]\n\
-         [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
+         [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\ninventory_location = \"DC1\"\n\
          [sinks.wms.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
          [sinks.wms.webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{SECRET}\"\n\
          [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{dc1}\" }}\n\
@@ -111,6 +111,32 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
         shop_order.order_id
     ))
     .await?;
+    // The ERP's stock of the warehouse reaches the WMS as adjustments (+20, then -5) and the
+    // storefront as levels; the WMS's adjustment log shows each change once.
+    erp.batch_execute(
+        "INSERT INTO stock (sku, location, on_hand) VALUES ('SKU-1', 'DC1', 20);\
+         UPDATE stock SET on_hand = 15, updated_at = now() WHERE sku = 'SKU-1';",
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while wms.stock("SKU-1") != Some(15)
+        || shop
+            .inventory(&product.variants[0].1, &dc1)
+            .map(|l| l.available)
+            != Some(15)
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "stock never reached the WMS and the storefront (WMS {:?})\nbridge log:\n{}",
+                wms.stock("SKU-1"),
+                bridge.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deltas: Vec<i64> = wms.with_state(|s| s.adjustments.iter().map(|a| a.delta).collect());
+    assert_eq!(deltas, vec![20, -5]);
+
     let deadline = Instant::now() + Duration::from_secs(60);
     let wms_order = loop {
         if let Some(o) = wms.order_by_reference("SO-42") {
@@ -214,9 +240,21 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     );
 
     // Raw webhooks stored once each although every one was delivered twice.
+    // (The two stock adjustments' `inventory.updated` webhooks are stored too.)
     let raw = read_all(&client, "SAAS_WMS").await?;
-    assert_eq!(raw.len(), 2, "allocated + shipped, duplicates dropped");
-    assert_eq!(wms.events().len(), 2);
+    let mut subjects: Vec<String> = raw.iter().map(|m| m.subject.to_string()).collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "saas.wms.inventory_updated",
+            "saas.wms.inventory_updated",
+            "saas.wms.order_allocated",
+            "saas.wms.order_shipped"
+        ],
+        "duplicates dropped"
+    );
+    assert_eq!(wms.events().len(), 4);
 
     let evs = fulfillments(&client).await?;
     let shipped_events: Vec<_> = evs
@@ -297,7 +335,7 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         read_all(&client, "SAAS_WMS").await?.len(),
-        2,
+        4,
         "nothing stored"
     );
     assert!(fulfillments(&client)

@@ -211,7 +211,9 @@ async fn sigkill_mid_snapshot_resumes_from_the_last_finished_chunk() -> Result<(
         chunks_by_attempt.keys()
     );
     let mut attempts = chunks_by_attempt.values();
-    let (first_chunks, second_chunks) = (attempts.next().unwrap(), attempts.next().unwrap());
+    let (Some(first_chunks), Some(second_chunks)) = (attempts.next(), attempts.next()) else {
+        anyhow::bail!("two attempts expected");
+    };
     let repeated: Vec<_> = first_chunks.intersection(second_chunks).collect();
     assert!(
         repeated.len() <= 1,

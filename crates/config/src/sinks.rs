@@ -109,6 +109,11 @@ pub struct WmsSinkConfig {
     pub cancel_statuses: Vec<String>,
     #[serde(default = "default_shipping_method")]
     pub shipping_method: String,
+    /// The location code (`InventoryLevel.location`) of this warehouse: the ERP's stock
+    /// changes there become `POST /inventory/adjustments` of the difference (levels the WMS
+    /// itself reported are not sent back). None: stock is not sent to the WMS.
+    #[serde(default)]
+    pub inventory_location: Option<String>,
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,

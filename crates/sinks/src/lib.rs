@@ -70,7 +70,11 @@ pub fn idempotency_key(sink: &str, event_id: &str) -> String {
 pub fn filter_subjects(cfg: &SinksConfig, sink: &str) -> Vec<String> {
     let prefix = &cfg.subject_prefix;
     match sink {
-        "wms" => wms::WmsTarget::filter_subjects(prefix),
+        "wms" => cfg
+            .wms
+            .as_ref()
+            .map(|w| wms::WmsTarget::filter_subjects(w, prefix))
+            .unwrap_or_default(),
         "shopify" => cfg
             .shopify
             .as_ref()
@@ -129,7 +133,7 @@ impl Sinks {
         if let Some(s) = &cfg.shopify {
             workers.push(Arc::new(SinkWorker::new(
                 "shopify",
-                Target::Shopify(shopify::ShopifyTarget::new(s, state.clone())?),
+                Target::Shopify(Box::new(shopify::ShopifyTarget::new(s, state.clone())?)),
                 s.delivery.clone(),
                 &cfg,
                 js.clone(),

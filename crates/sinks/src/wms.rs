@@ -1,9 +1,10 @@
-//! WMS target: fulfilment orders from order events.
+//! WMS target: fulfilment orders from order events, stock adjustments from inventory levels.
 //!
 //! ```text
 //!  order.placed / line_added ──► lines kept in the entity record (KV)
 //!  order status in release_statuses ──► POST /orders {reference_id, products}   Idempotency-Key
 //!  order status in cancel_statuses  ──► POST /orders/{id}/cancel                Idempotency-Key
+//!  inventory.level_changed at inventory_location ──► POST /inventory/adjustments {sku, delta}
 //! ```
 //!
 //! The order id is the WMS `reference_id` (the WMS answers a repeat with the existing order);
@@ -21,6 +22,8 @@ use crate::http;
 use crate::state::EntityRecord;
 use crate::target::Outcome;
 use crate::{ApplyError, SinkError};
+
+mod inventory;
 
 pub struct WmsTarget {
     cfg: WmsSinkConfig,
@@ -64,8 +67,12 @@ impl WmsTarget {
         })
     }
 
-    pub fn filter_subjects(prefix: &str) -> Vec<String> {
-        vec![format!("{prefix}.order.>")]
+    pub fn filter_subjects(cfg: &WmsSinkConfig, prefix: &str) -> Vec<String> {
+        let mut out = vec![format!("{prefix}.order.>")];
+        if cfg.inventory_location.is_some() {
+            out.push(format!("{prefix}.inventory.level_changed"));
+        }
+        out
     }
 
     pub async fn apply(
@@ -74,6 +81,9 @@ impl WmsTarget {
         record: &mut EntityRecord,
         idempotency_key: &str,
     ) -> Result<Outcome, ApplyError> {
+        if let Some(Entity::Inventory(level)) = &event.entity {
+            return self.adjust_stock(level, record, idempotency_key).await;
+        }
         let mut data: OrderData = serde_json::from_value(record.data.clone()).unwrap_or_default();
         let outcome = match &event.entity {
             Some(Entity::OrderLine(line)) => {
