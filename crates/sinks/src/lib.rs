@@ -133,7 +133,7 @@ impl Sinks {
         if let Some(s) = &cfg.shopify {
             workers.push(Arc::new(SinkWorker::new(
                 "shopify",
-                Target::Shopify(Box::new(shopify::ShopifyTarget::new(s, state.clone())?)),
+                Target::Shopify(shopify::ShopifyTarget::new(s, state.clone())?),
                 s.delivery.clone(),
                 &cfg,
                 js.clone(),
