@@ -256,3 +256,103 @@ async fn customers_orders_and_returns_reach_salesforce() -> Result<()> {
     assert_eq!(code, 0);
     Ok(())
 }
+
+/// OAuth2 JWT bearer: the sink signs an RS256 assertion with the connected app's key (PEM file,
+/// generated here with openssl) and the emulator verifies it with the public key; an expired
+/// session is renewed with a fresh assertion. Customers go to person accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_bearer_tokens_and_person_accounts() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("connected-app.pem");
+    let public = dir.path().join("connected-app.der");
+    let run = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new("openssl").args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let key_s = key.to_string_lossy().to_string();
+    let public_s = public.to_string_lossy().to_string();
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &key_s,
+    ])?;
+    run(&[
+        "rsa",
+        "-in",
+        &key_s,
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+        "-out",
+        &public_s,
+    ])?;
+
+    let (pg, nats) = start_servers().await?;
+    pg.create_database("erp").await?;
+    let sql = std::fs::read_to_string(retail_dir().join("erp.sql"))?;
+    pg.connect("erp").await?.batch_execute(&sql).await?;
+    let mut spec = SourceSpec::new("erp", "erp");
+    spec.publication = "tributary_erp".into();
+    let client_id = "jwt-app".to_string();
+    let sf = salesforce::start(SalesforceOptions {
+        clients: vec![(client_id.clone(), "unused".into())],
+        jwt_public_keys: vec![(client_id.clone(), std::fs::read(&public)?)],
+        ..SalesforceOptions::default()
+    })
+    .await?;
+    let mut text = config_text(&pg, &nats.url(), &[spec]);
+    text.push('\n');
+    let domain = std::fs::read_to_string(retail_dir().join("domain.toml"))?;
+    text.push_str(domain.split("# ---- POS").next().context("ERP part")?);
+    text.push_str(&format!(
+        "\n[sinks]\n\
+         [sinks.salesforce]\nbase_url = \"{base}\"\nclient_id = \"{client_id}\"\n\
+         jwt_private_key = {{ file = \"{key_s}\" }}\njwt_username = \"integration@example.com\"\njwt_audience = \"{base}\"\n\
+         customer_object = \"PersonAccount\"\nbatch_linger_ms = 20\n\
+         [sinks.salesforce.delivery]\nlanes = 4\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        base = sf.base_url()
+    ));
+    let config = write_config(dir.path(), &text)?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_streaming(&pg, &["slot_erp"], &bridge).await?;
+    let erp = pg.connect("erp").await?;
+    erp.batch_execute(
+        "INSERT INTO customers (id, email, first_name, last_name) VALUES (1, 'a@example.com', 'Ann', 'Lee'), (2, 'b@example.com', 'Bo', 'Ray');",
+    )
+    .await?;
+    wait_for("person accounts", &bridge, || {
+        field(&sf, "Account", "2", "PersonEmail").as_deref() == Some("b@example.com")
+            && field(&sf, "Account", "1", "PersonEmail").as_deref() == Some("a@example.com")
+    })
+    .await?;
+    assert_eq!(
+        field(&sf, "Account", "1", "LastName").as_deref(),
+        Some("Lee")
+    );
+    assert!(sf.records("Contact").is_empty(), "no contacts");
+    let tokens = sf.tokens_issued();
+    assert!(tokens >= 1);
+
+    // The session expires: the next write gets 401, a new assertion, a new token.
+    sf.expire_tokens();
+    erp.batch_execute("UPDATE customers SET last_name = 'Lee-Smith' WHERE id = 1")
+        .await?;
+    wait_for("update after re-authentication", &bridge, || {
+        field(&sf, "Account", "1", "LastName").as_deref() == Some("Lee-Smith")
+    })
+    .await?;
+    assert!(sf.tokens_issued() > tokens);
+    let client = nats.connect().await?;
+    assert!(dead_letters(&client).await?.is_empty());
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}

@@ -193,9 +193,26 @@ pub struct SalesforceSinkConfig {
     /// Where the token is requested (`<base_url>/services/oauth2/token`): the org's My Domain
     /// URL or `https://login.salesforce.com`. Data calls go to the token's `instance_url`.
     pub base_url: String,
-    /// Consumer key of the connected app (client credentials flow).
+    /// Consumer key of the connected app (`iss` of a JWT bearer assertion).
     pub client_id: String,
-    pub client_secret: Secret,
+    /// Consumer secret: OAuth2 client credentials flow. Either this or `jwt_private_key`.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// PEM private key (PKCS#8 or PKCS#1 RSA) of the connected app's certificate: OAuth2
+    /// JWT bearer flow (RS256 assertion, `iss` = client_id, `sub` = `jwt_username`).
+    #[serde(default)]
+    pub jwt_private_key: Option<Secret>,
+    /// The integration user the JWT bearer token acts as.
+    #[serde(default)]
+    pub jwt_username: Option<String>,
+    /// `aud` of the assertion: `https://login.salesforce.com` (default), `https://test.salesforce.com`
+    /// for sandboxes, or the My Domain URL.
+    #[serde(default = "default_jwt_audience")]
+    pub jwt_audience: String,
+    /// Where customers go: `Contact` (default) or `PersonAccount` (Account with person fields,
+    /// for B2C orgs with person accounts enabled).
+    #[serde(default = "default_customer_object")]
+    pub customer_object: String,
     /// REST API version without the `v` (`62.0`).
     #[serde(default = "default_salesforce_api_version")]
     pub api_version: String,
@@ -291,6 +308,33 @@ impl SinksConfig {
                     "must be in (0, 1]",
                 ));
             }
+            match (&sf.client_secret, &sf.jwt_private_key) {
+                (Some(_), Some(_)) => {
+                    return Err(crate::ConfigError::invalid(
+                        "sinks.salesforce.jwt_private_key",
+                        "set either client_secret (client credentials) or jwt_private_key (JWT bearer), not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(crate::ConfigError::invalid(
+                        "sinks.salesforce.client_secret",
+                        "missing: set client_secret (client credentials) or jwt_private_key and jwt_username (JWT bearer)",
+                    ))
+                }
+                (None, Some(_)) if sf.jwt_username.as_deref().is_none_or(str::is_empty) => {
+                    return Err(crate::ConfigError::invalid(
+                        "sinks.salesforce.jwt_username",
+                        "missing: the JWT bearer flow needs the user the token acts as",
+                    ))
+                }
+                _ => {}
+            }
+            if !matches!(sf.customer_object.as_str(), "Contact" | "PersonAccount") {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.salesforce.customer_object",
+                    "must be \"Contact\" or \"PersonAccount\"",
+                ));
+            }
             if sf.token_max_age_secs == 0 {
                 return Err(crate::ConfigError::invalid(
                     "sinks.salesforce.token_max_age_secs",
@@ -384,4 +428,10 @@ fn default_shopify_apply() -> Vec<String> {
 pub const SHOPIFY_APPLY: &[&str] = &["inventory", "orders", "fulfillments", "prices", "customers"];
 fn default_true() -> bool {
     true
+}
+fn default_jwt_audience() -> String {
+    "https://login.salesforce.com".into()
+}
+fn default_customer_object() -> String {
+    "Contact".into()
 }

@@ -20,6 +20,7 @@ mod error;
 mod http;
 pub mod metrics;
 mod salesforce;
+pub mod salesforce_jwt;
 mod shopify;
 mod state;
 mod target;

@@ -34,10 +34,12 @@ use tributary_config::SalesforceSinkConfig;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::http;
+use crate::salesforce_jwt::JwtSigner;
 use crate::state::EntityRecord;
 use crate::target::Outcome;
 use crate::{metrics as m, ApplyError, SinkError};
 
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// While above the usage ceiling, one request is let through this often to re-read the usage.
 const LIMIT_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// Per-record error codes Salesforce documents as worth retrying.
@@ -56,7 +58,7 @@ pub struct SalesforceTarget {
 /// The HTTP side: token cache, usage pacing, single and collection upserts.
 struct Api {
     cfg: SalesforceSinkConfig,
-    secret: String,
+    grant: Grant,
     call_options: String,
     client: reqwest::Client,
     token: tokio::sync::Mutex<Option<Session>>,
@@ -77,6 +79,12 @@ struct Usage {
     at: Instant,
 }
 
+/// How the sink obtains tokens.
+enum Grant {
+    ClientCredentials(String),
+    JwtBearer(JwtSigner),
+}
+
 /// One record waiting for a collection request.
 struct Pending {
     object: &'static str,
@@ -87,10 +95,36 @@ struct Pending {
 impl SalesforceTarget {
     /// Must run inside the Tokio runtime (the batcher is a task).
     pub fn new(cfg: &SalesforceSinkConfig) -> Result<Self, SinkError> {
-        let secret = cfg
-            .client_secret
-            .resolve()
-            .map_err(|e| SinkError::config("sinks.salesforce.client_secret", e.to_string()))?;
+        let grant =
+            match (&cfg.client_secret, &cfg.jwt_private_key) {
+                (Some(secret), _) => Grant::ClientCredentials(secret.resolve().map_err(|e| {
+                    SinkError::config("sinks.salesforce.client_secret", e.to_string())
+                })?),
+                (None, Some(key)) => {
+                    let key_key = "sinks.salesforce.jwt_private_key";
+                    let pem = key
+                        .resolve()
+                        .map_err(|e| SinkError::config(key_key, e.to_string()))?;
+                    let signer = JwtSigner::new(
+                        &pem,
+                        &cfg.client_id,
+                        cfg.jwt_username.as_deref().unwrap_or_default(),
+                        &cfg.jwt_audience,
+                    )
+                    .map_err(|e| SinkError::config(key_key, e.to_string()))?;
+                    // Fail at start-up, not at the first token request.
+                    signer
+                        .assertion()
+                        .map_err(|e| SinkError::config(key_key, e.to_string()))?;
+                    Grant::JwtBearer(signer)
+                }
+                (None, None) => {
+                    return Err(SinkError::config(
+                        "sinks.salesforce.client_secret",
+                        "missing (or jwt_private_key)",
+                    ))
+                }
+            };
         let client_tag = cfg
             .call_options_client
             .clone()
@@ -104,7 +138,7 @@ impl SalesforceTarget {
         let api = std::sync::Arc::new(Api {
             client: http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?,
             cfg: cfg.clone(),
-            secret,
+            grant,
             call_options: format!("client={client_tag}"),
             token: tokio::sync::Mutex::new(None),
             usage: Mutex::new(None),
@@ -224,18 +258,33 @@ impl Api {
         let mut m = Map::new();
         let object = match event.entity.as_ref()? {
             Entity::Customer(c) => {
+                // A person account carries the contact fields under `Person…` names.
+                let person = self.cfg.customer_object == "PersonAccount";
                 put_str(&mut m, ext, &meta.entity_key);
                 put_str(&mut m, "FirstName", &c.first_name);
                 put_str(&mut m, "LastName", &c.last_name);
-                put_str(&mut m, "Email", &c.email);
+                put_str(
+                    &mut m,
+                    if person { "PersonEmail" } else { "Email" },
+                    &c.email,
+                );
                 put_str(&mut m, "Phone", &c.phone);
                 if let Some(consent) = &c.consent {
                     m.insert(
-                        "HasOptedOutOfEmail".into(),
+                        if person {
+                            "PersonHasOptedOutOfEmail"
+                        } else {
+                            "HasOptedOutOfEmail"
+                        }
+                        .into(),
                         Value::Bool(!consent.email_marketing),
                     );
                 }
-                "Contact"
+                if person {
+                    "Account"
+                } else {
+                    "Contact"
+                }
             }
             Entity::Order(o) => {
                 put_str(&mut m, ext, &o.order_id);
@@ -318,14 +367,26 @@ impl Api {
             "{}/services/oauth2/token",
             self.cfg.base_url.trim_end_matches('/')
         );
+        let form: Vec<(&str, String)> = match &self.grant {
+            Grant::ClientCredentials(secret) => vec![
+                ("grant_type", "client_credentials".into()),
+                ("client_id", self.cfg.client_id.clone()),
+                ("client_secret", secret.clone()),
+            ],
+            Grant::JwtBearer(signer) => vec![
+                ("grant_type", JWT_BEARER_GRANT.into()),
+                (
+                    "assertion",
+                    signer.assertion().map_err(|e| {
+                        ApplyError::transient(format!("signing the JWT assertion: {e}"))
+                    })?,
+                ),
+            ],
+        };
         let resp = self
             .client
             .post(&url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", self.cfg.client_id.as_str()),
-                ("client_secret", self.secret.as_str()),
-            ])
+            .form(&form)
             .send()
             .await
             .map_err(http::send_error)?;
