@@ -82,7 +82,7 @@ struct Usage {
 /// How the sink obtains tokens.
 enum Grant {
     ClientCredentials(String),
-    JwtBearer(JwtSigner),
+    JwtBearer(Box<JwtSigner>),
 }
 
 /// One record waiting for a collection request.
@@ -116,7 +116,7 @@ impl SalesforceTarget {
                     signer
                         .assertion()
                         .map_err(|e| SinkError::config(key_key, e.to_string()))?;
-                    Grant::JwtBearer(signer)
+                    Grant::JwtBearer(Box::new(signer))
                 }
                 (None, None) => {
                     return Err(SinkError::config(
