@@ -466,6 +466,12 @@ async fn hold_parks_an_entitys_later_events_until_the_first_is_redriven() -> Res
     );
     let item1 = known.variants[0].1.clone();
     let mut text = config_text(&pg, &nats.url(), &[spec]);
+    let http = text
+        .lines()
+        .next()
+        .and_then(|l| l.split('"').nth(1))
+        .context("http_listen")?
+        .to_string();
     text.push('\n');
     // The ERP part of the sample mappings (the POS ones need the POS source).
     let domain = std::fs::read_to_string(retail_dir().join("domain.toml"))?;
@@ -536,6 +542,20 @@ async fn hold_parks_an_entitys_later_events_until_the_first_is_redriven() -> Res
         3,
         "{reasons:?}"
     );
+
+    // The depth gauge shows what is parked (sampled every 5 s).
+    wait_for(
+        "dead-letter depth 5",
+        Duration::from_secs(30),
+        &bridge,
+        async || {
+            let (_, metrics) = http_get(&http, "/metrics").await?;
+            Ok(metrics
+                .lines()
+                .any(|l| l.starts_with("tributary_sink_dead_letter_depth{sink=\"shopify\"} 5")))
+        },
+    )
+    .await?;
 
     // Drop SKU-8's refused event: the entity is released and its held event stays parked.
     let sku8_holder = parked

@@ -8,6 +8,7 @@ pub const THROTTLED_SECONDS: &str = "tributary_sink_throttled_seconds_total";
 pub const DEAD_LETTERS: &str = "tributary_sink_dead_letters_total";
 pub const APPLY_LATENCY: &str = "tributary_sink_apply_latency_seconds";
 pub const PENDING: &str = "tributary_sink_consumer_pending";
+pub const DEAD_LETTER_DEPTH: &str = "tributary_sink_dead_letter_depth";
 pub const ERRORS: &str = "tributary_sink_errors_total";
 pub const SF_REQUESTS: &str = "tributary_sink_salesforce_requests_total";
 pub const SF_BATCH_SIZE: &str = "tributary_sink_salesforce_batch_records";
@@ -15,6 +16,10 @@ pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
 
 pub fn describe() {
+    metrics::describe_gauge!(
+        DEAD_LETTER_DEPTH,
+        "Events of the sink parked in the dead-letter stream now (sampled every 5 s)"
+    );
     metrics::describe_counter!(
         APPLIED,
         "domain events the target confirmed, per sink and entity"

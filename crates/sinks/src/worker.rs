@@ -29,6 +29,7 @@ pub struct SinkWorker {
     target: Target,
     delivery: SinkDelivery,
     stream: String,
+    dead_letter_stream: String,
     dead_letter_subject: String,
     filters: Vec<String>,
     js: jetstream::Context,
@@ -55,6 +56,7 @@ impl SinkWorker {
             target,
             delivery,
             stream: cfg.stream.clone(),
+            dead_letter_stream: cfg.dead_letter_stream.clone(),
             dead_letter_subject: format!("dlq.sink.{name}"),
             filters: crate::filter_subjects(cfg, name),
             js,
@@ -167,6 +169,9 @@ impl SinkWorker {
                 _ = pending_tick.tick() => {
                     if let Ok(info) = consumer.info().await {
                         metrics::gauge!(m::PENDING, "sink" => self.name).set(info.num_pending as f64);
+                    }
+                    if let Some(depth) = self.dead_letter_depth().await {
+                        metrics::gauge!(m::DEAD_LETTER_DEPTH, "sink" => self.name).set(depth as f64);
                     }
                 }
                 next = messages.next() => {
@@ -330,6 +335,21 @@ impl SinkWorker {
                 }
             }
         }
+    }
+
+    /// How many of this sink's events sit in the dead-letter stream now (redrive and drop
+    /// lower it); None when the stream cannot be read.
+    async fn dead_letter_depth(&self) -> Option<u64> {
+        let stream = self.js.get_stream(&self.dead_letter_stream).await.ok()?;
+        let mut subjects = stream
+            .info_with_subjects(&self.dead_letter_subject)
+            .await
+            .ok()?;
+        let mut depth = 0u64;
+        while let Some(Ok((_, count))) = subjects.next().await {
+            depth += count as u64;
+        }
+        Some(depth)
     }
 
     /// Publishes the event to `dlq.sink.<sink>` with the reason; deduplicated by
