@@ -148,3 +148,87 @@ async fn md5_and_scram_authentication_stream() -> Result<()> {
     }
     Ok(())
 }
+
+/// Runs `tributary check-config` (no servers needed); returns (exit code, stdout, stderr).
+fn check_config(text: &str, extra: &[&str]) -> Result<(i32, String, String)> {
+    let dir = tempfile::tempdir()?;
+    let path = write_config(dir.path(), text)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .args(extra)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+/// `check-config` checks the Shopify sources, the sinks and the secrets without connecting:
+/// each mistake names its key; a secret this shell cannot resolve is a warning (an error
+/// with `--strict`); a Salesforce key that is not an RSA key is an error.
+#[test]
+fn check_config_names_sink_shopify_and_secret_mistakes() -> Result<()> {
+    let base = "[nats]\nservers = [\"nats://127.0.0.1:1\"]\n\
+                [[sources]]\nname = \"erp\"\npublication = \"pub_erp\"\nslot = \"slot_erp\"\n\
+                [sources.connection]\nhost = \"127.0.0.1\"\nuser = \"u\"\ndbname = \"erp\"\n";
+    let sinks = |extra: &str| {
+        format!(
+            "{base}[sinks]\n[sinks.shopify]\nbase_url = \"http://127.0.0.1:1\"\naccess_token = \"t\"\n{extra}"
+        )
+    };
+    let (code, out, err) = check_config(&sinks(""), &[])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(": ok") && out.contains("sink shopify: retail.v1.inventory.level_changed"),
+        "{out}"
+    );
+
+    let (code, _, err) = check_config(&sinks("apply = [\"inventory\", \"prices\"]\n"), &[])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("sinks.shopify.price_list"), "{err}");
+    let (code, _, err) = check_config(&sinks("apply = [\"stock\"]\n"), &[])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("sinks.shopify.apply"), "{err}");
+
+    let shop = format!(
+        "{base}[[shopify]]\nname = \"web\"\nlisten = \"not-an-address\"\nwebhook_secret = \"s\"\n"
+    );
+    let (code, _, err) = check_config(&shop, &[])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("shopify[0].listen"), "{err}");
+
+    let env_secret = sinks("").replace(
+        "access_token = \"t\"",
+        "access_token = { env = \"TRIBUTARY_TEST_SURELY_UNSET\" }",
+    );
+    let (code, _, err) = check_config(&env_secret, &[])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("sinks.shopify.access_token"),
+        "{err}"
+    );
+    let (code, _, err) = check_config(&env_secret, &["--strict"])?;
+    assert_ne!(code, 0, "{err}");
+
+    let dir = tempfile::tempdir()?;
+    let not_a_key = dir.path().join("key.pem");
+    std::fs::write(
+        &not_a_key,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )?;
+    let sf = format!(
+        "{base}[sinks]\n[sinks.salesforce]\nbase_url = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n\
+         jwt_private_key = {{ file = \"{}\" }}\njwt_username = \"u@example.com\"\n",
+        not_a_key.display()
+    );
+    let (code, _, err) = check_config(&sf, &[])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("sinks.salesforce.jwt_private_key"), "{err}");
+    let (code, _, err) = check_config(&sf.replace("jwt_username = \"u@example.com\"\n", ""), &[])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("sinks.salesforce.jwt_username"), "{err}");
+    Ok(())
+}

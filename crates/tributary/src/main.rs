@@ -1,6 +1,7 @@
 //! The `tributary` binary: run the bridge, and the commands around it.
 
 mod backfill;
+mod check_config;
 mod demo;
 mod dlq;
 mod http;
@@ -71,6 +72,9 @@ enum Command {
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+        /// Fail (instead of warning) when a secret cannot be resolved here.
+        #[arg(long)]
+        strict: bool,
     },
     /// Start a throwaway PostgreSQL and nats-server, the bridge and a write load, and show
     /// events flowing. Ctrl-C stops and cleans up everything.
@@ -128,13 +132,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run::run(&config).await,
-            Command::CheckConfig { config } => {
-                let loaded = tributary_config::load(&config)?;
-                // Domain mappings are checked against the compiled protobuf descriptors.
-                tributary_domain::DomainStage::compile(&loaded)?;
-                println!("{}: ok", config.display());
-                Ok(())
-            }
+            Command::CheckConfig { config, strict } => check_config::run(&config, strict),
             Command::Demo { seconds, rate } => demo::demo(seconds, rate).await,
             Command::Sandbox {
                 wms,
