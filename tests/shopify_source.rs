@@ -22,7 +22,7 @@ use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
 use tributary_saas::shopify::ShopifySources;
 use tributary_sandbox::shopify::{
-    self, BatchOptions, ShopifyOptions, ShopifyWebhook, WebhookSender,
+    self, BatchOptions, ShopifyOptions, ShopifyWebhook, VariantSeed, WebhookSender,
 };
 use tributary_sandbox::webhooks::{Delivery, RetryPolicy, WebhookClient};
 use tributary_testkit::NatsServer;
@@ -37,7 +37,7 @@ fn shopify_block(listen: SocketAddr, admin: Option<(&str, u64)>) -> String {
     );
     if let Some((url, every)) = admin {
         text.push_str(&format!(
-            "[shopify.admin]\nurl = \"{url}\"\naccess_token = \"shpat_sandbox\"\nreconcile_interval_secs = {every}\nreconcile_lag_secs = 0\n"
+            "[shopify.admin]\nurl = \"{url}\"\naccess_token = \"shpat_sandbox\"\nreconcile_interval_secs = {every}\nreconcile_lag_secs = 0\ninventory_sweep_interval_secs = {every}\n"
         ));
     }
     text
@@ -360,7 +360,9 @@ async fn webhook_never_delivered_is_recovered_by_reconciliation() -> Result<()> 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let kv = js.get_key_value("tributary_saas").await?;
-        if kv.get("shopify.web.orders").await?.is_some() {
+        if kv.get("shopify.web.orders").await?.is_some()
+            && kv.get("shopify.web.inventory_levels").await?.is_some()
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -378,12 +380,54 @@ async fn webhook_never_delivered_is_recovered_by_reconciliation() -> Result<()> 
         tributary_sandbox::shopify::parse_gid(&customer, "Customer").context("gid")?;
     let order_key = format!("WEB-{order_id}");
     let customer_key = format!("WEB-{customer_id}");
+    // A refund and a stock change whose webhooks are lost too.
+    let refund = shop.add_refund(&order.order_id, "4.75").context("refund")?;
+    let refund_key = format!(
+        "WEB-{}",
+        tributary_sandbox::shopify::parse_gid(&refund, "Refund").context("gid")?
+    );
+    let location = shop.add_location("Backroom");
+    let mug = shop.add_product(
+        "Mug",
+        &[VariantSeed {
+            sku: "MUG-9".into(),
+            price: "9.50".into(),
+        }],
+    );
+    let item = mug.variants[0].1.clone();
+    shop.set_inventory(&item, &location, 17)?;
+    let level_key = format!(
+        "WEB-ITEM-{}:WEB-LOC-{}",
+        tributary_sandbox::shopify::parse_gid(&item, "InventoryItem").context("gid")?,
+        tributary_sandbox::shopify::parse_gid(&location, "Location").context("gid")?
+    );
     let events = retail_until(&client, |e| {
         e.iter()
             .any(|e| key(e) == ("order".into(), "placed".into(), order_key.clone()))
             && e.iter().any(|e| key(e).2 == customer_key)
+            && e.iter().any(|e| key(e).2 == refund_key)
+            && e.iter().any(|e| key(e).2 == level_key)
     })
     .await?;
+    let refunded = events
+        .iter()
+        .find(|e| key(e).2 == refund_key)
+        .context("refund")?;
+    match &refunded.entity {
+        Some(Entity::Refund(r)) => {
+            assert_eq!(r.amount.as_ref().map(|m| m.amount.as_str()), Some("4.75"));
+            assert_eq!(r.order_id, order_key);
+        }
+        other => bail!("unexpected entity {other:?}"),
+    }
+    let level = events
+        .iter()
+        .find(|e| key(e).2 == level_key)
+        .context("level")?;
+    match &level.entity {
+        Some(Entity::Inventory(l)) => assert_eq!(l.available, 17),
+        other => bail!("unexpected entity {other:?}"),
+    }
     let placed = events
         .iter()
         .find(|e| key(e).2 == order_key)

@@ -62,6 +62,10 @@ pub struct ShopifyAdminConfig {
     /// Records per page (Shopify: at most 250).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// Seconds between inventory sweeps (every location's levels read, those updated since
+    /// the last sweep recovered); inventory levels have no "updated since" search. 0: none.
+    #[serde(default = "default_inventory_sweep_interval")]
+    pub inventory_sweep_interval_secs: u64,
 }
 
 fn default_listen() -> String {
@@ -87,4 +91,7 @@ fn default_reconcile_lag() -> u64 {
 }
 fn default_page_size() -> u32 {
     100
+}
+fn default_inventory_sweep_interval() -> u64 {
+    3600
 }

@@ -1,8 +1,11 @@
 //! The reconciliation poll: recovers webhooks Shopify never delivered.
 //!
-//! Every `reconcile_interval_secs`, per resource (orders with their fulfilments, customers):
-//! read the records with `updated_at` in (cursor, now − `reconcile_lag_secs`] from the Admin
-//! API, page by page; a record whose state the entity state in KV has not seen is published to
+//! Every `reconcile_interval_secs`, per resource (orders with their fulfilments and refunds,
+//! customers): read the records with `updated_at` in (cursor, now − `reconcile_lag_secs`]
+//! from the Admin API, page by page. Inventory levels have no "updated since" search: every
+//! `inventory_sweep_interval_secs` the levels of every location are read (a sweep) and those
+//! updated inside the window are considered. A record whose state the entity state in KV has
+//! not seen is published to
 //! the raw stream as a `READ` event of the topic its webhook would have had, in the webhook's
 //! payload shape. Its domain event gets the same id a webhook of that state gets
 //! (`<shop>:<gid>@<updated_at>/<mapping>`), so a late webhook is a repeat (not published).
@@ -23,10 +26,12 @@ use super::consume::feed_name;
 use super::envelope::{self, RawEvent};
 use super::{mapper, webhook, Shop};
 use crate::metrics as m;
-use crate::time::{format_rfc3339_millis, now_micros};
+use crate::time::{format_rfc3339_millis, now_micros, parse_rfc3339_micros};
 use crate::SaasError;
 
-const ORDERS: &str = "query($first:Int!,$after:String,$query:String){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} lineItems(first:250){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+const ORDERS: &str = "query($first:Int!,$after:String,$query:String){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} lineItems(first:250){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} refunds{id createdAt totalRefundedSet{shopMoney{amount currencyCode}}} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+const LOCATIONS: &str = "query($first:Int!,$after:String){locations(first:$first,after:$after){nodes{id} pageInfo{hasNextPage endCursor}}}";
+const LOCATION_LEVELS: &str = "query($id:ID!,$first:Int!,$after:String){location(id:$id){inventoryLevels(first:$first,after:$after){nodes{id updatedAt item{id} location{id} quantities(names:[\"available\"]){name quantity}} pageInfo{hasNextPage endCursor}}}}";
 const CUSTOMERS: &str = "query($first:Int!,$after:String,$query:String){customers(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id email firstName lastName phone note tags createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
 
 pub(super) struct Reconciler {
@@ -42,13 +47,25 @@ impl Reconciler {
             return;
         };
         let interval = Duration::from_secs(cfg.reconcile_interval_secs.max(1));
+        let sweep_every = Duration::from_secs(cfg.inventory_sweep_interval_secs);
+        let mut last_sweep: Option<std::time::Instant> = None;
         let name = self.shop.cfg.name.clone();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            for resource in ["orders", "customers"] {
+            let sweep = cfg.inventory_sweep_interval_secs > 0
+                && last_sweep.is_none_or(|t| t.elapsed() >= sweep_every);
+            if sweep {
+                last_sweep = Some(std::time::Instant::now());
+            }
+            let resources: &[&str] = if sweep {
+                &["orders", "customers", "inventory_levels"]
+            } else {
+                &["orders", "customers"]
+            };
+            for &resource in resources {
                 match self
                     .poll(resource, cfg.reconcile_lag_secs, cfg.page_size)
                     .await
@@ -100,6 +117,28 @@ impl Reconciler {
         if upper <= cursor {
             return Ok(0);
         }
+        let recovered = if resource == "inventory_levels" {
+            self.sweep_inventory(&cursor, upper_micros, page_size)
+                .await?
+        } else {
+            self.search(resource, &cursor, &upper, page_size).await?
+        };
+        self.save_cursor(&key, &upper).await?;
+        metrics::counter!(m::RECONCILE_RECOVERED, "shop" => self.shop.cfg.name.clone(), "resource" => resource.to_string())
+            .increment(recovered);
+        metrics::gauge!(m::RECONCILE_CURSOR, "shop" => self.shop.cfg.name.clone(), "resource" => resource.to_string())
+            .set(upper_micros as f64 / 1e6);
+        Ok(recovered)
+    }
+
+    /// Orders or customers updated in (cursor, upper], through the Admin API's search.
+    async fn search(
+        &self,
+        resource: &str,
+        cursor: &str,
+        upper: &str,
+        page_size: u32,
+    ) -> Result<u64, SaasError> {
         let query_text = format!("updated_at:>'{cursor}' AND updated_at:<='{upper}'");
         let (query, field) = if resource == "orders" {
             (ORDERS, "orders")
@@ -141,11 +180,70 @@ impl Reconciler {
                 _ => break,
             }
         }
-        self.save_cursor(&key, &upper).await?;
-        metrics::counter!(m::RECONCILE_RECOVERED, "shop" => self.shop.cfg.name.clone(), "resource" => resource.to_string())
-            .increment(recovered);
-        metrics::gauge!(m::RECONCILE_CURSOR, "shop" => self.shop.cfg.name.clone(), "resource" => resource.to_string())
-            .set(upper_micros as f64 / 1e6);
+        Ok(recovered)
+    }
+
+    /// Every location's levels, page by page; those updated in (cursor, upper] are recovered
+    /// unless the entity state has seen them.
+    async fn sweep_inventory(
+        &self,
+        cursor: &str,
+        upper_micros: i64,
+        page_size: u32,
+    ) -> Result<u64, SaasError> {
+        let from = parse_rfc3339_micros(cursor).unwrap_or(0);
+        let first = page_size.clamp(1, 250);
+        let mut locations = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = self
+                .admin
+                .query(LOCATIONS, json!({"first": first, "after": after}))
+                .await?;
+            let conn = &data["locations"];
+            locations.extend(
+                conn["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n["id"].as_str().map(str::to_string)),
+            );
+            match next_page(conn) {
+                Some(c) => after = c,
+                None => break,
+            }
+        }
+        let mut recovered = 0;
+        for location in locations {
+            let mut after = Value::Null;
+            loop {
+                let data = self
+                    .admin
+                    .query(
+                        LOCATION_LEVELS,
+                        json!({"id": location, "first": first, "after": after}),
+                    )
+                    .await?;
+                let conn = &data["location"]["inventoryLevels"];
+                for level in conn["nodes"].as_array().into_iter().flatten() {
+                    let updated = level["updatedAt"]
+                        .as_str()
+                        .and_then(parse_rfc3339_micros)
+                        .unwrap_or(0);
+                    if updated <= from || updated > upper_micros {
+                        continue;
+                    }
+                    if let Some(payload) = level_payload(level) {
+                        recovered +=
+                            u64::from(self.recover("inventory_levels/update", &payload).await?);
+                    }
+                }
+                match next_page(conn) {
+                    Some(c) => after = c,
+                    None => break,
+                }
+            }
+        }
         Ok(recovered)
     }
 
@@ -244,6 +342,18 @@ fn order_records(o: &Value) -> Vec<(&'static str, Value)> {
         },
         payload,
     )];
+    for r in o["refunds"].as_array().into_iter().flatten() {
+        let money = r
+            .pointer("/totalRefundedSet/shopMoney")
+            .cloned()
+            .unwrap_or(Value::Null);
+        out.push((
+            "refunds/create",
+            json!({"id": tail(&r["id"]), "admin_graphql_api_id": r["id"], "order_id": id,
+                   "created_at": r["createdAt"], "currency": money["currencyCode"],
+                   "transactions": [{"kind": "refund", "status": "success", "amount": money["amount"], "order_id": id}]}),
+        ));
+    }
     for f in o["fulfillments"].as_array().into_iter().flatten() {
         let t = f.pointer("/trackingInfo/0").cloned().unwrap_or(Value::Null);
         out.push((
@@ -255,6 +365,30 @@ fn order_records(o: &Value) -> Vec<(&'static str, Value)> {
         ));
     }
     out
+}
+
+/// The cursor of the next page of a connection, if there is one.
+fn next_page(conn: &Value) -> Option<Value> {
+    let more = conn
+        .pointer("/pageInfo/hasNextPage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    conn.pointer("/pageInfo/endCursor")
+        .filter(|c| more && !c.is_null())
+        .cloned()
+}
+
+/// An inventory level node as the webhook `inventory_levels/update` would have carried it.
+fn level_payload(l: &Value) -> Option<Value> {
+    let available = l["quantities"]
+        .as_array()?
+        .iter()
+        .find(|q| q["name"].as_str() == Some("available"))?["quantity"]
+        .as_i64()?;
+    Some(
+        json!({"inventory_item_id": tail(&l["item"]["id"]), "location_id": tail(&l["location"]["id"]),
+                "available": available, "updated_at": l["updatedAt"], "admin_graphql_api_id": l["id"]}),
+    )
 }
 
 fn customer_payload(c: &Value) -> Value {

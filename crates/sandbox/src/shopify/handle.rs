@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::mutations::Changed;
 use super::state::{
     gid, parse_gid, Customer, Fulfillment, InventoryLevel, LineItem, Location, Order, Product,
-    ShopState, Variant,
+    Refund, ShopState, Variant,
 };
 use super::throttle::Limiter;
 use super::webhooks::{self, ShopifyWebhook, WebhookSender};
@@ -246,6 +246,7 @@ impl Shopify {
                     line_items,
                     fulfillment_order_id: fo,
                     customer_id: customer.and_then(|c| parse_gid(c, "Customer")),
+                    refunds: vec![],
                     created_at: now.clone(),
                     updated_at: now,
                 },
@@ -254,6 +255,25 @@ impl Shopify {
                 order_id: gid("Order", id),
                 fulfillment_order_id: gid("FulfillmentOrder", fo),
             }
+        })
+    }
+
+    /// Refunds `amount` on the order (stored on it, its `updated_at` moved) without sending a
+    /// webhook; returns the refund's GID.
+    pub fn add_refund(&self, order_gid: &str, amount: &str) -> Option<String> {
+        let order = parse_gid(order_gid, "Order")?;
+        self.with_state(|s| {
+            let id = s.next_id();
+            let now = now_rfc3339();
+            let o = s.orders.get_mut(&order)?;
+            o.refunds.push(Refund {
+                id,
+                amount: amount.to_string(),
+                created_at: now.clone(),
+            });
+            o.financial_status = "PARTIALLY_REFUNDED".into();
+            o.updated_at = now;
+            Some(gid("Refund", id))
         })
     }
 
@@ -309,14 +329,21 @@ impl Shopify {
     pub fn webhook_for(&self, topic: &str, entity_gid: &str) -> Option<ShopifyWebhook> {
         let payload = self.with_state(|s| -> Option<Value> {
             if let Some(id) = parse_gid(entity_gid, "Order") {
-                let refund_id = if topic == "refunds/create" {
-                    Some(s.next_id())
-                } else {
-                    None
+                // The order's last stored refund, or a new one of 1.00.
+                let stored = s
+                    .orders
+                    .get(&id)?
+                    .refunds
+                    .last()
+                    .map(|r| (r.id, r.amount.clone()));
+                let refund = match (topic == "refunds/create", stored) {
+                    (false, _) => None,
+                    (true, Some(r)) => Some(r),
+                    (true, None) => Some((s.next_id(), "1.00".to_string())),
                 };
                 let o = s.orders.get(&id)?;
-                return Some(match refund_id {
-                    Some(r) => webhooks::refund_payload(r, o, "1.00"),
+                return Some(match refund {
+                    Some((r, amount)) => webhooks::refund_payload(r, o, &amount),
                     None => webhooks::order_payload(s, o),
                 });
             }

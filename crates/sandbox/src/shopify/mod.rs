@@ -30,7 +30,7 @@ pub use handle::{SeededOrder, SeededProduct, VariantSeed};
 pub use mutations::inventory_level_gid;
 pub use state::{
     gid, parse_gid, Customer, Fulfillment, InventoryLevel, LineItem, Location, Order, Product,
-    ShopState, Tracking, Variant,
+    Refund, ShopState, Tracking, Variant,
 };
 pub use webhooks::{BatchOptions, BatchReport, SentWebhook, ShopifyWebhook, WebhookSender};
 

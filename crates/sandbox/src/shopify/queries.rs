@@ -5,7 +5,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::mutations::GqlError;
-use super::state::{customer_node, gid, parse_gid, variant_node, ShopState};
+use super::state::{customer_node, gid, inventory_level_node, parse_gid, variant_node, ShopState};
 use super::webhooks::{customer_payload, order_payload};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -57,6 +57,29 @@ pub fn execute(
                 args,
             ))
         }
+        "locations" => {
+            return Some(connection(
+                s.locations
+                    .values()
+                    .map(|l| (String::new(), l.id, json!({"id": gid("Location", l.id), "name": l.name})))
+                    .collect(),
+                args,
+            ))
+        }
+        // Nested connection arguments are not interpreted: all levels in one page.
+        "location" => id_arg("Location")
+            .and_then(|id| s.locations.get(&id))
+            .map(|l| {
+                let levels: Vec<Value> = s
+                    .inventory
+                    .iter()
+                    .filter(|((_, loc), _)| *loc == l.id)
+                    .map(|((item, loc), level)| inventory_level_node(*item, *loc, level))
+                    .collect();
+                json!({"id": gid("Location", l.id), "name": l.name,
+                       "inventoryLevels": {"nodes": levels, "pageInfo": {"hasNextPage": false, "endCursor": null}}})
+            })
+            .unwrap_or(Value::Null),
         "order" => id_arg("Order")
             .and_then(|id| s.orders.get(&id))
             .map(|o| s.order_node(o))

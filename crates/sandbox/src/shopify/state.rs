@@ -81,8 +81,17 @@ pub struct Order {
     pub line_items: Vec<LineItem>,
     pub fulfillment_order_id: u64,
     pub customer_id: Option<u64>,
+    pub refunds: Vec<Refund>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A refund of an order (money only: the emulator does not restock).
+#[derive(Clone, Debug, Serialize)]
+pub struct Refund {
+    pub id: u64,
+    pub amount: String,
+    pub created_at: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -185,6 +194,8 @@ impl ShopState {
                 "originalUnitPriceSet": {"shopMoney": {"amount": l.price}}})).collect::<Vec<_>>()},
             "fulfillmentOrders": {"nodes": [{"id": gid("FulfillmentOrder", o.fulfillment_order_id)}]},
             "fulfillments": self.fulfillments.values().filter(|f| f.order_id == o.id).map(fulfillment_node).collect::<Vec<_>>(),
+            "refunds": o.refunds.iter().map(|r| json!({"id": gid("Refund", r.id), "createdAt": r.created_at,
+                "totalRefundedSet": {"shopMoney": {"amount": r.amount, "currencyCode": "EUR"}}})).collect::<Vec<_>>(),
             "createdAt": o.created_at, "updatedAt": o.updated_at,
         })
     }
@@ -200,6 +211,14 @@ impl ShopState {
         json!({"id": gid("Product", p.id), "title": p.title, "variants": {"nodes": variants},
                "createdAt": p.created_at, "updatedAt": p.updated_at})
     }
+}
+
+/// GraphQL shape of an inventory level.
+pub fn inventory_level_node(item: u64, location: u64, l: &InventoryLevel) -> Value {
+    json!({"id": format!("gid://shopify/InventoryLevel/{location}?inventory_item_id={item}"),
+           "updatedAt": l.updated_at, "item": {"id": gid("InventoryItem", item)},
+           "location": {"id": gid("Location", location)},
+           "quantities": [{"name": "available", "quantity": l.available}, {"name": "on_hand", "quantity": l.on_hand}]})
 }
 
 pub fn variant_node(v: &Variant) -> Value {
