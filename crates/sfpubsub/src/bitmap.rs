@@ -14,7 +14,9 @@ fn positions(hex: &str) -> Result<Vec<usize>, AvroError> {
         .ok_or_else(|| AvroError::Bitmap(hex.into()))?;
     let mut out = Vec::new();
     for (k, c) in digits.chars().rev().enumerate() {
-        let v = c.to_digit(16).ok_or_else(|| AvroError::Bitmap(hex.into()))?;
+        let v = c
+            .to_digit(16)
+            .ok_or_else(|| AvroError::Bitmap(hex.into()))?;
         for bit in 0..4 {
             if v & (1 << bit) != 0 {
                 out.push(k * 4 + bit);
@@ -70,7 +72,11 @@ pub fn encode(positions: &[usize]) -> String {
     let hex: String = nibbles
         .iter()
         .rev()
-        .map(|n| char::from_digit(u32::from(*n), 16).unwrap_or('0').to_ascii_uppercase())
+        .map(|n| {
+            char::from_digit(u32::from(*n), 16)
+                .unwrap_or('0')
+                .to_ascii_uppercase()
+        })
         .collect();
     format!("0x{hex}")
 }

@@ -4,6 +4,8 @@
 //! ([`bitmap`]). The CDC source (`tributary-saas`) and the emulator (`tributary-sandbox`)
 //! share this crate so that they cannot drift apart on the wire.
 
+pub use apache_avro;
+
 pub mod bitmap;
 pub mod schema;
 
@@ -16,7 +18,8 @@ pub mod pb {
 /// The trailer Salesforce puts next to a gRPC status to say what went wrong.
 pub const ERROR_CODE_TRAILER: &str = "error-code";
 /// `error-code` of a CUSTOM replay id that is unknown or older than the retention window.
-pub const REPLAY_ID_CORRUPTED: &str = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted";
+pub const REPLAY_ID_CORRUPTED: &str =
+    "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted";
 /// Salesforce's cap on events outstanding per Subscribe stream.
 pub const MAX_OUTSTANDING: i32 = 100;
 /// `recordIds` of a GAP_OVERFLOW event: no record in particular.

@@ -33,21 +33,21 @@ fn is_datetime(field: &str) -> bool {
 /// header at position 0).
 pub fn change_event_schema(object: &str, fields: &[&str]) -> String {
     let mut all = vec![json!({"name": "ChangeEventHeader", "type": {
-        "type": "record", "name": "ChangeEventHeader", "namespace": "com.salesforce.eventbus.protobuf",
-        "fields": [
-            {"name": "entityName", "type": "string"},
-            {"name": "recordIds", "type": {"type": "array", "items": "string"}},
-            {"name": "changeType", "type": {"type": "enum", "name": "ChangeType", "symbols": CHANGE_TYPES}},
-            {"name": "changeOrigin", "type": "string"},
-            {"name": "transactionKey", "type": "string"},
-            {"name": "sequenceNumber", "type": "int"},
-            {"name": "commitTimestamp", "type": "long"},
-            {"name": "commitNumber", "type": "long"},
-            {"name": "commitUser", "type": "string"},
-            {"name": "nulledFields", "type": {"type": "array", "items": "string"}},
-            {"name": "diffFields", "type": {"type": "array", "items": "string"}},
-            {"name": "changedFields", "type": {"type": "array", "items": "string"}},
-        ]}})];
+    "type": "record", "name": "ChangeEventHeader", "namespace": "com.salesforce.eventbus.protobuf",
+    "fields": [
+        {"name": "entityName", "type": "string"},
+        {"name": "recordIds", "type": {"type": "array", "items": "string"}},
+        {"name": "changeType", "type": {"type": "enum", "name": "ChangeType", "symbols": CHANGE_TYPES}},
+        {"name": "changeOrigin", "type": "string"},
+        {"name": "transactionKey", "type": "string"},
+        {"name": "sequenceNumber", "type": "int"},
+        {"name": "commitTimestamp", "type": "long"},
+        {"name": "commitNumber", "type": "long"},
+        {"name": "commitUser", "type": "string"},
+        {"name": "nulledFields", "type": {"type": "array", "items": "string"}},
+        {"name": "diffFields", "type": {"type": "array", "items": "string"}},
+        {"name": "changedFields", "type": {"type": "array", "items": "string"}},
+    ]}})];
     for f in fields {
         let t = if is_datetime(f) { "long" } else { "string" };
         all.push(json!({"name": f, "type": ["null", t], "default": null}));
@@ -122,15 +122,33 @@ pub fn encode(
         .position(|c| *c == header.change_type)
         .ok_or_else(|| AvroError::Payload(format!("change type {}", header.change_type)))?;
     let head = Avro::Record(vec![
-        ("entityName".into(), Avro::String(header.entity_name.clone())),
+        (
+            "entityName".into(),
+            Avro::String(header.entity_name.clone()),
+        ),
         ("recordIds".into(), strings(&header.record_ids)),
-        ("changeType".into(), Avro::Enum(ct as u32, header.change_type.clone())),
-        ("changeOrigin".into(), Avro::String(header.change_origin.clone())),
-        ("transactionKey".into(), Avro::String(header.transaction_key.clone())),
+        (
+            "changeType".into(),
+            Avro::Enum(ct as u32, header.change_type.clone()),
+        ),
+        (
+            "changeOrigin".into(),
+            Avro::String(header.change_origin.clone()),
+        ),
+        (
+            "transactionKey".into(),
+            Avro::String(header.transaction_key.clone()),
+        ),
         ("sequenceNumber".into(), Avro::Int(header.sequence_number)),
-        ("commitTimestamp".into(), Avro::Long(header.commit_timestamp)),
+        (
+            "commitTimestamp".into(),
+            Avro::Long(header.commit_timestamp),
+        ),
         ("commitNumber".into(), Avro::Long(header.commit_number)),
-        ("commitUser".into(), Avro::String(header.commit_user.clone())),
+        (
+            "commitUser".into(),
+            Avro::String(header.commit_user.clone()),
+        ),
         ("nulledFields".into(), strings(&header.nulled_fields)),
         ("diffFields".into(), strings(&header.diff_fields)),
         ("changedFields".into(), strings(&header.changed_fields)),
@@ -169,7 +187,11 @@ impl Decoded {
         self.header
             .get("recordIds")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -196,7 +218,11 @@ pub fn decode(schema: &Schema, payload: &[u8]) -> Result<Decoded, AvroError> {
         let bitmaps: Vec<String> = header
             .get(key)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let decoded = bitmap::decode(&bitmaps, &names, |p| nested_names(schema, p))?;
         header.insert(key.into(), json!(decoded));
@@ -226,7 +252,10 @@ mod tests {
         values.insert("LastModifiedDate".into(), json!(1_700_000_000_000i64));
         let bytes = encode(&schema, &header, &values)?;
         let d = decode(&schema, &bytes)?;
-        assert_eq!(d.header["changedFields"], json!(["Phone", "LastModifiedDate"]));
+        assert_eq!(
+            d.header["changedFields"],
+            json!(["Phone", "LastModifiedDate"])
+        );
         assert_eq!(d.header["nulledFields"], json!(["Name"]));
         assert_eq!(d.header_str("changeType"), "UPDATE");
         assert_eq!(d.fields.get("Phone"), Some(&json!("555")));
