@@ -1,0 +1,222 @@
+//! Salesforce Change Data Capture over the Pub/Sub API (gRPC).
+//!
+//! ```text
+//!  token endpoint ◄─ client credentials ─ Auth (one session per org, refreshed on UNAUTHENTICATED)
+//!  Pub/Sub API ◄──── Subscribe per topic ─ TopicStream ──► SAAS_SALESFORCE  saas.salesforce.<feed>.<entity>.<change>
+//!                      (flow control,        │  replay id ─► KV tributary_saas  salesforce.<feed>.<topic>
+//!                       replay from KV)      └─ gap events ─► REST read-back ─► same stream (READ)
+//! ```
+//!
+//! See `docs/saas-sources.md`. Domain events are not mapped from this feed yet.
+
+mod auth;
+pub mod envelope;
+mod readback;
+mod subscriber;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tracing::warn;
+use tributary_config::{Config, ResolvedStream, StorageKind};
+
+use crate::SaasError;
+use subscriber::{Feed, TopicStream};
+
+/// Salesforce keeps change events 72 h; a redelivery can come that late after an outage, so
+/// the raw stream drops duplicates for as long.
+pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 72 * 3600;
+
+/// Every `[[salesforce_cdc]]` feed, ready to run.
+pub struct SalesforceCdcSources {
+    feeds: Vec<Arc<Feed>>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Checks the `[[salesforce_cdc]]` blocks (no I/O).
+pub fn validate(config: &Config) -> Result<(), SaasError> {
+    let mut names = HashSet::new();
+    for (i, s) in config.salesforce_cdc.iter().enumerate() {
+        let key = |k: &str| format!("salesforce_cdc[{i}].{k}");
+        if !valid_name(&s.name) {
+            return Err(SaasError::config(
+                key("name"),
+                format!("{:?} must be letters, digits, '_' and '-'", s.name),
+            ));
+        }
+        if !names.insert(s.name.clone()) {
+            return Err(SaasError::config(
+                key("name"),
+                format!("{:?} is used twice", s.name),
+            ));
+        }
+        for (k, url) in [("login_url", &s.login_url), ("pubsub_url", &s.pubsub_url)] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(SaasError::config(
+                    key(k),
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if s.topics.is_empty() {
+            return Err(SaasError::config(
+                key("topics"),
+                "at least one topic is required",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (t, topic) in s.topics.iter().enumerate() {
+            let ok = topic == "/data/ChangeEvents"
+                || (topic.starts_with("/data/")
+                    && topic.ends_with("ChangeEvent")
+                    && topic.len() > 17);
+            if !ok {
+                return Err(SaasError::config(
+                    format!("salesforce_cdc[{i}].topics[{t}]"),
+                    format!("{topic:?} is not a change event channel (/data/ChangeEvents or /data/<Object>ChangeEvent)"),
+                ));
+            }
+            if !seen.insert(topic) {
+                return Err(SaasError::config(
+                    format!("salesforce_cdc[{i}].topics[{t}]"),
+                    format!("{topic:?} is listed twice"),
+                ));
+            }
+        }
+        if s.batch_size == 0 || s.batch_size > 100 {
+            return Err(SaasError::config(
+                key("batch_size"),
+                "must be between 1 and 100 (Salesforce's flow-control cap)",
+            ));
+        }
+        if s.stream.is_empty() || s.stream.contains(['.', '*', '>', ' ']) {
+            return Err(SaasError::config(
+                key("stream"),
+                format!("{:?} is not a stream name", s.stream),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl SalesforceCdcSources {
+    /// Validates, resolves secrets, provisions the raw streams and the position bucket.
+    /// None when no feed is configured.
+    pub async fn prepare(
+        config: &Config,
+        js: jetstream::Context,
+    ) -> Result<Option<Self>, SaasError> {
+        if config.salesforce_cdc.is_empty() {
+            return Ok(None);
+        }
+        validate(config)?;
+        crate::metrics::describe_salesforce();
+        let replicas = config.nats.stream.replicas.unwrap_or(1);
+        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for cfg in &config.salesforce_cdc {
+            streams
+                .entry(cfg.stream.clone())
+                .or_default()
+                .push(envelope::feed_wildcard(&cfg.name));
+        }
+        for (name, subjects) in streams {
+            let settings = ResolvedStream {
+                name: name.clone(),
+                storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
+                replicas,
+                max_age_secs: config
+                    .nats
+                    .stream
+                    .max_age_secs
+                    .unwrap_or(7 * 24 * 3600)
+                    .max(RAW_DUPLICATE_WINDOW_SECS),
+                max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
+                duplicate_window_secs: RAW_DUPLICATE_WINDOW_SECS,
+            };
+            tributary_nats::ensure_stream(&js, &settings, subjects).await?;
+        }
+        let kv = tributary_nats::kv::open_bucket(
+            &js,
+            crate::shopify::STATE_BUCKET,
+            "Tributary SaaS feeds: reconciliation cursors, Salesforce replay ids",
+            replicas,
+        )
+        .await
+        .map_err(|e| SaasError::nats(format!("KV bucket {}", crate::shopify::STATE_BUCKET), e))?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| SaasError::http("HTTP client", e))?;
+        let mut feeds = Vec::new();
+        for (i, cfg) in config.salesforce_cdc.iter().enumerate() {
+            let secret = cfg.client_secret.resolve().map_err(|e| {
+                SaasError::config(format!("salesforce_cdc[{i}].client_secret"), e.to_string())
+            })?;
+            let mut endpoint = Endpoint::from_shared(cfg.pubsub_url.clone())
+                .map_err(|e| {
+                    SaasError::config(format!("salesforce_cdc[{i}].pubsub_url"), e.to_string())
+                })?
+                .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+                .keep_alive_while_idle(true);
+            if cfg.pubsub_url.starts_with("https://") {
+                endpoint = endpoint
+                    .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                    .map_err(|e| {
+                        SaasError::config(format!("salesforce_cdc[{i}].pubsub_url"), e.to_string())
+                    })?;
+            }
+            feeds.push(Arc::new(Feed {
+                auth: auth::Auth::new(
+                    &cfg.name,
+                    http.clone(),
+                    &cfg.login_url,
+                    &cfg.client_id,
+                    secret,
+                ),
+                channel: endpoint.connect_lazy(),
+                js: js.clone(),
+                kv: kv.clone(),
+                schemas: tokio::sync::Mutex::new(HashMap::new()),
+                cfg: cfg.clone(),
+            }));
+        }
+        Ok(Some(SalesforceCdcSources { feeds }))
+    }
+
+    /// Runs one Subscribe stream per topic until `stop`; the first error an operator must fix
+    /// (an expired replay id with `on_replay_id_expired = "fail"`, an unknown topic) stops
+    /// the others and is returned.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
+        let inner = stop.child_token();
+        let mut tasks = tokio::task::JoinSet::new();
+        for feed in &self.feeds {
+            for topic in &feed.cfg.topics {
+                let stream = TopicStream::new(feed.clone(), topic.clone());
+                tasks.spawn(stream.supervise(inner.clone()));
+            }
+        }
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                    inner.cancel();
+                }
+                Err(e) => warn!(error = %e, "Salesforce CDC task panicked"),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
