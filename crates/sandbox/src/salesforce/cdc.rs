@@ -123,6 +123,8 @@ pub(crate) struct CdcLog {
     pub notify: Arc<watch::Sender<u64>>,
     /// Bumped to end every open Subscribe stream (UNAVAILABLE).
     pub resets: Arc<watch::Sender<u64>>,
+    /// Subscribe streams opened so far (first FetchRequest received).
+    pub subscribes: u64,
 }
 
 impl Default for CdcLog {
@@ -152,6 +154,7 @@ impl Default for CdcLog {
             expired_through: 0,
             notify: Arc::new(watch::channel(0).0),
             resets: Arc::new(watch::channel(0).0),
+            subscribes: 0,
         }
     }
 }
@@ -425,6 +428,11 @@ impl Salesforce {
             s.cdc.expired_through = s.cdc.latest_replay();
             s.cdc.events.clear();
         });
+    }
+
+    /// Subscribe streams opened so far.
+    pub fn cdc_subscribe_count(&self) -> u64 {
+        self.with_state(|s| s.cdc.subscribes)
     }
 
     /// Ends every open Subscribe stream with UNAVAILABLE (a server-side reset).

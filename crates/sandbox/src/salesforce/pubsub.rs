@@ -299,6 +299,7 @@ impl Session {
             )
         };
         self.svc.sf.with_state(|s| {
+            s.cdc.subscribes += 1;
             let log = &s.cdc;
             match ReplayPreset::try_from(first.replay_preset).unwrap_or(ReplayPreset::Latest) {
                 ReplayPreset::Latest => Ok(log.latest_replay()),

@@ -1,0 +1,408 @@
+//! Salesforce Change Data Capture over the Pub/Sub API into JetStream: exactly once and in
+//! replay order across `kill -9`, gap read-backs, echo suppression, token expiry, stream
+//! resets, and the operator's choice when the stored replay id is past retention.
+//!
+//! The org is the sandbox's Salesforce emulator (REST + a tonic Pub/Sub server on free ports);
+//! NATS is a real nats-server; the bridge is the `tributary` binary.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Map, Value};
+use support::*;
+use tributary_sandbox::salesforce::pubsub::{self, RunningPubSub};
+use tributary_sandbox::salesforce::{self, Salesforce, SalesforceOptions};
+use tributary_sandbox::RunningEmulator;
+use tributary_testkit::NatsServer;
+
+const STREAM: &str = "SAAS_SALESFORCE";
+const ECHO_CLIENT: &str = "tributary-bridge";
+
+struct Org {
+    rest: RunningEmulator<Salesforce>,
+    grpc: RunningPubSub,
+}
+
+impl Org {
+    async fn start() -> Result<Org> {
+        let rest = salesforce::start(SalesforceOptions::default()).await?;
+        let grpc = pubsub::start(
+            rest.handle().clone(),
+            ([127, 0, 0, 1], 0).into(),
+            Duration::from_millis(300),
+        )
+        .await?;
+        Ok(Org { rest, grpc })
+    }
+
+    fn sf(&self) -> &Salesforce {
+        self.rest.handle()
+    }
+}
+
+fn config(org: &Org, nats: &NatsServer, extra: &str) -> String {
+    format!(
+        "http_listen = \"127.0.0.1:{}\"\n[log]\nlevel = \"info\"\n[nats]\nservers = [\"{}\"]\n\
+         [[salesforce_cdc]]\nname = \"org\"\nlogin_url = \"{}\"\nclient_id = \"sandbox-client\"\n\
+         client_secret = \"sandbox-secret\"\npubsub_url = \"{}\"\ntopics = [\"/data/ChangeEvents\"]\n\
+         echo_client_id = \"{ECHO_CLIENT}\"\ninitial_position = \"earliest\"\n{extra}",
+        tributary_testkit::free_port(),
+        nats.url(),
+        org.rest.base_url(),
+        org.grpc.url(),
+    )
+}
+
+fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// One change of the synthetic workload: creates, then updates and some deletes, over
+/// Account, Contact and Order; `i` decides which.
+fn change(sf: &Salesforce, i: usize, ids: &mut Vec<String>) {
+    let objects = ["Account", "Contact", "Order"];
+    if ids.len() < 30 || i % 5 == 0 {
+        let object = objects[i % 3];
+        let f = match object {
+            "Account" => fields(&[("Name", json!(format!("Acme {i}")))]),
+            "Contact" => fields(&[
+                ("LastName", json!(format!("Doe {i}"))),
+                ("Email", json!(format!("c{i}@example.com"))),
+            ]),
+            _ => fields(&[("Status", json!("Draft")), ("Currency__c", json!("EUR"))]),
+        };
+        ids.push(sf.cdc_create(object, f));
+    } else if i % 23 == 0 {
+        let id = ids.remove(i % ids.len());
+        sf.cdc_delete(&id);
+    } else {
+        let id = &ids[i % ids.len()];
+        let f = if id.starts_with("801") {
+            fields(&[("Status", json!(format!("S{i}")))])
+        } else if id.starts_with("003") {
+            fields(&[
+                ("Phone", json!(format!("+1 555 {i}"))),
+                ("Email", Value::Null),
+            ])
+        } else {
+            fields(&[("Phone", json!(format!("+1 555 {i}")))])
+        };
+        sf.cdc_update(id, f);
+    }
+}
+
+async fn count(client: &async_nats::Client, stream: &str) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_count(client: &async_nats::Client, n: u64, bridge: &Bridge, secs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = count(client, STREAM).await;
+        if c >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{STREAM} holds {c} messages, expected {n}\n{}",
+                bridge.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The JSON payload of a raw Salesforce event.
+fn payload(r: &Received) -> Value {
+    let row = r.event.after.as_ref().or(r.event.before.as_ref());
+    let text = row
+        .and_then(|row| row.values.first())
+        .and_then(|v| match v.kind.as_ref() {
+            Some(tributary_proto::cdc::v1::value::Kind::Json(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+fn temp_config(dir: &tempfile::TempDir, text: &str) -> Result<PathBuf> {
+    write_config(dir.path(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_changes_exactly_once_in_replay_order_across_two_kill9() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let org = Org::start().await?;
+    let sf = org.sf().clone();
+    let dir = tempfile::tempdir()?;
+    let path = temp_config(&dir, &config(&org, &nats, ""))?;
+    const TOTAL: usize = 10_000;
+    let mut ids = Vec::new();
+    for i in 0..2_000 {
+        change(&sf, i, &mut ids);
+    }
+    // The rest arrives while the bridge runs (and dies).
+    let producer = {
+        let sf = sf.clone();
+        tokio::spawn(async move {
+            let mut ids = ids;
+            for i in 2_000..TOTAL {
+                change(&sf, i, &mut ids);
+                if i % 200 == 0 {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            }
+        })
+    };
+    let mut bridge = Bridge::spawn(&path)?;
+    for target in [3_000u64, 6_500] {
+        wait_count(&client, target, &bridge, 60).await?;
+        bridge.kill9().await?;
+        bridge = Bridge::spawn(&path)?;
+    }
+    producer.await?;
+    wait_count(&client, TOTAL as u64, &bridge, 60).await?;
+    // A little longer: anything stored twice would show up now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stored = read_stream(&client, STREAM).await?;
+    let expected: Vec<String> = sf
+        .cdc_events()
+        .iter()
+        .map(|e| format!("org:{}", e.event_id))
+        .collect();
+    assert_eq!(expected.len(), TOTAL);
+    let got: Vec<String> = stored.iter().map(|r| r.msg_id.clone()).collect();
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "an event was stored twice");
+    assert_eq!(got.len(), TOTAL, "every event stored once");
+    assert!(got == expected, "events are stored in replay order");
+    // Bitmaps arrive as names, replay ids increase.
+    let update = stored
+        .iter()
+        .map(payload)
+        .find(|p| {
+            p["ChangeEventHeader"]["changeType"] == "UPDATE"
+                && p["ChangeEventHeader"]["entityName"] == "Contact"
+        })
+        .context("a Contact update")?;
+    assert_eq!(
+        update["ChangeEventHeader"]["changedFields"],
+        json!(["Email", "Phone", "LastModifiedDate"])
+    );
+    assert_eq!(
+        update["ChangeEventHeader"]["nulledFields"],
+        json!(["Email"])
+    );
+    let subjects: BTreeSet<String> = stored.iter().map(|r| r.subject.clone()).collect();
+    for s in [
+        "saas.salesforce.org.Account.create",
+        "saas.salesforce.org.Contact.update",
+        "saas.salesforce.org.Order.delete",
+    ] {
+        assert!(subjects.contains(s), "{s} missing from {subjects:?}");
+    }
+    let log = bridge.log();
+    assert_eq!(bridge.stop().await?, 0, "clean stop\n{log}");
+    Ok(())
+}
+
+/// A REST client acting as the Salesforce sink (or another integration).
+async fn rest_upsert(org: &Org, client_id: &str, ext: &str, body: Value) -> Result<()> {
+    let http = reqwest::Client::new();
+    let base = org.rest.base_url();
+    let token: Value = http
+        .post(format!("{base}/services/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=sandbox-client&client_secret=sandbox-secret")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let status = http
+        .patch(format!(
+            "{base}/services/data/v62.0/sobjects/Contact/External_Id__c/{ext}"
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap_or_default())
+        .header("Sforce-Call-Options", format!("client={client_id}"))
+        .json(&body)
+        .send()
+        .await?
+        .status();
+    if !status.is_success() {
+        bail!("upsert answered {status}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let org = Org::start().await?;
+    let sf = org.sf().clone();
+    let dir = tempfile::tempdir()?;
+    let path = temp_config(&dir, &config(&org, &nats, "batch_size = 10\n"))?;
+    let bridge = Bridge::spawn(&path)?;
+
+    // The bridge's own write comes back as a change event and is dropped; another app's is kept.
+    rest_upsert(
+        &org,
+        ECHO_CLIENT,
+        "C-1",
+        json!({"LastName": "Echo", "Email": "e@x.com"}),
+    )
+    .await?;
+    rest_upsert(&org, "marketing-app", "C-2", json!({"LastName": "Other"})).await?;
+    // A change Salesforce could not put in an event: only a gap header, the record is re-read.
+    let account = sf.cdc_create("Account", fields(&[("Name", json!("Before"))]));
+    sf.cdc_gap(
+        "GAP_UPDATE",
+        &account,
+        fields(&[("Name", json!("After the gap"))]),
+    );
+    sf.cdc_overflow("Order");
+    // 1 kept upsert + create + gap + its read-back + overflow.
+    wait_count(&client, 5, &bridge, 30).await?;
+
+    // Tokens expire mid-stream and the stream is reset by the server: nothing is lost.
+    let tokens_before = sf.tokens_issued();
+    sf.expire_tokens();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        change(&sf, i, &mut ids);
+        if i == 150 {
+            sf.cdc_reset_streams();
+            sf.expire_tokens();
+        }
+    }
+    wait_count(&client, 305, &bridge, 60).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = read_stream(&client, STREAM).await?;
+    assert_eq!(
+        stored.len(),
+        305,
+        "nothing lost or doubled\n{}",
+        bridge.log()
+    );
+    assert!(
+        sf.tokens_issued() > tokens_before,
+        "a new token was fetched"
+    );
+
+    let payloads: Vec<Value> = stored.iter().map(payload).collect();
+    assert!(
+        !payloads.iter().any(|p| p["fields"]["LastName"] == "Echo"),
+        "the bridge's own change was dropped"
+    );
+    let other = payloads
+        .iter()
+        .find(|p| p["fields"]["LastName"] == "Other")
+        .context("another client's change is kept")?;
+    assert!(other["ChangeEventHeader"]["changeOrigin"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("client=marketing-app"));
+    let readback = stored
+        .iter()
+        .find(|r| r.event.origin == "readback")
+        .context("a read-back after the gap")?;
+    assert_eq!(readback.subject, "saas.salesforce.org.Account.readback");
+    assert_eq!(payload(readback)["fields"]["Name"], "After the gap");
+    assert!(stored
+        .iter()
+        .any(|r| r.subject == "saas.salesforce.org.Order.gap_overflow"));
+    let metrics_log = bridge.log();
+    assert_eq!(bridge.stop().await?, 0, "{metrics_log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_id_past_retention_stops_the_bridge_unless_the_operator_chose() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let org = Org::start().await?;
+    let sf = org.sf().clone();
+    let dir = tempfile::tempdir()?;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        change(&sf, i, &mut ids);
+    }
+    let path = temp_config(&dir, &config(&org, &nats, ""))?;
+    let bridge = Bridge::spawn(&path)?;
+    wait_count(&client, 10, &bridge, 30).await?;
+    assert_eq!(bridge.stop().await?, 0);
+
+    // 72 h pass: the stored replay id is gone; five newer changes are retained.
+    sf.cdc_expire_all();
+    for i in 10..15 {
+        change(&sf, i, &mut ids);
+    }
+    let (code, stderr) = run_to_exit(&path, Duration::from_secs(30)).await?;
+    assert_ne!(code, 0, "the bridge stops");
+    assert!(
+        stderr.contains("on_replay_id_expired") && stderr.contains("retention"),
+        "the operator is told what happened and which option decides: {stderr}"
+    );
+    assert_eq!(count(&client, STREAM).await, 10, "nothing skipped silently");
+
+    // earliest: everything still retained.
+    let path = temp_config(
+        &dir,
+        &config(&org, &nats, "on_replay_id_expired = \"earliest\"\n"),
+    )?;
+    let bridge = Bridge::spawn(&path)?;
+    wait_count(&client, 15, &bridge, 30).await?;
+    assert_eq!(bridge.stop().await?, 0);
+
+    // latest: only changes after the resubscription (the retained ones in between are skipped).
+    sf.cdc_expire_all();
+    for i in 15..20 {
+        change(&sf, i, &mut ids);
+    }
+    let path = temp_config(
+        &dir,
+        &config(&org, &nats, "on_replay_id_expired = \"latest\"\n"),
+    )?;
+    let subscribes = sf.cdc_subscribe_count();
+    let bridge = Bridge::spawn(&path)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The refused CUSTOM subscription, then the LATEST one.
+    while sf.cdc_subscribe_count() < subscribes + 2 {
+        if Instant::now() > deadline {
+            bail!("the bridge did not resubscribe\n{}", bridge.log());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let skipped: BTreeSet<String> = sf
+        .cdc_events()
+        .iter()
+        .map(|e| format!("org:{}", e.event_id))
+        .collect();
+    for i in 20..25 {
+        change(&sf, i, &mut ids);
+    }
+    wait_count(&client, 20, &bridge, 30).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored = read_stream(&client, STREAM).await?;
+    assert_eq!(stored.len(), 20);
+    assert!(stored.iter().all(|r| !skipped.contains(&r.msg_id)));
+    assert!(
+        bridge.log().contains("on_replay_id_expired"),
+        "the skip is logged"
+    );
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}
