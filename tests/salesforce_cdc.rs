@@ -68,7 +68,7 @@ fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
 /// Account, Contact and Order; `i` decides which.
 fn change(sf: &Salesforce, i: usize, ids: &mut Vec<String>) {
     let objects = ["Account", "Contact", "Order"];
-    if ids.len() < 30 || i % 5 == 0 {
+    if ids.len() < 30 || i.is_multiple_of(5) {
         let object = objects[i % 3];
         let f = match object {
             "Account" => fields(&[("Name", json!(format!("Acme {i}")))]),
@@ -79,7 +79,7 @@ fn change(sf: &Salesforce, i: usize, ids: &mut Vec<String>) {
             _ => fields(&[("Status", json!("Draft")), ("Currency__c", json!("EUR"))]),
         };
         ids.push(sf.cdc_create(object, f));
-    } else if i % 23 == 0 {
+    } else if i.is_multiple_of(23) {
         let id = ids.remove(i % ids.len());
         sf.cdc_delete(&id);
     } else {

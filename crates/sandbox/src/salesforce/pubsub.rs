@@ -74,8 +74,8 @@ struct Service {
 pub async fn start(sf: Salesforce, bind: SocketAddr, keepalive: Duration) -> Result<RunningPubSub> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .map_err(|e| SandboxError::Bind(e))?;
-    let addr = listener.local_addr().map_err(|e| SandboxError::Bind(e))?;
+        .map_err(SandboxError::Bind)?;
+    let addr = listener.local_addr().map_err(SandboxError::Bind)?;
     let svc = Service {
         sf,
         keepalive: Arc::new(Mutex::new(keepalive)),
