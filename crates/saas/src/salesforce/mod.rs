@@ -220,3 +220,46 @@ impl SalesforceCdcSources {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn config(extra: &str) -> String {
+        format!(
+            "[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n[[salesforce_cdc]]\nname = \"org\"\n\
+             login_url = \"https://login.salesforce.com\"\nclient_id = \"id\"\nclient_secret = \"s\"\n{extra}"
+        )
+    }
+
+    fn error_of(extra: &str) -> String {
+        match tributary_config::parse(&config(extra)) {
+            Err(e) => e.to_string(),
+            Ok(c) => match super::validate(&c) {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("expected an error for {extra:?}"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_salesforce_block_alone_is_valid_with_defaults() {
+        let c = tributary_config::parse(&config("")).expect("valid");
+        assert!(super::validate(&c).is_ok());
+        let s = &c.salesforce_cdc[0];
+        assert_eq!(s.topics, ["/data/ChangeEvents"]);
+        assert_eq!(s.batch_size, 100);
+        assert_eq!(
+            s.on_replay_id_expired,
+            tributary_config::ReplayIdExpired::Fail
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(error_of("batch_size = 0").contains("salesforce_cdc[0].batch_size"));
+        assert!(error_of("batch_size = 101").contains("salesforce_cdc[0].batch_size"));
+        assert!(error_of("topics = [\"/topic/Foo\"]").contains("salesforce_cdc[0].topics[0]"));
+        assert!(error_of("pubsub_url = \"grpc://x\"").contains("salesforce_cdc[0].pubsub_url"));
+        assert!(error_of("on_replay_id_expired = \"skip\"").contains("on_replay_id_expired"));
+        assert!(error_of("unknown_key = 1").contains("unknown_key"));
+    }
+}
