@@ -109,6 +109,13 @@ pub struct SalesforceCdcConfig {
     /// REST API version of the record read-backs after gap events.
     #[serde(default = "default_sf_api_version")]
     pub api_version: String,
+    /// `system_of_record` of the domain events.
+    #[serde(default = "default_sf_system")]
+    pub system: String,
+    /// Map Contact/Account to `customer` and Order to `order` domain events (stream and KV of
+    /// `[domain]`).
+    #[serde(default = "default_true")]
+    pub domain_events: bool,
 }
 
 /// First position of a topic with no stored replay id.
@@ -141,6 +148,9 @@ fn default_sf_batch() -> u32 {
 }
 fn default_sf_stream() -> String {
     "SAAS_SALESFORCE".into()
+}
+fn default_sf_system() -> String {
+    "salesforce".into()
 }
 fn default_sf_api_version() -> String {
     "62.0".into()

@@ -26,6 +26,7 @@ pub const SAAS_POSITION: &str = "tributary_saas_position_seconds";
 pub const SAAS_TOKENS: &str = "tributary_saas_tokens_total";
 pub const SAAS_RESTARTS: &str = "tributary_saas_stream_restarts_total";
 pub const SAAS_REPLAY_EXPIRED: &str = "tributary_saas_replay_id_expired_total";
+pub const SAAS_DOMAIN_EVENTS: &str = "tributary_saas_domain_events_total";
 
 /// The six mapped topics keep their name as a label; anything else is `other`.
 pub fn topic_label(topic: &str) -> &'static str {

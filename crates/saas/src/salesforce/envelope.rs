@@ -6,7 +6,7 @@
 //! | `source` / `database` / `schema` / `table` | feed name / org id / `salesforce` / `entityName` |
 //! | `op` | INSERT (CREATE), DELETE (DELETE, GAP_DELETE), UPDATE (others), READ (read-backs) |
 //! | `after` (`before` for deletes) | one `json` column `payload`: `{replayId, topic, schemaId, ChangeEventHeader, fields}` |
-//! | `commit_time_micros` | `commitTimestamp` |
+//! | `commit_time_micros` | `commitTimestamp` in µs, nudged to increase strictly along the topic |
 //! | `origin` | `changeOrigin` (read-backs: `readback`) |
 
 use serde_json::{json, Map, Value};
@@ -39,7 +39,8 @@ pub(crate) struct Raw<'a> {
     pub entity: &'a str,
     pub change_type: &'a str,
     pub read_back: bool,
-    pub commit_ms: i64,
+    /// The feed clock (see `position.rs`).
+    pub commit_micros: i64,
     pub origin: String,
     pub payload: Value,
 }
@@ -85,7 +86,7 @@ pub(crate) fn change_event(raw: &Raw<'_>) -> ChangeEvent {
         op: op as i32,
         before,
         after,
-        commit_time_micros: raw.commit_ms.saturating_mul(1000),
+        commit_time_micros: raw.commit_micros,
         ordinal: 1,
         transaction_changes: 1,
         last_in_transaction: true,

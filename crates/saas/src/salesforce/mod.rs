@@ -7,10 +7,15 @@
 //!                       replay from KV)      └─ gap events ─► REST read-back ─► same stream (READ)
 //! ```
 //!
-//! See `docs/saas-sources.md`. Domain events are not mapped from this feed yet.
+//! With `domain_events`, a durable consumer per feed maps the raw stream to `customer` and
+//! `order` domain events on `RETAIL` through the shared entity state ([`mapper`]).
+//! See `docs/saas-sources.md`.
 
 mod auth;
+mod consume;
 pub mod envelope;
+pub mod mapper;
+mod position;
 mod readback;
 mod subscriber;
 
@@ -21,7 +26,8 @@ use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::warn;
-use tributary_config::{Config, ResolvedStream, StorageKind};
+use tributary_config::{Config, DomainConfig, ResolvedStream, StorageKind};
+use tributary_domain::ExternalFeed;
 
 use crate::SaasError;
 use subscriber::{Feed, TopicStream};
@@ -33,6 +39,7 @@ pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 72 * 3600;
 /// Every `[[salesforce_cdc]]` feed, ready to run.
 pub struct SalesforceCdcSources {
     feeds: Vec<Arc<Feed>>,
+    domain: Option<Arc<ExternalFeed>>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -143,6 +150,39 @@ impl SalesforceCdcSources {
             };
             tributary_nats::ensure_stream(&js, &settings, subjects).await?;
         }
+        let domain = if config.salesforce_cdc.iter().any(|c| c.domain_events) {
+            let domain_cfg: DomainConfig = match &config.domain {
+                Some(d) => d.clone(),
+                None => {
+                    toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?
+                }
+            };
+            let dup = config.nats.stream.duplicate_window_secs.unwrap_or(3600);
+            let settings = |name: &str| ResolvedStream {
+                name: name.to_string(),
+                storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
+                replicas,
+                max_age_secs: config
+                    .nats
+                    .stream
+                    .max_age_secs
+                    .unwrap_or(7 * 24 * 3600)
+                    .max(dup),
+                max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
+                duplicate_window_secs: dup,
+            };
+            let feed =
+                ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream)).await?;
+            tributary_nats::ensure_stream(
+                &js,
+                &settings(&domain_cfg.dead_letter_stream),
+                vec!["dlq.domain.>".into()],
+            )
+            .await?;
+            Some(Arc::new(feed))
+        } else {
+            None
+        };
         let kv = tributary_nats::kv::open_bucket(
             &js,
             crate::shopify::STATE_BUCKET,
@@ -188,7 +228,7 @@ impl SalesforceCdcSources {
                 cfg: cfg.clone(),
             }));
         }
-        Ok(Some(SalesforceCdcSources { feeds }))
+        Ok(Some(SalesforceCdcSources { feeds, domain }))
     }
 
     /// Runs one Subscribe stream per topic until `stop`; the first error an operator must fix
@@ -201,6 +241,18 @@ impl SalesforceCdcSources {
             for topic in &feed.cfg.topics {
                 let stream = TopicStream::new(feed.clone(), topic.clone());
                 tasks.spawn(stream.supervise(inner.clone()));
+            }
+            if let (true, Some(domain)) = (feed.cfg.domain_events, &self.domain) {
+                let mapper = consume::Mapper {
+                    cfg: feed.cfg.clone(),
+                    js: feed.js.clone(),
+                    feed: domain.clone(),
+                };
+                let span = tracing::info_span!("salesforce_mapper", feed = %feed.cfg.name);
+                tasks.spawn(tracing::Instrument::instrument(
+                    mapper.supervise(inner.clone()),
+                    span,
+                ));
             }
         }
         let mut failure = None;

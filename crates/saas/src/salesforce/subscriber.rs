@@ -31,6 +31,7 @@ use tributary_sfpubsub::{schema, ERROR_CODE_TRAILER, OVERFLOW_RECORD_ID};
 
 use super::auth::{Auth, Session};
 use super::envelope::{self, Raw};
+use super::position::Position;
 use crate::metrics as m;
 use crate::SaasError;
 
@@ -198,9 +199,21 @@ impl TopicStream {
             Ok(v) => v.filter(|b| !b.is_empty()),
             Err(e) => return End::Transient(SaasError::nats("KV position", e)),
         };
+        let stored = match stored.map(|b| Position::decode(&b)) {
+            Some(Some(p)) => Some(p),
+            Some(None) => {
+                return End::Fatal(SaasError::config(
+                    format!("KV {} key {}", crate::shopify::STATE_BUCKET, self.kv_key()),
+                    "the stored position is not readable; delete the key to start from initial_position",
+                ))
+            }
+            None => None,
+        };
+        // The feed clock goes on from the stored one, also when the replay id is abandoned.
+        let mut position = stored.clone().unwrap_or_default();
         let (preset, replay_id) = match (self.preset_override, stored) {
             (Some(p), _) => (p, Vec::new()),
-            (None, Some(id)) => (ReplayPreset::Custom, id.to_vec()),
+            (None, Some(p)) => (ReplayPreset::Custom, p.replay_id),
             (None, None) => match self.feed.cfg.initial_position {
                 SalesforceStart::Latest => (ReplayPreset::Latest, Vec::new()),
                 SalesforceStart::Earliest => (ReplayPreset::Earliest, Vec::new()),
@@ -233,7 +246,6 @@ impl TopicStream {
                 Ok(r) => r.into_inner(),
                 Err(s) => return self.classify("Subscribe", &s, &session, custom),
             };
-            let mut last_stored: Option<Vec<u8>> = None;
             loop {
                 let msg = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
@@ -252,11 +264,11 @@ impl TopicStream {
                 if resp.events.is_empty() {
                     // Keepalive: nothing of this topic up to latest_replay_id remains unread.
                     let latest = resp.latest_replay_id;
-                    if !latest.is_empty() && last_stored.as_ref() != Some(&latest) {
-                        if let Err(e) = self.store(&latest, None).await {
+                    if !latest.is_empty() && position.replay_id != latest {
+                        position.replay_id = latest;
+                        if let Err(e) = self.store(&position, None).await {
                             return End::Transient(e);
                         }
-                        last_stored = Some(latest);
                     }
                     continue;
                 }
@@ -264,14 +276,16 @@ impl TopicStream {
                 let Some(last) = resp.events.last().map(|e| e.replay_id.clone()) else {
                     continue;
                 };
-                let commit_ms = match self.process(&session, resp.events).await {
+                let mut next = position.clone();
+                let commit_ms = match self.process(&session, resp.events, &mut next).await {
                     Ok(ms) => ms,
                     Err(end) => return end,
                 };
-                if let Err(e) = self.store(&last, commit_ms).await {
+                next.replay_id = last;
+                if let Err(e) = self.store(&next, commit_ms).await {
                     return End::Transient(e);
                 }
-                last_stored = Some(last);
+                position = next;
                 self.preset_override = None;
                 // Flow control: ask for as many as were consumed.
                 let more = FetchRequest {
@@ -289,10 +303,10 @@ impl TopicStream {
     }
 
     /// The replay id after the JetStream acks of everything before it.
-    async fn store(&self, replay_id: &[u8], commit_ms: Option<i64>) -> Result<(), SaasError> {
+    async fn store(&self, position: &Position, commit_ms: Option<i64>) -> Result<(), SaasError> {
         self.feed
             .kv
-            .put(self.kv_key(), replay_id.to_vec().into())
+            .put(self.kv_key(), position.encode().into())
             .await
             .map_err(|e| SaasError::nats("KV position", e))?;
         if let Some(ms) = commit_ms {
@@ -333,6 +347,7 @@ impl TopicStream {
         &self,
         session: &Arc<Session>,
         events: Vec<ConsumerEvent>,
+        clock: &mut Position,
     ) -> Result<Option<i64>, End> {
         let feed = self.name();
         let mut acks = Vec::with_capacity(events.len());
@@ -360,7 +375,7 @@ impl TopicStream {
                         entity: "unknown",
                         change_type: "UNDECODED",
                         read_back: false,
-                        commit_ms: 0,
+                        commit_micros: clock.tick(None),
                         origin: String::new(),
                         payload: serde_json::json!({"replayId": envelope::hex(&ce.replay_id), "topic": self.topic,
                             "schemaId": ev.schema_id, "avroBase64": base64::engine::general_purpose::STANDARD.encode(&ev.payload),
@@ -390,7 +405,7 @@ impl TopicStream {
                 entity: &entity,
                 change_type: &change_type,
                 read_back: false,
-                commit_ms,
+                commit_micros: clock.tick(Some(commit_ms)),
                 origin: origin.clone(),
                 payload: envelope::body(
                     &ce.replay_id,
@@ -426,7 +441,7 @@ impl TopicStream {
                             &change_type
                         },
                         read_back: !fields.is_empty(),
-                        commit_ms,
+                        commit_micros: clock.tick(Some(commit_ms)),
                         origin: "readback".into(),
                         payload: envelope::body(
                             &ce.replay_id,
