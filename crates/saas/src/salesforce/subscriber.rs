@@ -81,6 +81,8 @@ pub(crate) struct TopicStream {
     pub topic: String,
     /// Set after an expired replay id with `earliest`/`latest`, until a position is stored.
     preset_override: Option<ReplayPreset>,
+    /// A position was stored since the last restart (the backoff starts over).
+    progressed: bool,
 }
 
 impl TopicStream {
@@ -89,6 +91,7 @@ impl TopicStream {
             feed,
             topic,
             preset_override: None,
+            progressed: false,
         }
     }
 
@@ -112,18 +115,23 @@ impl TopicStream {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            let (reason, wait) = match self.stream(&stop).await {
+            self.progressed = false;
+            let end = self.stream(&stop).await;
+            if self.progressed {
+                backoff = Duration::from_millis(250);
+            }
+            let (reason, wait) = match end {
                 End::Stopped => return Ok(()),
                 End::Fatal(e) => return Err(e),
-                End::Unauthenticated(stale) => {
-                    self.feed
-                        .auth
-                        .refresh(&stale)
-                        .await
-                        .map(|_| ())
-                        .unwrap_or_else(|e| warn!(error = %e, "token refresh failed; retrying"));
-                    ("unauthenticated", Duration::ZERO)
-                }
+                End::Unauthenticated(stale) => match self.feed.auth.refresh(&stale).await {
+                    Ok(_) => ("unauthenticated", Duration::ZERO),
+                    Err(e) => {
+                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "token refresh failed");
+                        let wait = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        ("unauthenticated", wait)
+                    }
+                },
                 End::ReplayExpired => {
                     metrics::counter!(m::SAAS_REPLAY_EXPIRED, "feed" => self.name()).increment(1);
                     let preset = match self.feed.cfg.on_replay_id_expired {
@@ -269,6 +277,7 @@ impl TopicStream {
                         if let Err(e) = self.store(&position, None).await {
                             return End::Transient(e);
                         }
+                        self.progressed = true;
                     }
                     continue;
                 }
@@ -286,6 +295,7 @@ impl TopicStream {
                     return End::Transient(e);
                 }
                 position = next;
+                self.progressed = true;
                 self.preset_override = None;
                 // Flow control: ask for as many as were consumed.
                 let more = FetchRequest {
