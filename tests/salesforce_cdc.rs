@@ -32,7 +32,11 @@ struct Org {
 
 impl Org {
     async fn start() -> Result<Org> {
-        let rest = salesforce::start(SalesforceOptions::default()).await?;
+        Org::start_with(SalesforceOptions::default()).await
+    }
+
+    async fn start_with(opts: SalesforceOptions) -> Result<Org> {
+        let rest = salesforce::start(opts).await?;
         let grpc = pubsub::start(
             rest.handle().clone(),
             ([127, 0, 0, 1], 0).into(),
@@ -522,6 +526,65 @@ async fn replay_id_past_retention_stops_the_bridge_unless_the_operator_chose() -
     assert!(
         bridge.log().contains("on_replay_id_expired"),
         "the skip is logged"
+    );
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}
+
+/// The throwaway RSA key of the JWT bearer test (tests/fixtures; never used anywhere else).
+fn test_key_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/salesforce-jwt-test-key.pem")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_bearer_assertion_signed_with_the_private_key_gets_the_token() -> Result<()> {
+    use base64::Engine as _;
+    let pem = std::fs::read_to_string(test_key_path())?;
+    let der = base64::engine::general_purpose::STANDARD.decode(
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>(),
+    )?;
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let public = key.public().as_ref().to_vec();
+    let nats = NatsServer::start().await?;
+    let client = nats.connect().await?;
+    // The emulator verifies the assertion's signature with the public key.
+    let org = Org::start_with(SalesforceOptions {
+        jwt_public_keys: vec![("sandbox-client".into(), public)],
+        ..SalesforceOptions::default()
+    })
+    .await?;
+    let sf = org.sf().clone();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        change(&sf, i, &mut ids);
+    }
+    let text = config(&org, &nats, "")
+        .replace("client_secret = \"sandbox-secret\"\n", "")
+        + &format!(
+            "auth = \"jwt_bearer\"\nusername = \"integration@example.com\"\nprivate_key = {{ file = \"{}\" }}\n",
+            test_key_path().display()
+        );
+    let dir = tempfile::tempdir()?;
+    let path = temp_config(&dir, &text)?;
+    let bridge = Bridge::spawn(&path)?;
+    wait_count(&client, 20, &bridge, 30).await?;
+    let grants: Vec<String> = sf
+        .requests()
+        .matching("/services/oauth2/token")
+        .iter()
+        .filter_map(|r| {
+            let body = String::from_utf8_lossy(&r.body).to_string();
+            body.split('&')
+                .find_map(|kv| kv.strip_prefix("grant_type=").map(str::to_string))
+        })
+        .collect();
+    assert!(!grants.is_empty());
+    assert!(
+        grants.iter().all(|g| g.contains("jwt-bearer")),
+        "{grants:?}"
     );
     assert_eq!(bridge.stop().await?, 0);
     Ok(())

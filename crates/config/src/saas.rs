@@ -75,10 +75,21 @@ pub struct SalesforceCdcConfig {
     /// Where the token is requested (`<login_url>/services/oauth2/token`): the org's My Domain
     /// URL or `https://login.salesforce.com`. Read-backs go to the token's `instance_url`.
     pub login_url: String,
-    /// Consumer key of the connected app (OAuth2 client credentials flow).
+    /// Consumer key of the connected app.
     pub client_id: String,
-    /// Consumer secret of the connected app.
-    pub client_secret: Secret,
+    /// `client_credentials` (consumer key and secret) or `jwt_bearer` (an RS256 assertion
+    /// signed with `private_key` for `username`; the connected app holds the certificate).
+    #[serde(default)]
+    pub auth: SalesforceAuth,
+    /// Consumer secret of the connected app (`auth = "client_credentials"`).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// User the JWT bearer assertion is issued for (`sub`; `auth = "jwt_bearer"`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// PEM private key (PKCS#8 or PKCS#1 RSA) signing the assertion (`auth = "jwt_bearer"`).
+    #[serde(default)]
+    pub private_key: Option<Secret>,
     /// Pub/Sub API endpoint (gRPC over HTTP/2; `https://` uses TLS with the webpki roots).
     #[serde(default = "default_pubsub_url")]
     pub pubsub_url: String,
@@ -116,6 +127,15 @@ pub struct SalesforceCdcConfig {
     /// `[domain]`).
     #[serde(default = "default_true")]
     pub domain_events: bool,
+}
+
+/// `auth` of `[[salesforce_cdc]]`: the OAuth2 flow that obtains the access token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SalesforceAuth {
+    #[default]
+    ClientCredentials,
+    JwtBearer,
 }
 
 /// First position of a topic with no stored replay id.

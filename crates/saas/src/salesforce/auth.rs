@@ -1,9 +1,11 @@
-//! OAuth2 client credentials for the Pub/Sub API: one session per org, shared by its topic
-//! streams, replaced when Salesforce answers UNAUTHENTICATED (or a read-back 401).
+//! OAuth2 for the Pub/Sub API (client credentials or JWT bearer): one session per org, shared
+//! by its topic streams, replaced when Salesforce answers UNAUTHENTICATED (or a read-back 401).
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use base64::Engine as _;
+use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tracing::info;
 
@@ -20,31 +22,80 @@ pub(crate) struct Session {
     pub generation: u64,
 }
 
+/// How the token is obtained.
+pub(crate) enum Grant {
+    ClientCredentials {
+        secret: String,
+    },
+    JwtBearer {
+        username: String,
+        key: Box<RsaKeyPair>,
+        audience: String,
+    },
+}
+
+impl Grant {
+    /// Parses a PEM RSA private key (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+    pub fn rsa_key(pem: &str) -> Result<RsaKeyPair, String> {
+        let b64: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("not PEM: {e}"))?;
+        RsaKeyPair::from_pkcs8(&der)
+            .or_else(|_| RsaKeyPair::from_der(&der))
+            .map_err(|e| format!("not an RSA private key: {e}"))
+    }
+}
+
 pub(crate) struct Auth {
     pub feed: String,
     pub http: reqwest::Client,
     pub token_url: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub grant: Grant,
     current: Mutex<(u64, Option<Arc<Session>>)>,
 }
 
 impl Auth {
-    pub fn new(
-        feed: &str,
-        http: reqwest::Client,
-        login_url: &str,
-        id: &str,
-        secret: String,
-    ) -> Self {
+    pub fn new(feed: &str, http: reqwest::Client, login_url: &str, id: &str, grant: Grant) -> Self {
         Auth {
             feed: feed.to_string(),
             http,
             token_url: format!("{}/services/oauth2/token", login_url.trim_end_matches('/')),
             client_id: id.to_string(),
-            client_secret: secret,
+            grant,
             current: Mutex::new((0, None)),
         }
+    }
+
+    /// `header.claims.signature` (RS256), valid for three minutes as Salesforce recommends.
+    fn assertion(
+        &self,
+        username: &str,
+        key: &RsaKeyPair,
+        audience: &str,
+    ) -> Result<String, SaasError> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let exp = crate::time::now_micros() / 1_000_000 + 180;
+        let header = b64.encode(json!({"alg": "RS256"}).to_string());
+        let claims = b64.encode(
+            json!({"iss": self.client_id, "sub": username, "aud": audience, "exp": exp})
+                .to_string(),
+        );
+        let signed = format!("{header}.{claims}");
+        let mut sig = vec![0u8; key.public().modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            signed.as_bytes(),
+            &mut sig,
+        )
+        .map_err(|e| SaasError::http(format!("salesforce_cdc {} JWT", self.feed), e))?;
+        Ok(format!("{signed}.{}", b64.encode(sig)))
     }
 
     /// The current session, fetching a token the first time.
@@ -73,11 +124,24 @@ impl Auth {
 
     async fn fetch(&self, generation: u64) -> Result<Session, SaasError> {
         let what = || format!("salesforce_cdc {} token", self.feed);
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("client_id", &self.client_id)
-            .append_pair("client_secret", &self.client_secret)
-            .finish();
+        // The serializer is not Send: finish it before the first await.
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            match &self.grant {
+                Grant::ClientCredentials { secret } => form
+                    .append_pair("grant_type", "client_credentials")
+                    .append_pair("client_id", &self.client_id)
+                    .append_pair("client_secret", secret),
+                Grant::JwtBearer {
+                    username,
+                    key,
+                    audience,
+                } => form
+                    .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+                    .append_pair("assertion", &self.assertion(username, key, audience)?),
+            };
+            form.finish()
+        };
         let resp = self
             .http
             .post(&self.token_url)

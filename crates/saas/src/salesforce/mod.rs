@@ -26,7 +26,7 @@ use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::warn;
-use tributary_config::{Config, DomainConfig, ResolvedStream, StorageKind};
+use tributary_config::{Config, DomainConfig, ResolvedStream, SalesforceAuth, StorageKind};
 use tributary_domain::ExternalFeed;
 
 use crate::SaasError;
@@ -98,6 +98,27 @@ pub fn validate(config: &Config) -> Result<(), SaasError> {
                 ));
             }
         }
+        match s.auth {
+            SalesforceAuth::ClientCredentials if s.client_secret.is_none() => {
+                return Err(SaasError::config(
+                    key("client_secret"),
+                    "required with auth = \"client_credentials\"",
+                ));
+            }
+            SalesforceAuth::JwtBearer if s.username.is_none() => {
+                return Err(SaasError::config(
+                    key("username"),
+                    "required with auth = \"jwt_bearer\"",
+                ));
+            }
+            SalesforceAuth::JwtBearer if s.private_key.is_none() => {
+                return Err(SaasError::config(
+                    key("private_key"),
+                    "required with auth = \"jwt_bearer\"",
+                ));
+            }
+            _ => {}
+        }
         if s.batch_size == 0 || s.batch_size > 100 {
             return Err(SaasError::config(
                 key("batch_size"),
@@ -112,6 +133,47 @@ pub fn validate(config: &Config) -> Result<(), SaasError> {
         }
     }
     Ok(())
+}
+
+/// Resolves the secrets of the configured OAuth2 flow.
+fn grant(i: usize, cfg: &tributary_config::SalesforceCdcConfig) -> Result<auth::Grant, SaasError> {
+    let key = |k: &str| format!("salesforce_cdc[{i}].{k}");
+    match cfg.auth {
+        SalesforceAuth::ClientCredentials => {
+            let secret = cfg
+                .client_secret
+                .as_ref()
+                .ok_or_else(|| {
+                    SaasError::config(
+                        key("client_secret"),
+                        "required with auth = \"client_credentials\"",
+                    )
+                })?
+                .resolve()
+                .map_err(|e| SaasError::config(key("client_secret"), e.to_string()))?;
+            Ok(auth::Grant::ClientCredentials { secret })
+        }
+        SalesforceAuth::JwtBearer => {
+            let username = cfg.username.clone().ok_or_else(|| {
+                SaasError::config(key("username"), "required with auth = \"jwt_bearer\"")
+            })?;
+            let pem = cfg
+                .private_key
+                .as_ref()
+                .ok_or_else(|| {
+                    SaasError::config(key("private_key"), "required with auth = \"jwt_bearer\"")
+                })?
+                .resolve()
+                .map_err(|e| SaasError::config(key("private_key"), e.to_string()))?;
+            let key_pair =
+                auth::Grant::rsa_key(&pem).map_err(|e| SaasError::config(key("private_key"), e))?;
+            Ok(auth::Grant::JwtBearer {
+                username,
+                key: Box::new(key_pair),
+                audience: cfg.login_url.trim_end_matches('/').to_string(),
+            })
+        }
+    }
 }
 
 impl SalesforceCdcSources {
@@ -197,9 +259,7 @@ impl SalesforceCdcSources {
             .map_err(|e| SaasError::http("HTTP client", e))?;
         let mut feeds = Vec::new();
         for (i, cfg) in config.salesforce_cdc.iter().enumerate() {
-            let secret = cfg.client_secret.resolve().map_err(|e| {
-                SaasError::config(format!("salesforce_cdc[{i}].client_secret"), e.to_string())
-            })?;
+            let grant = grant(i, cfg)?;
             let mut endpoint = Endpoint::from_shared(cfg.pubsub_url.clone())
                 .map_err(|e| {
                     SaasError::config(format!("salesforce_cdc[{i}].pubsub_url"), e.to_string())
@@ -219,7 +279,7 @@ impl SalesforceCdcSources {
                     http.clone(),
                     &cfg.login_url,
                     &cfg.client_id,
-                    secret,
+                    grant,
                 ),
                 channel: endpoint.connect_lazy(),
                 js: js.clone(),
@@ -313,5 +373,8 @@ mod tests {
         assert!(error_of("pubsub_url = \"grpc://x\"").contains("salesforce_cdc[0].pubsub_url"));
         assert!(error_of("on_replay_id_expired = \"skip\"").contains("on_replay_id_expired"));
         assert!(error_of("unknown_key = 1").contains("unknown_key"));
+        assert!(error_of("auth = \"jwt_bearer\"").contains("salesforce_cdc[0].username"));
+        assert!(error_of("auth = \"jwt_bearer\"\nusername = \"u\"")
+            .contains("salesforce_cdc[0].private_key"));
     }
 }
