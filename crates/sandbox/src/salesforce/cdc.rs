@@ -125,6 +125,8 @@ pub(crate) struct CdcLog {
     pub resets: Arc<watch::Sender<u64>>,
     /// Subscribe streams opened so far (first FetchRequest received).
     pub subscribes: u64,
+    /// Events sent over all Subscribe streams (redeliveries after a resubscribe included).
+    pub delivered: u64,
 }
 
 impl Default for CdcLog {
@@ -155,6 +157,7 @@ impl Default for CdcLog {
             notify: Arc::new(watch::channel(0).0),
             resets: Arc::new(watch::channel(0).0),
             subscribes: 0,
+            delivered: 0,
         }
     }
 }
@@ -433,6 +436,11 @@ impl Salesforce {
     /// Subscribe streams opened so far.
     pub fn cdc_subscribe_count(&self) -> u64 {
         self.with_state(|s| s.cdc.subscribes)
+    }
+
+    /// Events sent over all Subscribe streams so far (redeliveries included).
+    pub fn cdc_delivered(&self) -> u64 {
+        self.with_state(|s| s.cdc.delivered)
     }
 
     /// Ends every open Subscribe stream with UNAVAILABLE (a server-side reset).

@@ -356,7 +356,9 @@ impl Session {
                     .take(owed.max(0) as usize)
                     .cloned()
                     .collect();
-                (batch, log.latest_replay())
+                let latest = log.latest_replay();
+                s.cdc.delivered += batch.len() as u64;
+                (batch, latest)
             });
             if let Some(last) = batch.last() {
                 cursor = last.replay;
