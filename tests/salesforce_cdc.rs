@@ -358,8 +358,13 @@ async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Res
         fields(&[("Name", json!("After the gap"))]),
     );
     sf.cdc_overflow("Order");
-    // 1 kept upsert + create + gap + its read-back + overflow.
-    wait_count(&client, 5, &bridge, 30).await?;
+    // One event for an identical change of two records.
+    let merged: Vec<String> = (0..2)
+        .map(|i| sf.cdc_create("Contact", fields(&[("LastName", json!(format!("M{i}")))])))
+        .collect();
+    sf.cdc_update_merged(&merged, fields(&[("Phone", json!("+1 555 0100"))]));
+    // 1 kept upsert + create + gap + its read-back + overflow + 2 creates + 1 merged update.
+    wait_count(&client, 8, &bridge, 30).await?;
 
     // Tokens expire mid-stream and the stream is reset by the server: nothing is lost.
     let tokens_before = sf.tokens_issued();
@@ -372,12 +377,12 @@ async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Res
             sf.expire_tokens();
         }
     }
-    wait_count(&client, 305, &bridge, 60).await?;
+    wait_count(&client, 308, &bridge, 60).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stored = read_stream(&client, STREAM).await?;
     assert_eq!(
         stored.len(),
-        305,
+        308,
         "nothing lost or doubled\n{}",
         bridge.log()
     );
@@ -453,6 +458,24 @@ async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Res
             _ => None,
         });
     assert_eq!(after_gap.as_deref(), Some("After the gap"));
+    // The merged change is one raw event and a domain event per record.
+    for id in &merged {
+        let key = format!("SF-{id}");
+        let events = retail_until(&client, |e| {
+            e.iter()
+                .any(|e| subject_of(e) == ("customer".into(), "updated".into(), key.clone()))
+        })
+        .await?;
+        let phone = events
+            .iter()
+            .rev()
+            .find(|e| subject_of(e).2 == key)
+            .and_then(|e| match e.entity.as_ref() {
+                Some(Entity::Customer(c)) => Some(c.phone.clone()),
+                _ => None,
+            });
+        assert_eq!(phone.as_deref(), Some("+1 555 0100"));
+    }
     let metrics_log = bridge.log();
     assert_eq!(bridge.stop().await?, 0, "{metrics_log}");
     Ok(())

@@ -229,8 +229,7 @@ impl TopicStream {
         };
         let custom = preset == ReplayPreset::Custom;
         let batch = self.feed.cfg.batch_size.clamp(1, 100) as i32;
-        let span =
-            tracing::info_span!("salesforce_cdc", feed = %self.feed.cfg.name, topic = %self.topic);
+        let span = tracing::info_span!("salesforce_cdc", feed = %self.feed.cfg.name, topic = %self.topic, position = tracing::field::Empty);
         async move {
             info!(?preset, replay_id = %envelope::hex(&replay_id), "subscribing");
             let (tx, rx) = mpsc::channel::<FetchRequest>(8);
@@ -319,6 +318,7 @@ impl TopicStream {
             .put(self.kv_key(), position.encode().into())
             .await
             .map_err(|e| SaasError::nats("KV position", e))?;
+        tracing::Span::current().record("position", envelope::hex(&position.replay_id));
         if let Some(ms) = commit_ms {
             metrics::gauge!(m::SAAS_POSITION, "feed" => self.name()).set(ms as f64 / 1000.0);
         }

@@ -359,6 +359,38 @@ impl Salesforce {
         })
     }
 
+    /// The same change to several records in one event (`recordIds` of all of them), as
+    /// Salesforce merges identical changes of one transaction.
+    pub fn cdc_update_merged(&self, ids: &[String], fields: Map<String, Value>) {
+        self.with_state(|s| {
+            let mut object = None;
+            for id in ids {
+                if let Some(rec) = s.records.get_mut(id) {
+                    for (k, v) in &fields {
+                        rec.fields.insert(k.clone(), v.clone());
+                    }
+                    object = Some(rec.object.clone());
+                }
+            }
+            let Some(object) = object else {
+                return;
+            };
+            let mut changed: Vec<String> = fields.keys().cloned().collect();
+            changed.push("LastModifiedDate".into());
+            let mut values = fields;
+            values.insert("LastModifiedDate".into(), Value::Null);
+            s.cdc.append(vec![Change {
+                object,
+                change_type: "UPDATE",
+                record_ids: ids.to_vec(),
+                values,
+                changed,
+                nulled: vec![],
+                origin: String::new(),
+            }]);
+        });
+    }
+
     /// Deletes a record and logs a DELETE event.
     pub fn cdc_delete(&self, id: &str) -> bool {
         self.with_state(|s| {
