@@ -12,6 +12,7 @@
 //! See `docs/saas-sources.md`.
 
 mod auth;
+mod batch;
 mod consume;
 pub mod envelope;
 pub mod mapper;
