@@ -618,3 +618,64 @@ async fn jwt_bearer_assertion_signed_with_the_private_key_gets_the_token() -> Re
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keepalives_keep_a_quiet_topic_inside_retention() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let org = Org::start().await?;
+    let sf = org.sf().clone();
+    let dir = tempfile::tempdir()?;
+    let text = config(&org, &nats, "").replace(
+        "topics = [\"/data/ChangeEvents\"]",
+        "topics = [\"/data/OrderChangeEvent\"]",
+    );
+    let path = temp_config(&dir, &text)?;
+    let bridge = Bridge::spawn(&path)?;
+    for _ in 0..3 {
+        sf.cdc_create("Order", fields(&[("Status", json!("Draft"))]));
+    }
+    wait_count(&client, 3, &bridge, 20).await?;
+    // Then only Accounts change: the Order topic is quiet, its keepalives carry newer ids.
+    let mut accounts = Vec::new();
+    for i in 0..5 {
+        sf.cdc_create("Account", fields(&[("Name", json!(format!("Quiet {i}")))]));
+        accounts.push(sf.cdc_events().last().context("events")?.replay_id());
+    }
+    let latest = accounts[4].clone();
+    let js = async_nats::jetstream::new(client.clone());
+    let key = "salesforce.org.=2Fdata=2FOrderChangeEvent";
+    let want: String = latest.iter().map(|b| format!("{b:02x}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = js
+            .get_key_value("tributary_saas")
+            .await?
+            .get(key)
+            .await?
+            .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
+            .and_then(|v| v["replay_id"].as_str().map(str::to_string));
+        if stored.as_deref() == Some(want.as_str()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("position {stored:?}, expected {want}\n{}", bridge.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bridge.stop().await?, 0);
+    // The Orders (and the first Accounts) age out. Without the keepalives the stored id would
+    // be the last Order's, gone now; with them it is still retained and the topic resumes.
+    sf.cdc_expire_through(&accounts[2]);
+    let bridge = Bridge::spawn(&path)?;
+    let order = sf.cdc_create("Order", fields(&[("Status", json!("Activated"))]));
+    wait_count(&client, 4, &bridge, 20).await?;
+    let stored = read_stream(&client, STREAM).await?;
+    assert_eq!(stored.len(), 4);
+    assert_eq!(
+        payload(&stored[3])["ChangeEventHeader"]["recordIds"],
+        json!([order])
+    );
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}

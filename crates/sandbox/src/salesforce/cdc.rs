@@ -475,6 +475,20 @@ impl Salesforce {
         self.with_state(|s| s.cdc.delivered)
     }
 
+    /// Drops the events up to and including `replay_id` out of the retention window.
+    pub fn cdc_expire_through(&self, replay_id: &[u8]) {
+        let Ok(bytes) = <[u8; 8]>::try_from(replay_id) else {
+            return;
+        };
+        let through = u64::from_be_bytes(bytes);
+        self.with_state(|s| {
+            while s.cdc.events.front().is_some_and(|e| e.replay <= through) {
+                s.cdc.events.pop_front();
+            }
+            s.cdc.expired_through = s.cdc.expired_through.max(through);
+        });
+    }
+
     /// Ends every open Subscribe stream with UNAVAILABLE (a server-side reset).
     pub fn cdc_reset_streams(&self) {
         self.with_state(|s| s.cdc.resets.send_modify(|n| *n += 1));
