@@ -31,6 +31,9 @@ pub struct Config {
     /// Shopify webhook sources (`[[shopify]]`, see `saas.rs`).
     #[serde(default)]
     pub shopify: Vec<crate::ShopifySourceConfig>,
+    /// Salesforce Change Data Capture sources (`[[salesforce_cdc]]`, see `saas.rs`).
+    #[serde(default)]
+    pub salesforce_cdc: Vec<crate::SalesforceCdcConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -1,4 +1,5 @@
-//! SaaS change feeds: `[[shopify]]` webhook sources (validated by `tributary-saas` at start-up).
+//! SaaS change feeds: `[[shopify]]` webhook sources and `[[salesforce_cdc]]` Change Data
+//! Capture subscriptions (validated by `tributary-saas` at start-up).
 //!
 //! ```toml
 //! [[shopify]]
@@ -68,6 +69,116 @@ pub struct ShopifyAdminConfig {
     pub inventory_sweep_interval_secs: u64,
 }
 
+/// One Salesforce org whose Change Data Capture events Tributary reads over the Pub/Sub API
+/// (`[[salesforce_cdc]]`; docs/saas-sources.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceCdcConfig {
+    /// Source name: letters, digits, `_` and `-`; part of subjects, ids and KV keys.
+    pub name: String,
+    /// Where the token is requested (`<login_url>/services/oauth2/token`): the org's My Domain
+    /// URL or `https://login.salesforce.com`. Read-backs go to the token's `instance_url`.
+    pub login_url: String,
+    /// Consumer key of the connected app.
+    pub client_id: String,
+    /// `client_credentials` (consumer key and secret) or `jwt_bearer` (an RS256 assertion
+    /// signed with `private_key` for `username`; the connected app holds the certificate).
+    #[serde(default)]
+    pub auth: SalesforceAuth,
+    /// Consumer secret of the connected app (`auth = "client_credentials"`).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// User the JWT bearer assertion is issued for (`sub`; `auth = "jwt_bearer"`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// PEM private key (PKCS#8 or PKCS#1 RSA) signing the assertion (`auth = "jwt_bearer"`).
+    #[serde(default)]
+    pub private_key: Option<Secret>,
+    /// Pub/Sub API endpoint (gRPC over HTTP/2; `https://` uses TLS with the webpki roots).
+    #[serde(default = "default_pubsub_url")]
+    pub pubsub_url: String,
+    /// Channels to subscribe to, one Subscribe stream each: `/data/ChangeEvents` or
+    /// `/data/<Object>ChangeEvent`. Do not list an object both ways (its events would be
+    /// stored twice under different ids).
+    #[serde(default = "default_topics")]
+    pub topics: Vec<String>,
+    /// Events requested per FetchRequest (flow control; Salesforce allows at most 100).
+    #[serde(default = "default_sf_batch")]
+    pub batch_size: u32,
+    /// Changes whose `changeOrigin` carries `client=<this>` are the bridge's own writes
+    /// (the Salesforce sink's `call_options_client`) and are dropped. Unset: none dropped.
+    #[serde(default)]
+    pub echo_client_id: Option<String>,
+    /// Where a topic without a stored replay id starts: `latest` (new events only) or
+    /// `earliest` (everything Salesforce still retains, up to 72 h).
+    #[serde(default)]
+    pub initial_position: SalesforceStart,
+    /// What to do when the stored replay id is past Salesforce's retention: `fail` (stop the
+    /// bridge with a message; the operator decides), `earliest` (re-read everything retained)
+    /// or `latest` (skip to new events; the changes in between are lost).
+    #[serde(default)]
+    pub on_replay_id_expired: ReplayIdExpired,
+    /// JetStream stream of the raw change events (`saas.salesforce.<name>.<object>.<change>`).
+    #[serde(default = "default_sf_stream")]
+    pub stream: String,
+    /// REST API version of the record read-backs after gap events.
+    #[serde(default = "default_sf_api_version")]
+    pub api_version: String,
+    /// `system_of_record` of the domain events.
+    #[serde(default = "default_sf_system")]
+    pub system: String,
+    /// Map Contact/Account to `customer` and Order to `order` domain events (stream and KV of
+    /// `[domain]`).
+    #[serde(default = "default_true")]
+    pub domain_events: bool,
+}
+
+/// `auth` of `[[salesforce_cdc]]`: the OAuth2 flow that obtains the access token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SalesforceAuth {
+    #[default]
+    ClientCredentials,
+    JwtBearer,
+}
+
+/// First position of a topic with no stored replay id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SalesforceStart {
+    #[default]
+    Latest,
+    Earliest,
+}
+
+/// `on_replay_id_expired` of `[[salesforce_cdc]]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayIdExpired {
+    #[default]
+    Fail,
+    Earliest,
+    Latest,
+}
+
+fn default_pubsub_url() -> String {
+    "https://api.pubsub.salesforce.com:7443".into()
+}
+fn default_topics() -> Vec<String> {
+    vec!["/data/ChangeEvents".into()]
+}
+fn default_sf_batch() -> u32 {
+    100
+}
+fn default_sf_stream() -> String {
+    "SAAS_SALESFORCE".into()
+}
+fn default_sf_system() -> String {
+    "salesforce".into()
+}
+fn default_sf_api_version() -> String {
+    "62.0".into()
+}
 fn default_listen() -> String {
     "0.0.0.0:8088".into()
 }

@@ -66,10 +66,10 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             "each source has its own stream: set the name in [sources.stream]",
         ));
     }
-    if config.sources.is_empty() && config.shopify.is_empty() {
+    if config.sources.is_empty() && config.shopify.is_empty() && config.salesforce_cdc.is_empty() {
         return Err(ConfigError::invalid(
             "sources",
-            "at least one [[sources]] or [[shopify]] block is required",
+            "at least one [[sources]], [[shopify]] or [[salesforce_cdc]] block is required",
         ));
     }
     let mut names = HashSet::new();

@@ -2,11 +2,12 @@
 //! envelope on JetStream, nothing lost (answered only after the JetStream ack), nothing twice
 //! (`Nats-Msg-Id`), and canonical domain events on the `RETAIL` stream.
 //!
-//! Shopify ([`shopify`]) and the WMS's signed lifecycle webhooks ([`wms`]) are implemented;
-//! Salesforce Pub/Sub CDC is not yet.
+//! Shopify ([`shopify`]), the WMS's signed lifecycle webhooks ([`wms`]) and Salesforce Change
+//! Data Capture over the Pub/Sub API ([`salesforce`]).
 
 mod error;
 pub mod metrics;
+pub mod salesforce;
 pub mod shopify;
 pub mod time;
 pub mod wms;

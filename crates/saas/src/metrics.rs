@@ -13,6 +13,21 @@ pub const RECONCILE_RECOVERED: &str = "tributary_shopify_reconcile_recovered_tot
 pub const RECONCILE_CURSOR: &str = "tributary_shopify_reconcile_cursor_seconds";
 pub const ERRORS: &str = "tributary_shopify_errors_total";
 
+// Salesforce CDC (label `feed`: configured `[[salesforce_cdc]]` names; `reason` fixed below).
+pub const SAAS_RECEIVED: &str = "tributary_saas_events_received_total";
+pub const SAAS_PUBLISHED: &str = "tributary_saas_events_published_total";
+pub const SAAS_REJECTED: &str = "tributary_saas_events_rejected_total";
+pub const SAAS_DEDUPLICATED: &str = "tributary_saas_events_deduplicated_total";
+pub const SAAS_ECHOES: &str = "tributary_saas_echoes_dropped_total";
+pub const SAAS_READBACKS: &str = "tributary_saas_gap_readbacks_total";
+pub const SAAS_OVERFLOWS: &str = "tributary_saas_overflow_events_total";
+pub const SAAS_LAG: &str = "tributary_saas_lag_seconds";
+pub const SAAS_POSITION: &str = "tributary_saas_position_seconds";
+pub const SAAS_TOKENS: &str = "tributary_saas_tokens_total";
+pub const SAAS_RESTARTS: &str = "tributary_saas_stream_restarts_total";
+pub const SAAS_REPLAY_EXPIRED: &str = "tributary_saas_replay_id_expired_total";
+pub const SAAS_DOMAIN_EVENTS: &str = "tributary_saas_domain_events_total";
+
 /// The six mapped topics keep their name as a label; anything else is `other`.
 pub fn topic_label(topic: &str) -> &'static str {
     match topic {
@@ -24,6 +39,57 @@ pub fn topic_label(topic: &str) -> &'static str {
         "fulfillments/create" => "fulfillments/create",
         _ => "other",
     }
+}
+
+pub fn describe_salesforce() {
+    metrics::describe_counter!(
+        SAAS_RECEIVED,
+        "change events received from the Pub/Sub API, per feed"
+    );
+    metrics::describe_counter!(
+        SAAS_PUBLISHED,
+        "raw events stored in the feed's stream (read-backs included), per feed"
+    );
+    metrics::describe_counter!(
+        SAAS_REJECTED,
+        "events that could not be decoded (stored raw with the reason), per feed and reason"
+    );
+    metrics::describe_counter!(
+        SAAS_DEDUPLICATED,
+        "redeliveries JetStream dropped by Nats-Msg-Id, per feed"
+    );
+    metrics::describe_counter!(
+        SAAS_ECHOES,
+        "changes made by the bridge itself (changeOrigin client) dropped, per feed"
+    );
+    metrics::describe_counter!(
+        SAAS_READBACKS,
+        "records re-read through REST after a gap event, per feed"
+    );
+    metrics::describe_counter!(
+        SAAS_OVERFLOWS,
+        "GAP_OVERFLOW events (stored raw; not re-read), per feed"
+    );
+    metrics::describe_gauge!(
+        SAAS_LAG,
+        "now minus commitTimestamp of the last stored change, per feed"
+    );
+    metrics::describe_gauge!(
+        SAAS_POSITION,
+        "commitTimestamp (Unix seconds) of the last change whose replay id is stored, per feed"
+    );
+    metrics::describe_counter!(
+        SAAS_TOKENS,
+        "OAuth2 access tokens obtained (start, expiry, UNAUTHENTICATED), per feed"
+    );
+    metrics::describe_counter!(
+        SAAS_RESTARTS,
+        "Subscribe streams restarted, per feed and reason"
+    );
+    metrics::describe_counter!(
+        SAAS_REPLAY_EXPIRED,
+        "stored replay ids found past retention, per feed"
+    );
 }
 
 pub fn describe() {

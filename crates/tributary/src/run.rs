@@ -60,6 +60,9 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     let sinks = tributary_sinks::Sinks::prepare(&config, js.clone()).await?;
     // Shopify webhook sources (when configured): streams, buckets and listeners bound.
     let shopify = tributary_saas::shopify::ShopifySources::prepare(&config, js.clone()).await?;
+    // Salesforce Change Data Capture (when configured): streams and the position bucket.
+    let salesforce_cdc =
+        tributary_saas::salesforce::SalesforceCdcSources::prepare(&config, js.clone()).await?;
     // WMS lifecycle webhooks (`[sinks.wms.webhooks]`): raw stream, domain state, listener bound.
     let wms_webhooks = tributary_saas::wms::WmsWebhookSource::prepare(&config, js.clone()).await?;
 
@@ -112,6 +115,18 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
                 .await
                 .map_err(|e| tributary_pipeline::PipelineError::Fatal {
                     source_name: "shopify".into(),
+                    message: e.to_string(),
+                })
+        });
+    }
+    if let Some(salesforce_cdc) = salesforce_cdc {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            salesforce_cdc
+                .run(stop)
+                .await
+                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
+                    source_name: "salesforce_cdc".into(),
                     message: e.to_string(),
                 })
         });

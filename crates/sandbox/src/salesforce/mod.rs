@@ -9,6 +9,8 @@
 //! ```
 
 mod auth;
+pub mod cdc;
+pub mod pubsub;
 mod sobjects;
 pub mod state;
 
@@ -250,7 +252,11 @@ impl Salesforce {
 
     /// Invalidates every token issued so far (next call: 401 `INVALID_SESSION_ID`).
     pub fn expire_tokens(&self) {
-        self.with_state(|s| s.tokens.values_mut().for_each(|t| *t = Instant::now()));
+        self.with_state(|s| {
+            s.tokens.values_mut().for_each(|t| *t = Instant::now());
+            // Open Pub/Sub streams re-check their token when woken.
+            s.cdc.poke();
+        });
     }
 
     pub fn set_token_ttl(&self, ttl: Duration) {
@@ -330,6 +336,7 @@ impl Salesforce {
             )
         } else {
             s.api_used += 1;
+            let writes_before = s.writes.len();
             let client = headers
                 .get("sforce-call-options")
                 .and_then(|v| v.to_str().ok())
@@ -337,14 +344,17 @@ impl Salesforce {
                     v.split(',')
                         .find_map(|kv| kv.trim().strip_prefix("client=").map(str::to_string))
                 });
-            f(
+            let response = f(
                 &mut s,
                 &Caller {
                     client,
                     version: number,
                     version_text: version.trim_start_matches('v').to_string(),
                 },
-            )
+            );
+            // One request is one transaction; writes rolled back (allOrNone) are gone already.
+            cdc::emit_writes(&mut s, writes_before);
+            response
         };
         if let Ok(v) = HeaderValue::from_str(&format!("api-usage={}/{limit}", s.api_used)) {
             response.headers_mut().insert("sforce-limit-info", v);

@@ -98,7 +98,7 @@ fn upsert_one(
         .filter(|(k, _)| *k != "attributes")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let (id, created, changed) = match matches.first() {
+    let (id, created, changed, changed_fields) = match matches.first() {
         Some(id) => {
             let Some(rec) = s.records.get_mut(id) else {
                 return Err(SfErr::new(
@@ -108,7 +108,12 @@ fn upsert_one(
                     vec![],
                 ));
             };
-            let changed = fields.iter().any(|(k, v)| rec.fields.get(k) != Some(v));
+            let changed_fields: Vec<String> = fields
+                .iter()
+                .filter(|(k, v)| rec.fields.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let changed = !changed_fields.is_empty();
             for (k, v) in fields {
                 rec.fields.insert(k, v);
             }
@@ -117,7 +122,7 @@ fn upsert_one(
             rec.fields
                 .insert("SystemModstamp".into(), Value::String(now));
             rec.last_change_origin = Some(origin.clone());
-            (id.clone(), false, changed)
+            (id.clone(), false, changed, changed_fields)
         }
         None => {
             if update_only {
@@ -146,6 +151,8 @@ fn upsert_one(
                 ));
             }
             let id = s.new_id(object);
+            let mut changed_fields: Vec<String> = fields.keys().cloned().collect();
+            changed_fields.push(field.to_string());
             let mut all = fields;
             all.insert(field.to_string(), Value::String(value.to_string()));
             all.insert("Id".into(), Value::String(id.clone()));
@@ -161,7 +168,7 @@ fn upsert_one(
                     last_change_origin: Some(origin.clone()),
                 },
             );
-            (id, true, true)
+            (id, true, true, changed_fields)
         }
     };
     s.writes.push(WriteRecord {
@@ -173,6 +180,7 @@ fn upsert_one(
         changed,
         client: caller.client.clone(),
         change_origin: origin,
+        changed_fields,
         at: SystemTime::now(),
     });
     Ok(Applied { id, created })

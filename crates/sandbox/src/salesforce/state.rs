@@ -40,6 +40,8 @@ pub struct WriteRecord {
     /// `client=` of the `Sforce-Call-Options` header.
     pub client: Option<String>,
     pub change_origin: String,
+    /// Fields whose value the write set or changed (all fields on a create).
+    pub changed_fields: Vec<String>,
     pub at: SystemTime,
 }
 
@@ -53,6 +55,8 @@ pub struct SfState {
     pub tokens_issued: u64,
     /// API requests counted in the rolling window.
     pub api_used: u64,
+    /// Change Data Capture events, served by the Pub/Sub API emulator.
+    pub(crate) cdc: super::cdc::CdcLog,
 }
 
 fn key_prefix(object: &str) -> &'static str {

@@ -1,0 +1,191 @@
+//! Raw Salesforce changes → domain events: one durable pull consumer per feed on the raw
+//! stream, one message at a time, acked only after its domain events (or dead letter) are
+//! stored — as the Shopify mapper does (`crate::shopify` `consume.rs`), so a crash re-maps the
+//! message and the entity state turns the re-mapping into repeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures::StreamExt;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tributary_config::SalesforceCdcConfig;
+use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
+use tributary_proto::cdc::v1::{ChangeEvent, Operation};
+use tributary_proto::retail::v1::SourceRef;
+
+use super::{envelope, mapper};
+use crate::metrics as m;
+use crate::SaasError;
+
+pub(super) struct Mapper {
+    pub cfg: SalesforceCdcConfig,
+    pub js: jetstream::Context,
+    pub feed: Arc<ExternalFeed>,
+}
+
+impl Mapper {
+    pub async fn supervise(self, stop: CancellationToken) -> Result<(), SaasError> {
+        let mut backoff = Duration::from_millis(250);
+        while !stop.is_cancelled() {
+            match self.consume(&stop).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    metrics::counter!(m::SAAS_RESTARTS, "feed" => self.cfg.name.clone(), "reason" => "mapper")
+                        .increment(1);
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Salesforce mapper failed; restarting");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
+        let name = &self.cfg.name;
+        let stream = self
+            .js
+            .get_stream(&self.cfg.stream)
+            .await
+            .map_err(|e| SaasError::nats(format!("stream {}", self.cfg.stream), e))?;
+        let durable = format!(
+            "tributary-salesforce-{}",
+            tributary_nats::subject::token(name)
+        );
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    description: Some("Tributary Salesforce domain mapping".into()),
+                    filter_subject: envelope::feed_wildcard(name),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    max_ack_pending: 1,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| SaasError::nats("pull", e))?;
+        info!(consumer = %durable, "mapping Salesforce changes");
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(msg) = next else {
+                return Err(SaasError::nats("pull", "message stream ended"));
+            };
+            let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
+            match self.handle(&msg.payload).await {
+                Ok(outcome) => {
+                    metrics::counter!(m::SAAS_DOMAIN_EVENTS, "feed" => name.clone(), "outcome" => outcome)
+                        .increment(1);
+                    msg.ack().await.map_err(|e| SaasError::nats("ack", e))?
+                }
+                Err(e) => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Maps one raw change; Err only for transient failures (the message is redelivered).
+    async fn handle(&self, payload: &[u8]) -> Result<&'static str, SaasError> {
+        let feed = &self.cfg.name;
+        let change = match ChangeEvent::decode(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                self.dead_letter("salesforce_decode", "?", payload, &e.to_string())
+                    .await?;
+                return Ok("dead_letter");
+            }
+        };
+        let mapping = mapper::mapping_name(&change.table);
+        let read_back = change.op == Operation::Read as i32;
+        let mapped = crate::shopify::envelope::payload(&change)
+            .ok_or_else(|| "no payload".to_string())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string()))
+            .and_then(|v| mapper::map(&v, read_back, change.commit_time_micros));
+        let mapped = match mapped {
+            Ok(m) if m.is_empty() => return Ok("ignored"),
+            Ok(m) => m,
+            Err(reason) => {
+                self.dead_letter(&mapping, &change.event_id, payload, &reason)
+                    .await?;
+                return Ok("dead_letter");
+            }
+        };
+        let mut outcome = "repeated";
+        for mm in mapped {
+            let event = ExternalEvent {
+                entity: mm.entity.into(),
+                event: mm.event.into(),
+                key: mm.key,
+                system: self.cfg.system.clone(),
+                feed: format!("salesforce:{feed}"),
+                as_of_micros: mm.as_of_micros,
+                event_id: format!("{}@{}/{mapping}", change.event_id, mm.record_id),
+                mapping: mapping.clone(),
+                source_ref: SourceRef {
+                    source: feed.clone(),
+                    event_id: change.event_id.clone(),
+                    commit_lsn: 0,
+                    ordinal: 0,
+                    origin: change.table.clone(),
+                    feed_position: change.origin.clone(),
+                },
+                body: mm.body,
+            };
+            match self.feed.apply(&event).await? {
+                Applied::Published(_) => outcome = "published",
+                Applied::Stale if outcome != "published" => outcome = "stale",
+                _ => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn dead_letter(
+        &self,
+        mapping: &str,
+        event_id: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), SaasError> {
+        warn!(
+            mapping,
+            event_id, reason, "Salesforce change cannot be mapped: dead-lettered"
+        );
+        let mut headers = async_nats::header::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{event_id}/{mapping}/dlq").as_str(),
+        );
+        headers.insert("Tributary-Mapping", mapping);
+        headers.insert(
+            "Tributary-Reason",
+            reason.replace(['\r', '\n'], " ").as_str(),
+        );
+        headers.insert("Tributary-Source-Event-Id", event_id);
+        let subject = format!("dlq.domain.{}", tributary_nats::subject::token(mapping));
+        self.js
+            .publish_with_headers(subject.clone(), headers, payload.to_vec().into())
+            .await
+            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?
+            .await
+            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?;
+        Ok(())
+    }
+}

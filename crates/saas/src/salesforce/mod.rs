@@ -1,0 +1,381 @@
+//! Salesforce Change Data Capture over the Pub/Sub API (gRPC).
+//!
+//! ```text
+//!  token endpoint ◄─ client credentials ─ Auth (one session per org, refreshed on UNAUTHENTICATED)
+//!  Pub/Sub API ◄──── Subscribe per topic ─ TopicStream ──► SAAS_SALESFORCE  saas.salesforce.<feed>.<entity>.<change>
+//!                      (flow control,        │  replay id ─► KV tributary_saas  salesforce.<feed>.<topic>
+//!                       replay from KV)      └─ gap events ─► REST read-back ─► same stream (READ)
+//! ```
+//!
+//! With `domain_events`, a durable consumer per feed maps the raw stream to `customer` and
+//! `order` domain events on `RETAIL` through the shared entity state ([`mapper`]).
+//! See `docs/saas-sources.md`.
+
+mod auth;
+mod batch;
+mod consume;
+pub mod envelope;
+pub mod mapper;
+mod position;
+mod readback;
+mod subscriber;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tracing::warn;
+use tributary_config::{Config, DomainConfig, ResolvedStream, SalesforceAuth, StorageKind};
+use tributary_domain::ExternalFeed;
+
+use crate::SaasError;
+use subscriber::{Feed, TopicStream};
+
+/// Salesforce keeps change events 72 h; a redelivery can come that late after an outage, so
+/// the raw stream drops duplicates for as long.
+pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 72 * 3600;
+
+/// Every `[[salesforce_cdc]]` feed, ready to run.
+pub struct SalesforceCdcSources {
+    feeds: Vec<Arc<Feed>>,
+    domain: Option<Arc<ExternalFeed>>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Checks the `[[salesforce_cdc]]` blocks (no I/O).
+pub fn validate(config: &Config) -> Result<(), SaasError> {
+    let mut names = HashSet::new();
+    for (i, s) in config.salesforce_cdc.iter().enumerate() {
+        let key = |k: &str| format!("salesforce_cdc[{i}].{k}");
+        if !valid_name(&s.name) {
+            return Err(SaasError::config(
+                key("name"),
+                format!("{:?} must be letters, digits, '_' and '-'", s.name),
+            ));
+        }
+        if !names.insert(s.name.clone()) {
+            return Err(SaasError::config(
+                key("name"),
+                format!("{:?} is used twice", s.name),
+            ));
+        }
+        for (k, url) in [("login_url", &s.login_url), ("pubsub_url", &s.pubsub_url)] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(SaasError::config(
+                    key(k),
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if s.topics.is_empty() {
+            return Err(SaasError::config(
+                key("topics"),
+                "at least one topic is required",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (t, topic) in s.topics.iter().enumerate() {
+            let ok = topic == "/data/ChangeEvents"
+                || (topic.starts_with("/data/")
+                    && topic.ends_with("ChangeEvent")
+                    && topic.len() > 17);
+            if !ok {
+                return Err(SaasError::config(
+                    format!("salesforce_cdc[{i}].topics[{t}]"),
+                    format!("{topic:?} is not a change event channel (/data/ChangeEvents or /data/<Object>ChangeEvent)"),
+                ));
+            }
+            if !seen.insert(topic) {
+                return Err(SaasError::config(
+                    format!("salesforce_cdc[{i}].topics[{t}]"),
+                    format!("{topic:?} is listed twice"),
+                ));
+            }
+        }
+        match s.auth {
+            SalesforceAuth::ClientCredentials if s.client_secret.is_none() => {
+                return Err(SaasError::config(
+                    key("client_secret"),
+                    "required with auth = \"client_credentials\"",
+                ));
+            }
+            SalesforceAuth::JwtBearer if s.username.is_none() => {
+                return Err(SaasError::config(
+                    key("username"),
+                    "required with auth = \"jwt_bearer\"",
+                ));
+            }
+            SalesforceAuth::JwtBearer if s.private_key.is_none() => {
+                return Err(SaasError::config(
+                    key("private_key"),
+                    "required with auth = \"jwt_bearer\"",
+                ));
+            }
+            _ => {}
+        }
+        if s.batch_size == 0 || s.batch_size > 100 {
+            return Err(SaasError::config(
+                key("batch_size"),
+                "must be between 1 and 100 (Salesforce's flow-control cap)",
+            ));
+        }
+        if s.stream.is_empty() || s.stream.contains(['.', '*', '>', ' ']) {
+            return Err(SaasError::config(
+                key("stream"),
+                format!("{:?} is not a stream name", s.stream),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the secrets of the configured OAuth2 flow.
+fn grant(i: usize, cfg: &tributary_config::SalesforceCdcConfig) -> Result<auth::Grant, SaasError> {
+    let key = |k: &str| format!("salesforce_cdc[{i}].{k}");
+    match cfg.auth {
+        SalesforceAuth::ClientCredentials => {
+            let secret = cfg
+                .client_secret
+                .as_ref()
+                .ok_or_else(|| {
+                    SaasError::config(
+                        key("client_secret"),
+                        "required with auth = \"client_credentials\"",
+                    )
+                })?
+                .resolve()
+                .map_err(|e| SaasError::config(key("client_secret"), e.to_string()))?;
+            Ok(auth::Grant::ClientCredentials { secret })
+        }
+        SalesforceAuth::JwtBearer => {
+            let username = cfg.username.clone().ok_or_else(|| {
+                SaasError::config(key("username"), "required with auth = \"jwt_bearer\"")
+            })?;
+            let pem = cfg
+                .private_key
+                .as_ref()
+                .ok_or_else(|| {
+                    SaasError::config(key("private_key"), "required with auth = \"jwt_bearer\"")
+                })?
+                .resolve()
+                .map_err(|e| SaasError::config(key("private_key"), e.to_string()))?;
+            let key_pair =
+                auth::Grant::rsa_key(&pem).map_err(|e| SaasError::config(key("private_key"), e))?;
+            Ok(auth::Grant::JwtBearer {
+                username,
+                key: Box::new(key_pair),
+                audience: cfg.login_url.trim_end_matches('/').to_string(),
+            })
+        }
+    }
+}
+
+impl SalesforceCdcSources {
+    /// Validates, resolves secrets, provisions the raw streams and the position bucket.
+    /// None when no feed is configured.
+    pub async fn prepare(
+        config: &Config,
+        js: jetstream::Context,
+    ) -> Result<Option<Self>, SaasError> {
+        if config.salesforce_cdc.is_empty() {
+            return Ok(None);
+        }
+        validate(config)?;
+        crate::metrics::describe_salesforce();
+        let replicas = config.nats.stream.replicas.unwrap_or(1);
+        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for cfg in &config.salesforce_cdc {
+            streams
+                .entry(cfg.stream.clone())
+                .or_default()
+                .push(envelope::feed_wildcard(&cfg.name));
+        }
+        for (name, subjects) in streams {
+            let settings = ResolvedStream {
+                name: name.clone(),
+                storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
+                replicas,
+                max_age_secs: config
+                    .nats
+                    .stream
+                    .max_age_secs
+                    .unwrap_or(7 * 24 * 3600)
+                    .max(RAW_DUPLICATE_WINDOW_SECS),
+                max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
+                duplicate_window_secs: RAW_DUPLICATE_WINDOW_SECS,
+            };
+            tributary_nats::ensure_stream(&js, &settings, subjects).await?;
+        }
+        let domain = if config.salesforce_cdc.iter().any(|c| c.domain_events) {
+            let domain_cfg: DomainConfig = match &config.domain {
+                Some(d) => d.clone(),
+                None => {
+                    toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?
+                }
+            };
+            let dup = config.nats.stream.duplicate_window_secs.unwrap_or(3600);
+            let settings = |name: &str| ResolvedStream {
+                name: name.to_string(),
+                storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
+                replicas,
+                max_age_secs: config
+                    .nats
+                    .stream
+                    .max_age_secs
+                    .unwrap_or(7 * 24 * 3600)
+                    .max(dup),
+                max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
+                duplicate_window_secs: dup,
+            };
+            let feed =
+                ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream)).await?;
+            tributary_nats::ensure_stream(
+                &js,
+                &settings(&domain_cfg.dead_letter_stream),
+                vec!["dlq.domain.>".into()],
+            )
+            .await?;
+            Some(Arc::new(feed))
+        } else {
+            None
+        };
+        let kv = tributary_nats::kv::open_bucket(
+            &js,
+            crate::shopify::STATE_BUCKET,
+            "Tributary SaaS feeds: reconciliation cursors, Salesforce replay ids",
+            replicas,
+        )
+        .await
+        .map_err(|e| SaasError::nats(format!("KV bucket {}", crate::shopify::STATE_BUCKET), e))?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| SaasError::http("HTTP client", e))?;
+        let mut feeds = Vec::new();
+        for (i, cfg) in config.salesforce_cdc.iter().enumerate() {
+            let grant = grant(i, cfg)?;
+            let mut endpoint = Endpoint::from_shared(cfg.pubsub_url.clone())
+                .map_err(|e| {
+                    SaasError::config(format!("salesforce_cdc[{i}].pubsub_url"), e.to_string())
+                })?
+                .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+                .keep_alive_while_idle(true);
+            if cfg.pubsub_url.starts_with("https://") {
+                endpoint = endpoint
+                    .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                    .map_err(|e| {
+                        SaasError::config(format!("salesforce_cdc[{i}].pubsub_url"), e.to_string())
+                    })?;
+            }
+            feeds.push(Arc::new(Feed {
+                auth: auth::Auth::new(
+                    &cfg.name,
+                    http.clone(),
+                    &cfg.login_url,
+                    &cfg.client_id,
+                    grant,
+                ),
+                channel: endpoint.connect_lazy(),
+                js: js.clone(),
+                kv: kv.clone(),
+                schemas: tokio::sync::Mutex::new(HashMap::new()),
+                cfg: cfg.clone(),
+            }));
+        }
+        Ok(Some(SalesforceCdcSources { feeds, domain }))
+    }
+
+    /// Runs one Subscribe stream per topic until `stop`; the first error an operator must fix
+    /// (an expired replay id with `on_replay_id_expired = "fail"`, an unknown topic) stops
+    /// the others and is returned.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
+        let inner = stop.child_token();
+        let mut tasks = tokio::task::JoinSet::new();
+        for feed in &self.feeds {
+            for topic in &feed.cfg.topics {
+                let stream = TopicStream::new(feed.clone(), topic.clone());
+                tasks.spawn(stream.supervise(inner.clone()));
+            }
+            if let (true, Some(domain)) = (feed.cfg.domain_events, &self.domain) {
+                let mapper = consume::Mapper {
+                    cfg: feed.cfg.clone(),
+                    js: feed.js.clone(),
+                    feed: domain.clone(),
+                };
+                let span = tracing::info_span!("salesforce_mapper", feed = %feed.cfg.name);
+                tasks.spawn(tracing::Instrument::instrument(
+                    mapper.supervise(inner.clone()),
+                    span,
+                ));
+            }
+        }
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                    inner.cancel();
+                }
+                Err(e) => warn!(error = %e, "Salesforce CDC task panicked"),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn config(extra: &str) -> String {
+        format!(
+            "[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n[[salesforce_cdc]]\nname = \"org\"\n\
+             login_url = \"https://login.salesforce.com\"\nclient_id = \"id\"\nclient_secret = \"s\"\n{extra}"
+        )
+    }
+
+    fn error_of(extra: &str) -> String {
+        match tributary_config::parse(&config(extra)) {
+            Err(e) => e.to_string(),
+            Ok(c) => match super::validate(&c) {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("expected an error for {extra:?}"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_salesforce_block_alone_is_valid_with_defaults() {
+        let c = tributary_config::parse(&config("")).expect("valid");
+        assert!(super::validate(&c).is_ok());
+        let s = &c.salesforce_cdc[0];
+        assert_eq!(s.topics, ["/data/ChangeEvents"]);
+        assert_eq!(s.batch_size, 100);
+        assert_eq!(
+            s.on_replay_id_expired,
+            tributary_config::ReplayIdExpired::Fail
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(error_of("batch_size = 0").contains("salesforce_cdc[0].batch_size"));
+        assert!(error_of("batch_size = 101").contains("salesforce_cdc[0].batch_size"));
+        assert!(error_of("topics = [\"/topic/Foo\"]").contains("salesforce_cdc[0].topics[0]"));
+        assert!(error_of("pubsub_url = \"grpc://x\"").contains("salesforce_cdc[0].pubsub_url"));
+        assert!(error_of("on_replay_id_expired = \"skip\"").contains("on_replay_id_expired"));
+        assert!(error_of("unknown_key = 1").contains("unknown_key"));
+        assert!(error_of("auth = \"jwt_bearer\"").contains("salesforce_cdc[0].username"));
+        assert!(error_of("auth = \"jwt_bearer\"\nusername = \"u\"")
+            .contains("salesforce_cdc[0].private_key"));
+    }
+}

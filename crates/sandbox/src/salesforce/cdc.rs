@@ -1,0 +1,496 @@
+//! Change Data Capture log of the Salesforce emulator: one append-only log of Avro-encoded
+//! change events for the objects selected for CDC (Account, Contact, Order), read by the
+//! Pub/Sub API server ([`super::pubsub`]) as `/data/ChangeEvents` or per object.
+//!
+//! Changes come from REST writes (every upsert that changed a record, one transaction per
+//! request, `changeOrigin` from `Sforce-Call-Options`) and from the test API below
+//! (creates, updates, deletes, gap and overflow events). Replay ids are 8 opaque bytes of an
+//! increasing, non-contiguous counter; events older than the retention floor are gone.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tributary_sfpubsub::apache_avro::Schema;
+use tributary_sfpubsub::schema::{self, ChangeHeader};
+use tributary_sfpubsub::{bitmap, OVERFLOW_RECORD_ID};
+
+use super::state::{Record, SfState};
+use super::Salesforce;
+use crate::util::now_millis;
+
+/// Objects selected for Change Data Capture and the fields of their change events.
+const OBJECTS: [(&str, &[&str]); 3] = [
+    (
+        "Account",
+        &[
+            "Name",
+            "AccountNumber",
+            "Phone",
+            "Industry",
+            "BillingCity",
+            "BillingCountry",
+            "External_Id__c",
+            "OwnerId",
+            "CreatedDate",
+            "LastModifiedDate",
+        ],
+    ),
+    (
+        "Contact",
+        &[
+            "FirstName",
+            "LastName",
+            "Email",
+            "Phone",
+            "HasOptedOutOfEmail",
+            "AccountId",
+            "External_Id__c",
+            "CreatedDate",
+            "LastModifiedDate",
+        ],
+    ),
+    (
+        "Order",
+        &[
+            "Status",
+            "AccountId",
+            "EffectiveDate",
+            "Customer_External_Id__c",
+            "Payment_State__c",
+            "Channel__c",
+            "Total_Amount__c",
+            "Currency__c",
+            "Tracking_Number__c",
+            "Tracking_Url__c",
+            "Carrier__c",
+            "Fulfillment_Status__c",
+            "External_Id__c",
+            "CreatedDate",
+            "LastModifiedDate",
+        ],
+    ),
+];
+
+/// One object's change event schema.
+pub(crate) struct ObjectSchema {
+    pub json: String,
+    pub id: String,
+    pub parsed: Schema,
+    pub fields: Vec<String>,
+}
+
+/// One logged change event.
+#[derive(Clone, Debug)]
+pub struct CdcEvent {
+    pub replay: u64,
+    pub object: String,
+    pub event_id: String,
+    pub schema_id: String,
+    pub payload: Vec<u8>,
+    pub change_type: String,
+    pub record_ids: Vec<String>,
+    pub change_origin: String,
+}
+
+impl CdcEvent {
+    pub fn replay_id(&self) -> Vec<u8> {
+        self.replay.to_be_bytes().to_vec()
+    }
+}
+
+/// One change of a transaction, before encoding.
+pub struct Change {
+    pub object: String,
+    pub change_type: &'static str,
+    pub record_ids: Vec<String>,
+    /// Values of the event's fields (all but the changed ones are sent null on updates).
+    pub values: Map<String, Value>,
+    pub changed: Vec<String>,
+    pub nulled: Vec<String>,
+    pub origin: String,
+}
+
+pub(crate) struct CdcLog {
+    pub schemas: BTreeMap<String, ObjectSchema>,
+    pub events: VecDeque<CdcEvent>,
+    next_replay: u64,
+    next_txn: u64,
+    /// Highest replay number no longer retained (0: nothing expired).
+    pub expired_through: u64,
+    /// Bumped on every append and on every fault, to wake the subscriber sessions.
+    pub notify: Arc<watch::Sender<u64>>,
+    /// Bumped to end every open Subscribe stream (UNAVAILABLE).
+    pub resets: Arc<watch::Sender<u64>>,
+    /// Subscribe streams opened so far (first FetchRequest received).
+    pub subscribes: u64,
+    /// Events sent over all Subscribe streams (redeliveries after a resubscribe included).
+    pub delivered: u64,
+}
+
+impl Default for CdcLog {
+    fn default() -> Self {
+        let mut schemas = BTreeMap::new();
+        for (object, fields) in OBJECTS {
+            let json = schema::change_event_schema(object, fields);
+            // The schema text is built from constants; a parse failure is a bug caught by the
+            // emulator's tests, and leaves the object without CDC rather than panicking.
+            if let Ok(parsed) = schema::parse_schema(&json) {
+                schemas.insert(
+                    object.to_string(),
+                    ObjectSchema {
+                        id: schema::schema_id(&json),
+                        fields: schema::field_names(&parsed),
+                        json,
+                        parsed,
+                    },
+                );
+            }
+        }
+        CdcLog {
+            schemas,
+            events: VecDeque::new(),
+            next_replay: 1000,
+            next_txn: 0,
+            expired_through: 0,
+            notify: Arc::new(watch::channel(0).0),
+            resets: Arc::new(watch::channel(0).0),
+            subscribes: 0,
+            delivered: 0,
+        }
+    }
+}
+
+impl CdcLog {
+    pub fn latest_replay(&self) -> u64 {
+        self.events
+            .back()
+            .map(|e| e.replay)
+            .unwrap_or(self.expired_through)
+    }
+
+    pub fn poke(&self) {
+        self.notify.send_modify(|n| *n += 1);
+    }
+
+    /// Appends one transaction (events share `transactionKey`, `sequenceNumber` from 1).
+    pub fn append(&mut self, changes: Vec<Change>) -> Vec<u64> {
+        self.next_txn += 1;
+        let txn = format!(
+            "{:08x}-{:04x}-4000-8000-{:012x}",
+            self.next_txn,
+            0,
+            now_millis()
+        );
+        let commit_ms = now_millis() as i64;
+        let mut out = Vec::new();
+        for (seq, c) in changes.into_iter().enumerate() {
+            let Some(sch) = self.schemas.get(&c.object) else {
+                continue;
+            };
+            let pos = |names: &[String]| -> Vec<usize> {
+                names
+                    .iter()
+                    .filter_map(|n| sch.fields.iter().position(|f| f == n))
+                    .collect()
+            };
+            let changed = pos(&c.changed);
+            let nulled = pos(&c.nulled);
+            let bitmaps = |p: Vec<usize>| {
+                if p.is_empty() {
+                    vec![]
+                } else {
+                    vec![bitmap::encode(&p)]
+                }
+            };
+            let header = ChangeHeader {
+                entity_name: c.object.clone(),
+                record_ids: c.record_ids.clone(),
+                change_type: c.change_type.into(),
+                change_origin: c.origin.clone(),
+                transaction_key: txn.clone(),
+                sequence_number: seq as i32 + 1,
+                commit_timestamp: commit_ms,
+                commit_number: self.next_txn as i64,
+                commit_user: "005000000000001AAA".into(),
+                nulled_fields: bitmaps(nulled.clone()),
+                diff_fields: vec![],
+                changed_fields: bitmaps(changed),
+            };
+            let mut values = c.values;
+            for f in ["CreatedDate", "LastModifiedDate"] {
+                if values.contains_key(f) {
+                    values.insert(f.into(), Value::from(commit_ms));
+                }
+            }
+            let Ok(payload) = schema::encode(&sch.parsed, &header, &values) else {
+                continue;
+            };
+            // Opaque and non-contiguous, as Salesforce's are: consumers must not do arithmetic.
+            self.next_replay += 1 + (self.next_replay * 7919) % 5;
+            let event = CdcEvent {
+                replay: self.next_replay,
+                object: c.object,
+                event_id: format!(
+                    "{:08x}-cdc0-4000-8000-{:012x}",
+                    self.next_txn, self.next_replay
+                ),
+                schema_id: sch.id.clone(),
+                payload,
+                change_type: c.change_type.into(),
+                record_ids: c.record_ids,
+                change_origin: c.origin,
+            };
+            out.push(event.replay);
+            self.events.push_back(event);
+        }
+        self.poke();
+        out
+    }
+}
+
+/// The CDC values of a record: the event's fields that the record has, datetimes as epoch ms.
+fn values_of(fields: &Map<String, Value>, keep: impl Fn(&str) -> bool) -> Map<String, Value> {
+    fields
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// CDC events for the REST writes `writes[from..]` of one request (one transaction).
+pub(crate) fn emit_writes(s: &mut SfState, from: usize) {
+    let mut changes = Vec::new();
+    for w in s.writes.iter().skip(from).filter(|w| w.changed) {
+        if !s.cdc.schemas.contains_key(&w.object) {
+            continue;
+        }
+        let Some(rec) = s.records.get(&w.id) else {
+            continue;
+        };
+        let mut changed = w.changed_fields.clone();
+        changed.push("LastModifiedDate".into());
+        if w.created {
+            changed.push("CreatedDate".into());
+        }
+        let values = if w.created {
+            values_of(&rec.fields, |_| true)
+        } else {
+            values_of(&rec.fields, |k| changed.iter().any(|c| c == k))
+        };
+        changes.push(Change {
+            object: w.object.clone(),
+            change_type: if w.created { "CREATE" } else { "UPDATE" },
+            record_ids: vec![w.id.clone()],
+            values,
+            changed,
+            nulled: vec![],
+            origin: w.change_origin.clone(),
+        });
+    }
+    if !changes.is_empty() {
+        s.cdc.append(changes);
+    }
+}
+
+/// Test API: changes that did not come through REST (UI edits, Apex, data loads).
+impl Salesforce {
+    /// Creates a record and logs its CREATE event; returns the new id.
+    pub fn cdc_create(&self, object: &str, fields: Map<String, Value>) -> String {
+        self.with_state(|s| {
+            let id = s.new_id(object);
+            let mut all = fields;
+            all.insert("Id".into(), Value::String(id.clone()));
+            all.insert("CreatedDate".into(), Value::Null);
+            all.insert("LastModifiedDate".into(), Value::Null);
+            let changed: Vec<String> = all.keys().filter(|k| *k != "Id").cloned().collect();
+            s.records.insert(
+                id.clone(),
+                Record {
+                    id: id.clone(),
+                    object: object.into(),
+                    fields: all.clone(),
+                    last_change_origin: None,
+                },
+            );
+            s.cdc.append(vec![Change {
+                object: object.into(),
+                change_type: "CREATE",
+                record_ids: vec![id.clone()],
+                values: all,
+                changed,
+                nulled: vec![],
+                origin: String::new(),
+            }]);
+            id
+        })
+    }
+
+    /// Updates fields of a record (null values blank them) and logs an UPDATE event.
+    pub fn cdc_update(&self, id: &str, fields: Map<String, Value>) -> bool {
+        self.with_state(|s| {
+            let Some(rec) = s.records.get_mut(id) else {
+                return false;
+            };
+            let object = rec.object.clone();
+            let mut changed: Vec<String> = fields.keys().cloned().collect();
+            let nulled: Vec<String> = fields
+                .iter()
+                .filter(|(_, v)| v.is_null())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (k, v) in &fields {
+                rec.fields.insert(k.clone(), v.clone());
+            }
+            changed.push("LastModifiedDate".into());
+            let mut values = fields;
+            values.insert("LastModifiedDate".into(), Value::Null);
+            s.cdc.append(vec![Change {
+                object,
+                change_type: "UPDATE",
+                record_ids: vec![id.to_string()],
+                values,
+                changed,
+                nulled,
+                origin: String::new(),
+            }]);
+            true
+        })
+    }
+
+    /// The same change to several records in one event (`recordIds` of all of them), as
+    /// Salesforce merges identical changes of one transaction.
+    pub fn cdc_update_merged(&self, ids: &[String], fields: Map<String, Value>) {
+        self.with_state(|s| {
+            let mut object = None;
+            for id in ids {
+                if let Some(rec) = s.records.get_mut(id) {
+                    for (k, v) in &fields {
+                        rec.fields.insert(k.clone(), v.clone());
+                    }
+                    object = Some(rec.object.clone());
+                }
+            }
+            let Some(object) = object else {
+                return;
+            };
+            let mut changed: Vec<String> = fields.keys().cloned().collect();
+            changed.push("LastModifiedDate".into());
+            let mut values = fields;
+            values.insert("LastModifiedDate".into(), Value::Null);
+            s.cdc.append(vec![Change {
+                object,
+                change_type: "UPDATE",
+                record_ids: ids.to_vec(),
+                values,
+                changed,
+                nulled: vec![],
+                origin: String::new(),
+            }]);
+        });
+    }
+
+    /// Deletes a record and logs a DELETE event.
+    pub fn cdc_delete(&self, id: &str) -> bool {
+        self.with_state(|s| {
+            let Some(rec) = s.records.remove(id) else {
+                return false;
+            };
+            s.cdc.append(vec![Change {
+                object: rec.object,
+                change_type: "DELETE",
+                record_ids: vec![id.to_string()],
+                values: Map::new(),
+                changed: vec![],
+                nulled: vec![],
+                origin: String::new(),
+            }]);
+            true
+        })
+    }
+
+    /// Changes the record's fields *without* a normal event and logs a gap event instead
+    /// (`GAP_UPDATE` etc.: header only), as Salesforce does when it cannot build the event.
+    pub fn cdc_gap(&self, change_type: &'static str, id: &str, fields: Map<String, Value>) {
+        self.with_state(|s| {
+            let Some(rec) = s.records.get_mut(id) else {
+                return;
+            };
+            for (k, v) in fields {
+                rec.fields.insert(k, v);
+            }
+            let object = rec.object.clone();
+            s.cdc.append(vec![Change {
+                object,
+                change_type,
+                record_ids: vec![id.to_string()],
+                values: Map::new(),
+                changed: vec![],
+                nulled: vec![],
+                origin: String::new(),
+            }]);
+        });
+    }
+
+    /// Logs a `GAP_OVERFLOW` event for `object` (a transaction of more than 100,000 changes).
+    pub fn cdc_overflow(&self, object: &str) {
+        self.with_state(|s| {
+            s.cdc.append(vec![Change {
+                object: object.into(),
+                change_type: "GAP_OVERFLOW",
+                record_ids: vec![OVERFLOW_RECORD_ID.into()],
+                values: Map::new(),
+                changed: vec![],
+                nulled: vec![],
+                origin: String::new(),
+            }]);
+        });
+    }
+
+    /// Every logged event still retained, in replay order.
+    pub fn cdc_events(&self) -> Vec<CdcEvent> {
+        self.with_state(|s| s.cdc.events.iter().cloned().collect())
+    }
+
+    pub fn cdc_event_count(&self) -> usize {
+        self.with_state(|s| s.cdc.events.len())
+    }
+
+    /// Drops every event logged so far out of the retention window (what 72 h do).
+    pub fn cdc_expire_all(&self) {
+        self.with_state(|s| {
+            s.cdc.expired_through = s.cdc.latest_replay();
+            s.cdc.events.clear();
+        });
+    }
+
+    /// Subscribe streams opened so far.
+    pub fn cdc_subscribe_count(&self) -> u64 {
+        self.with_state(|s| s.cdc.subscribes)
+    }
+
+    /// Events sent over all Subscribe streams so far (redeliveries included).
+    pub fn cdc_delivered(&self) -> u64 {
+        self.with_state(|s| s.cdc.delivered)
+    }
+
+    /// Drops the events up to and including `replay_id` out of the retention window.
+    pub fn cdc_expire_through(&self, replay_id: &[u8]) {
+        let Ok(bytes) = <[u8; 8]>::try_from(replay_id) else {
+            return;
+        };
+        let through = u64::from_be_bytes(bytes);
+        self.with_state(|s| {
+            while s.cdc.events.front().is_some_and(|e| e.replay <= through) {
+                s.cdc.events.pop_front();
+            }
+            s.cdc.expired_through = s.cdc.expired_through.max(through);
+        });
+    }
+
+    /// Ends every open Subscribe stream with UNAVAILABLE (a server-side reset).
+    pub fn cdc_reset_streams(&self) {
+        self.with_state(|s| s.cdc.resets.send_modify(|n| *n += 1));
+    }
+}
