@@ -9,7 +9,8 @@
 //! Absolute quantities (the ERP owns stock) with `changeFromQuantity: null`: the last event
 //! of a level wins, which the version guard and per-entity lanes make the newest one.
 //! Pacing: every answer's `throttleStatus` is remembered; before a request the sink waits
-//! until the bucket has refilled enough for it, so it slows down before Shopify throttles.
+//! until the bucket has refilled enough for it and claims the cost, so that concurrent lanes
+//! do not all spend the same points, and it slows down before Shopify throttles.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
