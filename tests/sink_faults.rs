@@ -8,8 +8,9 @@
 //!   in exactly the state computed from the ERP writes, every refused event is parked once
 //!   with its reason and the target's answer, each entity's writes arrive in version order,
 //!   and no side effect happens twice.
-//! - `sigkill_repeatedly_during_apply`: the bridge is killed with SIGKILL while all three
-//!   sinks apply; state and per-key write counts stay exact.
+//! - `sigkill_repeatedly_during_apply`: the bridge is killed with SIGKILL four times while
+//!   all three sinks have events in hand (with some answers lost and some events refused);
+//!   state, per-key write counts and dead letters stay exact.
 //! - `salesforce_batches_within_its_limit_and_shopify_paces_its_bucket`: the Salesforce sink
 //!   writes more records than the org's request limit allows calls, by sObject Collections;
 //!   the Shopify sink works through a backlog bound by the cost bucket's restore rate without
@@ -1005,7 +1006,9 @@ async fn mixed_faults_across_three_targets() -> Result<()> {
         invalid: true,
     };
     let w = Workload::generate(scale, 7);
-    let opts = Options::new(scale);
+    let mut opts = Options::new(scale);
+    // Sessions expire during the run: 401 INVALID_SESSION_ID, a new token, the call again.
+    opts.sf.token_ttl = Duration::from_secs(10);
     let env = Env::start(&opts).await?;
     // ~10 % transient failures per target, of every kind it has: server errors, requests
     // held past the client's timeout, answers lost after the write was applied, throttling.
@@ -1084,6 +1087,11 @@ async fn mixed_faults_across_three_targets() -> Result<()> {
             .idempotent_replays(&tributary_sinks::idempotency_key("shopify", id));
     }
     assert!(
+        env.sf.tokens_issued() >= 3,
+        "{} Salesforce tokens: the sessions did not expire during the run",
+        env.sf.tokens_issued()
+    );
+    assert!(
         wms_replays > 0,
         "no WMS request was answered from its idempotency store"
     );
@@ -1108,10 +1116,18 @@ async fn sigkill_repeatedly_during_apply() -> Result<()> {
         skus: 20,
         stock_writes: 16,
         rounds: 8,
-        invalid: false,
+        invalid: true,
     };
     let w = Workload::generate(scale, 11);
-    let env = Env::start(&Options::new(scale)).await?;
+    let opts = Options::new(scale);
+    let env = Env::start(&opts).await?;
+    // Some answers lost after the write too, so that kills also land between a write, its
+    // retry and the ack.
+    let held = Duration::from_millis(opts.request_timeout_ms + 500);
+    for faults in [env.wms().faults(), env.shop.faults(), env.sf.faults()] {
+        faults.fail_randomly(Fault::TimeoutAfterApply(held), 0.02);
+        faults.fail_randomly(Fault::ServerError(503), 0.02);
+    }
     let js = jetstream::new(env.nats.connect().await?);
     let mut bridge = env.bridge().await?;
     let erp = env.pg.connect("erp").await?;
@@ -1147,7 +1163,8 @@ async fn sigkill_repeatedly_during_apply() -> Result<()> {
     let client = env.nats.connect().await?;
     let events = retail_events(&client).await?;
     check_effects(&env, &w, &events, &SINKS);
-    assert_eq!(check_dead_letters(&env, &w, &events).await?, 0);
+    // Refused events parked once each, however often they were offered again after a kill.
+    assert!(check_dead_letters(&env, &w, &events).await? > 0);
     eprintln!(
         "{} events, {kills} kills during apply, {:?}",
         events.len(),
