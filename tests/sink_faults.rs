@@ -1206,6 +1206,8 @@ async fn salesforce_batches_within_its_limit_and_shopify_paces_its_bucket() -> R
     opts.shop = ShopifyOptions {
         bucket_size: bucket,
         restore_rate: restore,
+        // THROTTLED as HTTP 429 (Shopify answers either way): visible in the request log.
+        throttled_status: 429,
         ..ShopifyOptions::default()
     };
     let env = Env::start(&opts).await?;
@@ -1293,6 +1295,13 @@ async fn salesforce_batches_within_its_limit_and_shopify_paces_its_bucket() -> R
         _ => Duration::ZERO,
     };
     let throttled = env.shop.throttled_count();
+    // When each THROTTLED answer came, counted from the first mutation.
+    let start = mutations.first().map(|r| r.at);
+    let throttled_at: Vec<Duration> = mutations
+        .iter()
+        .filter(|r| r.status == 429)
+        .filter_map(|r| start.and_then(|s| r.at.duration_since(s).ok()))
+        .collect();
     let n = env.shop.with_state(|s| s.inventory_history.len()) as f64;
     let bound = Duration::from_secs_f64((n * 10.0 - bucket) / restore);
     eprintln!(
@@ -1305,7 +1314,10 @@ async fn salesforce_batches_within_its_limit_and_shopify_paces_its_bucket() -> R
         span >= bound.mul_f64(0.9),
         "the run was not bound by the bucket: {span:?} < {bound:?}"
     );
-    assert!(throttled <= 3, "{throttled} THROTTLED answers");
+    assert!(
+        throttled <= 3 && throttled_at.iter().all(|t| *t < Duration::from_secs(1)),
+        "{throttled} THROTTLED answers, at {throttled_at:?} into the backlog"
+    );
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }

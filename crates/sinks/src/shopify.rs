@@ -250,7 +250,12 @@ impl ShopifyTarget {
     }
 
     /// Takes the bucket state of an answer. The points of other requests still in flight
-    /// are taken off what Shopify reported: it may not have charged them yet.
+    /// are taken off what Shopify reported (it may not have charged them yet), and the
+    /// estimate only ever goes down by an answer, never up: requests overtake each other on
+    /// their way, so an answer can predate charges whose claims are already given back; the
+    /// claims made since, refilled at the restore rate, are the better figure then. (An
+    /// estimate that is too low costs a little burst, never throughput: it refills at the
+    /// same rate as the bucket, up to the same maximum.)
     fn remember_bucket(&self, body: &Value, claim: &Claim<'_>) -> Option<Duration> {
         let t = &body["extensions"]["cost"]["throttleStatus"];
         let (Some(available), Some(maximum), Some(restore_rate)) = (
@@ -263,8 +268,10 @@ impl ShopifyTarget {
         {
             let mut p = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
             let others = (p.in_flight - claim.cost).max(0.0);
+            let reported = available - others;
+            let estimate = p.bucket.map_or(reported, |b| b.now().min(reported));
             p.bucket = Some(Bucket {
-                available: available - others,
+                available: estimate,
                 maximum,
                 restore_rate,
                 at: Instant::now(),
