@@ -1027,9 +1027,6 @@ async fn mixed_faults_across_three_targets() -> Result<()> {
     let written = started.elapsed();
     wait_final(&env, &w, &SINKS, &bridge, Duration::from_secs(240)).await?;
     let applied = started.elapsed();
-    if std::env::var("SINK_FAULTS_LOG").is_ok() {
-        std::fs::write("/tmp/faults_bridge.log", bridge.log())?;
-    }
 
     eprintln!("ERP written after {written:?}, targets final after {applied:?}");
     let client = env.nats.connect().await?;
