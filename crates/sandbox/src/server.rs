@@ -146,10 +146,9 @@ pub(crate) async fn middleware(State(common): State<Common>, req: Request, next:
     let fault = common.faults.next();
     let response = match &fault {
         Some(f @ (Fault::ServerError(_) | Fault::RateLimited)) => (common.fault_response)(f),
-        Some(Fault::Timeout(d)) => {
-            tokio::time::sleep(*d).await;
-            (common.fault_response)(&Fault::ServerError(504))
-        }
+        // Held below, after the record is logged: a client that gives up first drops this
+        // future, and the request would leave no record.
+        Some(Fault::Timeout(_)) => (common.fault_response)(&Fault::ServerError(504)),
         Some(Fault::TimeoutAfterApply(_)) | None => {
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
@@ -158,7 +157,7 @@ pub(crate) async fn middleware(State(common): State<Common>, req: Request, next:
     record.fault = fault.clone();
     // Logged before the withheld answer, so a client that gave up still leaves a record.
     common.log.push(record);
-    if let Some(Fault::TimeoutAfterApply(d)) = &fault {
+    if let Some(Fault::Timeout(d) | Fault::TimeoutAfterApply(d)) = &fault {
         tokio::time::sleep(*d).await;
     }
     response

@@ -516,7 +516,19 @@ impl Api {
         body.remove(ext);
         let path = format!("/sobjects/{object}/{ext}/{}", utf8_percent_encode(value));
         metrics::counter!(m::SF_REQUESTS, "sink" => "salesforce", "kind" => "single").increment(1);
-        let (status, text) = self.patch(&path, &Value::Object(body)).await?;
+        let (status, text) = match self.patch(&path, &Value::Object(body)).await {
+            Ok(answer) => answer,
+            // A single record refused (4xx with `[{errorCode, message, fields}]`) is judged
+            // like a refused record of a collection: the same `<Object> <code>: <message>`
+            // reason, and the same transient codes (UNABLE_TO_LOCK_ROW comes as a 400 too).
+            Err(ApplyError::Definite { reason, body }) => {
+                return Err(match single_record_errors(&body) {
+                    Some(errors) => record_error(object, &errors, &body),
+                    None => ApplyError::Definite { reason, body },
+                })
+            }
+            Err(e) => return Err(e),
+        };
         if status == 300 {
             return Err(ApplyError::definite(
                 format!("{object} {ext}={value} matches several records"),
@@ -611,6 +623,18 @@ fn error_code(text: &str) -> String {
         .to_string()
 }
 
+/// The error list of a refused single-record request, if the body is one
+/// (`[{message, errorCode, fields}]`).
+fn single_record_errors(body: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.as_array()?
+        .first()?
+        .get("errorCode")?
+        .as_str()
+        .is_some()
+        .then_some(v)
+}
+
 fn record_error(object: &str, errors: &Value, body: &str) -> ApplyError {
     let first = errors
         .as_array()
@@ -672,5 +696,23 @@ mod tests {
         let e = record_error("Order", &json!([{"statusCode": "UNABLE_TO_LOCK_ROW"}]), "");
         assert!(matches!(e, ApplyError::Transient { .. }));
         assert_eq!(utf8_percent_encode("SO 1/2"), "SO%201%2F2");
+        // A single upsert's 400: judged by its error code, like a collection record.
+        let body = r#"[{"errorCode":"INVALID_EMAIL_ADDRESS","fields":["Email"],"message":"Email: invalid email address: x"}]"#;
+        let errors = single_record_errors(body).expect("an error list");
+        match record_error("Contact", &errors, body) {
+            ApplyError::Definite { reason, .. } => assert_eq!(
+                reason,
+                "Contact INVALID_EMAIL_ADDRESS: Email: invalid email address: x"
+            ),
+            e => panic!("{e}"),
+        }
+        let body = r#"[{"errorCode":"UNABLE_TO_LOCK_ROW","fields":[],"message":"unable to obtain exclusive access"}]"#;
+        let errors = single_record_errors(body).expect("an error list");
+        assert!(matches!(
+            record_error("Order", &errors, body),
+            ApplyError::Transient { .. }
+        ));
+        assert!(single_record_errors("{\"errors\": 1}").is_none());
+        assert!(single_record_errors("not json").is_none());
     }
 }

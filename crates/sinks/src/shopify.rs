@@ -18,7 +18,8 @@
 //! newest one; writes that already took effect (a fulfilment with the same tracking number,
 //! unchanged attributes) are recognised and not repeated.
 //! Pacing: every answer's `throttleStatus` is remembered; before a request the sink waits
-//! until the bucket has refilled enough for it, so it slows down before Shopify throttles.
+//! until the bucket has refilled enough for it and claims the cost, so that concurrent lanes
+//! do not all spend the same points, and it slows down before Shopify throttles.
 
 mod catalog;
 mod customers;
@@ -45,7 +46,7 @@ pub struct ShopifyTarget {
     token: String,
     url: String,
     client: reqwest::Client,
-    bucket: Mutex<Option<Bucket>>,
+    bucket: Mutex<Pacer>,
     items: tokio::sync::Mutex<SkuCache>,
     /// Where order events leave the order's Shopify GID for its fulfilments.
     state: StateStore,
@@ -57,6 +58,37 @@ struct Bucket {
     maximum: f64,
     restore_rate: f64,
     at: Instant,
+}
+
+impl Bucket {
+    /// Points available now by the estimate (refilled since `at`).
+    fn now(&self) -> f64 {
+        (self.available + self.restore_rate * self.at.elapsed().as_secs_f64()).min(self.maximum)
+    }
+}
+
+/// The sink's view of the cost bucket, shared by all lanes: the last reported state, less
+/// what was claimed since, and the points of requests sent but not yet answered. Every
+/// request claims its cost before it is sent; without the claim, lanes that looked at the
+/// same estimate at the same time all went ahead and overdrew the bucket together.
+#[derive(Default)]
+struct Pacer {
+    bucket: Option<Bucket>,
+    in_flight: f64,
+}
+
+/// Gives a request's claim back when its answer (or failure) is in, whichever way the
+/// request ends.
+struct Claim<'a> {
+    pacer: &'a Mutex<Pacer>,
+    cost: f64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut p = self.pacer.lock().unwrap_or_else(|e| e.into_inner());
+        p.in_flight = (p.in_flight - self.cost).max(0.0);
+    }
 }
 
 #[derive(Default)]
@@ -88,7 +120,7 @@ impl ShopifyTarget {
             client: http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?,
             cfg: cfg.clone(),
             token,
-            bucket: Mutex::new(None),
+            bucket: Mutex::new(Pacer::default()),
             items: tokio::sync::Mutex::new(SkuCache::default()),
             state,
         })
@@ -240,33 +272,58 @@ impl ShopifyTarget {
         }
     }
 
-    /// Waits until the cost bucket (as last reported) holds `cost`.
-    async fn pace(&self, cost: f64) {
-        let wait = {
-            let bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-            bucket.and_then(|b| {
-                let now =
-                    (b.available + b.restore_rate * b.at.elapsed().as_secs_f64()).min(b.maximum);
-                (now < cost && b.restore_rate > 0.0)
-                    .then(|| Duration::from_secs_f64((cost - now) / b.restore_rate))
-            })
-        };
-        if let Some(wait) = wait {
-            metrics::counter!(m::THROTTLED_SECONDS, "sink" => "shopify")
-                .increment(wait.as_secs_f64().ceil() as u64);
-            tokio::time::sleep(wait).await;
-            // Others waiting at the same time spend the refill too: claim it.
-            let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(b) = bucket.as_mut() {
-                b.available = (b.available + b.restore_rate * b.at.elapsed().as_secs_f64())
-                    .min(b.maximum)
-                    - cost;
-                b.at = Instant::now();
+    /// Waits until the cost bucket (as last reported, less the claims since) holds `cost`,
+    /// then claims it. Before the first answer the bucket is unknown and requests go ahead
+    /// (a few THROTTLED answers at start-up are possible and retried).
+    async fn pace(&self, cost: f64) -> Claim<'_> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let wait = {
+                let mut p = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+                let wait = match p.bucket.as_mut() {
+                    Some(b) if b.restore_rate > 0.0 => {
+                        let now = b.now();
+                        if now >= cost {
+                            b.available = now - cost;
+                            b.at = Instant::now();
+                            None
+                        } else {
+                            Some(Duration::from_secs_f64((cost - now) / b.restore_rate))
+                        }
+                    }
+                    _ => None,
+                };
+                if wait.is_none() {
+                    p.in_flight += cost;
+                }
+                wait
+            };
+            match wait {
+                None => break,
+                Some(wait) => {
+                    waited += wait;
+                    tokio::time::sleep(wait).await;
+                }
             }
+        }
+        if !waited.is_zero() {
+            metrics::counter!(m::THROTTLED_SECONDS, "sink" => "shopify")
+                .increment(waited.as_secs_f64().ceil() as u64);
+        }
+        Claim {
+            pacer: &self.bucket,
+            cost,
         }
     }
 
-    fn remember_bucket(&self, body: &Value) -> Option<Duration> {
+    /// Takes the bucket state of an answer. The points of other requests still in flight
+    /// are taken off what Shopify reported (it may not have charged them yet), and the
+    /// estimate only ever goes down by an answer, never up: requests overtake each other on
+    /// their way, so an answer can predate charges whose claims are already given back; the
+    /// claims made since, refilled at the restore rate, are the better figure then. (An
+    /// estimate that is too low costs a little burst, never throughput: it refills at the
+    /// same rate as the bucket, up to the same maximum.)
+    fn remember_bucket(&self, body: &Value, claim: &Claim<'_>) -> Option<Duration> {
         let t = &body["extensions"]["cost"]["throttleStatus"];
         let (Some(available), Some(maximum), Some(restore_rate)) = (
             t["currentlyAvailable"].as_f64(),
@@ -275,12 +332,18 @@ impl ShopifyTarget {
         ) else {
             return None;
         };
-        *self.bucket.lock().unwrap_or_else(|e| e.into_inner()) = Some(Bucket {
-            available,
-            maximum,
-            restore_rate,
-            at: Instant::now(),
-        });
+        {
+            let mut p = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let others = (p.in_flight - claim.cost).max(0.0);
+            let reported = available - others;
+            let estimate = p.bucket.map_or(reported, |b| b.now().min(reported));
+            p.bucket = Some(Bucket {
+                available: estimate,
+                maximum,
+                restore_rate,
+                at: Instant::now(),
+            });
+        }
         let requested = body["extensions"]["cost"]["requestedQueryCost"]
             .as_f64()
             .unwrap_or(MUTATION_COST);
@@ -290,7 +353,7 @@ impl ShopifyTarget {
 
     /// One GraphQL request; returns `data`, or the classified error.
     async fn graphql(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
-        self.pace(cost).await;
+        let claim = self.pace(cost).await;
         let resp = self
             .client
             .post(&self.url)
@@ -303,7 +366,8 @@ impl ShopifyTarget {
         let retry_after = http::retry_after(&resp);
         let text = resp.text().await.map_err(http::send_error)?;
         let body: Option<Value> = serde_json::from_str(&text).ok();
-        let refill = body.as_ref().and_then(|b| self.remember_bucket(b));
+        let refill = body.as_ref().and_then(|b| self.remember_bucket(b, &claim));
+        drop(claim);
         // THROTTLED comes as 200 or 429: look at the body first.
         if let Some(errors) = body.as_ref().and_then(|b| b["errors"].as_array()) {
             let code = errors

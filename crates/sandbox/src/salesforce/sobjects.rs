@@ -78,6 +78,19 @@ fn upsert_one(
             unknown.clone(),
         ));
     }
+    // Email-typed fields (the standard `Email` of Contact, Lead, …) are validated like a
+    // real org does, so that tests can provoke a per-record refusal from the data alone.
+    if let Some((f, bad)) = body.iter().find_map(|(k, v)| match v {
+        Value::String(text) if k == "Email" && !valid_email(text) => Some((k, text)),
+        _ => None,
+    }) {
+        return Err(SfErr::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_EMAIL_ADDRESS",
+            format!("{f}: invalid email address: {bad}"),
+            vec![f.clone()],
+        ));
+    }
     let matches = s.find(object, field, value);
     if matches.len() > 1 {
         return Err(SfErr::new(
@@ -98,6 +111,7 @@ fn upsert_one(
         .filter(|(k, _)| *k != "attributes")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let written = fields.clone();
     let (id, created, changed, changed_fields) = match matches.first() {
         Some(id) => {
             let Some(rec) = s.records.get_mut(id) else {
@@ -178,12 +192,30 @@ fn upsert_one(
         external_id: value.to_string(),
         created,
         changed,
+        fields: written,
         client: caller.client.clone(),
         change_origin: origin,
         changed_fields,
         at: SystemTime::now(),
     });
     Ok(Applied { id, created })
+}
+
+/// Salesforce's check of an Email field, simplified: one `@`, a non-empty local part and
+/// a domain with a dot, no spaces.
+fn valid_email(text: &str) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.contains(char::is_whitespace)
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {

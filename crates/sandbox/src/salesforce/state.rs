@@ -37,6 +37,9 @@ pub struct WriteRecord {
     pub created: bool,
     /// Did any field value change (a replayed upsert with the same values changes nothing).
     pub changed: bool,
+    /// The field values this write sent (without `attributes`), so that tests can check the
+    /// order in which one record's values were written.
+    pub fields: Map<String, Value>,
     /// `client=` of the `Sforce-Call-Options` header.
     pub client: Option<String>,
     pub change_origin: String,

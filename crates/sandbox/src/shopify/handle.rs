@@ -319,7 +319,8 @@ impl Shopify {
         self.with_state(|s| s.idempotency.get(key).map(|r| r.replays).unwrap_or(0))
     }
 
-    /// THROTTLED answers given by the cost bucket (injected faults not included).
+    /// THROTTLED answers given by the cost bucket (injected faults not included: they are in
+    /// the request log).
     pub fn throttled_count(&self) -> u64 {
         self.with_state(|s| s.throttled)
     }

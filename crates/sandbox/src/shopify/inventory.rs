@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::mutations::{
     inventory_level_gid, obj, rejected, str_field, user_error, Changed, Outcome,
 };
-use super::state::{gid, parse_gid, ShopState};
+use super::state::{gid, parse_gid, InventoryChange, ShopState};
 
 struct Target {
     item: u64,
@@ -58,7 +58,13 @@ fn inventory_target(
     }
 }
 
-fn apply_quantity(s: &mut ShopState, name: &str, t: &Target, delta: i64) -> Value {
+fn apply_quantity(
+    s: &mut ShopState,
+    name: &str,
+    t: &Target,
+    delta: i64,
+    reference: Option<&str>,
+) -> Value {
     let now = ShopState::touch();
     // Setting either quantity moves both: available = on_hand - committed, and nothing here
     // changes what is committed.
@@ -72,6 +78,14 @@ fn apply_quantity(s: &mut ShopState, name: &str, t: &Target, delta: i64) -> Valu
         level.on_hand
     };
     s.count_write(inventory_level_gid(t.item, t.location));
+    s.inventory_history.push(InventoryChange {
+        item: t.item,
+        location: t.location,
+        name: name.to_string(),
+        delta,
+        quantity_after: after,
+        reference_document_uri: reference.map(str::to_string),
+    });
     json!({"name": name, "delta": delta, "quantityAfterChange": after,
            "item": {"id": gid("InventoryItem", t.item)}, "location": {"id": gid("Location", t.location)}})
 }
@@ -79,6 +93,7 @@ fn apply_quantity(s: &mut ShopState, name: &str, t: &Target, delta: i64) -> Valu
 pub(super) fn set(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
     let input = obj(args, "input")?;
     let name = str_field(input, "name").unwrap_or_default().to_string();
+    let reference = str_field(input, "referenceDocumentUri");
     let mut errs = Vec::new();
     if name != "available" && name != "on_hand" {
         errs.push(user_error(
@@ -156,7 +171,7 @@ pub(super) fn set(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
     let mut changes = Vec::new();
     let mut changed = Vec::new();
     for (t, delta) in plan {
-        changes.push(apply_quantity(s, &name, &t, delta));
+        changes.push(apply_quantity(s, &name, &t, delta, reference));
         changed.push(Changed::InventoryLevel {
             item: t.item,
             location: t.location,
@@ -172,6 +187,7 @@ pub(super) fn set(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
 pub(super) fn adjust(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
     let input = obj(args, "input")?;
     let name = str_field(input, "name").unwrap_or_default().to_string();
+    let reference = str_field(input, "referenceDocumentUri");
     let mut errs = Vec::new();
     if name != "available" && name != "on_hand" {
         errs.push(user_error(
@@ -208,7 +224,7 @@ pub(super) fn adjust(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
     let mut changes = Vec::new();
     let mut changed = Vec::new();
     for (t, delta) in plan {
-        changes.push(apply_quantity(s, &name, &t, delta));
+        changes.push(apply_quantity(s, &name, &t, delta, reference));
         changed.push(Changed::InventoryLevel {
             item: t.item,
             location: t.location,

@@ -29,8 +29,8 @@ pub use graphql::{OpKind, Operation};
 pub use handle::{SeededOrder, SeededProduct, VariantSeed};
 pub use mutations::inventory_level_gid;
 pub use state::{
-    gid, parse_gid, Customer, Fulfillment, InventoryLevel, LineItem, Location, Order, Product,
-    Refund, ShopState, Tracking, Variant,
+    gid, parse_gid, Customer, Fulfillment, InventoryChange, InventoryLevel, LineItem, Location,
+    Order, Product, Refund, ShopState, Tracking, Variant,
 };
 pub use webhooks::{BatchOptions, BatchReport, SentWebhook, ShopifyWebhook, WebhookSender};
 

@@ -125,6 +125,20 @@ pub struct Fulfillment {
     pub updated_at: String,
 }
 
+/// One applied inventory quantity change, in the order the shop applied them (Shopify's
+/// inventory adjustment history): tests read one level's writes in order from it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InventoryChange {
+    pub item: u64,
+    pub location: u64,
+    /// `available` or `on_hand`.
+    pub name: String,
+    pub delta: i64,
+    pub quantity_after: i64,
+    /// The mutation's `referenceDocumentUri`, if it sent one.
+    pub reference_document_uri: Option<String>,
+}
+
 /// A stored `@idempotent` result.
 #[derive(Clone, Debug)]
 pub(crate) struct IdempotentResult {
@@ -150,7 +164,10 @@ pub struct ShopState {
     /// How often each idempotency key's side effect was applied (must stay 1).
     pub idempotent_applies: BTreeMap<String, u64>,
     pub(crate) idempotency: HashMap<String, IdempotentResult>,
-    /// THROTTLED answers given (cost bucket and injected).
+    /// Every applied inventory change, in order (replayed idempotent requests add nothing).
+    pub inventory_history: Vec<InventoryChange>,
+    /// THROTTLED answers given by the cost bucket (injected faults are answered by the
+    /// middleware and counted in the request log only).
     pub throttled: u64,
 }
 
