@@ -292,6 +292,26 @@ impl NatsConfig {
     }
 }
 
+impl NatsConfig {
+    /// Settings of a stream other than a source's (domain, dead letters, SaaS raw events) from
+    /// the `[nats.stream]` defaults; `duplicate_window_secs` overrides the default window, and
+    /// the retention is never shorter than the window.
+    pub fn stream_named(&self, name: &str, duplicate_window_secs: Option<u64>) -> ResolvedStream {
+        let d = &self.stream;
+        let dup = duplicate_window_secs
+            .or(d.duplicate_window_secs)
+            .unwrap_or(3600);
+        ResolvedStream {
+            name: name.to_string(),
+            storage: d.storage.unwrap_or(StorageKind::File),
+            replicas: d.replicas.unwrap_or(1),
+            max_age_secs: d.max_age_secs.unwrap_or(7 * 24 * 3600).max(dup),
+            max_bytes: d.max_bytes.unwrap_or(-1),
+            duplicate_window_secs: dup,
+        }
+    }
+}
+
 pub fn default_stream_name(source: &str) -> String {
     format!("CDC_{}", source.to_uppercase().replace('-', "_"))
 }

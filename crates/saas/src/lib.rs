@@ -5,6 +5,7 @@
 //! Shopify ([`shopify`]), the WMS's signed lifecycle webhooks ([`wms`]) and Salesforce Change
 //! Data Capture over the Pub/Sub API ([`salesforce`]).
 
+pub mod dead_letter;
 mod error;
 pub mod metrics;
 pub mod salesforce;

@@ -39,7 +39,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
-use tributary_config::{Config, DomainConfig, ResolvedStream, StorageKind, WmsWebhookSourceConfig};
+use tributary_config::{Config, DomainConfig, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
 
@@ -147,20 +147,7 @@ impl WmsWebhookSource {
             .secret
             .resolve()
             .map_err(|e| SaasError::config("sinks.wms.webhooks.secret", e.to_string()))?;
-        let replicas = config.nats.stream.replicas.unwrap_or(1);
-        let settings = |name: &str, dup: u64| ResolvedStream {
-            name: name.to_string(),
-            storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
-            replicas,
-            max_age_secs: config
-                .nats
-                .stream
-                .max_age_secs
-                .unwrap_or(7 * 24 * 3600)
-                .max(dup),
-            max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
-            duplicate_window_secs: dup,
-        };
+        let settings = |name: &str, dup: u64| config.nats.stream_named(name, Some(dup));
         tributary_nats::ensure_stream(
             &js,
             &settings(&cfg.stream, RAW_DUPLICATE_WINDOW_SECS),
@@ -521,7 +508,15 @@ impl Mapper {
             Ok(Some(m)) => m,
             Ok(None) => return Ok("ignored"),
             Err(reason) => {
-                self.dead_letter(webhook_id, payload, &reason).await?;
+                crate::dead_letter::park(
+                    &self.endpoint.js,
+                    "wms",
+                    MAPPING,
+                    &format!("wms:{webhook_id}"),
+                    payload,
+                    &reason,
+                )
+                .await?;
                 return Ok("dead_letter");
             }
         };
@@ -550,38 +545,6 @@ impl Mapper {
             Applied::Stale => "stale",
             Applied::Repeated => "repeated",
         })
-    }
-
-    async fn dead_letter(
-        &self,
-        webhook_id: &str,
-        payload: &[u8],
-        reason: &str,
-    ) -> Result<(), SaasError> {
-        warn!(
-            webhook_id,
-            reason, "WMS webhook cannot be mapped: dead-lettered"
-        );
-        let mut headers = NatsHeaders::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("wms:{webhook_id}/{MAPPING}/dlq").as_str(),
-        );
-        headers.insert("Tributary-Mapping", MAPPING);
-        headers.insert(
-            "Tributary-Reason",
-            reason.replace(['\r', '\n'], " ").as_str(),
-        );
-        headers.insert("Tributary-Source-Event-Id", webhook_id);
-        let subject = format!("dlq.domain.{MAPPING}");
-        self.endpoint
-            .js
-            .publish_with_headers(subject.clone(), headers, payload.to_vec().into())
-            .await
-            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?
-            .await
-            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?;
-        Ok(())
     }
 }
 

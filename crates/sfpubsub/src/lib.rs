@@ -2,11 +2,13 @@
 //! `proto/salesforce/pubsub_api.proto`, plus the Change Data Capture helpers both sides need:
 //! the Avro shape of a change event ([`schema`]) and the field bitmaps of its header
 //! ([`bitmap`]). The CDC source (`tributary-saas`) and the emulator (`tributary-sandbox`)
-//! share this crate so that they cannot drift apart on the wire.
+//! share this crate so that they cannot drift apart on the wire; the source and the Salesforce
+//! sink share its OAuth2 JWT bearer signer ([`jwt`]).
 
 pub use apache_avro;
 
 pub mod bitmap;
+pub mod jwt;
 pub mod schema;
 
 /// Generated messages, `pub_sub_client::PubSubClient` and `pub_sub_server::PubSub`.

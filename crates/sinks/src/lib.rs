@@ -20,7 +20,6 @@ mod error;
 mod http;
 pub mod metrics;
 mod salesforce;
-pub mod salesforce_jwt;
 mod shopify;
 mod state;
 mod target;
@@ -104,18 +103,7 @@ impl Sinks {
             .map_err(|e| SinkError::config("sinks", e.to_string()))?;
         metrics::describe();
         let replicas = config.nats.stream.replicas.unwrap_or(1);
-        let dlq = tributary_config::ResolvedStream {
-            name: cfg.dead_letter_stream.clone(),
-            storage: config
-                .nats
-                .stream
-                .storage
-                .unwrap_or(tributary_config::StorageKind::File),
-            replicas,
-            max_age_secs: config.nats.stream.max_age_secs.unwrap_or(7 * 24 * 3600),
-            max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
-            duplicate_window_secs: config.nats.stream.duplicate_window_secs.unwrap_or(3600),
-        };
+        let dlq = config.nats.stream_named(&cfg.dead_letter_stream, None);
         tributary_nats::ensure_stream(&js, &dlq, vec!["dlq.sink.>".into()])
             .await
             .map_err(|e| SinkError::nats(format!("stream {}", cfg.dead_letter_stream), e))?;

@@ -34,10 +34,10 @@ use tributary_config::SalesforceSinkConfig;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::http;
-use crate::salesforce_jwt::JwtSigner;
 use crate::state::EntityRecord;
 use crate::target::Outcome;
 use crate::{metrics as m, ApplyError, SinkError};
+use tributary_sfpubsub::jwt::JwtSigner;
 
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// While above the usage ceiling, one request is let through this often to re-read the usage.

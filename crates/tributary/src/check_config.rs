@@ -94,7 +94,7 @@ fn secrets(config: &Config) -> anyhow::Result<Vec<String>> {
                 sf.client_secret.as_ref(),
             )?;
             if let Some(Ok(pem)) = sf.jwt_private_key.as_ref().map(Secret::resolve) {
-                let signer = tributary_sinks::salesforce_jwt::JwtSigner::new(
+                let signer = tributary_sfpubsub::jwt::JwtSigner::new(
                     &pem,
                     &sf.client_id,
                     sf.jwt_username.as_deref().unwrap_or_default(),

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::info;
+use tributary_sfpubsub::jwt::JwtSigner;
 
 use crate::metrics as m;
 use crate::SaasError;
@@ -27,28 +26,8 @@ pub(crate) enum Grant {
     ClientCredentials {
         secret: String,
     },
-    JwtBearer {
-        username: String,
-        key: Box<RsaKeyPair>,
-        audience: String,
-    },
-}
-
-impl Grant {
-    /// Parses a PEM RSA private key (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
-    pub fn rsa_key(pem: &str) -> Result<RsaKeyPair, String> {
-        let b64: String = pem
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .map(str::trim)
-            .collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|e| format!("not PEM: {e}"))?;
-        RsaKeyPair::from_pkcs8(&der)
-            .or_else(|_| RsaKeyPair::from_der(&der))
-            .map_err(|e| format!("not an RSA private key: {e}"))
-    }
+    /// The signer carries `iss` (client id), `sub` (user) and `aud`.
+    JwtBearer(Box<JwtSigner>),
 }
 
 pub(crate) struct Auth {
@@ -70,32 +49,6 @@ impl Auth {
             grant,
             current: Mutex::new((0, None)),
         }
-    }
-
-    /// `header.claims.signature` (RS256), valid for three minutes as Salesforce recommends.
-    fn assertion(
-        &self,
-        username: &str,
-        key: &RsaKeyPair,
-        audience: &str,
-    ) -> Result<String, SaasError> {
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let exp = crate::time::now_micros() / 1_000_000 + 180;
-        let header = b64.encode(json!({"alg": "RS256"}).to_string());
-        let claims = b64.encode(
-            json!({"iss": self.client_id, "sub": username, "aud": audience, "exp": exp})
-                .to_string(),
-        );
-        let signed = format!("{header}.{claims}");
-        let mut sig = vec![0u8; key.public().modulus_len()];
-        key.sign(
-            &RSA_PKCS1_SHA256,
-            &ring::rand::SystemRandom::new(),
-            signed.as_bytes(),
-            &mut sig,
-        )
-        .map_err(|e| SaasError::http(format!("salesforce_cdc {} JWT", self.feed), e))?;
-        Ok(format!("{signed}.{}", b64.encode(sig)))
     }
 
     /// The current session, fetching a token the first time.
@@ -132,13 +85,14 @@ impl Auth {
                     .append_pair("grant_type", "client_credentials")
                     .append_pair("client_id", &self.client_id)
                     .append_pair("client_secret", secret),
-                Grant::JwtBearer {
-                    username,
-                    key,
-                    audience,
-                } => form
+                Grant::JwtBearer(signer) => form
                     .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
-                    .append_pair("assertion", &self.assertion(username, key, audience)?),
+                    .append_pair(
+                        "assertion",
+                        &signer.assertion().map_err(|e| {
+                            SaasError::http(format!("salesforce_cdc {} JWT", self.feed), e)
+                        })?,
+                    ),
             };
             form.finish()
         };

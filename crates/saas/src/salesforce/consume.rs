@@ -107,8 +107,15 @@ impl Mapper {
         let change = match ChangeEvent::decode(payload) {
             Ok(c) => c,
             Err(e) => {
-                self.dead_letter("salesforce_decode", "?", payload, &e.to_string())
-                    .await?;
+                crate::dead_letter::park(
+                    &self.js,
+                    "salesforce",
+                    "salesforce_decode",
+                    "?",
+                    payload,
+                    &e.to_string(),
+                )
+                .await?;
                 return Ok("dead_letter");
             }
         };
@@ -122,8 +129,15 @@ impl Mapper {
             Ok(m) if m.is_empty() => return Ok("ignored"),
             Ok(m) => m,
             Err(reason) => {
-                self.dead_letter(&mapping, &change.event_id, payload, &reason)
-                    .await?;
+                crate::dead_letter::park(
+                    &self.js,
+                    "salesforce",
+                    &mapping,
+                    &change.event_id,
+                    payload,
+                    &reason,
+                )
+                .await?;
                 return Ok("dead_letter");
             }
         };
@@ -155,37 +169,5 @@ impl Mapper {
             }
         }
         Ok(outcome)
-    }
-
-    async fn dead_letter(
-        &self,
-        mapping: &str,
-        event_id: &str,
-        payload: &[u8],
-        reason: &str,
-    ) -> Result<(), SaasError> {
-        warn!(
-            mapping,
-            event_id, reason, "Salesforce change cannot be mapped: dead-lettered"
-        );
-        let mut headers = async_nats::header::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{event_id}/{mapping}/dlq").as_str(),
-        );
-        headers.insert("Tributary-Mapping", mapping);
-        headers.insert(
-            "Tributary-Reason",
-            reason.replace(['\r', '\n'], " ").as_str(),
-        );
-        headers.insert("Tributary-Source-Event-Id", event_id);
-        let subject = format!("dlq.domain.{}", tributary_nats::subject::token(mapping));
-        self.js
-            .publish_with_headers(subject.clone(), headers, payload.to_vec().into())
-            .await
-            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?
-            .await
-            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?;
-        Ok(())
     }
 }

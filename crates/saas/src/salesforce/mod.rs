@@ -27,8 +27,9 @@ use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::warn;
-use tributary_config::{Config, DomainConfig, ResolvedStream, SalesforceAuth, StorageKind};
+use tributary_config::{Config, DomainConfig, SalesforceAuth};
 use tributary_domain::ExternalFeed;
+use tributary_sfpubsub::jwt::JwtSigner;
 
 use crate::SaasError;
 use subscriber::{Feed, TopicStream};
@@ -166,13 +167,14 @@ fn grant(i: usize, cfg: &tributary_config::SalesforceCdcConfig) -> Result<auth::
                 })?
                 .resolve()
                 .map_err(|e| SaasError::config(key("private_key"), e.to_string()))?;
-            let key_pair =
-                auth::Grant::rsa_key(&pem).map_err(|e| SaasError::config(key("private_key"), e))?;
-            Ok(auth::Grant::JwtBearer {
-                username,
-                key: Box::new(key_pair),
-                audience: cfg.login_url.trim_end_matches('/').to_string(),
-            })
+            let signer = JwtSigner::new(
+                &pem,
+                &cfg.client_id,
+                &username,
+                cfg.login_url.trim_end_matches('/'),
+            )
+            .map_err(|e| SaasError::config(key("private_key"), e.to_string()))?;
+            Ok(auth::Grant::JwtBearer(Box::new(signer)))
         }
     }
 }
@@ -198,19 +200,9 @@ impl SalesforceCdcSources {
                 .push(envelope::feed_wildcard(&cfg.name));
         }
         for (name, subjects) in streams {
-            let settings = ResolvedStream {
-                name: name.clone(),
-                storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
-                replicas,
-                max_age_secs: config
-                    .nats
-                    .stream
-                    .max_age_secs
-                    .unwrap_or(7 * 24 * 3600)
-                    .max(RAW_DUPLICATE_WINDOW_SECS),
-                max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
-                duplicate_window_secs: RAW_DUPLICATE_WINDOW_SECS,
-            };
+            let settings = config
+                .nats
+                .stream_named(&name, Some(RAW_DUPLICATE_WINDOW_SECS));
             tributary_nats::ensure_stream(&js, &settings, subjects).await?;
         }
         let domain = if config.salesforce_cdc.iter().any(|c| c.domain_events) {
@@ -220,20 +212,7 @@ impl SalesforceCdcSources {
                     toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?
                 }
             };
-            let dup = config.nats.stream.duplicate_window_secs.unwrap_or(3600);
-            let settings = |name: &str| ResolvedStream {
-                name: name.to_string(),
-                storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
-                replicas,
-                max_age_secs: config
-                    .nats
-                    .stream
-                    .max_age_secs
-                    .unwrap_or(7 * 24 * 3600)
-                    .max(dup),
-                max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
-                duplicate_window_secs: dup,
-            };
+            let settings = |name: &str| config.nats.stream_named(name, None);
             let feed =
                 ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream)).await?;
             tributary_nats::ensure_stream(

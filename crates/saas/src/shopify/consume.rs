@@ -30,7 +30,6 @@ use crate::SaasError;
 pub(super) struct Mapper {
     pub shop: Arc<Shop>,
     pub feed: Arc<ExternalFeed>,
-    pub dead_letter_prefix: String,
 }
 
 impl Mapper {
@@ -111,8 +110,15 @@ impl Mapper {
         let change = match ChangeEvent::decode(payload) {
             Ok(c) => c,
             Err(e) => {
-                self.dead_letter("shopify_decode", subject, payload, &e.to_string())
-                    .await?;
+                crate::dead_letter::park(
+                    &self.shop.js,
+                    &self.shop.cfg.name,
+                    "shopify_decode",
+                    subject,
+                    payload,
+                    &e.to_string(),
+                )
+                .await?;
                 return Ok("dead_letter");
             }
         };
@@ -126,8 +132,15 @@ impl Mapper {
             Ok(Some(m)) => m,
             Ok(None) => return Ok("ignored"),
             Err(reason) => {
-                self.dead_letter(&mapping, &change.event_id, payload, &reason)
-                    .await?;
+                crate::dead_letter::park(
+                    &self.shop.js,
+                    &self.shop.cfg.name,
+                    &mapping,
+                    &change.event_id,
+                    payload,
+                    &reason,
+                )
+                .await?;
                 return Ok("dead_letter");
             }
         };
@@ -155,43 +168,6 @@ impl Mapper {
             Applied::Stale => "stale",
             Applied::Repeated => "repeated",
         })
-    }
-
-    async fn dead_letter(
-        &self,
-        mapping: &str,
-        event_id: &str,
-        payload: &[u8],
-        reason: &str,
-    ) -> Result<(), SaasError> {
-        warn!(
-            mapping,
-            event_id, reason, "Shopify event cannot be mapped: dead-lettered"
-        );
-        let mut headers = async_nats::header::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{event_id}/{mapping}/dlq").as_str(),
-        );
-        headers.insert("Tributary-Mapping", mapping);
-        headers.insert(
-            "Tributary-Reason",
-            reason.replace(['\r', '\n'], " ").as_str(),
-        );
-        headers.insert("Tributary-Source-Event-Id", event_id);
-        let subject = format!(
-            "{}.{}",
-            self.dead_letter_prefix,
-            tributary_nats::subject::token(mapping)
-        );
-        self.shop
-            .js
-            .publish_with_headers(subject.clone(), headers, payload.to_vec().into())
-            .await
-            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?
-            .await
-            .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?;
-        Ok(())
     }
 }
 

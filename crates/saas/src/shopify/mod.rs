@@ -29,7 +29,7 @@ use async_nats::jetstream::{self, kv};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
-use tributary_config::{Config, DomainConfig, ResolvedStream, ShopifySourceConfig, StorageKind};
+use tributary_config::{Config, DomainConfig, ShopifySourceConfig};
 use tributary_domain::ExternalFeed;
 
 pub use webhook::verify_signature;
@@ -54,7 +54,6 @@ pub struct ShopifySources {
     shops: Vec<Arc<Shop>>,
     listeners: Vec<(TcpListener, Vec<Arc<Shop>>)>,
     feed: Option<Arc<ExternalFeed>>,
-    dead_letter_prefix: String,
     kv: kv::Store,
 }
 
@@ -122,19 +121,7 @@ impl ShopifySources {
         validate(config)?;
         crate::metrics::describe();
         let replicas = config.nats.stream.replicas.unwrap_or(1);
-        let settings = |name: &str, dup: u64| ResolvedStream {
-            name: name.to_string(),
-            storage: config.nats.stream.storage.unwrap_or(StorageKind::File),
-            replicas,
-            max_age_secs: config
-                .nats
-                .stream
-                .max_age_secs
-                .unwrap_or(7 * 24 * 3600)
-                .max(dup),
-            max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
-            duplicate_window_secs: dup,
-        };
+        let settings = |name: &str, dup: u64| config.nats.stream_named(name, Some(dup));
         let mut shops = Vec::new();
         let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (i, cfg) in config.shopify.iter().enumerate() {
@@ -206,7 +193,6 @@ impl ShopifySources {
             shops,
             listeners,
             feed,
-            dead_letter_prefix: "dlq.domain".into(),
             kv,
         }))
     }
@@ -246,7 +232,6 @@ impl ShopifySources {
                 let mapper = consume::Mapper {
                     shop: shop.clone(),
                     feed: feed.clone(),
-                    dead_letter_prefix: self.dead_letter_prefix.clone(),
                 };
                 tasks.spawn(mapper.supervise(stop.clone()).instrument(span.clone()));
             }

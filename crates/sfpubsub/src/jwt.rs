@@ -1,5 +1,5 @@
-//! OAuth2 JWT bearer assertions for Salesforce: RS256 over `{iss, sub, aud, exp}`, signed
-//! with the connected app's private key (PEM, PKCS#8 or PKCS#1).
+//! OAuth2 JWT bearer assertions for Salesforce (the CDC source and the sink): RS256 over
+//! `{iss, sub, aud, exp}`, signed with the connected app's private key (PEM, PKCS#8 or PKCS#1).
 
 use base64::Engine as _;
 use ring::rand::SystemRandom;
