@@ -357,14 +357,20 @@ async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Res
         &account,
         fields(&[("Name", json!("After the gap"))]),
     );
+    // A transaction too large for events: its records are written without events and only an
+    // overflow event names the entity; the records modified before it are re-read.
+    let bulk: Vec<String> = (0..2)
+        .map(|i| sf.insert_record("Order", fields(&[("Name", json!(format!("Bulk {i}")))])))
+        .collect();
     sf.cdc_overflow("Order");
     // One event for an identical change of two records.
     let merged: Vec<String> = (0..2)
         .map(|i| sf.cdc_create("Contact", fields(&[("LastName", json!(format!("M{i}")))])))
         .collect();
     sf.cdc_update_merged(&merged, fields(&[("Phone", json!("+1 555 0100"))]));
-    // 1 kept upsert + create + gap + its read-back + overflow + 2 creates + 1 merged update.
-    wait_count(&client, 8, &bridge, 30).await?;
+    // 1 kept upsert + create + gap + its read-back + overflow + its 2 read-backs + 2 creates
+    // + 1 merged update.
+    wait_count(&client, 10, &bridge, 30).await?;
 
     // Tokens expire mid-stream and the stream is reset by the server: nothing is lost.
     let tokens_before = sf.tokens_issued();
@@ -377,12 +383,12 @@ async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Res
             sf.expire_tokens();
         }
     }
-    wait_count(&client, 308, &bridge, 60).await?;
+    wait_count(&client, 310, &bridge, 60).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stored = read_stream(&client, STREAM).await?;
     assert_eq!(
         stored.len(),
-        308,
+        310,
         "nothing lost or doubled\n{}",
         bridge.log()
     );
@@ -413,6 +419,16 @@ async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Res
     assert!(stored
         .iter()
         .any(|r| r.subject == "saas.salesforce.org.Order.gap_overflow"));
+    for (i, id) in bulk.iter().enumerate() {
+        let back = stored
+            .iter()
+            .find(|r| {
+                r.subject == "saas.salesforce.org.Order.readback"
+                    && payload(r)["fields"]["Id"] == *id
+            })
+            .with_context(|| format!("overflow read-back of {id}"))?;
+        assert_eq!(payload(back)["fields"]["Name"], format!("Bulk {i}"));
+    }
 
     // Domain events: the other app's Contact is a customer, the read-back updates the Account;
     // the echo never becomes one.

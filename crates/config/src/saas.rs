@@ -124,6 +124,11 @@ pub struct SalesforceCdcConfig {
     /// REST API version of the record read-backs after gap events.
     #[serde(default = "default_sf_api_version")]
     pub api_version: String,
+    /// A `GAP_OVERFLOW` event (a transaction of more than 100,000 changes) names no records:
+    /// the records of its entity with `SystemModstamp` in the last this-many seconds before the
+    /// event's commit are re-read through REST.
+    #[serde(default = "default_sf_overflow_lookback")]
+    pub overflow_lookback_secs: u64,
     /// `system_of_record` of the domain events.
     #[serde(default = "default_sf_system")]
     pub system: String,
@@ -204,5 +209,8 @@ fn default_page_size() -> u32 {
     100
 }
 fn default_inventory_sweep_interval() -> u64 {
+    3600
+}
+fn default_sf_overflow_lookback() -> u64 {
     3600
 }

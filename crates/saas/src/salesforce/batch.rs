@@ -20,6 +20,7 @@ use super::envelope::{self, Raw};
 use super::position::Position;
 use super::subscriber::{End, TopicStream};
 use crate::metrics as m;
+use crate::time::format_rfc3339_millis;
 use crate::SaasError;
 
 impl TopicStream {
@@ -127,15 +128,27 @@ impl TopicStream {
                 ),
             };
             self.publish(&raw).await?;
-            if change_type == "GAP_OVERFLOW" {
+            let read_back: Vec<String> = if change_type == "GAP_OVERFLOW" {
                 metrics::counter!(m::SAAS_OVERFLOWS, "feed" => feed.clone()).increment(1);
-                warn!(%entity, "GAP_OVERFLOW: more than 100,000 changes in one transaction; the records are not re-read");
+                // The records are not named: those of the entity modified up to the commit.
+                let lookback_ms = self.feed.cfg.overflow_lookback_secs as i64 * 1000;
+                let from = format_rfc3339_millis((commit_ms - lookback_ms) * 1000);
+                let to = format_rfc3339_millis((commit_ms + 1000) * 1000);
+                let ids =
+                    super::readback::modified_ids(&self.feed, session, &entity, &from, &to).await?;
+                warn!(%entity, records = ids.len(), %from, %to, "GAP_OVERFLOW: more than 100,000 changes in one transaction; re-reading the entity's records modified in the window");
+                ids
             } else if change_type.starts_with("GAP_") {
-                for id in decoded
+                decoded
                     .record_ids()
-                    .iter()
-                    .filter(|id| *id != OVERFLOW_RECORD_ID && !id.contains('*'))
-                {
+                    .into_iter()
+                    .filter(|id| id != OVERFLOW_RECORD_ID && !id.contains('*'))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            {
+                for id in &read_back {
                     let record = super::readback::read(&self.feed, session, &entity, id).await?;
                     metrics::counter!(m::SAAS_READBACKS, "feed" => feed.clone()).increment(1);
                     let mut header = decoded.header.clone();

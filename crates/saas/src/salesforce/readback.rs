@@ -1,5 +1,7 @@
 //! Gap events carry no field data: the record is re-read through the REST API
 //! (`GET /services/data/v<version>/sobjects/<entity>/<id>`) and stored as a READ change.
+//! Overflow events do not even name the records: their ids come from a SOQL query over
+//! `SystemModstamp` ([`modified_ids`]).
 
 use std::sync::Arc;
 
@@ -54,4 +56,66 @@ pub(crate) async fn read(
         format!("read-back of {entity} {id}"),
         "401 after a new token",
     ))
+}
+
+/// Ids of the `entity` records whose `SystemModstamp` lies in [`from`, `to`] (RFC 3339), all
+/// pages (`nextRecordsUrl`) of the SOQL query.
+pub(crate) async fn modified_ids(
+    feed: &Feed,
+    session: &Arc<Session>,
+    entity: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<String>, SaasError> {
+    let mut session = session.clone();
+    let base = session.instance_url.trim_end_matches('/').to_string();
+    let soql = format!(
+        "SELECT Id FROM {entity} WHERE SystemModstamp >= {from} AND SystemModstamp <= {to} ORDER BY SystemModstamp"
+    );
+    let what = || format!("overflow read-back query of {entity}");
+    let mut url = reqwest::Url::parse(&format!(
+        "{base}/services/data/v{}/query",
+        feed.cfg.api_version.trim_start_matches('v')
+    ))
+    .map_err(|e| SaasError::http(what(), e))?;
+    url.query_pairs_mut().append_pair("q", &soql);
+    let mut ids = Vec::new();
+    let mut refreshed = false;
+    loop {
+        let resp = feed
+            .auth
+            .http
+            .get(url.clone())
+            .bearer_auth(&session.access_token)
+            .send()
+            .await
+            .map_err(|e| SaasError::http(what(), e))?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 if !refreshed => {
+                refreshed = true;
+                session = feed.auth.refresh(&session).await?;
+                continue;
+            }
+            status => {
+                let body = resp.text().await.unwrap_or_default();
+                return Err(SaasError::http(what(), format!("{status}: {body}")));
+            }
+        }
+        let page: Value = resp.json().await.map_err(|e| SaasError::http(what(), e))?;
+        ids.extend(
+            page["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["Id"].as_str().map(str::to_string)),
+        );
+        match page["nextRecordsUrl"].as_str() {
+            Some(next) if page["done"].as_bool() != Some(true) => {
+                url = reqwest::Url::parse(&format!("{base}{next}"))
+                    .map_err(|e| SaasError::http(what(), e))?;
+            }
+            _ => return Ok(ids),
+        }
+    }
 }

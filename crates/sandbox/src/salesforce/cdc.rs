@@ -310,7 +310,11 @@ impl Salesforce {
                 Record {
                     id: id.clone(),
                     object: object.into(),
-                    fields: all.clone(),
+                    fields: {
+                        let mut f = all.clone();
+                        f.insert("SystemModstamp".into(), modstamp());
+                        f
+                    },
                     last_change_origin: None,
                 },
             );
@@ -343,6 +347,7 @@ impl Salesforce {
             for (k, v) in &fields {
                 rec.fields.insert(k.clone(), v.clone());
             }
+            rec.fields.insert("SystemModstamp".into(), modstamp());
             changed.push("LastModifiedDate".into());
             let mut values = fields;
             values.insert("LastModifiedDate".into(), Value::Null);
@@ -369,6 +374,7 @@ impl Salesforce {
                     for (k, v) in &fields {
                         rec.fields.insert(k.clone(), v.clone());
                     }
+                    rec.fields.insert("SystemModstamp".into(), modstamp());
                     object = Some(rec.object.clone());
                 }
             }
@@ -420,6 +426,7 @@ impl Salesforce {
             for (k, v) in fields {
                 rec.fields.insert(k, v);
             }
+            rec.fields.insert("SystemModstamp".into(), modstamp());
             let object = rec.object.clone();
             s.cdc.append(vec![Change {
                 object,
@@ -493,4 +500,9 @@ impl Salesforce {
     pub fn cdc_reset_streams(&self) {
         self.with_state(|s| s.cdc.resets.send_modify(|n| *n += 1));
     }
+}
+
+/// `SystemModstamp` of a record written now (what an overflow read-back queries).
+fn modstamp() -> Value {
+    Value::String(crate::util::now_rfc3339())
 }

@@ -193,6 +193,9 @@ impl Salesforce {
             let id = s.new_id(object);
             let mut fields = fields;
             fields.insert("Id".into(), Value::String(id.clone()));
+            fields
+                .entry("SystemModstamp")
+                .or_insert_with(|| Value::String(crate::util::now_rfc3339()));
             s.records.insert(
                 id.clone(),
                 Record {

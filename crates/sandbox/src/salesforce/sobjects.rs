@@ -134,6 +134,8 @@ fn upsert_one(
             rec.fields
                 .insert("LastModifiedDate".into(), Value::String(now.clone()));
             rec.fields
+                .insert("SystemModstamp".into(), Value::String(now.clone()));
+            rec.fields
                 .insert("SystemModstamp".into(), Value::String(now));
             rec.last_change_origin = Some(origin.clone());
             (id.clone(), false, changed, changed_fields)
