@@ -492,6 +492,23 @@ async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Res
             });
         assert_eq!(phone.as_deref(), Some("+1 555 0100"));
     }
+    // `tributary status` shows the feed: its raw stream and the stored replay position.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["status", "--format", "json", "--config"])
+        .arg(&path)
+        .output()?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stderr).to_string())?;
+    let feed = &report["feeds"][0];
+    assert_eq!(feed["feed"], "salesforce:org", "{report}");
+    assert_eq!(feed["messages"], json!(stored.len()), "{report}");
+    let positions = feed["positions"].as_array().context("positions")?;
+    assert!(
+        positions.iter().any(|p| p[1]
+            .as_str()
+            .is_some_and(|v| v.starts_with("replay id ") && v.contains("committed"))),
+        "{report}"
+    );
     let metrics_log = bridge.log();
     assert_eq!(bridge.stop().await?, 0, "{metrics_log}");
     Ok(())

@@ -31,6 +31,8 @@ pub struct StatusReport {
     pub sinks: Vec<SinkStatus>,
     /// Why `sinks` is empty, when it is.
     pub sinks_note: &'static str,
+    /// SaaS feeds (`[[shopify]]`, `[[salesforce_cdc]]`): raw stream and stored positions.
+    pub feeds: Vec<FeedStatus>,
     /// Parts that could not be read (PostgreSQL or NATS unreachable).
     pub errors: Vec<String>,
 }
@@ -59,6 +61,92 @@ pub struct SinkStatus {
     /// Events parked in the sink's dead-letter stream.
     pub dead_letters: Option<u64>,
     pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct FeedStatus {
+    /// `shopify:<name>` or `salesforce:<name>`.
+    pub feed: String,
+    /// The raw stream and how many events it holds.
+    pub stream: String,
+    pub messages: Option<u64>,
+    /// Positions kept in KV `tributary_saas`: reconciliation cursors (Shopify, per resource)
+    /// or replay positions (Salesforce, per topic), key → value.
+    pub positions: Vec<(String, String)>,
+    pub error: Option<String>,
+}
+
+/// The feeds of the configuration with their raw stream size and stored positions.
+async fn feed_statuses(
+    js: &async_nats::jetstream::Context,
+    config: &tributary_config::Config,
+) -> Vec<FeedStatus> {
+    use futures::StreamExt as _;
+    let feeds = config
+        .shopify
+        .iter()
+        .map(|s| ("shopify", s.name.as_str(), s.stream.as_str()))
+        .chain(
+            config
+                .salesforce_cdc
+                .iter()
+                .map(|s| ("salesforce", s.name.as_str(), s.stream.as_str())),
+        );
+    let kv = js
+        .get_key_value(tributary_saas::shopify::STATE_BUCKET)
+        .await
+        .ok();
+    let mut keys = Vec::new();
+    if let Some(kv) = &kv {
+        if let Ok(mut list) = kv.keys().await {
+            while let Some(Ok(k)) = list.next().await {
+                keys.push(k);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (kind, name, stream) in feeds {
+        let mut st = FeedStatus {
+            feed: format!("{kind}:{name}"),
+            stream: stream.to_string(),
+            ..Default::default()
+        };
+        match js.get_stream(stream).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) => st.messages = Some(info.state.messages),
+                Err(e) => st.error = Some(format!("stream {stream}: {e}")),
+            },
+            Err(e) => st.error = Some(format!("stream {stream}: {e}")),
+        }
+        let prefix = format!("{kind}.{}.", tributary_nats::kv::key_token(name));
+        for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
+            let Some(kv) = &kv else { break };
+            if let Ok(Some(v)) = kv.get(key).await {
+                st.positions.push((
+                    key[prefix.len()..].to_string(),
+                    describe_position(&String::from_utf8_lossy(&v)),
+                ));
+            }
+        }
+        out.push(st);
+    }
+    out
+}
+
+/// A stored position as a person reads it: a cursor as is; a Salesforce position as its replay
+/// id and the commit time of the last event stored.
+fn describe_position(raw: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return raw.to_string();
+    };
+    let replay = v["replay_id"].as_str().unwrap_or("?");
+    match v["clock_micros"].as_i64().filter(|c| *c > 0) {
+        Some(us) => format!(
+            "replay id {replay}, last change committed {}",
+            super::micros_rfc3339(us).unwrap_or_else(|| us.to_string())
+        ),
+        None => format!("replay id {replay}"),
+    }
 }
 
 async fn sink_statuses(
@@ -208,8 +296,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(js) => sink_statuses(js, &config).await,
         None => Vec::new(),
     };
+    let feeds = match &js {
+        Some(js) => feed_statuses(js, &config).await,
+        None => Vec::new(),
+    };
     let report = StatusReport {
         bridge,
+        feeds,
         sources: statuses,
         sinks_note: if sinks.is_empty() {
             "no sinks configured"
@@ -346,6 +439,20 @@ fn render(r: &StatusReport) -> String {
             ),
         };
         out.push_str(&format!("\nsink {}  {line}\n", s.sink));
+    }
+    for f in &r.feeds {
+        let size = match (&f.error, f.messages) {
+            (Some(e), _) => format!("cannot read: {e}"),
+            (None, Some(n)) => format!("{} holds {n} raw event(s)", f.stream),
+            (None, None) => f.stream.clone(),
+        };
+        out.push_str(&format!("\nfeed {}  {size}\n", f.feed));
+        if f.positions.is_empty() {
+            out.push_str("  no stored position yet\n");
+        }
+        for (k, v) in &f.positions {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
     }
     if !r.errors.is_empty() {
         out.push('\n');
