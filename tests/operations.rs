@@ -591,3 +591,49 @@ async fn status_reports_the_stream_and_the_bridge() -> Result<()> {
     assert_eq!(report["sinks_note"], "no sinks configured");
     Ok(())
 }
+
+/// `preflight` checks the credentials of the SaaS feeds and sinks against the emulators: the
+/// Shopify Admin API answers, the Salesforce token is granted and the daily API usage is
+/// reported (a nearly spent limit is a warning), a wrong WMS key fails with its fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_checks_saas_credentials() -> Result<()> {
+    use tributary_sandbox::{salesforce, shopify, wms};
+    let nats = NatsServer::start().await?;
+    let shop = shopify::start(shopify::ShopifyOptions::default()).await?;
+    let sf = salesforce::start(salesforce::SalesforceOptions::default()).await?;
+    let wms = wms::start(wms::WmsOptions::default()).await?;
+    let (client_id, secret) = salesforce::SalesforceOptions::default().clients[0].clone();
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        "[nats]\nservers = [\"{}\"]\n\
+         [[shopify]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nwebhook_secret = \"s\"\n\
+         [shopify.admin]\nurl = \"{}\"\naccess_token = \"shpat_sandbox\"\n\
+         [sinks]\n[sinks.wms]\nbase_url = \"{}\"\napi_key = \"not-the-key\"\n\
+         [sinks.salesforce]\nbase_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{secret}\"\n",
+        nats.url(),
+        shop.base_url(),
+        wms.base_url(),
+        sf.base_url()
+    );
+    let config = write_config(dir.path(), &text)?;
+    let path = config.to_string_lossy().to_string();
+    let out = tributary(&["preflight", "--config", &path, "--format", "json"]).await?;
+    assert_ne!(out.code, 0, "the wrong WMS key fails preflight");
+    let checks = out.json()?;
+    let checks = checks.as_array().context("array")?;
+    assert_eq!(status(checks, "shopify:web", "admin_api"), "pass");
+    assert_eq!(status(checks, "sink:salesforce", "token"), "pass");
+    assert_eq!(status(checks, "sink:salesforce", "api_usage"), "pass");
+    assert_eq!(status(checks, "sink:wms", "api_key"), "fail");
+    assert!(find(checks, "sink:wms", "api_key")["fix"]
+        .as_str()
+        .is_some_and(|f| f.contains("API key")));
+
+    // Nearly the whole daily limit spent by others: a warning, not a failure.
+    sf.set_api_used(99_000);
+    let out = tributary(&["preflight", "--config", &path, "--format", "json"]).await?;
+    let checks = out.json()?;
+    let checks = checks.as_array().context("array")?;
+    assert_eq!(status(checks, "sink:salesforce", "api_usage"), "warn");
+    Ok(())
+}

@@ -57,6 +57,7 @@ pub fn execute(
                 args,
             ))
         }
+        "shop" => json!({"name": "Tributary sandbox", "myshopifyDomain": "sandbox.myshopify.com"}),
         "locations" => {
             return Some(connection(
                 s.locations

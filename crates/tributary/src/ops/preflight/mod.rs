@@ -1,5 +1,6 @@
 //! `tributary preflight`: checks that every source's PostgreSQL and the NATS server are ready
-//! for the bridge, and prints what to change where they are not (docs/operations.md).
+//! for the bridge, that the SaaS feeds' and sinks' credentials get in, and prints what to
+//! change where they are not (docs/operations.md).
 //!
 //! Catalog facts are gathered first (read-only queries), then [`evaluate`] turns them into
 //! pass / warn / fail rows, so that the rules are plain functions of what the server said.
@@ -7,11 +8,12 @@
 //! Layout: this module gathers the facts and runs the checks in order; the rules live in
 //! `checks_server` (version, WAL and replication limits), `checks_access` (connections and
 //! privileges), `checks_tables` (publication and tables) and `checks_runtime` (slot, spool,
-//! stream and NATS); `report` holds the report lines and their rendering, `sql` the quoting
+//! stream and NATS), `checks_saas` (Shopify, Salesforce and WMS credentials); `report` holds the report lines and their rendering, `sql` the quoting
 //! of identifiers in the suggested fixes.
 
 mod checks_access;
 mod checks_runtime;
+mod checks_saas;
 mod checks_server;
 mod checks_tables;
 mod report;
@@ -95,6 +97,15 @@ pub async fn preflight(config: &Config) -> Vec<Check> {
         c.source = "nats".into();
         c
     }));
+    all.extend(
+        checks_saas::check_saas(config)
+            .await
+            .into_iter()
+            .map(|(label, mut c)| {
+                c.source = label;
+                c
+            }),
+    );
     all
 }
 
