@@ -42,6 +42,9 @@ enum Command {
         shopify: std::net::SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8083")]
         salesforce: std::net::SocketAddr,
+        /// Salesforce Pub/Sub API (gRPC) of the same emulated org.
+        #[arg(long, default_value = "127.0.0.1:8084")]
+        salesforce_pubsub: std::net::SocketAddr,
         /// Products seeded in the Shopify emulator (SKU-0001 …).
         #[arg(long, default_value_t = 40)]
         skus: u32,
@@ -138,8 +141,9 @@ fn main() -> ExitCode {
                 wms,
                 shopify,
                 salesforce,
+                salesforce_pubsub,
                 skus,
-            } => sandbox::run(wms, shopify, salesforce, skus).await,
+            } => sandbox::run(wms, shopify, salesforce, salesforce_pubsub, skus).await,
             Command::Backfill {
                 config,
                 source,

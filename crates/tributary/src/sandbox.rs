@@ -9,6 +9,7 @@ pub async fn run(
     wms_addr: SocketAddr,
     shopify_addr: SocketAddr,
     salesforce_addr: SocketAddr,
+    pubsub_addr: SocketAddr,
     skus: u32,
 ) -> anyhow::Result<()> {
     let wms = wms::start(wms::WmsOptions {
@@ -25,6 +26,13 @@ pub async fn run(
         bind: salesforce_addr,
         ..Default::default()
     })
+    .await?;
+    // Salesforce's Pub/Sub API (CDC) on the same org: REST writes come out as change events.
+    let pubsub = salesforce::pubsub::start(
+        sf.handle().clone(),
+        pubsub_addr,
+        std::time::Duration::from_secs(30),
+    )
     .await?;
     // The sample catalogue (config/retail/erp.sql): SKU-0001… at location DC1.
     let dc1 = shop.add_location("DC1");
@@ -49,6 +57,10 @@ pub async fn run(
         "Salesforce emulator {}  (client sandbox-client / sandbox-secret)",
         sf.base_url()
     );
+    println!(
+        "Salesforce Pub/Sub  {}  (gRPC, CDC topics /data/ChangeEvents, /data/<Object>ChangeEvent)",
+        pubsub.url()
+    );
     println!("Ctrl-C stops them.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -57,6 +69,7 @@ pub async fn run(
     }
     wms.stop().await;
     shop.stop().await;
+    pubsub.stop().await;
     sf.stop().await;
     Ok(())
 }
