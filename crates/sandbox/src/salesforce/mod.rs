@@ -200,6 +200,7 @@ impl Salesforce {
                     last_change_origin: None,
                 },
             );
+            s.index_record(&id);
             id
         })
     }

@@ -100,13 +100,17 @@ fn upsert_one(
         .collect();
     let (id, created, changed) = match matches.first() {
         Some(id) => {
-            let Some(rec) = s.records.get_mut(id) else {
+            if !s.records.contains_key(id) {
                 return Err(SfErr::new(
                     StatusCode::NOT_FOUND,
                     "NOT_FOUND",
                     "The requested resource does not exist",
                     vec![],
                 ));
+            }
+            s.unindex_record(id);
+            let Some(rec) = s.records.get_mut(id) else {
+                unreachable!("checked above");
             };
             let changed = fields.iter().any(|(k, v)| rec.fields.get(k) != Some(v));
             for (k, v) in fields {
@@ -117,6 +121,7 @@ fn upsert_one(
             rec.fields
                 .insert("SystemModstamp".into(), Value::String(now));
             rec.last_change_origin = Some(origin.clone());
+            s.index_record(id);
             (id.clone(), false, changed)
         }
         None => {
@@ -161,6 +166,7 @@ fn upsert_one(
                     last_change_origin: Some(origin.clone()),
                 },
             );
+            s.index_record(&id);
             (id, true, true)
         }
     };
@@ -282,6 +288,7 @@ pub(super) async fn collection_upsert(
         let failed = results.iter().any(Result::is_err);
         if let (true, Some((records, writes))) = (failed, snapshot) {
             s.records = records;
+            s.rebuild_index();
             s.writes.truncate(writes);
         }
         let rolled_back = failed && all_or_none;
