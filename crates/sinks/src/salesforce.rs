@@ -117,6 +117,15 @@ impl SalesforceTarget {
         Ok(SalesforceTarget { api, batches })
     }
 
+    /// Records per collection request (1: single upserts).
+    pub fn batch_size(&self) -> usize {
+        if self.batches.is_some() {
+            self.api.cfg.batch_size
+        } else {
+            1
+        }
+    }
+
     pub fn filter_subjects(prefix: &str) -> Vec<String> {
         ["customer", "order", "return", "fulfillment"]
             .iter()

@@ -1,7 +1,7 @@
 //! The targets a sink worker can drive; one enum rather than a trait object while there
 //! are few of them.
 
-use tributary_proto::retail::v1::DomainEvent;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::salesforce::SalesforceTarget;
 use crate::shopify::ShopifyTarget;
@@ -27,6 +27,24 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether applying `event` reads records of other entities from the state store (a
+    /// Shopify fulfilment reads its order's link): the lane lets its pending puts land first.
+    pub fn reads_state(&self, event: &DomainEvent) -> bool {
+        matches!(
+            (self, &event.entity),
+            (Target::Shopify(_), Some(Entity::Fulfillment(_)))
+        )
+    }
+
+    /// Lanes a worker needs at least: a lane waits for its record's collection request, so
+    /// fewer lanes than records per request would leave requests part-empty.
+    pub fn min_lanes(&self) -> usize {
+        match self {
+            Target::Salesforce(t) => t.batch_size(),
+            _ => 1,
+        }
+    }
+
     pub async fn apply(
         &self,
         event: &DomainEvent,
