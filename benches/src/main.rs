@@ -111,6 +111,9 @@ enum Command {
         /// Salesforce `batch_size` (default: the bridge's default).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Salesforce `batch_linger_ms` (default: the bridge's default).
+        #[arg(long)]
+        batch_linger_ms: Option<u64>,
         /// Give up on a sink after this long.
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
@@ -205,6 +208,7 @@ fn main() -> ExitCode {
                 sinks,
                 lanes,
                 batch_size,
+                batch_linger_ms,
                 timeout_secs,
                 perf_record,
             } => {
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
                         sinks,
                         lanes,
                         batch_size,
+                        batch_linger_ms,
                         timeout: Duration::from_secs(timeout_secs),
                         perf_record,
                     },

@@ -51,6 +51,8 @@ pub struct Args {
     pub lanes: Option<usize>,
     /// Salesforce `batch_size` (None: the default, 200).
     pub batch_size: Option<usize>,
+    /// Salesforce `batch_linger_ms` (None: the default, 20).
+    pub batch_linger_ms: Option<u64>,
     pub timeout: Duration,
     pub perf_record: Option<PathBuf>,
 }
@@ -76,7 +78,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     println!(
         "setup: one phase per sink, each with a fresh nats-server (JetStream file store, {}), \
          the emulator in this process with rate limits off and its request log off, the bridge \
-         running only that sink (lanes={}, salesforce batch_size={}); no PostgreSQL",
+         running only that sink (lanes={}, salesforce batch_size={} batch_linger_ms={}); no PostgreSQL",
         match settings.durability {
             Durability::Always => "sync_interval=always",
             Durability::Interval => "sync_interval=1s",
@@ -85,6 +87,8 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         args.lanes
             .map_or_else(|| "default".to_owned(), |l| l.to_string()),
         args.batch_size
+            .map_or_else(|| "default".to_owned(), |b| b.to_string()),
+        args.batch_linger_ms
             .map_or_else(|| "default".to_owned(), |b| b.to_string()),
     );
     let mut phases = Vec::new();
@@ -549,10 +553,13 @@ fn write_config(
         ),
         Emulator::Salesforce(sf) => {
             let (id, secret) = SalesforceOptions::default().clients[0].clone();
-            let batch = args
+            let mut batch = args
                 .batch_size
                 .map(|b| format!("batch_size = {b}\n"))
                 .unwrap_or_default();
+            if let Some(ms) = args.batch_linger_ms {
+                let _ = writeln!(batch, "batch_linger_ms = {ms}");
+            }
             format!(
                 "[sinks.salesforce]\nbase_url = {}\nclient_id = {}\nclient_secret = {}\n{batch}\
                  [sinks.salesforce.delivery]\n{delivery}",

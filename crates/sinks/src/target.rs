@@ -41,7 +41,7 @@ impl Target {
     /// per request would leave requests part-empty.
     pub fn min_lanes(&self) -> usize {
         match self {
-            Target::Salesforce(t) => t.batch_size(),
+            Target::Salesforce(t) => t.min_lanes(),
             Target::Shopify(t) => t.min_lanes(),
             Target::Wms(_) => 1,
         }
