@@ -13,7 +13,6 @@ pub const SF_REQUESTS: &str = "tributary_sink_salesforce_requests_total";
 pub const SF_BATCH_SIZE: &str = "tributary_sink_salesforce_batch_records";
 pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
-pub const SHOPIFY_STOCK_BATCH: &str = "tributary_sink_shopify_inventory_batch_quantities";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -59,10 +58,6 @@ pub fn describe() {
     metrics::describe_counter!(
         SF_TOKENS,
         "OAuth2 access tokens obtained (start, age, 401 INVALID_SESSION_ID)"
-    );
-    metrics::describe_histogram!(
-        SHOPIFY_STOCK_BATCH,
-        "inventory quantities per inventorySetQuantities request"
     );
     metrics::describe_gauge!(
         SF_API_USAGE,

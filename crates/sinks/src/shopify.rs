@@ -23,7 +23,6 @@
 mod catalog;
 mod customers;
 mod orders;
-mod stock;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -48,8 +47,6 @@ pub struct ShopifyTarget {
     client: reqwest::Client,
     bucket: Mutex<Option<Bucket>>,
     items: tokio::sync::Mutex<SkuCache>,
-    /// Inventory quantities waiting for a shared `inventorySetQuantities` (stock.rs).
-    stock: stock::StockQueue,
     /// Where order events leave the order's Shopify GID for its fulfilments.
     state: StateStore,
 }
@@ -93,7 +90,6 @@ impl ShopifyTarget {
             token,
             bucket: Mutex::new(None),
             items: tokio::sync::Mutex::new(SkuCache::default()),
-            stock: stock::StockQueue::default(),
             state,
         })
     }
@@ -170,20 +166,19 @@ impl ShopifyTarget {
             .as_ref()
             .map(|m| m.event_id.as_str())
             .unwrap_or("");
-        let pending =
-            stock::PendingStock::new(item, location.clone(), quantity, event_id, idempotency_key);
-        self.set_quantity(pending).await?;
+        let query = format!(
+            "mutation SetStock($input: InventorySetQuantitiesInput!) {{ inventorySetQuantities(input: $input) @idempotent(key: {}) {{ inventoryAdjustmentGroup {{ id }} userErrors {{ field message code }} }} }}",
+            quoted(idempotency_key)
+        );
+        let variables = json!({"input": {
+            "name": self.cfg.quantity_name,
+            "reason": "correction",
+            "referenceDocumentUri": format!("tributary://event/{event_id}"),
+            "quantities": [{"inventoryItemId": item, "locationId": location, "quantity": quantity, "changeFromQuantity": null}],
+        }});
+        let data = self.graphql(&query, variables, MUTATION_COST).await?;
+        user_errors(&data["inventorySetQuantities"])?;
         Ok(Outcome::Applied)
-    }
-
-    /// Lanes the sink needs at least: inventory requests carry the quantities of the lanes
-    /// waiting at the same time.
-    pub fn min_lanes(&self) -> usize {
-        if self.applies("inventory") {
-            stock::STOCK_BATCH
-        } else {
-            1
-        }
     }
 
     /// What Shopify knows a SKU as; on a miss the cache is refreshed (at most every few
