@@ -21,8 +21,8 @@ pub enum Outcome {
 }
 
 pub enum Target {
-    Wms(WmsTarget),
-    Shopify(ShopifyTarget),
+    Wms(Box<WmsTarget>),
+    Shopify(Box<ShopifyTarget>),
     Salesforce(SalesforceTarget),
 }
 
