@@ -230,7 +230,10 @@ async fn run_ceiling(env: &BenchEnv, end_lsn: &str, timeout: Duration) -> anyhow
     })
 }
 
-fn start_perf(pid: u32, path: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
+pub(crate) fn start_perf(
+    pid: u32,
+    path: &std::path::Path,
+) -> anyhow::Result<tokio::process::Child> {
     tokio::process::Command::new("perf")
         .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
         .arg(path)
@@ -242,7 +245,7 @@ fn start_perf(pid: u32, path: &std::path::Path) -> anyhow::Result<tokio::process
         .context("starting `perf record` (is perf installed?)")
 }
 
-async fn stop_perf(mut perf: tokio::process::Child) {
+pub(crate) async fn stop_perf(mut perf: tokio::process::Child) {
     if let Some(pid) = perf.id() {
         if let Err(e) = crate::env::signal(pid, nix::sys::signal::Signal::SIGINT) {
             eprintln!("warning: stopping perf: {e}");

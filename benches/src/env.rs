@@ -148,16 +148,7 @@ impl BenchEnv {
     /// The nats-server's pid, found read-only in /proc by its config path (testkit keeps the
     /// config next to the store directory); only used to sample its CPU time.
     pub fn nats_pid(&self) -> Option<u32> {
-        let config = self.nats.store_dir().parent()?.join("nats-server.conf");
-        let needle = config.to_string_lossy().into_owned();
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .find(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()))
-            })
+        nats_server_pid(&self.nats)
     }
 
     /// The postmaster's pid (first line of `postmaster.pid` in the data directory); with
@@ -381,8 +372,24 @@ pub struct StreamProgress {
     pub bytes: u64,
 }
 
+/// A nats-server's pid, found read-only in /proc by its config path (testkit keeps the
+/// config next to the store directory); only used to sample its CPU time.
+pub fn nats_server_pid(nats: &NatsServer) -> Option<u32> {
+    let config = nats.store_dir().parent()?.join("nats-server.conf");
+
+    let needle = config.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()))
+        })
+}
+
 /// A TOML basic string.
-fn toml_string(value: &str) -> String {
+pub fn toml_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
@@ -440,7 +447,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    fn spawn(binary: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Bridge> {
+    pub fn spawn(binary: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Bridge> {
         let age = std::fs::metadata(binary)
             .and_then(|m| m.modified())
             .ok()

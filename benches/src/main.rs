@@ -1,10 +1,11 @@
-//! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, one big transaction, and the initial snapshot against a COPY ceiling.
+//! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, one big transaction, the initial snapshot against a COPY ceiling, and the sinks' events applied per second against their emulators.
 
 mod bigtx;
 mod e2e;
 mod env;
 mod latency;
 mod procfs;
+mod sinks;
 mod snapshot;
 mod workload;
 
@@ -91,6 +92,35 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Publish N domain events per sink to RETAIL, then time each sink (alone, with its
+    /// emulator's rate limits off) from the bridge's start until every event is acked, and
+    /// check the emulator's final state.
+    Sinks {
+        /// Events per sink.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Distinct entities: Shopify SKUs; Salesforce customers (and as many orders).
+        #[arg(long, default_value_t = 5_000)]
+        entities: u64,
+        /// Which sinks, in this order.
+        #[arg(long, value_delimiter = ',', default_value = "wms,shopify,salesforce")]
+        sinks: Vec<String>,
+        /// `[sinks.<name>.delivery] lanes` (default: the bridge's default).
+        #[arg(long)]
+        lanes: Option<usize>,
+        /// Salesforce `batch_size` (default: the bridge's default).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Salesforce `batch_linger_ms` (default: the bridge's default).
+        #[arg(long)]
+        batch_linger_ms: Option<u64>,
+        /// Give up on a sink after this long.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        /// Record a perf profile of the bridge per sink (FILE.<sink>.data); perturbs the figures.
+        #[arg(long)]
+        perf_record: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -167,6 +197,31 @@ fn main() -> ExitCode {
                         parallelism,
                         chunk_rows,
                         timeout: Duration::from_secs(timeout_secs),
+                    },
+                    settings,
+                )
+                .await
+            }
+            Command::Sinks {
+                events,
+                entities,
+                sinks,
+                lanes,
+                batch_size,
+                batch_linger_ms,
+                timeout_secs,
+                perf_record,
+            } => {
+                sinks::run(
+                    sinks::Args {
+                        events,
+                        entities,
+                        sinks,
+                        lanes,
+                        batch_size,
+                        batch_linger_ms,
+                        timeout: Duration::from_secs(timeout_secs),
+                        perf_record,
                     },
                     settings,
                 )

@@ -112,7 +112,7 @@ impl Sinks {
         if let Some(w) = &cfg.wms {
             workers.push(Arc::new(SinkWorker::new(
                 "wms",
-                Target::Wms(wms::WmsTarget::new(w)?),
+                Target::Wms(Box::new(wms::WmsTarget::new(w)?)),
                 w.delivery.clone(),
                 &cfg,
                 js.clone(),
@@ -122,7 +122,7 @@ impl Sinks {
         if let Some(s) = &cfg.shopify {
             workers.push(Arc::new(SinkWorker::new(
                 "shopify",
-                Target::Shopify(shopify::ShopifyTarget::new(s, state.clone())?),
+                Target::Shopify(Box::new(shopify::ShopifyTarget::new(s, state.clone())?)),
                 s.delivery.clone(),
                 &cfg,
                 js.clone(),

@@ -42,6 +42,8 @@ use tributary_sfpubsub::jwt::JwtSigner;
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// While above the usage ceiling, one request is let through this often to re-read the usage.
 const LIMIT_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Collection requests in flight at once (a new batch gathers while earlier ones are sent).
+const MAX_CONCURRENT_REQUESTS: usize = 4;
 /// Per-record error codes Salesforce documents as worth retrying.
 const TRANSIENT_RECORD_CODES: &[&str] = &[
     "UNABLE_TO_LOCK_ROW",
@@ -151,6 +153,16 @@ impl SalesforceTarget {
         Ok(SalesforceTarget { api, batches })
     }
 
+    /// Lanes the sink needs at least: a lane waits for its record's collection request,
+    /// so twice `batch_size` lets the next request fill while one is in flight.
+    pub fn min_lanes(&self) -> usize {
+        if self.batches.is_some() {
+            self.api.cfg.batch_size * 2
+        } else {
+            1
+        }
+    }
+
     pub fn filter_subjects(prefix: &str) -> Vec<String> {
         ["customer", "order", "return", "fulfillment"]
             .iter()
@@ -189,9 +201,11 @@ impl SalesforceTarget {
 
 /// Collects records per object for up to `batch_linger_ms` (or `batch_size`) and sends them
 /// as one collection upsert per object; every record's result goes back to its lane.
+/// Requests run concurrently, up to [`MAX_CONCURRENT_REQUESTS`].
 async fn batcher(api: std::sync::Arc<Api>, mut rx: mpsc::Receiver<Pending>) {
     let linger = Duration::from_millis(api.cfg.batch_linger_ms);
     let max = api.cfg.batch_size;
+    let requests = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
@@ -209,18 +223,24 @@ async fn batcher(api: std::sync::Arc<Api>, mut rx: mpsc::Receiver<Pending>) {
                 None => by_object.push((p.object, vec![p])),
             }
         }
-        let sends = by_object.into_iter().map(|(object, pending)| {
+        // Requests run concurrently (up to MAX_CONCURRENT_REQUESTS) while the next batch
+        // gathers: a lane has one record in flight at a time, so no two requests in flight
+        // hold records of the same entity, and each entity's writes stay in order.
+        for (object, pending) in by_object {
+            let Ok(permit) = requests.clone().acquire_owned().await else {
+                return;
+            };
             let api = api.clone();
-            async move {
+            tokio::spawn(async move {
                 let records: Vec<Map<String, Value>> =
                     pending.iter().map(|p| p.record.clone()).collect();
                 let results = api.upsert_many(object, &records).await;
                 for (p, r) in pending.into_iter().zip(results) {
                     let _ = p.reply.send(r);
                 }
-            }
-        });
-        futures::future::join_all(sends).await;
+                drop(permit);
+            });
+        }
     }
 }
 

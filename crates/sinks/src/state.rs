@@ -5,8 +5,12 @@
 //! so plain puts suffice. The record is written after the target confirmed the write and
 //! before the message is acked: a crash in between re-applies the event with the same
 //! idempotency key, which the target answers from its idempotency store.
+//!
+//! Lanes write with [`StateStore::put_pipelined`]: the put is sent at once (so one key's puts
+//! reach the server in the order the lane made them) and its ack is awaited later, before the
+//! event's message is acked.
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, context::PublishAckFuture, kv};
 use serde::{Deserialize, Serialize};
 
 use crate::SinkError;
@@ -37,6 +41,7 @@ pub struct ReplayWindow {
 #[derive(Clone)]
 pub struct StateStore {
     kv: kv::Store,
+    js: jetstream::Context,
 }
 
 pub use tributary_nats::kv::key_token;
@@ -55,7 +60,7 @@ impl StateStore {
         )
         .await
         .map_err(|e| SinkError::nats(format!("KV bucket {bucket}"), e))?;
-        Ok(StateStore { kv })
+        Ok(StateStore { kv, js: js.clone() })
     }
 
     fn entity_key(sink: &str, entity: &str, key: &str) -> String {
@@ -93,6 +98,41 @@ impl StateStore {
         Ok(())
     }
 
+    /// Sends the put and returns its ack, to be awaited before the event is acked. Puts of
+    /// one key sent by one task reach the server in order (one connection), so the last one
+    /// sent is the one stored.
+    pub(crate) async fn put_pipelined(
+        &self,
+        sink: &str,
+        entity: &str,
+        key: &str,
+        record: &EntityRecord,
+    ) -> Result<PendingPut, SinkError> {
+        let k = Self::entity_key(sink, entity, key);
+        let bytes = serde_json::to_vec(record).map_err(|e| SinkError::nats(&k, e))?;
+        if self.kv.use_jetstream_prefix {
+            // A JetStream API prefix (another account or domain): the plain put knows it.
+            self.kv
+                .put(&k, bytes.into())
+                .await
+                .map_err(|e| SinkError::nats(format!("KV put {k}"), e))?;
+            return Ok(PendingPut { ack: None, key: k });
+        }
+        let subject = format!(
+            "{}{k}",
+            self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix)
+        );
+        let ack = self
+            .js
+            .publish(subject, bytes.into())
+            .await
+            .map_err(|e| SinkError::nats(format!("KV put {k}"), e))?;
+        Ok(PendingPut {
+            ack: Some(ack),
+            key: k,
+        })
+    }
+
     pub async fn replay_window(&self, sink: &str) -> Result<Option<ReplayWindow>, SinkError> {
         let k = format!("{sink}._replay");
         match self.kv.get(&k).await {
@@ -113,6 +153,23 @@ impl StateStore {
             .put(&k, bytes.into())
             .await
             .map_err(|e| SinkError::nats(format!("KV put {k}"), e))?;
+        Ok(())
+    }
+}
+
+/// A put sent to the server whose ack has not been read yet.
+pub(crate) struct PendingPut {
+    ack: Option<PublishAckFuture>,
+    key: String,
+}
+
+impl PendingPut {
+    /// Waits until the server has stored the record.
+    pub(crate) async fn stored(self) -> Result<(), SinkError> {
+        if let Some(ack) = self.ack {
+            ack.await
+                .map_err(|e| SinkError::nats(format!("KV put {}", self.key), e))?;
+        }
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The targets a sink worker can drive; one enum rather than a trait object while there
 //! are few of them.
 
-use tributary_proto::retail::v1::DomainEvent;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::salesforce::SalesforceTarget;
 use crate::shopify::ShopifyTarget;
@@ -23,12 +23,30 @@ pub enum Outcome {
 // One value per configured sink, built once: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
-    Wms(WmsTarget),
-    Shopify(ShopifyTarget),
+    Wms(Box<WmsTarget>),
+    Shopify(Box<ShopifyTarget>),
     Salesforce(SalesforceTarget),
 }
 
 impl Target {
+    /// Whether applying `event` reads records of other entities from the state store (a
+    /// Shopify fulfilment reads its order's link): the lane lets its pending puts land first.
+    pub fn reads_state(&self, event: &DomainEvent) -> bool {
+        matches!(
+            (self, &event.entity),
+            (Target::Shopify(_), Some(Entity::Fulfillment(_)))
+        )
+    }
+
+    /// Lanes a worker needs at least: a lane waits for its record's collection request, so
+    /// fewer lanes than records per request would leave requests part-empty.
+    pub fn min_lanes(&self) -> usize {
+        match self {
+            Target::Salesforce(t) => t.min_lanes(),
+            _ => 1,
+        }
+    }
+
     pub async fn apply(
         &self,
         event: &DomainEvent,

@@ -1,6 +1,7 @@
 //! One sink: its durable consumer, the lanes, retries, the version guard and dead letters.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,19 +11,78 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
 use tributary_proto::retail::v1::DomainEvent;
 
 use crate::http::truncate;
-use crate::state::StateStore;
+use crate::state::{EntityRecord, StateStore};
 use crate::target::{Outcome, Target};
 use crate::{consumer_name, idempotency_key, metrics as m, ApplyError, SinkError};
 
 /// Redelivery deadline of an unacked message; lanes send progress while they retry.
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(60);
 pub(crate) const LANE_QUEUE: usize = 32;
+/// Events of a lane applied at the target whose record put and ack are still in flight.
+pub(crate) const LANE_IN_FLIGHT: usize = 64;
+/// Entity records a lane keeps in memory (it is their only writer); cleared when full.
+const LANE_CACHE: usize = 50_000;
+/// Messages asked for per pull request.
+const PULL_BATCH: usize = 1000;
+
+/// What a lane keeps between events: the records it wrote (the version guard without a KV
+/// read per event) and the completions of handled events (record stored, then message
+/// acked), which run as tasks while the lane goes on.
+#[derive(Default)]
+struct Lane {
+    cache: HashMap<String, EntityRecord>,
+    in_flight: JoinSet<Result<(), SinkError>>,
+}
+
+fn joined(done: Result<Result<(), SinkError>, tokio::task::JoinError>) -> Result<(), SinkError> {
+    done.map_err(|e| SinkError::nats("ack task", e))?
+}
+
+impl Lane {
+    /// Waits for every handled event's record and ack.
+    async fn settle(&mut self) -> Result<(), SinkError> {
+        while let Some(done) = self.in_flight.join_next().await {
+            joined(done)?;
+        }
+        Ok(())
+    }
+
+    /// Reaps finished completions; waits while `LANE_IN_FLIGHT` are running.
+    async fn reap(&mut self) -> Result<(), SinkError> {
+        while let Some(done) = self.in_flight.try_join_next() {
+            joined(done)?;
+        }
+        while self.in_flight.len() >= LANE_IN_FLIGHT {
+            if let Some(done) = self.in_flight.join_next().await {
+                joined(done)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, key: String, record: EntityRecord) {
+        if self.cache.len() >= LANE_CACHE && !self.cache.contains_key(&key) {
+            self.cache.clear();
+        }
+        self.cache.insert(key, record);
+    }
+
+    /// Acks `msg` after the earlier steps of this event complete, without holding the lane.
+    fn ack_later(&mut self, msg: jetstream::Message) {
+        self.in_flight.spawn(async move {
+            msg.double_ack()
+                .await
+                .map_err(|e| SinkError::nats("ack", e))
+        });
+    }
+}
 
 pub struct SinkWorker {
     pub name: &'static str,
@@ -51,6 +111,8 @@ impl SinkWorker {
         js: jetstream::Context,
         state: StateStore,
     ) -> Self {
+        let mut delivery = delivery;
+        delivery.lanes = delivery.lanes.max(target.min_lanes().min(256));
         SinkWorker {
             name,
             target,
@@ -109,7 +171,7 @@ impl SinkWorker {
                 description: Some(format!("Tributary sink {}", self.name)),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: ACK_WAIT,
-                max_ack_pending: (self.delivery.lanes * LANE_QUEUE) as i64,
+                max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)) as i64,
                 deliver_policy,
                 filter_subjects: self.filters.clone(),
                 ..Default::default()
@@ -132,6 +194,8 @@ impl SinkWorker {
             .map(|w| w.until_sequence)
             .unwrap_or(0);
         let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
             .messages()
             .await
             .map_err(|e| SinkError::nats("pull", e))?;
@@ -146,12 +210,16 @@ impl SinkWorker {
             let stop = lane_stop.clone();
             let this = self.clone();
             lanes.spawn(async move {
+                let mut lane = Lane::default();
                 while let Some(d) = rx.recv().await {
                     if stop.is_cancelled() {
-                        return Ok(());
+                        break;
                     }
-                    this.handle(d, replay_until, &stop).await?;
+                    this.handle(d, replay_until, &stop, &mut lane).await?;
+                    lane.reap().await?;
                 }
+                // Applied events: their records and acks complete before the lane ends.
+                lane.settle().await?;
                 Ok::<(), SinkError>(())
             });
         }
@@ -210,24 +278,29 @@ impl SinkWorker {
     }
 
     /// Applies one event; Err only for NATS failures (the session restarts; the message
-    /// stays unacked and comes again).
+    /// stays unacked and comes again). An applied event's record put is sent before the
+    /// lane's next event and the message is acked once the put is stored (in `lane`).
     async fn handle(
         &self,
         d: Delivery,
         replay_until: u64,
         stop: &CancellationToken,
+        lane: &mut Lane,
     ) -> Result<(), SinkError> {
         let meta = d.event.meta.clone().unwrap_or_default();
         let entity = meta.entity.clone();
-        let record = self.state.get(self.name, &entity, &meta.entity_key).await?;
+        let cache_key = format!("{entity}\n{}", meta.entity_key);
+        // Only records without a hold are cached: `tributary dlq drop` may release a hold
+        // in KV while the bridge runs; nothing else writes a sink's records.
+        let record = match lane.cache.get(&cache_key) {
+            Some(r) => r.clone(),
+            None => self.state.get(self.name, &entity, &meta.entity_key).await?,
+        };
         let replaying = d.sequence <= replay_until;
         if meta.entity_version <= record.version && !replaying {
             metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "stale_version").increment(1);
-            return d
-                .msg
-                .double_ack()
-                .await
-                .map_err(|e| SinkError::nats("ack", e));
+            lane.ack_later(d.msg);
+            return Ok(());
         }
         let hold = self.delivery.on_dead_letter == AfterDeadLetter::Hold;
         if let Some(holder) = record
@@ -244,11 +317,12 @@ impl SinkWorker {
                 .await?;
             metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
             metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "held").increment(1);
-            return d
-                .msg
-                .double_ack()
-                .await
-                .map_err(|e| SinkError::nats("ack", e));
+            lane.ack_later(d.msg);
+            return Ok(());
+        }
+        if self.target.reads_state(&d.event) {
+            // The target reads other records of this lane from KV: let them land first.
+            lane.settle().await?;
         }
         let key = idempotency_key(self.name, &meta.event_id);
         let mut backoff = Duration::from_millis(self.delivery.min_backoff_ms);
@@ -262,13 +336,18 @@ impl SinkWorker {
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;
                     next.held_by = None;
-                    self.state
-                        .put(self.name, &entity, &meta.entity_key, &next)
+                    let put = self
+                        .state
+                        .put_pipelined(self.name, &entity, &meta.entity_key, &next)
                         .await?;
-                    d.msg
-                        .double_ack()
-                        .await
-                        .map_err(|e| SinkError::nats("ack", e))?;
+                    lane.remember(cache_key, next);
+                    let msg = d.msg;
+                    lane.in_flight.spawn(async move {
+                        put.stored().await?;
+                        msg.double_ack()
+                            .await
+                            .map_err(|e| SinkError::nats("ack", e))
+                    });
                     match outcome {
                         Outcome::Applied => {
                             metrics::counter!(m::APPLIED, "sink" => self.name, "entity" => entity)
@@ -299,17 +378,18 @@ impl SinkWorker {
                     if hold && record.held_by.is_none() {
                         let mut held = record.clone();
                         held.held_by = Some(meta.event_id.clone());
+                        // Sent after the lane's earlier puts of this key, so it is the one
+                        // stored; awaited, and the record leaves the cache (a drop may
+                        // release it in KV).
                         self.state
                             .put(self.name, &entity, &meta.entity_key, &held)
                             .await?;
+                        lane.cache.remove(&cache_key);
                     }
                     // Otherwise later events of the entity continue (its version is not
                     // recorded, so they are not held back by this one).
-                    return d
-                        .msg
-                        .double_ack()
-                        .await
-                        .map_err(|e| SinkError::nats("ack", e));
+                    lane.ack_later(d.msg);
+                    return Ok(());
                 }
                 Err(ApplyError::Transient {
                     reason,
@@ -325,8 +405,10 @@ impl SinkWorker {
                             .increment(wait.as_secs_f64().ceil() as u64);
                     }
                     warn!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
-                    // Keep the message ours while we wait.
+                    // Keep the message ours while we wait; the lane's earlier events are
+                    // stored and acked meanwhile.
                     let _ = d.msg.ack_with(AckKind::Progress).await;
+                    lane.settle().await?;
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(wait) => {}

@@ -205,6 +205,7 @@ impl Salesforce {
                     last_change_origin: None,
                 },
             );
+            s.index_record(&id);
             id
         })
     }

@@ -114,13 +114,17 @@ fn upsert_one(
     let written = fields.clone();
     let (id, created, changed, changed_fields) = match matches.first() {
         Some(id) => {
-            let Some(rec) = s.records.get_mut(id) else {
+            if !s.records.contains_key(id) {
                 return Err(SfErr::new(
                     StatusCode::NOT_FOUND,
                     "NOT_FOUND",
                     "The requested resource does not exist",
                     vec![],
                 ));
+            }
+            s.unindex_record(id);
+            let Some(rec) = s.records.get_mut(id) else {
+                unreachable!("checked above");
             };
             let changed_fields: Vec<String> = fields
                 .iter()
@@ -138,6 +142,7 @@ fn upsert_one(
             rec.fields
                 .insert("SystemModstamp".into(), Value::String(now));
             rec.last_change_origin = Some(origin.clone());
+            s.index_record(id);
             (id.clone(), false, changed, changed_fields)
         }
         None => {
@@ -184,6 +189,7 @@ fn upsert_one(
                     last_change_origin: Some(origin.clone()),
                 },
             );
+            s.index_record(&id);
             (id, true, true, changed_fields)
         }
     };
@@ -324,6 +330,7 @@ pub(super) async fn collection_upsert(
         let failed = results.iter().any(Result::is_err);
         if let (true, Some((records, writes))) = (failed, snapshot) {
             s.records = records;
+            s.rebuild_index();
             s.writes.truncate(writes);
         }
         let rolled_back = failed && all_or_none;

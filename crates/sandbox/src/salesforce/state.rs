@@ -1,6 +1,6 @@
 //! Salesforce emulator state: records by id, the write journal, tokens, the API counter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Instant, SystemTime};
 
 use serde_json::{Map, Value};
@@ -60,6 +60,13 @@ pub struct SfState {
     pub api_used: u64,
     /// Change Data Capture events, served by the Pub/Sub API emulator.
     pub(crate) cdc: super::cdc::CdcLog,
+    /// (object, field, string value) → ids, for [`SfState::find`] (an upsert looks its
+    /// external id up; a scan of every record made the emulator the bottleneck of the sink
+    /// benchmark). Kept by the emulator's own writes; rebuilt when the record count shows
+    /// `records` was changed directly; call [`SfState::rebuild_index`] after editing a
+    /// record's fields directly.
+    index: HashMap<(String, String, String), BTreeSet<String>>,
+    indexed: usize,
 }
 
 fn key_prefix(object: &str) -> &'static str {
@@ -83,20 +90,74 @@ impl SfState {
     }
 
     /// Ids of the records of `object` whose `field` equals `value` (string comparison).
-    pub fn find(&self, object: &str, field: &str, value: &str) -> Vec<String> {
-        self.records
-            .values()
-            .filter(|r| r.object == object)
-            .filter(|r| match r.fields.get(field) {
-                Some(Value::String(s)) => s == value,
-                Some(Value::Null) | None => false,
-                Some(v) => *v == value,
+    /// Ids of the records of `object` whose `field` is the string `value`, in id order.
+    pub fn find(&mut self, object: &str, field: &str, value: &str) -> Vec<String> {
+        if self.indexed != self.records.len() {
+            self.rebuild_index();
+        }
+        // A record edited in place (the CDC test API) may have left a stale entry: the
+        // record's current value decides.
+        let records = &self.records;
+        self.index
+            .get(&(object.to_owned(), field.to_owned(), value.to_owned()))
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| {
+                        records.get(*id).is_some_and(|r| {
+                            r.fields.get(field).and_then(|v| v.as_str()) == Some(value)
+                        })
+                    })
+                    .cloned()
+                    .collect()
             })
-            .map(|r| r.id.clone())
-            .collect()
+            .unwrap_or_default()
     }
 
-    /// Field names the schema does not know, if the object has a field list.
+    /// Recomputes the lookup index from `records`.
+    pub fn rebuild_index(&mut self) {
+        self.index.clear();
+        self.indexed = 0;
+        let ids: Vec<String> = self.records.keys().cloned().collect();
+        for id in ids {
+            self.index_record(&id);
+        }
+    }
+
+    /// Adds a record's string fields to the index (after it was inserted or changed).
+    pub(crate) fn index_record(&mut self, id: &str) {
+        let Some(r) = self.records.get(id) else {
+            return;
+        };
+        for (k, v) in &r.fields {
+            if let Value::String(v) = v {
+                self.index
+                    .entry((r.object.clone(), k.clone(), v.clone()))
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
+        self.indexed += 1;
+    }
+
+    /// Removes a record's string fields from the index (before it changes).
+    pub(crate) fn unindex_record(&mut self, id: &str) {
+        let Some(r) = self.records.get(id) else {
+            return;
+        };
+        for (k, v) in &r.fields {
+            if let Value::String(v) = v {
+                let key = (r.object.clone(), k.clone(), v.clone());
+                if let Some(ids) = self.index.get_mut(&key) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.index.remove(&key);
+                    }
+                }
+            }
+        }
+        self.indexed -= 1;
+    }
+
     pub(crate) fn unknown_fields(&self, object: &str, body: &Map<String, Value>) -> Vec<String> {
         let Some(known) = self.schemas.get(object).and_then(|s| s.fields.as_ref()) else {
             return vec![];
