@@ -204,20 +204,25 @@ async fn sigkill_mid_snapshot_resumes_from_the_last_finished_chunk() -> Result<(
             .or_default()
             .insert(format!("{oid}.{chunk}"));
     }
-    assert_eq!(
-        chunks_by_attempt.len(),
-        2,
-        "two attempts: {:?}",
+    // The kill is one interruption; a loaded machine can add others (a session restarted
+    // after a NATS timeout resumes the snapshot as a further attempt). Each interruption
+    // leaves at most the chunk in progress (parallelism 1) to be read again.
+    let attempts = chunks_by_attempt.len();
+    assert!(
+        attempts >= 2,
+        "the kill interrupted the snapshot: {:?}",
         chunks_by_attempt.keys()
     );
-    let mut attempts = chunks_by_attempt.values();
-    let (Some(first_chunks), Some(second_chunks)) = (attempts.next(), attempts.next()) else {
-        anyhow::bail!("two attempts expected");
-    };
-    let repeated: Vec<_> = first_chunks.intersection(second_chunks).collect();
+    let mut reads_of_chunk: std::collections::BTreeMap<&String, usize> = Default::default();
+    for chunks in chunks_by_attempt.values() {
+        for c in chunks {
+            *reads_of_chunk.entry(c).or_default() += 1;
+        }
+    }
+    let repeated: usize = reads_of_chunk.values().map(|n| n - 1).sum();
     assert!(
-        repeated.len() <= 1,
-        "at most the chunk in progress is read twice: {repeated:?}"
+        repeated < attempts,
+        "at most the chunk in progress is read again per interruption: {repeated} repeated chunk reads over {attempts} attempts"
     );
     let log = second.log();
     assert!(log.contains("resuming the interrupted snapshot"), "{log}");
