@@ -33,7 +33,12 @@ struct Retail {
 
 impl Retail {
     async fn start() -> Result<Retail> {
-        let (pg, nats) = start_servers().await?;
+        Self::start_with(tributary_testkit::NatsOptions::default()).await
+    }
+
+    async fn start_with(nats: tributary_testkit::NatsOptions) -> Result<Retail> {
+        let pg = PgCluster::start().await?;
+        let nats = NatsServer::start_with(nats).await?;
         let dir = tempfile::tempdir()?;
         let mut sources = Vec::new();
         for name in ["erp", "pos"] {
@@ -794,6 +799,8 @@ async fn domain_events_survive_kill9_exactly_once() -> Result<()> {
 /// entity) in bulk, and times until CDC_ERP holds the changes and RETAIL the events; then
 /// the same again with a kill -9 in the middle, timing the recovery.
 /// `DOMAIN_BENCH_CUSTOMERS` / `DOMAIN_BENCH_ORDERS` set the sizes (default 3000 / 1500).
+/// nats-server runs with the shipped durability (`sync_interval: 1s`), or with the tests'
+/// `sync_interval: always` (an fsync per JetStream write) when `DOMAIN_BENCH_SYNC_ALWAYS=1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run explicitly with --ignored --nocapture"]
 async fn domain_stage_throughput() -> Result<()> {
@@ -805,7 +812,17 @@ async fn domain_stage_throughput() -> Result<()> {
     };
     let customers = size("DOMAIN_BENCH_CUSTOMERS", 3000);
     let orders = size("DOMAIN_BENCH_ORDERS", 1500);
-    let mut r = Retail::start().await?;
+    let sync_always = std::env::var("DOMAIN_BENCH_SYNC_ALWAYS").is_ok_and(|v| v == "1");
+    let mut r = Retail::start_with(tributary_testkit::NatsOptions {
+        sync_always,
+        sync_interval: (!sync_always).then(|| "1s".to_string()),
+        ..Default::default()
+    })
+    .await?;
+    eprintln!(
+        "nats-server sync: {}",
+        if sync_always { "always" } else { "1s" }
+    );
     let client = r.nats.connect().await?;
     let js = jetstream::new(client.clone());
     let count = |name: &'static str| {
@@ -867,6 +884,15 @@ async fn domain_stage_throughput() -> Result<()> {
         per_round as f64 / total.as_secs_f64(),
         (total - cdc_done).as_secs_f64()
     );
+
+    if let Ok((_, metrics)) = http_get(&r.http, "/metrics").await {
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with("tributary_domain_batch"))
+        {
+            eprintln!("  {line}");
+        }
+    }
 
     // Round 2: kill -9 when a third of the events are published, restart, time the rest.
     let retail0 = count("RETAIL").await?;
