@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Batches: the task takes the messages that are ready (up to [`BATCH`]) and maps them in
-//! stream order against an in-memory copy of the entity states (loaded from KV once, kept
-//! write-through with their KV revision). Then it writes each touched entity's state once
+//! stream order; then it applies each entity's changes, in that order, to an in-memory copy
+//! of its state (kept write-through with its KV revision; states not cached are loaded from
+//! KV concurrently). Then it writes each touched entity's state once
 //! (compare-and-set on the revision, all entities concurrently) together with the parent
 //! rows, then sends the batch's events and dead letters without waiting, awaits every ack,
 //! and only then acks the batch's source messages, in order.
@@ -371,15 +372,16 @@ impl DomainStage {
             let slot = match batch.index.get(&kv_key) {
                 Some(slot) => *slot,
                 None => {
-                    let (state, revision) = match cache.entities.get(&kv_key) {
-                        Some(cached) => cached.clone(),
-                        None => self.state.load_entity(entity, &mapped.key).await?,
-                    };
+                    // States not cached are loaded by `flush`, concurrently.
+                    let cached = cache.entities.get(&kv_key).cloned();
+                    let loaded = cached.is_some();
+                    let (state, revision) = cached.unwrap_or_default();
                     batch.index.insert(kv_key.clone(), batch.entities.len());
                     batch.entities.push(EntityWork {
                         entity: entity.clone(),
                         key: mapped.key.clone(),
                         kv_key,
+                        loaded,
                         revision,
                         state,
                         ops: Vec::new(),
@@ -390,14 +392,12 @@ impl DomainStage {
                 }
             };
             let work = &mut batch.entities[slot];
-            let step = self.step(mapping, &change, &mapped, &mut work.state)?;
-            work.record(step);
             work.ops.push(Op {
                 mapping: index,
                 change: change.clone(),
                 mapped,
             });
-            if work.events.len() >= MAX_EVENTS_PER_ENTITY {
+            if work.ops.len() >= MAX_EVENTS_PER_ENTITY {
                 waited = true;
             }
         }
@@ -413,6 +413,16 @@ impl DomainStage {
         mut batch: Batch,
     ) -> Result<(), DomainError> {
         let started = Instant::now();
+        // The states the cache did not hold, concurrently; then each entity's changes in
+        // stream order (entities are independent of each other).
+        let mut loads = Vec::new();
+        for work in batch.entities.iter_mut().filter(|w| !w.loaded) {
+            loads.push(load_work(&self.state, work));
+        }
+        futures::future::try_join_all(loads).await?;
+        for work in &mut batch.entities {
+            self.replay(work)?;
+        }
         let writer = format!("domain:{source}");
         for work in &mut batch.entities {
             work.seal(&writer);
@@ -446,19 +456,7 @@ impl DomainStage {
                 let (state, rev) = self.state.load_entity(&work.entity, &work.key).await?;
                 work.state = state;
                 work.revision = rev;
-                work.events.clear();
-                work.dirty = false;
-                let ops = std::mem::take(&mut work.ops);
-                for op in &ops {
-                    let step = self.step(
-                        &self.mappings[op.mapping],
-                        &op.change,
-                        &op.mapped,
-                        &mut work.state,
-                    )?;
-                    work.record(step);
-                }
-                work.ops = ops;
+                self.replay(work)?;
                 work.seal(&writer);
                 if !work.dirty {
                     break;
@@ -515,6 +513,26 @@ impl DomainStage {
         }
         metrics::histogram!(m::BATCH_SIZE).record(n as f64);
         metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Applies the entity's changes of the batch, in order, to its loaded state.
+    fn replay(&self, work: &mut EntityWork) -> Result<(), DomainError> {
+        work.events.clear();
+        work.dirty = false;
+        let ops = std::mem::take(&mut work.ops);
+        for op in &ops {
+            let mapping = &self.mappings[op.mapping];
+            let step = self.step(mapping, &op.change, &op.mapped, &mut work.state);
+            match step {
+                Ok(step) => work.record(step),
+                Err(e) => {
+                    work.ops = ops;
+                    return Err(e);
+                }
+            }
+        }
+        work.ops = ops;
         Ok(())
     }
 
@@ -637,6 +655,8 @@ struct EntityWork {
     entity: String,
     key: String,
     kv_key: String,
+    /// Whether `state` and `revision` are loaded (from the cache, else by `flush`).
+    loaded: bool,
     /// KV revision of `state` as loaded (0: new), then as stored.
     revision: u64,
     state: EntityState,
@@ -667,6 +687,14 @@ impl EntityWork {
             self.state.record_events(writer, events);
         }
     }
+}
+
+async fn load_work(state: &StateStore, work: &mut EntityWork) -> Result<(), DomainError> {
+    let (loaded, revision) = state.load_entity(&work.entity, &work.key).await?;
+    work.state = loaded;
+    work.revision = revision;
+    work.loaded = true;
+    Ok(())
 }
 
 fn next_message(
