@@ -136,11 +136,11 @@ impl ExternalFeed {
             );
             // State first, then the event (as the domain stage): a crash in between is
             // repaired by the redelivery, which finds its position and re-sends `last`.
-            if !self
+            if self
                 .state
                 .save_entity(&ev.entity, &ev.key, &state, revision)
                 .await?
-                .is_some()
+                .is_none()
             {
                 continue;
             }
