@@ -202,3 +202,47 @@ impl StateStore {
             .map_err(|e| DomainError::nats(format!("KV get {k}"), e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, writer: &str) -> LastEvent {
+        LastEvent {
+            msg_id: id.into(),
+            subject: "s".into(),
+            payload: Vec::new(),
+            writer: writer.into(),
+        }
+    }
+
+    #[test]
+    fn a_write_keeps_other_writers_events_and_drops_its_own_earlier_ones() {
+        let mut state = EntityState::default();
+        state.record_events("domain:erp", [ev("a", "domain:erp"), ev("b", "domain:erp")]);
+        assert_eq!(state.recent.len(), 1);
+        assert!(state.sent("a").is_some() && state.sent("b").is_some());
+        // Another writer: the ERP's events may be unpublished yet, they stay.
+        state.record_events("feed:shop", [ev("x", "feed:shop")]);
+        assert!(state.sent("a").is_some() && state.sent("b").is_some());
+        assert_eq!(state.last.as_ref().map(|l| l.msg_id.as_str()), Some("x"));
+        // The ERP again: its own earlier events were acked before; the feed's stays.
+        state.record_events("domain:erp", [ev("c", "domain:erp")]);
+        assert!(state.sent("a").is_none() && state.sent("b").is_none());
+        assert!(state.sent("x").is_some() && state.sent("c").is_some());
+        // Old states (no writer recorded) count as another writer's, bounded.
+        for i in 0..100 {
+            state.record_events(&format!("feed:{i}"), [ev(&i.to_string(), "")]);
+        }
+        assert!(state.recent.len() <= MAX_FOREIGN_EVENTS);
+        assert!(state.sent("99").is_some());
+    }
+
+    #[test]
+    fn states_without_recent_or_writer_still_decode() {
+        let old = br#"{"version":3,"positions":{"m":[1,0]},"last":{"msg_id":"e/m","subject":"s","payload":[1]}}"#;
+        let state: EntityState = serde_json::from_slice(old).unwrap();
+        assert!(state.sent("e/m").is_some());
+        assert!(state.recent.is_empty());
+    }
+}
