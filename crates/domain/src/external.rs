@@ -124,17 +124,23 @@ impl ExternalFeed {
             state.version = version;
             state.positions.insert(slot.clone(), position);
             state.systems.insert(ev.system.clone());
-            state.last = Some(LastEvent {
-                msg_id: ev.event_id.clone(),
-                subject: subject.clone(),
-                payload: payload.clone(),
-            });
+            // Another writer's unpublished events stay re-sendable (see `record_events`).
+            state.record_events(
+                &format!("feed:{}", ev.feed),
+                [LastEvent {
+                    msg_id: ev.event_id.clone(),
+                    subject: subject.clone(),
+                    payload: payload.clone(),
+                    writer: format!("feed:{}", ev.feed),
+                }],
+            );
             // State first, then the event (as the domain stage): a crash in between is
             // repaired by the redelivery, which finds its position and re-sends `last`.
-            if !self
+            if self
                 .state
                 .save_entity(&ev.entity, &ev.key, &state, revision)
                 .await?
+                .is_none()
             {
                 continue;
             }

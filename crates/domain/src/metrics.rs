@@ -7,6 +7,10 @@ pub const DEAD_LETTERS: &str = "tributary_domain_dead_letters_total";
 pub const REDELIVERIES_SKIPPED: &str = "tributary_domain_redeliveries_skipped_total";
 pub const OWNED_FIELDS_KEPT: &str = "tributary_domain_owned_fields_kept_total";
 pub const ERRORS: &str = "tributary_domain_errors_total";
+pub const STATE_CONFLICTS: &str = "tributary_domain_state_conflicts_total";
+pub const CONSUMER_RESETS: &str = "tributary_domain_consumer_resets_total";
+pub const BATCH_SIZE: &str = "tributary_domain_batch_messages";
+pub const BATCH_SECONDS: &str = "tributary_domain_batch_seconds";
 
 pub fn describe() {
     metrics::describe_counter!(CHANGES, "CDC changes the domain stage consumed, per source");
@@ -25,6 +29,23 @@ pub fn describe() {
     metrics::describe_counter!(
         OWNED_FIELDS_KEPT,
         "field values from a non-authoritative system that were not applied, per entity"
+    );
+    metrics::describe_counter!(
+        STATE_CONFLICTS,
+        "entity state writes that lost a compare-and-set to another writer and were mapped again, per entity"
+    );
+    metrics::describe_counter!(
+        CONSUMER_RESETS,
+        "times a source's consumer was recreated at its ack floor to redeliver unacked changes at once"
+    );
+    metrics::describe_histogram!(
+        BATCH_SIZE,
+        "CDC messages the domain stage mapped and acked together"
+    );
+    metrics::describe_histogram!(
+        BATCH_SECONDS,
+        metrics::Unit::Seconds,
+        "time to store, publish and ack one batch of the domain stage"
     );
     metrics::describe_counter!(
         ERRORS,

@@ -55,7 +55,19 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     }
 
     // The domain stage (when configured) checks its mappings before anything runs.
-    let domain = tributary_domain::DomainStage::prepare(&config, js.clone()).await?;
+    // Its own connection and ack window: on the sources' connection its publishes and KV
+    // writes queued behind a source writing a large backlog (and its in-flight acks).
+    let domain = if config.domain.is_some() {
+        let domain_nats = tributary_nats::connect(&config.nats, "tributary-domain").await?;
+        let domain_js = async_nats::jetstream::ContextBuilder::new()
+            .max_ack_inflight(4096)
+            .backpressure_on_inflight(true)
+            .timeout(Duration::from_secs(10))
+            .build(domain_nats);
+        tributary_domain::DomainStage::prepare(&config, domain_js).await?
+    } else {
+        None
+    };
     // Sink workers (when configured): dead-letter stream and state bucket before anything runs.
     let sinks = tributary_sinks::Sinks::prepare(&config, js.clone()).await?;
     // Shopify webhook sources (when configured): streams, buckets and listeners bound.

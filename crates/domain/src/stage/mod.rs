@@ -2,25 +2,37 @@
 //! pull consumer, maps each change, and publishes domain events.
 //!
 //! ```text
-//!  CDC_<SOURCE> ──durable consumer (1 unacked)──► map ──► entity state (KV, CAS) ──► RETAIL
-//!       ▲                                          │ cannot map                       │ ack
-//!       └──────────────── ack ◄────────────────────┴──► DLQ_DOMAIN ──────────────────┘
+//!  CDC_<SOURCE> ──durable consumer──► batch: map ──► entity state (cache, KV CAS) ──► RETAIL
+//!       ▲                                   │ cannot map                               │ acks
+//!       └────────────── acks ◄──────────────┴──► DLQ_DOMAIN ───────────────────────────┘
 //! ```
 //!
+//! Batches: the task takes the messages that are ready (up to [`BATCH`]) and maps them in
+//! stream order; then it applies each entity's changes, in that order, to an in-memory copy
+//! of its state (kept write-through with its KV revision; states not cached are loaded from
+//! KV concurrently). Then it writes each touched entity's state once
+//! (compare-and-set on the revision, all entities concurrently) together with the parent
+//! rows, then sends the batch's events and dead letters without waiting, awaits every ack,
+//! and only then acks the batch's source messages, in order.
+//!
 //! Delivery: a CDC message is acked only after every event (or dead letter) it produced is
-//! acknowledged by JetStream, so nothing is lost. Nothing is published twice: event ids are
-//! `<change id>/<mapping>` (`Nats-Msg-Id`), and the entity state records the last position
-//! applied per mapping, so a redelivered change re-sends the identical event (dropped as a
-//! duplicate) or nothing. One unacked message per consumer keeps the stream's order, hence
-//! per-entity order for entities fed by one source; across sources, `entity_version` orders.
+//! acknowledged by JetStream and the entity states are stored, so nothing is lost. Nothing
+//! is published twice: event ids are `<change id>/<mapping>` (`Nats-Msg-Id`), and the entity
+//! state records the last position applied per mapping plus the events of its last write
+//! (`last`, `recent`), so a redelivered change re-sends the identical event (dropped as a
+//! duplicate) or nothing. An entity's state is written only after the events of its previous
+//! write are acked, so an event not recorded there was published. One task per source maps
+//! in stream order, hence per-entity order for entities fed by one source; across sources
+//! (and external feeds) the compare-and-set orders `entity_version`: a conflict reloads the
+//! entity and maps its changes of the batch again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::pull, AckKind};
+use async_nats::jetstream::{self, consumer::pull};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
@@ -30,10 +42,10 @@ use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 mod entity;
 mod publish;
 
-use crate::mapping::{CompiledMapping, RowView};
+use crate::mapping::{CompiledMapping, Mapped, RowView};
 use crate::metrics as m;
 use crate::schema::Schema;
-use crate::state::StateStore;
+use crate::state::{EntityState, LastEvent, StateStore};
 use crate::{DomainError, MapError};
 
 pub struct DomainStage {
@@ -191,6 +203,62 @@ impl DomainStage {
         }
     }
 
+    /// The source's durable consumer. A consumer left with unacked messages (a kill -9, a
+    /// restart after an error, a stop with messages still buffered) or an older
+    /// configuration is recreated at its ack floor: the messages are redelivered at once,
+    /// in order, instead of after `ack_wait`. Acks are given in stream order, so the ack
+    /// floor is the last message acked.
+    async fn consumer(
+        &self,
+        stream: &jetstream::stream::Stream,
+        stream_name: &str,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, DomainError> {
+        let name = &self.cfg.consumer;
+        let what = || format!("consumer {name} on {stream_name}");
+        let config = |deliver_policy| pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some("Tributary domain stage".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy,
+            // One task maps the messages in stream order; this bounds the batches in flight.
+            max_ack_pending: MAX_ACK_PENDING,
+            // Above the longest batch (a batch ends after a parent wait).
+            ack_wait: Duration::from_millis(self.cfg.parent_wait_ms.saturating_mul(3).max(30_000)),
+            ..Default::default()
+        };
+        if let Ok(mut existing) = stream.get_consumer::<pull::Config>(name).await {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| DomainError::nats(what(), e))?;
+            if info.num_ack_pending == 0 && info.config.max_ack_pending == MAX_ACK_PENDING {
+                return Ok(existing);
+            }
+            let start_sequence = info.ack_floor.stream_sequence + 1;
+            info!(
+                consumer = %name,
+                start_sequence,
+                unacked = info.num_ack_pending,
+                "recreating the consumer at its ack floor"
+            );
+            metrics::counter!(m::CONSUMER_RESETS, "stream" => stream_name.to_string()).increment(1);
+            stream
+                .delete_consumer(name)
+                .await
+                .map_err(|e| DomainError::nats(what(), e))?;
+            return stream
+                .create_consumer(config(
+                    jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                ))
+                .await
+                .map_err(|e| DomainError::nats(what(), e));
+        }
+        stream
+            .get_or_create_consumer(name, config(jetstream::consumer::DeliverPolicy::All))
+            .await
+            .map_err(|e| DomainError::nats(what(), e))
+    }
+
     async fn consume(
         &self,
         source: &str,
@@ -203,75 +271,64 @@ impl DomainStage {
             .get_stream(stream_name)
             .await
             .map_err(|e| DomainError::nats(format!("stream {stream_name}"), e))?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &self.cfg.consumer,
-                pull::Config {
-                    durable_name: Some(self.cfg.consumer.clone()),
-                    description: Some("Tributary domain stage".into()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    // One message at a time: stream order is the order of the domain events.
-                    max_ack_pending: 1,
-                    // After a crash the unacked message blocks the consumer this long: keep it
-                    // short, but above the longest handling (the parent wait dominates).
-                    ack_wait: Duration::from_millis(
-                        self.cfg.parent_wait_ms.saturating_mul(3).max(10_000),
-                    ),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| {
-                DomainError::nats(
-                    format!("consumer {} on {stream_name}", self.cfg.consumer),
-                    e,
-                )
-            })?;
+        let consumer = self.consumer(&stream, stream_name).await?;
         let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(BATCH)
             .messages()
             .await
             .map_err(|e| DomainError::nats("pull", e))?;
         info!(stream = stream_name, consumer = %self.cfg.consumer, "consuming");
+        let mut cache = Cache::default();
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 next = messages.next() => next,
             };
-            let Some(msg) = next else {
-                return Err(DomainError::nats("pull", "message stream ended"));
-            };
-            let msg = msg.map_err(|e| DomainError::nats("pull", e))?;
-            let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            // A message being handled is finished before a stop is honoured.
-            match self
-                .handle(source, stream_name, sequence, msg.payload.clone())
-                .await
-            {
-                Ok(()) => msg.ack().await.map_err(|e| DomainError::nats("ack", e))?,
-                Err(e) => {
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    return Err(e);
+            let mut msg = next_message(next)?;
+            cache.trim();
+            let mut batch = Batch::default();
+            // A batch being handled is finished before a stop is honoured.
+            loop {
+                let cut = self
+                    .absorb(&mut cache, &mut batch, source, stream_name, msg)
+                    .await?;
+                if cut || batch.messages.len() >= BATCH {
+                    break;
+                }
+                match messages.next().now_or_never() {
+                    Some(next) => msg = next_message(next)?,
+                    None => break,
                 }
             }
+            self.flush(&mut cache, source, batch).await?;
         }
     }
 
-    /// Maps one CDC message; Err only for transient failures (the message is redelivered).
-    async fn handle(
+    /// Maps one CDC message into the batch; Ok(true) when the batch should end after it.
+    async fn absorb(
         &self,
+        cache: &mut Cache,
+        batch: &mut Batch,
         source: &str,
         stream: &str,
-        sequence: u64,
-        payload: Bytes,
-    ) -> Result<(), DomainError> {
+        msg: jetstream::Message,
+    ) -> Result<bool, DomainError> {
+        let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let payload = msg.payload.clone();
+        batch.messages.push(msg);
         metrics::counter!(m::CHANGES, "source" => source.to_string()).increment(1);
         let change = match ChangeEvent::decode(payload.clone()) {
-            Ok(c) => c,
+            Ok(c) => Arc::new(c),
             Err(e) => {
                 let id = format!("{stream}:{sequence}");
-                return self
-                    .dead_letter("_decode", &id, payload, &MapError::Decode(e.to_string()))
-                    .await;
+                batch.dead_letters.push(publish::dead_letter(
+                    "_decode",
+                    &id,
+                    payload,
+                    &MapError::Decode(e.to_string()),
+                ));
+                return Ok(false);
             }
         };
         let table = format!("{}.{}", change.schema, change.table);
@@ -280,67 +337,258 @@ impl DomainStage {
             if let Some(lists) = self.parent_tables.get(&(source.to_string(), table.clone())) {
                 for columns in lists {
                     if let Some(key) = row_key(&change, columns) {
-                        self.state
-                            .put_row(source, &table, columns, &key, payload.clone())
-                            .await?;
+                        let k = StateStore::row_key(source, &table, columns, &key);
+                        cache.rows.insert(k.clone(), payload.clone());
+                        batch.rows.insert(k, payload.clone());
                     }
                 }
             }
         }
-        for mapping in self.mappings.iter().filter(|m| m.matches(&change)) {
+        let mut waited = false;
+        for (index, mapping) in self.mappings.iter().enumerate() {
+            if !mapping.matches(&change) {
+                continue;
+            }
             let name = &mapping.config.name;
             let span = info_span!("map", mapping = %name, event_id = %change.event_id);
-            let result = self.map_one(mapping, &change).instrument(span).await?;
-            if let Err(reason) = result {
-                self.dead_letter(name, &change.event_id, payload.clone(), &reason)
-                    .await?;
+            let mapped = self
+                .map_one(cache, mapping, &change, &mut waited)
+                .instrument(span)
+                .await?;
+            let mapped = match mapped {
+                Ok(mapped) => mapped,
+                Err(reason) => {
+                    batch.dead_letters.push(publish::dead_letter(
+                        name,
+                        &change.event_id,
+                        payload.clone(),
+                        &reason,
+                    ));
+                    continue;
+                }
+            };
+            let entity = &mapping.config.entity;
+            let kv_key = StateStore::entity_key(entity, &mapped.key);
+            let slot = match batch.index.get(&kv_key) {
+                Some(slot) => *slot,
+                None => {
+                    // States not cached are loaded by `flush`, concurrently.
+                    let cached = cache.entities.get(&kv_key).cloned();
+                    let loaded = cached.is_some();
+                    let (state, revision) = cached.unwrap_or_default();
+                    batch.index.insert(kv_key.clone(), batch.entities.len());
+                    batch.entities.push(EntityWork {
+                        entity: entity.clone(),
+                        key: mapped.key.clone(),
+                        kv_key,
+                        loaded,
+                        revision,
+                        state,
+                        ops: Vec::new(),
+                        events: Vec::new(),
+                        dirty: false,
+                    });
+                    batch.entities.len() - 1
+                }
+            };
+            let work = &mut batch.entities[slot];
+            work.ops.push(Op {
+                mapping: index,
+                change: change.clone(),
+                mapped,
+            });
+            if work.ops.len() >= MAX_EVENTS_PER_ENTITY {
+                waited = true;
             }
         }
+        Ok(waited)
+    }
+
+    /// Stores the batch's entity states and parent rows, publishes its events and dead
+    /// letters, awaits every ack, then acks the source messages in order.
+    async fn flush(
+        &self,
+        cache: &mut Cache,
+        source: &str,
+        mut batch: Batch,
+    ) -> Result<(), DomainError> {
+        let started = Instant::now();
+        // The states the cache did not hold, concurrently; then each entity's changes in
+        // stream order (entities are independent of each other).
+        let mut loads = Vec::new();
+        for work in batch.entities.iter_mut().filter(|w| !w.loaded) {
+            loads.push(load_work(&self.state, work));
+        }
+        futures::future::try_join_all(loads).await?;
+        for work in &mut batch.entities {
+            self.replay(work)?;
+        }
+        let writer = format!("domain:{source}");
+        for work in &mut batch.entities {
+            work.seal(&writer);
+        }
+        let rows = futures::future::try_join_all(
+            batch
+                .rows
+                .iter()
+                .map(|(k, change)| self.state.put_row_at(k, change.clone())),
+        );
+        let saves = futures::future::try_join_all(batch.entities.iter().filter(|w| w.dirty).map(
+            |w| async move {
+                let revision = self
+                    .state
+                    .save_entity(&w.entity, &w.key, &w.state, w.revision)
+                    .await?;
+                Ok::<_, DomainError>((w.kv_key.clone(), revision))
+            },
+        ));
+        let (_, saved) = futures::try_join!(rows, saves)?;
+        let saved: BTreeMap<String, Option<u64>> = saved.into_iter().collect();
+        for work in &mut batch.entities {
+            if !work.dirty {
+                continue;
+            }
+            let mut revision = saved.get(&work.kv_key).copied().flatten();
+            while revision.is_none() {
+                // Another writer (another source, an external feed) came first: map this
+                // entity's changes of the batch again on its current state.
+                metrics::counter!(m::STATE_CONFLICTS, "entity" => work.entity.clone()).increment(1);
+                let (state, rev) = self.state.load_entity(&work.entity, &work.key).await?;
+                work.state = state;
+                work.revision = rev;
+                self.replay(work)?;
+                work.seal(&writer);
+                if !work.dirty {
+                    break;
+                }
+                revision = self
+                    .state
+                    .save_entity(&work.entity, &work.key, &work.state, work.revision)
+                    .await?;
+            }
+            if let Some(revision) = revision {
+                work.revision = revision;
+            }
+        }
+        for work in &batch.entities {
+            cache
+                .entities
+                .insert(work.kv_key.clone(), (work.state.clone(), work.revision));
+        }
+        // Events in order per entity (one connection: JetStream stores them in send order).
+        let mut acks = Vec::new();
+        let mut published: Vec<Option<String>> = Vec::new();
+        for work in &batch.entities {
+            for (event, new) in &work.events {
+                let out = publish::event_message(
+                    &event.subject,
+                    &event.msg_id,
+                    event.payload.clone().into(),
+                );
+                acks.push(self.send(out).await?);
+                published
+                    .push(new.then(|| event.msg_id.rsplit('/').next().unwrap_or("").to_string()));
+            }
+        }
+        let mut dead: Vec<String> = Vec::new();
+        for out in batch.dead_letters {
+            if let Some(mapping) = out.headers.get("Tributary-Mapping") {
+                dead.push(mapping.to_string());
+            }
+            acks.push(self.send(out).await?);
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|e| DomainError::nats("publish to the domain stream", e))?;
+        }
+        for mapping in published.into_iter().flatten() {
+            metrics::counter!(m::EVENTS, "mapping" => mapping).increment(1);
+        }
+        for mapping in dead {
+            metrics::counter!(m::DEAD_LETTERS, "mapping" => mapping).increment(1);
+        }
+        let n = batch.messages.len();
+        for msg in batch.messages {
+            msg.ack().await.map_err(|e| DomainError::nats("ack", e))?;
+        }
+        metrics::histogram!(m::BATCH_SIZE).record(n as f64);
+        metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Applies the entity's changes of the batch, in order, to its loaded state.
+    fn replay(&self, work: &mut EntityWork) -> Result<(), DomainError> {
+        work.events.clear();
+        work.dirty = false;
+        let ops = std::mem::take(&mut work.ops);
+        for op in &ops {
+            let mapping = &self.mappings[op.mapping];
+            let step = self.step(mapping, &op.change, &op.mapped, &mut work.state);
+            match step {
+                Ok(step) => work.record(step),
+                Err(e) => {
+                    work.ops = ops;
+                    return Err(e);
+                }
+            }
+        }
+        work.ops = ops;
         Ok(())
     }
 
     /// Outer Err: transient (retry the message); inner Err: this change cannot be mapped.
     async fn map_one(
         &self,
+        cache: &mut Cache,
         mapping: &CompiledMapping,
         change: &ChangeEvent,
-    ) -> Result<Result<(), MapError>, DomainError> {
+        waited: &mut bool,
+    ) -> Result<Result<Mapped, MapError>, DomainError> {
         let Some(row) = RowView::of(change) else {
             return Ok(Err(MapError::NoRow));
         };
         let parent_change = match mapping.parent_key(&row) {
             Err(e) => return Ok(Err(e)),
             Ok(None) => None,
-            Ok(Some(key)) => match self.wait_for_parent(mapping, &change.source, &key).await? {
+            Ok(Some(key)) => match self
+                .wait_for_parent(cache, mapping, &change.source, &key, waited)
+                .await?
+            {
                 Ok(c) => Some(c),
                 Err(e) => return Ok(Err(e)),
             },
         };
         let parent_row = parent_change.as_ref().and_then(RowView::of);
-        let mapped = match mapping.apply(&row, parent_row.as_ref()) {
-            Ok(mapped) => mapped,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.publish_mapped(mapping, change, mapped).await.map(Ok)
+        Ok(mapping.apply(&row, parent_row.as_ref()))
     }
 
+    /// The parent row: from the rows this task stored, else from KV, else waits for it.
     async fn wait_for_parent(
         &self,
+        cache: &mut Cache,
         mapping: &CompiledMapping,
         source: &str,
         key: &[String],
+        waited: &mut bool,
     ) -> Result<Result<ChangeEvent, MapError>, DomainError> {
         let Some(parent) = &mapping.config.parent else {
             return Ok(Err(MapError::NoRow));
         };
+        let k = StateStore::row_key(source, &parent.table, parent.parent_columns(), key);
         let started = Instant::now();
         let wait = Duration::from_millis(self.cfg.parent_wait_ms);
         loop {
-            if let Some(bytes) = self
-                .state
-                .get_row(source, &parent.table, parent.parent_columns(), key)
-                .await?
-            {
+            let found = match cache.rows.get(&k) {
+                Some(bytes) => Some(bytes.clone()),
+                None => {
+                    let bytes = self.state.get_row_at(&k).await?;
+                    if let Some(bytes) = &bytes {
+                        cache.rows.insert(k.clone(), bytes.clone());
+                    }
+                    bytes
+                }
+            };
+            if let Some(bytes) = found {
                 return Ok(ChangeEvent::decode(bytes)
                     .map_err(|e| MapError::Decode(format!("parent row: {e}"))));
             }
@@ -351,8 +599,110 @@ impl DomainStage {
                     waited_ms: self.cfg.parent_wait_ms,
                 }));
             }
+            *waited = true;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Messages mapped together (see the module doc).
+const BATCH: usize = 256;
+/// Messages delivered and not yet acked, per source.
+const MAX_ACK_PENDING: i64 = 1024;
+/// A batch ends once an entity has this many events in it (they are all kept in its state).
+const MAX_EVENTS_PER_ENTITY: usize = 32;
+/// Entity states and parent rows kept in memory per source (the cache is cleared beyond).
+const CACHE_ENTRIES: usize = 20_000;
+
+/// Entity states (with their KV revision) and parent rows this task has read or written.
+#[derive(Default)]
+struct Cache {
+    entities: HashMap<String, (EntityState, u64)>,
+    rows: HashMap<String, Bytes>,
+}
+
+impl Cache {
+    fn trim(&mut self) {
+        if self.entities.len() > CACHE_ENTRIES {
+            self.entities.clear();
+        }
+        if self.rows.len() > CACHE_ENTRIES {
+            self.rows.clear();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    messages: Vec<jetstream::Message>,
+    /// Parent rows to store, by KV key (the latest change of the batch).
+    rows: BTreeMap<String, Bytes>,
+    entities: Vec<EntityWork>,
+    /// KV key -> index in `entities`.
+    index: HashMap<String, usize>,
+    dead_letters: Vec<publish::Outgoing>,
+}
+
+/// One mapped change, kept to map it again after a compare-and-set conflict.
+struct Op {
+    mapping: usize,
+    change: Arc<ChangeEvent>,
+    mapped: Mapped,
+}
+
+/// One entity touched by a batch.
+struct EntityWork {
+    entity: String,
+    key: String,
+    kv_key: String,
+    /// Whether `state` and `revision` are loaded (from the cache, else by `flush`).
+    loaded: bool,
+    /// KV revision of `state` as loaded (0: new), then as stored.
+    revision: u64,
+    state: EntityState,
+    ops: Vec<Op>,
+    /// Events to publish, in order; true for new ones (false: re-sent after a crash).
+    events: Vec<(LastEvent, bool)>,
+    /// Whether the state changed (a new event).
+    dirty: bool,
+}
+
+impl EntityWork {
+    fn record(&mut self, step: entity::Step) {
+        match step {
+            entity::Step::New(event) => {
+                self.events.push((event, true));
+                self.dirty = true;
+            }
+            entity::Step::Resend(event) => self.events.push((event, false)),
+            entity::Step::Skip => {}
+        }
+    }
+
+    /// The events of this write become `recent` + `last` (re-sent events too: they may not
+    /// be stored yet either).
+    fn seal(&mut self, writer: &str) {
+        if self.dirty {
+            let events = self.events.iter().map(|(e, _)| e.clone());
+            self.state.record_events(writer, events);
+        }
+    }
+}
+
+async fn load_work(state: &StateStore, work: &mut EntityWork) -> Result<(), DomainError> {
+    let (loaded, revision) = state.load_entity(&work.entity, &work.key).await?;
+    work.state = loaded;
+    work.revision = revision;
+    work.loaded = true;
+    Ok(())
+}
+
+fn next_message(
+    next: Option<Result<jetstream::Message, pull::MessagesError>>,
+) -> Result<jetstream::Message, DomainError> {
+    match next {
+        Some(msg) => msg.map_err(|e| DomainError::nats("pull", e)),
+        None => Err(DomainError::nats("pull", "message stream ended")),
     }
 }
 

@@ -1,66 +1,68 @@
-//! Publishing domain events and dead letters, each awaited until JetStream acknowledges it.
+//! Publishing domain events and dead letters: sent in order without waiting, the acks
+//! awaited by the batch (see the module doc) before its source messages are acked.
 
 use async_nats::header::HeaderMap;
+use async_nats::jetstream::context::PublishAckFuture;
 use bytes::Bytes;
 use prost::Message as _;
 use tracing::warn;
 use tributary_proto::retail::v1::{DomainEvent, EventMeta};
 
 use super::DomainStage;
-use crate::metrics as m;
 use crate::{DomainError, MapError};
 
+/// A message to publish with its headers.
+pub(super) struct Outgoing {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
 impl DomainStage {
-    pub(super) async fn publish(
-        &self,
-        subject: &str,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<(), DomainError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-        self.publish_with(subject, headers, payload).await
-    }
-
-    async fn publish_with(
-        &self,
-        subject: &str,
-        headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<(), DomainError> {
-        let err = |e: &dyn std::fmt::Display| DomainError::nats(format!("publish to {subject}"), e);
+    /// Sends one message; the returned future resolves with JetStream's ack.
+    pub(super) async fn send(&self, out: Outgoing) -> Result<PublishAckFuture, DomainError> {
+        let subject = out.subject;
         self.js
-            .publish_with_headers(subject.to_string(), headers, payload)
+            .publish_with_headers(subject.clone(), out.headers, out.payload)
             .await
-            .map_err(|e| err(&e))?
-            .await
-            .map_err(|e| err(&e))?;
-        Ok(())
+            .map_err(|e| DomainError::nats(format!("publish to {subject}"), e))
     }
+}
 
-    pub(super) async fn dead_letter(
-        &self,
-        mapping: &str,
-        event_id: &str,
-        change: Bytes,
-        reason: &MapError,
-    ) -> Result<(), DomainError> {
-        warn!(mapping, event_id, reason = %reason, "change cannot be mapped: dead-lettered");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{event_id}/{mapping}/dlq").as_str(),
-        );
-        headers.insert("Tributary-Mapping", mapping);
-        headers.insert(
-            "Tributary-Reason",
-            reason.to_string().replace(['\r', '\n'], " ").as_str(),
-        );
-        headers.insert("Tributary-Source-Event-Id", event_id);
-        let subject = format!("dlq.domain.{}", tributary_nats::subject::token(mapping));
-        self.publish_with(&subject, headers, change).await?;
-        metrics::counter!(m::DEAD_LETTERS, "mapping" => mapping.to_string()).increment(1);
-        Ok(())
+/// A domain event with `Nats-Msg-Id`.
+pub(super) fn event_message(subject: &str, msg_id: &str, payload: Bytes) -> Outgoing {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    Outgoing {
+        subject: subject.to_string(),
+        headers,
+        payload,
+    }
+}
+
+/// The dead letter of a change that `mapping` cannot map.
+pub(super) fn dead_letter(
+    mapping: &str,
+    event_id: &str,
+    change: Bytes,
+    reason: &MapError,
+) -> Outgoing {
+    warn!(mapping, event_id, reason = %reason, "change cannot be mapped: dead-lettered");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("{event_id}/{mapping}/dlq").as_str(),
+    );
+    headers.insert("Tributary-Mapping", mapping);
+    headers.insert(
+        "Tributary-Reason",
+        reason.to_string().replace(['\r', '\n'], " ").as_str(),
+    );
+    headers.insert("Tributary-Source-Event-Id", event_id);
+    Outgoing {
+        subject: format!("dlq.domain.{}", tributary_nats::subject::token(mapping)),
+        headers,
+        payload: change,
     }
 }
 
