@@ -223,6 +223,7 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     };
     assert_eq!(attribute("erp_status").as_deref(), Some("confirmed"));
     assert_eq!(attribute("erp_order").as_deref(), Some("SO-42"));
+    assert_eq!(order.tags, vec!["erp-status:confirmed".to_string()]);
     // The web list's price reached the variant; the b2b list's did not.
     let price = shop.variant(&variant).map(|v| v.price).unwrap_or_default();
     assert_eq!(price, "11.90");

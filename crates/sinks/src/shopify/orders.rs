@@ -1,6 +1,7 @@
 //! Orders and fulfilments: an ERP order placed on the storefront carries Shopify's order id
 //! (`external_ids[shopify]`); the sink keeps that link with the order's record, mirrors the
-//! ERP's status into `erp_*` custom attributes, and turns the WMS's shipment into a
+//! ERP's status into `erp_*` custom attributes and an `erp-status:<status>` tag (the order's
+//! note stays the merchant's), and turns the WMS's shipment into a
 //! Shopify fulfilment with its tracking number.
 
 use serde_json::{json, Value};
@@ -15,6 +16,9 @@ use crate::ApplyError;
 const SHOPIFY_SYSTEM: &str = "shopify";
 /// Custom attributes the sink owns; the merchant's other attributes are kept.
 const ATTRIBUTE_PREFIX: &str = "erp_";
+/// The one tag the sink owns (`erp-status:<status>`), so that staff can filter orders by the
+/// ERP's status in the Shopify admin; the merchant's other tags are kept.
+const TAG_PREFIX: &str = "erp-status:";
 /// Fulfilment statuses that mean the parcel left the warehouse.
 const SHIPPED: &[&str] = &["shipped", "in_transit", "delivered"];
 /// `order` query: cost 1 plus the nested connections.
@@ -74,7 +78,7 @@ impl ShopifyTarget {
         }
         let data = self
             .graphql(
-                "query Order($id: ID!) { order(id: $id) { id customAttributes { key value } } }",
+                "query Order($id: ID!) { order(id: $id) { id tags customAttributes { key value } } }",
                 json!({"id": gid}),
                 1.0,
             )
@@ -104,12 +108,28 @@ impl ShopifyTarget {
                 None => attributes.push((k, v)),
             }
         }
-        if attributes == before {
+        let tags_before: Vec<String> = current
+            .get("tags")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        let mut tags: Vec<String> = tags_before
+            .iter()
+            .filter(|t| order.status.is_empty() || !t.starts_with(TAG_PREFIX))
+            .cloned()
+            .collect();
+        if !order.status.is_empty() {
+            tags.push(format!("{TAG_PREFIX}{}", order.status));
+        }
+        if attributes == before && tags == tags_before {
             // A redelivery of what already took effect: no second write.
             return Ok(Outcome::Applied);
         }
         let input = json!({
             "id": gid,
+            "tags": tags,
             "customAttributes": attributes.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
         });
         let data = self
