@@ -27,14 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::header::HeaderMap as NatsHeaders;
-use async_nats::jetstream::{self, consumer::pull, AckKind};
+use async_nats::jetstream::{self, AckKind};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use base64::Engine;
-use futures::StreamExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +42,7 @@ use tributary_config::{Config, DomainConfig, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
 
+use crate::mapping_consumer::MappingConsumer;
 use crate::time::{now_micros, parse_rfc3339_micros};
 use crate::SaasError;
 
@@ -443,43 +443,15 @@ impl Mapper {
     }
 
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
-        let stream_name = &self.endpoint.cfg.stream;
-        let stream = self
-            .endpoint
-            .js
-            .get_stream(stream_name)
-            .await
-            .map_err(|e| SaasError::nats(format!("stream {stream_name}"), e))?;
-        let durable = "tributary-wms-webhooks".to_string();
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &durable,
-                pull::Config {
-                    durable_name: Some(durable.clone()),
-                    description: Some("Tributary WMS webhook → fulfillment mapping".into()),
-                    filter_subject: format!("{SUBJECT_PREFIX}.>"),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    max_ack_pending: 1,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| SaasError::nats("pull", e))?;
-        info!(stream = %stream_name, consumer = %durable, "mapping WMS webhooks");
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let Some(msg) = next else {
-                return Err(SaasError::nats("pull", "message stream ended"));
-            };
-            let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
+        let mut consumer = MappingConsumer::open(
+            &self.endpoint.js,
+            &self.endpoint.cfg.stream,
+            "tributary-wms-webhooks",
+            "Tributary WMS webhook → fulfillment mapping",
+            format!("{SUBJECT_PREFIX}.>"),
+        )
+        .await?;
+        while let Some(msg) = consumer.next(stop).await? {
             let webhook_id = msg
                 .headers
                 .as_ref()
@@ -497,6 +469,7 @@ impl Mapper {
                 }
             }
         }
+        Ok(())
     }
 
     /// Maps one stored webhook; Err only for transient failures (redelivered).

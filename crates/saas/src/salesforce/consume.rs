@@ -6,17 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, AckKind};
-use futures::StreamExt;
+use async_nats::jetstream::{self, AckKind};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 use tributary_config::SalesforceCdcConfig;
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 use tributary_proto::retail::v1::SourceRef;
 
 use super::{envelope, mapper};
+use crate::mapping_consumer::MappingConsumer;
 use crate::metrics as m;
 use crate::SaasError;
 
@@ -49,44 +49,19 @@ impl Mapper {
 
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
         let name = &self.cfg.name;
-        let stream = self
-            .js
-            .get_stream(&self.cfg.stream)
-            .await
-            .map_err(|e| SaasError::nats(format!("stream {}", self.cfg.stream), e))?;
         let durable = format!(
             "tributary-salesforce-{}",
             tributary_nats::subject::token(name)
         );
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &durable,
-                pull::Config {
-                    durable_name: Some(durable.clone()),
-                    description: Some("Tributary Salesforce domain mapping".into()),
-                    filter_subject: envelope::feed_wildcard(name),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    max_ack_pending: 1,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| SaasError::nats("pull", e))?;
-        info!(consumer = %durable, "mapping Salesforce changes");
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let Some(msg) = next else {
-                return Err(SaasError::nats("pull", "message stream ended"));
-            };
-            let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
+        let mut consumer = MappingConsumer::open(
+            &self.js,
+            &self.cfg.stream,
+            &durable,
+            "Tributary Salesforce domain mapping",
+            envelope::feed_wildcard(name),
+        )
+        .await?;
+        while let Some(msg) = consumer.next(stop).await? {
             match self.handle(&msg.payload).await {
                 Ok(outcome) => {
                     metrics::counter!(m::SAAS_DOMAIN_EVENTS, "feed" => name.clone(), "outcome" => outcome)
@@ -99,6 +74,7 @@ impl Mapper {
                 }
             }
         }
+        Ok(())
     }
 
     /// Maps one raw change; Err only for transient failures (the message is redelivered).

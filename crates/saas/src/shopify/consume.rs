@@ -14,16 +14,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, AckKind};
-use futures::StreamExt;
+use async_nats::jetstream::AckKind;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::cdc::v1::ChangeEvent;
 use tributary_proto::retail::v1::SourceRef;
 
 use super::{envelope, mapper, Shop};
+use crate::mapping_consumer::MappingConsumer;
 use crate::metrics as m;
 use crate::SaasError;
 
@@ -53,43 +53,16 @@ impl Mapper {
 
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
         let name = &self.shop.cfg.name;
-        let stream_name = &self.shop.cfg.stream;
-        let stream = self
-            .shop
-            .js
-            .get_stream(stream_name)
-            .await
-            .map_err(|e| SaasError::nats(format!("stream {stream_name}"), e))?;
         let durable = format!("tributary-shopify-{}", tributary_nats::subject::token(name));
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &durable,
-                pull::Config {
-                    durable_name: Some(durable.clone()),
-                    description: Some("Tributary Shopify domain mapping".into()),
-                    filter_subject: envelope::shop_wildcard(name),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    max_ack_pending: 1,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| SaasError::nats("pull", e))?;
-        info!(stream = %stream_name, consumer = %durable, "mapping Shopify events");
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let Some(msg) = next else {
-                return Err(SaasError::nats("pull", "message stream ended"));
-            };
-            let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
+        let mut consumer = MappingConsumer::open(
+            &self.shop.js,
+            &self.shop.cfg.stream,
+            &durable,
+            "Tributary Shopify domain mapping",
+            envelope::shop_wildcard(name),
+        )
+        .await?;
+        while let Some(msg) = consumer.next(stop).await? {
             match self.handle(&msg.subject, &msg.payload).await {
                 Ok(outcome) => {
                     metrics::counter!(m::DOMAIN_EVENTS, "shop" => name.clone(), "outcome" => outcome)
@@ -102,6 +75,7 @@ impl Mapper {
                 }
             }
         }
+        Ok(())
     }
 
     /// Maps one raw event; Err only for transient failures (the message is redelivered).

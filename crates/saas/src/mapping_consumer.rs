@@ -1,0 +1,70 @@
+//! The durable consumer each SaaS feed's domain mapping reads its raw stream with: one message
+//! in flight (an entity's events map in stream order), explicit acks after the domain events
+//! are stored.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::SaasError;
+
+/// A feed's mapping consumer, pulling.
+pub struct MappingConsumer {
+    messages: pull::Stream,
+}
+
+impl MappingConsumer {
+    /// Creates (or finds) the durable `durable` on `stream` for `filter_subject` and starts
+    /// pulling from it.
+    pub async fn open(
+        js: &jetstream::Context,
+        stream: &str,
+        durable: &str,
+        description: &str,
+        filter_subject: String,
+    ) -> Result<Self, SaasError> {
+        let s = js
+            .get_stream(stream)
+            .await
+            .map_err(|e| SaasError::nats(format!("stream {stream}"), e))?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = s
+            .get_or_create_consumer(
+                durable,
+                pull::Config {
+                    durable_name: Some(durable.to_string()),
+                    description: Some(description.to_string()),
+                    filter_subject,
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    max_ack_pending: 1,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| SaasError::nats("pull", e))?;
+        info!(%stream, consumer = %durable, "{description}");
+        Ok(MappingConsumer { messages })
+    }
+
+    /// The next message; None once `stop` is cancelled.
+    pub async fn next(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<Option<jetstream::Message>, SaasError> {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            next = self.messages.next() => next,
+        };
+        let Some(msg) = next else {
+            return Err(SaasError::nats("pull", "message stream ended"));
+        };
+        msg.map(Some).map_err(|e| SaasError::nats("pull", e))
+    }
+}
