@@ -380,7 +380,10 @@ async fn webhook_never_delivered_is_recovered_by_reconciliation() -> Result<()> 
         tributary_sandbox::shopify::parse_gid(&customer, "Customer").context("gid")?;
     let order_key = format!("WEB-{order_id}");
     let customer_key = format!("WEB-{customer_id}");
-    // A refund and a stock change whose webhooks are lost too.
+    // A refund and a stock change whose webhooks are lost too. The refund comes a few
+    // milliseconds later, so the order the poll reads was updated after it was created: it
+    // must still be recovered as placed (the feed never saw it).
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let refund = shop.add_refund(&order.order_id, "4.75").context("refund")?;
     let refund_key = format!(
         "WEB-{}",

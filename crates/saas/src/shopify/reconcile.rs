@@ -261,12 +261,18 @@ impl Reconciler {
         let Ok(Some(mapped)) = mapper::map(name, topic, payload, 0) else {
             return Ok(false);
         };
+        let mut topic = topic;
         if let Some(feed) = &self.feed {
             let seen = feed
                 .as_of(mapped.entity, &mapped.key, &feed_name(name))
                 .await?;
             if seen.is_some_and(|s| s >= mapped.as_of_micros) {
                 return Ok(false);
+            }
+            // An order the feed has never seen lost its `orders/create` webhook, whatever
+            // happened to it since: downstream needs the placement, not a status change.
+            if seen.is_none() && topic == "orders/updated" {
+                topic = "orders/create";
             }
         }
         let body = payload.to_string();
