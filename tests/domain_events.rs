@@ -40,15 +40,7 @@ impl Retail {
         let pg = PgCluster::start().await?;
         let nats = NatsServer::start_with(nats).await?;
         let dir = tempfile::tempdir()?;
-        let mut sources = Vec::new();
-        for name in ["erp", "pos"] {
-            pg.create_database(name).await?;
-            let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
-            pg.connect(name).await?.batch_execute(&sql).await?;
-            let mut spec = SourceSpec::new(name, name);
-            spec.publication = format!("tributary_{name}");
-            sources.push(spec);
-        }
+        let sources = retail_sources(&pg).await?;
         let mut text = config_text(&pg, &nats.url(), &sources);
         let http = text
             .lines()

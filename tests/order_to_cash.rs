@@ -41,15 +41,7 @@ async fn fulfillments(nats: &async_nats::Client) -> Result<Vec<DomainEvent>> {
 async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<()> {
     let (pg, nats) = start_servers().await?;
     let dir = tempfile::tempdir()?;
-    let mut sources = Vec::new();
-    for name in ["erp", "pos"] {
-        pg.create_database(name).await?;
-        let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
-        pg.connect(name).await?.batch_execute(&sql).await?;
-        let mut spec = SourceSpec::new(name, name);
-        spec.publication = format!("tributary_{name}");
-        sources.push(spec);
-    }
+    let sources = retail_sources(&pg).await?;
 
     // The WMS sends every lifecycle webhook twice, each after a random delay.
     let hook_port = tributary_testkit::free_port();
@@ -75,9 +67,7 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     let sf = salesforce::start(SalesforceOptions::default()).await?;
     let (client_id, client_secret) = SalesforceOptions::default().clients[0].clone();
 
-    let mut text = config_text(&pg, &nats.url(), &sources);
-    text.push('\n');
-    text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+    let mut text = retail_config(&pg, &nats.url(), &sources)?;
     text.push_str(&format!(
         "\n[sinks]\n\
          [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\ninventory_location = \"DC1\"\n\

@@ -33,7 +33,7 @@ use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
 use tributary_sandbox::salesforce::{self, Salesforce, SalesforceOptions};
-use tributary_sandbox::shopify::{self, parse_gid, Shopify, ShopifyOptions, VariantSeed};
+use tributary_sandbox::shopify::{self, parse_gid, Shopify, ShopifyOptions};
 use tributary_sandbox::wms::{self, Wms, WmsOptions, WmsStatus};
 use tributary_sandbox::{Fault, RunningEmulator};
 use tributary_testkit::{NatsServer, PgCluster};
@@ -380,15 +380,7 @@ impl Env {
     async fn start(opts: &Options) -> Result<Env> {
         let (pg, nats) = start_servers().await?;
         let dir = tempfile::tempdir()?;
-        let mut sources = Vec::new();
-        for name in ["erp", "pos"] {
-            pg.create_database(name).await?;
-            let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
-            pg.connect(name).await?.batch_execute(&sql).await?;
-            let mut spec = SourceSpec::new(name, name);
-            spec.publication = format!("tributary_{name}");
-            sources.push(spec);
-        }
+        let sources = retail_sources(&pg).await?;
         let wms = wms::start(WmsOptions {
             requests_per_second: Some(2000.0),
             ..WmsOptions::default()
@@ -405,18 +397,7 @@ impl Env {
             BAD_LOCATION.to_string(),
             "gid://shopify/Location/999999".into(),
         );
-        let mut items = BTreeMap::new();
-        for i in 1..=opts.scale.skus {
-            let sku = valid_sku(i);
-            let p = shop.add_product(
-                &format!("Item {i}"),
-                &[VariantSeed {
-                    sku: sku.clone(),
-                    price: "7.00".into(),
-                }],
-            );
-            items.insert(sku, p.variants[0].1.clone());
-        }
+        let items = shop_catalog(&shop, (1..=opts.scale.skus).map(valid_sku), "7.00");
         let (client_id, client_secret) = SalesforceOptions::default().clients[0].clone();
         let delivery = |lanes: usize| {
             format!(
@@ -424,9 +405,7 @@ impl Env {
                 opts.request_timeout_ms
             )
         };
-        let mut text = config_text(&pg, &nats.url(), &sources);
-        text.push('\n');
-        text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+        let mut text = retail_config(&pg, &nats.url(), &sources)?;
         text.push_str("\n[sinks]\n");
         if opts.sinks.contains(&"wms") {
             text.push_str(&format!(

@@ -8,7 +8,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -118,33 +117,12 @@ async fn consumer_idle(js: &jetstream::Context, sink: &str) -> Result<bool> {
 async fn replay_is_idempotent_and_dead_letters_redrive() -> Result<()> {
     let (pg, nats) = start_servers().await?;
     let dir = tempfile::tempdir()?;
-    let mut sources = Vec::new();
-    for name in ["erp", "pos"] {
-        pg.create_database(name).await?;
-        let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
-        pg.connect(name).await?.batch_execute(&sql).await?;
-        let mut spec = SourceSpec::new(name, name);
-        spec.publication = format!("tributary_{name}");
-        sources.push(spec);
-    }
+    let sources = retail_sources(&pg).await?;
     let wms = wms::start(WmsOptions::default()).await?;
     let shop = shopify::start(ShopifyOptions::default()).await?;
     let dc1 = shop.add_location("DC1");
-    let mut items = BTreeMap::new();
-    for i in 1..=3 {
-        let sku = format!("SKU-{i}");
-        let p = shop.add_product(
-            &format!("Item {i}"),
-            &[VariantSeed {
-                sku: sku.clone(),
-                price: "9.50".into(),
-            }],
-        );
-        items.insert(sku, p.variants[0].1.clone());
-    }
-    let mut text = config_text(&pg, &nats.url(), &sources);
-    text.push('\n');
-    text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+    let items = shop_catalog(&shop, (1..=3).map(|i| format!("SKU-{i}")), "9.50");
+    let mut text = retail_config(&pg, &nats.url(), &sources)?;
     text.push_str(&format!(
         "\n[sinks]\n\
          [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
-use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
+use tributary_sandbox::shopify::{self, ShopifyOptions};
 use tributary_sandbox::wms::{self, WmsOptions, WmsStatus};
 use tributary_sandbox::Fault;
 
@@ -45,36 +45,15 @@ async fn retail_events(nats: &async_nats::Client) -> Result<Vec<DomainEvent>> {
 async fn orders_reach_the_wms_and_stock_reaches_shopify_exactly_once() -> Result<()> {
     let (pg, nats) = start_servers().await?;
     let dir = tempfile::tempdir()?;
-    let mut sources = Vec::new();
-    for name in ["erp", "pos"] {
-        pg.create_database(name).await?;
-        let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
-        pg.connect(name).await?.batch_execute(&sql).await?;
-        let mut spec = SourceSpec::new(name, name);
-        spec.publication = format!("tributary_{name}");
-        sources.push(spec);
-    }
+    let sources = retail_sources(&pg).await?;
 
     // Targets: the WMS (rate limited at 20/s by default) and Shopify (cost bucket on).
     let wms = wms::start(WmsOptions::default()).await?;
     let shop = shopify::start(ShopifyOptions::default()).await?;
     let dc1 = shop.add_location("DC1");
-    let mut items = BTreeMap::new();
-    for i in 1..=SKUS {
-        let sku = format!("SKU-{i}");
-        let p = shop.add_product(
-            &format!("Item {i}"),
-            &[VariantSeed {
-                sku: sku.clone(),
-                price: "9.50".into(),
-            }],
-        );
-        items.insert(sku, p.variants[0].1.clone());
-    }
+    let items = shop_catalog(&shop, (1..=SKUS).map(|i| format!("SKU-{i}")), "9.50");
 
-    let mut text = config_text(&pg, &nats.url(), &sources);
-    text.push('\n');
-    text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+    let mut text = retail_config(&pg, &nats.url(), &sources)?;
     text.push_str(&format!(
         "\n[sinks]\n\
          [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\

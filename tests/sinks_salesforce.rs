@@ -43,15 +43,7 @@ async fn wait_for(what: &str, bridge: &Bridge, mut done: impl FnMut() -> bool) -
 async fn customers_orders_and_returns_reach_salesforce() -> Result<()> {
     let (pg, nats) = start_servers().await?;
     let dir = tempfile::tempdir()?;
-    let mut sources = Vec::new();
-    for name in ["erp", "pos"] {
-        pg.create_database(name).await?;
-        let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
-        pg.connect(name).await?.batch_execute(&sql).await?;
-        let mut spec = SourceSpec::new(name, name);
-        spec.publication = format!("tributary_{name}");
-        sources.push(spec);
-    }
+    let sources = retail_sources(&pg).await?;
 
     let sf = salesforce::start(SalesforceOptions::default()).await?;
     // Contacts need a last name (as in a real org): an empty one is refused per record.
@@ -63,9 +55,7 @@ async fn customers_orders_and_returns_reach_salesforce() -> Result<()> {
     });
     let (client_id, client_secret) = SalesforceOptions::default().clients[0].clone();
 
-    let mut text = config_text(&pg, &nats.url(), &sources);
-    text.push('\n');
-    text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+    let mut text = retail_config(&pg, &nats.url(), &sources)?;
     text.push_str(&format!(
         "\n[sinks]\n\
          [sinks.salesforce]\nbase_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\n\

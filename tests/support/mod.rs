@@ -500,6 +500,50 @@ pub fn retail_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/retail")
 }
 
+/// The sample retail databases `erp` and `pos` created and loaded from config/retail, one
+/// source each on the publication their schema creates.
+pub async fn retail_sources(pg: &PgCluster) -> Result<Vec<SourceSpec>> {
+    let mut sources = Vec::new();
+    for name in ["erp", "pos"] {
+        pg.create_database(name).await?;
+        let sql = std::fs::read_to_string(retail_dir().join(format!("{name}.sql")))?;
+        pg.connect(name).await?.batch_execute(&sql).await?;
+        let mut spec = SourceSpec::new(name, name);
+        spec.publication = format!("tributary_{name}");
+        sources.push(spec);
+    }
+    Ok(sources)
+}
+
+/// The bridge configuration for `sources` with the sample retail domain mappings; sinks
+/// are appended by the caller.
+pub fn retail_config(pg: &PgCluster, nats_url: &str, sources: &[SourceSpec]) -> Result<String> {
+    let mut text = config_text(pg, nats_url, sources);
+    text.push('\n');
+    text.push_str(&std::fs::read_to_string(retail_dir().join("domain.toml"))?);
+    Ok(text)
+}
+
+/// One product per SKU in the shop, one variant each at `price`: SKU → inventory item gid.
+pub fn shop_catalog(
+    shop: &tributary_sandbox::shopify::Shopify,
+    skus: impl IntoIterator<Item = String>,
+    price: &str,
+) -> BTreeMap<String, String> {
+    let mut items = BTreeMap::new();
+    for (i, sku) in skus.into_iter().enumerate() {
+        let p = shop.add_product(
+            &format!("Item {}", i + 1),
+            &[tributary_sandbox::shopify::VariantSeed {
+                sku: sku.clone(),
+                price: price.into(),
+            }],
+        );
+        items.insert(sku, p.variants[0].1.clone());
+    }
+    items
+}
+
 /// Every message of a stream, in order (empty when the stream does not exist).
 pub async fn read_all(nats: &async_nats::Client, stream: &str) -> Result<Vec<jetstream::Message>> {
     let js = jetstream::new(nats.clone());

@@ -7,6 +7,7 @@
 
 pub mod dead_letter;
 mod error;
+pub mod json_change;
 pub mod mapping_consumer;
 pub mod metrics;
 pub mod salesforce;

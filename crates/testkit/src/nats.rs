@@ -156,27 +156,18 @@ impl NatsServer {
     /// Graceful stop (`SIGTERM`), waits for the exit; keeps the store.
     /// Does nothing if the server is not running.
     pub async fn stop(&mut self) -> Result<(), TestkitError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if process::terminate(&mut child, Signal::SIGTERM, STOP_TIMEOUT).await? {
-            Ok(())
-        } else {
-            Err(TestkitError::ShutdownTimeout(format!(
-                "nats-server on port {}",
-                self.port
-            )))
-        }
+        let port = self.port;
+        process::stop_server(&mut self.child, Signal::SIGTERM, STOP_TIMEOUT, || {
+            format!("nats-server on port {port}")
+        })
+        .await
     }
 
     /// Starts the server again with the same port and store; waits until
     /// JetStream answers. Does nothing if it is running.
     pub async fn start_again(&mut self) -> Result<(), TestkitError> {
-        if let Some(child) = self.child.as_mut() {
-            if process::exited(child)?.is_none() {
-                return Ok(());
-            }
-            self.child = None;
+        if !process::needs_spawn(&mut self.child)? {
+            return Ok(());
         }
         self.spawn_and_wait().await
     }

@@ -189,27 +189,18 @@ impl PgCluster {
     /// Fast shutdown (`SIGINT`, like `pg_ctl stop -m fast`); keeps the data.
     /// Does nothing if the server is not running.
     pub async fn stop(&mut self) -> Result<(), TestkitError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if process::terminate(&mut child, Signal::SIGINT, STOP_TIMEOUT).await? {
-            Ok(())
-        } else {
-            Err(TestkitError::ShutdownTimeout(format!(
-                "postgres on port {}",
-                self.port
-            )))
-        }
+        let port = self.port;
+        process::stop_server(&mut self.child, Signal::SIGINT, STOP_TIMEOUT, || {
+            format!("postgres on port {port}")
+        })
+        .await
     }
 
     /// Starts the server again on the same port and data directory and waits
     /// until it is ready. Does nothing if it is running.
     pub async fn start_again(&mut self) -> Result<(), TestkitError> {
-        if let Some(child) = self.child.as_mut() {
-            if process::exited(child)?.is_none() {
-                return Ok(());
-            }
-            self.child = None;
+        if !process::needs_spawn(&mut self.child)? {
+            return Ok(());
         }
         self.spawn_and_wait().await
     }

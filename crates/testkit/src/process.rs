@@ -222,3 +222,33 @@ pub(crate) fn terminate_blocking(child: &mut Child, first: Signal, timeout: Dura
         wait(child, Duration::from_secs(5));
     }
 }
+
+/// Stops a launcher's server with `signal` and waits up to `timeout` for it to exit;
+/// `what` names it in the timeout error. Nothing to do when it is not running.
+pub(crate) async fn stop_server(
+    child: &mut Option<Child>,
+    signal: Signal,
+    timeout: Duration,
+    what: impl FnOnce() -> String,
+) -> Result<(), TestkitError> {
+    let Some(mut running) = child.take() else {
+        return Ok(());
+    };
+    if terminate(&mut running, signal, timeout).await? {
+        Ok(())
+    } else {
+        Err(TestkitError::ShutdownTimeout(what()))
+    }
+}
+
+/// Whether a launcher's server has to be spawned again: true when there is no process or
+/// it has exited (and forgets the exited one).
+pub(crate) fn needs_spawn(child: &mut Option<Child>) -> Result<bool, TestkitError> {
+    if let Some(running) = child.as_mut() {
+        if exited(running)?.is_none() {
+            return Ok(false);
+        }
+        *child = None;
+    }
+    Ok(true)
+}

@@ -97,7 +97,7 @@ impl Mapper {
         };
         let mapping = mapper::mapping_name(&change.table);
         let read_back = change.op == Operation::Read as i32;
-        let mapped = crate::shopify::envelope::payload(&change)
+        let mapped = crate::json_change::payload(&change)
             .ok_or_else(|| "no payload".to_string())
             .and_then(|t| serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string()))
             .and_then(|v| mapper::map(&v, read_back, change.commit_time_micros));

@@ -10,9 +10,9 @@
 //! | `origin` | `changeOrigin` (read-backs: `readback`) |
 
 use serde_json::{json, Map, Value};
-use tributary_proto::cdc::v1::{
-    value::Kind, ChangeEvent, Column, Operation, Row, Value as PbValue,
-};
+use tributary_proto::cdc::v1::{ChangeEvent, Operation};
+
+use crate::json_change::JsonChange;
 
 /// `saas.salesforce.<feed>.<entity>.<change type, lower case>`.
 pub fn subject(feed: &str, entity: &str, change_type: &str) -> String {
@@ -67,40 +67,18 @@ pub(crate) fn change_event(raw: &Raw<'_>) -> ChangeEvent {
             _ => Operation::Update,
         }
     };
-    let row = Row {
-        values: vec![PbValue {
-            kind: Some(Kind::Json(raw.payload.to_string())),
-        }],
-    };
-    let (before, after) = if op == Operation::Delete {
-        (Some(row), None)
-    } else {
-        (None, Some(row))
-    };
-    ChangeEvent {
+    JsonChange {
         event_id: raw.event_id.clone(),
-        source: raw.feed.to_string(),
-        database: raw.tenant.to_string(),
-        schema: "salesforce".into(),
-        table: raw.entity.to_string(),
-        op: op as i32,
-        before,
-        after,
-        commit_time_micros: raw.commit_micros,
-        ordinal: 1,
-        transaction_changes: 1,
-        last_in_transaction: true,
-        columns: vec![Column {
-            name: "payload".into(),
-            type_oid: 114,
-            type_name: "json".into(),
-            type_modifier: -1,
-            key: false,
-        }],
+        source: raw.feed,
+        database: raw.tenant,
+        schema: "salesforce",
+        table: raw.entity,
+        op,
+        payload: raw.payload.to_string(),
+        commit_micros: raw.commit_micros,
         origin: raw.origin.clone(),
-        captured_at_micros: crate::time::now_micros(),
-        ..Default::default()
     }
+    .into_event()
 }
 
 /// Is this change the bridge's own write (`…;client=<id>` in `changeOrigin`)?

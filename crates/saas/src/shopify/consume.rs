@@ -98,7 +98,7 @@ impl Mapper {
         };
         let topic = change.table.as_str();
         let mapping = mapper::mapping_name(topic);
-        let json = envelope::payload(&change)
+        let json = crate::json_change::payload(&change)
             .ok_or_else(|| "no payload".to_string())
             .and_then(|t| serde_json::from_str::<serde_json::Value>(t).map_err(|e| e.to_string()));
         let mapped = json.and_then(|v| mapper::map(shop, topic, &v, change.commit_time_micros));

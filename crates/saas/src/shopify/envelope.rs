@@ -10,7 +10,9 @@
 //! | `commit_time_micros` | `X-Shopify-Triggered-At` (reconciled: the record's `updated_at`) |
 //! | `origin` | `webhook:<X-Shopify-Webhook-Id>` or `reconciliation` |
 
-use tributary_proto::cdc::v1::{value::Kind, ChangeEvent, Column, Operation, Row, Value};
+use tributary_proto::cdc::v1::{ChangeEvent, Operation};
+
+use crate::json_change::JsonChange;
 
 /// Subject of a raw event: `saas.shopify.<shop>.<topic with '/' as '.'>`.
 pub fn subject(shop: &str, topic: &str) -> String {
@@ -51,49 +53,18 @@ pub fn change_event(raw: &RawEvent<'_>) -> ChangeEvent {
     } else {
         Operation::Update
     };
-    let row = Row {
-        values: vec![Value {
-            kind: Some(Kind::Json(raw.body.to_string())),
-        }],
-    };
-    let (before, after) = if op == Operation::Delete {
-        (Some(row), None)
-    } else {
-        (None, Some(row))
-    };
-    ChangeEvent {
+    JsonChange {
         event_id: raw.event_id.clone(),
-        source: raw.shop.to_string(),
-        database: raw.shop_domain.to_string(),
-        schema: "shopify".into(),
-        table: raw.topic.to_string(),
-        op: op as i32,
-        before,
-        after,
-        commit_time_micros: raw.triggered_at_micros,
-        ordinal: 1,
-        transaction_changes: 1,
-        last_in_transaction: true,
-        columns: vec![Column {
-            name: "payload".into(),
-            type_oid: 114,
-            type_name: "json".into(),
-            type_modifier: -1,
-            key: false,
-        }],
+        source: raw.shop,
+        database: raw.shop_domain,
+        schema: "shopify",
+        table: raw.topic,
+        op,
+        payload: raw.body.to_string(),
+        commit_micros: raw.triggered_at_micros,
         origin: raw.origin.clone(),
-        captured_at_micros: crate::time::now_micros(),
-        ..Default::default()
     }
-}
-
-/// The JSON payload of a raw event (`after`, or `before` for deletes).
-pub fn payload(change: &ChangeEvent) -> Option<&str> {
-    let row = change.after.as_ref().or(change.before.as_ref())?;
-    match row.values.first()?.kind.as_ref()? {
-        Kind::Json(text) => Some(text),
-        _ => None,
-    }
+    .into_event()
 }
 
 #[cfg(test)]
