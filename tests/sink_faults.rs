@@ -986,7 +986,7 @@ async fn mixed_faults_across_three_targets() -> Result<()> {
     let w = Workload::generate(scale, 7);
     let mut opts = Options::new(scale);
     // Sessions expire during the run: 401 INVALID_SESSION_ID, a new token, the call again.
-    opts.sf.token_ttl = Duration::from_secs(10);
+    opts.sf.token_ttl = Duration::from_secs(2);
     let env = Env::start(&opts).await?;
     // ~10 % transient failures per target, of every kind it has: server errors, requests
     // held past the client's timeout, answers lost after the write was applied, throttling.
