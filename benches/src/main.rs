@@ -4,6 +4,7 @@ mod bigtx;
 mod e2e;
 mod env;
 mod latency;
+mod nats_cost;
 mod procfs;
 mod sinks;
 mod snapshot;
@@ -121,6 +122,15 @@ enum Command {
         #[arg(long)]
         perf_record: Option<PathBuf>,
     },
+    /// nats-server's CPU per stored message for each choice of headers (what the bridge
+    /// sends, `Nats-Msg-Id` only, none) and payload size, pipelined like the bridge.
+    NatsCost {
+        #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+        /// Payload sizes, bytes.
+        #[arg(long, value_delimiter = ',', default_value = "560,370")]
+        sizes: Vec<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -174,6 +184,9 @@ fn main() -> ExitCode {
                     settings,
                 )
                 .await
+            }
+            Command::NatsCost { messages, sizes } => {
+                nats_cost::run(nats_cost::Args { messages, sizes }, settings).await
             }
             Command::Bigtx { rows, timeout_secs } => {
                 bigtx::run(
