@@ -1,6 +1,7 @@
 //! NATS JetStream: connection, stream provisioning, subjects and pipelined idempotent publishing.
 
 mod connect;
+pub mod consumer;
 mod error;
 pub mod kv;
 mod publisher;

@@ -37,6 +37,7 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 use tributary_config::{Config, DomainConfig};
+use tributary_nats::consumer::{reset_to_ack_floor, Reset};
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 mod entity;
@@ -204,10 +205,11 @@ impl DomainStage {
     }
 
     /// The source's durable consumer. A consumer left with unacked messages (a kill -9, a
-    /// restart after an error, a stop with messages still buffered) or an older
-    /// configuration is recreated at its ack floor: the messages are redelivered at once,
-    /// in order, instead of after `ack_wait`. Acks are given in stream order, so the ack
-    /// floor is the last message acked.
+    /// restart after an error, a stop with messages still buffered) is reset to its ack
+    /// floor, so that they are redelivered at once and in order instead of after `ack_wait`;
+    /// one of an older configuration is updated in place. Acks are given in stream order, so
+    /// the ack floor is the last message acked. On a server without the reset API (before
+    /// 2.14) the consumer is deleted and created again at the floor.
     async fn consumer(
         &self,
         stream: &jetstream::stream::Stream,
@@ -215,6 +217,7 @@ impl DomainStage {
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, DomainError> {
         let name = &self.cfg.consumer;
         let what = || format!("consumer {name} on {stream_name}");
+        let ack_wait = Duration::from_millis(self.cfg.parent_wait_ms.saturating_mul(3).max(30_000));
         let config = |deliver_policy| pull::Config {
             durable_name: Some(name.clone()),
             description: Some("Tributary domain stage".into()),
@@ -223,40 +226,62 @@ impl DomainStage {
             // One task maps the messages in stream order; this bounds the batches in flight.
             max_ack_pending: MAX_ACK_PENDING,
             // Above the longest batch (a batch ends after a parent wait).
-            ack_wait: Duration::from_millis(self.cfg.parent_wait_ms.saturating_mul(3).max(30_000)),
+            ack_wait,
             ..Default::default()
         };
-        if let Ok(mut existing) = stream.get_consumer::<pull::Config>(name).await {
-            let info = existing
-                .info()
-                .await
-                .map_err(|e| DomainError::nats(what(), e))?;
-            if info.num_ack_pending == 0 && info.config.max_ack_pending == MAX_ACK_PENDING {
-                return Ok(existing);
-            }
-            let start_sequence = info.ack_floor.stream_sequence + 1;
-            info!(
-                consumer = %name,
-                start_sequence,
-                unacked = info.num_ack_pending,
-                "recreating the consumer at its ack floor"
-            );
-            metrics::counter!(m::CONSUMER_RESETS, "stream" => stream_name.to_string()).increment(1);
-            stream
-                .delete_consumer(name)
-                .await
-                .map_err(|e| DomainError::nats(what(), e))?;
+        let Ok(mut existing) = stream.get_consumer::<pull::Config>(name).await else {
             return stream
-                .create_consumer(config(
-                    jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
-                ))
+                .get_or_create_consumer(name, config(jetstream::consumer::DeliverPolicy::All))
                 .await
                 .map_err(|e| DomainError::nats(what(), e));
-        }
-        stream
-            .get_or_create_consumer(name, config(jetstream::consumer::DeliverPolicy::All))
+        };
+        let info = existing
+            .info()
             .await
-            .map_err(|e| DomainError::nats(what(), e))
+            .map_err(|e| DomainError::nats(what(), e))?
+            .clone();
+        if info.config.max_ack_pending != MAX_ACK_PENDING || info.config.ack_wait != ack_wait {
+            let mut updated = info.config.clone();
+            updated.max_ack_pending = MAX_ACK_PENDING;
+            updated.ack_wait = ack_wait;
+            stream
+                .update_consumer(updated)
+                .await
+                .map_err(|e| DomainError::nats(what(), e))?;
+            existing = stream
+                .get_consumer::<pull::Config>(name)
+                .await
+                .map_err(|e| DomainError::nats(what(), e))?;
+        }
+        if info.num_ack_pending == 0 {
+            return Ok(existing);
+        }
+        let start_sequence = info.ack_floor.stream_sequence + 1;
+        info!(
+            consumer = %name,
+            start_sequence,
+            unacked = info.num_ack_pending,
+            "resetting the consumer to its ack floor"
+        );
+        metrics::counter!(m::CONSUMER_RESETS, "stream" => stream_name.to_string()).increment(1);
+        match reset_to_ack_floor(&self.js, stream_name, name)
+            .await
+            .map_err(|e| DomainError::nats(what(), e))?
+        {
+            Reset::Done { .. } => Ok(existing),
+            Reset::Unsupported => {
+                stream
+                    .delete_consumer(name)
+                    .await
+                    .map_err(|e| DomainError::nats(what(), e))?;
+                stream
+                    .create_consumer(config(
+                        jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                    ))
+                    .await
+                    .map_err(|e| DomainError::nats(what(), e))
+            }
+        }
     }
 
     async fn consume(
