@@ -1,6 +1,7 @@
 //! The durable consumer each SaaS feed's domain mapping reads its raw stream with: one message
 //! in flight (an entity's events map in stream order), explicit acks after the domain events
-//! are stored.
+//! are stored. A message a killed predecessor left unacked is redelivered at once (the
+//! consumer is reset to its ack floor), not after `ack_wait`.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use tributary_nats::consumer::reset_to_ack_floor;
 
 use crate::SaasError;
 
@@ -45,6 +47,19 @@ impl MappingConsumer {
             )
             .await
             .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
+        // A message left unacked by a killed predecessor would wait out `ack_wait` (and hold
+        // the one slot of `max_ack_pending`): have it redelivered at once.
+        let pending = s
+            .consumer_info(durable)
+            .await
+            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?
+            .num_ack_pending;
+        if pending > 0 {
+            let reset = reset_to_ack_floor(js, stream, durable)
+                .await
+                .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
+            info!(%stream, consumer = %durable, pending, ?reset, "consumer reset to its ack floor");
+        }
         let messages = consumer
             .messages()
             .await
