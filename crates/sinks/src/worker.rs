@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
+use tributary_nats::consumer::{reset_to_ack_floor, Reset};
 use tributary_proto::retail::v1::DomainEvent;
 
 use crate::http::truncate;
@@ -145,39 +146,70 @@ impl SinkWorker {
     }
 
     /// Opens the consumer at its ack floor, so that after a restart every unacked event is
-    /// delivered again in stream order (per-entity order holds across crashes; events acked
-    /// above the floor come again and the version guard skips them).
+    /// delivered again at once and in stream order (per-entity order holds across crashes;
+    /// events acked above the floor come again and the version guard skips them). The
+    /// consumer is reset in place (nats-server 2.14+); an older server gets it deleted and
+    /// created again at the floor.
     async fn open_consumer(
         &self,
         stream: &jetstream::stream::Stream,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, SinkError> {
         let name = consumer_name(self.name);
-        let deliver_policy = match stream.consumer_info(&name).await {
-            Ok(info) => {
-                let start = info.ack_floor.stream_sequence + 1;
+        let config = |deliver_policy| pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("Tributary sink {}", self.name)),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)) as i64,
+            deliver_policy,
+            filter_subjects: self.filters.clone(),
+            ..Default::default()
+        };
+        let Ok(info) = stream.consumer_info(&name).await else {
+            return stream
+                .create_consumer(config(jetstream::consumer::DeliverPolicy::All))
+                .await
+                .map_err(|e| SinkError::nats(format!("create consumer {name}"), e));
+        };
+        let start_sequence = info.ack_floor.stream_sequence + 1;
+        let wanted = config(jetstream::consumer::DeliverPolicy::All);
+        // Lanes or filters changed since the consumer was made: update what can be updated.
+        if info.config.max_ack_pending != wanted.max_ack_pending
+            || info.config.filter_subjects != wanted.filter_subjects
+            || info.config.ack_wait != wanted.ack_wait
+        {
+            let mut updated = info.config.clone();
+            updated.max_ack_pending = wanted.max_ack_pending;
+            updated.filter_subjects = wanted.filter_subjects.clone();
+            updated.filter_subject = String::new();
+            updated.ack_wait = wanted.ack_wait;
+            stream
+                .update_consumer(updated)
+                .await
+                .map_err(|e| SinkError::nats(format!("update consumer {name}"), e))?;
+        }
+        if info.num_ack_pending > 0 {
+            let stream_name = stream.cached_info().config.name.clone();
+            let reset = reset_to_ack_floor(&self.js, &stream_name, &name)
+                .await
+                .map_err(|e| SinkError::nats(format!("reset consumer {name}"), e))?;
+            if reset == Reset::Unsupported {
                 stream
                     .delete_consumer(&name)
                     .await
                     .map_err(|e| SinkError::nats(format!("delete consumer {name}"), e))?;
-                jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                }
+                return stream
+                    .create_consumer(config(
+                        jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                    ))
+                    .await
+                    .map_err(|e| SinkError::nats(format!("create consumer {name}"), e));
             }
-            Err(_) => jetstream::consumer::DeliverPolicy::All,
-        };
+        }
         stream
-            .create_consumer(pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("Tributary sink {}", self.name)),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)) as i64,
-                deliver_policy,
-                filter_subjects: self.filters.clone(),
-                ..Default::default()
-            })
+            .get_consumer(&name)
             .await
-            .map_err(|e| SinkError::nats(format!("create consumer {name}"), e))
+            .map_err(|e| SinkError::nats(format!("open consumer {name}"), e))
     }
 
     async fn session(self: &Arc<Self>, stop: &CancellationToken) -> Result<(), SinkError> {
