@@ -139,11 +139,12 @@ pub struct InventoryChange {
     pub reference_document_uri: Option<String>,
 }
 
-/// A stored `@idempotent` result.
+/// A stored `@idempotent` result: the field's payload, answered again under whatever alias
+/// a later document gives the field.
 #[derive(Clone, Debug)]
 pub(crate) struct IdempotentResult {
     pub fingerprint: String,
-    pub response: Value,
+    pub payload: Value,
     pub replays: u64,
 }
 
