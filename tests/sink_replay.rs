@@ -818,7 +818,8 @@ async fn batched_inventory_documents_replay_under_each_events_own_key() -> Resul
     );
     let history = shop.with_state(|s| s.inventory_history.len());
     assert_eq!(history, keys.len(), "one inventory change per event");
-    let writes_before: BTreeMap<String, u64> = shop.with_state(|s| s.entity_writes.clone());
+    let writes_before: BTreeMap<String, u64> =
+        shop.with_state(|s| s.entity_writes.clone().into_iter().collect());
     assert!(writes_before.values().all(|n| *n == ROUNDS));
     // The refused field parked its event only.
     let parked = dlq_list(&config, "shopify").await?;
@@ -864,7 +865,11 @@ async fn batched_inventory_documents_replay_under_each_events_own_key() -> Resul
     assert!(keys.iter().all(|k| applied(k) == 1), "a key applied twice");
     assert_eq!(shop.with_state(|s| s.inventory_history.len()), history);
     assert_eq!(
-        shop.with_state(|s| s.entity_writes.clone()),
+        shop.with_state(|s| s
+            .entity_writes
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()),
         writes_before,
         "a side effect repeated"
     );

@@ -126,7 +126,7 @@ pub(super) async fn graphql(
         let status = StatusCode::from_u16(throttled_status).unwrap_or(StatusCode::OK);
         return (status, Json(body)).into_response();
     }
-    let (mut body, changed) = execute(&shop, &version, &op);
+    let (mut body, changed) = execute(&shop, &version, op);
     body["extensions"] = cost_ext(requested, available);
     shop.fire(&changed);
     Json(body).into_response()
@@ -146,31 +146,36 @@ fn known_field(kind: OpKind, name: &str) -> bool {
 /// changed. A field's error nulls that field only (`errors[].path` names it); the others
 /// still run. When no field produced a value the body has `errors` only, as a
 /// single-field document always had.
-fn execute(shop: &Shopify, version: &str, op: &Operation) -> (Value, Vec<Changed>) {
+fn execute(shop: &Shopify, version: &str, op: Operation) -> (Value, Vec<Changed>) {
     let mut s = lock(&shop.inner.state);
     let mut data = Map::new();
     let mut errors = Vec::new();
     let mut changed = Vec::new();
-    for field in &op.fields {
+    let fields = op.fields.len();
+    for field in op.fields {
         let result = match op.kind {
             OpKind::Query => match queries::execute(&s, &field.name, &field.args) {
-                Some(r) => r,
-                None => Err(undefined(field, "QueryRoot")),
+                Some(Ok(v)) => Ok((field.response_key, v)),
+                Some(Err(e)) => Err((field.response_key, e)),
+                None => {
+                    let e = undefined(&field, "QueryRoot");
+                    Err((field.response_key, e))
+                }
             },
             OpKind::Mutation => mutate(&mut s, version, field, &mut changed),
         };
         match result {
-            Ok(v) => {
-                data.insert(field.response_key.clone(), v);
+            Ok((key, v)) => {
+                data.insert(key, v);
             }
-            Err(e) => {
-                errors.push(json!({"message": e.message, "path": [field.response_key],
+            Err((key, e)) => {
+                errors.push(json!({"message": e.message, "path": [key],
                                    "extensions": {"code": e.code}}));
-                data.insert(field.response_key.clone(), Value::Null);
+                data.insert(key, Value::Null);
             }
         }
     }
-    if errors.len() == op.fields.len() {
+    if errors.len() == fields {
         return (json!({ "errors": errors }), changed);
     }
     let mut body = json!({ "data": data });
@@ -191,51 +196,69 @@ fn undefined(field: &RootField, root: &str) -> GqlError {
 }
 
 /// One mutation field with its own `@idempotent` key: a key seen before answers its stored
-/// payload (no second side effect), whatever else the document holds.
+/// payload (no second side effect), whatever else the document holds. Returns the field's
+/// response key with its payload or error.
 fn mutate(
     s: &mut ShopState,
     version: &str,
-    field: &RootField,
+    field: RootField,
     changed: &mut Vec<Changed>,
-) -> Result<Value, GqlError> {
-    if field.idempotency_key.is_none() && idempotency_required(version, &field.name) {
-        return Err(GqlError {
+) -> Result<(String, Value), (String, GqlError)> {
+    let RootField {
+        response_key,
+        name,
+        args,
+        idempotency_key,
+    } = field;
+    if idempotency_key.is_none() && idempotency_required(version, &name) {
+        let e = GqlError {
             message: "The @idempotent directive is required for this mutation.".into(),
             code: "IDEMPOTENCY_KEY_REQUIRED",
-        });
+        };
+        return Err((response_key, e));
     }
-    let fingerprint = format!("{}:{}", field.name, Value::Object(field.args.clone()));
-    if let Some(key) = &field.idempotency_key {
+    if let Some(key) = &idempotency_key {
         if let Some(stored) = s.idempotency.get_mut(key) {
-            if stored.fingerprint != fingerprint {
-                return Err(GqlError {
+            if stored.field != name || stored.args != args {
+                let e = GqlError {
                     message: "The same idempotency key was used with different parameters.".into(),
                     code: "IDEMPOTENCY_KEY_PARAMETER_MISMATCH",
-                });
+                };
+                return Err((response_key, e));
             }
             stored.replays += 1;
-            return Ok(stored.payload.clone());
+            return Ok((response_key, stored.payload.clone()));
         }
     }
-    let (payload, applied) = match mutations::execute(s, &field.name, &field.args) {
-        Some(outcome) => outcome?,
-        None => return Err(undefined(field, "Mutation")),
+    let (payload, applied) = match mutations::execute(s, &name, &args) {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(e)) => return Err((response_key, e)),
+        None => {
+            let e = GqlError {
+                message: format!(
+                    "Field '{name}' doesn't exist on type 'Mutation' (emulator subset)"
+                ),
+                code: "undefinedField",
+            };
+            return Err((response_key, e));
+        }
     };
-    if let Some(key) = &field.idempotency_key {
+    if let Some(key) = idempotency_key {
         if !applied.is_empty() {
             *s.idempotent_applies.entry(key.clone()).or_default() += 1;
         }
         s.idempotency.insert(
-            key.clone(),
+            key,
             state::IdempotentResult {
-                fingerprint,
+                field: name,
+                args,
                 payload: payload.clone(),
                 replays: 0,
             },
         );
     }
     changed.extend(applied);
-    Ok(payload)
+    Ok((response_key, payload))
 }
 
 pub(super) async fn rest(
