@@ -625,3 +625,234 @@ async fn hold_parks_an_entitys_later_events_until_the_first_is_redriven() -> Res
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }
+
+/// Inventory events batched into documents of aliased `inventorySetQuantities` fields: each
+/// event is applied once under its own idempotency key; one refused field (a location the
+/// shop does not have) parks that event only; a replay of the whole stream, batched again
+/// (grouped differently), is answered from Shopify's idempotency store event by event,
+/// without a second side effect. No PostgreSQL: the events are published to RETAIL directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_inventory_documents_replay_under_each_events_own_key() -> Result<()> {
+    use async_nats::jetstream::stream;
+    use tributary_proto::retail::v1::{EventMeta, InventoryLevel};
+
+    const SKUS: usize = 40;
+    const ROUNDS: u64 = 6;
+    let nats = tributary_testkit::NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "RETAIL".into(),
+        subjects: vec!["retail.v1.>".into()],
+        duplicate_window: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await?;
+    // A bucket the documents fit in, refilled fast enough not to slow the test down.
+    let shop = shopify::start(ShopifyOptions {
+        bucket_size: 2000.0,
+        restore_rate: 5000.0,
+        ..ShopifyOptions::default()
+    })
+    .await?;
+    let dc1 = shop.add_location("DC1");
+    let seeds: Vec<VariantSeed> = (0..SKUS)
+        .map(|i| VariantSeed {
+            sku: format!("SKU-{i:03}"),
+            price: "9.50".into(),
+        })
+        .collect();
+    let items: Vec<String> = shop
+        .add_product("Items", &seeds)
+        .variants
+        .into_iter()
+        .map(|(_, item, _)| item)
+        .collect();
+    let quantity = |sku: usize, version: u64| (100 * version + sku as u64) as i64;
+
+    // ROUNDS levels per SKU at DC1, round robin (versions 1..=ROUNDS), and one level at DC9,
+    // which the sink maps to a location the shop does not have.
+    let mut published = Vec::new();
+    let mut add = |sku: usize, location: &str, version: u64| {
+        let id = format!("inv-{sku}-{location}-{version}");
+        let event = DomainEvent {
+            meta: Some(EventMeta {
+                event_id: id.clone(),
+                entity: "inventory".into(),
+                event: "level_changed".into(),
+                entity_key: format!("SKU-{sku:03}|{location}"),
+                entity_version: version,
+                system_of_record: "erp".into(),
+                event_time_micros: 1,
+                source_ref: None,
+                mapping: "test".into(),
+            }),
+            entity: Some(Entity::Inventory(InventoryLevel {
+                sku: format!("SKU-{sku:03}"),
+                location: location.into(),
+                on_hand: quantity(sku, version),
+                available: quantity(sku, version),
+                reporting_system: "erp".into(),
+                ..Default::default()
+            })),
+        };
+        published.push((id, event));
+    };
+    for version in 1..=ROUNDS {
+        for sku in 0..SKUS {
+            add(sku, "DC1", version);
+            if sku == 7 && version == 3 {
+                add(sku, "DC9", 1);
+            }
+        }
+    }
+    for (id, event) in &published {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        js.publish_with_headers(
+            "retail.v1.inventory.level_changed",
+            headers,
+            event.encode_to_vec().into(),
+        )
+        .await?
+        .await?;
+    }
+    let keys: Vec<String> = published
+        .iter()
+        .filter(|(id, _)| !id.contains("DC9"))
+        .map(|(id, _)| tributary_sinks::idempotency_key("shopify", id))
+        .collect();
+
+    // Only the Shopify sink; an idle webhook source satisfies "at least one source". Small
+    // documents with a long linger, so that every document carries several events.
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{}\"]\n\
+         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
+         [sinks]\n[sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\napply = [\"inventory\"]\n\
+         locations = {{ DC1 = \"{dc1}\", DC9 = \"gid://shopify/Location/999999\" }}\n\
+         batch_size = 8\nbatch_linger_ms = 50\n\
+         [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        tributary_testkit::try_free_port()?,
+        nats.url(),
+        tributary_testkit::try_free_port()?,
+        shop.base_url()
+    );
+    let config = write_config(dir.path(), &text)?;
+    let bridge = Bridge::spawn(&config)?;
+    let levels_final = || {
+        items.iter().enumerate().all(|(sku, item)| {
+            shop.inventory(item, &dc1)
+                .is_some_and(|l| l.available == quantity(sku, ROUNDS))
+        })
+    };
+    wait_for(
+        "every level applied",
+        Duration::from_secs(90),
+        &bridge,
+        async || Ok(levels_final() && consumer_idle(&js, "shopify").await?),
+    )
+    .await?;
+
+    // The documents: several fields each, every field with its own event's key.
+    let documents = |from: usize| -> Vec<Vec<String>> {
+        shop.requests().all()[from..]
+            .iter()
+            .filter_map(|r| r.json())
+            .filter_map(|b| b["query"].as_str().map(str::to_string))
+            .filter(|q| q.contains("inventorySetQuantities"))
+            .map(|q| {
+                q.split("@idempotent(key: \"")
+                    .skip(1)
+                    .filter_map(|rest| rest.split('"').next().map(str::to_string))
+                    .collect()
+            })
+            .collect()
+    };
+    let first = documents(0);
+    let sent: usize = first.iter().map(Vec::len).sum();
+    eprintln!(
+        "first application: {} events in {} documents, sizes {:?}",
+        sent,
+        first.len(),
+        first.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(
+        first.iter().any(|d| d.len() > 1),
+        "no document carried several events"
+    );
+    assert!(
+        first.iter().all(|d| d.len() <= 8),
+        "a document over batch_size"
+    );
+    for d in &first {
+        let distinct: BTreeMap<&String, ()> = d.iter().map(|k| (k, ())).collect();
+        assert_eq!(distinct.len(), d.len(), "a key twice in one document");
+    }
+    let applied = |k: &String| shop.idempotent_applies(k);
+    assert!(
+        keys.iter().all(|k| applied(k) == 1),
+        "a key not applied once"
+    );
+    let history = shop.with_state(|s| s.inventory_history.len());
+    assert_eq!(history, keys.len(), "one inventory change per event");
+    let writes_before: BTreeMap<String, u64> =
+        shop.with_state(|s| s.entity_writes.clone().into_iter().collect());
+    assert!(writes_before.values().all(|n| *n == ROUNDS));
+    // The refused field parked its event only.
+    let parked = dlq_list(&config, "shopify").await?;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(
+        parked[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("location could not be found"),
+        "{}",
+        parked[0]
+    );
+
+    // Replay the whole stream while the bridge runs: batched again, every event answered
+    // from the store under its own key.
+    let replays_before: Vec<u64> = keys.iter().map(|k| shop.idempotent_replays(k)).collect();
+    let log_mark = shop.requests().len();
+    let out = cli(&config, &["replay", "--sink", "shopify", "--from-seq", "1"]).await?;
+    assert!(out.contains("replay window"), "{out}");
+    wait_for(
+        "the replay answered from the idempotency store",
+        Duration::from_secs(90),
+        &bridge,
+        async || {
+            let replayed = keys
+                .iter()
+                .zip(&replays_before)
+                .all(|(k, before)| shop.idempotent_replays(k) > *before);
+            Ok(replayed && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+    let again = documents(log_mark);
+    eprintln!(
+        "replay: {} documents, sizes {:?}",
+        again.len(),
+        again.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(
+        again.iter().any(|d| d.len() > 1),
+        "the replay was not batched"
+    );
+    assert!(keys.iter().all(|k| applied(k) == 1), "a key applied twice");
+    assert_eq!(shop.with_state(|s| s.inventory_history.len()), history);
+    assert_eq!(
+        shop.with_state(|s| s
+            .entity_writes
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()),
+        writes_before,
+        "a side effect repeated"
+    );
+    assert!(levels_final());
+    assert_eq!(dlq_list(&config, "shopify").await?.len(), 1);
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}

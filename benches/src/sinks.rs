@@ -49,9 +49,9 @@ pub struct Args {
     pub sinks: Vec<String>,
     /// `[sinks.<name>.delivery] lanes` (None: the bridge's default).
     pub lanes: Option<usize>,
-    /// Salesforce `batch_size` (None: the default, 200).
+    /// Salesforce and Shopify `batch_size` (None: the defaults, 200 and 50).
     pub batch_size: Option<usize>,
-    /// Salesforce `batch_linger_ms` (None: the default, 20).
+    /// Salesforce and Shopify `batch_linger_ms` (None: the defaults, 20 and 2).
     pub batch_linger_ms: Option<u64>,
     pub timeout: Duration,
     pub perf_record: Option<PathBuf>,
@@ -78,7 +78,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     println!(
         "setup: one phase per sink, each with a fresh nats-server (JetStream file store, {}), \
          the emulator in this process with rate limits off and its request log off, the bridge \
-         running only that sink (lanes={}, salesforce batch_size={} batch_linger_ms={}); no PostgreSQL",
+         running only that sink (lanes={}, salesforce/shopify batch_size={} batch_linger_ms={}); no PostgreSQL",
         match settings.durability {
             Durability::Always => "sync_interval=always",
             Durability::Interval => "sync_interval=1s",
@@ -186,8 +186,14 @@ async fn run_phase(sink: &str, args: &Args, settings: &Settings) -> anyhow::Resu
             (Emulator::Wms(w), wms_events(args.events))
         }
         "shopify" => {
+            // The sink paces itself by the throttleStatus every answer reports (claims
+            // against the bucket's maximum and restore rate), so "limits off" needs a bucket
+            // that never runs dry as well as the emulator not refusing: with the default
+            // 1,000 points refilled at 50/s the sink would hold itself to 5 mutations/s.
             let s = shopify::start(ShopifyOptions {
                 throttling: false,
+                bucket_size: 1e9,
+                restore_rate: 1e9,
                 ..ShopifyOptions::default()
             })
             .await?;
@@ -540,6 +546,13 @@ fn write_config(
     if let Some(lanes) = args.lanes {
         let _ = writeln!(delivery, "lanes = {lanes}");
     }
+    let mut batch = args
+        .batch_size
+        .map(|b| format!("batch_size = {b}\n"))
+        .unwrap_or_default();
+    if let Some(ms) = args.batch_linger_ms {
+        let _ = writeln!(batch, "batch_linger_ms = {ms}");
+    }
     let section = match emulator {
         Emulator::Wms(w) => format!(
             "[sinks.wms]\nbase_url = {}\napi_key = \"wms_sandbox\"\n[sinks.wms.delivery]\n{delivery}",
@@ -547,19 +560,12 @@ fn write_config(
         ),
         Emulator::Shopify(s, location, _) => format!(
             "[sinks.shopify]\nbase_url = {}\naccess_token = \"shpat_sandbox\"\napply = [\"inventory\"]\n\
-             locations = {{ DC1 = {} }}\n[sinks.shopify.delivery]\n{delivery}",
+             locations = {{ DC1 = {} }}\n{batch}[sinks.shopify.delivery]\n{delivery}",
             q(s.base_url()),
             q(location)
         ),
         Emulator::Salesforce(sf) => {
             let (id, secret) = SalesforceOptions::default().clients[0].clone();
-            let mut batch = args
-                .batch_size
-                .map(|b| format!("batch_size = {b}\n"))
-                .unwrap_or_default();
-            if let Some(ms) = args.batch_linger_ms {
-                let _ = writeln!(batch, "batch_linger_ms = {ms}");
-            }
             format!(
                 "[sinks.salesforce]\nbase_url = {}\nclient_id = {}\nclient_secret = {}\n{batch}\
                  [sinks.salesforce.delivery]\n{delivery}",
@@ -688,8 +694,20 @@ fn verify(emulator: &Emulator, args: &Args) -> anyhow::Result<String> {
                 }
                 checked += 1;
             }
+            // Every event's own idempotency key applied once: no duplicate side effect, and
+            // no event answered under another event's key.
+            let (keys, repeated) = s.with_state(|st| {
+                (
+                    st.idempotent_applies.len(),
+                    st.idempotent_applies.values().filter(|n| **n > 1).count(),
+                )
+            });
+            if repeated > 0 {
+                bail!("{repeated} Shopify idempotency keys were applied more than once");
+            }
             Ok(format!(
-                "shopify_levels={checked} at their last version (one inventorySetQuantities quantity per event)"
+                "shopify_levels={checked} at their last version, idempotency_keys_applied={keys} \
+                 (one per event, each once; one inventorySetQuantities field per event)"
             ))
         }
         Emulator::Salesforce(sf) => {

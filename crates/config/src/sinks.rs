@@ -180,6 +180,16 @@ pub struct ShopifySinkConfig {
     /// Whether Shopify e-mails the customer when a fulfilment is created.
     #[serde(default = "default_true")]
     pub notify_customer: bool,
+    /// Inventory events per GraphQL document (1 – 100): the levels that lanes set at the same
+    /// time go out as one document of aliased `inventorySetQuantities` fields, each with its
+    /// own event's `@idempotent` key (10 cost points per field: 100 is Shopify's single-query
+    /// maximum of 1000); 1 sends one document per event. Above 1 the sink runs at least
+    /// 2 × `batch_size` lanes (capped at 256).
+    #[serde(default = "default_shopify_batch_size")]
+    pub batch_size: usize,
+    /// How long the first inventory event of a document waits for others (ms).
+    #[serde(default = "default_shopify_batch_linger_ms")]
+    pub batch_linger_ms: u64,
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
@@ -285,6 +295,12 @@ impl SinksConfig {
                 return Err(crate::ConfigError::invalid(
                     "sinks.shopify.apply",
                     format!("unknown {bad:?} (one of: {})", SHOPIFY_APPLY.join(", ")),
+                ));
+            }
+            if s.batch_size == 0 || s.batch_size > 100 {
+                return Err(crate::ConfigError::invalid(
+                    "sinks.shopify.batch_size",
+                    "must be between 1 and 100 (10 cost points per field; 1000 is the single query maximum)",
                 ));
             }
             if s.apply.iter().any(|a| a == "prices") && s.price_list.is_none() {
@@ -412,6 +428,12 @@ fn default_wms_webhook_system() -> String {
 }
 fn default_wms_webhook_tolerance() -> u64 {
     300
+}
+fn default_shopify_batch_size() -> usize {
+    50
+}
+fn default_shopify_batch_linger_ms() -> u64 {
+    2
 }
 fn default_shopify_api_version() -> String {
     "2026-04".into()

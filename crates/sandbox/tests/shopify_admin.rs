@@ -433,3 +433,185 @@ async fn mutations_fire_signed_webhooks() {
     let payload: Value = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(payload["available"], 3);
 }
+
+/// One document of several aliased `inventorySetQuantities`, each with its own variables
+/// and `@idempotent` key (what the Shopify sink sends for a batch of inventory events).
+fn aliased_set(n: usize) -> String {
+    let defs: Vec<String> = (0..n)
+        .map(|i| format!("$i{i}: InventorySetQuantitiesInput!, $k{i}: String!"))
+        .collect();
+    let fields: Vec<String> = (0..n)
+        .map(|i| format!("m{i}: inventorySetQuantities(input: $i{i}) @idempotent(key: $k{i}) {{ inventoryAdjustmentGroup {{ reason }} userErrors {{ field message code }} }}"))
+        .collect();
+    format!(
+        "mutation SetStock({}) {{ {} }}",
+        defs.join(", "),
+        fields.join(" ")
+    )
+}
+
+fn set_input(item: &str, location: &str, quantity: i64, change_from: Option<i64>) -> Value {
+    json!({"name": "available", "reason": "correction", "referenceDocumentUri": "tributary://event/x",
+           "quantities": [{"inventoryItemId": item, "locationId": location, "quantity": quantity, "changeFromQuantity": change_from}]})
+}
+
+/// Variables of an aliased document: `(input, key)` per field, in order.
+fn aliased_vars(fields: &[(Value, &str)]) -> Value {
+    let mut vars = serde_json::Map::new();
+    for (i, (input, key)) in fields.iter().enumerate() {
+        vars.insert(format!("i{i}"), input.clone());
+        vars.insert(format!("k{i}"), json!(key));
+    }
+    Value::Object(vars)
+}
+
+#[tokio::test]
+async fn aliased_mutations_run_each_under_its_own_idempotency_key() {
+    let s = shop(ShopifyOptions::default()).await;
+    let more = s.emu.add_product(
+        "Plates",
+        &[
+            VariantSeed {
+                sku: "PLATE-1".into(),
+                price: "4.00".into(),
+            },
+            VariantSeed {
+                sku: "PLATE-2".into(),
+                price: "4.00".into(),
+            },
+        ],
+    );
+    let (b, c) = (more.variants[0].1.clone(), more.variants[1].1.clone());
+    s.emu.set_inventory(&b, &s.location, 1).unwrap();
+    let level_gid = |item: &str| {
+        let i = item.rsplit('/').next().unwrap().parse().unwrap();
+        let l = s.location.rsplit('/').next().unwrap().parse().unwrap();
+        inventory_level_gid(i, l)
+    };
+
+    // Three fields: A and C apply; B's compare-and-swap is stale (a userError for B only).
+    let doc = aliased_set(3);
+    let vars = aliased_vars(&[
+        (set_input(&s.item, &s.location, 10, None), "key-a"),
+        (set_input(&b, &s.location, 20, Some(99)), "key-b"),
+        (set_input(&c, &s.location, 30, None), "key-c"),
+    ]);
+    let (status, first) = s.gql(&doc, vars).await;
+    assert_eq!(status, 200);
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(first["data"]["m0"]["userErrors"], json!([]));
+    assert_eq!(
+        first["data"]["m1"]["userErrors"][0]["code"],
+        "CHANGE_FROM_QUANTITY_STALE"
+    );
+    assert_eq!(first["data"]["m2"]["userErrors"], json!([]));
+    assert_eq!(s.emu.inventory(&s.item, &s.location).unwrap().available, 10);
+    assert_eq!(s.emu.inventory(&b, &s.location).unwrap().available, 1);
+    assert_eq!(s.emu.inventory(&c, &s.location).unwrap().available, 30);
+    assert_eq!(
+        (
+            s.emu.idempotent_applies("key-a"),
+            s.emu.idempotent_applies("key-b"),
+            s.emu.idempotent_applies("key-c")
+        ),
+        (1, 0, 1)
+    );
+    // The cost is the sum of the fields' (10 each), charged once for the document.
+    assert_eq!(first["extensions"]["cost"]["requestedQueryCost"], 30.0);
+    assert_eq!(first["extensions"]["cost"]["actualQueryCost"], 30.0);
+
+    // A replay of A in another document, under another alias, next to a new key D: A is
+    // answered from the store under its own key (no second write), D applies.
+    let vars = aliased_vars(&[
+        (set_input(&b, &s.location, 21, None), "key-d"),
+        (set_input(&s.item, &s.location, 10, None), "key-a"),
+    ]);
+    let (_, second) = s.gql(&aliased_set(2), vars).await;
+    assert_eq!(second["data"]["m1"], first["data"]["m0"]);
+    assert_eq!(second["data"]["m0"]["userErrors"], json!([]));
+    assert_eq!(s.emu.idempotent_replays("key-a"), 1);
+    assert_eq!(s.emu.idempotent_applies("key-a"), 1);
+    assert_eq!(s.emu.entity_writes(&level_gid(&s.item)), 1);
+    assert_eq!(s.emu.inventory(&b, &s.location).unwrap().available, 21);
+
+    // A single-field document with C's key gets C's stored payload too.
+    let (_, single) = s
+        .gql(SET, {
+            let mut v = set_input(&c, &s.location, 30, None);
+            v = json!({"input": v, "key": "key-c"});
+            v
+        })
+        .await;
+    assert_eq!(
+        single["data"]["inventorySetQuantities"],
+        first["data"]["m2"]
+    );
+    assert_eq!(s.emu.idempotent_applies("key-c"), 1);
+    assert_eq!(s.emu.entity_writes(&level_gid(&c)), 1);
+
+    // One field reusing a key with other parameters: that field fails (null, an error with
+    // its path); the next field of the document still runs.
+    let vars = aliased_vars(&[
+        (set_input(&s.item, &s.location, 11, None), "key-a"),
+        (set_input(&c, &s.location, 31, None), "key-e"),
+    ]);
+    let (status, mixed) = s.gql(&aliased_set(2), vars).await;
+    assert_eq!(status, 200);
+    assert!(mixed["data"]["m0"].is_null(), "{mixed}");
+    assert_eq!(mixed["errors"][0]["path"], json!(["m0"]));
+    assert_eq!(
+        mixed["errors"][0]["extensions"]["code"],
+        "IDEMPOTENCY_KEY_PARAMETER_MISMATCH"
+    );
+    assert_eq!(mixed["data"]["m1"]["userErrors"], json!([]));
+    assert_eq!(s.emu.inventory(&s.item, &s.location).unwrap().available, 10);
+    assert_eq!(s.emu.inventory(&c, &s.location).unwrap().available, 31);
+
+    // An unknown field fails the whole document before anything runs.
+    let bad = "mutation($i0: InventorySetQuantitiesInput!, $k0: String!) { m0: inventorySetQuantities(input: $i0) @idempotent(key: $k0) { userErrors { code } } m1: launchRocket(input: {}) { id } }";
+    let (_, refused) = s
+        .gql(
+            bad,
+            aliased_vars(&[(set_input(&s.item, &s.location, 12, None), "key-f")]),
+        )
+        .await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "undefinedField");
+    assert_eq!(s.emu.idempotent_applies("key-f"), 0);
+    assert_eq!(s.emu.inventory(&s.item, &s.location).unwrap().available, 10);
+}
+
+#[tokio::test]
+async fn an_aliased_document_over_the_bucket_is_throttled_as_a_whole() {
+    let s = shop(ShopifyOptions {
+        bucket_size: 25.0,
+        restore_rate: 1.0,
+        ..ShopifyOptions::default()
+    })
+    .await;
+    let vars = aliased_vars(&[
+        (set_input(&s.item, &s.location, 1, None), "t-0"),
+        (set_input(&s.item, &s.location, 2, None), "t-1"),
+        (set_input(&s.item, &s.location, 3, None), "t-2"),
+    ]);
+    let (status, throttled) = s.gql(&aliased_set(3), vars.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(throttled["errors"][0]["extensions"]["code"], "THROTTLED");
+    assert_eq!(throttled["extensions"]["cost"]["requestedQueryCost"], 30.0);
+    assert!(throttled["data"].is_null());
+    assert_eq!(s.emu.inventory(&s.item, &s.location).unwrap().available, 5);
+    assert_eq!(s.emu.idempotent_applies("t-0"), 0);
+    assert_eq!(s.emu.throttled_count(), 1);
+    // Two fields (20 points) fit the 25-point bucket.
+    let vars = aliased_vars(&[
+        (set_input(&s.item, &s.location, 1, None), "t-0"),
+        (set_input(&s.item, &s.location, 2, None), "t-1"),
+    ]);
+    let (_, ok) = s.gql(&aliased_set(2), vars).await;
+    assert!(ok["errors"].is_null(), "{ok}");
+    assert_eq!(s.emu.inventory(&s.item, &s.location).unwrap().available, 2);
+    // Fields run in document order: the same level written twice ends at the second value.
+    assert_eq!(
+        ok["data"]["m1"]["inventoryAdjustmentGroup"]["reason"],
+        "correction"
+    );
+}

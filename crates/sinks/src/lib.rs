@@ -16,6 +16,7 @@
 //! order (one lane per entity); different entities in parallel.
 
 pub mod admin;
+mod batch;
 mod error;
 mod http;
 pub mod metrics;

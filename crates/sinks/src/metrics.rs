@@ -14,6 +14,7 @@ pub const SF_REQUESTS: &str = "tributary_sink_salesforce_requests_total";
 pub const SF_BATCH_SIZE: &str = "tributary_sink_salesforce_batch_records";
 pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
+pub const SHOPIFY_STOCK_BATCH: &str = "tributary_sink_shopify_inventory_batch_fields";
 
 pub fn describe() {
     metrics::describe_gauge!(
@@ -63,6 +64,10 @@ pub fn describe() {
     metrics::describe_counter!(
         SF_TOKENS,
         "OAuth2 access tokens obtained (start, age, 401 INVALID_SESSION_ID)"
+    );
+    metrics::describe_histogram!(
+        SHOPIFY_STOCK_BATCH,
+        "inventorySetQuantities fields (one per event) per GraphQL document of several"
     );
     metrics::describe_gauge!(
         SF_API_USAGE,

@@ -29,10 +29,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, oneshot};
 use tributary_config::SalesforceSinkConfig;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
+use crate::batch::{BatchOptions, BatchSend, Batcher};
 use crate::http;
 use crate::state::EntityRecord;
 use crate::target::Outcome;
@@ -54,7 +54,7 @@ const TRANSIENT_RECORD_CODES: &[&str] = &[
 
 pub struct SalesforceTarget {
     api: std::sync::Arc<Api>,
-    batches: Option<mpsc::Sender<Pending>>,
+    batches: Option<Batcher<Pending>>,
 }
 
 /// The HTTP side: token cache, usage pacing, single and collection upserts.
@@ -91,7 +91,6 @@ enum Grant {
 struct Pending {
     object: &'static str,
     record: Map<String, Value>,
-    reply: oneshot::Sender<Result<(), ApplyError>>,
 }
 
 impl SalesforceTarget {
@@ -146,9 +145,15 @@ impl SalesforceTarget {
             usage: Mutex::new(None),
         });
         let batches = (cfg.batch_size > 1).then(|| {
-            let (tx, rx) = mpsc::channel(cfg.batch_size.max(cfg.delivery.lanes) * 2);
-            tokio::spawn(batcher(api.clone(), rx));
-            tx
+            Batcher::spawn(
+                api.clone(),
+                BatchOptions {
+                    size: cfg.batch_size,
+                    linger: Duration::from_millis(cfg.batch_linger_ms),
+                    concurrency: MAX_CONCURRENT_REQUESTS,
+                    queue: cfg.batch_size.max(cfg.delivery.lanes) * 2,
+                },
+            )
         });
         Ok(SalesforceTarget { api, batches })
     }
@@ -181,66 +186,30 @@ impl SalesforceTarget {
         };
         match &self.batches {
             None => self.api.upsert_one(object, &record).await?,
-            Some(tx) => {
-                let (reply, answer) = oneshot::channel();
-                tx.send(Pending {
-                    object,
-                    record,
-                    reply,
-                })
-                .await
-                .map_err(|_| ApplyError::transient("Salesforce batcher stopped"))?;
-                answer
-                    .await
-                    .map_err(|_| ApplyError::transient("Salesforce batch dropped"))??;
-            }
+            Some(batches) => batches.submit(Pending { object, record }).await?,
         }
         Ok(Outcome::Applied)
     }
 }
 
-/// Collects records per object for up to `batch_linger_ms` (or `batch_size`) and sends them
+/// Records are collected per object for up to `batch_linger_ms` (or `batch_size`) and sent
 /// as one collection upsert per object; every record's result goes back to its lane.
-/// Requests run concurrently, up to [`MAX_CONCURRENT_REQUESTS`].
-async fn batcher(api: std::sync::Arc<Api>, mut rx: mpsc::Receiver<Pending>) {
-    let linger = Duration::from_millis(api.cfg.batch_linger_ms);
-    let max = api.cfg.batch_size;
-    let requests = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => batch.push(p),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        // One request per object, records in arrival order.
-        let mut by_object: Vec<(&'static str, Vec<Pending>)> = Vec::new();
-        for p in batch {
-            match by_object.iter_mut().find(|(o, _)| *o == p.object) {
-                Some((_, v)) => v.push(p),
-                None => by_object.push((p.object, vec![p])),
-            }
-        }
-        // Requests run concurrently (up to MAX_CONCURRENT_REQUESTS) while the next batch
-        // gathers: a lane has one record in flight at a time, so no two requests in flight
-        // hold records of the same entity, and each entity's writes stay in order.
-        for (object, pending) in by_object {
-            let Ok(permit) = requests.clone().acquire_owned().await else {
-                return;
-            };
-            let api = api.clone();
-            tokio::spawn(async move {
-                let records: Vec<Map<String, Value>> =
-                    pending.iter().map(|p| p.record.clone()).collect();
-                let results = api.upsert_many(object, &records).await;
-                for (p, r) in pending.into_iter().zip(results) {
-                    let _ = p.reply.send(r);
-                }
-                drop(permit);
-            });
-        }
+/// Requests run concurrently (up to [`MAX_CONCURRENT_REQUESTS`]) while the next batch
+/// gathers: a lane has one record in flight at a time, so no two requests in flight hold
+/// records of the same entity, and each entity's writes stay in order.
+impl BatchSend for Api {
+    type Item = Pending;
+
+    fn group(&self, item: &Pending) -> &'static str {
+        item.object
+    }
+
+    async fn send(&self, items: Vec<Pending>) -> Vec<Result<(), ApplyError>> {
+        let Some(object) = items.first().map(|p| p.object) else {
+            return Vec::new();
+        };
+        let records: Vec<Map<String, Value>> = items.into_iter().map(|p| p.record).collect();
+        self.upsert_many(object, &records).await
     }
 }
 

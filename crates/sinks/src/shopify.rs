@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  inventory.level_changed ─► location code → location GID (config), SKU → inventory item
-//!     (cached from the `products` connection) ─► inventorySetQuantities @idempotent
+//!     (cached from the `products` connection) ─► inventorySetQuantities @idempotent, the
+//!     levels of concurrent lanes as aliased fields of one document (stock.rs)
 //!  order.*       (with external id `shopify`) ─► link recorded; erp_* custom attributes via
 //!                orderUpdate (other attributes kept)
 //!  fulfillment.* (shipped, order linked)      ─► fulfillmentCreate @idempotent with tracking
@@ -24,15 +25,17 @@
 mod catalog;
 mod customers;
 mod orders;
+mod stock;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tributary_config::ShopifySinkConfig;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
+use crate::batch::Batcher;
 use crate::http;
 use crate::state::{EntityRecord, StateStore};
 use crate::target::Outcome;
@@ -43,13 +46,22 @@ const SKU_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct ShopifyTarget {
     cfg: ShopifySinkConfig,
+    api: Arc<Api>,
+    items: tokio::sync::Mutex<SkuCache>,
+    /// Inventory levels of concurrent lanes, sent as one document (None: `batch_size` 1).
+    stock: Option<Batcher<stock::StockWrite>>,
+    /// Where order events leave the order's Shopify GID for its fulfilments.
+    state: StateStore,
+}
+
+/// The HTTP side, shared by the lanes and the inventory batcher: endpoint, token, client,
+/// the cost-bucket pacing.
+struct Api {
     token: String,
     url: String,
     client: reqwest::Client,
     bucket: Mutex<Pacer>,
-    items: tokio::sync::Mutex<SkuCache>,
-    /// Where order events leave the order's Shopify GID for its fulfilments.
-    state: StateStore,
+    quantity_name: String,
 }
 
 #[derive(Clone, Copy)]
@@ -111,19 +123,35 @@ impl ShopifyTarget {
             .access_token
             .resolve()
             .map_err(|e| SinkError::config("sinks.shopify.access_token", e.to_string()))?;
-        Ok(ShopifyTarget {
+        let api = Arc::new(Api {
             url: format!(
                 "{}/admin/api/{}/graphql.json",
                 cfg.base_url.trim_end_matches('/'),
                 cfg.api_version
             ),
             client: http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?,
-            cfg: cfg.clone(),
             token,
             bucket: Mutex::new(Pacer::default()),
+            quantity_name: cfg.quantity_name.clone(),
+        });
+        let stock = (cfg.batch_size > 1).then(|| stock::batcher(api.clone(), cfg));
+        Ok(ShopifyTarget {
+            cfg: cfg.clone(),
+            api,
             items: tokio::sync::Mutex::new(SkuCache::default()),
+            stock,
             state,
         })
+    }
+
+    /// Lanes the sink needs at least: a lane waits for its level's document, so twice
+    /// `batch_size` lets the next document fill while one is in flight.
+    pub fn min_lanes(&self) -> usize {
+        if self.stock.is_some() && self.applies("inventory") {
+            self.cfg.batch_size * 2
+        } else {
+            1
+        }
     }
 
     /// Order events are read for `fulfillments` too: they carry the link to Shopify's order.
@@ -198,18 +226,17 @@ impl ShopifyTarget {
             .as_ref()
             .map(|m| m.event_id.as_str())
             .unwrap_or("");
-        let query = format!(
-            "mutation SetStock($input: InventorySetQuantitiesInput!) {{ inventorySetQuantities(input: $input) @idempotent(key: {}) {{ inventoryAdjustmentGroup {{ id }} userErrors {{ field message code }} }} }}",
-            quoted(idempotency_key)
-        );
-        let variables = json!({"input": {
-            "name": self.cfg.quantity_name,
-            "reason": "correction",
-            "referenceDocumentUri": format!("tributary://event/{event_id}"),
-            "quantities": [{"inventoryItemId": item, "locationId": location, "quantity": quantity, "changeFromQuantity": null}],
-        }});
-        let data = self.graphql(&query, variables, MUTATION_COST).await?;
-        user_errors(&data["inventorySetQuantities"])?;
+        let write = stock::StockWrite {
+            item,
+            location: location.clone(),
+            quantity,
+            event_id: event_id.to_string(),
+            key: idempotency_key.to_string(),
+        };
+        match &self.stock {
+            Some(batcher) => batcher.submit(write).await?,
+            None => self.api.set_stock_alone(&write).await?,
+        }
         Ok(Outcome::Applied)
     }
 
@@ -272,6 +299,14 @@ impl ShopifyTarget {
         }
     }
 
+    /// One GraphQL request of the sink's own (orders, fulfilments, prices, customers,
+    /// the SKU catalogue); returns `data`.
+    async fn graphql(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
+        self.api.graphql(query, variables, cost).await
+    }
+}
+
+impl Api {
     /// Waits until the cost bucket (as last reported, less the claims since) holds `cost`,
     /// then claims it. Before the first answer the bucket is unknown and requests go ahead
     /// (a few THROTTLED answers at start-up are possible and retried).
@@ -283,12 +318,15 @@ impl ShopifyTarget {
                 let wait = match p.bucket.as_mut() {
                     Some(b) if b.restore_rate > 0.0 => {
                         let now = b.now();
-                        if now >= cost {
+                        // A document dearer than the whole bucket waits for a full one
+                        // (not forever); Shopify takes what it can hold.
+                        let need = cost.min(b.maximum);
+                        if now >= need {
                             b.available = now - cost;
                             b.at = Instant::now();
                             None
                         } else {
-                            Some(Duration::from_secs_f64((cost - now) / b.restore_rate))
+                            Some(Duration::from_secs_f64((need - now) / b.restore_rate))
                         }
                     }
                     _ => None,
@@ -351,8 +389,10 @@ impl ShopifyTarget {
             .then(|| Duration::from_secs_f64((requested - available) / restore_rate))
     }
 
-    /// One GraphQL request; returns `data`, or the classified error.
-    async fn graphql(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
+    /// One GraphQL request; returns the whole answer (`data`, and the `errors` of single
+    /// fields), or the failure of the request as a whole: no answer, an HTTP error status,
+    /// THROTTLED (the document ran none of its fields).
+    async fn request(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
         let claim = self.pace(cost).await;
         let resp = self
             .client
@@ -369,40 +409,57 @@ impl ShopifyTarget {
         let refill = body.as_ref().and_then(|b| self.remember_bucket(b, &claim));
         drop(claim);
         // THROTTLED comes as 200 or 429: look at the body first.
-        if let Some(errors) = body.as_ref().and_then(|b| b["errors"].as_array()) {
-            let code = errors
-                .first()
-                .and_then(|e| e["extensions"]["code"].as_str())
-                .unwrap_or("");
-            if code == "THROTTLED" {
-                return Err(ApplyError::Transient {
-                    reason: "THROTTLED".into(),
-                    retry_after: retry_after.or(refill).or(Some(Duration::from_secs(1))),
-                    throttled: true,
-                });
-            }
-            if status.is_success() {
-                let message = errors
-                    .first()
-                    .and_then(|e| e["message"].as_str())
-                    .unwrap_or("GraphQL error");
-                return Err(ApplyError::definite(
-                    format!("{code}: {message}"),
-                    http::truncate(&text, 4000),
-                ));
-            }
+        let first_code = body
+            .as_ref()
+            .and_then(|b| b["errors"][0]["extensions"]["code"].as_str());
+        if first_code == Some("THROTTLED") {
+            return Err(ApplyError::Transient {
+                reason: "THROTTLED".into(),
+                retry_after: retry_after.or(refill).or(Some(Duration::from_secs(1))),
+                throttled: true,
+            });
         }
         if !status.is_success() {
             return Err(http::classify(status, retry_after, &text));
         }
         match body {
-            Some(mut b) if b["data"].is_object() => Ok(b["data"].take()),
+            Some(b) if b.is_object() => Ok(b),
             _ => Err(ApplyError::transient(format!(
                 "Shopify answered {status} without data: {}",
                 http::truncate(&text, 300)
             ))),
         }
     }
+
+    /// One GraphQL request whose every error is the request's; returns `data`.
+    async fn graphql(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
+        let mut body = self.request(query, variables, cost).await?;
+        if let Some(error) = body["errors"].as_array().and_then(|e| e.first()) {
+            return Err(graphql_error(error, &body));
+        }
+        if body["data"].is_object() {
+            Ok(body["data"].take())
+        } else {
+            Err(ApplyError::transient(format!(
+                "Shopify answered without data: {}",
+                http::truncate(&body.to_string(), 300)
+            )))
+        }
+    }
+}
+
+/// A GraphQL error of a request or of one field (other than THROTTLED, which fails the
+/// request): the target refusing it, unless its idempotency key is still in flight.
+fn graphql_error(error: &Value, body: &Value) -> ApplyError {
+    let code = error["extensions"]["code"].as_str().unwrap_or("");
+    let message = error["message"].as_str().unwrap_or("GraphQL error");
+    if code == "IDEMPOTENCY_CONCURRENT_REQUEST" {
+        return ApplyError::transient("idempotency key in flight");
+    }
+    ApplyError::definite(
+        format!("{code}: {message}"),
+        http::truncate(&body.to_string(), 4000),
+    )
 }
 
 /// A mutation payload's `userErrors`: none is success; an idempotency key still in flight is

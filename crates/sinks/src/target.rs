@@ -38,12 +38,14 @@ impl Target {
         )
     }
 
-    /// Lanes a worker needs at least: a lane waits for its record's collection request, so
-    /// fewer lanes than records per request would leave requests part-empty.
+    /// Lanes a worker needs at least: a lane waits for its record's batched request
+    /// (Salesforce collections, Shopify inventory documents), so fewer lanes than records
+    /// per request would leave requests part-empty.
     pub fn min_lanes(&self) -> usize {
         match self {
             Target::Salesforce(t) => t.min_lanes(),
-            _ => 1,
+            Target::Shopify(t) => t.min_lanes(),
+            Target::Wms(_) => 1,
         }
     }
 

@@ -1,10 +1,13 @@
 //! The GraphQL subset the Shopify emulator understands.
 //!
 //! One operation per request (`query`/`mutation`, named or anonymous, variable definitions
-//! skipped); only its **first root field** is executed. Arguments may be variables (`$input`) or
-//! literals (strings, numbers, booleans, null, enums, lists, objects). Directives after the
-//! arguments are parsed; `@idempotent(key: ...)` is honoured. The selection set is not
-//! interpreted: the emulator answers with the whole payload object of the root field.
+//! skipped) with one or more root fields, each optionally aliased
+//! (`m0: inventorySetQuantities(...) m1: inventorySetQuantities(...)`): every root field is
+//! executed, in order, and answered under its response key (alias, else name). Arguments may
+//! be variables (`$input`) or literals (strings, numbers, booleans, null, enums, lists,
+//! objects). Directives after the arguments are parsed; `@idempotent(key: ...)` is honoured per
+//! field. Selection sets are skipped, not interpreted: the emulator answers with the whole
+//! payload object of each root field. Fragments after the operation are ignored.
 
 use serde_json::{Map, Value};
 
@@ -18,9 +21,18 @@ pub enum OpKind {
 #[derive(Clone, Debug)]
 pub struct Operation {
     pub kind: OpKind,
-    /// The root field's name (alias resolved).
-    pub field: String,
-    /// The root field's arguments with variables substituted.
+    /// The root fields in document order (mutations run serially in this order).
+    pub fields: Vec<RootField>,
+}
+
+/// One root field of the operation.
+#[derive(Clone, Debug)]
+pub struct RootField {
+    /// Where the result goes in `data`: the alias, else the field's name.
+    pub response_key: String,
+    /// The field's name (alias resolved).
+    pub name: String,
+    /// The field's arguments with variables substituted.
     pub args: Map<String, Value>,
     /// `@idempotent(key: ...)`, if present.
     pub idempotency_key: Option<String>,
@@ -77,13 +89,38 @@ impl Parser<'_> {
             }
         }
         self.expect('{')?;
-        self.ws();
-        let mut field = self.ident()?;
+        let mut fields = Vec::new();
+        loop {
+            self.ws();
+            match self.peek() {
+                Some('}') => {
+                    self.pos += 1;
+                    break;
+                }
+                None => return Err("Parse error: missing '}' at the end of the operation".into()),
+                _ => fields.push(self.root_field()?),
+            }
+        }
+        if fields.is_empty() {
+            return Err("Parse error: an operation needs at least one field".into());
+        }
+        Ok(Operation { kind, fields })
+    }
+
+    fn root_field(&mut self) -> Result<RootField, String> {
+        if self.peek() == Some('.') {
+            return Err(format!(
+                "Parse error: fragment spreads at the root are not supported (emulator subset) at {}",
+                self.pos
+            ));
+        }
+        let mut name = self.ident()?;
+        let response_key = name.clone();
         self.ws();
         if self.peek() == Some(':') {
             self.pos += 1;
             self.ws();
-            field = self.ident()?;
+            name = self.ident()?;
             self.ws();
         }
         let args = if self.peek() == Some('(') {
@@ -95,14 +132,14 @@ impl Parser<'_> {
         self.ws();
         while self.peek() == Some('@') {
             self.pos += 1;
-            let name = self.ident()?;
+            let directive = self.ident()?;
             self.ws();
             let dargs = if self.peek() == Some('(') {
                 self.arguments()?
             } else {
                 Map::new()
             };
-            if name == "idempotent" {
+            if directive == "idempotent" {
                 match dargs.get("key") {
                     Some(Value::String(k)) if !k.is_empty() => idempotency_key = Some(k.clone()),
                     _ => {
@@ -114,9 +151,12 @@ impl Parser<'_> {
             }
             self.ws();
         }
-        Ok(Operation {
-            kind,
-            field,
+        if self.peek() == Some('{') {
+            self.skip_balanced('{', '}')?;
+        }
+        Ok(RootField {
+            response_key,
+            name,
             args,
             idempotency_key,
         })
@@ -305,9 +345,61 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(op.kind, OpKind::Mutation);
-        assert_eq!(op.field, "inventorySetQuantities");
-        assert_eq!(op.args["input"]["name"], "available");
-        assert_eq!(op.idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!(op.fields.len(), 1);
+        let f = &op.fields[0];
+        assert_eq!(f.name, "inventorySetQuantities");
+        assert_eq!(f.response_key, "r");
+        assert_eq!(f.args["input"]["name"], "available");
+        assert_eq!(f.idempotency_key.as_deref(), Some("k-1"));
+    }
+
+    #[test]
+    fn several_aliased_root_fields_each_with_its_key() {
+        let vars = json!({"i0": {"name": "a"}, "k0": "key-0", "i1": {"name": "b"}, "k1": "key-1"});
+        let Value::Object(vars) = vars else {
+            unreachable!()
+        };
+        let op = parse(
+            "mutation SetStock($i0: InventorySetQuantitiesInput!, $k0: String!, $i1: InventorySetQuantitiesInput!, $k1: String!) {\n\
+             m0: inventorySetQuantities(input: $i0) @idempotent(key: $k0) { inventoryAdjustmentGroup { id } userErrors { field message code } }\n\
+             m1: inventorySetQuantities(input: $i1) @idempotent(key: $k1) { userErrors { field message code } }\n\
+             m2: inventorySetQuantities(input: {name: \"c\", note: \"{ not a brace }\"}) @idempotent(key: \"lit\") { userErrors { code } }\n\
+             }",
+            &vars,
+        )
+        .expect("parses");
+        let keys: Vec<(&str, &str, Option<&str>)> = op
+            .fields
+            .iter()
+            .map(|f| {
+                (
+                    f.response_key.as_str(),
+                    f.name.as_str(),
+                    f.idempotency_key.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("m0", "inventorySetQuantities", Some("key-0")),
+                ("m1", "inventorySetQuantities", Some("key-1")),
+                ("m2", "inventorySetQuantities", Some("lit")),
+            ]
+        );
+        assert_eq!(op.fields[1].args["input"]["name"], "b");
+        assert_eq!(op.fields[2].args["input"]["note"], "{ not a brace }");
+        // Unaliased fields answer under their name; an unterminated operation is an error.
+        let q = parse(
+            "{ shop { name } locations(first: 2) { nodes { id } } }",
+            &Map::new(),
+        )
+        .expect("parses");
+        assert_eq!(q.fields.len(), 2);
+        assert_eq!(q.fields[1].response_key, "locations");
+        assert!(parse("mutation { a: x(i: 1) { id }", &Map::new()).is_err());
+        assert!(parse("mutation { }", &Map::new()).is_err());
+        assert!(parse("mutation { ...F }", &Map::new()).is_err());
     }
 
     #[test]
@@ -315,8 +407,8 @@ mod tests {
         let op = parse("{ orders(first: 5, query: \"updated_at:>'x'\", reverse: false) { edges { node { id } } } }", &Map::new())
             .expect("parses");
         assert_eq!(op.kind, OpKind::Query);
-        assert_eq!(op.args["first"], 5);
-        assert_eq!(op.args["query"], "updated_at:>'x'");
+        assert_eq!(op.fields[0].args["first"], 5);
+        assert_eq!(op.fields[0].args["query"], "updated_at:>'x'");
         assert!(parse("mutation { x(a: ) }", &Map::new()).is_err());
     }
 }

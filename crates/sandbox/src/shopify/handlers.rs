@@ -1,14 +1,16 @@
-//! HTTP handlers: GraphQL (auth, cost bucket, `@idempotent` store, dispatch) and REST lists.
+//! HTTP handlers: GraphQL (auth, cost bucket, per-field `@idempotent` store, dispatch of
+//! every root field) and REST lists.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::graphql::{self, OpKind, Operation};
-use super::mutations::{self, Changed};
+use super::graphql::{self, OpKind, Operation, RootField};
+use super::mutations::{self, Changed, GqlError};
+use super::state::ShopState;
 use super::{lock, queries, state, Shopify};
 use crate::util::query_pairs;
 
@@ -71,11 +73,35 @@ pub(super) async fn graphql(
         Ok(op) => op,
         Err(msg) => return Json(gql_error(&msg, "PARSE_ERROR")).into_response(),
     };
-    let requested = if op.kind == OpKind::Mutation {
-        10.0
-    } else {
-        queries::cost(&op.args)
-    };
+    // An unknown field fails validation: nothing of the document runs, as on Shopify.
+    if let Some(unknown) = op.fields.iter().find(|f| !known_field(op.kind, &f.name)) {
+        let root = if op.kind == OpKind::Mutation {
+            "Mutation"
+        } else {
+            "QueryRoot"
+        };
+        return Json(gql_error(
+            &format!(
+                "Field '{}' doesn't exist on type '{root}' (emulator subset)",
+                unknown.name
+            ),
+            "undefinedField",
+        ))
+        .into_response();
+    }
+    // The document's cost is the sum of its root fields'; the bucket is charged for the
+    // whole document at once, so a throttled document runs none of its fields.
+    let requested: f64 = op
+        .fields
+        .iter()
+        .map(|f| {
+            if op.kind == OpKind::Mutation {
+                MUTATION_COST
+            } else {
+                queries::cost(&f.args)
+            }
+        })
+        .sum();
     let (max, throttled_status) = {
         let o = lock(&shop.inner.opts);
         (o.bucket_size, o.throttled_status)
@@ -100,86 +126,139 @@ pub(super) async fn graphql(
         let status = StatusCode::from_u16(throttled_status).unwrap_or(StatusCode::OK);
         return (status, Json(body)).into_response();
     }
-    let (mut body, changed) = execute(&shop, &version, &op);
+    let (mut body, changed) = execute(&shop, &version, op);
     body["extensions"] = cost_ext(requested, available);
     shop.fire(&changed);
     Json(body).into_response()
 }
 
-/// Executes the operation under the state lock; returns the response body and what changed.
-fn execute(shop: &Shopify, version: &str, op: &Operation) -> (Value, Vec<Changed>) {
+/// Requested cost of one mutation field (Shopify: 10 points).
+const MUTATION_COST: f64 = 10.0;
+
+fn known_field(kind: OpKind, name: &str) -> bool {
+    match kind {
+        OpKind::Query => queries::FIELDS.contains(&name),
+        OpKind::Mutation => mutations::FIELDS.contains(&name),
+    }
+}
+
+/// Runs every root field in order under one state lock; returns the response body and what
+/// changed. A field's error nulls that field only (`errors[].path` names it); the others
+/// still run. When no field produced a value the body has `errors` only, as a
+/// single-field document always had.
+fn execute(shop: &Shopify, version: &str, op: Operation) -> (Value, Vec<Changed>) {
     let mut s = lock(&shop.inner.state);
-    if op.kind == OpKind::Query {
-        return match queries::execute(&s, &op.field, &op.args) {
-            Some(Ok(v)) => (json!({"data": {op.field.as_str(): v}}), vec![]),
-            Some(Err(e)) => (gql_error(&e.message, e.code), vec![]),
-            None => (
-                gql_error(
-                    &format!(
-                        "Field '{}' doesn't exist on type 'QueryRoot' (emulator subset)",
-                        op.field
-                    ),
-                    "undefinedField",
-                ),
-                vec![],
-            ),
+    let mut data = Map::new();
+    let mut errors = Vec::new();
+    let mut changed = Vec::new();
+    let fields = op.fields.len();
+    for field in op.fields {
+        let result = match op.kind {
+            OpKind::Query => match queries::execute(&s, &field.name, &field.args) {
+                Some(Ok(v)) => Ok((field.response_key, v)),
+                Some(Err(e)) => Err((field.response_key, e)),
+                None => {
+                    let e = undefined(&field, "QueryRoot");
+                    Err((field.response_key, e))
+                }
+            },
+            OpKind::Mutation => mutate(&mut s, version, field, &mut changed),
         };
+        match result {
+            Ok((key, v)) => {
+                data.insert(key, v);
+            }
+            Err((key, e)) => {
+                errors.push(json!({"message": e.message, "path": [key],
+                                   "extensions": {"code": e.code}}));
+                data.insert(key, Value::Null);
+            }
+        }
     }
-    if op.idempotency_key.is_none() && idempotency_required(version, &op.field) {
-        return (
-            gql_error(
-                "The @idempotent directive is required for this mutation.",
-                "IDEMPOTENCY_KEY_REQUIRED",
-            ),
-            vec![],
-        );
+    if errors.len() == fields {
+        return (json!({ "errors": errors }), changed);
     }
-    let fingerprint = format!("{}:{}", op.field, Value::Object(op.args.clone()));
-    if let Some(key) = &op.idempotency_key {
+    let mut body = json!({ "data": data });
+    if !errors.is_empty() {
+        body["errors"] = Value::Array(errors);
+    }
+    (body, changed)
+}
+
+fn undefined(field: &RootField, root: &str) -> GqlError {
+    GqlError {
+        message: format!(
+            "Field '{}' doesn't exist on type '{root}' (emulator subset)",
+            field.name
+        ),
+        code: "undefinedField",
+    }
+}
+
+/// One mutation field with its own `@idempotent` key: a key seen before answers its stored
+/// payload (no second side effect), whatever else the document holds. Returns the field's
+/// response key with its payload or error.
+fn mutate(
+    s: &mut ShopState,
+    version: &str,
+    field: RootField,
+    changed: &mut Vec<Changed>,
+) -> Result<(String, Value), (String, GqlError)> {
+    let RootField {
+        response_key,
+        name,
+        args,
+        idempotency_key,
+    } = field;
+    if idempotency_key.is_none() && idempotency_required(version, &name) {
+        let e = GqlError {
+            message: "The @idempotent directive is required for this mutation.".into(),
+            code: "IDEMPOTENCY_KEY_REQUIRED",
+        };
+        return Err((response_key, e));
+    }
+    if let Some(key) = &idempotency_key {
         if let Some(stored) = s.idempotency.get_mut(key) {
-            if stored.fingerprint != fingerprint {
-                return (
-                    gql_error(
-                        "The same idempotency key was used with different parameters.",
-                        "IDEMPOTENCY_KEY_PARAMETER_MISMATCH",
-                    ),
-                    vec![],
-                );
+            if stored.field != name || stored.args != args {
+                let e = GqlError {
+                    message: "The same idempotency key was used with different parameters.".into(),
+                    code: "IDEMPOTENCY_KEY_PARAMETER_MISMATCH",
+                };
+                return Err((response_key, e));
             }
             stored.replays += 1;
-            return (stored.response.clone(), vec![]);
+            return Ok((response_key, stored.payload.clone()));
         }
     }
-    let (body, changed) = match mutations::execute(&mut s, &op.field, &op.args) {
-        Some(Ok((payload, changed))) => (json!({"data": {op.field.as_str(): payload}}), changed),
-        Some(Err(e)) => return (gql_error(&e.message, e.code), vec![]),
+    let (payload, applied) = match mutations::execute(s, &name, &args) {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(e)) => return Err((response_key, e)),
         None => {
-            return (
-                gql_error(
-                    &format!(
-                        "Field '{}' doesn't exist on type 'Mutation' (emulator subset)",
-                        op.field
-                    ),
-                    "undefinedField",
+            let e = GqlError {
+                message: format!(
+                    "Field '{name}' doesn't exist on type 'Mutation' (emulator subset)"
                 ),
-                vec![],
-            )
+                code: "undefinedField",
+            };
+            return Err((response_key, e));
         }
     };
-    if let Some(key) = &op.idempotency_key {
-        if !changed.is_empty() {
+    if let Some(key) = idempotency_key {
+        if !applied.is_empty() {
             *s.idempotent_applies.entry(key.clone()).or_default() += 1;
         }
         s.idempotency.insert(
-            key.clone(),
+            key,
             state::IdempotentResult {
-                fingerprint,
-                response: body.clone(),
+                field: name,
+                args,
+                payload: payload.clone(),
                 replays: 0,
             },
         );
     }
-    (body, changed)
+    changed.extend(applied);
+    Ok((response_key, payload))
 }
 
 pub(super) async fn rest(

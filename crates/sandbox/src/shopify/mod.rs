@@ -1,9 +1,10 @@
 //! Shopify Admin API emulator (GraphQL subset, REST reconciliation lists) and webhook sender.
 //!
 //! ```text
-//!  sink ──POST /admin/api/<v>/graphql.json──► auth ─► cost bucket ─► @idempotent store ─► mutation
-//!                                                                                         │
-//!  source ◄──────────── signed webhook (orders/updated, inventory_levels/update, …) ◄─────┘
+//!  sink ──POST /admin/api/<v>/graphql.json──► auth ─► cost bucket (sum of the root fields)
+//!     ─► per root field, in order: @idempotent store (its own key) ─► mutation ─► data.<alias>
+//!                                                                                  │
+//!  source ◄──────── signed webhook (orders/updated, inventory_levels/update, …) ◄───┘
 //! ```
 
 mod graphql;
@@ -25,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use graphql::{OpKind, Operation};
+pub use graphql::{OpKind, Operation, RootField};
 pub use handle::{SeededOrder, SeededProduct, VariantSeed};
 pub use mutations::inventory_level_gid;
 pub use state::{

@@ -86,6 +86,20 @@ fn valid_money(p: &str) -> bool {
     p.parse::<f64>().is_ok_and(|v| v.is_finite() && v >= 0.0)
 }
 
+/// The mutation fields the emulator knows (what [`execute`] dispatches).
+pub const FIELDS: &[&str] = &[
+    "inventorySetQuantities",
+    "inventoryAdjustQuantities",
+    "orderUpdate",
+    "orderClose",
+    "orderOpen",
+    "orderCancel",
+    "fulfillmentCreate",
+    "productVariantsBulkUpdate",
+    "customerCreate",
+    "customerUpdate",
+];
+
 /// Runs mutation `name`; `None` if the emulator does not know it.
 pub fn execute(s: &mut ShopState, name: &str, args: &Map<String, Value>) -> Option<Outcome> {
     Some(match name {

@@ -18,6 +18,21 @@ pub fn cost(args: &Map<String, Value>) -> f64 {
         .unwrap_or(1.0)
 }
 
+/// The query root fields the emulator knows (what [`execute`] dispatches).
+pub const FIELDS: &[&str] = &[
+    "orders",
+    "customers",
+    "products",
+    "shop",
+    "locations",
+    "location",
+    "order",
+    "customer",
+    "product",
+    "productVariant",
+    "inventoryItem",
+];
+
 /// Runs query root field `name`; `None` if the emulator does not know it.
 pub fn execute(
     s: &ShopState,
