@@ -984,9 +984,7 @@ async fn mixed_faults_across_three_targets() -> Result<()> {
         invalid: true,
     };
     let w = Workload::generate(scale, 7);
-    let mut opts = Options::new(scale);
-    // Sessions expire during the run: 401 INVALID_SESSION_ID, a new token, the call again.
-    opts.sf.token_ttl = Duration::from_secs(2);
+    let opts = Options::new(scale);
     let env = Env::start(&opts).await?;
     // ~10 % transient failures per target, of every kind it has: server errors, requests
     // held past the client's timeout, answers lost after the write was applied, throttling.
@@ -997,8 +995,27 @@ async fn mixed_faults_across_three_targets() -> Result<()> {
         faults.fail_randomly(Fault::RateLimited, 0.03);
         faults.fail_randomly(Fault::Timeout(held), 0.015);
         faults.fail_randomly(Fault::TimeoutAfterApply(held), 0.015);
+        // Batched targets make a few hundred requests: one of each kind up front, so that
+        // every kind is seen whatever the dice say.
+        for kind in [
+            Fault::ServerError(503),
+            Fault::RateLimited,
+            Fault::Timeout(held),
+            Fault::TimeoutAfterApply(held),
+        ] {
+            faults.fail_next(1, kind);
+        }
     }
     let bridge = env.bridge().await?;
+    // Sessions expire during the run: 401 INVALID_SESSION_ID, a new token, the call again.
+    // Expired by the test every 400 ms rather than by a TTL, which a fast run can outlast.
+    let sessions = env.sf.clone();
+    let expiring = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            sessions.expire_tokens();
+        }
+    });
     let erp = env.pg.connect("erp").await?;
     for sql in &w.batches {
         erp.batch_execute(sql).await?;
@@ -1008,6 +1025,7 @@ async fn mixed_faults_across_three_targets() -> Result<()> {
     let applied = started.elapsed();
 
     eprintln!("ERP written after {written:?}, targets final after {applied:?}");
+    expiring.abort();
     let client = env.nats.connect().await?;
     let events = retail_events(&client).await?;
     assert!(
