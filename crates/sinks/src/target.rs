@@ -3,6 +3,7 @@
 
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
+use crate::activity::Activity;
 use crate::salesforce::SalesforceTarget;
 use crate::shopify::ShopifyTarget;
 use crate::state::EntityRecord;
@@ -44,6 +45,14 @@ impl Target {
         match self {
             Target::Salesforce(t) => t.min_lanes(),
             _ => 1,
+        }
+    }
+
+    /// The lane activity the target watches, if it gathers records of several lanes.
+    pub(crate) fn activity(&self) -> Option<std::sync::Arc<Activity>> {
+        match self {
+            Target::Salesforce(t) => t.activity(),
+            _ => None,
         }
     }
 
