@@ -4,7 +4,7 @@
 //! ```text
 //!  per sink, one after the other (each alone on the two cores):
 //!    fresh nats-server ─► RETAIL ◄── bench publishes N DomainEvents (pipelined acks)
-//!    emulator (in this process, limits off, request log off) ◄── seeded
+//!    emulator (in this process, limits off, request log off, Salesforce CDC log off) ◄── seeded
 //!    tributary run (that sink only; an idle [[shopify]] webhook source, no PostgreSQL)
 //!       timed from spawn until the sink's consumer has acked the stream's last sequence
 //!    the emulator's final state is checked against the events (a bench that applies
@@ -77,7 +77,8 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     println!("load average before: {}", procfs::load_average());
     println!(
         "setup: one phase per sink, each with a fresh nats-server (JetStream file store, {}), \
-         the emulator in this process with rate limits off and its request log off, the bridge \
+         the emulator in this process with rate limits off and its request log off (Salesforce: \
+         no CDC events for REST writes), the bridge \
          running only that sink (lanes={}, salesforce/shopify batch_size={} batch_linger_ms={}); no PostgreSQL",
         match settings.durability {
             Durability::Always => "sync_interval=always",
@@ -222,6 +223,9 @@ async fn run_phase(sink: &str, args: &Args, settings: &Settings) -> anyhow::Resu
             })
             .await?;
             sf.requests().set_enabled(false);
+            // Nothing subscribes to the emulator's CDC log here; a real org encodes its
+            // change events on its own machines, not on the bridge's cores.
+            sf.set_rest_change_events(false);
             (
                 Emulator::Salesforce(sf),
                 salesforce_events(args.events, args.entities),
@@ -238,7 +242,7 @@ async fn run_phase(sink: &str, args: &Args, settings: &Settings) -> anyhow::Resu
     drop(events);
 
     // The bridge: this sink only.
-    let config = write_config(dir.path(), &nats.url(), sink, &emulator, args)?;
+    let (config, http_port) = write_config(dir.path(), &nats.url(), sink, &emulator, args)?;
     let binary = match &settings.bridge_binary {
         Some(p) => p.clone(),
         None => env::find_bridge_binary()?,
@@ -271,6 +275,9 @@ async fn run_phase(sink: &str, args: &Args, settings: &Settings) -> anyhow::Resu
         .map_or(f64::NAN, |(a, b)| a - b);
     let bench_cpu = procfs::cpu_secs(std::process::id()).unwrap_or(0.0) - bench_cpu_before;
     let stats = sampler.finish().await;
+    for line in sink_metrics(http_port, sink).await {
+        println!("{sink}: bridge metric {line}");
+    }
     let log_errors = bridge
         .log_text()
         .lines()
@@ -540,8 +547,9 @@ fn write_config(
     sink: &str,
     emulator: &Emulator,
     args: &Args,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, u16)> {
     let q = env::toml_string;
+    let http = tributary_testkit::try_free_port()?;
     let mut delivery = String::from("request_timeout_ms = 10000\n");
     if let Some(lanes) = args.lanes {
         let _ = writeln!(delivery, "lanes = {lanes}");
@@ -594,14 +602,37 @@ domain_events = false
 
 [sinks]
 {section}"#,
-        http = tributary_testkit::try_free_port()?,
         webhook = tributary_testkit::try_free_port()?,
         nats = q(nats_url),
     );
     tributary_config::parse(&text).context("the generated bridge configuration is invalid")?;
     let path = dir.join(format!("tributary-sinks-{sink}.toml"));
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    Ok((path, http))
+}
+
+/// The bridge's `tributary_sink_<sink>_…` metric lines (HTTP/1.0 GET of `/metrics`), to
+/// show how the sink sent its requests; empty when they cannot be read.
+async fn sink_metrics(port: u16, sink: &str) -> Vec<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let fetch = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await?;
+        Ok::<_, std::io::Error>(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let prefix = format!("tributary_sink_{sink}_");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && !l.contains("_bucket{"))
+        .map(str::to_owned)
+        .collect()
 }
 
 struct Drained {
@@ -762,10 +793,11 @@ fn verify(emulator: &Emulator, args: &Args) -> anyhow::Result<String> {
                 }
             }
             Ok(format!(
-                "contacts={} orders={} at their last version, record_writes={}",
+                "contacts={} orders={} at their last version, record_writes={} api_requests={}",
                 contacts.len(),
                 order_records.len(),
-                sf.writes().len()
+                sf.writes().len(),
+                sf.api_usage().0
             ))
         }
     }

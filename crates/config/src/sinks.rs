@@ -238,7 +238,10 @@ pub struct SalesforceSinkConfig {
     /// (`PATCH …/sobjects/<Object>/<field>/<value>`).
     #[serde(default = "default_salesforce_batch_size")]
     pub batch_size: usize,
-    /// How long the first record of a batch waits for others (ms).
+    /// The longest a record waits for others to join its batch (ms). A batch leaves earlier
+    /// when it holds `batch_size` records or, under a backlog, as soon as no request is in
+    /// flight and no lane can add a record (live events, which may come to an idle lane at any
+    /// moment, wait for this).
     #[serde(default = "default_salesforce_batch_linger_ms")]
     pub batch_linger_ms: u64,
     /// The access token is renewed after this age even without a 401 (client credentials

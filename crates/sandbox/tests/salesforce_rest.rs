@@ -415,3 +415,40 @@ async fn request_limit_and_injected_faults() {
     );
     assert_eq!(o.emu.write_count("Account", "D"), 1);
 }
+
+#[tokio::test]
+async fn lookups_follow_updated_values_and_rest_change_events_can_be_off() {
+    let o = org(SalesforceOptions::default()).await;
+    let path = "sobjects/Contact/External_Id__c/C-9";
+    let body = json!({"LastName": "Lee", "FirstName": "Ann", "Email": "a@example.com"});
+    assert_eq!(o.patch(path, body, None).await.0, 201);
+    assert_eq!(o.emu.cdc_event_count(), 1);
+    let body = json!({"Email": "b@example.com"});
+    assert_eq!(o.patch(path, body, None).await.0, 200);
+    assert_eq!(o.emu.cdc_event_count(), 2);
+    let find = |field: &str, value: &str| {
+        o.emu
+            .record_by("Contact", field, value)
+            .and_then(|r| r.fields["External_Id__c"].as_str().map(str::to_owned))
+    };
+    assert_eq!(find("Email", "b@example.com").as_deref(), Some("C-9"));
+    assert_eq!(
+        find("Email", "a@example.com"),
+        None,
+        "the old value is gone"
+    );
+    assert_eq!(
+        find("FirstName", "Ann").as_deref(),
+        Some("C-9"),
+        "unchanged"
+    );
+    assert_eq!(find("External_Id__c", "C-9").as_deref(), Some("C-9"));
+
+    // Off: writes apply, the CDC log stays as it was.
+    o.emu.set_rest_change_events(false);
+    let body = json!({"LastName": "Lee-Smith"});
+    assert_eq!(o.patch(path, body, None).await.0, 200);
+    assert_eq!(find("LastName", "Lee-Smith").as_deref(), Some("C-9"));
+    assert_eq!(find("LastName", "Lee"), None);
+    assert_eq!(o.emu.cdc_event_count(), 2);
+}

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::ApplyError;
+use crate::activity::Activity;
+use crate::{metrics as m, ApplyError};
 
 /// A target's side of a batched request.
 pub(crate) trait BatchSend: Send + Sync + 'static {
@@ -40,9 +41,11 @@ pub(crate) trait BatchSend: Send + Sync + 'static {
 /// How a batcher gathers and sends.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchOptions {
+    /// The sink, for the metrics.
+    pub sink: &'static str,
     /// Items per request at most.
     pub size: usize,
-    /// How long the first item of a batch waits for others.
+    /// How long the first item of a batch waits for others at most.
     pub linger: Duration,
     /// Requests in flight at once (a new batch gathers while earlier ones are sent).
     pub concurrency: usize,
@@ -58,6 +61,7 @@ struct Pending<T> {
 /// The lanes' handle on a batcher task.
 pub(crate) struct Batcher<T> {
     tx: mpsc::Sender<Pending<T>>,
+    activity: Arc<Activity>,
 }
 
 impl<T: Send + 'static> Batcher<T> {
@@ -65,12 +69,20 @@ impl<T: Send + 'static> Batcher<T> {
     /// handle is dropped.
     pub fn spawn<S: BatchSend<Item = T>>(target: Arc<S>, opts: BatchOptions) -> Self {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
-        tokio::spawn(run(target, opts, rx));
-        Batcher { tx }
+        let activity = Arc::new(Activity::default());
+        tokio::spawn(run(target, opts, rx, activity.clone()));
+        Batcher { tx, activity }
+    }
+
+    /// What the sink's lanes are doing; the worker reports it (lanes idle, dispatcher
+    /// blocked) so that a batch leaves as soon as no lane can add to it.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
     }
 
     /// Hands `item` to the next request and waits for its own result.
     pub async fn submit(&self, item: T) -> Result<(), ApplyError> {
+        let _waiting = self.activity.waiting();
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Pending { item, reply })
@@ -82,38 +94,92 @@ impl<T: Send + 'static> Batcher<T> {
     }
 }
 
+/// Items of one group waiting for a request.
+struct Gathering<T> {
+    group: &'static str,
+    items: Vec<Pending<T>>,
+    /// When the oldest item arrived.
+    since: tokio::time::Instant,
+}
+
+/// Why a batch was sent (the label of [`m::BATCH_TRIGGERS`]).
+fn trigger(full: bool, lingered: bool) -> &'static str {
+    if full {
+        "full"
+    } else if lingered {
+        "linger"
+    } else {
+        "settled"
+    }
+}
+
+/// Gathers items per group and sends each group's batch as one request when a request slot
+/// is free (up to `concurrency` in flight) and
+///
+/// - the batch is full (`size`), or
+/// - its oldest item has waited `linger`, or
+/// - no request is in flight and no lane can add an item ([`Activity::settled`]): waiting
+///   could only gain events that have not reached the sink yet.
+///
+/// While requests are in flight a partial batch keeps gathering (their lanes come back with
+/// their next items) for up to the linger: in the sinks benchmark this halved Salesforce's
+/// requests per event against sending whenever the lanes settle, at the same throughput,
+/// and Salesforce counts requests against the org's daily limit.
 async fn run<S: BatchSend>(
     target: Arc<S>,
     opts: BatchOptions,
     mut rx: mpsc::Receiver<Pending<S::Item>>,
+    activity: Arc<Activity>,
 ) {
     let max = opts.size.max(1);
-    let requests = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        // With no linger this still takes what is queued already: the timeout polls the
-        // receiver before it looks at the deadline.
-        let deadline = tokio::time::Instant::now() + opts.linger;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => batch.push(p),
-                Ok(None) | Err(_) => break,
-            }
+    let concurrency = opts.concurrency.max(1);
+    let requests = Arc::new(Semaphore::new(concurrency));
+    let mut gathering: Vec<Gathering<S::Item>> = Vec::new();
+    let mut open = true;
+    let add = |gathering: &mut Vec<Gathering<S::Item>>, p: Pending<S::Item>| {
+        let group = target.group(&p.item);
+        match gathering.iter_mut().find(|g| g.group == group) {
+            Some(g) => g.items.push(p),
+            None => gathering.push(Gathering {
+                group,
+                items: vec![p],
+                since: tokio::time::Instant::now(),
+            }),
         }
-        // One request per group, items in arrival order.
-        let mut by_group: Vec<(&'static str, Vec<Pending<S::Item>>)> = Vec::new();
-        for p in batch {
-            let group = target.group(&p.item);
-            match by_group.iter_mut().find(|(g, _)| *g == group) {
-                Some((_, v)) => v.push(p),
-                None => by_group.push((group, vec![p])),
-            }
+    };
+    loop {
+        // Registered before the state is read: a change after the read wakes the wait below.
+        let changed = activity.changed.notified();
+        while let Ok(p) = rx.try_recv() {
+            add(&mut gathering, p);
         }
-        for (_, pending) in by_group {
-            let Ok(permit) = requests.clone().acquire_owned().await else {
-                return;
+        let idle = requests.available_permits() == concurrency;
+        // Decided once for all groups, so that their batches leave together.
+        let settled = !open || (idle && activity.settled());
+        let now = tokio::time::Instant::now();
+        loop {
+            // The fullest ready batch first.
+            let ready = gathering
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.items.len() >= max || settled || g.since + opts.linger <= now)
+                .max_by_key(|(_, g)| g.items.len())
+                .map(|(i, _)| i);
+            let Some(i) = ready else { break };
+            let Ok(permit) = requests.clone().try_acquire_owned() else {
+                break;
             };
+            let g = &mut gathering[i];
+            let (full, lingered) = (g.items.len() >= max, g.since + opts.linger <= now);
+            let pending: Vec<Pending<S::Item>> = if g.items.len() > max {
+                g.items.drain(..max).collect()
+            } else {
+                gathering.swap_remove(i).items
+            };
+            metrics::counter!(m::BATCH_TRIGGERS, "sink" => opts.sink, "trigger" => trigger(full, lingered))
+                .increment(1);
             let target = target.clone();
+            let activity = activity.clone();
             tokio::spawn(async move {
                 let (items, replies): (Vec<_>, Vec<_>) =
                     pending.into_iter().map(|p| (p.item, p.reply)).unzip();
@@ -130,7 +196,26 @@ async fn run<S: BatchSend>(
                     let _ = reply.send(r);
                 }
                 drop(permit);
+                activity.changed.notify_one();
             });
+        }
+        if !open && gathering.is_empty() {
+            return;
+        }
+        // Only batches still within their linger have a deadline; one that is ready waits
+        // for a request slot (a finished request notifies `changed`).
+        let deadline = gathering
+            .iter()
+            .map(|g| g.since + opts.linger)
+            .filter(|d| *d > now)
+            .min();
+        tokio::select! {
+            p = rx.recv(), if open => match p {
+                Some(p) => add(&mut gathering, p),
+                None => open = false,
+            },
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {}
         }
     }
 }
@@ -179,6 +264,7 @@ mod tests {
         let batcher = Arc::new(Batcher::spawn(
             target.clone(),
             BatchOptions {
+                sink: "test",
                 size: 4,
                 linger: Duration::from_millis(50),
                 concurrency: 2,

@@ -15,6 +15,7 @@
 //! entity version is not above the last one applied. One entity's events apply in stream
 //! order (one lane per entity); different entities in parallel.
 
+mod activity;
 pub mod admin;
 mod batch;
 mod error;

@@ -12,6 +12,7 @@ pub const DEAD_LETTER_DEPTH: &str = "tributary_sink_dead_letter_depth";
 pub const ERRORS: &str = "tributary_sink_errors_total";
 pub const SF_REQUESTS: &str = "tributary_sink_salesforce_requests_total";
 pub const SF_BATCH_SIZE: &str = "tributary_sink_salesforce_batch_records";
+pub const BATCH_TRIGGERS: &str = "tributary_sink_batch_triggers_total";
 pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
 pub const SHOPIFY_STOCK_BATCH: &str = "tributary_sink_shopify_inventory_batch_fields";
@@ -60,6 +61,10 @@ pub fn describe() {
     metrics::describe_histogram!(
         SF_BATCH_SIZE,
         "records per sObject Collections upsert request"
+    );
+    metrics::describe_counter!(
+        BATCH_TRIGGERS,
+        "collection requests sent, per trigger (full, lanes_settled, linger)"
     );
     metrics::describe_counter!(
         SF_TOKENS,

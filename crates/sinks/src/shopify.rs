@@ -154,6 +154,11 @@ impl ShopifyTarget {
         }
     }
 
+    /// The lanes' activity, which the inventory batcher watches (none without batching).
+    pub(crate) fn activity(&self) -> Option<std::sync::Arc<crate::activity::Activity>> {
+        self.stock.as_ref().map(crate::batch::Batcher::activity)
+    }
+
     /// Order events are read for `fulfillments` too: they carry the link to Shopify's order.
     pub fn filter_subjects(cfg: &ShopifySinkConfig, prefix: &str) -> Vec<String> {
         let wants = |what: &str| cfg.apply.iter().any(|a| a == what);

@@ -3,6 +3,7 @@
 
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
+use crate::activity::Activity;
 use crate::salesforce::SalesforceTarget;
 use crate::shopify::ShopifyTarget;
 use crate::state::EntityRecord;
@@ -46,6 +47,15 @@ impl Target {
             Target::Salesforce(t) => t.min_lanes(),
             Target::Shopify(t) => t.min_lanes(),
             Target::Wms(_) => 1,
+        }
+    }
+
+    /// The lane activity the target watches, if it gathers records of several lanes.
+    pub(crate) fn activity(&self) -> Option<std::sync::Arc<Activity>> {
+        match self {
+            Target::Salesforce(t) => t.activity(),
+            Target::Shopify(t) => t.activity(),
+            _ => None,
         }
     }
 

@@ -18,6 +18,7 @@ use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
 use tributary_nats::consumer::{reset_to_ack_floor, Reset};
 use tributary_proto::retail::v1::DomainEvent;
 
+use crate::activity::Activity;
 use crate::http::truncate;
 use crate::state::{EntityRecord, StateStore};
 use crate::target::{Outcome, Target};
@@ -82,6 +83,21 @@ impl Lane {
                 .await
                 .map_err(|e| SinkError::nats("ack", e))
         });
+    }
+}
+
+/// The lane's next event; while it waits on an empty queue the lane counts as idle.
+async fn next_delivery(
+    rx: &mut mpsc::Receiver<Delivery>,
+    activity: Option<&Activity>,
+) -> Option<Delivery> {
+    match rx.try_recv() {
+        Ok(d) => Some(d),
+        Err(mpsc::error::TryRecvError::Disconnected) => None,
+        Err(mpsc::error::TryRecvError::Empty) => {
+            let _idle = activity.map(Activity::idle);
+            rx.recv().await
+        }
     }
 }
 
@@ -241,9 +257,11 @@ impl SinkWorker {
             senders.push(tx);
             let stop = lane_stop.clone();
             let this = self.clone();
+            let activity = self.target.activity();
             lanes.spawn(async move {
                 let mut lane = Lane::default();
-                while let Some(d) = rx.recv().await {
+                let _counted = activity.as_ref().map(|a| a.lane());
+                while let Some(d) = next_delivery(&mut rx, activity.as_deref()).await {
                     if stop.is_cancelled() {
                         break;
                     }
@@ -255,6 +273,7 @@ impl SinkWorker {
                 Ok::<(), SinkError>(())
             });
         }
+        let activity = self.target.activity();
         let mut pending_tick = tokio::time::interval(Duration::from_secs(5));
         let result = loop {
             tokio::select! {
@@ -292,7 +311,15 @@ impl SinkWorker {
                     key.hash(&mut h);
                     let lane = (h.finish() % senders.len() as u64) as usize;
                     // A full lane holds the dispatcher: backpressure up to the consumer.
-                    if senders[lane].send(Delivery { msg, event, sequence }).await.is_err() {
+                    let sent = match senders[lane].try_send(Delivery { msg, event, sequence }) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::TrySendError::Full(d)) => {
+                            let _blocked = activity.as_deref().map(Activity::dispatcher_blocked);
+                            senders[lane].send(d).await.map_err(drop)
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    };
+                    if sent.is_err() {
                         break Err(SinkError::nats("lane", "closed"));
                     }
                 }

@@ -261,6 +261,9 @@ fn values_of(fields: &Map<String, Value>, keep: impl Fn(&str) -> bool) -> Map<St
 
 /// CDC events for the REST writes `writes[from..]` of one request (one transaction).
 pub(crate) fn emit_writes(s: &mut SfState, from: usize) {
+    if s.rest_change_events_off {
+        return;
+    }
     let mut changes = Vec::new();
     for w in s.writes.iter().skip(from).filter(|w| w.changed) {
         if !s.cdc.schemas.contains_key(&w.object) {

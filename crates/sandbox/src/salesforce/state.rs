@@ -60,6 +60,8 @@ pub struct SfState {
     pub api_used: u64,
     /// Change Data Capture events, served by the Pub/Sub API emulator.
     pub(crate) cdc: super::cdc::CdcLog,
+    /// REST writes log no change events ([`super::Salesforce::set_rest_change_events`]).
+    pub(crate) rest_change_events_off: bool,
     /// (object, field, string value) → ids, for [`SfState::find`] (an upsert looks its
     /// external id up; a scan of every record made the emulator the bottleneck of the sink
     /// benchmark). Kept by the emulator's own writes; rebuilt when the record count shows
@@ -139,13 +141,17 @@ impl SfState {
         self.indexed += 1;
     }
 
-    /// Removes a record's string fields from the index (before it changes).
-    pub(crate) fn unindex_record(&mut self, id: &str) {
+    /// Removes the current values of `fields` of an indexed record from the index (before
+    /// they change); [`SfState::index_fields`] adds the new ones.
+    pub(crate) fn unindex_fields(&mut self, id: &str, fields: &[&str]) {
         let Some(r) = self.records.get(id) else {
             return;
         };
         for (k, v) in &r.fields {
             if let Value::String(v) = v {
+                if !fields.contains(&k.as_str()) {
+                    continue;
+                }
                 let key = (r.object.clone(), k.clone(), v.clone());
                 if let Some(ids) = self.index.get_mut(&key) {
                     ids.remove(id);
@@ -155,7 +161,23 @@ impl SfState {
                 }
             }
         }
-        self.indexed -= 1;
+    }
+
+    /// Adds the current values of `fields` of an indexed record to the index.
+    pub(crate) fn index_fields(&mut self, id: &str, fields: &[&str]) {
+        let Some(r) = self.records.get(id) else {
+            return;
+        };
+        for (k, v) in &r.fields {
+            if let Value::String(v) = v {
+                if fields.contains(&k.as_str()) {
+                    self.index
+                        .entry((r.object.clone(), k.clone(), v.clone()))
+                        .or_default()
+                        .insert(id.to_owned());
+                }
+            }
+        }
     }
 
     pub(crate) fn unknown_fields(&self, object: &str, body: &Map<String, Value>) -> Vec<String> {

@@ -51,6 +51,7 @@ pub(super) fn batcher(api: Arc<Api>, cfg: &ShopifySinkConfig) -> Batcher<StockWr
     Batcher::spawn(
         api,
         BatchOptions {
+            sink: "shopify",
             size: cfg.batch_size,
             linger: Duration::from_millis(cfg.batch_linger_ms),
             concurrency: MAX_CONCURRENT_REQUESTS,
