@@ -57,6 +57,18 @@ pub enum Durability {
     None,
 }
 
+/// A nats-server with the JetStream durability set-up of `durability`.
+pub async fn start_nats(
+    durability: Durability,
+) -> Result<NatsServer, tributary_testkit::TestkitError> {
+    NatsServer::start_with(NatsOptions {
+        sync_always: durability == Durability::Always,
+        sync_interval: (durability == Durability::Interval).then(|| "1s".to_owned()),
+        ..NatsOptions::default()
+    })
+    .await
+}
+
 /// One PostgreSQL cluster, one nats-server and a scratch directory, all removed on drop.
 pub struct BenchEnv {
     pub pg: PgCluster,
@@ -87,13 +99,9 @@ impl BenchEnv {
         })
         .await
         .context("starting PostgreSQL (tributary-testkit)")?;
-        let nats = NatsServer::start_with(NatsOptions {
-            sync_always: settings.durability == Durability::Always,
-            sync_interval: (settings.durability == Durability::Interval).then(|| "1s".to_owned()),
-            ..NatsOptions::default()
-        })
-        .await
-        .context("starting nats-server (tributary-testkit)")?;
+        let nats = start_nats(settings.durability)
+            .await
+            .context("starting nats-server (tributary-testkit)")?;
         let client = nats.connect().await.context("connecting to nats-server")?;
         let js = async_nats::jetstream::new(client.clone());
         // Same switch as tributary-testkit's: keep the bridge's config and log for inspection.

@@ -14,9 +14,8 @@ use std::time::Instant;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
-use tributary_testkit::{NatsOptions, NatsServer};
 
-use crate::env::{nats_server_pid, Durability, Settings};
+use crate::env::{nats_server_pid, start_nats, Settings};
 use crate::procfs;
 
 pub struct Args {
@@ -47,13 +46,9 @@ impl Headers {
 const ACK_EVERY: u64 = 256;
 
 pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
-    let nats = NatsServer::start_with(NatsOptions {
-        sync_always: settings.durability == Durability::Always,
-        sync_interval: (settings.durability == Durability::Interval).then(|| "1s".to_owned()),
-        ..NatsOptions::default()
-    })
-    .await
-    .context("starting nats-server")?;
+    let nats = start_nats(settings.durability)
+        .await
+        .context("starting nats-server")?;
     let pid = nats_server_pid(&nats).context("cannot find the nats-server process")?;
     let client = nats.connect().await?;
     let js = jetstream::new(client.clone());

@@ -29,7 +29,6 @@ use tributary_proto::retail::v1::{
 use tributary_sandbox::salesforce::{self, SalesforceOptions};
 use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
 use tributary_sandbox::wms::{self, WmsOptions};
-use tributary_testkit::{NatsOptions, NatsServer};
 
 use crate::env::{self, Bridge, Durability, Settings};
 use crate::procfs::{self, Sampler};
@@ -145,13 +144,9 @@ enum Emulator {
 }
 
 async fn run_phase(sink: &str, args: &Args, settings: &Settings) -> anyhow::Result<Phase> {
-    let nats = NatsServer::start_with(NatsOptions {
-        sync_always: settings.durability == Durability::Always,
-        sync_interval: (settings.durability == Durability::Interval).then(|| "1s".to_owned()),
-        ..NatsOptions::default()
-    })
-    .await
-    .context("starting nats-server (tributary-testkit)")?;
+    let nats = env::start_nats(settings.durability)
+        .await
+        .context("starting nats-server (tributary-testkit)")?;
     let client = nats.connect().await.context("connecting to nats-server")?;
     let js = jetstream::new(client.clone());
     js.create_stream(stream::Config {
