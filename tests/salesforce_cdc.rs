@@ -331,6 +331,76 @@ async fn rest_upsert(org: &Org, client_id: &str, ext: &str, body: Value) -> Resu
     Ok(())
 }
 
+/// With `external_id_field`, the bridge's own write (its echo, dropped) teaches the feed which
+/// entity the record is: an agent's later edit maps to the ERP's customer key, not `SF-<id>`,
+/// and the raw event keeps the resolved key. A record nobody keyed stays `SF-<id>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agents_edit_of_a_bridge_written_contact_updates_the_erp_customer() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let org = Org::start().await?;
+    let sf = org.sf().clone();
+    let dir = tempfile::tempdir()?;
+    let path = temp_config(
+        &dir,
+        &config(&org, &nats, "external_id_field = \"External_Id__c\"\n"),
+    )?;
+    let bridge = Bridge::spawn(&path)?;
+
+    rest_upsert(
+        &org,
+        ECHO_CLIENT,
+        "C-42",
+        json!({"LastName": "Bridge", "Email": "c42@example.com"}),
+    )
+    .await?;
+    let id = sf
+        .record_by("Contact", "External_Id__c", "C-42")
+        .context("C-42")?
+        .id;
+    // The echo comes before the edit on the topic, so the feed has learnt the key by then.
+    sf.cdc_update(&id, fields(&[("Phone", json!("+1 555 0042"))]));
+    let stranger = sf.cdc_create("Contact", fields(&[("LastName", json!("Walk-in"))]));
+
+    let events = retail_until(&client, |e| {
+        e.iter()
+            .any(|e| subject_of(e) == ("customer".into(), "updated".into(), "C-42".into()))
+            && e.iter()
+                .any(|e| subject_of(e).2 == format!("SF-{stranger}"))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nbridge log:\n{}", bridge.log()))?;
+    let edit = events
+        .iter()
+        .find(|e| subject_of(e).2 == "C-42")
+        .context("the edit")?;
+    match edit.entity.as_ref() {
+        Some(Entity::Customer(c)) => {
+            assert_eq!(c.customer_id, "C-42");
+            assert_eq!(c.phone, "+1 555 0042");
+            assert!(c
+                .external_ids
+                .iter()
+                .any(|x| x.system == "salesforce" && x.id == id));
+        }
+        other => bail!("not a customer: {other:?}"),
+    }
+    assert!(
+        !events.iter().any(|e| subject_of(e).2 == format!("SF-{id}")),
+        "the keyed record was also published under its Salesforce id"
+    );
+    let kv = async_nats::jetstream::new(client.clone())
+        .get_key_value("tributary_saas")
+        .await?;
+    let learnt = kv
+        .get(format!("salesforce.org.xwalk.Contact.{id}"))
+        .await?
+        .context("the crosswalk entry")?;
+    assert_eq!(&learnt[..], b"C-42");
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gaps_are_read_back_echoes_dropped_and_expired_tokens_refreshed() -> Result<()> {
     let nats = NatsServer::start().await?;

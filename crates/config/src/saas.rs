@@ -132,6 +132,14 @@ pub struct SalesforceCdcConfig {
     /// `system_of_record` of the domain events.
     #[serde(default = "default_sf_system")]
     pub system: String,
+    /// The external id field the Salesforce sink writes entity keys to (its
+    /// `external_id_field`, e.g. `External_Id__c`). Set: a change that carries it (the
+    /// bridge's own echoes included, read before they are dropped) records `record id → key`
+    /// in KV, and the record's later changes map to that entity's key instead of
+    /// `SF-<record id>`, so an agent's edit of a bridge-written Contact updates the ERP's
+    /// customer. Unset: keys are `SF-<record id>`.
+    #[serde(default)]
+    pub external_id_field: Option<String>,
     /// Map Contact/Account to `customer` and Order to `order` domain events (stream and KV of
     /// `[domain]`).
     #[serde(default = "default_true")]

@@ -106,6 +106,10 @@ impl TopicStream {
                 .and_then(|v| v.as_i64())
                 .unwrap_or(0);
             last_commit = Some(commit_ms);
+            let record_ids = decoded.record_ids();
+            if let Some(cw) = &self.feed.crosswalk {
+                cw.learn(&entity, &record_ids, &decoded.fields).await?;
+            }
             if envelope::is_echo(&origin, self.feed.cfg.echo_client_id.as_deref()) {
                 metrics::counter!(m::SAAS_ECHOES, "feed" => feed.clone()).increment(1);
                 continue;
@@ -119,13 +123,20 @@ impl TopicStream {
                 read_back: false,
                 commit_micros: clock.tick(Some(commit_ms)),
                 origin: origin.clone(),
-                payload: envelope::body(
-                    &ce.replay_id,
-                    &self.topic,
-                    &ev.schema_id,
-                    &decoded.header,
-                    &decoded.fields,
-                ),
+                payload: self
+                    .with_external_ids(
+                        &entity,
+                        &record_ids,
+                        &decoded.fields,
+                        envelope::body(
+                            &ce.replay_id,
+                            &self.topic,
+                            &ev.schema_id,
+                            &decoded.header,
+                            &decoded.fields,
+                        ),
+                    )
+                    .await?,
             };
             self.publish(&raw).await?;
             let read_back: Vec<String> = if change_type == "GAP_OVERFLOW" {
@@ -154,6 +165,10 @@ impl TopicStream {
                     let mut header = decoded.header.clone();
                     header.insert("recordIds".into(), serde_json::json!([id]));
                     let fields = record.unwrap_or_default();
+                    let ids = [id.clone()];
+                    if let Some(cw) = &self.feed.crosswalk {
+                        cw.learn(&entity, &ids, &fields).await?;
+                    }
                     let raw = Raw {
                         event_id: format!("{feed}:{}:{id}", ev.id),
                         feed: &feed,
@@ -167,13 +182,20 @@ impl TopicStream {
                         read_back: !fields.is_empty(),
                         commit_micros: clock.tick(Some(commit_ms)),
                         origin: "readback".into(),
-                        payload: envelope::body(
-                            &ce.replay_id,
-                            &self.topic,
-                            &ev.schema_id,
-                            &header,
-                            &fields,
-                        ),
+                        payload: self
+                            .with_external_ids(
+                                &entity,
+                                &ids,
+                                &fields,
+                                envelope::body(
+                                    &ce.replay_id,
+                                    &self.topic,
+                                    &ev.schema_id,
+                                    &header,
+                                    &fields,
+                                ),
+                            )
+                            .await?,
                     };
                     self.publish(&raw).await?;
                 }
@@ -184,6 +206,24 @@ impl TopicStream {
             metrics::gauge!(m::SAAS_LAG, "feed" => feed).set(lag);
         }
         Ok(last_commit)
+    }
+
+    /// The raw body with `externalIds` (record id → entity key) for the records the
+    /// crosswalk knows; unchanged without a crosswalk.
+    async fn with_external_ids(
+        &self,
+        entity: &str,
+        ids: &[String],
+        fields: &serde_json::Map<String, serde_json::Value>,
+        mut body: serde_json::Value,
+    ) -> Result<serde_json::Value, End> {
+        if let Some(cw) = &self.feed.crosswalk {
+            let known = cw.external_ids(entity, ids, fields).await?;
+            if let (false, Some(obj)) = (known.is_empty(), body.as_object_mut()) {
+                obj.insert("externalIds".into(), serde_json::Value::Object(known));
+            }
+        }
+        Ok(body)
     }
 
     /// Publishes one raw event and awaits its ack.

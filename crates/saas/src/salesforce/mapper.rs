@@ -2,7 +2,7 @@
 //!
 //! | entity | change | subject | entity key |
 //! |---|---|---|---|
-//! | Contact | CREATE | `customer.created` | `SF-<record id>` |
+//! | Contact | CREATE | `customer.created` | `SF-<record id>`, or the entity key the crosswalk knows |
 //! | Contact | UPDATE, UNDELETE, gap read-back | `customer.updated` | same |
 //! | Account | as Contact (`name` = Account Name) | `customer.…` | same |
 //! | Order | CREATE | `order.placed` | `SF-<record id>` |
@@ -77,9 +77,18 @@ pub fn map(payload: &Value, read_back: bool, as_of: i64) -> Result<Vec<Mapped>, 
     if ids.is_empty() {
         return Err("no recordIds".into());
     }
+    // Entity keys the crosswalk resolved at capture (`crosswalk.rs`), else `SF-<id>`.
+    let key_of = |id: &str| {
+        payload
+            .get("externalIds")
+            .and_then(|m| m.get(id))
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .map_or_else(|| format!("SF-{id}"), str::to_string)
+    };
     let mut out = Vec::new();
     for id in ids.into_iter().filter(|i| !i.contains('*')) {
-        let key = format!("SF-{id}");
+        let key = key_of(&id);
         let external_ids = vec![ExternalId {
             system: "salesforce".into(),
             id: id.clone(),
@@ -109,7 +118,7 @@ pub fn map(payload: &Value, read_back: bool, as_of: i64) -> Result<Vec<Mapped>, 
                     customer_id: if account.is_empty() {
                         String::new()
                     } else {
-                        format!("SF-{account}")
+                        key_of(&account)
                     },
                     status: text(&fields, "Status"),
                     channel: text(&fields, "Channel__c"),

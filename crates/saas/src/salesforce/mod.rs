@@ -14,6 +14,7 @@
 mod auth;
 mod batch;
 mod consume;
+mod crosswalk;
 pub mod envelope;
 pub mod mapper;
 mod position;
@@ -265,6 +266,10 @@ impl SalesforceCdcSources {
                 js: js.clone(),
                 kv: kv.clone(),
                 schemas: tokio::sync::Mutex::new(HashMap::new()),
+                crosswalk: cfg
+                    .external_id_field
+                    .as_deref()
+                    .map(|field| crosswalk::Crosswalk::new(&cfg.name, field, kv.clone())),
                 cfg: cfg.clone(),
             }));
         }

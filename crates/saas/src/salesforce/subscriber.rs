@@ -43,6 +43,8 @@ pub(crate) struct Feed {
     pub js: jetstream::Context,
     pub kv: kv::Store,
     pub schemas: tokio::sync::Mutex<HashMap<String, Arc<Schema>>>,
+    /// Record ids → entity keys, with `external_id_field` set.
+    pub crosswalk: Option<super::crosswalk::Crosswalk>,
 }
 
 /// How a Subscribe stream ended.
