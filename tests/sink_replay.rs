@@ -857,3 +857,147 @@ async fn batched_inventory_documents_replay_under_each_events_own_key() -> Resul
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }
+
+/// `cancel_orders`: the ERP cancelling a storefront order cancels it in Shopify once — a
+/// redelivery and a replay of the whole stream find it cancelled and do not cancel again —
+/// while the status still reaches the order's `erp-status` tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn erp_cancellation_cancels_the_storefront_order_once() -> Result<()> {
+    use async_nats::jetstream::stream;
+    use tributary_proto::retail::v1::{EventMeta, ExternalId, Order};
+
+    let nats = tributary_testkit::NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "RETAIL".into(),
+        subjects: vec!["retail.v1.>".into()],
+        duplicate_window: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await?;
+    let shop = shopify::start(ShopifyOptions::default()).await?;
+    let web = shop.add_order("a@example.com", &[("SKU-1", 1, "9.50")], None);
+    let kept = shop.add_order("b@example.com", &[("SKU-1", 1, "9.50")], None);
+    let event = |order: &str, gid: &str, status: &str, version: u64| DomainEvent {
+        meta: Some(EventMeta {
+            event_id: format!("{order}-v{version}"),
+            entity: "order".into(),
+            event: if version == 1 {
+                "placed"
+            } else {
+                "status_changed"
+            }
+            .into(),
+            entity_key: order.into(),
+            entity_version: version,
+            system_of_record: "erp".into(),
+            event_time_micros: 1,
+            source_ref: None,
+            mapping: "test".into(),
+        }),
+        entity: Some(Entity::Order(Order {
+            order_id: order.into(),
+            status: status.into(),
+            external_ids: vec![ExternalId {
+                system: "shopify".into(),
+                id: gid.into(),
+            }],
+            ..Default::default()
+        })),
+    };
+    let events = [
+        event("SO-1", &web.order_id, "placed", 1),
+        event("SO-2", &kept.order_id, "placed", 1),
+        event("SO-1", &web.order_id, "cancelled", 2),
+        event("SO-2", &kept.order_id, "confirmed", 2),
+    ];
+    for e in &events {
+        let meta = e.meta.as_ref().context("meta")?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", meta.event_id.as_str());
+        js.publish_with_headers(
+            format!("retail.v1.order.{}", meta.event),
+            headers,
+            e.encode_to_vec().into(),
+        )
+        .await?
+        .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{}\"]\n\
+         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
+         [sinks]\n[sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\napply = [\"orders\"]\n\
+         cancel_orders = true\n\
+         [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        tributary_testkit::try_free_port()?,
+        nats.url(),
+        tributary_testkit::try_free_port()?,
+        shop.base_url()
+    );
+    let config = write_config(dir.path(), &text)?;
+    let bridge = Bridge::spawn(&config)?;
+    let cancels = || {
+        shop.requests()
+            .all()
+            .iter()
+            .filter_map(|r| r.json())
+            .filter(|b| {
+                b["query"]
+                    .as_str()
+                    .is_some_and(|q| q.contains("orderCancel"))
+            })
+            .count()
+    };
+    let order = |gid: &str| shop.order(gid).context("the order");
+    wait_for(
+        "the cancellation applied",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            Ok(order(&web.order_id)?.cancelled
+                && order(&kept.order_id)?
+                    .tags
+                    .contains(&"erp-status:confirmed".to_string())
+                && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+    assert_eq!(cancels(), 1, "one orderCancel");
+    assert!(order(&web.order_id)?
+        .tags
+        .contains(&"erp-status:cancelled".to_string()));
+    assert!(
+        !order(&kept.order_id)?.cancelled,
+        "a confirmed order was cancelled"
+    );
+
+    // Replaying everything: the order is already cancelled, so no second orderCancel.
+    let mark = shop.requests().len();
+    let out = cli(&config, &["replay", "--sink", "shopify", "--from-seq", "1"]).await?;
+    assert!(out.contains("replay window"), "{out}");
+    wait_for(
+        "the replay read the orders again",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            // Every replayed event reads its order again (and finds nothing to cancel).
+            let reads = shop.requests().all()[mark..]
+                .iter()
+                .filter_map(|r| r.json())
+                .filter(|b| {
+                    b["query"]
+                        .as_str()
+                        .is_some_and(|q| q.contains("cancelledAt"))
+                })
+                .count();
+            Ok(reads >= events.len() && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+    assert_eq!(cancels(), 1, "the replay cancelled again");
+    assert!(dlq_list(&config, "shopify").await?.is_empty());
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}

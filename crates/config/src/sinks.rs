@@ -180,6 +180,11 @@ pub struct ShopifySinkConfig {
     /// Whether Shopify e-mails the customer when a fulfilment is created.
     #[serde(default = "default_true")]
     pub notify_customer: bool,
+    /// With `orders`: an ERP cancellation (status `cancelled`) of a storefront order cancels it
+    /// in Shopify too (`orderCancel`, restocking, no refund: money stays with the payment
+    /// flow). Off by default: a cancellation cannot be undone in Shopify.
+    #[serde(default)]
+    pub cancel_orders: bool,
     /// Inventory events per GraphQL document (1 – 100): the levels that lanes set at the same
     /// time go out as one document of aliased `inventorySetQuantities` fields, each with its
     /// own event's `@idempotent` key (10 cost points per field: 100 is Shopify's single-query

@@ -1,8 +1,8 @@
 //! Orders and fulfilments: an ERP order placed on the storefront carries Shopify's order id
 //! (`external_ids[shopify]`); the sink keeps that link with the order's record, mirrors the
 //! ERP's status into `erp_*` custom attributes and an `erp-status:<status>` tag (the order's
-//! note stays the merchant's), and turns the WMS's shipment into a
-//! Shopify fulfilment with its tracking number.
+//! note stays the merchant's), cancels it when the ERP does (`cancel_orders`), and turns the
+//! WMS's shipment into a Shopify fulfilment with its tracking number.
 
 use serde_json::{json, Value};
 use tributary_proto::retail::v1::{Fulfillment, Order};
@@ -78,7 +78,7 @@ impl ShopifyTarget {
         }
         let data = self
             .graphql(
-                "query Order($id: ID!) { order(id: $id) { id tags customAttributes { key value } } }",
+                "query Order($id: ID!) { order(id: $id) { id tags cancelledAt customAttributes { key value } } }",
                 json!({"id": gid}),
                 1.0,
             )
@@ -123,8 +123,14 @@ impl ShopifyTarget {
         if !order.status.is_empty() {
             tags.push(format!("{TAG_PREFIX}{}", order.status));
         }
+        let cancel = self.cfg.cancel_orders
+            && order.status == "cancelled"
+            && current.get("cancelledAt").is_none_or(Value::is_null);
         if attributes == before && tags == tags_before {
             // A redelivery of what already took effect: no second write.
+            if cancel {
+                self.cancel_order(&gid).await?;
+            }
             return Ok(Outcome::Applied);
         }
         let input = json!({
@@ -140,7 +146,32 @@ impl ShopifyTarget {
             )
             .await?;
         user_errors(&data["orderUpdate"])?;
+        if cancel {
+            self.cancel_order(&gid).await?;
+        }
         Ok(Outcome::Applied)
+    }
+
+    /// Cancels a storefront order the ERP cancelled: stock goes back, the payment is left to
+    /// the payment flow. Idempotent by state: the caller saw `cancelledAt` unset, and an
+    /// order cancelled meanwhile (a redelivery racing its first attempt) counts as done.
+    async fn cancel_order(&self, gid: &str) -> Result<(), ApplyError> {
+        let data = self
+            .graphql(
+                "mutation Cancel($id: ID!, $notify: Boolean) { orderCancel(orderId: $id, reason: OTHER, refund: false, restock: true, notifyCustomer: $notify, staffNote: \"Cancelled in the ERP\") { job { id } orderCancelUserErrors { field message code } } }",
+                json!({"id": gid, "notify": self.cfg.notify_customer}),
+                MUTATION_COST,
+            )
+            .await?;
+        let payload = &data["orderCancel"];
+        let already = payload["orderCancelUserErrors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["code"] == "ORDER_ALREADY_CANCELLED"));
+        if already {
+            return Ok(());
+        }
+        let errors = payload["orderCancelUserErrors"].clone();
+        user_errors(&json!({ "userErrors": errors }))
     }
 
     /// A shipped fulfilment of a linked order becomes a Shopify fulfilment with its tracking;
