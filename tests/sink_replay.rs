@@ -1001,3 +1001,200 @@ async fn erp_cancellation_cancels_the_storefront_order_once() -> Result<()> {
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }
+
+/// Shipments of some lines become Shopify fulfilments of those lines: two parcels, two
+/// fulfilments with their own tracking numbers, the order partially then fully fulfilled;
+/// a replay creates nothing more, and a parcel of more units than are left is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_shipments_become_partial_fulfilments() -> Result<()> {
+    use async_nats::jetstream::stream;
+    use tributary_proto::retail::v1::{EventMeta, ExternalId, Fulfillment, FulfillmentLine, Order};
+
+    let nats = tributary_testkit::NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "RETAIL".into(),
+        subjects: vec!["retail.v1.>".into()],
+        duplicate_window: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await?;
+    let shop = shopify::start(ShopifyOptions::default()).await?;
+    let web = shop.add_order(
+        "a@example.com",
+        &[("SKU-1", 2, "9.50"), ("SKU-2", 1, "4.00")],
+        None,
+    );
+    let meta = |id: &str, entity: &str, event: &str, key: &str, version: u64| EventMeta {
+        event_id: id.into(),
+        entity: entity.into(),
+        event: event.into(),
+        entity_key: key.into(),
+        entity_version: version,
+        system_of_record: "erp".into(),
+        event_time_micros: 1,
+        source_ref: None,
+        mapping: "test".into(),
+    };
+    let parcel = |id: &str, tracking: &str, lines: &[(&str, i64)]| DomainEvent {
+        meta: Some(meta(id, "fulfillment", "shipped", id, 1)),
+        entity: Some(Entity::Fulfillment(Fulfillment {
+            fulfillment_id: id.into(),
+            order_id: "SO-7".into(),
+            lines: lines
+                .iter()
+                .map(|(sku, q)| FulfillmentLine {
+                    line_id: String::new(),
+                    sku: (*sku).into(),
+                    quantity: *q,
+                })
+                .collect(),
+            carrier: "DHL".into(),
+            tracking_number: tracking.into(),
+            status: "shipped".into(),
+            ..Default::default()
+        })),
+    };
+    let events = [
+        DomainEvent {
+            meta: Some(meta("SO-7-v1", "order", "placed", "SO-7", 1)),
+            entity: Some(Entity::Order(Order {
+                order_id: "SO-7".into(),
+                status: "placed".into(),
+                external_ids: vec![ExternalId {
+                    system: "shopify".into(),
+                    id: web.order_id.clone(),
+                }],
+                ..Default::default()
+            })),
+        },
+        parcel("F-1", "T-1", &[("SKU-1", 2)]),
+        parcel("F-2", "T-2", &[("SKU-2", 1)]),
+        // More units than the order ever had: refused, parked with its reason.
+        parcel("F-3", "T-3", &[("SKU-1", 5)]),
+    ];
+    let publish = async |e: &DomainEvent| -> Result<()> {
+        let m = e.meta.as_ref().context("meta")?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", m.event_id.as_str());
+        js.publish_with_headers(
+            format!("retail.v1.{}.{}", m.entity, m.event),
+            headers,
+            e.encode_to_vec().into(),
+        )
+        .await?
+        .await?;
+        Ok(())
+    };
+    // The order (which records the link to Shopify) long before its parcels, as in life:
+    // different entities apply in parallel.
+    publish(&events[0]).await?;
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{}\"]\n\
+         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
+         [sinks]\n[sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\napply = [\"fulfillments\"]\n\
+         [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        tributary_testkit::try_free_port()?,
+        nats.url(),
+        tributary_testkit::try_free_port()?,
+        shop.base_url()
+    );
+    let config = write_config(dir.path(), &text)?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_for(
+        "the order's link recorded",
+        Duration::from_secs(60),
+        &bridge,
+        async || consumer_idle(&js, "shopify").await,
+    )
+    .await?;
+    for e in &events[1..] {
+        publish(e).await?;
+    }
+    let order_id = shopify::parse_gid(&web.order_id, "Order").context("gid")?;
+    let fulfilments = || {
+        shop.with_state(|s| {
+            let mut f: Vec<(String, Vec<(u64, i64)>)> = s
+                .fulfillments
+                .values()
+                .filter(|f| f.order_id == order_id)
+                .map(|f| {
+                    (
+                        f.tracking
+                            .first()
+                            .and_then(|t| t.number.clone())
+                            .unwrap_or_default(),
+                        f.lines.clone(),
+                    )
+                })
+                .collect();
+            f.sort();
+            f
+        })
+    };
+    wait_for(
+        "both parcels applied, the third parked",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            Ok(fulfilments().len() == 2
+                && dlq_list(&config, "shopify").await?.len() == 1
+                && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+    let order = shop.order(&web.order_id).context("the order")?;
+    assert_eq!(order.fulfillment_status, "FULFILLED");
+    let line = |sku: &str| {
+        order
+            .line_items
+            .iter()
+            .find(|l| l.sku == sku)
+            .map(|l| l.id)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        fulfilments(),
+        vec![
+            ("T-1".to_string(), vec![(line("SKU-1"), 2)]),
+            ("T-2".to_string(), vec![(line("SKU-2"), 1)]),
+        ]
+    );
+    let parked = dlq_list(&config, "shopify").await?;
+    assert!(
+        parked[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("than the order has left"),
+        "{}",
+        parked[0]
+    );
+
+    // A replay of everything: the parcels are recognised by their tracking numbers.
+    let mark = shop.requests().len();
+    let out = cli(&config, &["replay", "--sink", "shopify", "--from-seq", "1"]).await?;
+    assert!(out.contains("replay window"), "{out}");
+    wait_for(
+        "the replay read the order again",
+        Duration::from_secs(60),
+        &bridge,
+        async || {
+            let reads = shop.requests().all()[mark..]
+                .iter()
+                .filter_map(|r| r.json())
+                .filter(|b| {
+                    b["query"]
+                        .as_str()
+                        .is_some_and(|q| q.contains("remainingQuantity"))
+                })
+                .count();
+            Ok(reads >= 2 && consumer_idle(&js, "shopify").await?)
+        },
+    )
+    .await?;
+    assert_eq!(fulfilments().len(), 2, "the replay fulfilled again");
+    assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}

@@ -227,6 +227,7 @@ impl Shopify {
                     sku: sku.to_string(),
                     quantity: *q,
                     price: p.to_string(),
+                    fulfilled: 0,
                 })
                 .collect();
             let now = now_rfc3339();

@@ -253,10 +253,11 @@ fn fulfillment_create(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
             )],
         );
     };
-    if s.orders
-        .get(&order_id)
-        .is_some_and(|o| o.fulfillment_status == "FULFILLED" || o.cancelled)
-    {
+    if s.orders.get(&order_id).is_some_and(|o| {
+        o.fulfillment_status == "FULFILLED"
+            || o.cancelled
+            || o.line_items.iter().all(|l| l.fulfilled >= l.quantity)
+    }) {
         return rejected(
             "fulfillment",
             vec![user_error(
@@ -266,6 +267,68 @@ fn fulfillment_create(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
             )],
         );
     }
+    // The units shipped: the listed fulfilment order line items, or everything remaining.
+    let requested: Option<Vec<(u64, i64)>> = groups
+        .first()
+        .and_then(|g| g.get("fulfillmentOrderLineItems"))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i.get("id")
+                            .and_then(Value::as_str)
+                            .and_then(|g| parse_gid(g, "FulfillmentOrderLineItem"))
+                            .unwrap_or(0),
+                        i.get("quantity").and_then(Value::as_i64).unwrap_or(0),
+                    )
+                })
+                .collect()
+        });
+    let Some(order) = s.orders.get(&order_id) else {
+        return rejected(
+            "fulfillment",
+            vec![user_error(
+                field,
+                "Fulfillment order does not exist.",
+                "NOT_FOUND",
+            )],
+        );
+    };
+    let shipped: Vec<(u64, i64)> = match requested {
+        None => order
+            .line_items
+            .iter()
+            .filter(|l| l.quantity > l.fulfilled)
+            .map(|l| (l.id, l.quantity - l.fulfilled))
+            .collect(),
+        Some(items) => {
+            let fits = items.iter().all(|(id, q)| {
+                *q > 0
+                    && order
+                        .line_items
+                        .iter()
+                        .any(|l| l.id == *id && l.quantity - l.fulfilled >= *q)
+            });
+            if !fits {
+                return rejected(
+                    "fulfillment",
+                    vec![user_error(
+                        json!([
+                            "fulfillment",
+                            "lineItemsByFulfillmentOrder",
+                            "0",
+                            "fulfillmentOrderLineItems"
+                        ]),
+                        "Invalid fulfillment order line item quantity requested.",
+                        "INVALID",
+                    )],
+                );
+            }
+            items
+        }
+    };
     let tracking = match input.get("trackingInfo") {
         Some(Value::Object(t)) => vec![Tracking {
             number: str_field(t, "number").map(str::to_string),
@@ -279,6 +342,7 @@ fn fulfillment_create(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
     let f = Fulfillment {
         id,
         order_id,
+        lines: shipped.clone(),
         status: "SUCCESS".into(),
         tracking,
         notify_customer: input
@@ -291,7 +355,17 @@ fn fulfillment_create(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
     let node = fulfillment_node(&f);
     s.fulfillments.insert(id, f);
     if let Some(o) = s.orders.get_mut(&order_id) {
-        o.fulfillment_status = "FULFILLED".into();
+        for (line, q) in &shipped {
+            if let Some(l) = o.line_items.iter_mut().find(|l| l.id == *line) {
+                l.fulfilled += q;
+            }
+        }
+        o.fulfillment_status = if o.line_items.iter().all(|l| l.fulfilled >= l.quantity) {
+            "FULFILLED"
+        } else {
+            "PARTIALLY_FULFILLED"
+        }
+        .into();
         o.updated_at = now;
     }
     s.count_write(gid("Order", order_id));

@@ -63,6 +63,8 @@ pub struct LineItem {
     pub sku: String,
     pub quantity: i64,
     pub price: String,
+    /// Units already fulfilled (the fulfilment order's line keeps `quantity − fulfilled`).
+    pub fulfilled: i64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -118,6 +120,8 @@ pub struct Tracking {
 pub struct Fulfillment {
     pub id: u64,
     pub order_id: u64,
+    /// Line item id and units this fulfilment shipped.
+    pub lines: Vec<(u64, i64)>,
     pub status: String,
     pub tracking: Vec<Tracking>,
     pub notify_customer: bool,
@@ -221,7 +225,12 @@ impl ShopState {
             "lineItems": {"nodes": o.line_items.iter().map(|l| json!({
                 "id": gid("LineItem", l.id), "sku": l.sku, "quantity": l.quantity,
                 "originalUnitPriceSet": {"shopMoney": {"amount": l.price}}})).collect::<Vec<_>>()},
-            "fulfillmentOrders": {"nodes": [{"id": gid("FulfillmentOrder", o.fulfillment_order_id)}]},
+            "fulfillmentOrders": {"nodes": [{"id": gid("FulfillmentOrder", o.fulfillment_order_id),
+                "status": if o.line_items.iter().all(|l| l.fulfilled >= l.quantity) { "CLOSED" } else { "OPEN" },
+                "lineItems": {"nodes": o.line_items.iter().map(|l| json!({
+                    "id": gid("FulfillmentOrderLineItem", l.id), "totalQuantity": l.quantity,
+                    "remainingQuantity": l.quantity - l.fulfilled,
+                    "lineItem": {"id": gid("LineItem", l.id), "sku": l.sku}})).collect::<Vec<_>>()}}]},
             "fulfillments": self.fulfillments.values().filter(|f| f.order_id == o.id).map(fulfillment_node).collect::<Vec<_>>(),
             "refunds": o.refunds.iter().map(|r| json!({"id": gid("Refund", r.id), "createdAt": r.created_at,
                 "totalRefundedSet": {"shopMoney": {"amount": r.amount, "currencyCode": "EUR"}}})).collect::<Vec<_>>(),

@@ -2,7 +2,8 @@
 //! (`external_ids[shopify]`); the sink keeps that link with the order's record, mirrors the
 //! ERP's status into `erp_*` custom attributes and an `erp-status:<status>` tag (the order's
 //! note stays the merchant's), cancels it when the ERP does (`cancel_orders`), and turns the
-//! WMS's shipment into a Shopify fulfilment with its tracking number.
+//! WMS's shipment (all of it, or the lines it names) into a Shopify fulfilment with its tracking
+//! number.
 
 use serde_json::{json, Value};
 use tributary_proto::retail::v1::{Fulfillment, Order};
@@ -194,7 +195,7 @@ impl ShopifyTarget {
         };
         let data = self
             .graphql(
-                "query Order($id: ID!) { order(id: $id) { id displayFulfillmentStatus cancelledAt fulfillments { trackingInfo { number } } fulfillmentOrders(first: 10) { nodes { id } } } }",
+                "query Order($id: ID!) { order(id: $id) { id displayFulfillmentStatus cancelledAt fulfillments { trackingInfo { number } } fulfillmentOrders(first: 10) { nodes { id status lineItems(first: 250) { nodes { id remainingQuantity lineItem { sku } } } } } } }",
                 json!({"id": gid}),
                 ORDER_QUERY_COST,
             )
@@ -215,13 +216,19 @@ impl ShopifyTarget {
         if already {
             return Ok(Outcome::Applied);
         }
-        let groups: Vec<Value> = order["fulfillmentOrders"]["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n["id"].as_str())
-            .map(|id| json!({"fulfillmentOrderId": id}))
-            .collect();
+        let groups = if f.lines.is_empty() {
+            // No lines named: everything still open ships.
+            order["fulfillmentOrders"]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["status"].as_str() != Some("CLOSED"))
+                .filter_map(|n| n["id"].as_str())
+                .map(|id| json!({"fulfillmentOrderId": id}))
+                .collect()
+        } else {
+            partial_groups(order, f)?
+        };
         if groups.is_empty() {
             return Err(ApplyError::definite(
                 format!("order {gid} has no fulfilment order to fulfil"),
@@ -256,4 +263,69 @@ impl ShopifyTarget {
         user_errors(&data["fulfillmentCreate"])?;
         Ok(Outcome::Applied)
     }
+}
+
+/// The fulfilment-order line items a shipment of some lines fulfils: each shipped SKU's units
+/// taken from the open lines of that SKU, one group per fulfilment order. A SKU the order
+/// does not have, or more units than are left, is refused (the dead letter says which).
+fn partial_groups(order: &Value, f: &Fulfillment) -> Result<Vec<Value>, ApplyError> {
+    // (fulfilment order, line item, sku, remaining)
+    let mut open: Vec<(String, String, String, i64)> = order["fulfillmentOrders"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|fo| {
+            let fo_id = fo["id"].as_str().unwrap_or_default().to_string();
+            fo["lineItems"]["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |l| {
+                    (
+                        fo_id.clone(),
+                        l["id"].as_str().unwrap_or_default().to_string(),
+                        l["lineItem"]["sku"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        l["remainingQuantity"].as_i64().unwrap_or(0),
+                    )
+                })
+        })
+        .filter(|(fo, line, _, remaining)| !fo.is_empty() && !line.is_empty() && *remaining > 0)
+        .collect();
+    let mut by_order: Vec<(String, Vec<Value>)> = Vec::new();
+    for shipped in &f.lines {
+        let mut wanted = shipped.quantity;
+        for (fo, line, sku, remaining) in open.iter_mut() {
+            if wanted == 0 {
+                break;
+            }
+            if *sku != shipped.sku || *remaining == 0 {
+                continue;
+            }
+            let take = wanted.min(*remaining);
+            *remaining -= take;
+            wanted -= take;
+            let item = json!({"id": line, "quantity": take});
+            match by_order.iter_mut().find(|(id, _)| id == fo) {
+                Some((_, items)) => items.push(item),
+                None => by_order.push((fo.clone(), vec![item])),
+            }
+        }
+        if wanted > 0 {
+            return Err(ApplyError::definite(
+                format!(
+                    "fulfilment {}: {} more unit(s) of {} than the order has left to fulfil",
+                    f.fulfillment_id, wanted, shipped.sku
+                ),
+                order.to_string(),
+            ));
+        }
+    }
+    Ok(by_order
+        .into_iter()
+        .map(|(fo, items)| json!({"fulfillmentOrderId": fo, "fulfillmentOrderLineItems": items}))
+        .collect())
 }
