@@ -114,6 +114,70 @@ async fn consumer_idle(js: &jetstream::Context, sink: &str) -> Result<bool> {
     Ok(info.num_pending == 0 && info.num_ack_pending == 0)
 }
 
+/// A nats-server with only a `RETAIL` stream, for sink tests that publish domain events
+/// themselves (no PostgreSQL, no domain stage).
+async fn retail_only() -> Result<(tributary_testkit::NatsServer, jetstream::Context)> {
+    let nats = tributary_testkit::NatsServer::start().await?;
+    let js = jetstream::new(nats.connect().await?);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "RETAIL".into(),
+        subjects: vec!["retail.v1.>".into()],
+        duplicate_window: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await?;
+    Ok((nats, js))
+}
+
+/// Publishes a domain event as the domain stage does (`Nats-Msg-Id` = its event id).
+async fn publish_domain(js: &jetstream::Context, e: &DomainEvent) -> Result<()> {
+    let m = e.meta.as_ref().context("meta")?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", m.event_id.as_str());
+    js.publish_with_headers(
+        format!("retail.v1.{}.{}", m.entity, m.event),
+        headers,
+        e.encode_to_vec().into(),
+    )
+    .await?
+    .await?;
+    Ok(())
+}
+
+/// The metadata of a test domain event from the ERP.
+fn erp_meta(
+    id: &str,
+    entity: &str,
+    event: &str,
+    key: &str,
+    version: u64,
+) -> tributary_proto::retail::v1::EventMeta {
+    tributary_proto::retail::v1::EventMeta {
+        event_id: id.into(),
+        entity: entity.into(),
+        event: event.into(),
+        entity_key: key.into(),
+        entity_version: version,
+        system_of_record: "erp".into(),
+        event_time_micros: 1,
+        source_ref: None,
+        mapping: "test".into(),
+    }
+}
+
+/// A bridge running only the Shopify sink (`sink` = the lines of `[sinks.shopify]` after the
+/// connection); an idle webhook source satisfies "at least one source".
+fn shopify_only_config(nats_url: &str, shop_url: &str, sink: &str) -> Result<String> {
+    Ok(format!(
+        "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{nats_url}\"]\n\
+         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
+         [sinks]\n[sinks.shopify]\nbase_url = \"{shop_url}\"\naccess_token = \"shpat_sandbox\"\n{sink}\n\
+         [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        tributary_testkit::try_free_port()?,
+        tributary_testkit::try_free_port()?,
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replay_is_idempotent_and_dead_letters_redrive() -> Result<()> {
     let (pg, nats) = start_servers().await?;
@@ -634,21 +698,11 @@ async fn hold_parks_an_entitys_later_events_until_the_first_is_redriven() -> Res
 /// without a second side effect. No PostgreSQL: the events are published to RETAIL directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batched_inventory_documents_replay_under_each_events_own_key() -> Result<()> {
-    use async_nats::jetstream::stream;
-    use tributary_proto::retail::v1::{EventMeta, InventoryLevel};
+    use tributary_proto::retail::v1::InventoryLevel;
 
     const SKUS: usize = 40;
     const ROUNDS: u64 = 6;
-    let nats = tributary_testkit::NatsServer::start().await?;
-    let client = nats.connect().await?;
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: "RETAIL".into(),
-        subjects: vec!["retail.v1.>".into()],
-        duplicate_window: Duration::from_secs(3600),
-        ..Default::default()
-    })
-    .await?;
+    let (nats, js) = retail_only().await?;
     // A bucket the documents fit in, refilled fast enough not to slow the test down.
     let shop = shopify::start(ShopifyOptions {
         bucket_size: 2000.0,
@@ -677,17 +731,13 @@ async fn batched_inventory_documents_replay_under_each_events_own_key() -> Resul
     let mut add = |sku: usize, location: &str, version: u64| {
         let id = format!("inv-{sku}-{location}-{version}");
         let event = DomainEvent {
-            meta: Some(EventMeta {
-                event_id: id.clone(),
-                entity: "inventory".into(),
-                event: "level_changed".into(),
-                entity_key: format!("SKU-{sku:03}|{location}"),
-                entity_version: version,
-                system_of_record: "erp".into(),
-                event_time_micros: 1,
-                source_ref: None,
-                mapping: "test".into(),
-            }),
+            meta: Some(erp_meta(
+                &id,
+                "inventory",
+                "level_changed",
+                &format!("SKU-{sku:03}|{location}"),
+                version,
+            )),
             entity: Some(Entity::Inventory(InventoryLevel {
                 sku: format!("SKU-{sku:03}"),
                 location: location.into(),
@@ -707,16 +757,8 @@ async fn batched_inventory_documents_replay_under_each_events_own_key() -> Resul
             }
         }
     }
-    for (id, event) in &published {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        js.publish_with_headers(
-            "retail.v1.inventory.level_changed",
-            headers,
-            event.encode_to_vec().into(),
-        )
-        .await?
-        .await?;
+    for (_, event) in &published {
+        publish_domain(&js, event).await?;
     }
     let keys: Vec<String> = published
         .iter()
@@ -727,18 +769,13 @@ async fn batched_inventory_documents_replay_under_each_events_own_key() -> Resul
     // Only the Shopify sink; an idle webhook source satisfies "at least one source". Small
     // documents with a long linger, so that every document carries several events.
     let dir = tempfile::tempdir()?;
-    let text = format!(
-        "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{}\"]\n\
-         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
-         [sinks]\n[sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\napply = [\"inventory\"]\n\
-         locations = {{ DC1 = \"{dc1}\", DC9 = \"gid://shopify/Location/999999\" }}\n\
-         batch_size = 8\nbatch_linger_ms = 50\n\
-         [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
-        tributary_testkit::try_free_port()?,
-        nats.url(),
-        tributary_testkit::try_free_port()?,
-        shop.base_url()
-    );
+    let text = shopify_only_config(
+        &nats.url(),
+        shop.base_url(),
+        &format!(
+            "apply = [\"inventory\"]\nlocations = {{ DC1 = \"{dc1}\", DC9 = \"gid://shopify/Location/999999\" }}\nbatch_size = 8\nbatch_linger_ms = 50"
+        ),
+    )?;
     let config = write_config(dir.path(), &text)?;
     let bridge = Bridge::spawn(&config)?;
     let levels_final = || {
@@ -863,39 +900,24 @@ async fn batched_inventory_documents_replay_under_each_events_own_key() -> Resul
 /// while the status still reaches the order's `erp-status` tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn erp_cancellation_cancels_the_storefront_order_once() -> Result<()> {
-    use async_nats::jetstream::stream;
-    use tributary_proto::retail::v1::{EventMeta, ExternalId, Order};
+    use tributary_proto::retail::v1::{ExternalId, Order};
 
-    let nats = tributary_testkit::NatsServer::start().await?;
-    let client = nats.connect().await?;
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: "RETAIL".into(),
-        subjects: vec!["retail.v1.>".into()],
-        duplicate_window: Duration::from_secs(3600),
-        ..Default::default()
-    })
-    .await?;
+    let (nats, js) = retail_only().await?;
     let shop = shopify::start(ShopifyOptions::default()).await?;
     let web = shop.add_order("a@example.com", &[("SKU-1", 1, "9.50")], None);
     let kept = shop.add_order("b@example.com", &[("SKU-1", 1, "9.50")], None);
     let event = |order: &str, gid: &str, status: &str, version: u64| DomainEvent {
-        meta: Some(EventMeta {
-            event_id: format!("{order}-v{version}"),
-            entity: "order".into(),
-            event: if version == 1 {
+        meta: Some(erp_meta(
+            &format!("{order}-v{version}"),
+            "order",
+            if version == 1 {
                 "placed"
             } else {
                 "status_changed"
-            }
-            .into(),
-            entity_key: order.into(),
-            entity_version: version,
-            system_of_record: "erp".into(),
-            event_time_micros: 1,
-            source_ref: None,
-            mapping: "test".into(),
-        }),
+            },
+            order,
+            version,
+        )),
         entity: Some(Entity::Order(Order {
             order_id: order.into(),
             status: status.into(),
@@ -913,29 +935,14 @@ async fn erp_cancellation_cancels_the_storefront_order_once() -> Result<()> {
         event("SO-2", &kept.order_id, "confirmed", 2),
     ];
     for e in &events {
-        let meta = e.meta.as_ref().context("meta")?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", meta.event_id.as_str());
-        js.publish_with_headers(
-            format!("retail.v1.order.{}", meta.event),
-            headers,
-            e.encode_to_vec().into(),
-        )
-        .await?
-        .await?;
+        publish_domain(&js, e).await?;
     }
     let dir = tempfile::tempdir()?;
-    let text = format!(
-        "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{}\"]\n\
-         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
-         [sinks]\n[sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\napply = [\"orders\"]\n\
-         cancel_orders = true\n\
-         [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
-        tributary_testkit::try_free_port()?,
-        nats.url(),
-        tributary_testkit::try_free_port()?,
-        shop.base_url()
-    );
+    let text = shopify_only_config(
+        &nats.url(),
+        shop.base_url(),
+        "apply = [\"orders\"]\ncancel_orders = true",
+    )?;
     let config = write_config(dir.path(), &text)?;
     let bridge = Bridge::spawn(&config)?;
     let cancels = || {
@@ -1007,38 +1014,17 @@ async fn erp_cancellation_cancels_the_storefront_order_once() -> Result<()> {
 /// a replay creates nothing more, and a parcel of more units than are left is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partial_shipments_become_partial_fulfilments() -> Result<()> {
-    use async_nats::jetstream::stream;
-    use tributary_proto::retail::v1::{EventMeta, ExternalId, Fulfillment, FulfillmentLine, Order};
+    use tributary_proto::retail::v1::{ExternalId, Fulfillment, FulfillmentLine, Order};
 
-    let nats = tributary_testkit::NatsServer::start().await?;
-    let client = nats.connect().await?;
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: "RETAIL".into(),
-        subjects: vec!["retail.v1.>".into()],
-        duplicate_window: Duration::from_secs(3600),
-        ..Default::default()
-    })
-    .await?;
+    let (nats, js) = retail_only().await?;
     let shop = shopify::start(ShopifyOptions::default()).await?;
     let web = shop.add_order(
         "a@example.com",
         &[("SKU-1", 2, "9.50"), ("SKU-2", 1, "4.00")],
         None,
     );
-    let meta = |id: &str, entity: &str, event: &str, key: &str, version: u64| EventMeta {
-        event_id: id.into(),
-        entity: entity.into(),
-        event: event.into(),
-        entity_key: key.into(),
-        entity_version: version,
-        system_of_record: "erp".into(),
-        event_time_micros: 1,
-        source_ref: None,
-        mapping: "test".into(),
-    };
     let parcel = |id: &str, tracking: &str, lines: &[(&str, i64)]| DomainEvent {
-        meta: Some(meta(id, "fulfillment", "shipped", id, 1)),
+        meta: Some(erp_meta(id, "fulfillment", "shipped", id, 1)),
         entity: Some(Entity::Fulfillment(Fulfillment {
             fulfillment_id: id.into(),
             order_id: "SO-7".into(),
@@ -1058,7 +1044,7 @@ async fn partial_shipments_become_partial_fulfilments() -> Result<()> {
     };
     let events = [
         DomainEvent {
-            meta: Some(meta("SO-7-v1", "order", "placed", "SO-7", 1)),
+            meta: Some(erp_meta("SO-7-v1", "order", "placed", "SO-7", 1)),
             entity: Some(Entity::Order(Order {
                 order_id: "SO-7".into(),
                 status: "placed".into(),
@@ -1074,33 +1060,11 @@ async fn partial_shipments_become_partial_fulfilments() -> Result<()> {
         // More units than the order ever had: refused, parked with its reason.
         parcel("F-3", "T-3", &[("SKU-1", 5)]),
     ];
-    let publish = async |e: &DomainEvent| -> Result<()> {
-        let m = e.meta.as_ref().context("meta")?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", m.event_id.as_str());
-        js.publish_with_headers(
-            format!("retail.v1.{}.{}", m.entity, m.event),
-            headers,
-            e.encode_to_vec().into(),
-        )
-        .await?
-        .await?;
-        Ok(())
-    };
     // The order (which records the link to Shopify) long before its parcels, as in life:
     // different entities apply in parallel.
-    publish(&events[0]).await?;
+    publish_domain(&js, &events[0]).await?;
     let dir = tempfile::tempdir()?;
-    let text = format!(
-        "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{}\"]\n\
-         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
-         [sinks]\n[sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\napply = [\"fulfillments\"]\n\
-         [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
-        tributary_testkit::try_free_port()?,
-        nats.url(),
-        tributary_testkit::try_free_port()?,
-        shop.base_url()
-    );
+    let text = shopify_only_config(&nats.url(), shop.base_url(), "apply = [\"fulfillments\"]")?;
     let config = write_config(dir.path(), &text)?;
     let bridge = Bridge::spawn(&config)?;
     wait_for(
@@ -1111,7 +1075,7 @@ async fn partial_shipments_become_partial_fulfilments() -> Result<()> {
     )
     .await?;
     for e in &events[1..] {
-        publish(e).await?;
+        publish_domain(&js, e).await?;
     }
     let order_id = shopify::parse_gid(&web.order_id, "Order").context("gid")?;
     let fulfilments = || {
