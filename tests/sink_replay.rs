@@ -165,6 +165,35 @@ fn erp_meta(
     }
 }
 
+/// Replays the Shopify sink's whole stream and waits until it has sent `at_least` queries
+/// containing `needle` since (every replayed event reads its target again) and is idle.
+async fn replay_shopify_until_read(
+    config: &Path,
+    bridge: &Bridge,
+    shop: &shopify::Shopify,
+    js: &jetstream::Context,
+    needle: &str,
+    at_least: usize,
+) -> Result<()> {
+    let mark = shop.requests().len();
+    let out = cli(config, &["replay", "--sink", "shopify", "--from-seq", "1"]).await?;
+    assert!(out.contains("replay window"), "{out}");
+    wait_for(
+        "the replay read the target again",
+        Duration::from_secs(60),
+        bridge,
+        async || {
+            let reads = shop.requests().all()[mark..]
+                .iter()
+                .filter_map(|r| r.json())
+                .filter(|b| b["query"].as_str().is_some_and(|q| q.contains(needle)))
+                .count();
+            Ok(reads >= at_least && consumer_idle(js, "shopify").await?)
+        },
+    )
+    .await
+}
+
 /// A bridge running only the Shopify sink (`sink` = the lines of `[sinks.shopify]` after the
 /// connection); an idle webhook source satisfies "at least one source".
 fn shopify_only_config(nats_url: &str, shop_url: &str, sink: &str) -> Result<String> {
@@ -981,28 +1010,7 @@ async fn erp_cancellation_cancels_the_storefront_order_once() -> Result<()> {
     );
 
     // Replaying everything: the order is already cancelled, so no second orderCancel.
-    let mark = shop.requests().len();
-    let out = cli(&config, &["replay", "--sink", "shopify", "--from-seq", "1"]).await?;
-    assert!(out.contains("replay window"), "{out}");
-    wait_for(
-        "the replay read the orders again",
-        Duration::from_secs(60),
-        &bridge,
-        async || {
-            // Every replayed event reads its order again (and finds nothing to cancel).
-            let reads = shop.requests().all()[mark..]
-                .iter()
-                .filter_map(|r| r.json())
-                .filter(|b| {
-                    b["query"]
-                        .as_str()
-                        .is_some_and(|q| q.contains("cancelledAt"))
-                })
-                .count();
-            Ok(reads >= events.len() && consumer_idle(&js, "shopify").await?)
-        },
-    )
-    .await?;
+    replay_shopify_until_read(&config, &bridge, &shop, &js, "cancelledAt", events.len()).await?;
     assert_eq!(cancels(), 1, "the replay cancelled again");
     assert!(dlq_list(&config, "shopify").await?.is_empty());
     assert_eq!(bridge.stop().await?, 0);
@@ -1137,27 +1145,7 @@ async fn partial_shipments_become_partial_fulfilments() -> Result<()> {
     );
 
     // A replay of everything: the parcels are recognised by their tracking numbers.
-    let mark = shop.requests().len();
-    let out = cli(&config, &["replay", "--sink", "shopify", "--from-seq", "1"]).await?;
-    assert!(out.contains("replay window"), "{out}");
-    wait_for(
-        "the replay read the order again",
-        Duration::from_secs(60),
-        &bridge,
-        async || {
-            let reads = shop.requests().all()[mark..]
-                .iter()
-                .filter_map(|r| r.json())
-                .filter(|b| {
-                    b["query"]
-                        .as_str()
-                        .is_some_and(|q| q.contains("remainingQuantity"))
-                })
-                .count();
-            Ok(reads >= 2 && consumer_idle(&js, "shopify").await?)
-        },
-    )
-    .await?;
+    replay_shopify_until_read(&config, &bridge, &shop, &js, "remainingQuantity", 2).await?;
     assert_eq!(fulfilments().len(), 2, "the replay fulfilled again");
     assert_eq!(bridge.stop().await?, 0);
     Ok(())

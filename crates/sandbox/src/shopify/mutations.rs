@@ -243,15 +243,18 @@ fn fulfillment_create(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
         "0",
         "fulfillmentOrderId"
     ]);
-    let Some(order_id) = fo.and_then(|fo| s.order_by_fulfillment_order(fo)) else {
-        return rejected(
+    let not_found = |field: Value| {
+        rejected(
             "fulfillment",
             vec![user_error(
                 field,
                 "Fulfillment order does not exist.",
                 "NOT_FOUND",
             )],
-        );
+        )
+    };
+    let Some(order_id) = fo.and_then(|fo| s.order_by_fulfillment_order(fo)) else {
+        return not_found(field);
     };
     if s.orders.get(&order_id).is_some_and(|o| {
         o.fulfillment_status == "FULFILLED"
@@ -287,14 +290,7 @@ fn fulfillment_create(s: &mut ShopState, args: &Map<String, Value>) -> Outcome {
                 .collect()
         });
     let Some(order) = s.orders.get(&order_id) else {
-        return rejected(
-            "fulfillment",
-            vec![user_error(
-                field,
-                "Fulfillment order does not exist.",
-                "NOT_FOUND",
-            )],
-        );
+        return not_found(field);
     };
     let shipped: Vec<(u64, i64)> = match requested {
         None => order
