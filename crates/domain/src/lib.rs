@@ -6,6 +6,7 @@
 //! changes that cannot be mapped go to the dead-letter stream with the reason.
 
 mod convert;
+pub mod dead_letter;
 mod error;
 mod external;
 mod mapping;

@@ -7,7 +7,7 @@ use tracing::warn;
 use crate::SaasError;
 
 /// The subject prefix the domain stage's dead-letter stream listens on.
-pub const PREFIX: &str = "dlq.domain";
+pub const PREFIX: &str = tributary_domain::dead_letter::PREFIX;
 
 /// Publishes `payload` (the raw change event) to `dlq.domain.<mapping>` and waits for the ack;
 /// the id `<event id>/<mapping>/dlq` keeps a redelivered event from being parked twice.
@@ -23,18 +23,8 @@ pub async fn park(
         feed,
         mapping, event_id, reason, "event cannot be mapped: dead-lettered"
     );
-    let mut headers = async_nats::header::HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("{event_id}/{mapping}/dlq").as_str(),
-    );
-    headers.insert("Tributary-Mapping", mapping);
-    headers.insert(
-        "Tributary-Reason",
-        reason.replace(['\r', '\n'], " ").as_str(),
-    );
-    headers.insert("Tributary-Source-Event-Id", event_id);
-    let subject = format!("{PREFIX}.{}", tributary_nats::subject::token(mapping));
+    let headers = tributary_domain::dead_letter::headers(mapping, event_id, reason);
+    let subject = tributary_domain::dead_letter::subject(mapping);
     js.publish_with_headers(subject.clone(), headers, payload.to_vec().into())
         .await
         .map_err(|e| SaasError::nats(format!("publish to {subject}"), e))?

@@ -127,7 +127,7 @@ impl DomainStage {
         tributary_nats::ensure_stream(
             &js,
             &settings(&cfg.dead_letter_stream),
-            vec!["dlq.domain.>".into()],
+            vec![format!("{}.>", crate::dead_letter::PREFIX)],
         )
         .await?;
         let state = StateStore::open(&js, &cfg.state_bucket, replicas).await?;

@@ -48,20 +48,9 @@ pub(super) fn dead_letter(
     reason: &MapError,
 ) -> Outgoing {
     warn!(mapping, event_id, reason = %reason, "change cannot be mapped: dead-lettered");
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("{event_id}/{mapping}/dlq").as_str(),
-    );
-    headers.insert("Tributary-Mapping", mapping);
-    headers.insert(
-        "Tributary-Reason",
-        reason.to_string().replace(['\r', '\n'], " ").as_str(),
-    );
-    headers.insert("Tributary-Source-Event-Id", event_id);
     Outgoing {
-        subject: format!("dlq.domain.{}", tributary_nats::subject::token(mapping)),
-        headers,
+        subject: crate::dead_letter::subject(mapping),
+        headers: crate::dead_letter::headers(mapping, event_id, &reason.to_string()),
         payload: change,
     }
 }
