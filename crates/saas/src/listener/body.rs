@@ -7,7 +7,6 @@
 
 use axum::body::{Body, Bytes};
 use axum::http::{header::CONTENT_LENGTH, HeaderMap, StatusCode};
-use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -85,8 +84,9 @@ async fn collect(
     capacity: usize,
     body: Body,
 ) -> Result<LimitedBody, BodyRejection> {
-    let mut buf = BytesMut::with_capacity(capacity);
+    let mut buf: Vec<u8> = Vec::with_capacity(capacity);
     let mut budget: Option<OwnedSemaphorePermit> = None;
+    let mut charged = 0usize;
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|_| BodyRejection::Incomplete)?;
@@ -94,25 +94,31 @@ async fn collect(
         if total > limits.max_body {
             return Err(BodyRejection::TooLarge);
         }
-        let charged = buf.len().max(FREE_BYTES);
-        let owed = total.saturating_sub(charged);
-        if owed > 0 {
-            // `max_body` is at most 256 MiB (config validation), so `owed` fits in u32.
-            let permit = limits
-                .body_budget
-                .clone()
-                .acquire_many_owned(owed as u32)
-                .await
-                .map_err(|_| BodyRejection::Incomplete)?;
-            match &mut budget {
-                Some(held) => held.merge(permit),
-                None => budget = Some(permit),
+        if total > buf.capacity() {
+            // The budget pays for what is allocated, not only for what is written: growth by
+            // doubling (capped at the limit) is charged before it happens.
+            let grown = total.max(buf.capacity() * 2).min(limits.max_body);
+            let owed = grown.saturating_sub(FREE_BYTES).saturating_sub(charged);
+            if owed > 0 {
+                // `max_body` is at most 256 MiB (config validation), so `owed` fits in u32.
+                let permit = limits
+                    .body_budget
+                    .clone()
+                    .acquire_many_owned(owed as u32)
+                    .await
+                    .map_err(|_| BodyRejection::Incomplete)?;
+                charged += owed;
+                match &mut budget {
+                    Some(held) => held.merge(permit),
+                    None => budget = Some(permit),
+                }
             }
+            buf.reserve_exact(grown - buf.len());
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(LimitedBody {
-        bytes: buf.freeze(),
+        bytes: Bytes::from(buf),
         _budget: budget,
     })
 }
