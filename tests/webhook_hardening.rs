@@ -240,8 +240,10 @@ async fn empty_or_weak_webhook_secrets_are_refused_at_load() -> Result<()> {
 }
 
 /// Defect 2: more than 8 candidate signatures is a 401 without any HMAC (even when one of
-/// them is right), and a header of thousands of entries is refused by the header limit.
-#[tokio::test]
+/// them is right); two requests of 1000 entries and 4 MiB each (an HMAC of the whole body per
+/// entry, on the runtime, before) no longer hold a valid delivery; a header of thousands of
+/// entries is refused by the header limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_header_with_too_many_entries_is_refused_before_hashing() -> Result<()> {
     let nats = NatsServer::start().await?;
     let hook = wms(&nats, "").await?;
@@ -262,6 +264,37 @@ async fn signature_header_with_too_many_entries_is_refused_before_hashing() -> R
         &["reason=\"too_many_signatures\""],
     );
     assert_eq!(after - before, 1.0);
+
+    // Two unauthenticated 4 MiB requests of 1000 entries while a valid delivery comes in.
+    let thousand: Vec<String> = (0..1000).map(|_| format!("v1,{}", wrong_hmac())).collect();
+    let head = wms_head("evt_3", &ts, &thousand.join(" "), 4 << 20);
+    let attacks: Vec<_> = (0..2)
+        .map(|_| {
+            let head = head.clone();
+            let addr = hook.addr;
+            tokio::spawn(async move {
+                send(addr, &head, vec![b'x'; 4 << 20], Duration::from_secs(60)).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (id, body2) = (
+        "evt_4",
+        br#"{"id":"evt_4","type":"inventory.updated","data":{}}"#,
+    );
+    let head = wms_head(id, &ts, &wms_signature(id, &ts, body2), body2.len());
+    let status = send(hook.addr, &head, body2.to_vec(), Duration::from_secs(60)).await?;
+    let valid_took = started.elapsed();
+    assert_eq!(status, Some(200));
+    assert!(
+        valid_took < Duration::from_secs(3),
+        "valid delivery took {valid_took:?}"
+    );
+    for a in attacks {
+        let status = a.await??;
+        assert!(matches!(status, Some(401) | None), "{status:?}");
+    }
 
     // Thousands of entries with a 4 MiB body: refused at once, the body never hashed.
     let many: Vec<String> = (0..5000).map(|_| format!("v1,{}", wrong_hmac())).collect();
