@@ -166,6 +166,9 @@ async fn flood_of_unauthenticated_requests_keeps_healthz_and_valid_webhooks_answ
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let baseline_kib = rss_kib(pid);
+    // A client that connects to the ops server and never sends a request: closed after the
+    // ops header timeout (5 s), so idle connections cannot pile up there.
+    let mut silent = TcpStream::connect(ops).await?;
 
     let until = Instant::now() + Duration::from_secs(secs);
     let big = Arc::new(vec![b'x'; 4 << 20]);
@@ -213,6 +216,10 @@ async fn flood_of_unauthenticated_requests_keeps_healthz_and_valid_webhooks_answ
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let probes = probes.await?;
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(1)).await,
+        "the ops server kept a silent connection for the whole flood"
+    );
     for a in attackers {
         a.abort();
     }
