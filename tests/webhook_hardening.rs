@@ -409,6 +409,28 @@ async fn slow_and_oversized_requests_are_cut_off_and_counted() -> Result<()> {
     Ok(())
 }
 
+/// Defect 3, with the default limits: a declared body over `max_body_bytes` (8 MiB) is a 413
+/// before any byte of it is read, and it is counted.
+#[tokio::test]
+async fn oversized_body_with_default_limits_is_refused_unread_and_counted() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let hook = shopify(&nats, "").await?;
+    let before = shopify_rejected("body_too_large");
+    let head = shopify_head(
+        "/webhooks/shopify/web",
+        "orders/create",
+        "e9",
+        &wrong_hmac(),
+        (8 << 20) + 1,
+    );
+    let started = Instant::now();
+    let status = send(hook.addr, &head, Vec::new(), Duration::from_secs(5)).await?;
+    assert_eq!(status, Some(413));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(shopify_rejected("body_too_large") - before, 1.0);
+    Ok(())
+}
+
 /// Defect 3: connections over the limit are answered 503 at once and counted, and a freed
 /// connection slot is usable again.
 #[tokio::test]
