@@ -1,6 +1,7 @@
 //! A flood of unauthenticated webhook requests against the bridge binary — 200 concurrent
 //! clients sending slow headers, slow bodies, 4 MiB bodies with bad signatures, oversized
-//! header blocks and oversized declared bodies — while a valid Shopify webhook is sent every
+//! header blocks, oversized declared bodies and (to the WMS listener) 4 MiB bodies with 1000
+//! signature entries — while a valid Shopify webhook is sent every
 //! 500 ms and `/healthz` is probed every 200 ms. Both must keep answering (bound: 5 s; the goal
 //! is well under a second) and the bridge's memory must stay bounded. The measured figures are
 //! printed (`FLOOD …` lines) and recorded in docs/security.md. `TRIB_FLOOD_SECS` sets the
@@ -27,14 +28,14 @@ const SECRET: &str = "c0ffee5a1b2d3e4f56789abcdef01234";
 const PATH: &str = "/webhooks/shopify/web";
 
 /// One attacker: repeats its kind of request until `until`.
-async fn attacker(kind: usize, addr: SocketAddr, until: Instant, big: Arc<Vec<u8>>) {
+async fn attacker(kind: usize, addrs: [SocketAddr; 2], until: Instant, big: Arc<Vec<u8>>) {
     while Instant::now() < until {
         let left = until.saturating_duration_since(Instant::now());
-        let _ = tokio::time::timeout(left, attack_once(kind, addr, big.clone())).await;
+        let _ = tokio::time::timeout(left, attack_once(kind, addrs, big.clone())).await;
     }
 }
 
-async fn attack_once(kind: usize, addr: SocketAddr, big: Arc<Vec<u8>>) {
+async fn attack_once(kind: usize, [addr, wms]: [SocketAddr; 2], big: Arc<Vec<u8>>) {
     match kind {
         // Slow headers: one header line every 500 ms, never finished.
         0 => {
@@ -83,6 +84,19 @@ async fn attack_once(kind: usize, addr: SocketAddr, big: Arc<Vec<u8>>) {
                 shopify_head(PATH, "orders/create", "hdr", &wrong_hmac(), 2)
             );
             let _ = send(addr, &head, b"{}".to_vec(), Duration::from_secs(30)).await;
+        }
+        // WMS: 4 MiB with 1000 `webhook-signature` entries (1000 HMACs of the body, before).
+        4 => {
+            let entries = format!("v1,{} ", wrong_hmac()).repeat(1000);
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let head = format!(
+                "POST /webhooks/wms HTTP/1.1\r\nhost: bridge\r\ncontent-length: {}\r\n\
+                 webhook-id: evt_flood\r\nwebhook-timestamp: {ts}\r\nwebhook-signature: {entries}\r\n",
+                big.len()
+            );
+            let _ = send(wms, &head, big.to_vec(), Duration::from_secs(30)).await;
         }
         // 100 MiB declared.
         _ => {
@@ -147,11 +161,14 @@ async fn flood_of_unauthenticated_requests_keeps_healthz_and_valid_webhooks_answ
         tributary_testkit::free_port(),
         tributary_testkit::free_port(),
     );
+    let wms_port = tributary_testkit::free_port();
     let dir = tempfile::tempdir()?;
     let text = format!(
         "http_listen = \"127.0.0.1:{ops_port}\"\n[nats]\nservers = [\"{}\"]\n\
          [[shopify]]\nname = \"web\"\nshop_domain = \"{SHOP_DOMAIN}\"\nlisten = \"127.0.0.1:{hook_port}\"\n\
-         webhook_secret = \"{SECRET}\"\ndomain_events = false\n",
+         webhook_secret = \"{SECRET}\"\ndomain_events = false\n\
+         [sinks]\n[sinks.wms]\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n\
+         [sinks.wms.webhooks]\nlisten = \"127.0.0.1:{wms_port}\"\nsecret = \"{SECRET}\"\n",
         nats.url()
     );
     let bridge = Bridge::spawn(&write_config(dir.path(), &text)?)?;
@@ -160,6 +177,7 @@ async fn flood_of_unauthenticated_requests_keeps_healthz_and_valid_webhooks_answ
         ([127, 0, 0, 1], ops_port).into(),
         ([127, 0, 0, 1], hook_port).into(),
     );
+    let wms: SocketAddr = ([127, 0, 0, 1], wms_port).into();
     let ready = Instant::now() + Duration::from_secs(60);
     while valid_webhook(hook, 0).await != Some(200) || healthz(ops).await != Some(200) {
         anyhow::ensure!(Instant::now() < ready, "bridge not up: {}", bridge.log());
@@ -178,10 +196,12 @@ async fn flood_of_unauthenticated_requests_keeps_healthz_and_valid_webhooks_answ
             0..=49 => 0,
             50..=99 => 1,
             100..=149 => 2,
-            150..=174 => 3,
-            _ => 4,
+            150..=169 => 3,
+            170..=179 => 4,
+            _ => 5,
         };
-        attackers.push(tokio::spawn(attacker(kind, hook, until, big.clone())));
+        let addrs = [hook, wms];
+        attackers.push(tokio::spawn(attacker(kind, addrs, until, big.clone())));
     }
     let peak_kib = Arc::new(Mutex::new(baseline_kib));
     let sampler = {

@@ -277,20 +277,33 @@ async fn signature_header_with_too_many_entries_is_refused_before_hashing() -> R
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    let (id, body2) = (
-        "evt_4",
-        br#"{"id":"evt_4","type":"inventory.updated","data":{}}"#,
-    );
-    let head = wms_head(id, &ts, &wms_signature(id, &ts, body2), body2.len());
-    let status = send(hook.addr, &head, body2.to_vec(), Duration::from_secs(60)).await?;
-    let valid_took = started.elapsed();
-    eprintln!("valid WMS delivery beside two 1000-entry 4 MiB requests: {valid_took:?}");
-    assert_eq!(status, Some(200));
+    // Valid deliveries every 250 ms while the attack bodies arrive and are (not) hashed.
+    let mut slowest = Duration::ZERO;
+    for n in 0..12 {
+        let id = format!("evt_valid_{n}");
+        let body2 = format!(r#"{{"id":"{id}","type":"inventory.updated","data":{{}}}}"#);
+        let head = wms_head(
+            &id,
+            &ts,
+            &wms_signature(&id, &ts, body2.as_bytes()),
+            body2.len(),
+        );
+        let started = Instant::now();
+        let status = send(
+            hook.addr,
+            &head,
+            body2.into_bytes(),
+            Duration::from_secs(60),
+        )
+        .await?;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, Some(200));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("slowest valid WMS delivery beside two 1000-entry 4 MiB requests: {slowest:?}");
     assert!(
-        valid_took < Duration::from_secs(3),
-        "valid delivery took {valid_took:?}"
+        slowest < Duration::from_secs(3),
+        "a valid delivery took {slowest:?}"
     );
     for a in attacks {
         let status = a.await??;
