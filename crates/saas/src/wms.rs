@@ -602,8 +602,8 @@ mod tests {
             "v1,{}",
             base64::engine::general_purpose::STANDARD.encode([7u8; 32])
         );
-        let eight = vec![entry.as_str(); 8].join(" ");
-        let nine = vec![entry.as_str(); 9].join(" ");
+        let eight = [entry.as_str(); 8].join(" ");
+        let nine = [entry.as_str(); 9].join(" ");
         assert_eq!(signature_candidates(&eight).map(|c| c.len()), Ok(8));
         assert_eq!(signature_candidates(&nine), Err("too_many_signatures"));
         assert_eq!(
