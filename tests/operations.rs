@@ -606,7 +606,7 @@ async fn preflight_checks_saas_credentials() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let text = format!(
         "[nats]\nservers = [\"{}\"]\n\
-         [[shopify]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nwebhook_secret = \"s\"\n\
+         [[shopify]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nwebhook_secret = \"3f9c2a7e41b8d605c1e7a9f24b6d8e03\"\n\
          [shopify.admin]\nurl = \"{}\"\naccess_token = \"shpat_sandbox\"\n\
          [sinks]\n[sinks.wms]\nbase_url = \"{}\"\napi_key = \"not-the-key\"\n\
          [sinks.salesforce]\nbase_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{secret}\"\n",

@@ -199,7 +199,7 @@ async fn replay_shopify_until_read(
 fn shopify_only_config(nats_url: &str, shop_url: &str, sink: &str) -> Result<String> {
     Ok(format!(
         "http_listen = \"127.0.0.1:{}\"\n[nats]\nservers = [\"{nats_url}\"]\n\
-         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"x\"\ndomain_events = false\n\
+         [[shopify]]\nname = \"idle\"\nlisten = \"127.0.0.1:{}\"\nwebhook_secret = \"3f9c2a7e41b8d605c1e7a9f24b6d8e03\"\ndomain_events = false\n\
          [sinks]\n[sinks.shopify]\nbase_url = \"{shop_url}\"\naccess_token = \"shpat_sandbox\"\n{sink}\n\
          [sinks.shopify.delivery]\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
         tributary_testkit::try_free_port()?,

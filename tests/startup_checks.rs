@@ -194,7 +194,7 @@ fn check_config_names_sink_shopify_and_secret_mistakes() -> Result<()> {
     assert!(err.contains("sinks.shopify.apply"), "{err}");
 
     let shop = format!(
-        "{base}[[shopify]]\nname = \"web\"\nlisten = \"not-an-address\"\nwebhook_secret = \"s\"\n"
+        "{base}[[shopify]]\nname = \"web\"\nlisten = \"not-an-address\"\nwebhook_secret = \"3f9c2a7e41b8d605c1e7a9f24b6d8e03\"\n"
     );
     let (code, _, err) = check_config(&shop, &[])?;
     assert_ne!(code, 0);

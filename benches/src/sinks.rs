@@ -592,7 +592,7 @@ servers = [{nats}]
 [[shopify]]
 name = "benchidle"
 listen = "127.0.0.1:{webhook}"
-webhook_secret = "bench"
+webhook_secret = "3f9c2a7e41b8d605c1e7a9f24b6d8e03"
 domain_events = false
 
 [sinks]

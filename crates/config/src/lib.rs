@@ -12,6 +12,7 @@ pub use model::*;
 pub use saas::*;
 pub use secret::{Secret, SecretError};
 pub use sinks::*;
+pub use validate::{webhook_secret_problem, MIN_WEBHOOK_SECRET_BYTES};
 
 use std::path::Path;
 

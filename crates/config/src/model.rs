@@ -34,6 +34,9 @@ pub struct Config {
     /// Salesforce Change Data Capture sources (`[[salesforce_cdc]]`, see `saas.rs`).
     #[serde(default)]
     pub salesforce_cdc: Vec<crate::SalesforceCdcConfig>,
+    /// Limits of the internet-facing webhook listeners (`[webhook_server]`, see `saas.rs`).
+    #[serde(default)]
+    pub webhook_server: crate::WebhookServerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -5,7 +5,7 @@
 //! [[shopify]]
 //! name = "web"                                   # subject token, part of every id
 //! shop_domain = "acme.myshopify.com"
-//! listen = "0.0.0.0:8088"                        # POST /webhooks/shopify/web
+//! listen = "0.0.0.0:8088"                        # POST /webhooks/shopify/web (default 127.0.0.1)
 //! webhook_secret = { env = "SHOPIFY_WEBHOOK_SECRET" }
 //! [shopify.admin]                                # optional: reconciliation poll
 //! url = "https://acme.myshopify.com"
@@ -26,9 +26,11 @@ pub struct ShopifySourceConfig {
     #[serde(default)]
     pub shop_domain: Option<String>,
     /// Address of the webhook HTTP server; shops sharing an address share one server.
+    /// Loopback by default: exposing it (`0.0.0.0:8088`) is an explicit choice (docs/security.md).
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// The app's client secret: `X-Shopify-Hmac-Sha256` is verified with it.
+    /// The app's client secret: `X-Shopify-Hmac-Sha256` is verified with it. At least 16
+    /// bytes with 8 different characters (checked at load; docs/security.md).
     pub webhook_secret: Secret,
     /// JetStream stream of the raw webhook events (`saas.shopify.<name>.<topic>`).
     #[serde(default = "default_stream")]
@@ -42,6 +44,59 @@ pub struct ShopifySourceConfig {
     /// Admin API access for the reconciliation poll; none: webhooks only.
     #[serde(default)]
     pub admin: Option<ShopifyAdminConfig>,
+}
+
+/// `[webhook_server]`: limits of every webhook listener (the Shopify and WMS ones), so that
+/// unauthenticated requests cannot hold connections, memory or the runtime (docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookServerConfig {
+    /// Time a client has to send a request's headers; also how long an idle keep-alive
+    /// connection is kept.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Time a client has to send a request's whole body once its headers are in.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Largest accepted body; a larger `Content-Length` is refused (413) before reading, a
+    /// chunked body is cut off at this size.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Bytes of request bodies beyond the first 64 KiB of each that one listener buffers at
+    /// once; requests past it wait (within `body_timeout_ms`).
+    #[serde(default = "default_body_memory_bytes")]
+    pub body_memory_bytes: usize,
+    /// Open connections per listener; more are answered 503 and closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for WebhookServerConfig {
+    fn default() -> Self {
+        WebhookServerConfig {
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_body_bytes: default_max_body_bytes(),
+            body_memory_bytes: default_body_memory_bytes(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_body_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_body_memory_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_connections() -> usize {
+    256
 }
 
 /// Admin GraphQL API used by the reconciliation poll ("updated since" the stored cursor).
@@ -193,7 +248,7 @@ fn default_sf_api_version() -> String {
     "62.0".into()
 }
 fn default_listen() -> String {
-    "0.0.0.0:8088".into()
+    "127.0.0.1:8088".into()
 }
 fn default_stream() -> String {
     "SAAS_SHOPIFY".into()

@@ -7,7 +7,7 @@
 //! base_url = "https://wms.example.com"
 //! api_key = { env = "WMS_API_KEY" }
 //! [sinks.wms.webhooks]                  # optional: lifecycle webhooks back in as a source
-//! listen = "0.0.0.0:8089"
+//! listen = "0.0.0.0:8089"                # default 127.0.0.1:8089 (docs/security.md)
 //! secret = { env = "WMS_WEBHOOK_SECRET" }
 //! [sinks.shopify]
 //! base_url = "https://shop.myshopify.com"
@@ -129,14 +129,15 @@ pub struct WmsSinkConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WmsWebhookSourceConfig {
-    /// Address of the webhook HTTP server (its own listener).
+    /// Address of the webhook HTTP server (its own listener); loopback by default.
     #[serde(default = "default_wms_webhook_listen")]
     pub listen: String,
     /// Path the WMS posts to; must start with `/`.
     #[serde(default = "default_wms_webhook_path")]
     pub path: String,
     /// The signing secret shared with the WMS: `webhook-signature` is verified with it.
-    /// A `whsec_` prefix (Standard Webhooks) is taken as base64 of the key bytes.
+    /// A `whsec_` prefix (Standard Webhooks) is taken as base64 of the key bytes. At least 16
+    /// bytes with 8 different characters (checked at load; docs/security.md).
     pub secret: Secret,
     /// JetStream stream of the raw webhooks (`saas.wms.<event type>`), stored before the 200.
     #[serde(default = "default_wms_webhook_stream")]
@@ -423,7 +424,7 @@ fn default_shipping_method() -> String {
     "standard".into()
 }
 fn default_wms_webhook_listen() -> String {
-    "0.0.0.0:8089".into()
+    "127.0.0.1:8089".into()
 }
 fn default_wms_webhook_path() -> String {
     "/webhooks/wms".into()

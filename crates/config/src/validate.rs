@@ -2,9 +2,87 @@
 
 use std::collections::HashSet;
 
-use crate::{Config, ConfigError, StreamConfig};
+use crate::{Config, ConfigError, Secret, StreamConfig};
+
+/// Shortest accepted webhook signing secret: below this an HMAC key can be guessed offline
+/// from one captured delivery.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
+const MIN_WEBHOOK_SECRET_DISTINCT: usize = 8;
+
+/// Why a webhook signing secret's value is unusable (never quoting it), or None. A Standard
+/// Webhooks `whsec_` prefix is not part of the key. An empty key would let anyone sign.
+pub fn webhook_secret_problem(value: &str) -> Option<String> {
+    let key = value.strip_prefix("whsec_").unwrap_or(value).trim();
+    let distinct = key.bytes().collect::<HashSet<u8>>().len();
+    if key.is_empty() {
+        Some("is empty: anyone could sign a webhook; set the secret the sender signs with".into())
+    } else if key.len() < MIN_WEBHOOK_SECRET_BYTES || distinct < MIN_WEBHOOK_SECRET_DISTINCT {
+        Some(format!(
+            "is too weak ({} bytes, {distinct} different): use at least {MIN_WEBHOOK_SECRET_BYTES} \
+             bytes with {MIN_WEBHOOK_SECRET_DISTINCT} different characters, e.g. `openssl rand -hex 32`",
+            key.len()
+        ))
+    } else {
+        None
+    }
+}
+
+/// Checks a webhook secret written in the file; env and file secrets are checked where they
+/// are resolved (start-up, `check-config`).
+fn check_literal_webhook_secret(key: String, secret: &Secret) -> Result<(), ConfigError> {
+    match secret {
+        Secret::Literal(value) => match webhook_secret_problem(value) {
+            Some(problem) => Err(ConfigError::invalid(key, problem)),
+            None => Ok(()),
+        },
+        Secret::Env { .. } | Secret::File { .. } => Ok(()),
+    }
+}
+
+fn validate_webhooks(config: &Config) -> Result<(), ConfigError> {
+    let w = &config.webhook_server;
+    let key = |k: &str| format!("webhook_server.{k}");
+    for (name, ms) in [
+        ("header_timeout_ms", w.header_timeout_ms),
+        ("body_timeout_ms", w.body_timeout_ms),
+    ] {
+        if !(100..=600_000).contains(&ms) {
+            return Err(ConfigError::invalid(
+                key(name),
+                "must be between 100 and 600000",
+            ));
+        }
+    }
+    if w.max_body_bytes < 1024 || w.max_body_bytes > 256 * 1024 * 1024 {
+        return Err(ConfigError::invalid(
+            key("max_body_bytes"),
+            "must be between 1024 and 268435456",
+        ));
+    }
+    if w.body_memory_bytes < w.max_body_bytes || w.body_memory_bytes > u32::MAX as usize {
+        return Err(ConfigError::invalid(
+            key("body_memory_bytes"),
+            "must be at least max_body_bytes (one largest body must fit) and below 4 GiB",
+        ));
+    }
+    if !(1..=65_536).contains(&w.max_connections) {
+        return Err(ConfigError::invalid(
+            key("max_connections"),
+            "must be between 1 and 65536",
+        ));
+    }
+    for (i, s) in config.shopify.iter().enumerate() {
+        check_literal_webhook_secret(format!("shopify[{i}].webhook_secret"), &s.webhook_secret)?;
+    }
+    let wms_hooks = config.sinks.as_ref().and_then(|s| s.wms.as_ref());
+    if let Some(h) = wms_hooks.and_then(|w| w.webhooks.as_ref()) {
+        check_literal_webhook_secret("sinks.wms.webhooks.secret".into(), &h.secret)?;
+    }
+    Ok(())
+}
 
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
+    validate_webhooks(config)?;
     if config.http_listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(ConfigError::invalid(
             "http_listen",

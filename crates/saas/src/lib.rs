@@ -8,6 +8,7 @@
 pub mod dead_letter;
 mod error;
 pub mod json_change;
+pub mod listener;
 pub mod mapping_consumer;
 pub mod metrics;
 pub mod salesforce;

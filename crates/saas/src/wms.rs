@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use async_nats::header::HeaderMap as NatsHeaders;
 use async_nats::jetstream::{self, AckKind};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
@@ -42,13 +42,16 @@ use tributary_config::{Config, DomainConfig, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
 
+use crate::listener::verify::{self, MAX_ID_BYTES};
+use crate::listener::{self, Limits};
 use crate::mapping_consumer::MappingConsumer;
 use crate::time::{now_micros, parse_rfc3339_micros};
 use crate::SaasError;
 
 /// The WMS gives up on a delivery after a few seconds; the ack must come well before.
 const ACK_BUDGET: Duration = Duration::from_millis(4000);
-const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Longest accepted event type (`order.shipment.exception` is 24 bytes).
+const MAX_EVENT_TYPE_BYTES: usize = 64;
 /// Raw duplicates (the WMS's retries and duplicate deliveries) are dropped for this long;
 /// later ones are caught by the entity state.
 pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 24 * 3600;
@@ -65,8 +68,9 @@ pub const DOMAIN_EVENTS: &str = "tributary_wms_domain_events_total";
 
 struct Endpoint {
     cfg: WmsWebhookSourceConfig,
-    secret: Vec<u8>,
+    key: ring::hmac::Key,
     js: jetstream::Context,
+    limits: Limits,
 }
 
 /// The `[sinks.wms.webhooks]` source: webhook server and the mapper into `RETAIL`.
@@ -84,22 +88,43 @@ pub fn signing_key(secret: &str) -> Vec<u8> {
         .unwrap_or_else(|| secret.as_bytes().to_vec())
 }
 
-/// Verifies a `webhook-signature` header (space-separated `v1,<base64>` entries) over
-/// `<id>.<timestamp>.<body>`; each candidate is checked in constant time (`ring::hmac::verify`).
-pub fn verify_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
-    let mut signed = format!("{id}.{timestamp}.").into_bytes();
-    signed.extend_from_slice(body);
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let mut ok = false;
-    for sig in header
-        .split_whitespace()
-        .filter_map(|s| s.strip_prefix("v1,"))
-    {
-        if let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(sig) {
-            ok |= ring::hmac::verify(&key, &signed, &tag).is_ok();
-        }
+/// Most candidates a `webhook-signature` header may carry (a key rotation needs two); a longer
+/// header is refused before any hashing.
+pub const MAX_SIGNATURES: usize = 8;
+
+/// The `v1` tags of a `webhook-signature` header (space-separated `v<n>,<base64>` entries):
+/// `Err(reason)` when there are more than [`MAX_SIGNATURES`] entries or no usable `v1` one.
+pub fn signature_candidates(header: &str) -> Result<Vec<Vec<u8>>, &'static str> {
+    let entries: Vec<&str> = header.split_whitespace().take(MAX_SIGNATURES + 1).collect();
+    if entries.len() > MAX_SIGNATURES {
+        return Err("too_many_signatures");
     }
-    ok
+    let tags: Vec<Vec<u8>> = entries
+        .iter()
+        .filter_map(|e| e.strip_prefix("v1,"))
+        .filter_map(verify::decode_tag)
+        .collect();
+    if tags.is_empty() {
+        Err("bad_signature")
+    } else {
+        Ok(tags)
+    }
+}
+
+/// Verifies a `webhook-signature` header over `<id>.<timestamp>.<body>`: one HMAC, compared
+/// with each candidate in constant time.
+pub fn verify_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    let Ok(candidates) = signature_candidates(header) else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(format!("{id}.{timestamp}.").as_bytes());
+    ctx.update(body);
+    let tag = ctx.sign();
+    candidates
+        .iter()
+        .fold(false, |ok, c| ok | verify::tag_matches(&tag, c))
 }
 
 /// Checks the `[sinks.wms.webhooks]` block (no I/O).
@@ -147,6 +172,9 @@ impl WmsWebhookSource {
             .secret
             .resolve()
             .map_err(|e| SaasError::config("sinks.wms.webhooks.secret", e.to_string()))?;
+        if let Some(problem) = tributary_config::webhook_secret_problem(&secret) {
+            return Err(SaasError::config("sinks.wms.webhooks.secret", problem));
+        }
         let settings = |name: &str, dup: u64| config.nats.stream_named(name, Some(dup));
         tributary_nats::ensure_stream(
             &js,
@@ -179,9 +207,10 @@ impl WmsWebhookSource {
         })?;
         Ok(Some(WmsWebhookSource {
             endpoint: Arc::new(Endpoint {
-                secret: signing_key(&secret),
+                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &signing_key(&secret)),
                 cfg,
                 js,
+                limits: Limits::webhooks(&config.webhook_server),
             }),
             listener,
             feed: Arc::new(feed),
@@ -199,19 +228,18 @@ impl WmsWebhookSource {
         let addr = self.listener.local_addr().ok();
         let router = Router::new()
             .route(&self.endpoint.cfg.path, post(receive))
-            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .fallback(|| async {
+                listener::rejected("wms", "unknown_path");
+                StatusCode::NOT_FOUND
+            })
             .with_state(self.endpoint.clone());
         let server_stop = stop.clone();
         let listener = self.listener;
+        let limits = self.endpoint.limits.clone();
         let server = tokio::spawn(
             async move {
                 info!(?addr, "WMS webhook server listening");
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { server_stop.cancelled().await })
-                    .await
-                {
-                    warn!(error = %e, "WMS webhook server failed");
-                }
+                listener::serve("wms", listener, router, limits, server_stop).await;
             }
             .instrument(tracing::info_span!("wms_webhooks")),
         );
@@ -236,36 +264,48 @@ fn describe() {
     metrics::describe_counter!(DOMAIN_EVENTS, "WMS webhooks mapped, by outcome");
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
 fn reject(reason: &'static str, status: StatusCode) -> (StatusCode, &'static str) {
     metrics::counter!(WEBHOOKS_REJECTED, "reason" => reason).increment(1);
     debug!(reason, "WMS webhook rejected");
     (status, reason)
 }
 
+/// Event types become a subject token and a NATS header.
+fn event_type_ok(kind: &str) -> bool {
+    !kind.is_empty() && kind.len() <= MAX_EVENT_TYPE_BYTES && kind.bytes().all(verify::id_char)
+}
+
 async fn receive(
     State(ep): State<Arc<Endpoint>>,
     headers: HeaderMap,
-    body: Bytes,
+    raw_body: Body,
 ) -> (StatusCode, &'static str) {
     metrics::counter!(WEBHOOKS_RECEIVED).increment(1);
-    let (Some(id), Some(ts), Some(sig)) = (
-        header(&headers, "webhook-id"),
-        header(&headers, "webhook-timestamp"),
-        header(&headers, "webhook-signature"),
-    ) else {
-        return reject("missing_signature", StatusCode::UNAUTHORIZED);
+    let digits = |b: u8| b.is_ascii_digit();
+    let checked = (
+        verify::header(&headers, "webhook-id", MAX_ID_BYTES, verify::id_char),
+        verify::header(&headers, "webhook-timestamp", 12, digits),
+        verify::header(
+            &headers,
+            "x-wms-event-type",
+            MAX_EVENT_TYPE_BYTES,
+            verify::id_char,
+        ),
+    );
+    let sig = headers.get("webhook-signature").map(|v| v.to_str());
+    let (Ok(Some(id)), Ok(Some(ts)), Some(Ok(sig))) = (checked.0, checked.1, sig) else {
+        return match (checked.0, checked.1) {
+            (Err(_), _) | (_, Err(_)) => reject("bad_header", StatusCode::BAD_REQUEST),
+            _ => reject("missing_signature", StatusCode::UNAUTHORIZED),
+        };
     };
-    if !verify_signature(&ep.secret, id, ts, &body, sig) {
-        return reject("bad_signature", StatusCode::UNAUTHORIZED);
-    }
+    let Ok(type_header) = checked.2 else {
+        return reject("bad_header", StatusCode::BAD_REQUEST);
+    };
+    let candidates = match signature_candidates(sig) {
+        Ok(c) => c,
+        Err(reason) => return reject(reason, StatusCode::UNAUTHORIZED),
+    };
     let Ok(ts_secs) = ts.parse::<i64>() else {
         return reject("bad_timestamp", StatusCode::UNAUTHORIZED);
     };
@@ -273,51 +313,53 @@ async fn receive(
     if tolerance > 0 && (now_micros() / 1_000_000 - ts_secs).abs() > tolerance {
         return reject("timestamp_out_of_tolerance", StatusCode::UNAUTHORIZED);
     }
-    let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+    let body = match listener::body::read(&ep.limits, &headers, raw_body).await {
+        Ok(b) => b,
+        Err(e) => return reject(e.reason(), e.status()),
+    };
+    let prefix = format!("{id}.{ts}.");
+    let tag = verify::hmac_sha256(&ep.key, prefix.as_bytes(), &body.bytes).await;
+    let matched = tag.is_some_and(|t| {
+        candidates
+            .iter()
+            .fold(false, |ok, c| ok | verify::tag_matches(&t, c))
+    });
+    if !matched {
+        return reject("bad_signature", StatusCode::UNAUTHORIZED);
+    }
+    let Ok(json) = serde_json::from_slice::<Value>(&body.bytes) else {
         return reject("bad_body", StatusCode::BAD_REQUEST);
     };
     let kind = json
         .get("type")
         .and_then(Value::as_str)
-        .or_else(|| header(&headers, "x-wms-event-type"))
-        .unwrap_or("unknown")
-        .to_string();
+        .or(type_header)
+        .unwrap_or("unknown");
+    if !event_type_ok(kind) {
+        return reject("bad_event_type", StatusCode::BAD_REQUEST);
+    }
     let subject = format!(
         "{SUBJECT_PREFIX}.{}",
         tributary_nats::subject::token(&kind.replace('.', "_"))
     );
     let mut h = NatsHeaders::new();
-    h.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("wms:{id}").as_str(),
-    );
     h.insert("Webhook-Id", id);
     h.insert("Webhook-Timestamp", ts);
-    h.insert("Wms-Event-Type", kind.as_str());
-    let publish = async {
-        ep.js
-            .publish_with_headers(subject.clone(), h, body.clone())
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(ACK_BUDGET, publish).await {
-        Ok(Ok(ack)) => {
-            if ack.duplicate {
+    h.insert("Wms-Event-Type", kind);
+    let msg_id = format!("wms:{id}");
+    let stored = verify::store(&ep.js, subject, h, &msg_id, body.bytes.clone(), ACK_BUDGET).await;
+    match stored {
+        Ok(duplicate) => {
+            if duplicate {
                 metrics::counter!(WEBHOOKS_DUPLICATE).increment(1);
             } else {
                 metrics::counter!(WEBHOOKS_STORED).increment(1);
             }
             (StatusCode::OK, "ok")
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             warn!(error = %e, "WMS webhook not stored; the WMS will retry");
-            reject("publish_failed", StatusCode::SERVICE_UNAVAILABLE)
-        }
-        Err(_) => {
-            warn!("JetStream ack not within the budget; the WMS will retry");
-            reject("publish_timeout", StatusCode::SERVICE_UNAVAILABLE)
+            reject(e.reason(), StatusCode::SERVICE_UNAVAILABLE)
         }
     }
 }
@@ -552,6 +594,22 @@ mod tests {
             body,
             "v1,!!!"
         ));
+    }
+
+    #[test]
+    fn more_than_eight_signature_entries_are_refused_unhashed() {
+        let entry = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        );
+        let eight = [entry.as_str(); 8].join(" ");
+        let nine = [entry.as_str(); 9].join(" ");
+        assert_eq!(signature_candidates(&eight).map(|c| c.len()), Ok(8));
+        assert_eq!(signature_candidates(&nine), Err("too_many_signatures"));
+        assert_eq!(
+            signature_candidates("v1,short v2,xyz"),
+            Err("bad_signature")
+        );
     }
 
     #[test]

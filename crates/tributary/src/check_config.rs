@@ -5,7 +5,8 @@
 //! A secret that cannot be resolved here (an environment variable not set in this shell, a
 //! file that exists only in the container) is a warning, since the check often runs where
 //! the bridge does not; `--strict` makes it an error. A secret that resolves to something
-//! unusable (a Salesforce key that is not an RSA key) is always an error.
+//! unusable (a Salesforce key that is not an RSA key, an empty or weak webhook secret) is
+//! always an error.
 
 use std::path::Path;
 
@@ -66,11 +67,18 @@ fn secrets(config: &Config) -> anyhow::Result<Vec<String>> {
             s.connection.password.as_ref(),
         )?;
     }
+    // A webhook secret that resolves to something weak lets anyone sign: always an error.
+    let webhook_secret = |key: String, secret: &Secret| -> anyhow::Result<()> {
+        match secret.resolve() {
+            Ok(value) => match tributary_config::webhook_secret_problem(&value) {
+                Some(problem) => anyhow::bail!("config key `{key}`: {problem}"),
+                None => Ok(()),
+            },
+            Err(_) => check(key, Some(secret)),
+        }
+    };
     for (i, s) in config.shopify.iter().enumerate() {
-        check(
-            format!("shopify[{i}].webhook_secret"),
-            Some(&s.webhook_secret),
-        )?;
+        webhook_secret(format!("shopify[{i}].webhook_secret"), &s.webhook_secret)?;
         if let Some(a) = &s.admin {
             check(
                 format!("shopify[{i}].admin.access_token"),
@@ -82,7 +90,7 @@ fn secrets(config: &Config) -> anyhow::Result<Vec<String>> {
         if let Some(w) = &sinks.wms {
             check("sinks.wms.api_key".into(), Some(&w.api_key))?;
             if let Some(h) = &w.webhooks {
-                check("sinks.wms.webhooks.secret".into(), Some(&h.secret))?;
+                webhook_secret("sinks.wms.webhooks.secret".into(), &h.secret)?;
             }
         }
         if let Some(s) = &sinks.shopify {

@@ -1,4 +1,8 @@
 //! `/metrics`, `/healthz` (the process serves) and `/readyz` (every source is streaming).
+//!
+//! Served by the same limited server as the webhook listeners (`tributary_saas::listener`,
+//! ops limits: 64 connections, 5 s for the headers), on its own listener and connection
+//! permits, so that a webhook flood cannot take the probes' connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tributary_saas::listener;
 
 #[derive(Clone)]
 struct AppState {
@@ -31,14 +36,13 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, ready });
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }))
+    Ok(tokio::spawn(listener::serve(
+        "ops",
+        listener,
+        app,
+        listener::Limits::ops(),
+        shutdown,
+    )))
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {

@@ -29,11 +29,12 @@ use async_nats::jetstream::{self, kv};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
-use tributary_config::{Config, DomainConfig, ShopifySourceConfig};
+use tributary_config::{Config, DomainConfig, ShopifySourceConfig, WebhookServerConfig};
 use tributary_domain::ExternalFeed;
 
 pub use webhook::verify_signature;
 
+use crate::listener::{self, Limits};
 use crate::SaasError;
 
 /// KV bucket of the SaaS feeds' positions (reconciliation cursors).
@@ -45,7 +46,8 @@ pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 24 * 3600;
 /// One configured shop, resolved.
 pub(crate) struct Shop {
     pub cfg: ShopifySourceConfig,
-    pub secret: Vec<u8>,
+    /// HMAC key of `X-Shopify-Hmac-Sha256` (the app's client secret).
+    pub key: ring::hmac::Key,
     pub js: jetstream::Context,
 }
 
@@ -53,6 +55,7 @@ pub(crate) struct Shop {
 pub struct ShopifySources {
     shops: Vec<Arc<Shop>>,
     listeners: Vec<(TcpListener, Vec<Arc<Shop>>)>,
+    limits: WebhookServerConfig,
     feed: Option<Arc<ExternalFeed>>,
     kv: kv::Store,
 }
@@ -125,16 +128,21 @@ impl ShopifySources {
         let mut shops = Vec::new();
         let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (i, cfg) in config.shopify.iter().enumerate() {
-            let secret = cfg.webhook_secret.resolve().map_err(|e| {
-                SaasError::config(format!("shopify[{i}].webhook_secret"), e.to_string())
-            })?;
+            let key = format!("shopify[{i}].webhook_secret");
+            let secret = cfg
+                .webhook_secret
+                .resolve()
+                .map_err(|e| SaasError::config(&key, e.to_string()))?;
+            if let Some(problem) = tributary_config::webhook_secret_problem(&secret) {
+                return Err(SaasError::config(key, problem));
+            }
             streams
                 .entry(cfg.stream.clone())
                 .or_default()
                 .push(envelope::shop_wildcard(&cfg.name));
             shops.push(Arc::new(Shop {
                 cfg: cfg.clone(),
-                secret: secret.into_bytes(),
+                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes()),
                 js: js.clone(),
             }));
         }
@@ -192,6 +200,7 @@ impl ShopifySources {
         Ok(Some(ShopifySources {
             shops,
             listeners,
+            limits: config.webhook_server.clone(),
             feed,
             kv,
         }))
@@ -211,17 +220,13 @@ impl ShopifySources {
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, group) in self.listeners {
             let addr = listener.local_addr().ok();
-            let router = webhook::router(group);
+            let limits = Limits::webhooks(&self.limits);
+            let router = webhook::router(group, limits.clone());
             let stop = stop.clone();
             tasks.spawn(
                 async move {
                     info!(?addr, "Shopify webhook server listening");
-                    if let Err(e) = axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { stop.cancelled().await })
-                        .await
-                    {
-                        warn!(error = %e, "Shopify webhook server failed");
-                    }
+                    listener::serve("shopify", listener, router, limits, stop).await;
                 }
                 .instrument(tracing::info_span!("shopify_webhooks")),
             );
