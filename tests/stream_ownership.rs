@@ -82,6 +82,23 @@ async fn exits_naming(config: &Path, expected: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// With `blocker` in place, preflight fails and the bridge exits, both naming `named`.
+async fn blocked_by(
+    js: &jetstream::Context,
+    config: &Path,
+    blocker: stream::Config,
+    named: &[&str],
+) -> Result<()> {
+    js.create_stream(blocker).await?;
+    let (code, rows) = preflight_streams(config).await?;
+    let row = failed_row(code, &rows);
+    let detail = row["detail"].as_str().unwrap_or_default();
+    for n in named {
+        assert!(detail.contains(n), "preflight names {n:?}: {row}");
+    }
+    exits_naming(config, named).await
+}
+
 async fn stream_config(js: &jetstream::Context, name: &str) -> Result<(stream::Config, u64)> {
     let mut s = js.get_stream(name).await?;
     let info = s.info().await?;
@@ -151,41 +168,33 @@ async fn work_queue_retention_and_an_overlapping_stream_stop_the_bridge() -> Res
         &config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]),
     )?;
 
-    js.create_stream(stream::Config {
+    let work_queue = stream::Config {
         name: "CDC_ERP".into(),
         subjects: vec!["cdc.erp.>".into()],
         retention: stream::RetentionPolicy::WorkQueue,
         ..Default::default()
-    })
+    };
+    blocked_by(
+        &js,
+        &config,
+        work_queue,
+        &["CDC_ERP", "workqueue retention"],
+    )
     .await?;
-    let (code, rows) = preflight_streams(&config).await?;
-    let row = failed_row(code, &rows);
-    assert!(
-        row["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("workqueue retention"),
-        "{row}"
-    );
-    exits_naming(&config, &["CDC_ERP", "workqueue retention"]).await?;
     js.delete_stream("CDC_ERP").await?;
 
-    js.create_stream(stream::Config {
+    let everything = stream::Config {
         name: "ALL_CHANGES".into(),
         subjects: vec!["cdc.>".into()],
         ..Default::default()
-    })
+    };
+    blocked_by(
+        &js,
+        &config,
+        everything,
+        &["CDC_ERP", "overlap", "ALL_CHANGES"],
+    )
     .await?;
-    let (code, rows) = preflight_streams(&config).await?;
-    let row = failed_row(code, &rows);
-    assert!(
-        row["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("ALL_CHANGES"),
-        "{row}"
-    );
-    exits_naming(&config, &["CDC_ERP", "overlap", "ALL_CHANGES"]).await?;
     assert!(js.get_stream("CDC_ERP").await.is_err(), "nothing created");
     Ok(())
 }
