@@ -109,6 +109,10 @@ pub struct TlsConfig {
     pub required: bool,
 }
 
+/// Settings of a stream the bridge creates. On a stream that exists already, only the keys
+/// set here are applied (each change logged at WARN with its old and new value); a key left
+/// unset keeps the stream's value, e.g. an operator's longer `max_age` (docs/operations.md,
+/// "Streams the bridge owns").
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
