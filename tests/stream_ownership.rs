@@ -31,6 +31,13 @@ async fn prepared() -> Result<(PgCluster, NatsServer, jetstream::Context)> {
     Ok((pg, nats, js))
 }
 
+/// One source; PostgreSQL connections get 30 s (the shared test machine is loaded, and a
+/// connect timeout must not pass for the conflict these tests expect).
+fn patient_config(pg: &PgCluster, nats: &NatsServer, source: SourceSpec) -> String {
+    config_text(pg, &nats.url(), &[source])
+        .replace("connect_timeout_ms = 3000", "connect_timeout_ms = 30000")
+}
+
 /// `tributary preflight --format json`: exit code and the `stream` rows.
 async fn preflight_streams(config: &Path) -> Result<(i32, Vec<Value>)> {
     let out = tokio::time::timeout(
@@ -123,7 +130,7 @@ async fn a_foreign_stream_is_refused_left_untouched_and_never_to_be_deleted() ->
     let dir = tempfile::tempdir()?;
     let config = write_config(
         dir.path(),
-        &config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]),
+        &patient_config(&pg, &nats, SourceSpec::new("erp", "erp")),
     )?;
 
     let (code, rows) = preflight_streams(&config).await?;
@@ -165,7 +172,7 @@ async fn work_queue_retention_and_an_overlapping_stream_stop_the_bridge() -> Res
     let dir = tempfile::tempdir()?;
     let config = write_config(
         dir.path(),
-        &config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]),
+        &patient_config(&pg, &nats, SourceSpec::new("erp", "erp")),
     )?;
 
     let work_queue = stream::Config {
@@ -223,7 +230,7 @@ async fn an_operators_max_age_is_kept_unless_the_configuration_sets_it() -> Resu
     let dir = tempfile::tempdir()?;
     let unset = write_config(
         dir.path(),
-        &config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]),
+        &patient_config(&pg, &nats, SourceSpec::new("erp", "erp")),
     )?;
     run_until_logged(&unset, "created stream").await?;
     let (mut config, _) = stream_config(&js, "CDC_ERP").await?;
@@ -248,7 +255,7 @@ async fn an_operators_max_age_is_kept_unless_the_configuration_sets_it() -> Resu
     let mut source = SourceSpec::new("erp", "erp");
     source.extra = "[sources.stream]\nmax_age_secs = 864000\n".into();
     let dir = tempfile::tempdir()?;
-    let set = write_config(dir.path(), &config_text(&pg, &nats.url(), &[source]))?;
+    let set = write_config(dir.path(), &patient_config(&pg, &nats, source))?;
     let log = run_until_logged(&set, "changing the stream's setting").await?;
     let line = log
         .lines()

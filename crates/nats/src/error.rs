@@ -53,15 +53,14 @@ pub enum NatsError {
     /// Another stream already captures some of the stream's subjects (JetStream API error 10065).
     #[error(
         "JetStream stream {stream}: its subjects {subjects:?} overlap with those of stream(s) {}; \
-         a subject can belong to one stream only. Remove the overlap from {} or change the \
-         bridge's subjects ({fix})",
+         a subject can belong to one stream only: remove these subjects from {}, or change the \
+         bridge's subject prefix",
         others.join(", "), others.join(", ")
     )]
     Overlap {
         stream: String,
         subjects: Vec<String>,
         others: Vec<String>,
-        fix: String,
         #[source]
         source: Option<BoxError>,
     },

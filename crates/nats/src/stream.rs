@@ -279,7 +279,6 @@ fn overlap(
         stream: spec.settings.name.clone(),
         subjects: spec.subjects.clone(),
         others,
-        fix: rename_advice(spec),
         source: source.map(Into::into),
     }
 }
