@@ -309,3 +309,64 @@ async fn an_unreachable_server_is_transient() {
         .expect_err("no server");
     assert!(err.is_transient(), "{err:?}");
 }
+
+/// The settings rule without a server: only explicit keys change, a storage change is refused.
+#[test]
+fn the_plan_applies_only_explicit_keys_and_refuses_a_storage_change() {
+    let mut existing = stream::Config {
+        name: "CDC_ERP".into(),
+        subjects: vec!["cdc.erp.>".into()],
+        storage: stream::StorageType::Memory,
+        num_replicas: 3,
+        max_age: Duration::from_secs(DAYS_30),
+        max_bytes: 1 << 30,
+        duplicate_window: Duration::from_secs(600),
+        ..Default::default()
+    };
+    tributary_nats::ownership::mark(&mut existing.metadata, "source:erp");
+
+    let plan = tributary_nats::plan(&existing, &spec(StreamConfig::default())).expect("plan");
+    assert!(!plan.needs_update() && plan.changes.is_empty());
+    let kept: Vec<&str> = plan.kept.iter().map(|k| k.key).collect();
+    assert_eq!(
+        kept,
+        [
+            "storage",
+            "replicas",
+            "max_age_secs",
+            "max_bytes",
+            "duplicate_window_secs"
+        ]
+    );
+    assert_eq!(plan.config.max_age, existing.max_age);
+
+    let explicit = StreamConfig {
+        replicas: Some(1),
+        duplicate_window_secs: Some(120),
+        ..Default::default()
+    };
+    let plan = tributary_nats::plan(&existing, &spec(explicit)).expect("plan");
+    let changed: Vec<(&str, &str, &str)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.key, c.old.as_str(), c.new.as_str()))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            ("replicas", "3", "1"),
+            ("duplicate_window_secs", "600", "120")
+        ]
+    );
+    assert_eq!(plan.config.num_replicas, 1);
+    assert_eq!(plan.config.duplicate_window, Duration::from_secs(120));
+    assert_eq!(plan.config.max_bytes, 1 << 30, "unset: kept");
+
+    let storage = StreamConfig {
+        storage: Some(StorageKind::File),
+        ..Default::default()
+    };
+    let err = tributary_nats::plan(&existing, &spec(storage)).expect_err("refused");
+    assert!(matches!(err, NatsError::Incompatible { .. }) && !err.is_transient());
+    assert!(err.to_string().contains("storage"), "{err}");
+}
