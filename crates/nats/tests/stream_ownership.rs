@@ -81,7 +81,7 @@ async fn a_foreign_stream_of_the_bridges_name_is_refused_and_left_untouched() {
     let info = after.info().await.expect("info");
     assert_eq!(info.config.subjects, before.subjects);
     assert_eq!(info.config.max_age, Duration::from_secs(3600));
-    assert!(info.config.metadata.get(OWNER_KEY).is_none(), "not marked");
+    assert!(!info.config.metadata.contains_key(OWNER_KEY), "not marked");
     assert_eq!(info.state.messages, 3, "its messages are kept");
     // The other application still publishes.
     js.publish("billing.invoice", "4".into())
@@ -165,7 +165,7 @@ async fn work_queue_retention_is_a_permanent_error_naming_the_stream() {
     );
     let config = config_of(&js, "CDC_ERP").await;
     assert_eq!(config.retention, stream::RetentionPolicy::WorkQueue);
-    assert!(config.metadata.get(OWNER_KEY).is_none());
+    assert!(!config.metadata.contains_key(OWNER_KEY));
 }
 
 #[tokio::test]
