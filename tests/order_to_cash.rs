@@ -334,6 +334,22 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
         .iter()
         .all(|e| !matches!(&e.entity, Some(Entity::Fulfillment(f)) if f.status == "delivered")));
 
+    // Everything the bridge created (sources, domain stage, sinks, WMS webhooks) is marked as its own.
+    let streams = marked_streams(&client).await?;
+    for name in [
+        "CDC_ERP",
+        "CDC_POS",
+        "RETAIL",
+        "DLQ_DOMAIN",
+        "DLQ_SINKS",
+        "SAAS_WMS",
+        "KV_tributary_domain",
+        "KV_tributary_sinks",
+        "OBJ_tributary_schemas",
+    ] {
+        assert!(streams.iter().any(|s| s == name), "{name} in {streams:?}");
+    }
+
     let code = bridge.stop().await?;
     assert_eq!(code, 0);
     Ok(())

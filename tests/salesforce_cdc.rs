@@ -397,6 +397,11 @@ async fn an_agents_edit_of_a_bridge_written_contact_updates_the_erp_customer() -
         .await?
         .context("the crosswalk entry")?;
     assert_eq!(&learnt[..], b"C-42");
+    // Sources, domain stage, sinks and the Salesforce feed: all marked as the bridge's.
+    let streams = marked_streams(&client).await?;
+    for name in ["RETAIL", "KV_tributary_saas", "KV_tributary_domain"] {
+        assert!(streams.iter().any(|s| s == name), "{name} in {streams:?}");
+    }
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }

@@ -467,6 +467,16 @@ async fn webhook_never_delivered_is_recovered_by_reconciliation() -> Result<()> 
         1,
         "the late webhook did not publish the order again"
     );
+    // The feed's raw stream, the domain streams and the state buckets are marked as the bridge's.
+    let streams = marked_streams(&client).await?;
+    for name in [
+        "RETAIL",
+        "DLQ_DOMAIN",
+        "KV_tributary_saas",
+        "KV_tributary_domain",
+    ] {
+        assert!(streams.iter().any(|s| s == name), "{name} in {streams:?}");
+    }
     source.shutdown().await;
     Ok(())
 }

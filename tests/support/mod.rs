@@ -582,3 +582,24 @@ pub fn header(msg: &jetstream::Message, name: &str) -> String {
         .map(|v| v.as_str().to_string())
         .unwrap_or_default()
 }
+
+/// Every stream on the server (KV buckets and object stores included) carries the bridge's
+/// ownership mark and the component that created it; returns their names, sorted.
+pub async fn marked_streams(nats: &async_nats::Client) -> Result<Vec<String>> {
+    let js = jetstream::new(nats.clone());
+    let mut names = js.stream_names();
+    let mut out = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name?;
+        let info = js.get_stream(&name).await?.info().await?.clone();
+        let metadata = &info.config.metadata;
+        if metadata.get("tributary.owner").map(String::as_str) != Some("tributary")
+            || !metadata.contains_key("tributary.component")
+        {
+            bail!("stream {name} lacks the ownership mark: {metadata:?}");
+        }
+        out.push(name);
+    }
+    out.sort();
+    Ok(out)
+}

@@ -112,6 +112,10 @@ pub struct TlsConfig {
     pub required: bool,
 }
 
+/// Settings of a stream the bridge creates. On a stream that exists already, only the keys
+/// set here are applied (each change logged at WARN with its old and new value); a key left
+/// unset keeps the stream's value, e.g. an operator's longer `max_age` (docs/operations.md,
+/// "Streams the bridge owns").
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
@@ -154,6 +158,10 @@ pub struct ResolvedStream {
     pub max_age_secs: u64,
     pub max_bytes: i64,
     pub duplicate_window_secs: u64,
+    /// The keys the configuration sets (None: the value above is a default). Only these are
+    /// applied to a stream that exists already, so that a default never overrides what an
+    /// operator set on the stream (docs/operations.md, "Streams the bridge owns").
+    pub explicit: StreamConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -294,6 +302,14 @@ impl NatsConfig {
                 .duplicate_window_secs
                 .or(d.duplicate_window_secs)
                 .unwrap_or(SOURCE_DUPLICATE_WINDOW_SECS),
+            explicit: StreamConfig {
+                name: s.name.clone(),
+                storage: s.storage.or(d.storage),
+                replicas: s.replicas.or(d.replicas),
+                max_age_secs: s.max_age_secs.or(d.max_age_secs),
+                max_bytes: s.max_bytes.or(d.max_bytes),
+                duplicate_window_secs: s.duplicate_window_secs.or(d.duplicate_window_secs),
+            },
         }
     }
 }
@@ -314,6 +330,12 @@ impl NatsConfig {
             max_age_secs: d.max_age_secs.unwrap_or(7 * 24 * 3600).max(dup),
             max_bytes: d.max_bytes.unwrap_or(-1),
             duplicate_window_secs: dup,
+            // The window passed in is the bridge's default for that kind of stream, not the
+            // operator's choice.
+            explicit: StreamConfig {
+                name: None,
+                ..d.clone()
+            },
         }
     }
 }

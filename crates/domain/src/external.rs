@@ -58,15 +58,20 @@ pub struct ExternalFeed {
 }
 
 impl ExternalFeed {
-    /// Opens (creating if needed) the domain stream and state bucket of `cfg`.
+    /// Opens (creating if needed) the domain stream, its dead-letter stream and the state
+    /// bucket of `cfg`; `component` (the feed) is recorded in the ownership mark of what it
+    /// creates.
     pub async fn open(
         js: jetstream::Context,
+        nats: &tributary_config::NatsConfig,
         cfg: &DomainConfig,
-        stream: &tributary_config::ResolvedStream,
+        component: &str,
     ) -> Result<ExternalFeed, DomainError> {
-        tributary_nats::ensure_stream(&js, stream, vec![format!("{}.>", cfg.subject_prefix)])
-            .await?;
-        let state = StateStore::open(&js, &cfg.state_bucket, stream.replicas).await?;
+        for spec in crate::streams(nats, cfg, component) {
+            tributary_nats::ensure_stream(&js, &spec).await?;
+        }
+        let replicas = nats.stream.replicas.unwrap_or(1);
+        let state = StateStore::open(&js, &cfg.state_bucket, replicas).await?;
         Ok(ExternalFeed {
             js,
             state,

@@ -19,7 +19,32 @@ pub use error::{DomainError, MapError};
 pub use external::{Applied, ExternalEvent, ExternalFeed};
 pub use stage::DomainStage;
 
-use async_nats::jetstream::{self, object_store};
+use async_nats::jetstream;
+
+/// The domain stream and its dead-letter stream of `cfg`, as `component` creates them (the
+/// domain stage, or a SaaS feed publishing domain events).
+pub fn streams(
+    nats: &tributary_config::NatsConfig,
+    cfg: &tributary_config::DomainConfig,
+    component: &str,
+) -> Vec<tributary_nats::StreamSpec> {
+    [
+        (&cfg.stream, cfg.subject_prefix.as_str(), "domain.stream"),
+        (
+            &cfg.dead_letter_stream,
+            dead_letter::PREFIX,
+            "domain.dead_letter_stream",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, subject, name_key)| tributary_nats::StreamSpec {
+        settings: nats.stream_named(name, None),
+        subjects: vec![format!("{subject}.>")],
+        component: component.to_string(),
+        name_key,
+    })
+    .collect()
+}
 
 /// Name of the descriptor set object in the schema bucket.
 pub const DESCRIPTOR_OBJECT: &str = "tributary.binpb";
@@ -31,18 +56,14 @@ pub async fn publish_descriptors(
     bucket: &str,
     replicas: usize,
 ) -> Result<(), DomainError> {
-    let store = match js.get_object_store(bucket).await {
-        Ok(store) => store,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: bucket.to_string(),
-                description: Some("Tributary protobuf descriptor sets".into()),
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| DomainError::nats(format!("object store {bucket}"), e))?,
-    };
+    let store = tributary_nats::kv::open_object_store(
+        js,
+        bucket,
+        "Tributary protobuf descriptor sets",
+        "domain",
+        replicas,
+    )
+    .await?;
     let mut data = tributary_proto::DESCRIPTOR_SET;
     store
         .put(DESCRIPTOR_OBJECT, &mut data)

@@ -96,10 +96,10 @@ impl StateStore {
             js,
             bucket,
             "Tributary domain stage: entity versions, owned fields, parent rows",
+            "domain",
             replicas,
         )
-        .await
-        .map_err(|e| DomainError::nats(format!("KV bucket {bucket}"), e))?;
+        .await?;
         Ok(StateStore {
             kv,
             bucket: bucket.to_string(),

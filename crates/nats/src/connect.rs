@@ -76,8 +76,7 @@ pub async fn connect(cfg: &NatsConfig, client_name: &str) -> Result<Client, Nats
                 .map_err(|e| config_err(&format!("nats.servers[{i}]"), format!("{s:?}: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    opts.connect(addrs).await.map_err(|e| NatsError::Connect {
-        servers,
-        message: e.to_string(),
-    })
+    opts.connect(addrs)
+        .await
+        .map_err(|source| NatsError::Connect { servers, source })
 }

@@ -4,6 +4,7 @@ mod connect;
 pub mod consumer;
 mod error;
 pub mod kv;
+pub mod ownership;
 mod publisher;
 mod stream;
 pub mod subject;
@@ -11,4 +12,6 @@ pub mod subject;
 pub use connect::connect;
 pub use error::NatsError;
 pub use publisher::{Acked, OrderedPublisher};
-pub use stream::{ensure_stream, last_message_id};
+pub use stream::{
+    check_overlap, ensure_stream, inspect_stream, last_message_id, plan, Change, Plan, StreamSpec,
+};

@@ -32,7 +32,7 @@ impl PipelineError {
     pub fn is_transient(&self) -> bool {
         match self {
             PipelineError::Postgres { error, .. } => error.is_transient(),
-            PipelineError::Nats { error, .. } => !matches!(error, NatsError::Config { .. }),
+            PipelineError::Nats { error, .. } => error.is_transient(),
             PipelineError::Fatal { .. } => false,
             PipelineError::PublisherGone { .. } => true,
         }

@@ -37,5 +37,5 @@ pub use backfill::{progress_key as backfill_progress_key, BackfillProgress, WATE
 pub use error::PipelineError;
 pub use params::connect_params;
 pub use snapshot::{SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET};
-pub use source::SourceContext;
+pub use source::{source_stream, SourceContext};
 pub use supervisor::{run_source, startup_check};

@@ -26,6 +26,23 @@ use crate::PipelineError;
 
 const CHANNEL_BATCHES: usize = 32;
 
+/// The stream of the source `source` (`stream`: its resolved settings).
+pub fn source_stream(
+    stream: ResolvedStream,
+    subject_prefix: &str,
+    source: &str,
+) -> tributary_nats::StreamSpec {
+    tributary_nats::StreamSpec {
+        settings: stream,
+        subjects: vec![tributary_nats::subject::source_wildcard(
+            subject_prefix,
+            source,
+        )],
+        component: format!("source:{source}"),
+        name_key: "sources.stream.name",
+    }
+}
+
 /// Everything a source session needs; shared by its successive sessions.
 pub struct SourceContext {
     pub config: SourceConfig,
@@ -118,11 +135,8 @@ impl SourceContext {
         control.check_server().await.map_err(|e| self.pg_err(e))?;
         self.check_publication(&control).await?;
 
-        let subjects = vec![tributary_nats::subject::source_wildcard(
-            &self.subject_prefix,
-            self.name(),
-        )];
-        let mut stream = tributary_nats::ensure_stream(&self.js, &self.stream, subjects)
+        let spec = source_stream(self.stream.clone(), &self.subject_prefix, self.name());
+        let mut stream = tributary_nats::ensure_stream(&self.js, &spec)
             .await
             .map_err(|e| self.nats_err(e))?;
         let (last_sequence, last_id) = tributary_nats::last_message_id(&mut stream)

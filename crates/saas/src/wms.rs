@@ -38,7 +38,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
-use tributary_config::{Config, DomainConfig, WmsWebhookSourceConfig};
+use tributary_config::{Config, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
 
@@ -175,26 +175,12 @@ impl WmsWebhookSource {
         if let Some(problem) = tributary_config::webhook_secret_problem(&secret) {
             return Err(SaasError::config("sinks.wms.webhooks.secret", problem));
         }
-        let settings = |name: &str, dup: u64| config.nats.stream_named(name, Some(dup));
-        tributary_nats::ensure_stream(
-            &js,
-            &settings(&cfg.stream, RAW_DUPLICATE_WINDOW_SECS),
-            vec![format!("{SUBJECT_PREFIX}.>")],
-        )
-        .await?;
-        let domain_cfg: DomainConfig = match &config.domain {
-            Some(d) => d.clone(),
-            None => toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?,
-        };
-        let dup = config.nats.stream.duplicate_window_secs.unwrap_or(3600);
+        for spec in crate::streams::wms(config) {
+            tributary_nats::ensure_stream(&js, &spec).await?;
+        }
+        let domain_cfg = crate::streams::domain_config(config)?;
         let feed =
-            ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream, dup)).await?;
-        tributary_nats::ensure_stream(
-            &js,
-            &settings(&domain_cfg.dead_letter_stream, dup),
-            vec!["dlq.domain.>".into()],
-        )
-        .await?;
+            ExternalFeed::open(js.clone(), &config.nats, &domain_cfg, "wms_webhooks").await?;
         let addr: SocketAddr = cfg
             .listen
             .parse()

@@ -9,6 +9,9 @@ pub enum SinkError {
     Config { key: String, message: String },
     #[error("NATS ({context}): {message}")]
     Nats { context: String, message: String },
+    /// Provisioning a stream or bucket (classified: see `NatsError::is_transient`).
+    #[error(transparent)]
+    Stream(#[from] tributary_nats::NatsError),
 }
 
 impl SinkError {

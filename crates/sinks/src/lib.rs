@@ -93,6 +93,19 @@ pub struct Sinks {
 }
 
 impl Sinks {
+    /// The streams the sinks create: their dead-letter stream (none without `[sinks]`).
+    pub fn streams(config: &Config) -> Vec<tributary_nats::StreamSpec> {
+        let Some(cfg) = &config.sinks else {
+            return Vec::new();
+        };
+        vec![tributary_nats::StreamSpec {
+            settings: config.nats.stream_named(&cfg.dead_letter_stream, None),
+            subjects: vec!["dlq.sink.>".into()],
+            component: "sinks".into(),
+            name_key: "sinks.dead_letter_stream",
+        }]
+    }
+
     /// Checks the configuration, provisions the dead-letter stream and the state bucket.
     pub async fn prepare(
         config: &Config,
@@ -105,10 +118,9 @@ impl Sinks {
             .map_err(|e| SinkError::config("sinks", e.to_string()))?;
         metrics::describe();
         let replicas = config.nats.stream.replicas.unwrap_or(1);
-        let dlq = config.nats.stream_named(&cfg.dead_letter_stream, None);
-        tributary_nats::ensure_stream(&js, &dlq, vec!["dlq.sink.>".into()])
-            .await
-            .map_err(|e| SinkError::nats(format!("stream {}", cfg.dead_letter_stream), e))?;
+        for spec in Sinks::streams(config) {
+            tributary_nats::ensure_stream(&js, &spec).await?;
+        }
         let state = StateStore::open(&js, &cfg.state_bucket, replicas).await?;
         let mut workers = Vec::new();
         if let Some(w) = &cfg.wms {

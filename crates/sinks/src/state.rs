@@ -56,10 +56,10 @@ impl StateStore {
             js,
             bucket,
             "Tributary sinks: last entity version applied per sink",
+            "sinks",
             replicas,
         )
-        .await
-        .map_err(|e| SinkError::nats(format!("KV bucket {bucket}"), e))?;
+        .await?;
         Ok(StateStore { kv, js: js.clone() })
     }
 

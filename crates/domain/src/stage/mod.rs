@@ -106,30 +106,9 @@ impl DomainStage {
         let mappings = Self::compile(config)?;
         m::describe();
         let replicas = config.nats.stream.replicas.unwrap_or(1);
-        let settings = |name: &str| tributary_config::ResolvedStream {
-            name: name.to_string(),
-            storage: config
-                .nats
-                .stream
-                .storage
-                .unwrap_or(tributary_config::StorageKind::File),
-            replicas,
-            max_age_secs: config.nats.stream.max_age_secs.unwrap_or(7 * 24 * 3600),
-            max_bytes: config.nats.stream.max_bytes.unwrap_or(-1),
-            duplicate_window_secs: config.nats.stream.duplicate_window_secs.unwrap_or(3600),
-        };
-        tributary_nats::ensure_stream(
-            &js,
-            &settings(&cfg.stream),
-            vec![format!("{}.>", cfg.subject_prefix)],
-        )
-        .await?;
-        tributary_nats::ensure_stream(
-            &js,
-            &settings(&cfg.dead_letter_stream),
-            vec![format!("{}.>", crate::dead_letter::PREFIX)],
-        )
-        .await?;
+        for spec in crate::streams(&config.nats, &cfg, "domain") {
+            tributary_nats::ensure_stream(&js, &spec).await?;
+        }
         let state = StateStore::open(&js, &cfg.state_bucket, replicas).await?;
         crate::publish_descriptors(&js, &cfg.schema_bucket, replicas).await?;
 

@@ -107,6 +107,7 @@ impl StateStore {
             js,
             BUCKET,
             "Tributary snapshot progress per source",
+            "snapshot",
             replicas,
         )
         .await

@@ -21,14 +21,14 @@ mod position;
 mod readback;
 mod subscriber;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::warn;
-use tributary_config::{Config, DomainConfig, SalesforceAuth};
+use tributary_config::{Config, SalesforceAuth};
 use tributary_domain::ExternalFeed;
 use tributary_sfpubsub::jwt::JwtSigner;
 
@@ -193,35 +193,13 @@ impl SalesforceCdcSources {
         validate(config)?;
         crate::metrics::describe_salesforce();
         let replicas = config.nats.stream.replicas.unwrap_or(1);
-        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for cfg in &config.salesforce_cdc {
-            streams
-                .entry(cfg.stream.clone())
-                .or_default()
-                .push(envelope::feed_wildcard(&cfg.name));
-        }
-        for (name, subjects) in streams {
-            let settings = config
-                .nats
-                .stream_named(&name, Some(RAW_DUPLICATE_WINDOW_SECS));
-            tributary_nats::ensure_stream(&js, &settings, subjects).await?;
+        for spec in crate::streams::salesforce(config) {
+            tributary_nats::ensure_stream(&js, &spec).await?;
         }
         let domain = if config.salesforce_cdc.iter().any(|c| c.domain_events) {
-            let domain_cfg: DomainConfig = match &config.domain {
-                Some(d) => d.clone(),
-                None => {
-                    toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?
-                }
-            };
-            let settings = |name: &str| config.nats.stream_named(name, None);
+            let domain_cfg = crate::streams::domain_config(config)?;
             let feed =
-                ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream)).await?;
-            tributary_nats::ensure_stream(
-                &js,
-                &settings(&domain_cfg.dead_letter_stream),
-                vec!["dlq.domain.>".into()],
-            )
-            .await?;
+                ExternalFeed::open(js.clone(), &config.nats, &domain_cfg, "salesforce_cdc").await?;
             Some(Arc::new(feed))
         } else {
             None
@@ -230,10 +208,10 @@ impl SalesforceCdcSources {
             &js,
             crate::shopify::STATE_BUCKET,
             "Tributary SaaS feeds: reconciliation cursors, Salesforce replay ids",
+            "salesforce_cdc",
             replicas,
         )
-        .await
-        .map_err(|e| SaasError::nats(format!("KV bucket {}", crate::shopify::STATE_BUCKET), e))?;
+        .await?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

@@ -29,7 +29,7 @@ use async_nats::jetstream::{self, kv};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
-use tributary_config::{Config, DomainConfig, ShopifySourceConfig, WebhookServerConfig};
+use tributary_config::{Config, ShopifySourceConfig, WebhookServerConfig};
 use tributary_domain::ExternalFeed;
 
 pub use webhook::verify_signature;
@@ -124,9 +124,7 @@ impl ShopifySources {
         validate(config)?;
         crate::metrics::describe();
         let replicas = config.nats.stream.replicas.unwrap_or(1);
-        let settings = |name: &str, dup: u64| config.nats.stream_named(name, Some(dup));
         let mut shops = Vec::new();
-        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (i, cfg) in config.shopify.iter().enumerate() {
             let key = format!("shopify[{i}].webhook_secret");
             let secret = cfg
@@ -136,39 +134,18 @@ impl ShopifySources {
             if let Some(problem) = tributary_config::webhook_secret_problem(&secret) {
                 return Err(SaasError::config(key, problem));
             }
-            streams
-                .entry(cfg.stream.clone())
-                .or_default()
-                .push(envelope::shop_wildcard(&cfg.name));
             shops.push(Arc::new(Shop {
                 cfg: cfg.clone(),
                 key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes()),
                 js: js.clone(),
             }));
         }
-        for (name, subjects) in streams {
-            tributary_nats::ensure_stream(
-                &js,
-                &settings(&name, RAW_DUPLICATE_WINDOW_SECS),
-                subjects,
-            )
-            .await?;
+        for spec in crate::streams::shopify(config) {
+            tributary_nats::ensure_stream(&js, &spec).await?;
         }
-        let domain_cfg: DomainConfig = match &config.domain {
-            Some(d) => d.clone(),
-            None => toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?,
-        };
+        let domain_cfg = crate::streams::domain_config(config)?;
         let feed = if shops.iter().any(|s| s.cfg.domain_events) {
-            let dup = config.nats.stream.duplicate_window_secs.unwrap_or(3600);
-            let feed =
-                ExternalFeed::open(js.clone(), &domain_cfg, &settings(&domain_cfg.stream, dup))
-                    .await?;
-            tributary_nats::ensure_stream(
-                &js,
-                &settings(&domain_cfg.dead_letter_stream, dup),
-                vec!["dlq.domain.>".into()],
-            )
-            .await?;
+            let feed = ExternalFeed::open(js.clone(), &config.nats, &domain_cfg, "shopify").await?;
             Some(Arc::new(feed))
         } else {
             None
@@ -177,10 +154,10 @@ impl ShopifySources {
             &js,
             STATE_BUCKET,
             "Tributary SaaS feeds: reconciliation cursors",
+            "shopify",
             replicas,
         )
-        .await
-        .map_err(|e| SaasError::nats(format!("KV bucket {STATE_BUCKET}"), e))?;
+        .await?;
         let mut by_addr: BTreeMap<SocketAddr, Vec<Arc<Shop>>> = BTreeMap::new();
         for shop in &shops {
             let addr: SocketAddr = shop

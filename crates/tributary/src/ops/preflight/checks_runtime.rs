@@ -144,7 +144,18 @@ pub(super) async fn check_stream(
     js: &jetstream::Context,
 ) -> Check {
     const CHECK: &str = "stream";
-    let name = config.nats.resolved_stream(source).name;
+    let spec = tributary_pipeline::source_stream(
+        config.nats.resolved_stream(source),
+        &config.nats.subject_prefix,
+        &source.name,
+    );
+    let name = spec.settings.name.clone();
+    // Whose the stream is comes first: the advice below deletes it, which is only ever
+    // right for the bridge's own stream.
+    let owned = super::checks_streams::check_spec(js, &spec).await;
+    if owned.status == super::Status::Fail {
+        return owned;
+    }
     let report = crate::ops::stream_report(js, &name).await;
     if let Some(e) = report.error {
         return Check::fail(
@@ -174,10 +185,14 @@ pub(super) async fn check_stream(
             ),
         );
     }
+    if owned.status != super::Status::Pass {
+        return owned;
+    }
     Check::pass(
         CHECK,
         format!(
-            "{name} exists: {messages} messages, last sequence {}",
+            "{}: {messages} messages, last sequence {}",
+            owned.detail,
             report.last_sequence.unwrap_or(0)
         ),
     )

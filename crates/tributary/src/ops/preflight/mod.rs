@@ -8,13 +8,14 @@
 //! Layout: this module gathers the facts and runs the checks in order; the rules live in
 //! `checks_server` (version, WAL and replication limits), `checks_access` (connections and
 //! privileges), `checks_tables` (publication and tables) and `checks_runtime` (slot, spool,
-//! stream and NATS), `checks_saas` (Shopify, Salesforce and WMS credentials); `report` holds the report lines and their rendering, `sql` the quoting
+//! stream and NATS), `checks_streams` (whose each stream is), `checks_saas` (Shopify, Salesforce and WMS credentials); `report` holds the report lines and their rendering, `sql` the quoting
 //! of identifiers in the suggested fixes.
 
 mod checks_access;
 mod checks_runtime;
 mod checks_saas;
 mod checks_server;
+mod checks_streams;
 mod checks_tables;
 mod report;
 mod sql;
@@ -74,6 +75,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 pub async fn preflight(config: &Config) -> Vec<Check> {
     let mut nats_checks = Vec::new();
     let js = check_nats(config, &mut nats_checks).await;
+    if let Some(js) = &js {
+        nats_checks.extend(checks_streams::check_other_streams(config, js).await);
+    }
     let mut all = Vec::new();
     for source in &config.sources {
         let mut rows = Vec::new();
