@@ -98,7 +98,7 @@ pub async fn supervise(
 
 /// Start-up's wait for a dependency: calls `attempt` until it succeeds, retrying transient
 /// errors with `policy` (each attempt logged) until `deadline` has passed since the first
-/// attempt; then, or at once for a definite or fatal error (bad credentials, a missing
+/// attempt (the last attempt is made at the deadline); then, or at once for a definite or fatal error (bad credentials, a missing
 /// publication, invalid configuration), returns the error. `Ok(None)` when `stop` was
 /// cancelled while waiting.
 pub async fn retry_until<T, E, F, Fut>(
@@ -132,8 +132,11 @@ where
             return Err(e);
         };
         let waited = first.elapsed();
-        let wait = backoff.after_failure(started.elapsed(), retry_after);
-        if waited + wait > deadline {
+        // The last attempt is made at the deadline, not one backoff step before it.
+        let wait = backoff
+            .after_failure(started.elapsed(), retry_after)
+            .min(deadline.saturating_sub(waited));
+        if waited >= deadline {
             error!(what, attempts, waited_secs = waited.as_secs(), error = %chain(&e), "still unavailable at the start-up deadline (startup_timeout_secs)");
             return Err(e);
         }
