@@ -253,7 +253,13 @@ impl ShopifySources {
                     },
                 };
                 let stop = stop.clone();
-                tasks.spawn(async move { Ok(reconciler.run(stop).await) }.instrument(span));
+                tasks.spawn(
+                    async move {
+                        reconciler.run(stop).await;
+                        Ok(())
+                    }
+                    .instrument(span),
+                );
             }
         }
         // A mapper stopped on corrupt state stops the feed, and with it the bridge.
