@@ -1,45 +1,40 @@
-//! `reset_to_ack_floor` against a real nats-server: unacked messages come again at once.
+//! Consumers against a real nats-server: `reset_to_ack_floor` and `open_durable` have unacked
+//! messages come again at once.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
-use tributary_nats::consumer::{reset_to_ack_floor, Reset};
+use tributary_nats::consumer::{open_durable, reset_to_ack_floor, Reset};
 use tributary_testkit::NatsServer;
 
-#[tokio::test]
-async fn a_reset_consumer_redelivers_from_its_ack_floor_at_once() {
-    let nats = NatsServer::start().await.expect("nats-server");
-    let client = nats.connect().await.expect("connect");
-    let js = jetstream::new(client);
+/// A stream `name` on `<lowercase name>.>` holding `n` messages.
+async fn stream_of(js: &jetstream::Context, name: &str, n: u32) -> stream::Stream {
+    let prefix = name.to_lowercase();
     let s = js
         .create_stream(stream::Config {
-            name: "R".into(),
-            subjects: vec!["r.>".into()],
+            name: name.into(),
+            subjects: vec![format!("{prefix}.>")],
             ..Default::default()
         })
         .await
         .expect("stream");
-    for i in 1..=10 {
-        js.publish("r.x", format!("{i}").into())
+    for i in 1..=n {
+        js.publish(format!("{prefix}.x"), format!("{i}").into())
             .await
             .expect("publish")
             .await
             .expect("ack");
     }
-    let consumer = s
-        .create_consumer(pull::Config {
-            durable_name: Some("w".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            // Far longer than the test: a redelivery can only come from the reset.
-            ack_wait: Duration::from_secs(600),
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
+    s
+}
+
+/// Fetches up to `n` messages (acking only sequences 1 and 2) and returns their sequences.
+async fn fetch(consumer: &jetstream::consumer::PullConsumer, n: usize) -> Vec<u64> {
     let mut batch = consumer
         .fetch()
-        .max_messages(5)
+        .max_messages(n)
+        .expires(Duration::from_secs(5))
         .messages()
         .await
         .expect("fetch");
@@ -52,12 +47,15 @@ async fn a_reset_consumer_redelivers_from_its_ack_floor_at_once() {
         }
         seen.push(seq);
     }
-    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
-    // Acks are asynchronous: wait until the floor shows them.
+    seen
+}
+
+/// Acks are asynchronous: waits until the consumer's floor shows the two acked.
+async fn wait_for_floor_2(s: &stream::Stream, consumer: &str) {
     let mut floor = 0;
     for _ in 0..100 {
         floor = s
-            .consumer_info("w")
+            .consumer_info(consumer)
             .await
             .expect("info")
             .ack_floor
@@ -68,24 +66,60 @@ async fn a_reset_consumer_redelivers_from_its_ack_floor_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(floor, 2);
+}
+
+#[tokio::test]
+async fn a_reset_consumer_redelivers_from_its_ack_floor_at_once() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let js = jetstream::new(nats.connect().await.expect("connect"));
+    let s = stream_of(&js, "R", 10).await;
+    let consumer = s
+        .create_consumer(pull::Config {
+            durable_name: Some("w".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            // Far longer than the test: a redelivery can only come from the reset.
+            ack_wait: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    assert_eq!(fetch(&consumer, 5).await, vec![1, 2, 3, 4, 5]);
+    wait_for_floor_2(&s, "w").await;
 
     let reset = reset_to_ack_floor(&js, "R", "w").await.expect("reset");
     assert_eq!(reset, Reset::Done { next_sequence: 3 });
     let info = s.consumer_info("w").await.expect("info");
     assert_eq!(info.num_ack_pending, 0);
-    let mut again = consumer
-        .fetch()
-        .max_messages(3)
-        .expires(Duration::from_secs(5))
-        .messages()
-        .await
-        .expect("fetch");
-    let mut redelivered = Vec::new();
-    while let Some(m) = again.next().await {
-        redelivered.push(m.expect("message").info().expect("info").stream_sequence);
-    }
-    assert_eq!(redelivered, vec![3, 4, 5]);
+    assert_eq!(fetch(&consumer, 3).await, vec![3, 4, 5]);
 
     // An unknown consumer is an error, not a silent success.
     assert!(reset_to_ack_floor(&js, "R", "nobody").await.is_err());
+}
+
+/// `open_durable`, the one way workers open their consumer: created when missing; on the
+/// next open its limits are updated in place and what it had not acked comes again at once.
+#[tokio::test]
+async fn open_durable_creates_then_updates_and_rewinds_in_place() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let js = jetstream::new(nats.connect().await.expect("connect"));
+    let s = stream_of(&js, "O", 6).await;
+    let config = |max_ack_pending| pull::Config {
+        durable_name: Some("worker".into()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(600),
+        max_ack_pending,
+        filter_subject: "o.>".into(),
+        ..Default::default()
+    };
+    let opened = open_durable(&js, &s, config(100)).await.expect("create");
+    assert_eq!((opened.unacked, opened.rewound), (0, false));
+    assert_eq!(fetch(&opened.consumer, 4).await, vec![1, 2, 3, 4]);
+    wait_for_floor_2(&s, "worker").await;
+
+    let reopened = open_durable(&js, &s, config(7)).await.expect("reopen");
+    assert_eq!((reopened.unacked, reopened.rewound), (2, true));
+    let info = s.consumer_info("worker").await.expect("info");
+    assert_eq!(info.config.max_ack_pending, 7, "updated in place");
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!(fetch(&reopened.consumer, 4).await, vec![3, 4, 5, 6]);
 }
