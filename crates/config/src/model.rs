@@ -34,6 +34,10 @@ pub struct Config {
     /// Salesforce Change Data Capture sources (`[[salesforce_cdc]]`, see `saas.rs`).
     #[serde(default)]
     pub salesforce_cdc: Vec<crate::SalesforceCdcConfig>,
+    /// Several replicas sharing the work through leases (`[ha]`, see `ha.rs`); absent: one
+    /// process runs every unit.
+    #[serde(default)]
+    pub ha: Option<crate::HaConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -14,6 +14,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(ha) = &config.ha {
+        ha.validate()?;
+    }
     let nats = &config.nats;
     if nats.servers.is_empty() {
         return Err(ConfigError::invalid(
