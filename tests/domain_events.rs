@@ -786,6 +786,59 @@ async fn domain_events_survive_kill9_exactly_once() -> Result<()> {
     Ok(())
 }
 
+/// Corrupt entity state is fatal: a restart would read it again. The bridge stops (non-zero
+/// exit) with a message naming the component and the key, instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<()> {
+    let r = Retail::start().await?;
+    r.erp
+        .batch_execute(
+            "INSERT INTO customers VALUES (1, 'c@example.com', 'C', 'D', NULL, false, now());",
+        )
+        .await?;
+    r.events_until(|e| has(e, "retail.v1.customer.created", "1", 1))
+        .await?;
+    // A fresh process has no cached state: it reads the record from KV.
+    assert_eq!(r.bridge.stop().await?, 0);
+    let client = r.nats.connect().await?;
+    let kv = jetstream::new(client)
+        .get_key_value("tributary_domain")
+        .await?;
+    let mut keys = kv.keys().await?;
+    let mut corrupted = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        if key.starts_with("entity.customer.") {
+            kv.put(&key, "not json {".into()).await?;
+            corrupted.push(key);
+        }
+    }
+    assert!(!corrupted.is_empty(), "the customer's state is in KV");
+    let mut bridge = Bridge::spawn(&r.config)?;
+    wait_streaming(&r.pg, &["slot_erp", "slot_pos"], &bridge).await?;
+    r.erp
+        .batch_execute("UPDATE customers SET first_name = 'E' WHERE id = 1")
+        .await?;
+    let status = tokio::time::timeout(Duration::from_secs(60), bridge.child.wait())
+        .await
+        .with_context(|| format!("the bridge did not stop:\n{}", bridge.log()))??;
+    let log = bridge.log();
+    assert_ne!(status.code(), Some(0), "{log}");
+    let error_line = log
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .with_context(|| format!("an error line:\n{log}"))?;
+    assert!(
+        error_line.contains("domain erp stopped") && error_line.contains("unreadable"),
+        "names the component and the problem: {error_line}"
+    );
+    assert!(
+        corrupted.iter().any(|k| error_line.contains(k.as_str())),
+        "names the key: {error_line}"
+    );
+    Ok(())
+}
+
 /// Throughput of the domain stage (not run by default; figures in docs/performance.md):
 /// writes customers and orders (header, two lines, a status change: four events on one
 /// entity) in bulk, and times until CDC_ERP holds the changes and RETAIL the events; then

@@ -109,7 +109,12 @@ async fn wrong_password_is_reported() -> Result<()> {
 async fn nats_unreachable_is_named() -> Result<()> {
     let (pg, nats) = prepared(PgOptions::default(), true).await?;
     let dead = format!("nats://127.0.0.1:{}", tributary_testkit::free_port());
-    let text = config_text(&pg, &dead, &[SourceSpec::new("erp", "erp")]);
+    // Waited for (tests/startup_waits.rs) until `startup_timeout_secs`, then named.
+    let text = config_text(&pg, &dead, &[SourceSpec::new("erp", "erp")]).replacen(
+        "[log]\n",
+        "startup_timeout_secs = 2\n[log]\n",
+        1,
+    );
     fails_with(&text, &[dead.as_str()]).await?;
     assert_nothing_happened(&pg, &nats).await
 }

@@ -14,6 +14,9 @@ pub struct Config {
     /// Log format and level.
     #[serde(default)]
     pub log: LogConfig,
+    /// How long `tributary run` waits for unreachable dependencies (NATS refusing connections, PostgreSQL starting up or in recovery) before it gives up; each attempt is logged. Wrong credentials, a missing publication or an invalid configuration still stop it at once. Default 120.
+    #[serde(default = "default_startup_timeout_secs")]
+    pub startup_timeout_secs: u64,
     /// The NATS servers, authentication, TLS and stream defaults.
     pub nats: NatsConfig,
     /// How far the slot's confirmation trails JetStream's acks (docs/durability.md).
@@ -82,7 +85,7 @@ pub struct NatsConfig {
     /// TLS to the servers: custom CA, client certificate.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Give up connecting after this long; start-up fails naming the servers.
+    /// One connection attempt gives up after this long; start-up retries until `startup_timeout_secs`.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// First token of every subject: `<prefix>.<source>.<schema>.<table>.<op>`.
@@ -331,6 +334,10 @@ pub fn default_stream_name(source: &str) -> String {
 fn default_http_listen() -> String {
     "127.0.0.1:9187".into()
 }
+fn default_startup_timeout_secs() -> u64 {
+    120
+}
+
 fn default_connect_timeout_ms() -> u64 {
     10_000
 }

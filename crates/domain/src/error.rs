@@ -1,19 +1,38 @@
-use std::fmt;
+use tributary_core::{Classify, ErrorClass};
 
-/// Errors that stop or restart the domain stage (configuration, NATS). A change that cannot
-/// be mapped is not one of these: it is a [`MapError`] and goes to the dead-letter stream.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors that stop or restart the domain stage (configuration, NATS, corrupt state). A
+/// change that cannot be mapped is not one of these: it is a [`MapError`] and goes to the
+/// dead-letter stream.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
     #[error("config key `{key}`: {message}")]
     Config { key: String, message: String },
     #[error("protobuf descriptors: {0}")]
     Descriptors(String),
-    #[error("NATS {what}: {message}")]
-    Nats { what: String, message: String },
+    #[error("NATS {what}: {source}")]
+    Nats {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     #[error(transparent)]
     Stream(#[from] tributary_nats::NatsError),
+    /// An entity-state record that does not decode: restarting would read it again.
     #[error("state of {key} is unreadable: {message}")]
     CorruptState { key: String, message: String },
+}
+
+impl Classify for DomainError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            DomainError::Config { .. } | DomainError::Descriptors(_) => ErrorClass::CONFIG,
+            DomainError::Nats { .. } => ErrorClass::TRANSIENT,
+            DomainError::Stream(e) => Classify::class(e),
+            DomainError::CorruptState { .. } => ErrorClass::CORRUPT_STATE,
+        }
+    }
 }
 
 impl DomainError {
@@ -24,10 +43,10 @@ impl DomainError {
         }
     }
 
-    pub(crate) fn nats(what: impl Into<String>, e: impl fmt::Display) -> Self {
+    pub(crate) fn nats(what: impl Into<String>, e: impl Into<BoxError>) -> Self {
         DomainError::Nats {
             what: what.into(),
-            message: e.to_string(),
+            source: e.into(),
         }
     }
 }

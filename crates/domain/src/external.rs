@@ -157,13 +157,13 @@ impl ExternalFeed {
     ) -> Result<(), DomainError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-        let err = |e: &dyn std::fmt::Display| DomainError::nats(format!("publish to {subject}"), e);
+        let what = || format!("publish to {subject}");
         self.js
             .publish_with_headers(subject.to_string(), headers, payload)
             .await
-            .map_err(|e| err(&e))?
+            .map_err(|e| DomainError::nats(what(), e))?
             .await
-            .map_err(|e| err(&e))?;
+            .map_err(|e| DomainError::nats(what(), e))?;
         Ok(())
     }
 }

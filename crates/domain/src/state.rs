@@ -165,23 +165,23 @@ impl StateStore {
             self.kv.create(&k, bytes).await.map_err(|e| {
                 (
                     e.kind() == kv::CreateErrorKind::AlreadyExists,
-                    e.to_string(),
+                    crate::error::BoxError::from(e),
                 )
             })
         } else {
             self.kv.update(&k, bytes, revision).await.map_err(|e| {
                 (
                     e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                    e.to_string(),
+                    crate::error::BoxError::from(e),
                 )
             })
         };
         match result {
             Ok(revision) => Ok(Some(revision)),
             Err((true, _)) => Ok(None),
-            Err((false, message)) => Err(DomainError::Nats {
+            Err((false, source)) => Err(DomainError::Nats {
                 what: format!("KV {} {k}", self.bucket),
-                message,
+                source,
             }),
         }
     }

@@ -1,5 +1,6 @@
 //! NATS JetStream: connection, stream provisioning, subjects and pipelined idempotent publishing.
 
+mod class;
 mod connect;
 pub mod consumer;
 mod error;

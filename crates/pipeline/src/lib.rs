@@ -38,4 +38,4 @@ pub use error::PipelineError;
 pub use params::connect_params;
 pub use snapshot::{SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET};
 pub use source::SourceContext;
-pub use supervisor::{run_source, startup_check};
+pub use supervisor::{startup_check, Source};

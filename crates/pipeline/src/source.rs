@@ -58,6 +58,13 @@ impl SourceContext {
         }
     }
 
+    pub(crate) fn state_err(&self, error: crate::snapshot::StateError) -> PipelineError {
+        PipelineError::SnapshotState {
+            source_name: self.name().to_string(),
+            error,
+        }
+    }
+
     pub(crate) fn fatal(&self, message: impl Into<String>) -> PipelineError {
         PipelineError::Fatal {
             source_name: self.name().to_string(),
@@ -147,13 +154,13 @@ impl SourceContext {
             _ => Some(
                 StateStore::open(&self.js, self.name(), self.stream.replicas)
                     .await
-                    .map_err(|e| self.fatal(e.to_string()))?,
+                    .map_err(|e| self.state_err(e))?,
             ),
         };
         let mut snapshot = None;
         // initial_only drops its slot when done: a completed snapshot means nothing to do.
         if let (SnapshotMode::InitialOnly, Some(store)) = (mode, &store) {
-            let state = store.load().await.map_err(|e| self.fatal(e.to_string()))?;
+            let state = store.load().await.map_err(|e| self.state_err(e))?;
             if state.is_some_and(|s| s.status == SnapshotStatus::Done) {
                 info!(
                     source = self.name(),
@@ -197,7 +204,7 @@ impl SourceContext {
                     }));
                 }
                 if let Some(store) = &store {
-                    match store.load().await.map_err(|e| self.fatal(e.to_string()))? {
+                    match store.load().await.map_err(|e| self.state_err(e))? {
                         Some(state) if state.status == SnapshotStatus::InProgress => {
                             info!(source = self.name(), "resuming the interrupted snapshot");
                             snapshot = Some((SnapshotSource::Fresh, state));

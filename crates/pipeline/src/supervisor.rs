@@ -1,19 +1,15 @@
-//! Keeps a source running: reconnects with capped exponential backoff on transient errors,
-//! stops on definite ones (which need an operator).
+//! A source as a [`Component`]: one replication session per run; [`tributary_core::supervise`]
+//! reconnects it with capped backoff on transient errors and stops it on the others (which
+//! need an operator).
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tributary_core::{BoxFuture, Classify, Component, Failure, Health, RetryPolicy};
 use tributary_postgres::ControlConnection;
 
 use crate::metrics as m;
 use crate::{PipelineError, SourceContext};
-
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A session that lived this long resets the backoff.
-const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 
 /// Checks what must hold before the bridge starts: the server is reachable with these
 /// credentials, logical replication is on and the publication is usable.
@@ -25,37 +21,48 @@ pub async fn startup_check(ctx: &SourceContext) -> Result<(), PipelineError> {
     ctx.check_publication(&control).await
 }
 
-/// Runs the source until `shutdown` (Ok) or a definite error.
-pub async fn run_source(
+/// One PostgreSQL source: each run is one replication session.
+pub struct Source {
     ctx: SourceContext,
-    shutdown: CancellationToken,
-) -> Result<(), PipelineError> {
-    let source = ctx.config.name.clone();
-    let reconnects = metrics::counter!(m::RECONNECTS, "source" => source.clone());
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let started = Instant::now();
-        let result = ctx.run_session(&shutdown).await;
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                metrics::counter!(m::ERRORS, "source" => source.clone(), "class" => e.class())
-                    .increment(1);
-                if !e.is_transient() {
-                    error!(%source, error = %e, "source stopped");
-                    return Err(e);
-                }
-                if started.elapsed() > HEALTHY_SESSION {
-                    backoff = BACKOFF_MIN;
-                }
-                warn!(%source, error = %e, retry_in_ms = backoff.as_millis() as u64, "session ended; reconnecting");
-                reconnects.increment(1);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+    name: String,
+}
+
+impl Source {
+    /// Replication sessions back off more slowly than consumers: a PostgreSQL restart takes
+    /// a while.
+    pub const RETRY: RetryPolicy = RetryPolicy::SOURCE;
+
+    pub fn new(ctx: SourceContext) -> Self {
+        let name = format!("source {}", ctx.config.name);
+        Source { ctx, name }
+    }
+}
+
+impl Component for Source {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn run<'a>(&'a self, stop: &'a CancellationToken) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let Err(e) = self.ctx.run_session(stop).await else {
+                return Ok(());
+            };
+            let source = self.ctx.config.name.clone();
+            metrics::counter!(m::ERRORS, "source" => source.clone(), "class" => e.class())
+                .increment(1);
+            if Classify::class(&e).is_transient() {
+                metrics::counter!(m::RECONNECTS, "source" => source).increment(1);
             }
+            Err(e.into())
+        })
+    }
+
+    fn health(&self) -> Health {
+        if self.ctx.ready.load(Ordering::Relaxed) {
+            Health::Healthy
+        } else {
+            Health::Starting
         }
     }
 }

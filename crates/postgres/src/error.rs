@@ -103,3 +103,20 @@ fn describe(e: &tokio_postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+impl tributary_core::Classify for PgError {
+    fn class(&self) -> tributary_core::ErrorClass {
+        use tributary_core::ErrorClass;
+        if self.is_transient() {
+            return ErrorClass::TRANSIENT;
+        }
+        match self {
+            PgError::Tls(_) => ErrorClass::CONFIG,
+            // Credentials, a missing or invalidated slot, a missing publication, a server
+            // setting: retrying cannot help until someone acts.
+            _ => ErrorClass::Definite {
+                reason: self.class(),
+            },
+        }
+    }
+}

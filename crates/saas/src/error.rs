@@ -1,12 +1,24 @@
+use tributary_core::{Classify, ErrorClass};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors that stop a SaaS feed at start-up or restart one of its tasks.
 #[derive(Debug, thiserror::Error)]
 pub enum SaasError {
     #[error("config key `{key}`: {message}")]
     Config { key: String, message: String },
-    #[error("NATS {what}: {message}")]
-    Nats { what: String, message: String },
-    #[error("{what}: {message}")]
-    Http { what: String, message: String },
+    #[error("NATS {what}: {source}")]
+    Nats {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{what}: {source}")]
+    Http {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("{what}: gRPC {code}: {message}")]
     Grpc {
         what: String,
@@ -26,6 +38,9 @@ pub enum SaasError {
     Stream(#[from] tributary_nats::NatsError),
     #[error(transparent)]
     Domain(#[from] tributary_domain::DomainError),
+    /// One of the feed's tasks stopped on an error a restart cannot fix.
+    #[error(transparent)]
+    Stopped(#[from] tributary_core::Stopped),
 }
 
 impl SaasError {
@@ -36,17 +51,41 @@ impl SaasError {
         }
     }
 
-    pub(crate) fn nats(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn nats(what: impl Into<String>, e: impl Into<BoxError>) -> Self {
         SaasError::Nats {
             what: what.into(),
-            message: e.to_string(),
+            source: e.into(),
         }
     }
 
-    pub(crate) fn http(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn http(what: impl Into<String>, e: impl Into<BoxError>) -> Self {
         SaasError::Http {
             what: what.into(),
-            message: e.to_string(),
+            source: e.into(),
+        }
+    }
+}
+
+impl Classify for SaasError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            SaasError::Config { .. } => ErrorClass::CONFIG,
+            // The operator has to choose `on_replay_id_expired`.
+            SaasError::ReplayIdExpired { .. } => ErrorClass::CONFIG,
+            SaasError::Nats { .. } | SaasError::Http { .. } => ErrorClass::TRANSIENT,
+            // A request the Pub/Sub API will refuse again (an unknown topic, a bad replay id).
+            SaasError::Grpc { code, .. }
+                if matches!(
+                    code.as_str(),
+                    "InvalidArgument" | "NotFound" | "PermissionDenied"
+                ) =>
+            {
+                ErrorClass::Definite { reason: "grpc" }
+            }
+            SaasError::Grpc { .. } => ErrorClass::TRANSIENT,
+            SaasError::Stream(e) => Classify::class(e),
+            SaasError::Domain(e) => e.class(),
+            SaasError::Stopped(e) => e.class(),
         }
     }
 }

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_nats::consumer::reset_to_ack_floor;
+use tributary_nats::consumer::open_durable;
 
 use crate::SaasError;
 
@@ -32,34 +32,22 @@ impl MappingConsumer {
             .get_stream(stream)
             .await
             .map_err(|e| SaasError::nats(format!("stream {stream}"), e))?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = s
-            .get_or_create_consumer(
-                durable,
-                pull::Config {
-                    durable_name: Some(durable.to_string()),
-                    description: Some(description.to_string()),
-                    filter_subject,
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    max_ack_pending: 1,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
+        let config = pull::Config {
+            durable_name: Some(durable.to_string()),
+            description: Some(description.to_string()),
+            filter_subject,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 1,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        };
         // A message left unacked by a killed predecessor would wait out `ack_wait` (and hold
-        // the one slot of `max_ack_pending`): have it redelivered at once.
-        let pending = s
-            .consumer_info(durable)
-            .await
-            .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?
-            .num_ack_pending;
-        if pending > 0 {
-            let reset = reset_to_ack_floor(js, stream, durable)
-                .await
-                .map_err(|e| SaasError::nats(format!("consumer {durable}"), e))?;
-            info!(%stream, consumer = %durable, pending, ?reset, "consumer reset to its ack floor");
+        // the one slot of `max_ack_pending`): `open_durable` has it redelivered at once.
+        let opened = open_durable(js, &s, config).await?;
+        if opened.rewound {
+            info!(%stream, consumer = %durable, unacked = opened.unacked, "consumer reset to its ack floor");
         }
+        let consumer = opened.consumer;
         let messages = consumer
             .messages()
             .await

@@ -2,20 +2,49 @@
 
 use std::time::Duration;
 
-/// Start-up and infrastructure errors (NATS, configuration).
+use tributary_core::{Classify, ErrorClass};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Start-up and infrastructure errors (NATS, configuration, stored records). An event the
+/// target refuses is not one of these: it is an [`ApplyError`].
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("sink configuration `{key}`: {message}")]
     Config { key: String, message: String },
-    #[error("NATS ({context}): {message}")]
-    Nats { context: String, message: String },
+    #[error("NATS ({context}): {source}")]
+    Nats {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error(transparent)]
+    Stream(#[from] tributary_nats::NatsError),
+    /// A stored entity record that does not decode: restarting would read it again.
+    #[error("sink state {key} is unreadable: {source}")]
+    CorruptState {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Classify for SinkError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::Config { .. } => ErrorClass::CONFIG,
+            SinkError::Nats { .. } => ErrorClass::TRANSIENT,
+            SinkError::Stream(e) => Classify::class(e),
+            SinkError::CorruptState { .. } => ErrorClass::CORRUPT_STATE,
+        }
+    }
 }
 
 impl SinkError {
-    pub(crate) fn nats(context: impl Into<String>, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn nats(context: impl Into<String>, e: impl Into<BoxError>) -> Self {
         SinkError::Nats {
             context: context.into(),
-            message: e.to_string(),
+            source: e.into(),
         }
     }
     pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {

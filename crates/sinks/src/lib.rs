@@ -34,6 +34,7 @@ use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, SinksConfig};
+use tributary_core::{BoxFuture, Component, Failure};
 
 pub use error::{ApplyError, SinkError};
 pub use state::{EntityRecord, ReplayWindow, StateStore};
@@ -144,23 +145,46 @@ impl Sinks {
         Ok(Some(Sinks { workers }))
     }
 
-    /// Runs every sink until `stop`; a sink whose consumer fails restarts with backoff, and
-    /// a target outage pauses only that sink.
-    pub async fn run(self, stop: CancellationToken) -> Result<(), SinkError> {
-        let mut tasks = tokio::task::JoinSet::new();
-        for worker in &self.workers {
-            let worker = worker.clone();
-            let stop = stop.clone();
-            let span = info_span!("sink", sink = worker.name);
-            tasks.spawn(async move { worker.supervise(stop).await }.instrument(span));
-        }
+    /// One component per sink: a sink whose consumer fails transiently is restarted by the
+    /// runtime, a target outage pauses only that sink (its lanes retry), corrupt state stops
+    /// the bridge.
+    pub fn components(self) -> Vec<Box<dyn Component>> {
         info!(sinks = self.workers.len(), "sink workers running");
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                tracing::warn!(error = %e, "sink task panicked");
+        self.workers
+            .into_iter()
+            .map(|worker| {
+                Box::new(SinkTask {
+                    name: format!("sink {}", worker.name),
+                    worker,
+                }) as Box<dyn Component>
+            })
+            .collect()
+    }
+}
+
+/// One sink's consumer session as a component.
+struct SinkTask {
+    name: String,
+    worker: Arc<SinkWorker>,
+}
+
+impl Component for SinkTask {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn run<'a>(&'a self, stop: &'a CancellationToken) -> BoxFuture<'a, Result<(), Failure>> {
+        let span = info_span!("sink", sink = self.worker.name);
+        Box::pin(
+            async move {
+                let result = self.worker.session(stop).await;
+                if result.is_err() {
+                    ::metrics::counter!(metrics::ERRORS, "sink" => self.worker.name).increment(1);
+                }
+                Ok(result?)
             }
-        }
-        Ok(())
+            .instrument(span),
+        )
     }
 }
 

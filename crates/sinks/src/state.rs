@@ -76,7 +76,7 @@ impl StateStore {
         let k = Self::entity_key(sink, entity, key);
         match self.kv.get(&k).await {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-                .map_err(|e| SinkError::nats(format!("KV {k}"), format!("corrupt record: {e}"))),
+                .map_err(|source| SinkError::CorruptState { key: k, source }),
             Ok(None) => Ok(EntityRecord::default()),
             Err(e) => Err(SinkError::nats(format!("KV get {k}"), e)),
         }

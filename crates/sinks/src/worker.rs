@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
-use tributary_nats::consumer::{reset_to_ack_floor, Reset};
+use tributary_nats::consumer::open_durable;
 use tributary_proto::retail::v1::DomainEvent;
 
 use crate::activity::Activity;
@@ -143,92 +143,39 @@ impl SinkWorker {
         }
     }
 
-    pub async fn supervise(self: Arc<Self>, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
-        while !stop.is_cancelled() {
-            match self.session(&stop).await {
-                Ok(()) => return,
-                Err(e) => {
-                    metrics::counter!(m::ERRORS, "sink" => self.name).increment(1);
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sink consumer failed; restarting");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
-    /// Opens the consumer at its ack floor, so that after a restart every unacked event is
-    /// delivered again at once and in stream order (per-entity order holds across crashes;
-    /// events acked above the floor come again and the version guard skips them). The
-    /// consumer is reset in place (nats-server 2.14+); an older server gets it deleted and
-    /// created again at the floor.
+    /// Opens the consumer at its ack floor ([`open_durable`]), so that after a restart every
+    /// unacked event is delivered again at once and in stream order (per-entity order holds
+    /// across crashes; events acked above the floor come again and the version guard skips
+    /// them).
     async fn open_consumer(
         &self,
         stream: &jetstream::stream::Stream,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, SinkError> {
-        let name = consumer_name(self.name);
-        let config = |deliver_policy| pull::Config {
-            durable_name: Some(name.clone()),
+        let config = pull::Config {
+            durable_name: Some(consumer_name(self.name)),
             description: Some(format!("Tributary sink {}", self.name)),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)) as i64,
-            deliver_policy,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
             filter_subjects: self.filters.clone(),
             ..Default::default()
         };
-        let Ok(info) = stream.consumer_info(&name).await else {
-            return stream
-                .create_consumer(config(jetstream::consumer::DeliverPolicy::All))
-                .await
-                .map_err(|e| SinkError::nats(format!("create consumer {name}"), e));
-        };
-        let start_sequence = info.ack_floor.stream_sequence + 1;
-        let wanted = config(jetstream::consumer::DeliverPolicy::All);
-        // Lanes or filters changed since the consumer was made: update what can be updated.
-        if info.config.max_ack_pending != wanted.max_ack_pending
-            || info.config.filter_subjects != wanted.filter_subjects
-            || info.config.ack_wait != wanted.ack_wait
-        {
-            let mut updated = info.config.clone();
-            updated.max_ack_pending = wanted.max_ack_pending;
-            updated.filter_subjects = wanted.filter_subjects.clone();
-            updated.filter_subject = String::new();
-            updated.ack_wait = wanted.ack_wait;
-            stream
-                .update_consumer(updated)
-                .await
-                .map_err(|e| SinkError::nats(format!("update consumer {name}"), e))?;
+        let opened = open_durable(&self.js, stream, config).await?;
+        if opened.rewound {
+            info!(
+                sink = self.name,
+                unacked = opened.unacked,
+                "consumer reset to its ack floor"
+            );
         }
-        if info.num_ack_pending > 0 {
-            let stream_name = stream.cached_info().config.name.clone();
-            let reset = reset_to_ack_floor(&self.js, &stream_name, &name)
-                .await
-                .map_err(|e| SinkError::nats(format!("reset consumer {name}"), e))?;
-            if reset == Reset::Unsupported {
-                stream
-                    .delete_consumer(&name)
-                    .await
-                    .map_err(|e| SinkError::nats(format!("delete consumer {name}"), e))?;
-                return stream
-                    .create_consumer(config(
-                        jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
-                    ))
-                    .await
-                    .map_err(|e| SinkError::nats(format!("create consumer {name}"), e));
-            }
-        }
-        stream
-            .get_consumer(&name)
-            .await
-            .map_err(|e| SinkError::nats(format!("open consumer {name}"), e))
+        Ok(opened.consumer)
     }
 
-    async fn session(self: &Arc<Self>, stop: &CancellationToken) -> Result<(), SinkError> {
+    pub(crate) async fn session(
+        self: &Arc<Self>,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
         let stream = self
             .js
             .get_stream(&self.stream)

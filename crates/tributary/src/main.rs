@@ -173,7 +173,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `{e:#}`: our error types repeat their source's text, which would print it twice.
+            eprintln!("error: {}", tributary_core::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,8 @@
-//! `tributary run`: start-up checks, then one supervised pipeline per source.
+//! `tributary run`: wait for the dependencies, check what must hold, then supervise the list
+//! of components (sources, the domain stage's consumers, sinks, SaaS feeds) until stopped.
 
+use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -9,6 +12,9 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use tributary_config::Config;
+use tributary_core::{
+    retry_until, supervise, BoxFuture, Classify, Component, ErrorClass, RetryPolicy, Stopped,
+};
 use tributary_pipeline::SourceContext;
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
@@ -19,24 +25,44 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     run_config(config, shutdown).await
 }
 
-/// Runs the bridge until `shutdown` is cancelled; errors out at start-up on bad input.
+/// Runs the bridge until `shutdown` is cancelled. At start-up, unreachable dependencies are
+/// waited for (up to `startup_timeout_secs`); bad input stops it at once.
 pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = crate::telemetry::init_metrics()?;
-    let nats = tributary_nats::connect(&config.nats, "tributary").await?;
+    tributary_core::describe_metrics();
+    let startup = Startup {
+        deadline: Duration::from_secs(config.startup_timeout_secs),
+        stop: &shutdown,
+    };
+    let Some(nats) = startup
+        .wait("NATS", || {
+            tributary_nats::connect(&config.nats, "tributary")
+        })
+        .await?
+    else {
+        return Ok(());
+    };
     let js = async_nats::jetstream::ContextBuilder::new()
         .max_ack_inflight(config.nats.ack_window * 2 + 1024)
         .backpressure_on_inflight(true)
         .timeout(Duration::from_secs(10))
         .build(nats.clone());
     // Reachability of the JetStream API, so that a server without -js fails here.
-    js.query_account().await.map_err(|e| {
-        anyhow::anyhow!(
-            "NATS at {}: JetStream is not available: {e}",
-            config.nats.servers.join(", ")
-        )
-    })?;
+    let servers = config.nats.servers.join(", ");
+    let jetstream = startup.wait("JetStream", || async {
+        js.query_account()
+            .await
+            .map_err(|source| JetStreamUnavailable {
+                servers: servers.clone(),
+                source,
+            })
+    });
+    if jetstream.await?.is_none() {
+        return Ok(());
+    }
 
-    let mut contexts = Vec::new();
+    let mut components: Vec<(Box<dyn Component>, RetryPolicy)> = Vec::new();
+    let mut ready = Vec::new();
     for source in &config.sources {
         let params = tributary_pipeline::connect_params(source)?;
         let ctx = SourceContext {
@@ -50,126 +76,86 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
             confirm_delay: Duration::from_millis(config.durability.confirm_delay_ms),
             ready: Arc::new(AtomicBool::new(false)),
         };
-        tributary_pipeline::startup_check(&ctx).await?;
-        contexts.push(ctx);
+        let what = format!("source {}: PostgreSQL", source.name);
+        if startup
+            .wait(&what, || tributary_pipeline::startup_check(&ctx))
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        ready.push((source.name.clone(), ctx.ready.clone()));
+        let source = tributary_pipeline::Source::new(ctx);
+        components.push((Box::new(source), tributary_pipeline::Source::RETRY));
     }
 
     // The domain stage (when configured) checks its mappings before anything runs.
     // Its own connection and ack window: on the sources' connection its publishes and KV
     // writes queued behind a source writing a large backlog (and its in-flight acks).
-    let domain = if config.domain.is_some() {
-        let domain_nats = tributary_nats::connect(&config.nats, "tributary-domain").await?;
+    if config.domain.is_some() {
+        let connect = || tributary_nats::connect(&config.nats, "tributary-domain");
+        let Some(domain_nats) = startup.wait("NATS (domain stage)", connect).await? else {
+            return Ok(());
+        };
         let domain_js = async_nats::jetstream::ContextBuilder::new()
             .max_ack_inflight(4096)
             .backpressure_on_inflight(true)
             .timeout(Duration::from_secs(10))
             .build(domain_nats);
-        tributary_domain::DomainStage::prepare(&config, domain_js).await?
-    } else {
-        None
-    };
+        let prepare = || tributary_domain::DomainStage::prepare(&config, domain_js.clone());
+        let Some(stage) = startup.wait("domain stage", prepare).await? else {
+            return Ok(());
+        };
+        let consumers = stage.map(|s| s.components()).unwrap_or_default();
+        components.extend(consumers.into_iter().map(|c| (c, RetryPolicy::COMPONENT)));
+    }
     // Sink workers (when configured): dead-letter stream and state bucket before anything runs.
-    let sinks = tributary_sinks::Sinks::prepare(&config, js.clone()).await?;
+    let prepare = || tributary_sinks::Sinks::prepare(&config, js.clone());
+    let Some(sinks) = startup.wait("sinks", prepare).await? else {
+        return Ok(());
+    };
+    let sinks = sinks.map(|s| s.components()).unwrap_or_default();
+    components.extend(sinks.into_iter().map(|c| (c, RetryPolicy::COMPONENT)));
+
+    // The SaaS feeds supervise their own tasks and return only what stops them for good.
+    let mut feeds: Vec<(&str, FeedRun)> = Vec::new();
     // Shopify webhook sources (when configured): streams, buckets and listeners bound.
-    let shopify = tributary_saas::shopify::ShopifySources::prepare(&config, js.clone()).await?;
+    let prepare = || tributary_saas::shopify::ShopifySources::prepare(&config, js.clone());
+    let Some(shopify) = startup.wait("shopify", prepare).await? else {
+        return Ok(());
+    };
+    if let Some(shopify) = shopify {
+        feeds.push(("shopify", Box::pin(shopify.run(shutdown.clone()))));
+    }
     // Salesforce Change Data Capture (when configured): streams and the position bucket.
-    let salesforce_cdc =
-        tributary_saas::salesforce::SalesforceCdcSources::prepare(&config, js.clone()).await?;
+    let prepare = || tributary_saas::salesforce::SalesforceCdcSources::prepare(&config, js.clone());
+    let Some(salesforce_cdc) = startup.wait("salesforce_cdc", prepare).await? else {
+        return Ok(());
+    };
+    if let Some(salesforce_cdc) = salesforce_cdc {
+        feeds.push((
+            "salesforce_cdc",
+            Box::pin(salesforce_cdc.run(shutdown.clone())),
+        ));
+    }
     // WMS lifecycle webhooks (`[sinks.wms.webhooks]`): raw stream, domain state, listener bound.
-    let wms_webhooks = tributary_saas::wms::WmsWebhookSource::prepare(&config, js.clone()).await?;
+    let prepare = || tributary_saas::wms::WmsWebhookSource::prepare(&config, js.clone());
+    let Some(wms_webhooks) = startup.wait("wms_webhooks", prepare).await? else {
+        return Ok(());
+    };
+    if let Some(wms_webhooks) = wms_webhooks {
+        feeds.push(("wms_webhooks", Box::pin(wms_webhooks.run(shutdown.clone()))));
+    }
 
     let addr = config
         .http_listen
         .parse()
         .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))?;
-    let ready = contexts
-        .iter()
-        .map(|c| (c.config.name.clone(), c.ready.clone()))
-        .collect();
     let http_stop = CancellationToken::new();
     let http = crate::http::serve(addr, metrics, ready, http_stop.clone()).await?;
-    info!(%addr, sources = contexts.len(), "tributary running");
+    info!(%addr, components = components.len() + feeds.len(), "tributary running");
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for ctx in contexts {
-        let stop = shutdown.clone();
-        tasks.spawn(tributary_pipeline::run_source(ctx, stop));
-    }
-    if let Some(stage) = domain {
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            stage
-                .run(stop)
-                .await
-                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
-                    source_name: "domain".into(),
-                    message: e.to_string(),
-                })
-        });
-    }
-    if let Some(sinks) = sinks {
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            sinks
-                .run(stop)
-                .await
-                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
-                    source_name: "sinks".into(),
-                    message: e.to_string(),
-                })
-        });
-    }
-    if let Some(shopify) = shopify {
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            shopify
-                .run(stop)
-                .await
-                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
-                    source_name: "shopify".into(),
-                    message: e.to_string(),
-                })
-        });
-    }
-    if let Some(salesforce_cdc) = salesforce_cdc {
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            salesforce_cdc
-                .run(stop)
-                .await
-                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
-                    source_name: "salesforce_cdc".into(),
-                    message: e.to_string(),
-                })
-        });
-    }
-    if let Some(wms_webhooks) = wms_webhooks {
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            wms_webhooks
-                .run(stop)
-                .await
-                .map_err(|e| tributary_pipeline::PipelineError::Fatal {
-                    source_name: "wms_webhooks".into(),
-                    message: e.to_string(),
-                })
-        });
-    }
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(error = %e, "source failed; stopping the others");
-                failure.get_or_insert(anyhow::Error::new(e));
-                shutdown.cancel();
-            }
-            Err(e) => {
-                failure.get_or_insert(anyhow::anyhow!("source task: {e}"));
-                shutdown.cancel();
-            }
-        }
-    }
+    let failure = run_all(components, feeds, &shutdown).await;
     http_stop.cancel();
     let _ = http.await;
     let _ = nats.flush().await;
@@ -178,6 +164,109 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         None => {
             info!("stopped cleanly");
             Ok(())
+        }
+    }
+}
+
+type FeedRun = BoxFuture<'static, Result<(), tributary_saas::SaasError>>;
+
+/// Supervises every component until `shutdown`; the first one that stops for good stops
+/// the others, and its error is returned.
+async fn run_all(
+    components: Vec<(Box<dyn Component>, RetryPolicy)>,
+    feeds: Vec<(&str, FeedRun)>,
+    shutdown: &CancellationToken,
+) -> Option<anyhow::Error> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (component, policy) in components {
+        let stop = shutdown.clone();
+        tasks.spawn(async move { supervise(component.as_ref(), policy, &stop).await });
+    }
+    for (name, run) in feeds {
+        let name = name.to_string();
+        tasks.spawn(async move {
+            run.await.map_err(|e| match e {
+                tributary_saas::SaasError::Stopped(stopped) => stopped,
+                e => Stopped {
+                    component: name,
+                    error: e.into(),
+                },
+            })
+        });
+    }
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let e = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(stopped)) => anyhow::Error::new(stopped),
+            Err(e) => anyhow::anyhow!("component task: {e}"),
+        };
+        if failure.is_none() {
+            error!(error = %tributary_core::chain(e.as_ref()), "stopping the bridge");
+            shutdown.cancel();
+            failure = Some(e);
+        }
+    }
+    failure
+}
+
+/// Start-up's rules: a dependency that is not there yet is waited for, up to `deadline`.
+struct Startup<'a> {
+    deadline: Duration,
+    stop: &'a CancellationToken,
+}
+
+impl Startup<'_> {
+    /// `Ok(None)`: stopped (SIGTERM) while waiting.
+    async fn wait<T, E, F, Fut>(&self, what: &str, attempt: F) -> anyhow::Result<Option<T>>
+    where
+        E: Classify,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let waited = retry_until(
+            what,
+            self.deadline,
+            RetryPolicy::STARTUP,
+            self.stop,
+            attempt,
+        );
+        Ok(waited.await?)
+    }
+}
+
+#[derive(Debug)]
+struct JetStreamUnavailable {
+    servers: String,
+    source: async_nats::jetstream::context::AccountError,
+}
+
+impl fmt::Display for JetStreamUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "NATS at {}: JetStream is not available: {}",
+            self.servers, self.source
+        )
+    }
+}
+
+impl std::error::Error for JetStreamUnavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl Classify for JetStreamUnavailable {
+    fn class(&self) -> ErrorClass {
+        use async_nats::jetstream::context::AccountErrorKind;
+        match self.source.kind() {
+            // The server answered: JetStream is off for this account.
+            AccountErrorKind::JetStream(_) => ErrorClass::Definite {
+                reason: "jetstream",
+            },
+            // Starting up, or a server without -js (it does not answer the API).
+            _ => ErrorClass::TRANSIENT,
         }
     }
 }

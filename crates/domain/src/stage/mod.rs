@@ -35,9 +35,10 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, DomainConfig};
-use tributary_nats::consumer::{reset_to_ack_floor, Reset};
+use tributary_core::{BoxFuture, Component, Failure};
+use tributary_nats::consumer::open_durable;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 mod entity;
@@ -48,6 +49,34 @@ use crate::metrics as m;
 use crate::schema::Schema;
 use crate::state::{EntityState, LastEvent, StateStore};
 use crate::{DomainError, MapError};
+
+/// The domain stage's consumer of one source's stream.
+struct StreamTask {
+    name: String,
+    stage: Arc<DomainStage>,
+    source: String,
+    stream: String,
+}
+
+impl Component for StreamTask {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn run<'a>(&'a self, stop: &'a CancellationToken) -> BoxFuture<'a, Result<(), Failure>> {
+        let span = info_span!("domain", source = %self.source);
+        Box::pin(
+            async move {
+                let result = self.stage.consume(&self.source, &self.stream, stop).await;
+                if result.is_err() {
+                    metrics::counter!(m::ERRORS, "source" => self.source.clone()).increment(1);
+                }
+                Ok(result?)
+            }
+            .instrument(span),
+        )
+    }
+}
 
 pub struct DomainStage {
     cfg: DomainConfig,
@@ -166,122 +195,52 @@ impl DomainStage {
         }))
     }
 
-    /// Runs one task per source until `stop`; a task that fails restarts with backoff.
-    pub async fn run(self, stop: CancellationToken) -> Result<(), DomainError> {
+    /// One component per source stream, each consuming it until stop; the runtime restarts
+    /// one that fails transiently (NATS) and stops the bridge on corrupt entity state.
+    pub fn components(self) -> Vec<Box<dyn Component>> {
         let stage = Arc::new(self);
-        let mut tasks = tokio::task::JoinSet::new();
-        for (source, stream) in stage.streams.clone() {
-            let stage = stage.clone();
-            let stop = stop.clone();
-            let span = info_span!("domain", source = %source);
-            tasks
-                .spawn(async move { stage.supervise(source, stream, stop).await }.instrument(span));
-        }
         info!(mappings = stage.mappings.len(), sources = stage.streams.len(), stream = %stage.cfg.stream, "domain stage running");
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                warn!(error = %e, "domain task panicked");
-            }
-        }
-        Ok(())
+        stage
+            .streams
+            .iter()
+            .map(|(source, stream)| {
+                Box::new(StreamTask {
+                    name: format!("domain {source}"),
+                    stage: stage.clone(),
+                    source: source.clone(),
+                    stream: stream.clone(),
+                }) as Box<dyn Component>
+            })
+            .collect()
     }
 
-    async fn supervise(&self, source: String, stream: String, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
-        while !stop.is_cancelled() {
-            match self.consume(&source, &stream, &stop).await {
-                Ok(()) => return,
-                Err(e) => {
-                    metrics::counter!(m::ERRORS, "source" => source.clone()).increment(1);
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "domain task failed; restarting");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
-    /// The source's durable consumer. A consumer left with unacked messages (a kill -9, a
-    /// restart after an error, a stop with messages still buffered) is reset to its ack
-    /// floor, so that they are redelivered at once and in order instead of after `ack_wait`;
-    /// one of an older configuration is updated in place. Acks are given in stream order, so
-    /// the ack floor is the last message acked. On a server without the reset API (before
-    /// 2.14) the consumer is deleted and created again at the floor.
+    /// The source's durable consumer, opened the one way every worker opens one
+    /// ([`open_durable`]): unacked messages (a kill -9, a restart after an error) come again
+    /// at once and in order. Acks are given in stream order, so the ack floor is the last
+    /// message acked.
     async fn consumer(
         &self,
         stream: &jetstream::stream::Stream,
         stream_name: &str,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, DomainError> {
         let name = &self.cfg.consumer;
-        let what = || format!("consumer {name} on {stream_name}");
-        let ack_wait = Duration::from_millis(self.cfg.parent_wait_ms.saturating_mul(3).max(30_000));
-        let config = |deliver_policy| pull::Config {
+        let config = pull::Config {
             durable_name: Some(name.clone()),
             description: Some("Tributary domain stage".into()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            deliver_policy,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
             // One task maps the messages in stream order; this bounds the batches in flight.
             max_ack_pending: MAX_ACK_PENDING,
             // Above the longest batch (a batch ends after a parent wait).
-            ack_wait,
+            ack_wait: Duration::from_millis(self.cfg.parent_wait_ms.saturating_mul(3).max(30_000)),
             ..Default::default()
         };
-        let Ok(mut existing) = stream.get_consumer::<pull::Config>(name).await else {
-            return stream
-                .get_or_create_consumer(name, config(jetstream::consumer::DeliverPolicy::All))
-                .await
-                .map_err(|e| DomainError::nats(what(), e));
-        };
-        let info = existing
-            .info()
-            .await
-            .map_err(|e| DomainError::nats(what(), e))?
-            .clone();
-        if info.config.max_ack_pending != MAX_ACK_PENDING || info.config.ack_wait != ack_wait {
-            let mut updated = info.config.clone();
-            updated.max_ack_pending = MAX_ACK_PENDING;
-            updated.ack_wait = ack_wait;
-            stream
-                .update_consumer(updated)
-                .await
-                .map_err(|e| DomainError::nats(what(), e))?;
-            existing = stream
-                .get_consumer::<pull::Config>(name)
-                .await
-                .map_err(|e| DomainError::nats(what(), e))?;
+        let opened = open_durable(&self.js, stream, config).await?;
+        if opened.rewound {
+            info!(consumer = %name, unacked = opened.unacked, "consumer reset to its ack floor");
+            metrics::counter!(m::CONSUMER_RESETS, "stream" => stream_name.to_string()).increment(1);
         }
-        if info.num_ack_pending == 0 {
-            return Ok(existing);
-        }
-        let start_sequence = info.ack_floor.stream_sequence + 1;
-        info!(
-            consumer = %name,
-            start_sequence,
-            unacked = info.num_ack_pending,
-            "resetting the consumer to its ack floor"
-        );
-        metrics::counter!(m::CONSUMER_RESETS, "stream" => stream_name.to_string()).increment(1);
-        match reset_to_ack_floor(&self.js, stream_name, name)
-            .await
-            .map_err(|e| DomainError::nats(what(), e))?
-        {
-            Reset::Done { .. } => Ok(existing),
-            Reset::Unsupported => {
-                stream
-                    .delete_consumer(name)
-                    .await
-                    .map_err(|e| DomainError::nats(what(), e))?;
-                stream
-                    .create_consumer(config(
-                        jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
-                    ))
-                    .await
-                    .map_err(|e| DomainError::nats(what(), e))
-            }
-        }
+        Ok(opened.consumer)
     }
 
     async fn consume(

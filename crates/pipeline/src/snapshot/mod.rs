@@ -28,7 +28,9 @@ use tributary_core::Lsn;
 use tributary_postgres::snapshot_catalog::{plan_chunks, SnapshotTable};
 use tributary_postgres::ControlConnection;
 
-pub use state::{SnapshotState, StateStore, Status, TableProgress, BUCKET as SNAPSHOT_BUCKET};
+pub use state::{
+    SnapshotState, StateError, StateStore, Status, TableProgress, BUCKET as SNAPSHOT_BUCKET,
+};
 
 use crate::relations::{ColumnSpec, RelationContext, RelationInfo, RelationSpec};
 use crate::transaction::Outbound;
@@ -159,7 +161,7 @@ impl SnapshotRun<'_> {
         self.store
             .save(&state)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| ctx.state_err(e))?;
 
         let mut jobs = VecDeque::new();
         for (table, progress) in &state.tables {
@@ -229,7 +231,7 @@ impl SnapshotRun<'_> {
                     if p.finished() {
                         info!(source = %ctx.config.name, table = %id.table, rows = p.rows, "snapshot: table copied");
                     }
-                    self.store.save(&state).await.map_err(|e| fail(e.to_string()))?;
+                    self.store.save(&state).await.map_err(|e| ctx.state_err(e))?;
                     match waiting.iter().position(|(w, _)| *w == id) {
                         Some(i) => {
                             let _ = waiting.swap_remove(i).1.send(());
@@ -260,7 +262,7 @@ impl SnapshotRun<'_> {
                                 queue.lock().map(|mut q| q.retain(|j| j.id.table != id.table)).ok();
                             }
                         }
-                        self.store.save(&state).await.map_err(|e| fail(e.to_string()))?;
+                        self.store.save(&state).await.map_err(|e| ctx.state_err(e))?;
                     }
                     None => workers_done = true,
                 }
@@ -277,7 +279,7 @@ impl SnapshotRun<'_> {
         self.store
             .save(&state)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| ctx.state_err(e))?;
         let failed: Vec<&String> = state
             .tables
             .iter()

@@ -84,12 +84,32 @@ impl From<&ChunkSpec> for ChunkRange {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// The bucket did not answer (NATS restarting, a leader election): retried.
     #[error("snapshot state bucket {BUCKET}: {0}")]
-    Kv(String),
+    Kv(#[source] BoxError),
     #[error("snapshot state of {source_name} is unreadable: {error}")]
-    Corrupt { source_name: String, error: String },
+    Corrupt {
+        source_name: String,
+        #[source]
+        error: serde_json::Error,
+    },
+}
+
+impl tributary_core::Classify for StateError {
+    fn class(&self) -> tributary_core::ErrorClass {
+        match self {
+            StateError::Kv(_) => tributary_core::ErrorClass::TRANSIENT,
+            StateError::Corrupt { .. } => tributary_core::ErrorClass::CORRUPT_STATE,
+        }
+    }
+}
+
+fn kv_err(e: impl std::error::Error + Send + Sync + 'static) -> StateError {
+    StateError::Kv(Box::new(e))
 }
 
 pub struct StateStore {
@@ -110,7 +130,7 @@ impl StateStore {
             replicas,
         )
         .await
-        .map_err(|e| StateError::Kv(e.to_string()))?;
+        .map_err(kv_err)?;
         Ok(StateStore {
             kv,
             key: source.replace(['.', '*', '>', ' '], "_"),
@@ -122,28 +142,20 @@ impl StateStore {
     }
 
     pub async fn load(&self) -> Result<Option<SnapshotState>, StateError> {
-        let Some(bytes) = self
-            .kv
-            .get(&self.key)
-            .await
-            .map_err(|e| StateError::Kv(e.to_string()))?
-        else {
+        let Some(bytes) = self.kv.get(&self.key).await.map_err(kv_err)? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StateError::Corrupt {
                 source_name: self.key.clone(),
-                error: e.to_string(),
+                error: e,
             })
     }
 
     pub async fn save(&self, state: &SnapshotState) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec(state).map_err(|e| StateError::Kv(e.to_string()))?;
-        self.kv
-            .put(&self.key, bytes.into())
-            .await
-            .map_err(|e| StateError::Kv(e.to_string()))?;
+        let bytes = serde_json::to_vec(state).map_err(kv_err)?;
+        self.kv.put(&self.key, bytes.into()).await.map_err(kv_err)?;
         Ok(())
     }
 }

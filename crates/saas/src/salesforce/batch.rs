@@ -237,7 +237,7 @@ impl TopicStream {
         };
         let mut headers = async_nats::header::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, raw.event_id.as_str());
-        let failed = |e: &dyn std::fmt::Display| {
+        let failed = |e: crate::error::BoxError| {
             End::Transient(SaasError::nats(format!("publish to {subject}"), e))
         };
         let ack = self
@@ -245,9 +245,9 @@ impl TopicStream {
             .js
             .publish_with_headers(subject.clone(), headers, change.encode_to_vec().into())
             .await
-            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(e.into()))?
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed(e.into()))?;
         let feed = raw.feed.to_string();
         if ack.duplicate {
             metrics::counter!(m::SAAS_DEDUPLICATED, "feed" => feed).increment(1);

@@ -4,13 +4,12 @@
 //! message and the entity state turns the re-mapping into repeats.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 use tributary_config::SalesforceCdcConfig;
+use tributary_core::{BoxFuture, Component, Failure, RetryPolicy};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 use tributary_proto::retail::v1::SourceRef;
@@ -26,25 +25,28 @@ pub(super) struct Mapper {
     pub feed: Arc<ExternalFeed>,
 }
 
-impl Mapper {
-    pub async fn supervise(self, stop: CancellationToken) -> Result<(), SaasError> {
-        let mut backoff = Duration::from_millis(250);
-        while !stop.is_cancelled() {
-            match self.consume(&stop).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    metrics::counter!(m::SAAS_RESTARTS, "feed" => self.cfg.name.clone(), "reason" => "mapper")
-                        .increment(1);
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Salesforce mapper failed; restarting");
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
+impl Component for Mapper {
+    fn name(&self) -> String {
+        format!("salesforce mapper {}", self.cfg.name)
+    }
+
+    fn run<'a>(&'a self, stop: &'a CancellationToken) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let result = self.consume(stop).await;
+            if result.is_err() {
+                metrics::counter!(m::SAAS_RESTARTS, "feed" => self.cfg.name.clone(), "reason" => "mapper")
+                    .increment(1);
             }
-        }
-        Ok(())
+            Ok(result?)
+        })
+    }
+}
+
+impl Mapper {
+    /// Maps until `stop`; transient failures restart the consumer, corrupt entity state
+    /// stops the feed (and the bridge).
+    pub async fn supervise(self, stop: CancellationToken) -> Result<(), SaasError> {
+        Ok(tributary_core::supervise(&self, RetryPolicy::COMPONENT, &stop).await?)
     }
 
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {

@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::{info, warn, Instrument};
 use tributary_config::{ReplayIdExpired, SalesforceCdcConfig, SalesforceStart};
+use tributary_core::RetryPolicy;
 use tributary_sfpubsub::apache_avro::Schema;
 use tributary_sfpubsub::pb::pub_sub_client::PubSubClient;
 use tributary_sfpubsub::pb::{FetchRequest, ReplayPreset};
@@ -78,6 +79,15 @@ fn error_code(s: &Status) -> String {
         .to_string()
 }
 
+/// Resubscribing after a failed Subscribe stream or token refresh.
+const RESUBSCRIBE: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(250),
+    max: Duration::from_secs(30),
+    multiplier: 2,
+    // Reset by progress (a stored position), not by time.
+    healthy_after: Duration::MAX,
+};
+
 pub(crate) struct TopicStream {
     pub feed: Arc<Feed>,
     pub topic: String,
@@ -110,9 +120,12 @@ impl TopicStream {
     }
 
     /// Restarts the stream on transient errors (backoff), at once after a token refresh;
-    /// returns Err only for what an operator must fix.
+    /// returns Err only for what an operator must fix. Not [`tributary_core::supervise`]:
+    /// a stream ends for reasons that are not errors (an expired token, an expired replay
+    /// id with a preset), which restart it at once; its backoff starts over once a position
+    /// was stored rather than after a healthy period.
     pub async fn supervise(mut self, stop: CancellationToken) -> Result<(), SaasError> {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = RESUBSCRIBE.backoff();
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -120,7 +133,7 @@ impl TopicStream {
             self.progressed = false;
             let end = self.stream(&stop).await;
             if self.progressed {
-                backoff = Duration::from_millis(250);
+                backoff.reset();
             }
             let (reason, wait) = match end {
                 End::Stopped => return Ok(()),
@@ -128,9 +141,8 @@ impl TopicStream {
                 End::Unauthenticated(stale) => match self.feed.auth.refresh(&stale).await {
                     Ok(_) => ("unauthenticated", Duration::ZERO),
                     Err(e) => {
-                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "token refresh failed");
-                        let wait = backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        let wait = backoff.after_failure(Duration::ZERO, None);
+                        warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "token refresh failed");
                         ("unauthenticated", wait)
                     }
                 },
@@ -151,9 +163,8 @@ impl TopicStream {
                     ("replay_id_expired", Duration::ZERO)
                 }
                 End::Transient(e) => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Subscribe stream failed; resubscribing from the stored replay id");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    let wait = backoff.after_failure(Duration::ZERO, None);
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Subscribe stream failed; resubscribing from the stored replay id");
                     ("error", wait)
                 }
             };

@@ -74,7 +74,7 @@ impl AdminClient {
                 return Err(SaasError::http(what(), format!("HTTP {status}: {answer}")));
             }
             if let Some(errors) = answer.get("errors").filter(|e| !e.is_null()) {
-                return Err(SaasError::http(what(), errors));
+                return Err(SaasError::http(what(), errors.to_string()));
             }
             return Ok(answer.get("data").cloned().unwrap_or(Value::Null));
         }

@@ -208,6 +208,8 @@ impl ShopifySources {
     /// Serves the webhooks and runs the mappers and polls until `stop`; the servers stop
     /// accepting, finish the requests in flight (each answered only after its ack), then return.
     pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
+        // Cancelled also when one task stops for good, so that the others end too.
+        let stop = stop.child_token();
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, group) in self.listeners {
             let addr = listener.local_addr().ok();
@@ -222,6 +224,7 @@ impl ShopifySources {
                     {
                         warn!(error = %e, "Shopify webhook server failed");
                     }
+                    Ok(())
                 }
                 .instrument(tracing::info_span!("shopify_webhooks")),
             );
@@ -249,16 +252,25 @@ impl ShopifySources {
                         None
                     },
                 };
-                tasks.spawn(reconciler.run(stop.clone()).instrument(span));
+                let stop = stop.clone();
+                tasks.spawn(async move { Ok(reconciler.run(stop).await) }.instrument(span));
             }
         }
+        // A mapper stopped on corrupt state stops the feed, and with it the bridge.
+        let mut failure = None;
         while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                warn!(error = %e, "Shopify task panicked");
+            match joined {
+                Ok(result) => {
+                    if let Err(e) = result {
+                        failure.get_or_insert(e);
+                        stop.cancel();
+                    }
+                }
+                Err(e) => warn!(error = %e, "Shopify task panicked"),
             }
         }
         // Give a last in-flight ack a moment (graceful shutdown already drained requests).
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 }
