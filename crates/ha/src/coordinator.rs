@@ -11,6 +11,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +20,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::lease::{unix_ms, Fence, Lease, LeaseStore};
+use crate::lease::{unix_ms, Lease, LeaseStore};
 use crate::members::tick;
 use crate::metrics as m;
 use crate::{assign, HaError};
+use tributary_core::Fence;
 
 /// The error type a unit returns: fatal for the replica (transient errors are the unit's own
 /// supervision's business).
@@ -68,6 +70,7 @@ pub struct Coordinator {
     store: LeaseStore,
     units: BTreeMap<String, UnitSpec>,
     opts: CoordinatorOptions,
+    joined: Arc<AtomicBool>,
 }
 
 enum End {
@@ -87,7 +90,18 @@ struct Running {
 impl Coordinator {
     pub fn new(store: LeaseStore, units: Vec<UnitSpec>, opts: CoordinatorOptions) -> Coordinator {
         let units = units.into_iter().map(|u| (u.name.clone(), u)).collect();
-        Coordinator { store, units, opts }
+        Coordinator {
+            store,
+            units,
+            opts,
+            joined: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True while this replica's heartbeat is stored (it is a member of the group); false
+    /// before the first one and after heartbeats failed for a whole TTL.
+    pub fn joined(&self) -> Arc<AtomicBool> {
+        self.joined.clone()
     }
 
     /// Runs until `stop` (every unit drained and released, Ok) or until a unit fails fatally
@@ -101,9 +115,19 @@ impl Coordinator {
         let mut members: Vec<String> = vec![me.clone()];
         let mut failure: Option<HaError> = None;
         info!(instance = %me, units = self.units.len(), "joining the replica group");
+        let mut last_heartbeat = Instant::now();
         loop {
-            if let Err(e) = self.store.heartbeat(started).await {
-                warn!(error = %e, "heartbeat failed");
+            match self.store.heartbeat(started).await {
+                Ok(()) => {
+                    last_heartbeat = Instant::now();
+                    self.joined.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    warn!(error = %e, "heartbeat failed");
+                    if last_heartbeat.elapsed() > self.store.ttl() {
+                        self.joined.store(false, Ordering::Relaxed);
+                    }
+                }
             }
             match self.store.members().await {
                 Ok(list) => {
@@ -185,6 +209,7 @@ impl Coordinator {
                 failure.get_or_insert(err);
             }
         }
+        self.joined.store(false, Ordering::Relaxed);
         if let Err(e) = self.store.leave().await {
             warn!(error = %e, "cannot remove the heartbeat; it expires with the TTL");
         }

@@ -1,8 +1,6 @@
 //! One lease: acquire with `create`, renew with compare-and-set, release with a revision-checked
 //! delete, and the [`Fence`] that every side effect of the unit consults.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv};
@@ -10,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use tributary_core::Fence;
 
 use crate::metrics as m;
 use crate::HaError;
@@ -323,109 +322,6 @@ impl Lease {
 #[derive(Debug, thiserror::Error)]
 #[error("the lease is no longer held")]
 struct LostLease;
-
-/// Refusal of a side effect by a fence.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("unit {unit}: lease no longer held (token {token}); side effect refused")]
-pub struct Fenced {
-    pub unit: String,
-    pub token: u64,
-}
-
-/// What a unit asks before every side effect (publish, acknowledge, confirm, apply).
-/// Cheap to clone and to check: two atomics and a clock read.
-#[derive(Clone)]
-pub struct Fence {
-    inner: Arc<FenceInner>,
-}
-
-struct FenceInner {
-    unit: String,
-    base: Instant,
-    token: AtomicU64,
-    /// Nanoseconds after `base` until which the lease may be acted on.
-    valid_until_ns: AtomicU64,
-    lost: AtomicBool,
-    lost_token: CancellationToken,
-}
-
-impl Fence {
-    fn new(unit: &str, token: u64, valid_until: Instant) -> Fence {
-        let base = Instant::now();
-        let fence = Fence {
-            inner: Arc::new(FenceInner {
-                unit: unit.to_string(),
-                base,
-                token: AtomicU64::new(token),
-                valid_until_ns: AtomicU64::new(0),
-                lost: AtomicBool::new(false),
-                lost_token: CancellationToken::new(),
-            }),
-        };
-        fence.store_valid_until(valid_until);
-        fence
-    }
-
-    /// A fence that never expires: single-process mode, where no lease exists.
-    pub fn always() -> Fence {
-        let fence = Fence::new("", 0, Instant::now());
-        fence
-            .inner
-            .valid_until_ns
-            .store(u64::MAX, Ordering::Release);
-        fence
-    }
-
-    /// Ok(token) while the lease may be acted on; Err once it is lost or has run out.
-    pub fn check(&self) -> Result<u64, Fenced> {
-        let now = Instant::now().saturating_duration_since(self.inner.base);
-        let valid = !self.inner.lost.load(Ordering::Acquire)
-            && (now.as_nanos() as u64) < self.inner.valid_until_ns.load(Ordering::Acquire);
-        if valid {
-            Ok(self.token())
-        } else {
-            metrics::counter!(m::FENCED, "unit" => self.inner.unit.clone()).increment(1);
-            Err(Fenced {
-                unit: self.inner.unit.clone(),
-                token: self.token(),
-            })
-        }
-    }
-
-    /// The fencing token: the KV revision of the holder's last write.
-    pub fn token(&self) -> u64 {
-        self.inner.token.load(Ordering::Acquire)
-    }
-
-    /// Whether the lease is known lost (taken over, released or run out in `hold`).
-    pub fn is_lost(&self) -> bool {
-        self.inner.lost.load(Ordering::Acquire)
-    }
-
-    /// Cancelled when the lease is lost: select on it to stop at once.
-    pub fn lost(&self) -> CancellationToken {
-        self.inner.lost_token.clone()
-    }
-
-    fn valid_until(&self) -> Instant {
-        self.inner.base + Duration::from_nanos(self.inner.valid_until_ns.load(Ordering::Acquire))
-    }
-
-    fn store_valid_until(&self, until: Instant) {
-        let ns = until.saturating_duration_since(self.inner.base).as_nanos() as u64;
-        self.inner.valid_until_ns.store(ns, Ordering::Release);
-    }
-
-    fn extend(&self, token: u64, until: Instant) {
-        self.inner.token.store(token, Ordering::Release);
-        self.store_valid_until(until);
-    }
-
-    fn mark_lost(&self) {
-        self.inner.lost.store(true, Ordering::Release);
-        self.inner.lost_token.cancel();
-    }
-}
 
 fn unit_key(unit: &str) -> Result<String, HaError> {
     if unit.is_empty() {

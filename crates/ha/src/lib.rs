@@ -26,7 +26,8 @@ mod members;
 pub mod metrics;
 
 pub use assign::assign;
-pub use coordinator::{Coordinator, CoordinatorOptions, UnitContext, UnitFn, UnitSpec};
+pub use coordinator::{BoxError, Coordinator, CoordinatorOptions, UnitContext, UnitFn, UnitSpec};
 pub use error::HaError;
-pub use lease::{Fence, Fenced, Lease, LeaseInfo, LeaseStore};
+pub use lease::{Lease, LeaseInfo, LeaseStore};
 pub use members::default_instance_id;
+pub use tributary_core::{Fence, Fenced};

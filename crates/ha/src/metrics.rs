@@ -5,8 +5,8 @@ pub const LEASE_HELD: &str = "tributary_ha_lease_held";
 /// Counter of ownership changes seen by this replica: `unit`, `event` =
 /// acquired | released | lost | handed_over.
 pub const HANDOVERS: &str = "tributary_ha_handovers_total";
-/// Counter of side effects refused because the lease was no longer valid: `unit`.
-pub const FENCED: &str = "tributary_ha_fenced_total";
+/// Counter of side effects refused by a fence: `unit`.
+pub const FENCED: &str = tributary_core::FENCED;
 /// Histogram of the time a unit had no owner before this replica acquired it (seconds): `unit`.
 pub const UNOWNED_SECONDS: &str = "tributary_ha_unowned_seconds";
 /// Gauge of live members (replicas) this replica sees.
