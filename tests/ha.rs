@@ -273,3 +273,116 @@ async fn a_paused_owner_woken_after_losing_its_lease_stores_nothing_and_steps_do
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_node_leading_the_source_stream_dies_mid_workload() -> Result<()> {
+    let mut cluster = NatsCluster::start(3).await?;
+    let pg = PgCluster::start().await?;
+    setup_db(&pg, "erp").await?;
+    let sources = [SourceSpec::new("erp", "erp")];
+    let dir = tempfile::tempdir()?;
+    let mut replicas = Vec::new();
+    for r in ["r1", "r2"] {
+        let config = replica_config(dir.path(), &pg, &cluster, &sources, r)?;
+        replicas.push(Bridge::spawn(&config)?);
+    }
+    let nats = cluster.connect().await?;
+    settled_owner(&nats, "source erp").await?;
+    wait_streaming(&pg, &["slot_erp"], &replicas[0]).await?;
+    let writer = pg.connect("erp").await?;
+    let workload = tokio::spawn(async move { orders_workload(&writer, 15_000, 41, 1).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let js = async_nats::jetstream::new(nats.clone());
+    let leader = cluster
+        .wait_stream_leader(&js, "CDC_ERP", Duration::from_secs(30))
+        .await?;
+    cluster.node(leader).kill().await?;
+    eprintln!("killed n{} (leader of CDC_ERP)", leader + 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.node(leader).start_again().await?;
+    let written = workload.await??;
+    let logs = || {
+        replicas
+            .iter()
+            .map(|b| b.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    verify_exactly_once(&pg, &nats, "erp", "CDC_ERP", written, &logs).await?;
+    for bridge in replicas {
+        assert_eq!(bridge.stop().await?, 0);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_nothing() -> Result<()> {
+    let cluster = NatsCluster::start(3).await?;
+    let pg = PgCluster::start().await?;
+    setup_db(&pg, "erp").await?;
+    setup_db(&pg, "pos").await?;
+    let sources = [SourceSpec::new("erp", "erp"), SourceSpec::new("pos", "pos")];
+    let dir = tempfile::tempdir()?;
+    let mut replicas: BTreeMap<String, (PathBuf, Bridge)> = BTreeMap::new();
+    for r in ["r1", "r2", "r3"] {
+        let config = replica_config(dir.path(), &pg, &cluster, &sources, r)?;
+        replicas.insert(r.to_string(), (config.clone(), Bridge::spawn(&config)?));
+    }
+    let nats = cluster.connect().await?;
+    settled_owner(&nats, "source erp").await?;
+    settled_owner(&nats, "source pos").await?;
+    wait_streaming(&pg, &["slot_erp", "slot_pos"], &replicas["r1"].1).await?;
+
+    // Watch ownership every 25 ms: the longest time each unit had no owner.
+    let watch_nats = nats.clone();
+    let watching = tokio::spawn(async move {
+        let mut longest: BTreeMap<&str, Duration> = BTreeMap::new();
+        let mut gap_since: BTreeMap<&str, Instant> = BTreeMap::new();
+        let end = Instant::now() + Duration::from_secs(45);
+        while Instant::now() < end {
+            for unit in ["source erp", "source pos"] {
+                if owner(&watch_nats, unit).await.is_some() {
+                    if let Some(since) = gap_since.remove(unit) {
+                        let gap = since.elapsed();
+                        let l = longest.entry(unit).or_default();
+                        *l = (*l).max(gap);
+                    }
+                } else {
+                    gap_since.entry(unit).or_insert_with(Instant::now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        longest
+    });
+    let erp_writer = pg.connect("erp").await?;
+    let pos_writer = pg.connect("pos").await?;
+    let erp = tokio::spawn(async move { orders_workload(&erp_writer, 12_000, 51, 1).await });
+    let pos = tokio::spawn(async move { orders_workload(&pos_writer, 12_000, 52, 1).await });
+    for r in ["r1", "r2", "r3"] {
+        let (config, bridge) = replicas.remove(r).expect("replica");
+        let stopped = Instant::now();
+        let code = bridge.stop().await?;
+        assert_eq!(code, 0, "{r} stops cleanly on SIGTERM");
+        eprintln!("{r}: SIGTERM → exited in {:?}", stopped.elapsed());
+        replicas.insert(r.to_string(), (config.clone(), Bridge::spawn(&config)?));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let erp_written = erp.await??;
+    let pos_written = pos.await??;
+    let logs = || {
+        replicas
+            .iter()
+            .map(|(r, (_, b))| format!("--- {r}\n{}", b.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    verify_exactly_once(&pg, &nats, "erp", "CDC_ERP", erp_written, &logs).await?;
+    verify_exactly_once(&pg, &nats, "pos", "CDC_POS", pos_written, &logs).await?;
+    let longest = watching.await?;
+    eprintln!("longest time without an owner during the rolling restart: {longest:?}");
+    for (_, (_, bridge)) in replicas {
+        assert_eq!(bridge.stop().await?, 0);
+    }
+    Ok(())
+}
