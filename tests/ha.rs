@@ -175,6 +175,36 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
     };
     verify_exactly_once(&pg, &nats, "erp", "CDC_ERP", erp_written, &logs).await?;
     verify_exactly_once(&pg, &nats, "pos", "CDC_POS", pos_written, &logs).await?;
+    // `tributary status` lists the replicas and who owns each source.
+    let (_, config) = replicas
+        .iter()
+        .next()
+        .map(|(r, (c, _))| (r.clone(), c.clone()))
+        .expect("a replica");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["status", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .await?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "status output: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let group = &status["replicas"];
+    assert_eq!(
+        group["members"].as_array().map(Vec::len),
+        Some(3),
+        "{group}"
+    );
+    let units: Vec<&str> = group["leases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["unit"].as_str())
+        .collect();
+    assert_eq!(units, ["source erp", "source pos"], "{group}");
     // A replica that found the slot busy waited (and took it over); none crashed.
     for (r, (_, bridge)) in replicas.iter_mut() {
         assert!(

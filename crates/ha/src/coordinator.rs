@@ -116,6 +116,9 @@ impl Coordinator {
         let mut failure: Option<HaError> = None;
         info!(instance = %me, units = self.units.len(), "joining the replica group");
         let mut last_heartbeat = Instant::now();
+        // When this replica last found a unit it was assigned held by someone else: the gap
+        // until it acquires the unit is the time without an owner, to within a tick.
+        let mut last_seen_held: BTreeMap<String, Instant> = BTreeMap::new();
         loop {
             match self.store.heartbeat(started).await {
                 Ok(()) => {
@@ -158,6 +161,10 @@ impl Coordinator {
                 }
                 match self.store.try_acquire(unit).await {
                     Ok(Some(lease)) => {
+                        if let Some(seen) = last_seen_held.remove(*unit) {
+                            metrics::histogram!(m::UNOWNED_SECONDS, "unit" => unit.to_string())
+                                .record(seen.elapsed().as_secs_f64());
+                        }
                         let spec = self.units[*unit].clone();
                         let unit_stop = CancellationToken::new();
                         running.insert(
@@ -177,7 +184,9 @@ impl Coordinator {
                             (name, end)
                         });
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        last_seen_held.insert(unit.to_string(), Instant::now());
+                    }
                     Err(e) => warn!(unit, error = %e, "cannot acquire"),
                 }
             }

@@ -24,10 +24,12 @@ mod error;
 mod lease;
 mod members;
 pub mod metrics;
+mod view;
 
 pub use assign::assign;
 pub use coordinator::{BoxError, Coordinator, CoordinatorOptions, UnitContext, UnitFn, UnitSpec};
 pub use error::HaError;
 pub use lease::{Lease, LeaseInfo, LeaseStore};
-pub use members::default_instance_id;
+pub use members::{default_instance_id, MemberInfo};
 pub use tributary_core::{Fence, Fenced};
+pub use view::{read_group, GroupView, LeaseView};
