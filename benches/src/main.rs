@@ -3,6 +3,7 @@
 mod bigtx;
 mod e2e;
 mod env;
+mod failover;
 mod latency;
 mod nats_cost;
 mod procfs;
@@ -50,6 +51,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Two replicas share one source under [ha] on a local 3-node cluster: time from the
+    /// owner's SIGKILL / SIGTERM to the first change the new owner stores, over many trials.
+    Failover {
+        /// Trials of each kind (SIGKILL, SIGTERM), alternating.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long, default_value_t = 10_000)]
+        ttl_ms: u64,
+    },
     /// Write N row changes, then replay the WAL through pg_recvlogical (the ceiling) and
     /// through the bridge into JetStream; compare the rates.
     E2e {
@@ -161,6 +171,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Failover { trials, ttl_ms } => {
+                failover::run(failover::Args {
+                    trials,
+                    ttl_ms,
+                    bridge_binary: settings.bridge_binary.clone(),
+                })
+                .await
+            }
             Command::E2e {
                 changes,
                 connections,

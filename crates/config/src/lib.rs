@@ -1,6 +1,7 @@
 //! Tributary configuration: TOML types, loading, validation and secrets.
 
 mod domain;
+mod ha;
 mod model;
 mod saas;
 mod secret;
@@ -8,6 +9,7 @@ mod sinks;
 mod validate;
 
 pub use domain::*;
+pub use ha::HaConfig;
 pub use model::*;
 pub use saas::*;
 pub use secret::{Secret, SecretError};

@@ -40,6 +40,10 @@ pub struct Config {
     /// Limits of the internet-facing webhook listeners (`[webhook_server]`, see `saas.rs`).
     #[serde(default)]
     pub webhook_server: crate::WebhookServerConfig,
+    /// Several replicas sharing the work through leases (`[ha]`, see `ha.rs`); absent: one
+    /// process runs every unit.
+    #[serde(default)]
+    pub ha: Option<crate::HaConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

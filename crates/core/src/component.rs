@@ -45,6 +45,14 @@ pub trait Component: Send + Sync {
 
     fn run<'a>(&'a self, stop: &'a CancellationToken) -> BoxFuture<'a, Result<(), Failure>>;
 
+    /// Hands the component the fence of the lease it runs under from its next `run` on (HA
+    /// mode: several replicas share the work). Every side effect of that run checks it.
+    /// Returns false when the component cannot be fenced; such a component cannot be a
+    /// replicated unit (the runtime refuses to start it under `[ha]`).
+    fn set_fence(&self, _fence: crate::Fence) -> bool {
+        false
+    }
+
     /// The component's own view of its health; the default says nothing beyond running.
     fn health(&self) -> Health {
         Health::Healthy

@@ -7,15 +7,18 @@
 //! - [`RetryPolicy`] / [`Backoff`]: how long to wait between attempts, as data.
 //! - [`Component`]: a named unit that runs until a stop token and reports its health.
 //! - [`supervise`]: the one restart loop; [`retry_until`]: the one start-up wait.
+//! - [`Fence`]: what a unit asks before each side effect when replicas share the work.
 
 mod class;
 mod component;
+mod fence;
 mod lsn;
 mod retry;
 mod supervise;
 
 pub use class::{Classify, ErrorClass, Failure, FatalKind};
 pub use component::{BoxFuture, Component, Health};
+pub use fence::{Fence, FenceCell, Fenced, FENCED};
 pub use lsn::{Lsn, ParseLsnError};
 pub use retry::{Backoff, RetryPolicy};
 pub use supervise::{chain, describe_metrics, retry_until, supervise, Stopped, COMPONENT_RESTARTS};

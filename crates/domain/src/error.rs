@@ -22,6 +22,9 @@ pub enum DomainError {
     /// An entity-state record that does not decode: restarting would read it again.
     #[error("state of {key} is unreadable: {message}")]
     CorruptState { key: String, message: String },
+    /// This replica no longer holds the unit's lease (HA): nothing more is written or acked.
+    #[error(transparent)]
+    Fenced(#[from] tributary_core::Fenced),
 }
 
 impl Classify for DomainError {
@@ -31,6 +34,7 @@ impl Classify for DomainError {
             DomainError::Nats { .. } => ErrorClass::TRANSIENT,
             DomainError::Stream(e) => Classify::class(e),
             DomainError::CorruptState { .. } => ErrorClass::CORRUPT_STATE,
+            DomainError::Fenced(e) => e.class(),
         }
     }
 }

@@ -39,6 +39,13 @@ pub enum PipelineError {
         source_name: String,
         message: String,
     },
+    /// This replica no longer holds the source's lease: nothing more is published or confirmed.
+    #[error("source {source_name}: {error}")]
+    Fenced {
+        source_name: String,
+        #[source]
+        error: tributary_core::Fenced,
+    },
 }
 
 impl PipelineError {
@@ -55,6 +62,7 @@ impl PipelineError {
             PipelineError::SnapshotState { .. } => "snapshot_state",
             PipelineError::Fatal { .. } => "fatal",
             PipelineError::PublisherGone { .. } => "publisher",
+            PipelineError::Fenced { .. } => "fenced",
         }
     }
 }
@@ -67,6 +75,7 @@ impl Classify for PipelineError {
             PipelineError::SnapshotState { error, .. } => error.class(),
             PipelineError::Fatal { .. } => ErrorClass::CONFIG,
             PipelineError::PublisherGone { .. } => ErrorClass::TRANSIENT,
+            PipelineError::Fenced { error, .. } => error.class(),
         }
     }
 }

@@ -52,6 +52,7 @@ pub(crate) struct Session<'a> {
     last_budget_warning: Option<Instant>,
     pub transactions: metrics::Counter,
     pub skipped: metrics::Counter,
+    fence: tributary_core::Fence,
 }
 
 pub(crate) struct SessionParts<'a> {
@@ -95,6 +96,7 @@ impl<'a> Session<'a> {
             last_budget_warning: None,
             transactions: metrics::counter!(m::TRANSACTIONS, "source" => name.clone()),
             skipped: metrics::counter!(m::SKIPPED_RESENT, "source" => name),
+            fence: p.ctx.fence.get(),
         }
     }
 
@@ -188,6 +190,17 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Refuses to publish or confirm once the lease is gone (HA mode; always passes otherwise).
+    fn check_fence(&self) -> Result<(), PipelineError> {
+        self.fence
+            .check()
+            .map(drop)
+            .map_err(|error| PipelineError::Fenced {
+                source_name: self.ctx.config.name.clone(),
+                error,
+            })
+    }
+
     fn note_server_end(&mut self, wal_end: Lsn) {
         if wal_end > self.server_wal_end {
             self.server_wal_end = wal_end;
@@ -200,6 +213,7 @@ impl<'a> Session<'a> {
         reply: bool,
     ) -> Result<(), PipelineError> {
         let lsn = *self.confirmed.borrow();
+        self.check_fence()?;
         repl.send_status(lsn, reply)
             .await
             .map_err(|e| self.ctx.pg_err(e))?;
@@ -245,6 +259,7 @@ impl<'a> Session<'a> {
 
     /// Hands the batch to the publisher; while the channel is full, keeps the walsender answered.
     async fn send_batch(&mut self, repl: &mut ReplicationStream) -> Result<(), PipelineError> {
+        self.check_fence()?;
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         loop {
             tokio::select! {

@@ -54,6 +54,12 @@ pub struct SourceContext {
     pub ack_window: usize,
     pub confirm_delay: Duration,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The lease's fence in HA mode ([`tributary_core::Fence::always`] otherwise): checked
+    /// before every batch handed to the publisher and every position confirmed.
+    pub fence: tributary_core::FenceCell,
+    /// HA mode: a walsender still holding the slot belongs to a replica that lost the lease;
+    /// it is terminated (once this replica's fence is valid) instead of waited out.
+    pub take_over_slot: bool,
 }
 
 impl SourceContext {
@@ -312,6 +318,12 @@ impl SourceContext {
         .join(format!("{}-{}", self.config.name, std::process::id()));
         let spool = Spool::open(spool_dir)
             .map_err(|e| self.fatal(format!("config key `sources.spool_dir`: {e}")))?;
+        if self.take_over_slot {
+            if let Err(e) = self.take_over_slot(&control).await {
+                publisher.abort();
+                return Err(e);
+            }
+        }
         let repl = match replication.start_replication(&start).await {
             Ok(r) => r,
             Err(e) => {
@@ -339,6 +351,39 @@ impl SourceContext {
         metrics::gauge!(m::SOURCE_UP, "source" => self.name().to_string()).set(0.0);
         heartbeat.abort();
         result
+    }
+}
+
+impl SourceContext {
+    /// HA mode: the slot admits one reader, and a replica that lost the lease (paused, cut
+    /// off) may still hold it. Once this replica's fence is valid, that walsender is
+    /// terminated; its owner can no longer confirm anything (its connection is gone and its
+    /// own fence refuses).
+    async fn take_over_slot(&self, control: &ControlConnection) -> Result<(), PipelineError> {
+        let fenced = |error| PipelineError::Fenced {
+            source_name: self.name().to_string(),
+            error,
+        };
+        for _ in 0..50 {
+            let Some(info) = control
+                .slot(&self.config.slot)
+                .await
+                .map_err(|e| self.pg_err(e))?
+            else {
+                return Ok(());
+            };
+            let Some(pid) = info.active_pid.filter(|_| info.active) else {
+                return Ok(());
+            };
+            self.fence.get().check().map_err(fenced)?;
+            warn!(source = self.name(), slot = %self.config.slot, pid, "slot held by a walsender of a replica that lost the lease; terminating it");
+            control
+                .terminate_slot_holder(pid)
+                .await
+                .map_err(|e| self.pg_err(e))?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 }
 

@@ -58,6 +58,11 @@ impl Component for Source {
         })
     }
 
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.ctx.fence.set(fence);
+        true
+    }
+
     fn health(&self) -> Health {
         if self.ctx.ready.load(Ordering::Relaxed) {
             Health::Healthy

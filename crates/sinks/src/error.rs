@@ -27,6 +27,9 @@ pub enum SinkError {
         #[source]
         source: serde_json::Error,
     },
+    /// This replica no longer holds the sink's lease (HA): nothing more is applied or acked.
+    #[error(transparent)]
+    Fenced(#[from] tributary_core::Fenced),
 }
 
 impl Classify for SinkError {
@@ -36,6 +39,7 @@ impl Classify for SinkError {
             SinkError::Nats { .. } => ErrorClass::TRANSIENT,
             SinkError::Stream(e) => Classify::class(e),
             SinkError::CorruptState { .. } => ErrorClass::CORRUPT_STATE,
+            SinkError::Fenced(e) => e.class(),
         }
     }
 }

@@ -168,6 +168,7 @@ impl Sinks {
                 Box::new(SinkTask {
                     name: format!("sink {}", worker.name),
                     worker,
+                    fence: Default::default(),
                 }) as Box<dyn Component>
             })
             .collect()
@@ -178,6 +179,7 @@ impl Sinks {
 struct SinkTask {
     name: String,
     worker: Arc<SinkWorker>,
+    fence: tributary_core::FenceCell,
 }
 
 impl Component for SinkTask {
@@ -189,7 +191,8 @@ impl Component for SinkTask {
         let span = info_span!("sink", sink = self.worker.name);
         Box::pin(
             async move {
-                let result = self.worker.session(stop).await;
+                let fence = self.fence.get();
+                let result = self.worker.session(&fence, stop).await;
                 if result.is_err() {
                     ::metrics::counter!(metrics::ERRORS, "sink" => self.worker.name).increment(1);
                 }
@@ -197,6 +200,11 @@ impl Component for SinkTask {
             }
             .instrument(span),
         )
+    }
+
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.fence.set(fence);
+        true
     }
 }
 

@@ -174,6 +174,7 @@ impl SinkWorker {
 
     pub(crate) async fn session(
         self: &Arc<Self>,
+        fence: &tributary_core::Fence,
         stop: &CancellationToken,
     ) -> Result<(), SinkError> {
         let stream = self
@@ -205,6 +206,7 @@ impl SinkWorker {
             let stop = lane_stop.clone();
             let this = self.clone();
             let activity = self.target.activity();
+            let fence = fence.clone();
             lanes.spawn(async move {
                 let mut lane = Lane::default();
                 let _counted = activity.as_ref().map(|a| a.lane());
@@ -212,7 +214,8 @@ impl SinkWorker {
                     if stop.is_cancelled() {
                         break;
                     }
-                    this.handle(d, replay_until, &stop, &mut lane).await?;
+                    this.handle(d, replay_until, &fence, &stop, &mut lane)
+                        .await?;
                     lane.reap().await?;
                 }
                 // Applied events: their records and acks complete before the lane ends.
@@ -290,6 +293,7 @@ impl SinkWorker {
         &self,
         d: Delivery,
         replay_until: u64,
+        fence: &tributary_core::Fence,
         stop: &CancellationToken,
         lane: &mut Lane,
     ) -> Result<(), SinkError> {
@@ -337,6 +341,8 @@ impl SinkWorker {
         loop {
             attempts += 1;
             let mut next = record.clone();
+            // HA: a replica that lost the sink's lease applies nothing more.
+            fence.check()?;
             match self.target.apply(&d.event, &mut next, &key).await {
                 Ok(outcome) => {
                     next.version = meta.entity_version;

@@ -7,11 +7,13 @@
 
 mod error;
 mod nats;
+mod nats_cluster;
 mod pg;
 mod ports;
 mod process;
 
 pub use error::TestkitError;
-pub use nats::{NatsOptions, NatsServer, NatsTls};
+pub use nats::{ClusterNode, NatsOptions, NatsServer, NatsTls};
+pub use nats_cluster::NatsCluster;
 pub use pg::{PgAuth, PgCluster, PgOptions};
 pub use ports::{free_port, try_free_port};

@@ -34,6 +34,17 @@ pub struct NatsOptions {
     pub token: Option<String>,
     /// Serve TLS only, with this certificate chain, key and the CA that signed it (PEM files).
     pub tls: Option<NatsTls>,
+    /// Join a cluster (see [`crate::NatsCluster`]); None: a standalone server.
+    pub cluster: Option<ClusterNode>,
+}
+
+/// One node's place in a cluster: its name, its route port and the other nodes' route ports.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub cluster_name: String,
+    pub server_name: String,
+    pub route_port: u16,
+    pub peer_route_ports: Vec<u16>,
 }
 
 /// TLS material for [`NatsOptions::tls`].
@@ -52,6 +63,7 @@ impl Default for NatsOptions {
             user: None,
             token: None,
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -81,6 +93,14 @@ impl NatsServer {
 
     /// Starts a server and returns once JetStream answers.
     pub async fn start_with(opts: NatsOptions) -> Result<NatsServer, TestkitError> {
+        let mut server = Self::prepare(opts, ports::try_free_port()?)?;
+        server.spawn_and_wait().await?;
+        Ok(server)
+    }
+
+    /// Writes the config of a server on `port` without starting it (a cluster starts its nodes
+    /// together: JetStream answers only once a quorum of them is up).
+    pub(crate) fn prepare(opts: NatsOptions, port: u16) -> Result<NatsServer, TestkitError> {
         if opts.user.is_some() && opts.token.is_some() {
             return Err(TestkitError::InvalidOptions(
                 "NatsOptions: set either `user` or `token`, not both".to_owned(),
@@ -88,19 +108,18 @@ impl NatsServer {
         }
         let binary = find_binary()?;
         let scratch = ScratchDir::new("tributary-nats-")?;
-        let mut server = NatsServer {
+        let server = NatsServer {
             child: None,
             binary,
             config_path: scratch.path().join("nats-server.conf"),
             store_dir: scratch.path().join("store"),
             log_path: scratch.path().join("nats-server.log"),
-            port: ports::try_free_port()?,
+            port,
             opts,
             scratch,
         };
         std::fs::write(&server.config_path, server.config())
             .map_err(|e| TestkitError::io("writing the nats-server config", e))?;
-        server.spawn_and_wait().await?;
         Ok(server)
     }
 
@@ -165,6 +184,20 @@ impl NatsServer {
         .await
     }
 
+    /// `SIGKILL`, waits for the exit; keeps the store. Does nothing if the server is not running.
+    pub async fn kill(&mut self) -> Result<(), TestkitError> {
+        let port = self.port;
+        process::stop_server(&mut self.child, Signal::SIGKILL, STOP_TIMEOUT, || {
+            format!("nats-server on port {port}")
+        })
+        .await
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        process::needs_spawn(&mut self.child).is_ok_and(|needs| !needs)
+    }
+
     /// Starts the server again with the same port and store; waits until
     /// JetStream answers. Does nothing if it is running.
     pub async fn start_again(&mut self) -> Result<(), TestkitError> {
@@ -197,6 +230,21 @@ impl NatsServer {
             let _ = writeln!(conf, "  sync_interval: {}", quote(interval));
         }
         let _ = writeln!(conf, "}}");
+        if let Some(node) = &self.opts.cluster {
+            let _ = writeln!(conf, "server_name: {}", quote(&node.server_name));
+            let routes: Vec<String> = node
+                .peer_route_ports
+                .iter()
+                .map(|p| quote(&format!("nats-route://{HOST}:{p}")))
+                .collect();
+            let _ = writeln!(
+                conf,
+                "cluster {{\n  name: {}\n  listen: {}\n  routes: [{}]\n}}",
+                quote(&node.cluster_name),
+                quote(&format!("{HOST}:{}", node.route_port)),
+                routes.join(", ")
+            );
+        }
         if let Some(tls) = &self.opts.tls {
             let _ = writeln!(
                 conf,
@@ -219,6 +267,11 @@ impl NatsServer {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), TestkitError> {
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    pub(crate) fn spawn(&mut self) -> Result<(), TestkitError> {
         let (stdout, stderr) = process::log_stdio(&self.log_path)?;
         let child = std::process::Command::new(&self.binary)
             .arg("-c")
@@ -231,10 +284,10 @@ impl NatsServer {
             .map_err(|e| TestkitError::io(format!("spawning {}", self.binary.display()), e))?;
         tracing::debug!(pid = child.id(), port = self.port, "nats-server spawned");
         self.child = Some(child);
-        self.wait_ready().await
+        Ok(())
     }
 
-    async fn wait_ready(&mut self) -> Result<(), TestkitError> {
+    pub(crate) async fn wait_ready(&mut self) -> Result<(), TestkitError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {

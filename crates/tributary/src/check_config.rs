@@ -154,6 +154,15 @@ fn summary(config: &Config) {
     if let Some(d) = &config.domain {
         println!("  domain: {} mapping(s)", d.mappings.len());
     }
+    if let Some(ha) = &config.ha {
+        println!(
+            "  ha: replica {}, leases in KV {} (ttl {} ms, {} replica(s)); every source, domain consumer and sink is a unit",
+            crate::replicas::instance_id(ha),
+            ha.lease_bucket,
+            ha.lease_ttl_ms,
+            ha.replicas.or(config.nats.stream.replicas).unwrap_or(1)
+        );
+    }
     if let Some(sinks) = &config.sinks {
         for name in tributary_sinks::SINK_NAMES {
             let filters = tributary_sinks::filter_subjects(sinks, name);

@@ -7,6 +7,7 @@ mod dlq;
 mod http;
 mod ops;
 mod replay;
+mod replicas;
 mod run;
 mod sandbox;
 mod telemetry;

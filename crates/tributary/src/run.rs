@@ -75,6 +75,8 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
             ack_window: config.nats.ack_window,
             confirm_delay: Duration::from_millis(config.durability.confirm_delay_ms),
             ready: Arc::new(AtomicBool::new(false)),
+            fence: Default::default(),
+            take_over_slot: config.ha.is_some(),
         };
         let what = format!("source {}: PostgreSQL", source.name);
         if startup
@@ -151,11 +153,25 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         .http_listen
         .parse()
         .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))?;
+    // Under [ha] the units move between replicas: a replica is ready once it is a member of
+    // the group (owning nothing is fine), not when every source streams here.
+    let (components, coordinator, ready) = match &config.ha {
+        Some(ha) => {
+            let coordinator = crate::replicas::coordinator(&config, ha, &js, components).await?;
+            let member = coordinator.joined();
+            (
+                Vec::new(),
+                Some(coordinator),
+                vec![("replica group".to_string(), member)],
+            )
+        }
+        None => (components, None, ready),
+    };
     let http_stop = CancellationToken::new();
     let http = crate::http::serve(addr, metrics, ready, http_stop.clone()).await?;
-    info!(%addr, components = components.len() + feeds.len(), "tributary running");
+    info!(%addr, components = components.len() + feeds.len(), ha = coordinator.is_some(), "tributary running");
 
-    let failure = run_all(components, feeds, &shutdown).await;
+    let failure = run_all(components, coordinator, feeds, &shutdown).await;
     http_stop.cancel();
     let _ = http.await;
     let _ = nats.flush().await;
@@ -174,9 +190,15 @@ type FeedRun = BoxFuture<'static, Result<(), tributary_saas::SaasError>>;
 /// the others, and its error is returned.
 async fn run_all(
     components: Vec<(Box<dyn Component>, RetryPolicy)>,
+    coordinator: Option<tributary_ha::Coordinator>,
     feeds: Vec<(&str, FeedRun)>,
     shutdown: &CancellationToken,
 ) -> Option<anyhow::Error> {
+    if let Some(coordinator) = coordinator {
+        let result = crate::replicas::run(coordinator, shutdown.clone()).await;
+        shutdown.cancel();
+        return result.err();
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (component, policy) in components {
         let stop = shutdown.clone();

@@ -56,6 +56,7 @@ struct StreamTask {
     stage: Arc<DomainStage>,
     source: String,
     stream: String,
+    fence: tributary_core::FenceCell,
 }
 
 impl Component for StreamTask {
@@ -67,7 +68,11 @@ impl Component for StreamTask {
         let span = info_span!("domain", source = %self.source);
         Box::pin(
             async move {
-                let result = self.stage.consume(&self.source, &self.stream, stop).await;
+                let fence = self.fence.get();
+                let result = self
+                    .stage
+                    .consume(&self.source, &self.stream, &fence, stop)
+                    .await;
                 if result.is_err() {
                     metrics::counter!(m::ERRORS, "source" => self.source.clone()).increment(1);
                 }
@@ -75,6 +80,11 @@ impl Component for StreamTask {
             }
             .instrument(span),
         )
+    }
+
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.fence.set(fence);
+        true
     }
 }
 
@@ -188,6 +198,7 @@ impl DomainStage {
                     stage: stage.clone(),
                     source: source.clone(),
                     stream: stream.clone(),
+                    fence: Default::default(),
                 }) as Box<dyn Component>
             })
             .collect()
@@ -226,6 +237,7 @@ impl DomainStage {
         &self,
         source: &str,
         stream_name: &str,
+        fence: &tributary_core::Fence,
         stop: &CancellationToken,
     ) -> Result<(), DomainError> {
         // The source task creates its stream; until it has, there is nothing to consume.
@@ -264,6 +276,8 @@ impl DomainStage {
                     None => break,
                 }
             }
+            // HA: a replica that lost the lease writes, publishes and acks nothing more.
+            fence.check()?;
             self.flush(&mut cache, source, batch).await?;
         }
     }

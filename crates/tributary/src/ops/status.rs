@@ -33,6 +33,8 @@ pub struct StatusReport {
     pub sinks_note: &'static str,
     /// SaaS feeds (`[[shopify]]`, `[[salesforce_cdc]]`): raw stream and stored positions.
     pub feeds: Vec<FeedStatus>,
+    /// `[ha]`: the replicas and which unit each owns (null without `[ha]`).
+    pub replicas: Option<tributary_ha::GroupView>,
     /// Parts that could not be read (PostgreSQL or NATS unreachable).
     pub errors: Vec<String>,
 }
@@ -300,7 +302,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(js) => feed_statuses(js, &config).await,
         None => Vec::new(),
     };
+    let replicas = match (&js, &config.ha) {
+        (Some(js), Some(ha)) => match tributary_ha::read_group(js, &ha.lease_bucket).await {
+            Ok(view) => view,
+            Err(e) => {
+                errors.push(format!("replica group: {e}"));
+                None
+            }
+        },
+        _ => None,
+    };
     let report = StatusReport {
+        replicas,
         bridge,
         feeds,
         sources: statuses,
@@ -341,6 +354,9 @@ fn render(r: &StatusReport) -> String {
         )
     };
     out.push_str(&format!("bridge  {bridge_line}\n"));
+    if let Some(g) = &r.replicas {
+        out.push_str(&render_group(g));
+    }
 
     for s in &r.sources {
         out.push_str(&format!("\nsource {} ({})\n", s.source, s.slot.endpoint));
@@ -459,6 +475,35 @@ fn render(r: &StatusReport) -> String {
         for e in &r.errors {
             out.push_str(&format!("error: {e}\n"));
         }
+    }
+    out
+}
+
+/// The replica group: members, then each unit with its owner, since when and its token.
+fn render_group(g: &tributary_ha::GroupView) -> String {
+    let now = super::now_micros() / 1000;
+    let ago = |ms: u64| super::human_seconds((now - ms as i64).max(0) as f64 / 1e3);
+    let mut out = format!(
+        "\nreplicas ({} live, leases in KV {})\n",
+        g.members.len(),
+        g.bucket
+    );
+    for m in &g.members {
+        let owned = g.leases.iter().filter(|l| l.instance == m.instance).count();
+        out.push_str(&format!(
+            "  {}: up {}, owns {owned} unit(s)\n",
+            m.instance,
+            ago(m.started_at_ms)
+        ));
+    }
+    for l in &g.leases {
+        out.push_str(&format!(
+            "  unit {}: {} since {} ago (token {})\n",
+            l.unit,
+            l.instance,
+            ago(l.acquired_at_ms),
+            l.revision
+        ));
     }
     out
 }
