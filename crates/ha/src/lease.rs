@@ -58,27 +58,41 @@ impl LeaseStore {
                 ),
             });
         }
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    description: "Tributary work-unit leases and replica heartbeats".into(),
-                    history: 1,
-                    max_age: ttl,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| HaError::Bucket {
-                    bucket: bucket.to_string(),
-                    source: tributary_nats::NatsError::Stream {
-                        stream: format!("KV bucket {bucket}"),
-                        message: e.to_string(),
-                    },
-                })?,
-        };
+        let kv = tributary_nats::kv::open_bucket_with_max_age(
+            js,
+            bucket,
+            "Tributary work-unit leases and replica heartbeats",
+            "ha",
+            replicas,
+            Some(ttl),
+        )
+        .await
+        .map_err(|source| HaError::Bucket {
+            bucket: bucket.to_string(),
+            source,
+        })?;
+        // Every holder's safety rests on the server expiring keys after exactly the TTL it
+        // counts with: a bucket made with another TTL (an older config) must not be used.
+        let mut stream = js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|e| HaError::kv(bucket, "bucket info", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| HaError::kv(bucket, "bucket info", e))?;
+        if info.config.max_age != ttl {
+            return Err(HaError::Config {
+                key: "ha.lease_ttl_ms".into(),
+                message: format!(
+                    "the lease bucket {bucket} expires keys after {} ms, not {} ms: every replica \
+                     must use the bucket's TTL. To change it, stop every replica, delete the \
+                     bucket (nats kv rm {bucket}) and start them with the new value",
+                    info.config.max_age.as_millis(),
+                    ttl.as_millis()
+                ),
+            });
+        }
         Ok(LeaseStore {
             kv,
             bucket: bucket.to_string(),

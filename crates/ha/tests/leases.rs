@@ -130,3 +130,16 @@ async fn a_holder_cut_off_from_nats_stops_before_the_ttl() {
     // Counted from the cut, at most the TTL (the last renew was before it).
     assert!(cut.elapsed() < TTL, "self-fenced after {:?}", cut.elapsed());
 }
+
+#[tokio::test]
+async fn a_bucket_made_with_another_ttl_is_refused() {
+    let nats = NatsServer::start().await.expect("nats");
+    let _ = store(&nats, "a").await;
+    let client = nats.connect().await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let err = LeaseStore::open(&js, "leases", TTL * 2, 1, "b")
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("ha.lease_ttl_ms"), "{err}");
+}

@@ -30,7 +30,20 @@ pub async fn open_bucket(
     component: &str,
     replicas: usize,
 ) -> Result<kv::Store, NatsError> {
+    open_bucket_with_max_age(js, bucket, description, component, replicas, None).await
+}
+
+/// [`open_bucket`] whose keys expire `max_age` after their last write (leases, heartbeats).
+pub async fn open_bucket_with_max_age(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    component: &str,
+    replicas: usize,
+    max_age: Option<std::time::Duration>,
+) -> Result<kv::Store, NatsError> {
     let config = stream::Config {
+        max_age: max_age.unwrap_or_default(),
         name: format!("KV_{bucket}"),
         description: Some(description.to_string()),
         subjects: vec![format!("$KV.{bucket}.>")],
