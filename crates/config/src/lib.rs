@@ -2,6 +2,7 @@
 
 mod domain;
 mod model;
+mod redact;
 mod saas;
 mod secret;
 mod sinks;
@@ -56,7 +57,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: "<inline>".into(),
-        message: e.to_string(),
+        message: redact::parse_error(text, &e),
     })?;
     validate::validate(&config)?;
     Ok(config)
