@@ -184,20 +184,42 @@ fn apply(seeds: &[Vec<u8>], mut data: Vec<u8>, edits: &[Mutation]) -> Vec<u8> {
     data
 }
 
+/// Bytes of a fuzz input, shown escaped (`b"I\x00\x00@\x12N"`) when a case fails rather
+/// than as a list of numbers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Input(pub Vec<u8>);
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b\"{}\"", self.0.escape_ascii())
+    }
+}
+
+impl std::ops::Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// A seed of the corpus with up to `max_edits` mutations: near-valid input that gets past
 /// the first checks of a decoder, unlike uniformly random bytes.
-pub fn mutated(seeds: Vec<Vec<u8>>, max_edits: usize) -> impl Strategy<Value = Vec<u8>> {
+pub fn mutated(seeds: Vec<Vec<u8>>, max_edits: usize) -> impl Strategy<Value = Input> {
     let n = seeds.len();
     (0..n, prop::collection::vec(mutation(), 0..=max_edits)).prop_map(move |(i, edits)| {
-        apply(&seeds, seeds.get(i).cloned().unwrap_or_default(), &edits)
+        Input(apply(
+            &seeds,
+            seeds.get(i).cloned().unwrap_or_default(),
+            &edits,
+        ))
     })
 }
 
 /// Mutated seeds, plus a share of uniformly random bytes up to `max_len`.
-pub fn bytes_from(seeds: Vec<Vec<u8>>, max_len: usize) -> impl Strategy<Value = Vec<u8>> {
+pub fn bytes_from(seeds: Vec<Vec<u8>>, max_len: usize) -> impl Strategy<Value = Input> {
     prop_oneof![
         4 => mutated(seeds, 6),
-        1 => prop::collection::vec(any::<u8>(), 0..max_len),
+        1 => prop::collection::vec(any::<u8>(), 0..max_len).prop_map(Input),
     ]
 }
 
