@@ -103,6 +103,9 @@ pub enum Mutation {
     Set(usize, u8),
     /// Write a big-endian integer of 2, 4 or 8 bytes at (position mod length).
     Int(usize, u8, i64),
+    /// Write a zig-zag LEB128 varint (Avro's lengths and counts, protobuf's sint) at
+    /// (position mod length).
+    Varint(usize, i64),
     Insert(usize, Vec<u8>),
     Remove(usize, usize),
     Truncate(usize),
@@ -123,6 +126,8 @@ fn interesting_int() -> impl Strategy<Value = i64> {
         Just(i64::MIN),
         Just(0x7fff_fff0),
         Just(65_535),
+        Just(536_870_000),
+        Just(-536_870_000),
         0i64..4096,
     ]
 }
@@ -132,6 +137,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         3 => (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Set(p, b)),
         3 => (any::<usize>(), prop::sample::select(vec![2u8, 4, 8]), interesting_int())
             .prop_map(|(p, w, v)| Mutation::Int(p, w, v)),
+        2 => (any::<usize>(), interesting_int()).prop_map(|(p, v)| Mutation::Varint(p, v)),
         1 => (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(p, b)| Mutation::Insert(p, b)),
         1 => (any::<usize>(), 1usize..16).prop_map(|(p, n)| Mutation::Remove(p, n)),
@@ -157,6 +163,23 @@ fn apply(seeds: &[Vec<u8>], mut data: Vec<u8>, edits: &[Mutation]) -> Vec<u8> {
                 for (i, b) in be.iter().skip(8 - width).enumerate() {
                     if let Some(x) = data.get_mut(at + i) {
                         *x = *b;
+                    }
+                }
+            }
+            Mutation::Varint(p, v) => {
+                let mut z = ((v << 1) ^ (v >> 63)) as u64;
+                let mut at = p % len;
+                loop {
+                    let more = z > 0x7f;
+                    let byte = (z & 0x7f) as u8 | if more { 0x80 } else { 0 };
+                    match data.get_mut(at) {
+                        Some(x) => *x = byte,
+                        None => data.push(byte),
+                    }
+                    at += 1;
+                    z >>= 7;
+                    if !more {
+                        break;
                     }
                 }
             }
