@@ -11,6 +11,7 @@ use tributary_proto::cdc::v1::ChangeEvent;
 use tributary_saas::json_change;
 use tributary_saas::salesforce::mapper as sf_mapper;
 use tributary_saas::shopify::{envelope, mapper};
+use tributary_saas::time::{format_rfc3339_millis, parse_rfc3339_micros};
 use tributary_saas::wms::map_webhook;
 use tributary_testkit::fuzz::{self, bytes_from, json_mutated};
 
@@ -217,6 +218,24 @@ fn fuzz_stored_change_events() {
                 let _ = mapper::map("web", &change.table, &v, change.commit_time_micros);
                 let _ = sf_mapper::map(&v, false, change.commit_time_micros);
             }
+        }
+        Ok(())
+    });
+}
+
+/// Timestamps from headers (`X-Shopify-Triggered-At`) and bodies (`updated_at`, WMS
+/// `created_at`): any text, and near-valid RFC 3339 with odd digits, offsets and UTF-8.
+#[test]
+fn fuzz_rfc3339_timestamps() {
+    let text = prop_oneof![
+        "[0-9+-]{4}-[0-9]{2}-[0-9]{2}[T ][0-9+-]{2}:[0-9]{2}:[0-9+]{2}(\\.[0-9é]{0,12})?(Z|z|[+-][0-9é]{2}:[0-9]{2})? ?",
+        ".{0,32}",
+    ];
+    fuzz::run("rfc3339", 10_000, text, |text| {
+        if let Some(micros) = parse_rfc3339_micros(&text) {
+            // What parses formats back to the same instant (at millisecond precision).
+            let again = parse_rfc3339_micros(&format_rfc3339_millis(micros));
+            prop_assert_eq!(again, Some(micros.div_euclid(1000) * 1000), "{}", text);
         }
         Ok(())
     });
