@@ -21,15 +21,19 @@ fn is_secret_key(key: &str) -> bool {
 
 /// Renders a TOML error as `line L, column C, key `a.b`: message`.
 pub(crate) fn parse_error(text: &str, err: &toml::de::Error) -> String {
-    let message = scrub(err.message().trim(), &secret_values(text));
-    let Some(span) = err.span() else {
-        return message;
+    let message = err.message().trim();
+    let shown = match err.span() {
+        None => message.to_owned(),
+        Some(span) => {
+            let (line, column) = position(text, span.start);
+            match key_at(text, line, column) {
+                Some(key) => format!("line {line}, column {column}, key `{key}`: {message}"),
+                None => format!("line {line}, column {column}: {message}"),
+            }
+        }
     };
-    let (line, column) = position(text, span.start);
-    match key_at(text, line, column) {
-        Some(key) => format!("line {line}, column {column}, key `{key}`: {message}"),
-        None => format!("line {line}, column {column}: {message}"),
-    }
+    // The key too: on a mangled line a secret can stand where a key would.
+    scrub(&shown, &secret_values(text))
 }
 
 /// 1-based line and column (in characters) of a byte offset; offsets past the end or inside
@@ -185,26 +189,25 @@ fn scrub(message: &str, secrets: &[String]) -> String {
 fn key_at(text: &str, line: usize, column: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let here = lines.get(line.checked_sub(1)?).copied().unwrap_or_default();
+    // `Some(name)` for a table header line, `Some(None)` for a malformed one: its text may be
+    // anything, a secret included, so it is never named.
     let header = |l: &str| {
         let t = l.trim();
         t.starts_with('[').then(|| {
-            let end = t.find(']').unwrap_or(t.len());
-            t.get(..end)
-                .unwrap_or_default()
-                .trim_matches('[')
-                .trim()
-                .to_owned()
+            let name = t.trim_start_matches('[').split_once(']')?.0.trim();
+            is_key(name).then(|| name.to_owned())
         })
     };
     if let Some(h) = header(here) {
-        return Some(h);
+        return h;
     }
     let table = lines
         .get(..line - 1)
         .unwrap_or_default()
         .iter()
         .rev()
-        .find_map(|l| header(l));
+        .find_map(|l| header(l))
+        .flatten();
     let found = assignments(here);
     let mut path: Vec<&str> = found.first().map(|a| a.key).into_iter().collect();
     let byte_column = here
@@ -244,6 +247,15 @@ mod tests {
             assert!(got.iter().any(|g| g == s), "{s} in {got:?}");
         }
         assert!(!got.iter().any(|g| g == "u"));
+    }
+
+    /// Fuzzing finding: a header line missing its `]` was named whole, with what followed.
+    #[test]
+    fn a_malformed_header_is_not_named() {
+        let text = "[a]\n[sinks.wms.we   secret = \"s3cr3t\"\nx = 1\n";
+        assert_eq!(key_at(text, 2, 5), None);
+        assert_eq!(key_at(text, 3, 1), Some("x".to_owned()));
+        assert_eq!(key_at("[[b]]\ny = 1\n", 2, 1).as_deref(), Some("b.y"));
     }
 
     #[test]
