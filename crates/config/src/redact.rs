@@ -214,12 +214,7 @@ fn key_at(text: &str, line: usize, column: usize) -> Option<String> {
         .char_indices()
         .nth(column.saturating_sub(1))
         .map_or(here.len(), |(i, _)| i);
-    if let Some(inner) = found
-        .iter()
-        .skip(1)
-        .filter(|a| a.key_start <= byte_column)
-        .last()
-    {
+    if let Some(inner) = found.iter().skip(1).rfind(|a| a.key_start <= byte_column) {
         path.push(inner.key);
     }
     let key = path
