@@ -3,6 +3,7 @@
 mod domain;
 mod ha;
 mod model;
+mod redact;
 mod saas;
 mod secret;
 mod sinks;
@@ -59,7 +60,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: "<inline>".into(),
-        message: e.to_string(),
+        message: redact::parse_error(text, &e),
     })?;
     validate::validate(&config)?;
     Ok(config)

@@ -8,6 +8,7 @@
 pub use apache_avro;
 
 pub mod bitmap;
+mod datum;
 pub mod jwt;
 pub mod schema;
 

@@ -202,6 +202,7 @@ pub fn parse_schema(json: &str) -> Result<Schema, AvroError> {
 
 /// Decodes a bare Avro datum written with `schema` and names the bitmap fields.
 pub fn decode(schema: &Schema, payload: &[u8]) -> Result<Decoded, AvroError> {
+    crate::datum::check(schema, payload)?;
     let mut reader = payload;
     let value = apache_avro::from_avro_datum(schema, &mut reader, None)
         .map_err(|e| AvroError::Payload(e.to_string()))?;

@@ -6,6 +6,7 @@
 //! started by this crate are ever signalled, always by PID.
 
 mod error;
+pub mod fuzz;
 mod nats;
 mod nats_cluster;
 mod pg;

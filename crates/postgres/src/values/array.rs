@@ -110,7 +110,12 @@ impl<'a> Parser<'a, '_> {
             let (lower, upper) = dim.split_once(':').unwrap_or(("1", dim));
             let lower: i64 = lower.parse().map_err(|_| bad)?;
             let upper: i64 = upper.parse().map_err(|_| bad)?;
-            let length = u32::try_from(upper - lower + 1).map_err(|_| bad)?;
+            // Checked: both bounds come from the input, and `i64::MAX - -1` overflows.
+            let length = upper
+                .checked_sub(lower)
+                .and_then(|d| d.checked_add(1))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or(bad)?;
             lengths.push(length);
         }
         self.i += decoration.len() + 1;

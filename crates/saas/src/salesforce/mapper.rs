@@ -69,8 +69,12 @@ pub fn map(payload: &Value, read_back: bool, as_of: i64) -> Result<Vec<Mapped>, 
         .get("recordIds")
         .and_then(Value::as_array)
         .map(|a| {
+            // An empty id names no record: it would map to the entity `SF-`, shared by
+            // every such change.
             a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
+                .filter_map(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
                 .collect()
         })
         .unwrap_or_default();
@@ -175,5 +179,21 @@ mod tests {
             "recordIds": ["801A"], "commitTimestamp": 5}, "fields": {}});
         assert!(super::map(&gap, false, 9).unwrap_or_default().is_empty());
         assert_eq!(super::map(&gap, true, 10).unwrap_or_default().len(), 1);
+    }
+
+    /// Fuzzing finding: `recordIds: [""]` mapped to the entity key `SF-`.
+    #[test]
+    fn empty_record_ids_name_no_record() {
+        let o = json!({"ChangeEventHeader": {"entityName": "Order", "changeType": "CREATE",
+            "recordIds": ["", "801A"]}, "fields": {}});
+        let m = super::map(&o, false, 8).unwrap_or_default();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].key, "SF-801A");
+        let o = json!({"ChangeEventHeader": {"entityName": "Order", "changeType": "CREATE",
+            "recordIds": [""]}, "fields": {}});
+        assert_eq!(
+            super::map(&o, false, 8).err().as_deref(),
+            Some("no recordIds")
+        );
     }
 }

@@ -23,7 +23,10 @@ impl Position {
     /// The clock value of the next event committed at `commit_ms`.
     pub fn tick(&mut self, commit_ms: Option<i64>) -> i64 {
         let at = commit_ms.map(|ms| ms.saturating_mul(1000)).unwrap_or(0);
-        self.clock_micros = at.max(self.clock_micros + 1);
+        // Saturating: `commitTimestamp` comes from the server, and a value near i64::MAX
+        // would otherwise overflow on the next event (a panic in debug builds, a clock
+        // jumping back to i64::MIN in release).
+        self.clock_micros = at.max(self.clock_micros.saturating_add(1));
         self.clock_micros
     }
 
@@ -66,5 +69,18 @@ mod tests {
         p.replay_id = vec![0, 1, 0xab];
         assert_eq!(Position::decode(&p.encode()), Some(p));
         assert_eq!(Position::decode(b"junk"), None);
+    }
+
+    /// Fuzzing finding: a `commitTimestamp` of i64::MAX ms, then any other event.
+    #[test]
+    fn clock_saturates_at_the_end_of_time() {
+        let mut p = Position::default();
+        assert_eq!(p.tick(Some(i64::MAX)), i64::MAX);
+        assert_eq!(p.tick(None), i64::MAX);
+        assert_eq!(p.tick(Some(1)), i64::MAX);
+        let mut stored =
+            Position::decode(br#"{"replay_id":"00","clock_micros":9223372036854775807}"#)
+                .unwrap_or_default();
+        assert_eq!(stored.tick(Some(0)), i64::MAX);
     }
 }

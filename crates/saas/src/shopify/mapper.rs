@@ -60,17 +60,26 @@ pub fn map(
     let id = |v: &Value, field: &str| -> Result<String, String> {
         match v.get(field) {
             Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(Value::String(s)) if !s.is_empty() => {
-                Ok(s.rsplit('/').next().unwrap_or(s).to_string())
-            }
+            // A GID's last segment; `gid://shopify/Order/` has none, and an empty id would
+            // make every such record the same entity.
+            Some(Value::String(s)) => match s.rsplit('/').next() {
+                Some(last) if !last.is_empty() => Ok(last.to_string()),
+                _ => Err(format!("`{field}` is empty")),
+            },
             _ => Err(format!("`{field}` is missing")),
         }
     };
+    // The GID names the record in the event id (`<shop>:<gid>@<as_of>`): one without an id
+    // (empty, or `gid://shopify/Order/`) would give two records the same event id, and
+    // JetStream would drop the second as a duplicate.
+    let payload_gid = payload
+        .get("admin_graphql_api_id")
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty() && !g.ends_with('/'))
+        .map(str::to_string);
     let gid = |kind: &str, idv: &str| {
-        payload
-            .get("admin_graphql_api_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
+        payload_gid
+            .clone()
             .unwrap_or_else(|| format!("gid://shopify/{kind}/{idv}"))
     };
     let text = |v: &Value, field: &str| {
@@ -180,13 +189,9 @@ pub fn map(
             let location = id(payload, "location_id")?;
             let sku = format!("{prefix}-ITEM-{item}");
             let loc = format!("{prefix}-LOC-{location}");
-            let g = payload
-                .get("admin_graphql_api_id")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    format!("gid://shopify/InventoryLevel/{location}?inventory_item_id={item}")
-                });
+            let g = payload_gid.clone().unwrap_or_else(|| {
+                format!("gid://shopify/InventoryLevel/{location}?inventory_item_id={item}")
+            });
             let level = InventoryLevel {
                 sku: sku.clone(),
                 location: loc.clone(),
@@ -334,5 +339,28 @@ mod tests {
         assert_eq!(m.key, "WEB-ITEM-5:WEB-LOC-2");
         assert!(map("web", "products/update", &i, 0).unwrap().is_none());
         assert!(map("web", "orders/create", &json!({}), 0).is_err());
+    }
+
+    /// Fuzzing findings: an empty `admin_graphql_api_id` became the record's GID, so two
+    /// records changed in the same microsecond shared an event id; an id that is a GID
+    /// without its last segment mapped to the key `WEB-`.
+    #[test]
+    fn an_empty_gid_is_not_used() {
+        for gid in ["", "gid://shopify/Customer/"] {
+            let c =
+                json!({"id": 5, "admin_graphql_api_id": gid, "updated_at": "2026-01-01T00:00:00Z"});
+            let m = map("web", "customers/update", &c, 0).unwrap().unwrap();
+            assert_eq!(m.gid, "gid://shopify/Customer/5");
+        }
+        let i = json!({"inventory_item_id": 5, "location_id": 2, "available": 4,
+            "admin_graphql_api_id": ""});
+        let m = map("web", "inventory_levels/update", &i, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.gid, "gid://shopify/InventoryLevel/2?inventory_item_id=5");
+        for empty in ["", "/", "gid://shopify/Order/"] {
+            let o = json!({"id": empty, "updated_at": "2026-01-01T00:00:00Z"});
+            assert!(map("web", "orders/updated", &o, 0).is_err(), "{empty:?}");
+        }
     }
 }

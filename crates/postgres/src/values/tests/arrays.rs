@@ -197,3 +197,20 @@ fn array_text_syntax() {
         "{e}"
     );
 }
+
+/// Fuzzing finding: bounds at the ends of the i64 range overflowed `upper - lower + 1`
+/// (a panic in debug builds, a wrapped length in release). Inputs kept in
+/// fuzz/corpus/values-findings/_int.txt.
+#[test]
+fn dimension_bounds_at_the_integer_limits_are_errors() {
+    let i = arr(TypeKind::Int);
+    for bad in [
+        "[-1:9223372036854775807]={1}",
+        "[-9223372036854775808:0]={1}",
+        "[-9223372036854775808:9223372036854775807]={1}",
+        "[1:9223372036854775807][0:0]={{1}}",
+    ] {
+        let e = err(&i, bad);
+        assert!(e.to_string().contains("dimension decoration"), "{e}");
+    }
+}
