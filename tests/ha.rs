@@ -87,6 +87,14 @@ async fn settled_owner(nats: &async_nats::Client, unit: &str) -> Result<String> 
     Ok(current)
 }
 
+/// SIGTERM: the replica drains, hands its units over and exits 0 (its log on failure).
+async fn stop_ok(bridge: Bridge) -> Result<()> {
+    let log = bridge.log();
+    let code = bridge.stop().await?;
+    assert_eq!(code, 0, "replica exited {code}:\n{log}");
+    Ok(())
+}
+
 async fn verify_exactly_once(
     pg: &PgCluster,
     nats: &async_nats::Client,
@@ -214,7 +222,7 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
         );
     }
     for (_, (_, bridge)) in replicas {
-        assert_eq!(bridge.stop().await?, 0);
+        stop_ok(bridge).await?;
     }
     Ok(())
 }
@@ -299,7 +307,7 @@ async fn a_paused_owner_woken_after_losing_its_lease_stores_nothing_and_steps_do
         .get(0);
     assert!(lsn(&confirmed) > 0 && lsn(&confirmed) <= lsn(&current));
     for (_, bridge) in replicas {
-        assert_eq!(bridge.stop().await?, 0);
+        stop_ok(bridge).await?;
     }
     Ok(())
 }
@@ -340,7 +348,7 @@ async fn the_nats_node_leading_the_source_stream_dies_mid_workload() -> Result<(
     };
     verify_exactly_once(&pg, &nats, "erp", "CDC_ERP", written, &logs).await?;
     for bridge in replicas {
-        assert_eq!(bridge.stop().await?, 0);
+        stop_ok(bridge).await?;
     }
     Ok(())
 }
@@ -412,7 +420,7 @@ async fn a_rolling_restart_under_load_loses_nothing() -> Result<()> {
     let longest = watching.await?;
     eprintln!("longest time without an owner during the rolling restart: {longest:?}");
     for (_, (_, bridge)) in replicas {
-        assert_eq!(bridge.stop().await?, 0);
+        stop_ok(bridge).await?;
     }
     Ok(())
 }
