@@ -38,7 +38,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
-use tributary_config::{Config, WmsWebhookSourceConfig};
+use tributary_config::{Config, WmsFeed, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
 
@@ -73,7 +73,7 @@ struct Endpoint {
     limits: Limits,
 }
 
-/// The `[sinks.wms.webhooks]` source: webhook server and the mapper into `RETAIL`.
+/// The `[[wms]]` source: webhook server and the mapper into `RETAIL`.
 pub struct WmsWebhookSource {
     endpoint: Arc<Endpoint>,
     listener: TcpListener,
@@ -127,9 +127,9 @@ pub fn verify_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8], head
         .fold(false, |ok, c| ok | verify::tag_matches(&tag, c))
 }
 
-/// Checks the `[sinks.wms.webhooks]` block (no I/O).
-pub fn validate(cfg: &WmsWebhookSourceConfig) -> Result<(), SaasError> {
-    let key = |k: &str| format!("sinks.wms.webhooks.{k}");
+/// Checks the `[[wms]]` block (or the deprecated `[sinks.wms.webhooks]`; no I/O).
+pub fn validate(feed: WmsFeed<'_>) -> Result<(), SaasError> {
+    let (cfg, key) = (feed.cfg, |k: &str| format!("{}.{k}", feed.key));
     if cfg.listen.parse::<SocketAddr>().is_err() {
         return Err(SaasError::config(
             key("listen"),
@@ -158,22 +158,24 @@ impl WmsWebhookSource {
         config: &Config,
         js: jetstream::Context,
     ) -> Result<Option<WmsWebhookSource>, SaasError> {
-        let Some(cfg) = config
-            .sinks
-            .as_ref()
-            .and_then(|s| s.wms.as_ref())
-            .and_then(|w| w.webhooks.clone())
-        else {
+        let Some(feed) = config.wms_feed() else {
             return Ok(None);
         };
-        validate(&cfg)?;
+        validate(feed)?;
+        if feed.key == tributary_config::DEPRECATED_WMS_KEY {
+            warn!(
+                "config key `{}` is deprecated: move the table to `[[wms]]` (same keys)",
+                feed.key
+            );
+        }
+        let (cfg, key) = (feed.cfg.clone(), |k: &str| format!("{}.{k}", feed.key));
         describe();
         let secret = cfg
             .secret
             .resolve()
-            .map_err(|e| SaasError::config("sinks.wms.webhooks.secret", e.to_string()))?;
+            .map_err(|e| SaasError::config(key("secret"), e.to_string()))?;
         if let Some(problem) = tributary_config::webhook_secret_problem(&secret) {
-            return Err(SaasError::config("sinks.wms.webhooks.secret", problem));
+            return Err(SaasError::config(key("secret"), problem));
         }
         for spec in crate::streams::wms(config) {
             tributary_nats::ensure_stream(&js, &spec).await?;
@@ -184,12 +186,9 @@ impl WmsWebhookSource {
         let addr: SocketAddr = cfg
             .listen
             .parse()
-            .map_err(|e| SaasError::config("sinks.wms.webhooks.listen", format!("{e}")))?;
+            .map_err(|e| SaasError::config(key("listen"), format!("{e}")))?;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            SaasError::config(
-                "sinks.wms.webhooks.listen",
-                format!("cannot listen on {addr}: {e}"),
-            )
+            SaasError::config(key("listen"), format!("cannot listen on {addr}: {e}"))
         })?;
         Ok(Some(WmsWebhookSource {
             endpoint: Arc::new(Endpoint {
