@@ -34,22 +34,24 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use base64::Engine;
+use prost::Message as _;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use tributary_config::{Config, WmsFeed, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
+use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
 
+use crate::json_change::JsonChange;
+use crate::listener::receiver::{self, Delivery, Feed, Reject, Signed};
 use crate::listener::verify::{self, MAX_ID_BYTES};
 use crate::listener::{self, Limits};
 use crate::mapping_consumer::MappingConsumer;
 use crate::time::{now_micros, parse_rfc3339_micros};
 use crate::SaasError;
 
-/// The WMS gives up on a delivery after a few seconds; the ack must come well before.
-const ACK_BUDGET: Duration = Duration::from_millis(4000);
 /// Longest accepted event type (`order.shipment.exception` is 24 bytes).
 const MAX_EVENT_TYPE_BYTES: usize = 64;
 /// Raw duplicates (the WMS's retries and duplicate deliveries) are dropped for this long;
@@ -249,15 +251,138 @@ fn describe() {
     metrics::describe_counter!(DOMAIN_EVENTS, "WMS webhooks mapped, by outcome");
 }
 
-fn reject(reason: &'static str, status: StatusCode) -> (StatusCode, &'static str) {
-    metrics::counter!(WEBHOOKS_REJECTED, "reason" => reason).increment(1);
-    debug!(reason, "WMS webhook rejected");
-    (status, reason)
-}
-
-/// Event types become a subject token and a NATS header.
+/// Event types become a subject token and the envelope's table.
 fn event_type_ok(kind: &str) -> bool {
     !kind.is_empty() && kind.len() <= MAX_EVENT_TYPE_BYTES && kind.bytes().all(verify::id_char)
+}
+
+/// The headers the envelope needs, checked before the body is read.
+struct Checked {
+    id: String,
+    timestamp: String,
+    timestamp_secs: i64,
+    type_header: Option<String>,
+}
+
+impl Feed for Endpoint {
+    type Checked = Checked;
+
+    fn key(&self) -> &ring::hmac::Key {
+        &self.key
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn js(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<Signed<Checked>, Reject> {
+        let digits = |b: u8| b.is_ascii_digit();
+        let id = verify::header(headers, "webhook-id", MAX_ID_BYTES, verify::id_char);
+        let ts = verify::header(headers, "webhook-timestamp", 12, digits);
+        let kind = verify::header(
+            headers,
+            "x-wms-event-type",
+            MAX_EVENT_TYPE_BYTES,
+            verify::id_char,
+        );
+        let sig = headers.get("webhook-signature").map(|v| v.to_str());
+        let (Ok(Some(id)), Ok(Some(ts)), Some(Ok(sig))) = (id, ts, sig) else {
+            return Err(match (id, ts) {
+                (Err(_), _) | (_, Err(_)) => Reject("bad_header", StatusCode::BAD_REQUEST),
+                _ => Reject("missing_signature", StatusCode::UNAUTHORIZED),
+            });
+        };
+        let Ok(type_header) = kind else {
+            return Err(Reject("bad_header", StatusCode::BAD_REQUEST));
+        };
+        let candidates =
+            signature_candidates(sig).map_err(|r| Reject(r, StatusCode::UNAUTHORIZED))?;
+        let Ok(timestamp_secs) = ts.parse::<i64>() else {
+            return Err(Reject("bad_timestamp", StatusCode::UNAUTHORIZED));
+        };
+        let tolerance = self.cfg.timestamp_tolerance_secs as i64;
+        if tolerance > 0 && (now_micros() / 1_000_000 - timestamp_secs).abs() > tolerance {
+            return Err(Reject(
+                "timestamp_out_of_tolerance",
+                StatusCode::UNAUTHORIZED,
+            ));
+        }
+        Ok(Signed {
+            prefix: format!("{id}.{ts}.").into_bytes(),
+            candidates,
+            checked: Checked {
+                id: id.to_string(),
+                timestamp: ts.to_string(),
+                timestamp_secs,
+                type_header: type_header.map(str::to_string),
+            },
+        })
+    }
+
+    fn envelope(&self, c: Checked, body: &str) -> Result<Delivery, Reject> {
+        let json: Value =
+            serde_json::from_str(body).map_err(|_| Reject("bad_body", StatusCode::BAD_REQUEST))?;
+        let kind = json
+            .get("type")
+            .and_then(Value::as_str)
+            .or(c.type_header.as_deref())
+            .unwrap_or("unknown");
+        if !event_type_ok(kind) {
+            return Err(Reject("bad_event_type", StatusCode::BAD_REQUEST));
+        }
+        let subject = format!(
+            "{SUBJECT_PREFIX}.{}",
+            tributary_nats::subject::token(&kind.replace('.', "_"))
+        );
+        let mut headers = NatsHeaders::new();
+        headers.insert("Webhook-Id", c.id.as_str());
+        headers.insert("Webhook-Timestamp", c.timestamp.as_str());
+        headers.insert("Wms-Event-Type", kind);
+        let msg_id = format!("wms:{}", c.id);
+        let change = JsonChange {
+            event_id: msg_id.clone(),
+            source: &self.cfg.system,
+            database: "",
+            schema: "wms",
+            table: kind,
+            op: if kind.ends_with(".created") {
+                Operation::Insert
+            } else {
+                Operation::Update
+            },
+            payload: body.to_string(),
+            commit_micros: c.timestamp_secs.saturating_mul(1_000_000),
+            origin: format!("webhook:{}", c.id),
+        }
+        .into_event();
+        Ok(Delivery {
+            subject,
+            msg_id,
+            headers,
+            change,
+        })
+    }
+
+    fn rejected(&self, reason: &'static str) {
+        metrics::counter!(WEBHOOKS_REJECTED, "reason" => reason).increment(1);
+        debug!(reason, "WMS webhook rejected");
+    }
+
+    fn stored(&self, _delivery: &Delivery, duplicate: bool) {
+        if duplicate {
+            metrics::counter!(WEBHOOKS_DUPLICATE).increment(1);
+        } else {
+            metrics::counter!(WEBHOOKS_STORED).increment(1);
+        }
+    }
+
+    fn sender(&self) -> &'static str {
+        "WMS"
+    }
 }
 
 async fn receive(
@@ -266,87 +391,7 @@ async fn receive(
     raw_body: Body,
 ) -> (StatusCode, &'static str) {
     metrics::counter!(WEBHOOKS_RECEIVED).increment(1);
-    let digits = |b: u8| b.is_ascii_digit();
-    let checked = (
-        verify::header(&headers, "webhook-id", MAX_ID_BYTES, verify::id_char),
-        verify::header(&headers, "webhook-timestamp", 12, digits),
-        verify::header(
-            &headers,
-            "x-wms-event-type",
-            MAX_EVENT_TYPE_BYTES,
-            verify::id_char,
-        ),
-    );
-    let sig = headers.get("webhook-signature").map(|v| v.to_str());
-    let (Ok(Some(id)), Ok(Some(ts)), Some(Ok(sig))) = (checked.0, checked.1, sig) else {
-        return match (checked.0, checked.1) {
-            (Err(_), _) | (_, Err(_)) => reject("bad_header", StatusCode::BAD_REQUEST),
-            _ => reject("missing_signature", StatusCode::UNAUTHORIZED),
-        };
-    };
-    let Ok(type_header) = checked.2 else {
-        return reject("bad_header", StatusCode::BAD_REQUEST);
-    };
-    let candidates = match signature_candidates(sig) {
-        Ok(c) => c,
-        Err(reason) => return reject(reason, StatusCode::UNAUTHORIZED),
-    };
-    let Ok(ts_secs) = ts.parse::<i64>() else {
-        return reject("bad_timestamp", StatusCode::UNAUTHORIZED);
-    };
-    let tolerance = ep.cfg.timestamp_tolerance_secs as i64;
-    if tolerance > 0 && (now_micros() / 1_000_000 - ts_secs).abs() > tolerance {
-        return reject("timestamp_out_of_tolerance", StatusCode::UNAUTHORIZED);
-    }
-    let body = match listener::body::read(&ep.limits, &headers, raw_body).await {
-        Ok(b) => b,
-        Err(e) => return reject(e.reason(), e.status()),
-    };
-    let prefix = format!("{id}.{ts}.");
-    let tag = verify::hmac_sha256(&ep.key, prefix.as_bytes(), &body.bytes).await;
-    let matched = tag.is_some_and(|t| {
-        candidates
-            .iter()
-            .fold(false, |ok, c| ok | verify::tag_matches(&t, c))
-    });
-    if !matched {
-        return reject("bad_signature", StatusCode::UNAUTHORIZED);
-    }
-    let Ok(json) = serde_json::from_slice::<Value>(&body.bytes) else {
-        return reject("bad_body", StatusCode::BAD_REQUEST);
-    };
-    let kind = json
-        .get("type")
-        .and_then(Value::as_str)
-        .or(type_header)
-        .unwrap_or("unknown");
-    if !event_type_ok(kind) {
-        return reject("bad_event_type", StatusCode::BAD_REQUEST);
-    }
-    let subject = format!(
-        "{SUBJECT_PREFIX}.{}",
-        tributary_nats::subject::token(&kind.replace('.', "_"))
-    );
-    let mut h = NatsHeaders::new();
-    h.insert("Webhook-Id", id);
-    h.insert("Webhook-Timestamp", ts);
-    h.insert("Wms-Event-Type", kind);
-    let msg_id = format!("wms:{id}");
-    let stored = verify::store(&ep.js, subject, h, &msg_id, body.bytes.clone(), ACK_BUDGET).await;
-    match stored {
-        Ok(duplicate) => {
-            if duplicate {
-                metrics::counter!(WEBHOOKS_DUPLICATE).increment(1);
-            } else {
-                metrics::counter!(WEBHOOKS_STORED).increment(1);
-            }
-            (StatusCode::OK, "ok")
-        }
-        Err(e) => {
-            warn!(error = %e, "WMS webhook not stored; the WMS will retry");
-            reject(e.reason(), StatusCode::SERVICE_UNAVAILABLE)
-        }
-    }
+    receiver::receive(ep.as_ref(), &headers, raw_body).await
 }
 
 /// A lifecycle webhook mapped to a fulfillment (key = the order's `reference_id`).
@@ -501,8 +546,14 @@ impl Mapper {
 
     /// Maps one stored webhook; Err only for transient failures (redelivered).
     async fn handle(&self, webhook_id: &str, payload: &[u8]) -> Result<&'static str, SaasError> {
-        let mapped = serde_json::from_slice::<Value>(payload)
-            .map_err(|e| e.to_string())
+        // Stored as the JSON change envelope every SaaS feed shares.
+        let mapped = ChangeEvent::decode(payload)
+            .map_err(|e| format!("not a change envelope: {e}"))
+            .and_then(|change| {
+                crate::json_change::payload(&change)
+                    .ok_or_else(|| "the change envelope has no payload".to_string())
+                    .and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| e.to_string()))
+            })
             .and_then(|v| map_webhook(&v));
         let mapped = match mapped {
             Ok(Some(m)) => m,
