@@ -1,26 +1,22 @@
 //! The HTTP side: authenticated PATCHes, single and collection upserts, and the batcher's
 //! `send`.
 
-use std::sync::Mutex;
-
 use serde_json::{Map, Value};
 use tributary_config::SalesforceSinkConfig;
 
-use super::auth::{Grant, Session};
 use super::encode::{utf8_percent_encode, Attributes, CollectionBody, CollectionRecord};
 use super::errors::{error_code, record_error, single_record_errors};
-use super::limits::Usage;
 use crate::batch::BatchSend;
 use crate::{http, metrics as m, ApplyError};
+use tributary_salesforce::{Auth, Session, UsagePacer};
 
-/// Token cache, usage pacing and the HTTP client.
+/// The shared session and usage pacing, and the HTTP client.
 pub(super) struct Api {
     pub cfg: SalesforceSinkConfig,
-    pub grant: Grant,
+    pub auth: Auth,
     pub call_options: String,
     pub client: reqwest::Client,
-    pub token: tokio::sync::Mutex<Option<Session>>,
-    pub usage: Mutex<Option<Usage>>,
+    pub usage: UsagePacer,
 }
 
 /// One record waiting for a collection request.
@@ -85,7 +81,7 @@ impl Api {
             let code = error_code(&text);
             if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
                 tracing::info!(code = %code, "Salesforce session refused; renewing the token");
-                session = self.session(Some(&session.access_token)).await?;
+                session = self.session(Some(&session)).await?;
                 continue;
             }
             if code == "REQUEST_LIMIT_EXCEEDED" {

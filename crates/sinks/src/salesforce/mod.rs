@@ -33,7 +33,6 @@ mod limits;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tributary_config::SalesforceSinkConfig;
@@ -45,7 +44,6 @@ use crate::http;
 use crate::state::EntityRecord;
 use crate::target::Outcome;
 use crate::{ApplyError, SinkError};
-use auth::Grant;
 use client::{Api, Pending};
 
 /// Collection requests in flight at once (a new batch gathers while earlier ones are sent).
@@ -59,7 +57,6 @@ pub struct SalesforceTarget {
 impl SalesforceTarget {
     /// Must run inside the Tokio runtime (the batcher is a task).
     pub fn new(cfg: &SalesforceSinkConfig) -> Result<Self, SinkError> {
-        let grant = Grant::from_config(cfg)?;
         let client_tag = cfg
             .call_options_client
             .clone()
@@ -70,13 +67,13 @@ impl SalesforceTarget {
                 "must not contain commas or line breaks",
             ));
         }
+        let client = http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?;
         let api = std::sync::Arc::new(Api {
-            client: http::client(Duration::from_millis(cfg.delivery.request_timeout_ms))?,
+            auth: auth::auth(cfg, client.clone())?,
+            client,
             cfg: cfg.clone(),
-            grant,
             call_options: format!("client={client_tag}"),
-            token: tokio::sync::Mutex::new(None),
-            usage: Mutex::new(None),
+            usage: tributary_salesforce::UsagePacer::new(cfg.api_usage_ceiling),
         });
         let batches = (cfg.batch_size > 1).then(|| {
             Batcher::spawn(
