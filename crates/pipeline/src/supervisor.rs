@@ -16,13 +16,22 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 
 /// Checks what must hold before the bridge starts: the server is reachable with these
-/// credentials, logical replication is on and the publication is usable.
+/// credentials, logical replication is on, the publication is usable and its tables have a
+/// replica identity, and an existing slot of the configured name is this source's kind.
 pub async fn startup_check(ctx: &SourceContext) -> Result<(), PipelineError> {
     let control = ControlConnection::connect(&ctx.params)
         .await
         .map_err(|e| ctx.pg_err(e))?;
     control.check_server().await.map_err(|e| ctx.pg_err(e))?;
-    ctx.check_publication(&control).await
+    ctx.check_publication(&control).await?;
+    match control
+        .slot(&ctx.config.slot)
+        .await
+        .map_err(|e| ctx.pg_err(e))?
+    {
+        Some(info) => ctx.check_slot_kind(&info),
+        None => Ok(()),
+    }
 }
 
 /// Runs the source until `shutdown` (Ok) or a definite error.

@@ -3,6 +3,7 @@
 mod connect_params;
 pub mod control;
 mod error;
+mod keys;
 pub mod pgoutput;
 pub mod replication;
 pub mod snapshot_catalog;

@@ -62,7 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failed > 0 {
         anyhow::bail!(
-            "preflight: {failed} of {} checks failed; the bridge will not start until they are fixed",
+            "preflight: {failed} of {} checks failed; fix them before starting the bridge (warnings do not stop it)",
             checks.len()
         );
     }
