@@ -100,6 +100,52 @@ async fn two_sources_on_one_slot_are_refused_everywhere() -> Result<()> {
     Ok(())
 }
 
+/// Host names the configuration cannot tell apart (TCP address and unix socket directory):
+/// preflight and run compare the server's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_names_of_one_server_on_one_slot_are_refused() -> Result<()> {
+    let (pg, nats) = start_servers().await?;
+    erp(&pg, "erp").await?;
+    erp(&pg, "shop").await?;
+    let mut shop = SourceSpec::new("shop", "shop");
+    shop.slot = "slot_erp".into();
+    let mut text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp"), shop]);
+    let tcp = "host = \"127.0.0.1\"";
+    let at = text.rfind(tcp).context("second host")?;
+    let socket = format!("host = {:?}", pg.socket_dir().display().to_string());
+    text.replace_range(at..at + tcp.len(), &socket);
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), &text)?;
+    let (_, _, err) = tributary(&["check-config", "--config", path(&config)]).await?;
+    assert!(
+        !err.contains("sources[1].slot"),
+        "not visible in the file: {err}"
+    );
+
+    let (code, checks, _) = preflight(&config).await?;
+    assert_ne!(code, 0);
+    let (status, detail, _) = row(&checks, "shop", "shared_slot");
+    assert_eq!(status, "fail");
+    assert!(
+        detail.contains("slot_erp is also the slot of source erp"),
+        "{detail}"
+    );
+    let (code, stderr) = run_to_exit(&config, Duration::from_secs(60)).await?;
+    assert_ne!(code, 0, "run refuses:\n{stderr}");
+    assert!(
+        stderr.contains(
+            "slot \"slot_erp\" (config key `sources.slot`) is also the slot of source \"erp\""
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        slot_count(&pg).await?,
+        0,
+        "refused before any slot was made"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_of_another_database_is_refused_by_preflight_and_run() -> Result<()> {
     let (pg, nats) = start_servers().await?;

@@ -1,6 +1,8 @@
 //! Keeps a source running: reconnects with capped exponential backoff on transient errors,
 //! stops on definite ones (which need an operator).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,9 @@ pub async fn startup_check(ctx: &SourceContext) -> Result<(), PipelineError> {
         .map_err(|e| ctx.pg_err(e))?;
     control.check_server().await.map_err(|e| ctx.pg_err(e))?;
     ctx.check_publication(&control).await?;
+    if let Some(server) = control.server_identity().await.map_err(|e| ctx.pg_err(e))? {
+        claim_slot(ctx, server)?;
+    }
     match control
         .slot(&ctx.config.slot)
         .await
@@ -32,6 +37,28 @@ pub async fn startup_check(ctx: &SourceContext) -> Result<(), PipelineError> {
         Some(info) => ctx.check_slot_kind(&info),
         None => Ok(()),
     }
+}
+
+/// The slots this process's sources use, by (server identity, slot name). Config loading
+/// compares host names only; this catches two names of one server. Process-wide because one
+/// process is one bridge and `run` checks its sources one after the other.
+static CLAIMED_SLOTS: Mutex<BTreeMap<(String, String), String>> = Mutex::new(BTreeMap::new());
+
+fn claim_slot(ctx: &SourceContext, server: String) -> Result<(), PipelineError> {
+    let source = &ctx.config.name;
+    let mut claimed = CLAIMED_SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let owner = claimed
+        .entry((server.clone(), ctx.config.slot.clone()))
+        .or_insert_with(|| source.clone());
+    if owner != source {
+        return Err(ctx.fatal(format!(
+            "slot {:?} (config key `sources.slot`) is also the slot of source {owner:?}: both reach \
+             the same PostgreSQL server (system {server}) under different host names; a slot has one \
+             reader and one history, so give each source its own slot name",
+            ctx.config.slot
+        )));
+    }
+    Ok(())
 }
 
 /// Runs the source until `shutdown` (Ok) or a definite error.

@@ -6,6 +6,7 @@ mod error;
 mod keys;
 pub mod pgoutput;
 pub mod replication;
+mod server_identity;
 pub mod snapshot_catalog;
 pub mod values;
 
