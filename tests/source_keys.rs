@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use support::*;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
@@ -59,7 +60,9 @@ async fn key_columns_are_the_key_under_every_replica_identity() -> Result<()> {
     wait_streaming(&pg, &["slot_erp"], &bridge).await?;
     let client = nats.connect().await?;
     // The snapshot's three reads first, so that the changes below come after them.
-    wait_for_messages(&client, "CDC_ERP", 3, Duration::from_secs(60)).await?;
+    wait_for_messages(&client, "CDC_ERP", 3, Duration::from_secs(60))
+        .await
+        .with_context(|| bridge.log())?;
     db.batch_execute(
         "INSERT INTO full_pk VALUES (2, 'x', 2); UPDATE full_pk SET a = 'y' WHERE id = 2;
          DELETE FROM full_pk WHERE id = 2;
@@ -69,14 +72,18 @@ async fn key_columns_are_the_key_under_every_replica_identity() -> Result<()> {
          DELETE FROM keyless WHERE b = 2;",
     )
     .await?;
-    wait_for_messages(&client, "CDC_ERP", 12, Duration::from_secs(60)).await?;
+    wait_for_messages(&client, "CDC_ERP", 12, Duration::from_secs(60))
+        .await
+        .with_context(|| bridge.log())?;
     // Schema changes: PostgreSQL describes the tables again and the key is looked up again.
     db.batch_execute(
         "ALTER TABLE full_pk ADD COLUMN c int; UPDATE full_pk SET c = 1 WHERE id = 1;
          ALTER TABLE keyless ADD PRIMARY KEY (b); UPDATE keyless SET a = 'z' WHERE b = 1;",
     )
     .await?;
-    wait_for_messages(&client, "CDC_ERP", 14, Duration::from_secs(60)).await?;
+    wait_for_messages(&client, "CDC_ERP", 14, Duration::from_secs(60))
+        .await
+        .with_context(|| bridge.log())?;
     let rx = read_stream(&client, "CDC_ERP").await?;
     assert_eq!(rx.len(), 14, "{:#?}", bridge.log());
 

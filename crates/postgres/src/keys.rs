@@ -8,12 +8,13 @@
 use crate::{ControlConnection, PgError};
 
 /// SQL for the attribute numbers of the key index of relation `rel` (an SQL expression for its
-/// oid), as `int2[]`; NULL when the table has neither index. PostgreSQL clears
+/// oid), as `int2[]`; empty when the table has neither index. PostgreSQL clears
 /// `indisreplident` when the identity is changed away from USING INDEX, so the flag is current.
+/// An array expression, not a bare subquery: `= ANY((SELECT …))` would compare with each row.
 pub(crate) fn key_index_sql(rel: &str) -> String {
     format!(
-        "(SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = {rel} \
-          AND (i.indisreplident OR i.indisprimary) ORDER BY i.indisreplident DESC LIMIT 1)"
+        "coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = {rel} \
+          AND (i.indisreplident OR i.indisprimary) ORDER BY i.indisreplident DESC LIMIT 1), '{{}}'::int2[])"
     )
 }
 
