@@ -83,3 +83,4 @@ fn one_stream_for_two_sources_is_refused_naming_both() {
         "{e}"
     );
 }
+
