@@ -83,4 +83,3 @@ fn one_stream_for_two_sources_is_refused_naming_both() {
         "{e}"
     );
 }
-
