@@ -15,6 +15,8 @@ pub struct ControlConnection {
 
 #[derive(Debug, Clone)]
 pub struct SlotInfo {
+    /// `logical` or `physical`.
+    pub slot_type: String,
     pub plugin: Option<String>,
     pub database: Option<String>,
     pub active: bool,
@@ -168,7 +170,7 @@ impl ControlConnection {
             .client
             .query_opt(
                 &format!(
-                    "SELECT plugin::text, database::text, active, active_pid, confirmed_flush_lsn::text, {wal_status} \
+                    "SELECT plugin::text, database::text, active, active_pid, confirmed_flush_lsn::text, {wal_status}, slot_type::text \
                      FROM pg_replication_slots WHERE slot_name = $1"
                 ),
                 &[&name],
@@ -181,6 +183,7 @@ impl ControlConnection {
             active_pid: r.get(3),
             confirmed_flush: r.get::<_, Option<String>>(4).and_then(|s| s.parse().ok()),
             wal_status: r.get(5),
+            slot_type: r.get(6),
         }))
     }
 
@@ -373,6 +376,25 @@ impl TableInfo {
     /// `schema.table`, as in the configuration.
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Why the table cannot stream its updates and deletes, if it cannot: PostgreSQL rejects
+    /// them on a published table without a replica identity. One rule for `preflight`'s
+    /// failure and `run`'s refusal.
+    pub fn identity_problem(&self) -> Option<&'static str> {
+        if !self.exists {
+            return None;
+        }
+        match self.replica_identity.as_deref() {
+            Some("n") => Some("REPLICA IDENTITY NOTHING"),
+            Some("d") if !self.has_primary_key => {
+                Some("no primary key and REPLICA IDENTITY DEFAULT")
+            }
+            Some("i") if !self.has_identity_index => {
+                Some("REPLICA IDENTITY USING INDEX, but the index is gone")
+            }
+            _ => None,
+        }
     }
 }
 
