@@ -22,7 +22,7 @@ async fn one_token_per_org_and_one_fetch_per_refusal() -> TestResult {
     let (id, secret) = SalesforceOptions::default().clients[0].clone();
     let auth = Auth::new(
         reqwest::Client::new(),
-        &sf.base_url(),
+        sf.base_url(),
         grant(&id, &secret),
         None,
     );
@@ -47,7 +47,7 @@ async fn a_session_older_than_max_age_is_renewed_before_use() -> TestResult {
     let max_age = Some(Duration::from_millis(200));
     let auth = Auth::new(
         reqwest::Client::new(),
-        &sf.base_url(),
+        sf.base_url(),
         grant(&id, &secret),
         max_age,
     );
@@ -65,7 +65,7 @@ async fn a_refused_credential_quotes_the_answer_not_the_secret() -> TestResult {
     let (id, _) = SalesforceOptions::default().clients[0].clone();
     let auth = Auth::new(
         reqwest::Client::new(),
-        &sf.base_url(),
+        sf.base_url(),
         grant(&id, "wrong-Secret-42"),
         None,
     );
