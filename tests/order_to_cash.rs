@@ -2,7 +2,7 @@
 //! the sample ERP of config/retail/ with its Shopify id) confirmed in the ERP reaches the WMS
 //! emulator through the WMS sink; the WMS ships it and sends its signed lifecycle webhooks
 //! (Standard Webhooks style, every one delivered twice, shuffled) to the bridge's
-//! `[sinks.wms.webhooks]` endpoint; each becomes one `retail.v1.fulfillment.updated` event
+//! `[[wms]]` endpoint; each becomes one `retail.v1.fulfillment.updated` event
 //! keyed by the ERP order number, the shipped one carrying the tracking number. The
 //! storefront then shows one fulfilment with that tracking number and the ERP status in the
 //! order's `erp_*` attributes, and Salesforce's Order shows the tracking number. On the way,
@@ -72,7 +72,7 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
         "\n[sinks]\n\
          [sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\ninventory_location = \"DC1\"\n\
          [sinks.wms.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
-         [sinks.wms.webhooks]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{SECRET}\"\n\
+         [[wms]]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{SECRET}\"\n\
          [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{dc1}\" }}\n\
          apply = [\"inventory\", \"orders\", \"fulfillments\", \"prices\", \"customers\"]\nprice_list = \"web\"\n\
          [sinks.shopify.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\

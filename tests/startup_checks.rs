@@ -237,3 +237,34 @@ fn check_config_names_sink_shopify_and_secret_mistakes() -> Result<()> {
     assert!(err.contains("sinks.salesforce.jwt_username"), "{err}");
     Ok(())
 }
+
+/// The WMS feed moved to `[[wms]]` (issue #12): `check-config` accepts the old
+/// `[sinks.wms.webhooks]` with a warning naming the new key, checks the feed under either key
+/// by its own name, and refuses both at once.
+#[test]
+fn check_config_warns_about_the_old_wms_key_and_names_the_new_one() -> Result<()> {
+    let base = "[nats]\nservers = [\"nats://127.0.0.1:1\"]\n";
+    let secret = "7d1e4b9a02c6f35e8a4d7c1b90e2f6a3";
+    let old = format!(
+        "[sinks]\n[sinks.wms]\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n\
+         [sinks.wms.webhooks]\nsecret = \"{secret}\"\n"
+    );
+    let (code, _, err) = check_config(&format!("{base}{old}"), &[])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: config key `sinks.wms.webhooks` is deprecated")
+            && err.contains("`[[wms]]`"),
+        "{err}"
+    );
+    let new = format!("[[wms]]\nsecret = \"{secret}\"\n");
+    let (code, _, err) = check_config(&format!("{base}{new}"), &[])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("deprecated"), "{err}");
+    let (code, _, err) = check_config(&format!("{base}{new}path = \"no-slash\"\n"), &[])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("`wms[0].path`"), "{err}");
+    let (code, _, err) = check_config(&format!("{base}{new}{old}"), &[])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("`sinks.wms.webhooks`"), "{err}");
+    Ok(())
+}

@@ -168,7 +168,7 @@ async fn flood_of_unauthenticated_requests_keeps_healthz_and_valid_webhooks_answ
          [[shopify]]\nname = \"web\"\nshop_domain = \"{SHOP_DOMAIN}\"\nlisten = \"127.0.0.1:{hook_port}\"\n\
          webhook_secret = \"{SECRET}\"\ndomain_events = false\n\
          [sinks]\n[sinks.wms]\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n\
-         [sinks.wms.webhooks]\nlisten = \"127.0.0.1:{wms_port}\"\nsecret = \"{SECRET}\"\n",
+         [[wms]]\nlisten = \"127.0.0.1:{wms_port}\"\nsecret = \"{SECRET}\"\n",
         nats.url()
     );
     let bridge = Bridge::spawn(&write_config(dir.path(), &text)?)?;

@@ -1,6 +1,7 @@
 //! Tributary configuration: TOML types, loading, validation and secrets.
 
 mod domain;
+mod feeds;
 mod ha;
 mod model;
 mod redact;
@@ -10,6 +11,7 @@ mod sinks;
 mod validate;
 
 pub use domain::*;
+pub use feeds::{WmsFeed, DEPRECATED_WMS_KEY};
 pub use ha::HaConfig;
 pub use model::*;
 pub use saas::*;

@@ -37,6 +37,9 @@ pub struct Config {
     /// Salesforce Change Data Capture sources (`[[salesforce_cdc]]`, see `saas.rs`).
     #[serde(default)]
     pub salesforce_cdc: Vec<crate::SalesforceCdcConfig>,
+    /// WMS lifecycle webhook sources (`[[wms]]`, see `saas.rs`); one for now.
+    #[serde(default)]
+    pub wms: Vec<crate::WmsWebhookSourceConfig>,
     /// Limits of the internet-facing webhook listeners (`[webhook_server]`, see `saas.rs`).
     #[serde(default)]
     pub webhook_server: crate::WebhookServerConfig,

@@ -1,5 +1,6 @@
-//! SaaS change feeds: `[[shopify]]` webhook sources and `[[salesforce_cdc]]` Change Data
-//! Capture subscriptions (validated by `tributary-saas` at start-up).
+//! SaaS change feeds: `[[shopify]]` webhook sources, `[[salesforce_cdc]]` Change Data
+//! Capture subscriptions and `[[wms]]` lifecycle webhooks
+//! (validated by `tributary-saas` at start-up).
 //!
 //! ```toml
 //! [[shopify]]
@@ -10,6 +11,10 @@
 //! [shopify.admin]                                # optional: reconciliation poll
 //! url = "https://acme.myshopify.com"
 //! access_token = { env = "SHOPIFY_ADMIN_TOKEN" }
+//!
+//! [[wms]]                                        # the WMS's lifecycle webhooks (one feed for now)
+//! listen = "0.0.0.0:8089"                        # POST /webhooks/wms (default 127.0.0.1:8089)
+//! secret = { env = "WMS_WEBHOOK_SECRET" }
 //! ```
 
 use serde::Deserialize;
@@ -44,6 +49,35 @@ pub struct ShopifySourceConfig {
     /// Admin API access for the reconciliation poll; none: webhooks only.
     #[serde(default)]
     pub admin: Option<ShopifyAdminConfig>,
+}
+
+/// `[[wms]]`: the endpoint receiving the WMS's Standard-Webhooks-signed lifecycle webhooks
+/// (allocated, shipped, delivered, exception, cancelled), mapped to `fulfillment.updated` domain
+/// events (docs/saas-sources.md, "WMS webhooks"). Headers: `webhook-id`, `webhook-timestamp`,
+/// `webhook-signature: v1,<base64 HMAC-SHA256>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WmsWebhookSourceConfig {
+    /// Address of the webhook HTTP server (its own listener); loopback by default.
+    #[serde(default = "default_wms_webhook_listen")]
+    pub listen: String,
+    /// Path the WMS posts to; must start with `/`.
+    #[serde(default = "default_wms_webhook_path")]
+    pub path: String,
+    /// The signing secret shared with the WMS: `webhook-signature` is verified with it.
+    /// A `whsec_` prefix (Standard Webhooks) is taken as base64 of the key bytes. At least 16
+    /// bytes with 8 different characters (checked at load; docs/security.md).
+    pub secret: Secret,
+    /// JetStream stream of the raw webhooks (`saas.wms.<event type>`), stored before the 200.
+    #[serde(default = "default_wms_webhook_stream")]
+    pub stream: String,
+    /// `system_of_record` of the fulfillment events.
+    #[serde(default = "default_wms_webhook_system")]
+    pub system: String,
+    /// Deliveries whose `webhook-timestamp` is further than this from now are refused
+    /// (replay protection); 0 turns the check off.
+    #[serde(default = "default_wms_webhook_tolerance")]
+    pub timestamp_tolerance_secs: u64,
 }
 
 /// `[webhook_server]`: limits of every webhook listener (the Shopify and WMS ones), so that
@@ -276,4 +310,19 @@ fn default_inventory_sweep_interval() -> u64 {
 }
 fn default_sf_overflow_lookback() -> u64 {
     3600
+}
+fn default_wms_webhook_listen() -> String {
+    "127.0.0.1:8089".into()
+}
+fn default_wms_webhook_path() -> String {
+    "/webhooks/wms".into()
+}
+fn default_wms_webhook_stream() -> String {
+    "SAAS_WMS".into()
+}
+fn default_wms_webhook_system() -> String {
+    "wms".into()
+}
+fn default_wms_webhook_tolerance() -> u64 {
+    300
 }

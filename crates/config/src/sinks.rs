@@ -6,9 +6,6 @@
 //! [sinks.wms]
 //! base_url = "https://wms.example.com"
 //! api_key = { env = "WMS_API_KEY" }
-//! [sinks.wms.webhooks]                  # optional: lifecycle webhooks back in as a source
-//! listen = "0.0.0.0:8089"                # default 127.0.0.1:8089 (docs/security.md)
-//! secret = { env = "WMS_WEBHOOK_SECRET" }
 //! [sinks.shopify]
 //! base_url = "https://shop.myshopify.com"
 //! access_token = { env = "SHOPIFY_TOKEN" }
@@ -117,38 +114,10 @@ pub struct WmsSinkConfig {
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
-    /// `[sinks.wms.webhooks]`: the WMS's signed lifecycle webhooks (allocated, shipped,
-    /// delivered, exception, cancelled) received as a source and mapped to `fulfillment.updated`
-    /// domain events (docs/sinks.md, "WMS webhooks"). None: no webhook endpoint.
+    /// Deprecated: the WMS lifecycle webhooks are a source, configured as `[[wms]]`. Still
+    /// read (with a warning naming `[[wms]]`) for one release.
     #[serde(default)]
-    pub webhooks: Option<WmsWebhookSourceConfig>,
-}
-
-/// `[sinks.wms.webhooks]`: the endpoint receiving the WMS's Standard-Webhooks-signed lifecycle
-/// webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WmsWebhookSourceConfig {
-    /// Address of the webhook HTTP server (its own listener); loopback by default.
-    #[serde(default = "default_wms_webhook_listen")]
-    pub listen: String,
-    /// Path the WMS posts to; must start with `/`.
-    #[serde(default = "default_wms_webhook_path")]
-    pub path: String,
-    /// The signing secret shared with the WMS: `webhook-signature` is verified with it.
-    /// A `whsec_` prefix (Standard Webhooks) is taken as base64 of the key bytes. At least 16
-    /// bytes with 8 different characters (checked at load; docs/security.md).
-    pub secret: Secret,
-    /// JetStream stream of the raw webhooks (`saas.wms.<event type>`), stored before the 200.
-    #[serde(default = "default_wms_webhook_stream")]
-    pub stream: String,
-    /// `system_of_record` of the fulfillment events.
-    #[serde(default = "default_wms_webhook_system")]
-    pub system: String,
-    /// Deliveries whose `webhook-timestamp` is further than this from now are refused
-    /// (replay protection); 0 turns the check off.
-    #[serde(default = "default_wms_webhook_tolerance")]
-    pub timestamp_tolerance_secs: u64,
+    pub webhooks: Option<crate::WmsWebhookSourceConfig>,
 }
 
 /// `[sinks.shopify]`: inventory levels via Admin GraphQL `inventorySetQuantities`.
@@ -422,21 +391,6 @@ fn default_cancel_statuses() -> Vec<String> {
 }
 fn default_shipping_method() -> String {
     "standard".into()
-}
-fn default_wms_webhook_listen() -> String {
-    "127.0.0.1:8089".into()
-}
-fn default_wms_webhook_path() -> String {
-    "/webhooks/wms".into()
-}
-fn default_wms_webhook_stream() -> String {
-    "SAAS_WMS".into()
-}
-fn default_wms_webhook_system() -> String {
-    "wms".into()
-}
-fn default_wms_webhook_tolerance() -> u64 {
-    300
 }
 fn default_shopify_batch_size() -> usize {
     50

@@ -74,9 +74,21 @@ fn validate_webhooks(config: &Config) -> Result<(), ConfigError> {
     for (i, s) in config.shopify.iter().enumerate() {
         check_literal_webhook_secret(format!("shopify[{i}].webhook_secret"), &s.webhook_secret)?;
     }
-    let wms_hooks = config.sinks.as_ref().and_then(|s| s.wms.as_ref());
-    if let Some(h) = wms_hooks.and_then(|w| w.webhooks.as_ref()) {
-        check_literal_webhook_secret("sinks.wms.webhooks.secret".into(), &h.secret)?;
+    let old_wms = config.sinks.as_ref().and_then(|s| s.wms.as_ref());
+    if old_wms.is_some_and(|w| w.webhooks.is_some()) && !config.wms.is_empty() {
+        return Err(ConfigError::invalid(
+            crate::DEPRECATED_WMS_KEY,
+            "the WMS feed is configured twice: keep `[[wms]]` and remove this table",
+        ));
+    }
+    if config.wms.len() > 1 {
+        return Err(ConfigError::invalid(
+            "wms[1]",
+            "one WMS feed for now (its subjects and consumer are not named per feed)",
+        ));
+    }
+    if let Some(feed) = config.wms_feed() {
+        check_literal_webhook_secret(format!("{}.secret", feed.key), &feed.cfg.secret)?;
     }
     Ok(())
 }
@@ -100,13 +112,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             Some("shopify")
         } else if !config.salesforce_cdc.is_empty() {
             Some("salesforce_cdc")
-        } else if config
-            .sinks
-            .as_ref()
-            .and_then(|s| s.wms.as_ref())
-            .is_some_and(|w| w.webhooks.is_some())
-        {
-            Some("sinks.wms.webhooks")
+        } else if let Some(feed) = config.wms_feed() {
+            Some(if feed.key == crate::DEPRECATED_WMS_KEY {
+                feed.key
+            } else {
+                "wms"
+            })
         } else {
             None
         };
@@ -169,10 +180,14 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             "each source has its own stream: set the name in [sources.stream]",
         ));
     }
-    if config.sources.is_empty() && config.shopify.is_empty() && config.salesforce_cdc.is_empty() {
+    if config.sources.is_empty()
+        && config.shopify.is_empty()
+        && config.salesforce_cdc.is_empty()
+        && config.wms_feed().is_none()
+    {
         return Err(ConfigError::invalid(
             "sources",
-            "at least one [[sources]], [[shopify]] or [[salesforce_cdc]] block is required",
+            "at least one [[sources]], [[shopify]], [[salesforce_cdc]] or [[wms]] block is required",
         ));
     }
     let mut names = HashSet::new();

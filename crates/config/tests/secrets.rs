@@ -153,6 +153,7 @@ fn saas_and_sink_secrets() {
         ("[[salesforce_cdc]]\nname = \"sf\"\nlogin_url = \"http://l\"\nclient_id = \"c\"\n", "private_key", "salesforce_cdc"),
         ("[sinks.wms]\nbase_url = \"http://w\"\n", "api_key", "sinks.wms"),
         ("[sinks.wms]\nbase_url = \"http://w\"\napi_key = \"k\"\n[sinks.wms.webhooks]\n", "secret", "sinks.wms.webhooks"),
+        ("[[wms]]\n", "secret", "wms"),
         ("[sinks.shopify]\nbase_url = \"http://s\"\n", "access_token", "sinks.shopify"),
         ("[sinks.salesforce]\n", "client_secret", "sinks.salesforce"),
         ("[sinks.salesforce]\n", "jwt_private_key", "sinks.salesforce"),

@@ -46,17 +46,16 @@ pub fn salesforce(config: &Config) -> Vec<StreamSpec> {
 
 /// The WMS webhooks' raw stream.
 pub fn wms(config: &Config) -> Vec<StreamSpec> {
-    let webhooks = config
-        .sinks
-        .as_ref()
-        .and_then(|s| s.wms.as_ref())
-        .and_then(|w| w.webhooks.as_ref());
+    let feed = config.wms_feed();
     let raw = Raw {
         window: wms::RAW_DUPLICATE_WINDOW_SECS,
         component: "wms_webhooks",
-        name_key: "sinks.wms.webhooks.stream",
+        name_key: match feed {
+            Some(f) if f.key == tributary_config::DEPRECATED_WMS_KEY => "sinks.wms.webhooks.stream",
+            _ => "wms.stream",
+        },
     };
-    let feeds = webhooks.map(|w| (&w.stream, format!("{}.>", wms::SUBJECT_PREFIX)));
+    let feeds = feed.map(|f| (&f.cfg.stream, format!("{}.>", wms::SUBJECT_PREFIX)));
     raw.grouped(&config.nats, feeds)
 }
 

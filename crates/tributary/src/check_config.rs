@@ -20,9 +20,12 @@ pub fn run(path: &Path, strict: bool) -> anyhow::Result<()> {
     tributary_saas::shopify::validate(&config)?;
     if let Some(sinks) = &config.sinks {
         sinks.validate().context("config key `sinks`")?;
-        if let Some(hooks) = sinks.wms.as_ref().and_then(|w| w.webhooks.as_ref()) {
-            tributary_saas::wms::validate(hooks)?;
-        }
+    }
+    if let Some(feed) = config.wms_feed() {
+        tributary_saas::wms::validate(feed)?;
+    }
+    for w in config.deprecations() {
+        eprintln!("warning: {w}");
     }
     let unresolved = secrets(&config)?;
     for w in &unresolved {
@@ -86,12 +89,12 @@ fn secrets(config: &Config) -> anyhow::Result<Vec<String>> {
             )?;
         }
     }
+    if let Some(feed) = config.wms_feed() {
+        webhook_secret(format!("{}.secret", feed.key), &feed.cfg.secret)?;
+    }
     if let Some(sinks) = &config.sinks {
         if let Some(w) = &sinks.wms {
             check("sinks.wms.api_key".into(), Some(&w.api_key))?;
-            if let Some(h) = &w.webhooks {
-                webhook_secret("sinks.wms.webhooks.secret".into(), &h.secret)?;
-            }
         }
         if let Some(s) = &sinks.shopify {
             check("sinks.shopify.access_token".into(), Some(&s.access_token))?;

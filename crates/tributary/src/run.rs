@@ -140,7 +140,7 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
             Box::pin(salesforce_cdc.run(shutdown.clone())),
         ));
     }
-    // WMS lifecycle webhooks (`[sinks.wms.webhooks]`): raw stream, domain state, listener bound.
+    // WMS lifecycle webhooks (`[[wms]]`): raw stream, domain state, listener bound.
     let prepare = || tributary_saas::wms::WmsWebhookSource::prepare(&config, js.clone());
     let Some(wms_webhooks) = startup.wait("wms_webhooks", prepare).await? else {
         return Ok(());

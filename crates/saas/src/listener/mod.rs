@@ -15,6 +15,7 @@
 //! See docs/security.md.
 
 pub mod body;
+pub(crate) mod receiver;
 pub mod verify;
 
 use std::sync::Arc;

@@ -154,7 +154,10 @@ fn grant(i: usize, cfg: &tributary_config::SalesforceCdcConfig) -> Result<auth::
                 })?
                 .resolve()
                 .map_err(|e| SaasError::config(key("client_secret"), e.to_string()))?;
-            Ok(auth::Grant::ClientCredentials { secret })
+            Ok(auth::Grant::ClientCredentials {
+                client_id: cfg.client_id.clone(),
+                secret,
+            })
         }
         SalesforceAuth::JwtBearer => {
             let username = cfg.username.clone().ok_or_else(|| {
@@ -233,13 +236,7 @@ impl SalesforceCdcSources {
                     })?;
             }
             feeds.push(Arc::new(Feed {
-                auth: auth::Auth::new(
-                    &cfg.name,
-                    http.clone(),
-                    &cfg.login_url,
-                    &cfg.client_id,
-                    grant,
-                ),
+                auth: auth::Auth::new(&cfg.name, http.clone(), &cfg.login_url, grant),
                 channel: endpoint.connect_lazy(),
                 js: js.clone(),
                 kv: kv.clone(),

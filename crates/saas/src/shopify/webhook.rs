@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::header::HeaderMap as NatsHeaders;
 use axum::body::{Body, Bytes};
@@ -20,18 +19,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use prost::Message as _;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::envelope::{self, RawEvent};
 use super::Shop;
+use crate::listener::receiver::{self, Feed, Reject, Signed};
 use crate::listener::verify::{self, host_char, id_char, BadHeader, MAX_ID_BYTES};
-use crate::listener::{body, Limits};
+use crate::listener::Limits;
 use crate::metrics as m;
 use crate::time::{now_micros, parse_rfc3339_micros};
 
-/// Shopify gives up on a delivery after 5 s; the ack must come well before.
-const ACK_BUDGET: Duration = Duration::from_millis(4000);
 /// Longest accepted topic (the longest Shopify topics are about 50 bytes).
 const MAX_TOPIC_BYTES: usize = 100;
 
@@ -54,13 +51,6 @@ pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
     };
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     ring::hmac::verify(&key, body, &tag).is_ok()
-}
-
-fn reject(shop: &str, reason: &'static str, status: StatusCode) -> (StatusCode, &'static str) {
-    metrics::counter!(m::WEBHOOKS_REJECTED, "shop" => shop.to_string(), "reason" => reason)
-        .increment(1);
-    debug!(shop, reason, "webhook rejected");
-    (status, reason)
 }
 
 /// The headers that end up in the subject, the `Nats-Msg-Id` and the envelope, checked before
@@ -87,6 +77,121 @@ fn delivery(headers: &HeaderMap) -> Result<Delivery<'_>, BadHeader> {
     })
 }
 
+/// One shop's side of the shared receiver.
+struct ShopFeed<'a> {
+    name: &'a str,
+    shop: &'a Shop,
+    limits: &'a Limits,
+}
+
+/// What the envelope needs from the headers (owned: the body is read in between).
+struct Checked {
+    topic: String,
+    event_id: Option<String>,
+    domain: String,
+    webhook_id: String,
+    triggered: Option<String>,
+}
+
+impl Feed for ShopFeed<'_> {
+    type Checked = Checked;
+
+    fn key(&self) -> &ring::hmac::Key {
+        &self.shop.key
+    }
+
+    fn limits(&self) -> &Limits {
+        self.limits
+    }
+
+    fn js(&self) -> &async_nats::jetstream::Context {
+        &self.shop.js
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<Signed<Checked>, Reject> {
+        let Some(signature) = headers.get("x-shopify-hmac-sha256") else {
+            return Err(Reject("missing_signature", StatusCode::UNAUTHORIZED));
+        };
+        let Some(tag) = signature.to_str().ok().and_then(verify::decode_tag) else {
+            return Err(Reject("bad_signature", StatusCode::UNAUTHORIZED));
+        };
+        let d = delivery(headers).map_err(|_| Reject("bad_header", StatusCode::BAD_REQUEST))?;
+        Ok(Signed {
+            prefix: Vec::new(),
+            candidates: vec![tag],
+            checked: Checked {
+                topic: d.topic.to_string(),
+                event_id: d.event_id.map(str::to_string),
+                domain: d.domain.to_string(),
+                webhook_id: d.webhook_id.to_string(),
+                triggered: d.triggered.map(str::to_string),
+            },
+        })
+    }
+
+    fn admit(&self, d: &Checked) -> Result<(), Reject> {
+        if d.event_id.is_none() || d.topic.is_empty() {
+            return Err(Reject("missing_header", StatusCode::BAD_REQUEST));
+        }
+        match &self.shop.cfg.shop_domain {
+            Some(expected) if !d.domain.eq_ignore_ascii_case(expected) => {
+                Err(Reject("wrong_shop", StatusCode::BAD_REQUEST))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn envelope(&self, d: Checked, body: &str) -> Result<receiver::Delivery, Reject> {
+        let Some(event_id) = d.event_id else {
+            return Err(Reject("missing_header", StatusCode::BAD_REQUEST));
+        };
+        let triggered = d
+            .triggered
+            .as_deref()
+            .and_then(parse_rfc3339_micros)
+            .unwrap_or_else(now_micros);
+        let raw = RawEvent {
+            event_id: format!("{}:{event_id}", self.name),
+            shop: self.name,
+            shop_domain: &d.domain,
+            topic: &d.topic,
+            body,
+            triggered_at_micros: triggered,
+            origin: format!("webhook:{}", d.webhook_id),
+            reconciled: false,
+        };
+        Ok(receiver::Delivery {
+            subject: envelope::subject(self.name, &d.topic),
+            change: envelope::change_event(&raw),
+            msg_id: raw.event_id,
+            headers: NatsHeaders::new(),
+        })
+    }
+
+    fn rejected(&self, reason: &'static str) {
+        metrics::counter!(m::WEBHOOKS_REJECTED, "shop" => self.name.to_string(), "reason" => reason)
+            .increment(1);
+        debug!(shop = self.name, reason, "webhook rejected");
+    }
+
+    fn stored(&self, delivery: &receiver::Delivery, duplicate: bool) {
+        let shop = self.name.to_string();
+        if duplicate {
+            metrics::counter!(m::WEBHOOKS_DUPLICATE, "shop" => shop).increment(1);
+            return;
+        }
+        let topic = m::topic_label(&delivery.change.table);
+        metrics::counter!(m::WEBHOOKS_STORED, "shop" => shop.clone(), "topic" => topic)
+            .increment(1);
+        let lag = now_micros() - delivery.change.commit_time_micros;
+        metrics::gauge!(m::WEBHOOK_LAG, "shop" => shop).set(lag as f64 / 1e6);
+    }
+
+    fn sender(&self) -> &'static str {
+        "shop"
+    }
+}
+
 async fn receive(
     State(rx): State<Arc<Receiver>>,
     Path(name): Path<String>,
@@ -97,73 +202,15 @@ async fn receive(
         crate::listener::rejected("shopify", "unknown_path");
         return (StatusCode::NOT_FOUND, "unknown shop");
     };
-    let d = delivery(&headers);
-    let topic = d.as_ref().map_or("", |d| d.topic);
+    let topic = delivery(&headers).map_or("", |d| d.topic);
     metrics::counter!(m::WEBHOOKS_RECEIVED, "shop" => name.clone(), "topic" => m::topic_label(topic))
         .increment(1);
-    let Some(signature) = headers.get("x-shopify-hmac-sha256") else {
-        return reject(&name, "missing_signature", StatusCode::UNAUTHORIZED);
+    let feed = ShopFeed {
+        name: &name,
+        shop,
+        limits: &rx.limits,
     };
-    let Some(tag) = signature.to_str().ok().and_then(verify::decode_tag) else {
-        return reject(&name, "bad_signature", StatusCode::UNAUTHORIZED);
-    };
-    let Ok(d) = d else {
-        return reject(&name, "bad_header", StatusCode::BAD_REQUEST);
-    };
-    let body = match body::read(&rx.limits, &headers, raw_body).await {
-        Ok(b) => b,
-        Err(e) => return reject(&name, e.reason(), e.status()),
-    };
-    let verified = verify::hmac_sha256(&shop.key, b"", &body.bytes).await;
-    if !verified.is_some_and(|t| verify::tag_matches(&t, &tag)) {
-        return reject(&name, "bad_signature", StatusCode::UNAUTHORIZED);
-    }
-    let (Some(event_id), false) = (d.event_id, topic.is_empty()) else {
-        return reject(&name, "missing_header", StatusCode::BAD_REQUEST);
-    };
-    if let Some(expected) = &shop.cfg.shop_domain {
-        if !d.domain.eq_ignore_ascii_case(expected) {
-            return reject(&name, "wrong_shop", StatusCode::BAD_REQUEST);
-        }
-    }
-    let Ok(text) = std::str::from_utf8(&body.bytes) else {
-        return reject(&name, "bad_body", StatusCode::BAD_REQUEST);
-    };
-    if serde_json::from_str::<serde_json::Value>(text).is_err() {
-        return reject(&name, "bad_body", StatusCode::BAD_REQUEST);
-    }
-    let now = now_micros();
-    let triggered = d.triggered.and_then(parse_rfc3339_micros).unwrap_or(now);
-    let raw = RawEvent {
-        event_id: format!("{name}:{event_id}"),
-        shop: &name,
-        shop_domain: d.domain,
-        topic,
-        body: text,
-        triggered_at_micros: triggered,
-        origin: format!("webhook:{}", d.webhook_id),
-        reconciled: false,
-    };
-    let change = envelope::change_event(&raw);
-    let subject = envelope::subject(&name, topic);
-    let stored = store(&shop.js, &subject, &raw.event_id, change.encode_to_vec()).await;
-    match stored {
-        Ok(duplicate) => {
-            if duplicate {
-                metrics::counter!(m::WEBHOOKS_DUPLICATE, "shop" => name.clone()).increment(1);
-            } else {
-                metrics::counter!(m::WEBHOOKS_STORED, "shop" => name.clone(), "topic" => m::topic_label(topic))
-                    .increment(1);
-                metrics::gauge!(m::WEBHOOK_LAG, "shop" => name.clone())
-                    .set((now - triggered) as f64 / 1e6);
-            }
-            (StatusCode::OK, "ok")
-        }
-        Err(e) => {
-            warn!(shop = %name, error = %e, "webhook not stored; Shopify will retry");
-            reject(&name, e.reason(), StatusCode::SERVICE_UNAVAILABLE)
-        }
-    }
+    receiver::receive(&feed, &headers, raw_body).await
 }
 
 /// Publishes with `Nats-Msg-Id` and waits for the ack; true when JetStream already had it.
@@ -179,7 +226,7 @@ pub(super) async fn store(
         NatsHeaders::new(),
         msg_id,
         Bytes::from(payload),
-        ACK_BUDGET,
+        receiver::ACK_BUDGET,
     )
     .await
 }

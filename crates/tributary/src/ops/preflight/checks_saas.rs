@@ -122,13 +122,12 @@ async fn salesforce(
     grant: Grant<'_>,
     version: &str,
 ) -> Vec<Check> {
-    let form: Vec<(&str, String)> = match grant {
+    let grant = match grant {
         Grant::Secret(secret) => match secret.map(Secret::resolve) {
-            Some(Ok(s)) => vec![
-                ("grant_type", "client_credentials".into()),
-                ("client_id", client_id.into()),
-                ("client_secret", s),
-            ],
+            Some(Ok(secret)) => tributary_salesforce::Grant::ClientCredentials {
+                client_id: client_id.into(),
+                secret,
+            },
             Some(Err(e)) => return vec![Check::fail("token", e.to_string(), "provide the secret")],
             None => {
                 return vec![Check::fail(
@@ -143,21 +142,14 @@ async fn salesforce(
             user,
             audience,
         } => {
-            let signed = key
+            let signer = key
                 .ok_or_else(|| "no private key".to_string())
                 .and_then(|k| k.resolve().map_err(|e| e.to_string()))
                 .and_then(|pem| {
                     JwtSigner::new(&pem, client_id, user, audience).map_err(|e| e.to_string())
-                })
-                .and_then(|s| s.assertion().map_err(|e| e.to_string()));
-            match signed {
-                Ok(assertion) => vec![
-                    (
-                        "grant_type",
-                        "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
-                    ),
-                    ("assertion", assertion),
-                ],
+                });
+            match signer {
+                Ok(signer) => tributary_salesforce::Grant::JwtBearer(Box::new(signer)),
                 Err(e) => {
                     return vec![Check::fail(
                         "token",
@@ -168,31 +160,25 @@ async fn salesforce(
             }
         }
     };
-    let url = format!("{}/services/oauth2/token", login.trim_end_matches('/'));
-    let answer = match http.post(&url).form(&form).send().await {
-        Ok(r) => r,
+    // The session code the sink and the CDC source use, so that preflight tests what they do.
+    let auth = tributary_salesforce::Auth::new(http.clone(), login, grant, None);
+    let session = match auth.session().await {
+        Ok(s) => s,
         Err(e) => {
-            return vec![Check::fail(
-                "token",
-                format!("{url}: {e}"),
-                "check the login URL and that this host can reach Salesforce",
-            )]
+            use tributary_salesforce::AuthError;
+            let hint = match &e {
+                AuthError::Sign(_) => "provide the connected app's PEM private key",
+                AuthError::Http { .. } => {
+                    "check the login URL and that this host can reach Salesforce"
+                }
+                AuthError::Refused { .. } | AuthError::Incomplete { .. } => {
+                    "check the connected app: client id, secret or certificate, the user's pre-authorization"
+                }
+            };
+            return vec![Check::fail("token", e.to_string(), hint)];
         }
     };
-    let status = answer.status();
-    let body: Value = answer.json().await.unwrap_or(Value::Null);
-    let (Some(token), Some(instance)) = (
-        body["access_token"]
-            .as_str()
-            .filter(|_| status.is_success()),
-        body["instance_url"].as_str(),
-    ) else {
-        return vec![Check::fail(
-            "token",
-            format!("{url}: HTTP {status}: {}", truncate(&body.to_string())),
-            "check the connected app: client id, secret or certificate, the user's pre-authorization",
-        )];
-    };
+    let (token, instance) = (&session.access_token, &session.instance_url);
     let mut out = vec![Check::pass(
         "token",
         format!("token granted; instance {instance}"),
