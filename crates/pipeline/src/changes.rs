@@ -12,22 +12,11 @@ use tributary_postgres::ControlConnection;
 use tributary_proto::cdc::v1::{ChangeEvent, LogicalMessage, Operation};
 
 use crate::event::{build_row, changed_columns};
-use crate::publish::now_micros;
+use crate::outbound::{now_micros, Outbound};
 use crate::relations::{ColumnSpec, Op, RelationContext, RelationSpec};
 use crate::session::Session;
-use crate::transaction::{encode, event_id, OpenTransaction, Outbound, PendingChange};
+use crate::transaction::{encode, event_id, OpenTransaction, PendingChange};
 use crate::PipelineError;
-
-/// The xid that a streamed data message carries right after its tag (protocol 2).
-fn message_xid(data: &[u8]) -> Option<u32> {
-    match data.first()? {
-        b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M' => {
-            let b = data.get(1..5)?;
-            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        }
-        _ => None,
-    }
-}
 
 /// With a full before image (REPLICA IDENTITY FULL) an untouched TOASTed value is known:
 /// PostgreSQL still marks it unchanged in the new row, so take it from the old one.
@@ -83,7 +72,7 @@ impl Session<'_> {
                     if let PgOutputMessage::Relation(rel) = message {
                         self.on_relation(rel).await?;
                     }
-                    let xid = message_xid(data).unwrap_or(top_xid);
+                    let xid = pgoutput::message_xid(data).unwrap_or(top_xid);
                     self.spool
                         .append(top_xid, xid, wal_start, data)
                         .map_err(|e| self.ctx.fatal(e.to_string()))?;
