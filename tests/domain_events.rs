@@ -93,10 +93,9 @@ impl Retail {
 
     /// Domain events until `until` holds for the decoded list (or 60 s pass).
     async fn events_until(&self, until: impl Fn(&[Decoded]) -> bool) -> Result<Vec<Decoded>> {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let client = self.nats.connect().await?;
         let js = jetstream::new(client);
-        loop {
+        wait_until(Duration::from_secs(60), async || {
             let count = match js.get_stream("RETAIL").await {
                 Ok(mut s) => s.info().await?.state.messages,
                 Err(_) => 0,
@@ -107,20 +106,18 @@ impl Retail {
                 Vec::new()
             };
             if until(&events) {
-                return Ok(events);
+                return Ok(Check::Done(events));
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "domain events did not arrive; got {:#?}\nbridge log:\n{}",
-                    events
-                        .iter()
-                        .map(|e| (&e.subject, &e.event))
-                        .collect::<Vec<_>>(),
-                    self.bridge.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            Ok(Check::Pending(format!(
+                "domain events did not arrive; got {:#?}\nbridge log:\n{}",
+                events
+                    .iter()
+                    .map(|e| (&e.subject, &e.event))
+                    .collect::<Vec<_>>(),
+                self.bridge.log()
+            )))
+        })
+        .await
     }
 }
 
