@@ -62,6 +62,14 @@ pub fn write_config(dir: &Path, text: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The config file of the usual single source `erp` on database `erp`, in `dir`.
+pub fn erp_config(dir: &Path, pg: &PgCluster, nats: &NatsServer) -> Result<PathBuf> {
+    write_config(
+        dir,
+        &config_text(pg, &nats.url(), &[SourceSpec::new("erp", "erp")]),
+    )
+}
+
 /// The bridge as a child process, killed on drop.
 pub struct Bridge {
     pub child: Child,

@@ -1,8 +1,8 @@
 //! Checks that serde cannot express; every error names the offending key.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use crate::{Config, ConfigError, Secret, StreamConfig};
+use crate::{Config, ConfigError, ConnectionConfig, Secret, StreamConfig};
 
 /// Shortest accepted webhook signing secret: below this an HMAC key can be guessed offline
 /// from one captured delivery.
@@ -176,7 +176,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     let mut names = HashSet::new();
-    let mut streams = HashSet::new();
+    // Value: (index, name) of the first source that claimed it, named in the error.
+    let mut streams: HashMap<String, (usize, &str)> = HashMap::new();
+    let mut slots: HashMap<(String, u16, &str), (usize, &str)> = HashMap::new();
     for (i, s) in config.sources.iter().enumerate() {
         let key = |k: &str| format!("sources[{i}].{k}");
         if !is_token(&s.name, false) {
@@ -261,14 +263,50 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
                 format!("{:?} must be letters, digits, '_' or '-'", stream.name),
             ));
         }
-        if !streams.insert(stream.name.clone()) {
+        if let Some((j, other)) = streams.insert(stream.name.clone(), (i, &s.name)) {
             return Err(ConfigError::invalid(
                 key("stream.name"),
-                format!("stream {:?} is used by another source", stream.name),
+                format!(
+                    "stream {:?} of source {:?} is also the stream of sources[{j}] ({other:?}); \
+                     each source needs its own stream (set [sources.stream] name)",
+                    stream.name, s.name
+                ),
+            ));
+        }
+        let (host, port) = server_of(&s.connection);
+        if let Some((j, other)) = slots.insert((host.clone(), port, &s.slot), (i, &s.name)) {
+            return Err(ConfigError::invalid(
+                key("slot"),
+                format!(
+                    "slot {:?} of source {:?} is also the slot of sources[{j}] ({other:?}) on the same \
+                     PostgreSQL server ({host}:{port}); a slot has one reader and one history, so \
+                     give each source its own slot name",
+                    s.slot, s.name
+                ),
             ));
         }
     }
     Ok(())
+}
+
+/// The server a source connects to, as far as the configuration tells: slot names are
+/// unique per server (not per database), so two sources on one server need distinct slots.
+/// The host is compared case-insensitively and the loopback spellings (`localhost`,
+/// `127.0.0.1`, `::1`) count as one host; other aliases of one machine (a DNS name and its
+/// address) are not resolved here (docs/dba.md says so).
+fn server_of(c: &ConnectionConfig) -> (String, u16) {
+    let host = c
+        .host
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let host = match host.as_str() {
+        "localhost" | "127.0.0.1" | "::1" | "0:0:0:0:0:0:0:1" => "localhost".to_string(),
+        _ => host,
+    };
+    (host, c.port)
 }
 
 fn validate_stream(key: &str, s: &StreamConfig) -> Result<(), ConfigError> {

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -71,6 +71,38 @@ pub struct Coordinator {
     units: BTreeMap<String, UnitSpec>,
     opts: CoordinatorOptions,
     joined: Arc<AtomicBool>,
+    held: Arc<Mutex<BTreeMap<String, Fence>>>,
+}
+
+/// Whether every lease this replica holds is being renewed (for `/healthz`).
+#[derive(Clone)]
+pub struct LeaseHealth {
+    held: Arc<Mutex<BTreeMap<String, Fence>>>,
+    ttl: Duration,
+}
+
+impl LeaseHealth {
+    /// Err naming the units whose renewal is overdue: a renew is due every TTL/3, and a holder
+    /// whose remaining validity fell below 0.4 TTL has missed one. (It stops the unit itself at
+    /// the end of the validity; this makes the trouble visible before.)
+    pub fn check(&self) -> Result<(), String> {
+        let held = match self.held.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        let overdue: Vec<String> = held
+            .iter()
+            .filter(|(_, f)| !f.is_lost())
+            .filter(|(_, f)| f.valid_until().saturating_duration_since(now) < self.ttl.mul_f64(0.4))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if overdue.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("lease renewal overdue: {}", overdue.join(", ")))
+        }
+    }
 }
 
 enum End {
@@ -95,6 +127,15 @@ impl Coordinator {
             units,
             opts,
             joined: Arc::new(AtomicBool::new(false)),
+            held: Arc::default(),
+        }
+    }
+
+    /// The `/healthz` view of the leases this replica holds.
+    pub fn lease_health(&self) -> LeaseHealth {
+        LeaseHealth {
+            held: self.held.clone(),
+            ttl: self.store.ttl(),
         }
     }
 
@@ -177,6 +218,9 @@ impl Coordinator {
                         metrics::gauge!(m::LEASE_HELD, "unit" => unit.to_string()).set(1.0);
                         metrics::counter!(m::HANDOVERS, "unit" => unit.to_string(), "event" => "acquired").increment(1);
                         info!(unit, revision = lease.revision(), "unit acquired");
+                        if let Ok(mut held) = self.held.lock() {
+                            held.insert(unit.to_string(), lease.fence());
+                        }
                         let drain = self.opts.drain_timeout;
                         let name = unit.to_string();
                         tasks.spawn(async move {
@@ -199,7 +243,7 @@ impl Coordinator {
                     _ = &mut deadline => break,
                     _ = stop.cancelled() => break,
                     Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                        if let Some(err) = reap(joined, &mut running) {
+                        if let Some(err) = reap(joined, &mut running, &self.held) {
                             failure.get_or_insert(err);
                             stop.cancel();
                         }
@@ -214,7 +258,7 @@ impl Coordinator {
             r.stop.cancel();
         }
         while let Some(joined) = tasks.join_next().await {
-            if let Some(err) = reap(joined, &mut running) {
+            if let Some(err) = reap(joined, &mut running, &self.held) {
                 failure.get_or_insert(err);
             }
         }
@@ -235,6 +279,7 @@ impl Coordinator {
 fn reap(
     joined: Result<(String, End), tokio::task::JoinError>,
     running: &mut BTreeMap<String, Running>,
+    held: &Mutex<BTreeMap<String, Fence>>,
 ) -> Option<HaError> {
     let (unit, end) = match joined {
         Ok(x) => x,
@@ -247,6 +292,9 @@ fn reap(
         }
     };
     running.remove(&unit);
+    if let Ok(mut held) = held.lock() {
+        held.remove(&unit);
+    }
     metrics::gauge!(m::LEASE_HELD, "unit" => unit.clone()).set(0.0);
     let event = match &end {
         End::Finished(_) => "released",

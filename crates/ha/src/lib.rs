@@ -27,7 +27,9 @@ pub mod metrics;
 mod view;
 
 pub use assign::assign;
-pub use coordinator::{BoxError, Coordinator, CoordinatorOptions, UnitContext, UnitFn, UnitSpec};
+pub use coordinator::{
+    BoxError, Coordinator, CoordinatorOptions, LeaseHealth, UnitContext, UnitFn, UnitSpec,
+};
 pub use error::HaError;
 pub use lease::{Lease, LeaseInfo, LeaseStore};
 pub use members::{default_instance_id, MemberInfo};

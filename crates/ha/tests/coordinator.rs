@@ -195,3 +195,38 @@ async fn replicas_share_units_fail_over_and_rebalance_with_one_owner_at_a_time()
     }
     assert_one_owner_at_a_time(&log);
 }
+
+#[tokio::test]
+async fn healthz_reports_a_lease_whose_renewal_is_overdue() {
+    let mut nats = tributary_testkit::NatsServer::start().await.expect("nats");
+    let client = nats.connect().await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let store = LeaseStore::open(&js, BUCKET, TTL, 1, "solo")
+        .await
+        .expect("lease bucket");
+    let log: Log = Arc::default();
+    let coordinator =
+        Coordinator::new(store, units(1, &log, "solo"), CoordinatorOptions::default());
+    let health = coordinator.lease_health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(coordinator.run(stop.clone()));
+    wait_for("the unit acquired", Duration::from_secs(10), || {
+        !owners_since(&log, Instant::now() - Duration::from_millis(200)).is_empty()
+    })
+    .await;
+    assert!(health.check().is_ok());
+    nats.kill().await.expect("kill nats");
+    let cut = Instant::now();
+    let mut overdue = None;
+    while cut.elapsed() < TTL {
+        if let Err(why) = health.check() {
+            overdue = Some(why);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let why = overdue.expect("healthz turned unhealthy before the lease ran out");
+    assert!(why.contains("unit-0"), "{why}");
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+}

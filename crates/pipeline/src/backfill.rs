@@ -354,7 +354,7 @@ async fn run_inner(
         .collect();
     if keys.is_empty() {
         return Err(format!(
-            "{} has no primary key: a backfill needs one to order its chunks",
+            "{} has no key (primary key or replica identity index): a backfill needs one to order its chunks",
             table.qualified()
         ));
     }

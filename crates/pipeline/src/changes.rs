@@ -470,6 +470,17 @@ impl Session<'_> {
         let Some(control) = self.type_control.as_ref() else {
             return Ok(());
         };
+        // Once per Relation message, never per row: the key comes from the catalog because
+        // pgoutput flags every column under REPLICA IDENTITY FULL (crates/postgres keys.rs).
+        let catalog_key = control
+            .key_columns(rel.oid)
+            .await
+            .map_err(|e| self.ctx.pg_err(e))?;
+        let is_key = |c: &pgoutput::RelationColumn<'_>| match &catalog_key {
+            Some(names) => names.iter().any(|n| n == c.name),
+            // Dropped since: the flags are the key unless they flag the whole row.
+            None => c.key && rel.replica_identity != b'f',
+        };
         let mut columns = Vec::with_capacity(rel.columns.len());
         for c in &rel.columns {
             let kind = match TypeKind::from_builtin_oid(c.type_oid) {
@@ -489,7 +500,7 @@ impl Session<'_> {
                 type_modifier: c.type_modifier,
                 type_name,
                 kind,
-                key: c.key,
+                key: is_key(c),
             });
         }
         let ctx = RelationContext {

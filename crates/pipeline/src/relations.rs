@@ -44,7 +44,8 @@ pub struct RelationInfo {
     pub kinds: Vec<TypeKind>,
     pub names: Vec<String>,
     pub type_names: Vec<String>,
-    /// Column indexes of the identity (primary key / replica identity index).
+    /// Column indexes of the key: the replica identity index, else the primary key; empty for
+    /// a table with neither (whatever the REPLICA IDENTITY setting).
     pub key_indexes: Vec<usize>,
     /// ChangeEvent fields that are the same for every event of this relation, encoded once
     /// and appended to each event's own fields (protobuf merges concatenated messages).
@@ -72,6 +73,7 @@ pub struct ColumnSpec {
     pub type_modifier: i32,
     pub type_name: String,
     pub kind: TypeKind,
+    /// Part of the key as the catalog defines it, not pgoutput's identity flag.
     pub key: bool,
 }
 

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tributary_config::{ResolvedStream, SnapshotMode};
 use tributary_core::Lsn;
+use tributary_postgres::control::SlotInfo;
 use tributary_postgres::replication::{ReplicationConnection, StartOptions};
 use tributary_postgres::{ControlConnection, PgError};
 
@@ -85,7 +86,65 @@ impl SourceContext {
                  ALTER PUBLICATION {publication} ADD TABLE …"
             )));
         }
+        self.check_replica_identity(control, covered).await
+    }
+
+    /// An existing slot of this name must be a pgoutput logical slot of this source's database:
+    /// slot names are per server, so it may be another source's (preflight's `slot` check).
+    pub(crate) fn check_slot_kind(&self, info: &SlotInfo) -> Result<(), PipelineError> {
+        if info.slot_type != "logical" || info.plugin.as_deref() != Some("pgoutput") {
+            return Err(self.pg_err(PgError::SlotWrongPlugin {
+                slot: self.config.slot.clone(),
+                plugin: info
+                    .plugin
+                    .clone()
+                    .unwrap_or_else(|| format!("none ({} slot)", info.slot_type)),
+            }));
+        }
+        if info.database.as_deref() != Some(self.params.dbname.as_str()) {
+            return Err(self.pg_err(PgError::SlotOtherDatabase {
+                slot: self.config.slot.clone(),
+                database: info.database.clone().unwrap_or_default(),
+                expected: self.params.dbname.clone(),
+            }));
+        }
         Ok(())
+    }
+
+    /// The same rule as preflight's `replica_identity` check: a published table whose
+    /// UPDATEs and DELETEs PostgreSQL rejects is a set-up error, not something to stream past.
+    async fn check_replica_identity(
+        &self,
+        control: &ControlConnection,
+        published: HashSet<String>,
+    ) -> Result<(), PipelineError> {
+        let mut names: Vec<(String, String)> = published
+            .iter()
+            .filter_map(|t| t.split_once('.'))
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+            .collect();
+        names.sort();
+        let tables = control
+            .table_info(&names)
+            .await
+            .map_err(|e| self.pg_err(e))?;
+        let bad: Vec<String> = tables
+            .iter()
+            .filter_map(|t| {
+                t.identity_problem()
+                    .map(|p| format!("{} ({p})", t.qualified()))
+            })
+            .collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(self.fatal(format!(
+            "publication {:?} publishes tables without a usable replica identity: {}; PostgreSQL rejects \
+             their UPDATEs and DELETEs: give each a primary key (ALTER TABLE … ADD PRIMARY KEY) or \
+             ALTER TABLE … REPLICA IDENTITY FULL (`tributary preflight` lists them too)",
+            self.config.publication,
+            bad.join(", ")
+        )))
     }
 
     /// Runs one session until shutdown (Ok) or an error.
@@ -158,12 +217,7 @@ impl SourceContext {
                 }
             }
             Some(info) => {
-                if info.plugin.as_deref() != Some("pgoutput") {
-                    return Err(self.pg_err(PgError::SlotWrongPlugin {
-                        slot: self.config.slot.clone(),
-                        plugin: info.plugin.unwrap_or_default(),
-                    }));
-                }
+                self.check_slot_kind(&info)?;
                 if info.wal_status.as_deref() == Some("lost") {
                     return Err(self.pg_err(PgError::SlotInvalidated {
                         slot: self.config.slot.clone(),

@@ -2,7 +2,9 @@
 //! reconnects it with capped backoff on transient errors and stops it on the others (which
 //! need an operator).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::{BoxFuture, Classify, Component, Failure, Health, RetryPolicy};
@@ -13,13 +15,47 @@ use crate::metrics as m;
 use crate::PipelineError;
 
 /// Checks what must hold before the bridge starts: the server is reachable with these
-/// credentials, logical replication is on and the publication is usable.
+/// credentials, logical replication is on, the publication is usable and its tables have a
+/// replica identity, and an existing slot of the configured name is this source's kind.
 pub async fn startup_check(ctx: &SourceContext) -> Result<(), PipelineError> {
     let control = ControlConnection::connect(&ctx.params)
         .await
         .map_err(|e| ctx.pg_err(e))?;
     control.check_server().await.map_err(|e| ctx.pg_err(e))?;
-    ctx.check_publication(&control).await
+    ctx.check_publication(&control).await?;
+    if let Some(server) = control.server_identity().await.map_err(|e| ctx.pg_err(e))? {
+        claim_slot(ctx, server)?;
+    }
+    match control
+        .slot(&ctx.config.slot)
+        .await
+        .map_err(|e| ctx.pg_err(e))?
+    {
+        Some(info) => ctx.check_slot_kind(&info),
+        None => Ok(()),
+    }
+}
+
+/// The slots this process's sources use, by (server identity, slot name). Config loading
+/// compares host names only; this catches two names of one server. Process-wide because one
+/// process is one bridge and `run` checks its sources one after the other.
+static CLAIMED_SLOTS: Mutex<BTreeMap<(String, String), String>> = Mutex::new(BTreeMap::new());
+
+fn claim_slot(ctx: &SourceContext, server: String) -> Result<(), PipelineError> {
+    let source = &ctx.config.name;
+    let mut claimed = CLAIMED_SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let owner = claimed
+        .entry((server.clone(), ctx.config.slot.clone()))
+        .or_insert_with(|| source.clone());
+    if owner != source {
+        return Err(ctx.fatal(format!(
+            "slot {:?} (config key `sources.slot`) is also the slot of source {owner:?}: both reach \
+             the same PostgreSQL server (system {server}) under different host names; a slot has one \
+             reader and one history, so give each source its own slot name",
+            ctx.config.slot
+        )));
+    }
+    Ok(())
 }
 
 /// One PostgreSQL source: each run is one replication session.

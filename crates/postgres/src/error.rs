@@ -45,6 +45,14 @@ pub enum PgError {
     },
     #[error("replication slot {slot:?} uses plugin {plugin:?}, not pgoutput")]
     SlotWrongPlugin { slot: String, plugin: String },
+    /// Slot names are per server: a slot of this name made for another database (often by
+    /// another source) would stream that database's changes, or none of this one's.
+    #[error("replication slot {slot:?} belongs to database {database:?}, not {expected:?} (config key `sources.slot`): slot names are per server; give this source its own slot name, or drop the slot if nothing uses it (tributary slots drop)")]
+    SlotOtherDatabase {
+        slot: String,
+        database: String,
+        expected: String,
+    },
     #[error("{0}")]
     Precondition(String),
     #[error(transparent)]
@@ -83,7 +91,8 @@ impl PgError {
             PgError::Control(_) => "control",
             PgError::SlotMissing { .. }
             | PgError::SlotInvalidated { .. }
-            | PgError::SlotWrongPlugin { .. } => "slot",
+            | PgError::SlotWrongPlugin { .. }
+            | PgError::SlotOtherDatabase { .. } => "slot",
             PgError::Precondition(_) => "precondition",
         }
     }

@@ -3,8 +3,10 @@
 mod connect_params;
 pub mod control;
 mod error;
+mod keys;
 pub mod pgoutput;
 pub mod replication;
+mod server_identity;
 pub mod snapshot_catalog;
 pub mod values;
 

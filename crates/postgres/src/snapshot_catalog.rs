@@ -20,6 +20,7 @@ pub struct SnapshotColumn {
     pub type_modifier: i32,
     pub type_name: String,
     pub kind: TypeKind,
+    /// Part of the key: the replica identity index, else the primary key (`keys`).
     pub key: bool,
 }
 
@@ -29,7 +30,7 @@ pub struct SnapshotTable {
     pub schema: String,
     pub name: String,
     pub columns: Vec<SnapshotColumn>,
-    /// The primary key when it is a single integer column: chunks are key ranges.
+    /// The key when it is a single integer column: chunks are key ranges.
     pub integer_key: Option<String>,
     pub pages: u64,
     pub estimated_rows: u64,
@@ -105,11 +106,13 @@ impl ControlConnection {
         let estimated: i64 = row.get(2);
         let rows = client
             .query(
-                "SELECT a.attname::text, a.atttypid, a.atttypmod, t.typname::text, \
-                        coalesce(a.attnum = ANY(i.indkey), false) \
-                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-                 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
-                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                &format!(
+                    "SELECT a.attname::text, a.atttypid, a.atttypmod, t.typname::text, \
+                            coalesce(a.attnum = ANY({}), false) \
+                     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                    crate::keys::key_index_sql("a.attrelid")
+                ),
                 &[&oid],
             )
             .await?;

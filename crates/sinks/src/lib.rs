@@ -83,7 +83,11 @@ pub fn filter_subjects(cfg: &SinksConfig, sink: &str) -> Vec<String> {
             .as_ref()
             .map(|s| shopify::ShopifyTarget::filter_subjects(s, prefix))
             .unwrap_or_default(),
-        "salesforce" => salesforce::SalesforceTarget::filter_subjects(prefix),
+        "salesforce" => cfg
+            .salesforce
+            .as_ref()
+            .map(|_| salesforce::SalesforceTarget::filter_subjects(prefix))
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }

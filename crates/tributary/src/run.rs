@@ -155,20 +155,23 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))?;
     // Under [ha] the units move between replicas: a replica is ready once it is a member of
     // the group (owning nothing is fine), not when every source streams here.
-    let (components, coordinator, ready) = match &config.ha {
+    let (components, coordinator, ready, live) = match &config.ha {
         Some(ha) => {
             let coordinator = crate::replicas::coordinator(&config, ha, &js, components).await?;
             let member = coordinator.joined();
+            let leases = coordinator.lease_health();
+            let live: crate::http::Liveness = Arc::new(move || leases.check());
             (
                 Vec::new(),
                 Some(coordinator),
                 vec![("replica group".to_string(), member)],
+                Some(live),
             )
         }
-        None => (components, None, ready),
+        None => (components, None, ready, None),
     };
     let http_stop = CancellationToken::new();
-    let http = crate::http::serve(addr, metrics, ready, http_stop.clone()).await?;
+    let http = crate::http::serve(addr, metrics, ready, live, http_stop.clone()).await?;
     info!(%addr, components = components.len() + feeds.len(), ha = coordinator.is_some(), "tributary running");
 
     let failure = run_all(components, coordinator, feeds, &shutdown).await;

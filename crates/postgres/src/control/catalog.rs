@@ -94,6 +94,25 @@ impl TableInfo {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
+
+    /// Why the table cannot stream its updates and deletes, if it cannot: PostgreSQL rejects
+    /// them on a published table without a replica identity. One rule for `preflight`'s
+    /// failure and `run`'s refusal.
+    pub fn identity_problem(&self) -> Option<&'static str> {
+        if !self.exists {
+            return None;
+        }
+        match self.replica_identity.as_deref() {
+            Some("n") => Some("REPLICA IDENTITY NOTHING"),
+            Some("d") if !self.has_primary_key => {
+                Some("no primary key and REPLICA IDENTITY DEFAULT")
+            }
+            Some("i") if !self.has_identity_index => {
+                Some("REPLICA IDENTITY USING INDEX, but the index is gone")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A server setting with its raw value (in the setting's base unit) and its display form.

@@ -20,6 +20,8 @@ pub struct ControlConnection {
 
 #[derive(Debug, Clone)]
 pub struct SlotInfo {
+    /// `logical` or `physical`.
+    pub slot_type: String,
     pub plugin: Option<String>,
     pub database: Option<String>,
     pub active: bool,
@@ -173,7 +175,7 @@ impl ControlConnection {
             .client
             .query_opt(
                 &format!(
-                    "SELECT plugin::text, database::text, active, active_pid, confirmed_flush_lsn::text, {wal_status} \
+                    "SELECT plugin::text, database::text, active, active_pid, confirmed_flush_lsn::text, {wal_status}, slot_type::text \
                      FROM pg_replication_slots WHERE slot_name = $1"
                 ),
                 &[&name],
@@ -186,6 +188,7 @@ impl ControlConnection {
             active_pid: r.get(3),
             confirmed_flush: r.get::<_, Option<String>>(4).and_then(|s| s.parse().ok()),
             wal_status: r.get(5),
+            slot_type: r.get(6),
         }))
     }
 

@@ -72,7 +72,7 @@ pub struct SlotReport {
     pub lag_seconds: Option<f64>,
     pub wal_status: Option<String>,
     /// Bytes of WAL that may still be written before the slot is invalidated (PostgreSQL 13+,
-    /// null when unlimited).
+    /// null when unlimited); 0 for a slot already invalidated (`wal_status` lost).
     pub safe_wal_size: Option<i64>,
     /// Why the slot could not be read.
     pub error: Option<String>,
@@ -120,7 +120,12 @@ pub(crate) async fn read_slot(source: &SourceConfig, command: &str) -> SlotRepor
             report.current_wal_lsn = Some(d.current_wal.to_string());
             report.lag_bytes = d.lag_bytes();
             report.wal_status = d.wal_status.clone();
-            report.safe_wal_size = d.safe_wal_size;
+            // PostgreSQL reports NULL for a lost slot as for an unlimited one: nothing is safe
+            // for a slot whose WAL is already gone.
+            report.safe_wal_size = match d.wal_status.as_deref() {
+                Some("lost") => Some(0),
+                _ => d.safe_wal_size,
+            };
         }
     }
     report

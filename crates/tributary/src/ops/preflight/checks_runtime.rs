@@ -38,7 +38,11 @@ pub(super) fn check_slot(source: &SourceConfig, f: &Facts) -> Check {
                 s.database.as_deref().unwrap_or("?"),
                 f.role.database
             ),
-            "configure another `slot` name (slot names are per server, not per database)",
+            format!(
+                "give this source its own `slot` name (slot names are per server, not per database); \
+                 or, if nothing uses it, drop slot {name} from database {}",
+                s.database.as_deref().unwrap_or("?")
+            ),
         );
     }
     match s.wal_status.as_deref() {

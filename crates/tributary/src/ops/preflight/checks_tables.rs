@@ -185,16 +185,8 @@ fn check_existence(f: &Facts, processed: &[&TableInfo], present: &[&TableInfo]) 
 /// rejects UPDATE and DELETE on a published table without one.
 fn check_replica_identity(f: &Facts) -> Check {
     let mut bad = Vec::new();
-    for t in f.tables.iter().filter(|t| t.exists) {
-        let problem = match t.replica_identity.as_deref() {
-            Some("n") => Some("REPLICA IDENTITY NOTHING"),
-            Some("d") if !t.has_primary_key => Some("no primary key and REPLICA IDENTITY DEFAULT"),
-            Some("i") if !t.has_identity_index => {
-                Some("REPLICA IDENTITY USING INDEX, but the index is gone")
-            }
-            _ => None,
-        };
-        if let Some(p) = problem {
+    for t in &f.tables {
+        if let Some(p) = t.identity_problem() {
             bad.push((t, p));
         }
     }
@@ -212,7 +204,7 @@ fn check_replica_identity(f: &Facts) -> Check {
     Check::fail(
         "replica_identity",
         format!(
-            "{}: PostgreSQL rejects their UPDATEs and DELETEs while the publication publishes them, and events would carry no key",
+            "{}: PostgreSQL rejects their UPDATEs and DELETEs while the publication publishes them, and `tributary run` refuses to start",
             detail.join(", ")
         ),
         format!(

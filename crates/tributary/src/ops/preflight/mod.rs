@@ -63,7 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failed > 0 {
         anyhow::bail!(
-            "preflight: {failed} of {} checks failed; the bridge will not start until they are fixed",
+            "preflight: {failed} of {} checks failed; fix them before starting the bridge (warnings do not stop it)",
             checks.len()
         );
     }
@@ -79,12 +79,22 @@ pub async fn preflight(config: &Config) -> Vec<Check> {
         nats_checks.extend(checks_streams::check_other_streams(config, js).await);
     }
     let mut all = Vec::new();
+    let mut servers: Vec<(&SourceConfig, String)> = Vec::new();
     for source in &config.sources {
         let mut rows = Vec::new();
+        let mut server = None;
         let budget = Duration::from_millis(source.connection.connect_timeout_ms) * 2 + QUERY_BUDGET;
-        let checked =
-            tokio::time::timeout(budget, check_source(config, source, js.as_ref(), &mut rows))
-                .await;
+        let checked = tokio::time::timeout(
+            budget,
+            check_source(config, source, js.as_ref(), &mut rows, &mut server),
+        )
+        .await;
+        if let Some(server) = server {
+            if let Some(row) = check_shared_slot(source, &server, &servers) {
+                rows.push(row);
+            }
+            servers.push((source, server));
+        }
         if checked.is_err() {
             rows.push(Check::fail(
                 "timeout",
@@ -185,6 +195,7 @@ async fn check_source(
     source: &SourceConfig,
     js: Option<&jetstream::Context>,
     out: &mut Vec<Check>,
+    server: &mut Option<String>,
 ) {
     let params = match super::params_for(source, "preflight") {
         Ok(p) => p,
@@ -208,6 +219,8 @@ async fn check_source(
         "connect",
         format!("connected to {} as {}", params.endpoint(), params.user),
     ));
+    // Best effort: without it, two host names of one server go unnoticed (as at config load).
+    *server = control.server_identity().await.ok().flatten();
     let facts = match gather(&control, source).await {
         Ok(f) => f,
         Err(e) => {
@@ -234,6 +247,26 @@ async fn check_source(
         rows.push(check_stream(config, source, &facts, js).await);
     }
     out.extend(rows);
+}
+
+/// Two sources that reach one server (by its identity, whatever the host names) on one slot
+/// name: `run` refuses them too.
+fn check_shared_slot(
+    source: &SourceConfig,
+    server: &str,
+    earlier: &[(&SourceConfig, String)],
+) -> Option<Check> {
+    let (other, _) = earlier
+        .iter()
+        .find(|(o, s)| s == server && o.slot == source.slot)?;
+    Some(Check::fail(
+        "shared_slot",
+        format!(
+            "slot {} is also the slot of source {}, on the same PostgreSQL server (system {server}) under another host name",
+            source.slot, other.name
+        ),
+        "give each source its own `slot` name: a slot has one reader and one history",
+    ))
 }
 
 /// The rules: catalog facts to report lines.
