@@ -163,6 +163,26 @@ async fn a_foreign_stream_is_refused_left_untouched_and_never_to_be_deleted() ->
         after.metadata
     );
     assert_eq!(messages, 2, "the other application's messages are kept");
+
+    // `slots drop` of the source's slot never advises deleting that stream either.
+    pg.connect("erp")
+        .await?
+        .batch_execute("SELECT pg_create_logical_replication_slot('slot_erp', 'pgoutput')")
+        .await?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["slots", "drop", "--source", "erp", "--yes", "--config"])
+        .arg(&config)
+        .output()
+        .await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("stream rm") && text.contains("not Tributary's"),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -282,9 +282,33 @@ fn classify_connect_error(e: tokio_postgres::Error, params: &ConnectParams) -> P
             detail: db.detail().map(str::to_string),
         };
     }
+    // A refused certificate (unknown issuer, wrong host name) fails every attempt the same
+    // way: a configuration error, not a server that is still starting.
+    if let Some(tls) = rustls_failure(&e) {
+        return PgError::Tls(format!("{}: {tls}", params.endpoint()));
+    }
     let text = e.to_string();
     PgError::Connect {
         endpoint: params.endpoint(),
         source: std::io::Error::other(text),
     }
+}
+
+/// The rustls error somewhere in `e`'s source chain (directly or inside an `io::Error`).
+fn rustls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        if let Some(r) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(r.to_string());
+        }
+        next = err.source();
+    }
+    None
 }

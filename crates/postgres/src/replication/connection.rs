@@ -254,6 +254,23 @@ impl ReplicationConnection {
 
     pub(crate) async fn read_message(&mut self) -> Result<Message, PgError> {
         loop {
+            // `Message::parse` reserves room for the length a header declares before the bytes
+            // arrive; no server message can exceed PostgreSQL's own allocation limit (1 GB), so a
+            // larger length is a broken or hostile peer, refused before anything is reserved.
+            if self.read_buf.len() >= 5 {
+                let len = u32::from_be_bytes([
+                    self.read_buf[1],
+                    self.read_buf[2],
+                    self.read_buf[3],
+                    self.read_buf[4],
+                ]);
+                if len as usize > MAX_MESSAGE_BYTES {
+                    return Err(PgError::Protocol(format!(
+                        "server message of {len} bytes (tag {:?}) exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                        self.read_buf[0] as char
+                    )));
+                }
+            }
             if let Some(m) = Message::parse(&mut self.read_buf)? {
                 return Ok(m);
             }
@@ -279,6 +296,9 @@ impl ReplicationConnection {
         let _ = self.io.shutdown().await;
     }
 }
+
+/// PostgreSQL's MaxAllocSize: no backend message can be larger.
+const MAX_MESSAGE_BYTES: usize = 0x3fff_ffff;
 
 pub(crate) fn server_error(body: &ErrorResponseBody) -> PgError {
     let mut code = String::new();

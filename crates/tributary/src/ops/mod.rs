@@ -114,6 +114,8 @@ pub struct StreamReport {
     #[serde(skip)]
     pub last_commit_micros: Option<i64>,
     pub consumers: Option<usize>,
+    /// Whether the stream carries the bridge's ownership mark (None when it does not exist).
+    pub owned: Option<bool>,
     pub error: Option<String>,
 }
 
@@ -136,7 +138,10 @@ pub(crate) async fn stream_report(js: &jetstream::Context, name: &str) -> Stream
     };
     report.exists = true;
     let state = match stream.info().await {
-        Ok(info) => info.state.clone(),
+        Ok(info) => {
+            report.owned = Some(tributary_nats::ownership::is_marked(&info.config));
+            info.state.clone()
+        }
         Err(e) => {
             report.error = Some(format!("stream {name} info: {e}"));
             return report;

@@ -381,6 +381,13 @@ fn explain(
          position that are not in the stream yet will never reach it.\n",
     );
     let next = match stream {
+        // Never advise deleting a stream another application owns.
+        Some(s) if s.owned == Some(false) => format!(
+            "  Next start: stream {stream_name} is not Tributary's (it has no tributary.owner mark), so \
+             `tributary run` refuses it and leaves it untouched.\n  Give source {} its own stream \
+             (`sources.stream.name`); do not delete {stream_name}, it holds another application's data.",
+            source.name
+        ),
         Some(s) if s.error.is_none() && s.messages.unwrap_or(0) > 0 => format!(
             "  Next start: stream {stream_name} holds {}, so `tributary run` refuses to start source {}\n  \
              (its slot is gone while the stream has data). Consumers need a new snapshot: once they are\n  \
