@@ -71,15 +71,13 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() -> Result<()> {
     let written = workload.await??;
     let last = Bridge::spawn(&config)?;
     verify_exactly_once(&pg, &nats, written, &last).await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !last.log().contains("streaming source") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "last bridge never streamed:\n{}",
-            last.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(Duration::from_secs(60), async || {
+        Ok(match last.log().contains("streaming source") {
+            true => Check::Done(()),
+            false => Check::Pending(format!("last bridge never streamed:\n{}", last.log())),
+        })
+    })
+    .await?;
     assert!(
         last.log().contains("watermark=Some"),
         "the restarted bridge resumes from the stream's watermark:\n{}",

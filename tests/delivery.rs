@@ -148,38 +148,32 @@ async fn idle_source_slot_advances_next_to_a_busy_one() -> Result<()> {
     let idle = pg.connect("idle").await?;
     let busy = pg.connect("busy").await?;
     // Wait for the slot to exist, then note where it is.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let start = loop {
-        if let Some(l) = slot_confirmed(&idle, "slot_idle").await? {
-            break lsn(&l);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "idle slot never created:\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let start = wait_until(Duration::from_secs(30), async || {
+        Ok(match slot_confirmed(&idle, "slot_idle").await? {
+            Some(l) => Check::Done(lsn(&l)),
+            None => Check::Pending(format!("idle slot never created:\n{}", bridge.log())),
+        })
+    })
+    .await?;
     orders_workload(&busy, 5_000, 3, 1).await?;
     let busy_end: String = busy
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), async || {
         let now = lsn(&slot_confirmed(&idle, "slot_idle")
             .await?
             .unwrap_or_default());
-        if now >= lsn(&busy_end) && now > start {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "idle slot stuck at {now:X} (busy WAL at {busy_end})\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok(if now >= lsn(&busy_end) && now > start {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "idle slot stuck at {now:X} (busy WAL at {busy_end})\n{}",
+                bridge.log()
+            ))
+        })
+    })
+    .await?;
     let client = nats.connect().await?;
     let received = read_stream(&client, "CDC_IDLE").await?;
     assert!(

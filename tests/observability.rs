@@ -37,18 +37,14 @@ async fn health_metrics_lag_budget_and_json_logs() -> Result<()> {
 
     let (status, body) = http_get(&addr, "/healthz").await?;
     assert_eq!((status, body.trim()), (200, "ok"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), async || {
         let (status, body) = http_get(&addr, "/readyz").await?;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never ready: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(match status {
+            200 => Check::Done(()),
+            _ => Check::Pending(format!("never ready: {status} {body}")),
+        })
+    })
+    .await?;
 
     orders_workload(&db, 2_000, 7, 1).await?;
     let client = nats.connect().await?;

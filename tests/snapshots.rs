@@ -94,36 +94,31 @@ async fn initial_snapshot_with_concurrent_writes_replays_to_the_tables() -> Resu
     .await?;
     let client = nats.connect().await?;
     // Every row is read once; at least the later changes follow.
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
+    wait_until(Duration::from_secs(300), async || {
         let received = read_stream(&client, "CDC_ERP").await?;
         let reads = received
             .iter()
             .filter(|r| r.event.op == Operation::Read as i32)
             .count();
         let changes = received.len() - reads;
-        if reads == 300_000 && changes >= writes {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reads {reads}, changes {changes}\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Ok(if reads == 300_000 && changes >= writes {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "reads {reads}, changes {changes}\n{}",
+                bridge.log()
+            ))
+        })
+    })
+    .await?;
     // The last statement's changes are in once the stream holds a heartbeat-free tail; wait for its size.
-    let received = loop {
-        let received = assert_replay_matches(&client, &db).await;
-        match received {
-            Ok(r) => break r,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let received = wait_until(Duration::from_secs(300), async || {
+        Ok(match assert_replay_matches(&client, &db).await {
+            Ok(received) => Check::Done(received),
+            Err(e) => Check::Pending(format!("{e:#}")),
+        })
+    })
+    .await?;
     let first_change = received
         .iter()
         .position(|r| r.event.op != Operation::Read as i32)
@@ -160,8 +155,7 @@ async fn sigkill_mid_snapshot_resumes_from_the_last_finished_chunk() -> Result<(
 
     let second = Bridge::spawn(&config)?;
     // Done when every row was read and the 150 updates made after the crash followed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
+    wait_until(Duration::from_secs(300), async || {
         let received = read_stream(&client, "CDC_ERP").await?;
         let reads = received
             .iter()
@@ -171,16 +165,16 @@ async fn sigkill_mid_snapshot_resumes_from_the_last_finished_chunk() -> Result<(
             .iter()
             .filter(|r| r.event.op == Operation::Update as i32)
             .count();
-        if reads >= 300_000 && updates == 150 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reads {reads}, updates {updates}\n{}",
-            second.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Ok(if reads >= 300_000 && updates == 150 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "reads {reads}, updates {updates}\n{}",
+                second.log()
+            ))
+        })
+    })
+    .await?;
     let received = assert_replay_matches(&client, &db).await?;
     // Read ids are `<source>:<lsn>:r<attempt>.<oid>.<chunk>.<n>`. A chunk that both attempts
     // read is one the crash interrupted; only the chunk in progress may be read twice. (A
@@ -268,12 +262,13 @@ async fn unreadable_table_is_reported_and_the_rest_completes() -> Result<()> {
 
 async fn wait_slot(pg: &tributary_testkit::PgCluster, slot: &str) -> Result<()> {
     let c = pg.connect("postgres").await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while slot_confirmed(&c, slot).await?.is_none() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "slot never created");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    wait_until(Duration::from_secs(60), async || {
+        Ok(match slot_confirmed(&c, slot).await? {
+            Some(_) => Check::Done(()),
+            None => Check::Pending(format!("slot {slot} never created")),
+        })
+    })
+    .await
 }
 
 /// Runs `tributary backfill`, which follows the backfill until it is done; returns its output.
@@ -299,16 +294,14 @@ async fn request_backfill(
 }
 
 async fn wait_log(bridge: &Bridge, needle: &str, times: usize) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while bridge.log().matches(needle).count() < times {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "waiting for {needle:?}:\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    wait_until(Duration::from_secs(120), async || {
+        Ok(if bridge.log().matches(needle).count() >= times {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("waiting for {needle:?}:\n{}", bridge.log()))
+        })
+    })
+    .await
 }
 
 /// Online backfill (watermarks): during concurrent updates of the same keys the replayed
@@ -373,17 +366,24 @@ async fn online_backfill_with_concurrent_updates_and_a_where_filter() -> Result<
     updates.await??;
     backfill.await??;
     wait_log(&bridge, "backfill: done", 2).await?;
-    // Settle: the stream stops growing.
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let n = read_stream(&client, "CDC_ERP").await?.len();
-        if n == last {
-            break;
-        }
-        last = n;
-    }
-    let received = read_stream(&client, "CDC_ERP").await?;
+    // A sentinel committed now follows, in the stream, everything committed before it
+    // (the backfill's last high watermark included): once it is in, nothing earlier is missing.
+    db.batch_execute("SELECT pg_logical_emit_message(true, 'test.sentinel', 'settled')")
+        .await?;
+    let received = wait_until(Duration::from_secs(60), async || {
+        let received = read_stream(&client, "CDC_ERP").await?;
+        let sentinel = received.iter().any(|r| {
+            r.event
+                .message
+                .as_ref()
+                .is_some_and(|m| m.prefix == "test.sentinel")
+        });
+        Ok(match sentinel {
+            true => Check::Done(received),
+            false => Check::Pending(format!("no sentinel in {} events", received.len())),
+        })
+    })
+    .await?;
     check_stream_invariants(&received)?;
     let replayed = replay(&received, "orders")?;
     let actual = table_state(&db, ORDERS_STATE_SQL).await?;

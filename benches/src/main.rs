@@ -1,6 +1,7 @@
-//! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, one big transaction, the initial snapshot against a COPY ceiling, and the sinks' events applied per second against their emulators.
+//! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, one big transaction, the initial snapshot against a COPY ceiling, the domain stage, and the sinks' events applied per second against their emulators.
 
 mod bigtx;
+mod domain;
 mod e2e;
 mod env;
 mod failover;
@@ -108,6 +109,16 @@ enum Command {
         #[arg(long, default_value_t = 50_000)]
         chunk_rows: u64,
         #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// The domain stage on the sample retail databases: customers and orders (four events
+    /// per order) written in bulk, timed live and across a kill -9 of the bridge.
+    Domain {
+        #[arg(long, default_value_t = 3000)]
+        customers: u64,
+        #[arg(long, default_value_t = 1500)]
+        orders: u64,
+        #[arg(long, default_value_t = 900)]
         timeout_secs: u64,
     },
     /// Publish N domain events per sink to RETAIL, then time each sink (alone, with its
@@ -218,6 +229,21 @@ fn main() -> ExitCode {
                 bigtx::run(
                     bigtx::Args {
                         rows,
+                        timeout: Duration::from_secs(timeout_secs),
+                    },
+                    settings,
+                )
+                .await
+            }
+            Command::Domain {
+                customers,
+                orders,
+                timeout_secs,
+            } => {
+                domain::run(
+                    domain::Args {
+                        customers,
+                        orders,
                         timeout: Duration::from_secs(timeout_secs),
                     },
                     settings,

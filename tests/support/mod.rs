@@ -146,6 +146,32 @@ pub fn stream_name(source: &str) -> String {
     format!("CDC_{}", source.to_uppercase())
 }
 
+/// What one look at a condition found: done (with what it yields) or not yet (and why, for
+/// the failure message should the deadline pass).
+pub enum Check<T> {
+    Done(T),
+    Pending(String),
+}
+
+/// The one polling loop of the tests: looks every 100 ms until `check` is done, and fails
+/// with the last `Pending` description once `within` has passed. An error of `check` ends
+/// the wait at once.
+pub async fn wait_until<T>(
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<Check<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await? {
+            Check::Done(value) => return Ok(value),
+            Check::Pending(why) if Instant::now() > deadline => {
+                bail!("not done after {within:?}: {why}")
+            }
+            Check::Pending(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Waits until the stream holds `n` messages; fails past the deadline with what it saw.
 pub async fn wait_for_messages(
     nats: &async_nats::Client,
@@ -154,22 +180,22 @@ pub async fn wait_for_messages(
     within: Duration,
 ) -> Result<()> {
     let js = jetstream::new(nats.clone());
-    let deadline = Instant::now() + within;
-    let mut last = 0;
-    loop {
+    wait_until(within, async || {
+        let mut last = 0;
         if let Ok(mut s) = js.get_stream(stream).await {
             if let Ok(info) = s.info().await {
                 last = info.state.messages;
-                if last >= n {
-                    return Ok(());
-                }
             }
         }
-        if Instant::now() > deadline {
-            bail!("stream {stream} holds {last} messages, expected {n}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(if last >= n {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "stream {stream} holds {last} messages, expected {n}"
+            ))
+        })
+    })
+    .await
 }
 
 pub struct Received {
@@ -457,8 +483,7 @@ pub fn lsn(text: &str) -> u64 {
 /// afterwards are captured (writes before a slot's creation are not part of its stream).
 pub async fn wait_streaming(pg: &PgCluster, slots: &[&str], bridge: &Bridge) -> Result<()> {
     let client = pg.connect("postgres").await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(Duration::from_secs(60), async || {
         let mut all = true;
         for slot in slots {
             let row = client
@@ -469,17 +494,16 @@ pub async fn wait_streaming(pg: &PgCluster, slots: &[&str], bridge: &Bridge) -> 
                 .await?;
             all &= row.is_some_and(|r| r.get::<_, bool>(0));
         }
-        if all {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "slots {slots:?} not streaming after 60 s\nbridge log:\n{}",
+        Ok(if all {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "slots {slots:?} not streaming\nbridge log:\n{}",
                 bridge.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            ))
+        })
+    })
+    .await
 }
 
 /// A plain HTTP/1.0 GET (for /metrics, /healthz, /readyz): status and body.

@@ -21,11 +21,15 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_postgres::snapshot_catalog::{copy_out, SnapshotTable, COPY_SESSION_SQL};
 use tributary_postgres::{quote_ident, ConnectParams, ControlConnection};
+use tributary_proto::cdc::v1::value::Kind;
 use tributary_proto::cdc::v1::Row;
 
+use crate::context::SourceContext;
 use crate::event::build_row_from_text;
 use crate::relations::RelationInfo;
 use crate::snapshot::copy_text::{parse_row, RowSplitter};
@@ -46,7 +50,11 @@ struct Window {
 }
 
 /// The session's side: open windows and chunks waiting for their high watermark.
+/// The backfill tasks it started are its own: they stop with it (the stop token, then an
+/// abort when it is dropped), so no task reads a table for a session that is gone.
 pub struct Backfills {
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
     rows_tx: mpsc::UnboundedSender<ChunkRows>,
     rows_rx: mpsc::UnboundedReceiver<ChunkRows>,
     arrived: HashMap<(String, u32), ChunkRows>,
@@ -86,6 +94,8 @@ impl Default for Backfills {
     fn default() -> Self {
         let (rows_tx, rows_rx) = mpsc::unbounded_channel();
         Backfills {
+            tasks: JoinSet::new(),
+            stop: CancellationToken::new(),
             rows_tx,
             rows_rx,
             arrived: HashMap::new(),
@@ -94,9 +104,45 @@ impl Default for Backfills {
     }
 }
 
+impl Drop for Backfills {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Backfills {
-    pub fn sender(&self) -> mpsc::UnboundedSender<ChunkRows> {
-        self.rows_tx.clone()
+    /// Starts the requested backfill beside the session that owns `self`.
+    pub fn start(&mut self, ctx: &SourceContext, database: &str, request: BackfillRequest) {
+        let (source, database, prefix) = (
+            ctx.config.name.clone(),
+            database.to_string(),
+            ctx.subject_prefix.clone(),
+        );
+        let info_for = move |t: &SnapshotTable| {
+            crate::snapshot::table_relation(&source, &database, &prefix, t)
+        };
+        let task = run(
+            ctx.params.clone(),
+            request,
+            info_for,
+            ctx.config.snapshot_chunk_rows.min(10_000),
+            self.rows_tx.clone(),
+            ctx.config.name.clone(),
+            ctx.js.clone(),
+        );
+        self.spawn(task);
+    }
+
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        // Finished backfills are reaped here rather than kept until the session ends.
+        while self.tasks.try_join_next().is_some() {}
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
     }
 
     pub fn has_windows(&self) -> bool {
@@ -155,6 +201,44 @@ pub fn row_key(key_indexes: &[usize], row: &Row) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The request in a row of the signal table, such as
+/// `('id-1', 'backfill', '{"table": "public.orders", "where": "region = ''EU''"}')`; a row that
+/// is not a backfill request is logged and ignored.
+pub fn signal_request(names: &[String], row: &Row, source: &str) -> Option<BackfillRequest> {
+    let text = |name: &str| -> Option<String> {
+        let i = names.iter().position(|n| n == name)?;
+        match row.values.get(i)?.kind.as_ref()? {
+            Kind::Text(t) | Kind::Json(t) => Some(t.clone()),
+            _ => None,
+        }
+    };
+    let (Some(id), Some(kind)) = (text("id"), text("type")) else {
+        warn!(%source, "signal without id or type ignored");
+        return None;
+    };
+    if kind != "backfill" {
+        warn!(%source, %id, %kind, "unknown signal type ignored");
+        return None;
+    }
+    let data: serde_json::Value = text("data")
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or_default();
+    let Some(table) = data
+        .get("table")
+        .and_then(|t| t.as_str())
+        .map(str::to_string)
+    else {
+        warn!(%source, %id, "backfill signal without data.table ignored");
+        return None;
+    };
+    let filter = data
+        .get("where")
+        .and_then(|t| t.as_str())
+        .map(str::to_string);
+    info!(%source, backfill = %id, %table, filter = ?filter, "backfill requested");
+    Some(BackfillRequest { id, table, filter })
 }
 
 pub struct BackfillRequest {
@@ -421,4 +505,61 @@ async fn select_chunk(
         })?;
     }
     Ok((rows, last_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_proto::cdc::v1::Value;
+
+    use super::*;
+
+    fn text(t: &str) -> Value {
+        Value {
+            kind: Some(Kind::Text(t.to_string())),
+        }
+    }
+
+    #[test]
+    fn a_signal_row_becomes_a_backfill_request_or_is_ignored() {
+        let names: Vec<String> = ["id", "type", "data"].map(String::from).to_vec();
+        let row = |kind: &str, data: &str| Row {
+            values: vec![text("bf-1"), text(kind), text(data)],
+        };
+        let request = signal_request(
+            &names,
+            &row(
+                "backfill",
+                r#"{"table": "public.orders", "where": "region = 'EU'"}"#,
+            ),
+            "erp",
+        )
+        .expect("a backfill request");
+        assert_eq!(request.id, "bf-1");
+        assert_eq!(request.table, "public.orders");
+        assert_eq!(request.filter.as_deref(), Some("region = 'EU'"));
+        assert!(signal_request(&names, &row("vacuum", "{}"), "erp").is_none());
+        assert!(signal_request(&names, &row("backfill", "not json"), "erp").is_none());
+        assert!(signal_request(&names[..1], &row("backfill", "{}"), "erp").is_none());
+    }
+
+    #[tokio::test]
+    async fn backfill_tasks_stop_with_the_session_that_started_them() {
+        let mut backfills = Backfills::default();
+        let (alive, mut gone) = tokio::sync::oneshot::channel::<()>();
+        backfills.spawn(async move {
+            let _alive = alive;
+            std::future::pending::<()>().await
+        });
+        tokio::task::yield_now().await;
+        assert!(gone
+            .try_recv()
+            .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Empty));
+        drop(backfills);
+        // The task's future (and the sender it holds) is dropped: the receiver sees it closed.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), gone).await;
+        assert!(
+            matches!(closed, Ok(Err(_))),
+            "the backfill task outlived its session"
+        );
+    }
 }

@@ -11,23 +11,13 @@ use tributary_postgres::values::TypeKind;
 use tributary_postgres::ControlConnection;
 use tributary_proto::cdc::v1::{ChangeEvent, LogicalMessage, Operation};
 
+use crate::backfill::signal_request;
 use crate::event::{build_row, changed_columns};
-use crate::publish::now_micros;
+use crate::outbound::{now_micros, Outbound};
 use crate::relations::{ColumnSpec, Op, RelationContext, RelationSpec};
 use crate::session::Session;
-use crate::transaction::{encode, event_id, OpenTransaction, Outbound, PendingChange};
+use crate::transaction::{encode, event_id, OpenTransaction, PendingChange};
 use crate::PipelineError;
-
-/// The xid that a streamed data message carries right after its tag (protocol 2).
-fn message_xid(data: &[u8]) -> Option<u32> {
-    match data.first()? {
-        b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M' => {
-            let b = data.get(1..5)?;
-            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        }
-        _ => None,
-    }
-}
 
 /// With a full before image (REPLICA IDENTITY FULL) an untouched TOASTed value is known:
 /// PostgreSQL still marks it unchanged in the new row, so take it from the old one.
@@ -83,7 +73,7 @@ impl Session<'_> {
                     if let PgOutputMessage::Relation(rel) = message {
                         self.on_relation(rel).await?;
                     }
-                    let xid = message_xid(data).unwrap_or(top_xid);
+                    let xid = pgoutput::message_xid(data).unwrap_or(top_xid);
                     self.spool
                         .append(top_xid, xid, wal_start, data)
                         .map_err(|e| self.ctx.fatal(e.to_string()))?;
@@ -398,8 +388,7 @@ impl Session<'_> {
         }
     }
 
-    /// A row inserted into the signal table: a request such as
-    /// `('id-1', 'backfill', '{"table": "public.orders", "where": "region = ''EU''"}')`.
+    /// A row inserted into the signal table: a backfill request starts beside the session.
     fn on_signal(&mut self, oid: u32, tuple: &pgoutput::TupleData<'_>) {
         let Some(rel) = self.relations.get(oid) else {
             return;
@@ -407,55 +396,9 @@ impl Session<'_> {
         let Ok(row) = build_row(rel, tuple, &self.ctx.config.name) else {
             return;
         };
-        let text = |name: &str| -> Option<String> {
-            let i = rel.names.iter().position(|n| n == name)?;
-            match row.values.get(i)?.kind.as_ref()? {
-                tributary_proto::cdc::v1::value::Kind::Text(t) => Some(t.clone()),
-                tributary_proto::cdc::v1::value::Kind::Json(t) => Some(t.clone()),
-                _ => None,
-            }
-        };
-        let (Some(id), Some(kind)) = (text("id"), text("type")) else {
-            tracing::warn!(source = %self.ctx.config.name, "signal without id or type ignored");
-            return;
-        };
-        if kind != "backfill" {
-            tracing::warn!(source = %self.ctx.config.name, %id, %kind, "unknown signal type ignored");
-            return;
+        if let Some(request) = signal_request(&rel.names, &row, &self.ctx.config.name) {
+            self.backfills.start(self.ctx, &self.database, request);
         }
-        let data: serde_json::Value = text("data")
-            .and_then(|d| serde_json::from_str(&d).ok())
-            .unwrap_or_default();
-        let Some(table) = data
-            .get("table")
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-        else {
-            tracing::warn!(source = %self.ctx.config.name, %id, "backfill signal without data.table ignored");
-            return;
-        };
-        let filter = data
-            .get("where")
-            .and_then(|t| t.as_str())
-            .map(str::to_string);
-        tracing::info!(source = %self.ctx.config.name, backfill = %id, %table, filter = ?filter, "backfill requested");
-        let (source, database, prefix) = (
-            self.ctx.config.name.clone(),
-            self.database.clone(),
-            self.ctx.subject_prefix.clone(),
-        );
-        let info_for = move |t: &tributary_postgres::snapshot_catalog::SnapshotTable| {
-            crate::snapshot::table_relation(&source, &database, &prefix, t)
-        };
-        tokio::spawn(crate::backfill::run(
-            self.ctx.params.clone(),
-            crate::backfill::BackfillRequest { id, table, filter },
-            info_for,
-            self.ctx.config.snapshot_chunk_rows.min(10_000),
-            self.backfills.sender(),
-            self.ctx.config.name.clone(),
-            self.ctx.js.clone(),
-        ));
     }
 
     fn on_logical_message(&mut self, transactional: bool, lsn: Lsn, prefix: &str, content: &[u8]) {

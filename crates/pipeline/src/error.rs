@@ -2,7 +2,7 @@ use tributary_core::{Classify, ErrorClass};
 use tributary_nats::NatsError;
 use tributary_postgres::PgError;
 
-use crate::snapshot::StateError;
+use crate::snapshot_state::StateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -20,22 +20,26 @@
 
 mod backfill;
 mod changes;
+mod context;
 mod error;
 mod event;
 pub mod metrics;
+mod outbound;
 mod params;
 mod publish;
 mod relations;
 mod session;
 mod snapshot;
+mod snapshot_state;
 mod source;
 mod spool;
 mod supervisor;
 mod transaction;
 
 pub use backfill::{progress_key as backfill_progress_key, BackfillProgress, WATERMARK_PREFIX};
+pub use context::SourceContext;
 pub use error::PipelineError;
 pub use params::connect_params;
 pub use snapshot::{SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET};
-pub use source::{source_stream, SourceContext};
+pub use source::source_stream;
 pub use supervisor::{startup_check, Source};

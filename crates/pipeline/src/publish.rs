@@ -9,13 +9,13 @@ use tributary_core::Lsn;
 use tributary_nats::OrderedPublisher;
 
 use crate::metrics as m;
-use crate::transaction::Outbound;
+use crate::outbound::{now_micros, ChunkId, Outbound};
 
 /// Upper bound on messages sent between two ack requests.
 const ACK_EVERY: usize = 256;
 
 pub enum Tag {
-    Chunk(crate::snapshot::ChunkId),
+    Chunk(ChunkId),
     Change {
         sent: Instant,
         commit_time_micros: i64,
@@ -31,7 +31,7 @@ pub struct PublishTask {
     pub confirm_delay: Duration,
     pub confirmed: watch::Sender<Lsn>,
     /// Snapshot chunks whose `read` events are acknowledged.
-    pub chunks_acked: Option<mpsc::UnboundedSender<crate::snapshot::ChunkId>>,
+    pub chunks_acked: Option<mpsc::UnboundedSender<ChunkId>>,
 }
 
 impl PublishTask {
@@ -168,11 +168,4 @@ impl PublishTask {
         });
         gauge.set(lsn.0 as f64);
     }
-}
-
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }

@@ -12,13 +12,13 @@ use tributary_nats::NatsError;
 use tributary_postgres::replication::{ReplicationMessage, ReplicationStream};
 use tributary_postgres::ControlConnection;
 
+use crate::context::SourceContext;
 use crate::metrics as m;
+use crate::outbound::{Outbound, BATCH};
 use crate::relations::RelationCache;
 use crate::spool::Spool;
-use crate::transaction::{OpenTransaction, Outbound, Position};
-use crate::{PipelineError, SourceContext};
-
-pub(crate) const BATCH: usize = 512;
+use crate::transaction::{OpenTransaction, Position};
+use crate::PipelineError;
 
 pub(crate) type PublisherHandle = tokio::task::JoinHandle<Result<(), NatsError>>;
 

@@ -2,19 +2,18 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use tributary_config::{ResolvedStream, SnapshotMode, SourceConfig};
+use tributary_config::{ResolvedStream, SnapshotMode};
 use tributary_core::Lsn;
-use tributary_nats::NatsError;
 use tributary_postgres::control::SlotInfo;
 use tributary_postgres::replication::{ReplicationConnection, StartOptions};
-use tributary_postgres::{ConnectParams, ControlConnection, PgError};
+use tributary_postgres::{ControlConnection, PgError};
 
+use crate::context::SourceContext;
 use crate::metrics as m;
 use crate::publish::PublishTask;
 use crate::session::{Session, SessionParts};
@@ -44,58 +43,7 @@ pub fn source_stream(
     }
 }
 
-/// Everything a source session needs; shared by its successive sessions.
-pub struct SourceContext {
-    pub config: SourceConfig,
-    pub params: ConnectParams,
-    pub js: async_nats::jetstream::Context,
-    pub nats: async_nats::Client,
-    pub stream: ResolvedStream,
-    pub subject_prefix: String,
-    pub ack_window: usize,
-    pub confirm_delay: Duration,
-    pub ready: Arc<std::sync::atomic::AtomicBool>,
-    /// The lease's fence in HA mode ([`tributary_core::Fence::always`] otherwise): checked
-    /// before every batch handed to the publisher and every position confirmed.
-    pub fence: tributary_core::FenceCell,
-    /// HA mode: a walsender still holding the slot belongs to a replica that lost the lease;
-    /// it is terminated (once this replica's fence is valid) instead of waited out.
-    pub take_over_slot: bool,
-}
-
 impl SourceContext {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    pub(crate) fn pg_err(&self, error: PgError) -> PipelineError {
-        PipelineError::Postgres {
-            source_name: self.name().to_string(),
-            error,
-        }
-    }
-
-    pub(crate) fn nats_err(&self, error: NatsError) -> PipelineError {
-        PipelineError::Nats {
-            source_name: self.name().to_string(),
-            error,
-        }
-    }
-
-    pub(crate) fn state_err(&self, error: crate::snapshot::StateError) -> PipelineError {
-        PipelineError::SnapshotState {
-            source_name: self.name().to_string(),
-            error,
-        }
-    }
-
-    pub(crate) fn fatal(&self, message: impl Into<String>) -> PipelineError {
-        PipelineError::Fatal {
-            source_name: self.name().to_string(),
-            message: message.into(),
-        }
-    }
-
     /// Publication present (or created) and covering the configured tables.
     pub(crate) async fn check_publication(
         &self,

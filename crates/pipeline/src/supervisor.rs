@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::{BoxFuture, Classify, Component, Failure, Health, RetryPolicy};
 use tributary_postgres::ControlConnection;
 
+use crate::context::SourceContext;
 use crate::metrics as m;
-use crate::{PipelineError, SourceContext};
+use crate::PipelineError;
 
 /// Checks what must hold before the bridge starts: the server is reachable with these
 /// credentials, logical replication is on, the publication is usable and its tables have a

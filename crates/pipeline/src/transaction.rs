@@ -6,20 +6,6 @@ use prost::Message as _;
 use tributary_core::Lsn;
 use tributary_proto::cdc::v1::ChangeEvent;
 
-/// One entry for the publisher, in source order.
-pub enum Outbound {
-    Change {
-        subject: Subject,
-        msg_id: String,
-        payload: Bytes,
-        commit_time_micros: i64,
-    },
-    /// Confirm `lsn` once everything before it is acknowledged.
-    Checkpoint { lsn: Lsn },
-    /// A snapshot chunk's `read` events are all before this: report it once acknowledged.
-    SnapshotChunk { id: crate::snapshot::ChunkId },
-}
-
 /// A built change whose encoding waits until it is known whether it is the last one.
 pub struct PendingChange {
     pub event: ChangeEvent,

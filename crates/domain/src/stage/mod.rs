@@ -26,12 +26,11 @@
 //! (and external feeds) the compare-and-set orders `entity_version`: a conflict reloads the
 //! entity and maps its changes of the batch again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
-use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -41,14 +40,19 @@ use tributary_core::{BoxFuture, Component, Failure};
 use tributary_nats::consumer::open_durable;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
+mod batch;
 mod entity;
 mod publish;
 
 use crate::mapping::{CompiledMapping, Mapped, RowView};
 use crate::metrics as m;
 use crate::schema::Schema;
-use crate::state::{EntityState, LastEvent, StateStore};
+use crate::state::StateStore;
 use crate::{DomainError, MapError};
+use batch::{
+    load_work, next_message, row_key, Batch, Cache, EntityWork, Op, BATCH, MAX_ACK_PENDING,
+    MAX_EVENTS_PER_ENTITY,
+};
 
 /// The domain stage's consumer of one source's stream.
 struct StreamTask {
@@ -580,111 +584,4 @@ impl DomainStage {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// Messages mapped together (see the module doc).
-const BATCH: usize = 256;
-/// Messages delivered and not yet acked, per source.
-const MAX_ACK_PENDING: i64 = 1024;
-/// A batch ends once an entity has this many events in it (they are all kept in its state).
-const MAX_EVENTS_PER_ENTITY: usize = 32;
-/// Entity states and parent rows kept in memory per source (the cache is cleared beyond).
-const CACHE_ENTRIES: usize = 20_000;
-
-/// Entity states (with their KV revision) and parent rows this task has read or written.
-#[derive(Default)]
-struct Cache {
-    entities: HashMap<String, (EntityState, u64)>,
-    rows: HashMap<String, Bytes>,
-}
-
-impl Cache {
-    fn trim(&mut self) {
-        if self.entities.len() > CACHE_ENTRIES {
-            self.entities.clear();
-        }
-        if self.rows.len() > CACHE_ENTRIES {
-            self.rows.clear();
-        }
-    }
-}
-
-#[derive(Default)]
-struct Batch {
-    messages: Vec<jetstream::Message>,
-    /// Parent rows to store, by KV key (the latest change of the batch).
-    rows: BTreeMap<String, Bytes>,
-    entities: Vec<EntityWork>,
-    /// KV key -> index in `entities`.
-    index: HashMap<String, usize>,
-    dead_letters: Vec<publish::Outgoing>,
-}
-
-/// One mapped change, kept to map it again after a compare-and-set conflict.
-struct Op {
-    mapping: usize,
-    change: Arc<ChangeEvent>,
-    mapped: Mapped,
-}
-
-/// One entity touched by a batch.
-struct EntityWork {
-    entity: String,
-    key: String,
-    kv_key: String,
-    /// Whether `state` and `revision` are loaded (from the cache, else by `flush`).
-    loaded: bool,
-    /// KV revision of `state` as loaded (0: new), then as stored.
-    revision: u64,
-    state: EntityState,
-    ops: Vec<Op>,
-    /// Events to publish, in order; true for new ones (false: re-sent after a crash).
-    events: Vec<(LastEvent, bool)>,
-    /// Whether the state changed (a new event).
-    dirty: bool,
-}
-
-impl EntityWork {
-    fn record(&mut self, step: entity::Step) {
-        match step {
-            entity::Step::New(event) => {
-                self.events.push((event, true));
-                self.dirty = true;
-            }
-            entity::Step::Resend(event) => self.events.push((event, false)),
-            entity::Step::Skip => {}
-        }
-    }
-
-    /// The events of this write become `recent` + `last` (re-sent events too: they may not
-    /// be stored yet either).
-    fn seal(&mut self, writer: &str) {
-        if self.dirty {
-            let events = self.events.iter().map(|(e, _)| e.clone());
-            self.state.record_events(writer, events);
-        }
-    }
-}
-
-async fn load_work(state: &StateStore, work: &mut EntityWork) -> Result<(), DomainError> {
-    let (loaded, revision) = state.load_entity(&work.entity, &work.key).await?;
-    work.state = loaded;
-    work.revision = revision;
-    work.loaded = true;
-    Ok(())
-}
-
-fn next_message(
-    next: Option<Result<jetstream::Message, pull::MessagesError>>,
-) -> Result<jetstream::Message, DomainError> {
-    match next {
-        Some(msg) => msg.map_err(|e| DomainError::nats("pull", e)),
-        None => Err(DomainError::nats("pull", "message stream ended")),
-    }
-}
-
-/// The row's values of `columns` (None when one is NULL or absent).
-fn row_key(change: &ChangeEvent, columns: &[String]) -> Option<Vec<String>> {
-    let row = RowView::of(change)?;
-    columns.iter().map(|c| row.text(c)).collect()
 }

@@ -16,7 +16,6 @@
 //! newest value, so replaying the stream still ends at the table's state.
 
 pub(crate) mod copy_text;
-mod state;
 mod worker;
 
 use std::collections::VecDeque;
@@ -28,22 +27,17 @@ use tributary_core::Lsn;
 use tributary_postgres::snapshot_catalog::{plan_chunks, SnapshotTable};
 use tributary_postgres::ControlConnection;
 
-pub use state::{
-    SnapshotState, StateError, StateStore, Status, TableProgress, BUCKET as SNAPSHOT_BUCKET,
+pub use crate::snapshot_state::{
+    SnapshotState, StateStore, Status, TableProgress, BUCKET as SNAPSHOT_BUCKET,
 };
 
+use crate::context::SourceContext;
+pub use crate::outbound::ChunkId;
+use crate::outbound::Outbound;
 use crate::relations::{ColumnSpec, RelationContext, RelationInfo, RelationSpec};
-use crate::transaction::Outbound;
-use crate::{PipelineError, SourceContext};
-use state::ChunkSpec;
+use crate::snapshot_state::ChunkSpec;
+use crate::PipelineError;
 use worker::{ChunkJob, ChunkOutcome, Worker};
-
-/// A chunk whose `read` events the publisher has had acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkId {
-    pub table: Arc<str>,
-    pub index: usize,
-}
 
 /// Where the snapshot's transaction snapshot comes from.
 pub enum SnapshotSource {

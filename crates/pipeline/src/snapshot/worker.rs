@@ -12,13 +12,12 @@ use tributary_postgres::ControlConnection;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 use super::copy_text::{parse_row, RowSplitter};
-use super::ChunkId;
+use crate::context::SourceContext;
 use crate::event::build_row_from_text;
-use crate::publish::now_micros;
+use crate::outbound::{now_micros, ChunkId, Outbound, BATCH};
 use crate::relations::{Op, RelationInfo};
-use crate::session::BATCH;
-use crate::transaction::{encode, Outbound, PendingChange};
-use crate::{PipelineError, SourceContext};
+use crate::transaction::{encode, PendingChange};
+use crate::PipelineError;
 
 pub struct ChunkJob {
     pub id: ChunkId,

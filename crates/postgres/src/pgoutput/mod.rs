@@ -182,6 +182,18 @@ impl<'a> OldTuple<'a> {
     }
 }
 
+/// The xid that a streamed data message carries right after its tag (protocol 2): the
+/// subtransaction a change inside a streamed transaction belongs to, read without decoding.
+pub fn message_xid(data: &[u8]) -> Option<u32> {
+    match data.first()? {
+        b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M' => {
+            let b = data.get(1..5)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+        _ => None,
+    }
+}
+
 /// Decodes one pgoutput message (the payload of an XLogData frame).
 ///
 /// `in_stream`: true between StreamStart and StreamStop, when Relation, Type, Insert,

@@ -10,6 +10,7 @@
 
 mod auth;
 pub mod cdc;
+mod cdc_log;
 pub mod pubsub;
 mod sobjects;
 pub mod state;

@@ -59,7 +59,7 @@ pub struct SfState {
     /// API requests counted in the rolling window.
     pub api_used: u64,
     /// Change Data Capture events, served by the Pub/Sub API emulator.
-    pub(crate) cdc: super::cdc::CdcLog,
+    pub(crate) cdc: super::cdc_log::CdcLog,
     /// REST writes log no change events ([`super::Salesforce::set_rest_change_events`]).
     pub(crate) rest_change_events_off: bool,
     /// (object, field, string value) → ids, for [`SfState::find`] (an upsert looks its

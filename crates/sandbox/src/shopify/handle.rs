@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::mutations::Changed;
+use super::outcome::Changed;
 use super::state::{
     gid, parse_gid, Customer, Fulfillment, InventoryLevel, LineItem, Location, Order, Product,
     Refund, ShopState, Variant,

@@ -9,7 +9,8 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::graphql::{self, OpKind, Operation, RootField};
-use super::mutations::{self, Changed, GqlError};
+use super::mutations;
+use super::outcome::{Changed, GqlError};
 use super::state::ShopState;
 use super::{lock, queries, state, Shopify};
 use crate::util::query_pairs;

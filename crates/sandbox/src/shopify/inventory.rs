@@ -3,9 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::mutations::{
-    inventory_level_gid, obj, rejected, str_field, user_error, Changed, Outcome,
-};
+use super::outcome::{inventory_level_gid, obj, rejected, str_field, user_error, Changed, Outcome};
 use super::state::{gid, parse_gid, InventoryChange, ShopState};
 
 struct Target {

@@ -12,6 +12,7 @@ mod handle;
 mod handlers;
 mod inventory;
 mod mutations;
+mod outcome;
 mod queries;
 pub mod state;
 pub(crate) mod throttle;
@@ -28,7 +29,7 @@ use serde_json::json;
 
 pub use graphql::{OpKind, Operation, RootField};
 pub use handle::{SeededOrder, SeededProduct, VariantSeed};
-pub use mutations::inventory_level_gid;
+pub use outcome::inventory_level_gid;
 pub use state::{
     gid, parse_gid, Customer, Fulfillment, InventoryChange, InventoryLevel, LineItem, Location,
     Order, Product, Refund, ShopState, Tracking, Variant,

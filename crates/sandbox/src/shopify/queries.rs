@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::mutations::GqlError;
+use super::outcome::GqlError;
 use super::state::{customer_node, gid, inventory_level_node, parse_gid, variant_node, ShopState};
 use super::webhooks::{customer_payload, order_payload};
 

@@ -335,3 +335,15 @@ fn epoch_conversion() {
     assert_eq!(pg_epoch_micros_to_unix(-946_684_800_000_000), 0);
     assert_eq!(pg_epoch_micros_to_unix(i64::MAX), i64::MAX);
 }
+
+#[test]
+fn message_xid_reads_the_leading_xid_of_streamed_data_messages_only() {
+    let mut insert = vec![b'I'];
+    insert.extend_from_slice(&742u32.to_be_bytes());
+    insert.extend_from_slice(&16384u32.to_be_bytes());
+    assert_eq!(message_xid(&insert), Some(742));
+    // Begin carries no leading xid; a truncated frame has none to read.
+    assert_eq!(message_xid(b"B\0\0\0\x01"), None);
+    assert_eq!(message_xid(b"I\0\0"), None);
+    assert_eq!(message_xid(b""), None);
+}

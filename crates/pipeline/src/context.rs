@@ -1,0 +1,66 @@
+//! The context a source's sessions share, and the errors that name the source.
+//! Its own module so that the session, the snapshot and the supervisor use it without
+//! importing the module that runs sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary_config::{ResolvedStream, SourceConfig};
+use tributary_nats::NatsError;
+use tributary_postgres::{ConnectParams, PgError};
+
+use crate::snapshot_state::StateError;
+use crate::PipelineError;
+
+/// Everything a source session needs; shared by its successive sessions.
+pub struct SourceContext {
+    pub config: SourceConfig,
+    pub params: ConnectParams,
+    pub js: async_nats::jetstream::Context,
+    pub nats: async_nats::Client,
+    pub stream: ResolvedStream,
+    pub subject_prefix: String,
+    pub ack_window: usize,
+    pub confirm_delay: Duration,
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The lease's fence in HA mode ([`tributary_core::Fence::always`] otherwise): checked
+    /// before every batch handed to the publisher and every position confirmed.
+    pub fence: tributary_core::FenceCell,
+    /// HA mode: a walsender still holding the slot belongs to a replica that lost the lease;
+    /// it is terminated (once this replica's fence is valid) instead of waited out.
+    pub take_over_slot: bool,
+}
+
+impl SourceContext {
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub(crate) fn pg_err(&self, error: PgError) -> PipelineError {
+        PipelineError::Postgres {
+            source_name: self.name().to_string(),
+            error,
+        }
+    }
+
+    pub(crate) fn nats_err(&self, error: NatsError) -> PipelineError {
+        PipelineError::Nats {
+            source_name: self.name().to_string(),
+            error,
+        }
+    }
+
+    pub(crate) fn state_err(&self, error: StateError) -> PipelineError {
+        PipelineError::SnapshotState {
+            source_name: self.name().to_string(),
+            error,
+        }
+    }
+
+    pub(crate) fn fatal(&self, message: impl Into<String>) -> PipelineError {
+        PipelineError::Fatal {
+            source_name: self.name().to_string(),
+            message: message.into(),
+        }
+    }
+}
