@@ -183,36 +183,43 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
     };
     verify_exactly_once(&pg, &nats, "erp", "CDC_ERP", erp_written, &logs).await?;
     verify_exactly_once(&pg, &nats, "pos", "CDC_POS", pos_written, &logs).await?;
-    // `tributary status` lists the replicas and who owns each source.
+    // `tributary status` lists the replicas and who owns each source (the last replica
+    // restarted may still be joining: ask until it has).
     let (_, config) = replicas
         .iter()
         .next()
         .map(|(r, (c, _))| (r.clone(), c.clone()))
         .expect("a replica");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["status", "--format", "json", "--config"])
-        .arg(&config)
-        .output()
-        .await?;
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "status output: {e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    let group = &status["replicas"];
-    assert_eq!(
-        group["members"].as_array().map(Vec::len),
-        Some(3),
-        "{group}"
-    );
-    let units: Vec<&str> = group["leases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["unit"].as_str())
-        .collect();
-    assert_eq!(units, ["source erp", "source pos"], "{group}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["status", "--format", "json", "--config"])
+            .arg(&config)
+            .output()
+            .await?;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            anyhow::anyhow!(
+                "status output: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let group = &status["replicas"];
+        let members = group["members"].as_array().map(Vec::len);
+        let units: Vec<&str> = group["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["unit"].as_str())
+            .collect();
+        if members == Some(3) && units == ["source erp", "source pos"] {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "status never showed 3 replicas and both units: {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // A replica that found the slot busy waited (and took it over); none crashed.
     for (r, (_, bridge)) in replicas.iter_mut() {
         assert!(
