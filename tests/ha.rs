@@ -69,6 +69,33 @@ async fn wait_owner(nats: &async_nats::Client, unit: &str, not: Option<&str>) ->
     }
 }
 
+/// Waits until `n` replicas have a heartbeat in the lease bucket; on failure the logs say why a
+/// replica is missing (a replica that died at start would silently leave the test with fewer
+/// standbys than it counts on).
+async fn wait_members(nats: &async_nats::Client, n: usize, logs: &dyn Fn() -> String) -> Result<()> {
+    let js = async_nats::jetstream::new(nats.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut members = Vec::new();
+        if let Ok(kv) = js.get_key_value(BUCKET).await {
+            for key in ["r1", "r2", "r3", "r4"] {
+                if let Ok(Some(_)) = kv.get(format!("member.{key}")).await {
+                    members.push(key);
+                }
+            }
+        }
+        if members.len() == n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {members:?} of {n} replicas joined within 60 s\nlogs:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The owner once it has not changed for 2 s (at start the first replica up takes every unit,
 /// then hands the others' share over as they join).
 async fn settled_owner(nats: &async_nats::Client, unit: &str) -> Result<String> {
@@ -146,6 +173,14 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
         "the two sources spread over two replicas"
     );
     eprintln!("owners: erp {erp_owner}, pos {pos_owner}");
+    let all_logs = |replicas: &BTreeMap<String, (PathBuf, Bridge)>| {
+        replicas
+            .iter()
+            .map(|(r, (_, b))| format!("--- {r}\n{}", b.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_members(&nats, 3, &|| all_logs(&replicas)).await?;
     wait_streaming(&pg, &["slot_erp", "slot_pos"], &replicas[&erp_owner].1).await?;
 
     let per_source = 20_000;
@@ -174,13 +209,7 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
     }
     let erp_written = erp.await??;
     let pos_written = pos.await??;
-    let logs = || {
-        replicas
-            .iter()
-            .map(|(r, (_, b))| format!("--- {r}\n{}", b.log()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let logs = || all_logs(&replicas);
     verify_exactly_once(&pg, &nats, "erp", "CDC_ERP", erp_written, &logs).await?;
     verify_exactly_once(&pg, &nats, "pos", "CDC_POS", pos_written, &logs).await?;
     // `tributary status` lists the replicas and who owns each source (the last replica
@@ -216,7 +245,8 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "status never showed 3 replicas and both units: {group}"
+            "status never showed 3 replicas and both units: {group}\nlogs:\n{}",
+            all_logs(&replicas)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -235,7 +265,6 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: in some runs no standby takes the source over while the owner is SIGSTOPped (60 s); under investigation, see the closing note of 2026-12-06"]
 async fn a_paused_owner_woken_after_losing_its_lease_stores_nothing_and_steps_down() -> Result<()> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -251,6 +280,14 @@ async fn a_paused_owner_woken_after_losing_its_lease_stores_nothing_and_steps_do
     }
     let nats = cluster.connect().await?;
     let zombie = settled_owner(&nats, "source erp").await?;
+    let all_logs = |replicas: &BTreeMap<String, Bridge>| {
+        replicas
+            .iter()
+            .map(|(r, b)| format!("--- {r}\n{}", b.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_members(&nats, 2, &|| all_logs(&replicas)).await?;
     wait_streaming(&pg, &["slot_erp"], &replicas[&zombie]).await?;
     let writer = pg.connect("erp").await?;
     let first = orders_workload(&writer, 2_000, 31, 1).await?;
@@ -264,7 +301,9 @@ async fn a_paused_owner_woken_after_losing_its_lease_stores_nothing_and_steps_do
         let n = orders_workload(&writer, 3_000, 32, 100_000).await?;
         Ok::<_, anyhow::Error>((writer, n))
     });
-    let standby = wait_owner(&nats, "source erp", Some(&zombie)).await?;
+    let standby = wait_owner(&nats, "source erp", Some(&zombie))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nlogs:\n{}", all_logs(&replicas)))?;
     let (writer, second) = writes.await??;
     wait_for_messages(
         &nats,
@@ -284,13 +323,7 @@ async fn a_paused_owner_woken_after_losing_its_lease_stores_nothing_and_steps_do
     // More changes after the wake-up: only the standby may store them.
     let third = orders_workload(&writer, 1_000, 33, 200_000).await?;
     let total = first + second + third;
-    let logs = || {
-        replicas
-            .iter()
-            .map(|(r, b)| format!("--- {r}\n{}", b.log()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let logs = || all_logs(&replicas);
     verify_exactly_once(&pg, &nats, "erp", "CDC_ERP", total, &logs).await?;
     // The woken replica noticed it had lost the lease and stepped down (it may own the unit
     // again later, by a hand-over under a new lease: the assignment prefers it).

@@ -32,6 +32,12 @@ pub struct DomainConfig {
     /// Subjects are `<subject_prefix>.<entity>.<event>`.
     #[serde(default = "default_subject_prefix")]
     pub subject_prefix: String,
+    /// Partitions of the domain events by entity key (1 – 256). Above 1 every event's subject
+    /// gets a partition token, `<subject_prefix>.<entity>.<event>.p07`, so that sinks can run
+    /// one consumer per partition (docs/ha.md, "Partitioned sinks"); must equal
+    /// `sinks.partitions`. 1: subjects as documented in docs/consumers.md.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
     /// Stream of changes that could not be mapped (`dlq.domain.<mapping>`).
     #[serde(default = "default_dead_letter_stream")]
     pub dead_letter_stream: String,
@@ -208,6 +214,9 @@ impl Mapping {
     }
 }
 
+fn default_partitions() -> u32 {
+    1
+}
 fn default_stream() -> String {
     "RETAIL".into()
 }

@@ -32,6 +32,13 @@ pub struct SinksConfig {
     /// Subject prefix of the domain events (`<prefix>.<entity>.<event>`).
     #[serde(default = "default_subject_prefix")]
     pub subject_prefix: String,
+    /// Partitions of the domain events by entity key (1 – 256): each sink runs one durable
+    /// consumer per partition (`tributary-sink-<sink>-p07`), each a work unit under `[ha]`
+    /// (docs/ha.md, "Partitioned sinks"). Must equal `domain.partitions`, which makes the
+    /// publishers put the partition in the subject. 1: one consumer per sink
+    /// (`tributary-sink-<sink>`).
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
     /// Events a target refused for good go here, on `dlq.sink.<sink>`.
     #[serde(default = "default_dead_letter_stream")]
     pub dead_letter_stream: String,
@@ -239,6 +246,12 @@ pub struct SalesforceSinkConfig {
 impl SinksConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(crate::ConfigError::invalid(
+                "sinks.partitions",
+                format!("must be between 1 and {MAX_PARTITIONS}"),
+            ));
+        }
         let check = |key: &str, d: &SinkDelivery| {
             if d.lanes == 0 || d.lanes > 256 {
                 return Err(crate::ConfigError::invalid(
@@ -359,6 +372,9 @@ fn default_salesforce_api_usage_ceiling() -> f64 {
     0.9
 }
 
+fn default_partitions() -> u32 {
+    1
+}
 fn default_stream() -> String {
     "RETAIL".into()
 }
@@ -409,6 +425,8 @@ fn default_shopify_apply() -> Vec<String> {
         .map(String::from)
         .to_vec()
 }
+/// The most partitions of the domain events (`sinks.partitions`, `domain.partitions`).
+pub const MAX_PARTITIONS: u32 = 256;
 /// What `[sinks.shopify] apply` can list.
 pub const SHOPIFY_APPLY: &[&str] = &["inventory", "orders", "fulfillments", "prices", "customers"];
 fn default_true() -> bool {

@@ -95,6 +95,7 @@ fn validate_webhooks(config: &Config) -> Result<(), ConfigError> {
 
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     validate_webhooks(config)?;
+    validate_partitions(config)?;
     if config.http_listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(ConfigError::invalid(
             "http_listen",
@@ -297,6 +298,34 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
                      PostgreSQL server ({host}:{port}); a slot has one reader and one history, so \
                      give each source its own slot name",
                     s.slot, s.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Publishers and sinks must agree on the subject layout: a sink filtering on partition
+/// tokens would never see unpartitioned events, and the other way round.
+fn validate_partitions(config: &Config) -> Result<(), ConfigError> {
+    let range = 1..=crate::MAX_PARTITIONS;
+    let domain = config.domain.as_ref().map(|d| d.partitions);
+    let sinks = config.sinks.as_ref().map(|s| s.partitions);
+    for (key, value) in [("domain.partitions", domain), ("sinks.partitions", sinks)] {
+        if value.is_some_and(|p| !range.contains(&p)) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("must be between 1 and {}", crate::MAX_PARTITIONS),
+            ));
+        }
+    }
+    if let (Some(d), Some(s)) = (domain, sinks) {
+        if d != s {
+            return Err(ConfigError::invalid(
+                "sinks.partitions",
+                format!(
+                    "is {s} but domain.partitions is {d}: the domain stage puts the partition \
+                     in the subject and the sinks filter on it, so both must be equal"
                 ),
             ));
         }

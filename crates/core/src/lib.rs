@@ -13,6 +13,7 @@ mod class;
 mod component;
 mod fence;
 mod lsn;
+pub mod partition;
 mod retry;
 mod supervise;
 

@@ -55,6 +55,7 @@ pub struct ExternalFeed {
     js: jetstream::Context,
     state: StateStore,
     subject_prefix: String,
+    partitions: u32,
 }
 
 impl ExternalFeed {
@@ -76,6 +77,7 @@ impl ExternalFeed {
             js,
             state,
             subject_prefix: cfg.subject_prefix.clone(),
+            partitions: cfg.partitions,
         })
     }
 
@@ -92,7 +94,11 @@ impl ExternalFeed {
 
     /// Applies the entity state and publishes, awaiting the JetStream ack.
     pub async fn apply(&self, ev: &ExternalEvent) -> Result<Applied, DomainError> {
-        let subject = format!("{}.{}.{}", self.subject_prefix, ev.entity, ev.event);
+        let subject = tributary_core::partition::partitioned_subject(
+            &format!("{}.{}.{}", self.subject_prefix, ev.entity, ev.event),
+            &ev.key,
+            self.partitions,
+        );
         let position = (ev.as_of_micros.max(0) as u64, 0u32);
         let slot = format!("{}/{}", ev.feed, ev.mapping);
         loop {

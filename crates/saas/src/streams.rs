@@ -8,11 +8,19 @@ use tributary_nats::StreamSpec;
 
 use crate::{salesforce, shopify, wms, SaasError};
 
-/// The `[domain]` block, or its defaults when the feeds publish domain events without one.
+/// The `[domain]` block, or its defaults when the feeds publish domain events without one
+/// (then partitioned as the sinks of this configuration expect: `sinks.partitions`).
 pub fn domain_config(config: &Config) -> Result<DomainConfig, SaasError> {
     match &config.domain {
         Some(d) => Ok(d.clone()),
-        None => toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string())),
+        None => {
+            let mut d: DomainConfig =
+                toml::from_str("").map_err(|e| SaasError::config("domain", e.to_string()))?;
+            if let Some(sinks) = &config.sinks {
+                d.partitions = sinks.partitions;
+            }
+            Ok(d)
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! `tributary replay` and `tributary dlq redrive` (no running bridge needed).
 //!
 //! Moving a consumer = record the replay window first, then delete and recreate the durable
-//! consumer `tributary-sink-<name>` at the requested start. A running sink loses its
+//! consumer `tributary-sink-<name>` (with `sinks.partitions` > 1 every partition's,
+//! `tributary-sink-<name>-p07`) at the requested start. A running sink loses its
 //! consumer, restarts its session (which re-reads the replay window and reopens the consumer
 //! at its ack floor + 1, i.e. at the new start); a stopped bridge picks it up at its next
 //! start the same way.
@@ -14,7 +15,7 @@ use tributary_config::SinksConfig;
 
 use crate::state::{ReplayWindow, StateStore};
 use crate::worker::{ACK_WAIT, LANE_QUEUE};
-use crate::{consumer_name, SinkError};
+use crate::SinkError;
 
 /// Lanes used when neither the configuration nor an existing consumer tells.
 const DEFAULT_LANES: usize = 8;
@@ -109,38 +110,76 @@ pub async fn extend_replay_window(
     Ok(window)
 }
 
-/// The ack floor of the sink's consumer (None if the consumer does not exist).
-pub async fn ack_floor(
+/// Each durable consumer of the sink (one per partition) with its ack floor (None: the
+/// consumer does not exist yet).
+pub async fn ack_floors(
     js: &jetstream::Context,
     cfg: &SinksConfig,
     sink: &str,
-) -> Result<Option<u64>, SinkError> {
+) -> Result<Vec<(String, Option<u64>)>, SinkError> {
     let stream = js
         .get_stream(&cfg.stream)
         .await
         .map_err(|e| SinkError::nats(format!("stream {}", cfg.stream), e))?;
-    Ok(stream
-        .consumer_info(consumer_name(sink))
-        .await
-        .ok()
-        .map(|i| i.ack_floor.stream_sequence))
+    let mut out = Vec::new();
+    for part in crate::partition_consumers(cfg, sink) {
+        let floor = stream
+            .consumer_info(&part.name)
+            .await
+            .ok()
+            .map(|i| i.ack_floor.stream_sequence);
+        out.push((part.name, floor));
+    }
+    Ok(out)
 }
 
-/// Deletes and recreates the sink's durable consumer so that it starts at `deliver`
-/// (`ByStartSequence` or `ByStartTime`), with the settings the worker uses. Record the
-/// replay window before calling this: the sink's next session reads it when it reopens.
-pub async fn reposition_consumer(
+/// Deletes and recreates the sink's durable consumers — every partition's — so that each
+/// starts where `deliver` says for its name (`ByStartSequence` or `ByStartTime`; None leaves
+/// that consumer alone), with the settings the worker uses. Record the replay window before
+/// calling this: each partition's next session reads it when it reopens. The result
+/// reports the lowest previous ack floor and the lowest start.
+pub async fn reposition_consumers(
     js: &jetstream::Context,
     cfg: &SinksConfig,
     sink: &str,
-    deliver: DeliverPolicy,
+    deliver: impl Fn(&str) -> Option<DeliverPolicy>,
 ) -> Result<Repositioned, SinkError> {
-    let filters = sink_filters(cfg, sink)?;
-    let name = consumer_name(sink);
+    sink_filters(cfg, sink)?;
     let stream = js
         .get_stream(&cfg.stream)
         .await
         .map_err(|e| SinkError::nats(format!("stream {}", cfg.stream), e))?;
+    let mut total: Option<Repositioned> = None;
+    for part in crate::partition_consumers(cfg, sink) {
+        let Some(policy) = deliver(&part.name) else {
+            continue;
+        };
+        let moved = recreate(&stream, cfg, sink, &part, policy).await?;
+        total = Some(match total {
+            None => moved,
+            Some(t) => Repositioned {
+                previous_ack_floor: match (t.previous_ack_floor, moved.previous_ack_floor) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+                start_sequence: t.start_sequence.min(moved.start_sequence),
+            },
+        });
+    }
+    total.ok_or_else(|| {
+        SinkError::config("--sink", format!("sink {sink:?} has no consumer to move"))
+    })
+}
+
+/// Deletes and recreates one partition's consumer at `deliver`.
+async fn recreate(
+    stream: &jetstream::stream::Stream,
+    cfg: &SinksConfig,
+    sink: &str,
+    part: &crate::PartitionConsumer,
+    deliver: DeliverPolicy,
+) -> Result<Repositioned, SinkError> {
+    let name = part.name.clone();
     let existing = stream.consumer_info(&name).await.ok();
     let previous_ack_floor = existing.as_ref().map(|i| i.ack_floor.stream_sequence);
     let lanes = configured_lanes(cfg, sink);
@@ -156,7 +195,7 @@ pub async fn reposition_consumer(
         ack_wait: ACK_WAIT,
         max_ack_pending,
         deliver_policy: deliver,
-        filter_subjects: filters,
+        filter_subjects: part.filters.clone(),
         ..Default::default()
     };
     let mut last_error = String::new();

@@ -45,9 +45,60 @@ use worker::SinkWorker;
 /// Names of the sinks this build knows, as used in `--sink`, subjects and consumer names.
 pub const SINK_NAMES: &[&str] = &["wms", "shopify", "salesforce"];
 
-/// Name of a sink's durable consumer on the domain stream.
+/// Name of a sink's durable consumer on the domain stream (with one partition; see
+/// [`partition_consumers`]).
 pub fn consumer_name(sink: &str) -> String {
     format!("tributary-sink-{sink}")
+}
+
+/// One durable consumer of a sink: all its events (`sinks.partitions = 1`) or one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionConsumer {
+    /// None with one partition: the consumer and the component keep their unpartitioned
+    /// names, so a deployment that never partitioned keeps its consumer position.
+    pub partition: Option<u32>,
+    /// Durable name: `tributary-sink-<sink>` or `tributary-sink-<sink>-p07`.
+    pub name: String,
+    pub filters: Vec<String>,
+}
+
+impl PartitionConsumer {
+    /// The partition token (`p07`), empty without partitions: the `partition` metric label.
+    pub fn label(&self) -> String {
+        self.partition
+            .map(tributary_core::partition::partition_token)
+            .unwrap_or_default()
+    }
+}
+
+/// Every durable consumer of `sink` (none for an unknown or unconfigured sink): one per
+/// partition, each filtered on its partition token.
+pub fn partition_consumers(cfg: &SinksConfig, sink: &str) -> Vec<PartitionConsumer> {
+    let filters = filter_subjects(cfg, sink);
+    if filters.is_empty() {
+        return Vec::new();
+    }
+    if cfg.partitions <= 1 {
+        return vec![PartitionConsumer {
+            partition: None,
+            name: consumer_name(sink),
+            filters,
+        }];
+    }
+    (0..cfg.partitions)
+        .map(|p| PartitionConsumer {
+            partition: Some(p),
+            name: format!(
+                "{}-{}",
+                consumer_name(sink),
+                tributary_core::partition::partition_token(p)
+            ),
+            filters: filters
+                .iter()
+                .map(|f| tributary_core::partition::partition_filter(f, p))
+                .collect(),
+        })
+        .collect()
 }
 
 /// The idempotency key a sink sends for an event: a UUID-shaped digest of sink and event id
@@ -127,50 +178,52 @@ impl Sinks {
             tributary_nats::ensure_stream(&js, &spec).await?;
         }
         let state = StateStore::open(&js, &cfg.state_bucket, replicas).await?;
-        let mut workers = Vec::new();
+        let mut targets: Vec<(&'static str, Target, &tributary_config::SinkDelivery)> = Vec::new();
         if let Some(w) = &cfg.wms {
-            workers.push(Arc::new(SinkWorker::new(
+            targets.push((
                 "wms",
                 Target::Wms(Box::new(wms::WmsTarget::new(w)?)),
-                w.delivery.clone(),
-                &cfg,
-                js.clone(),
-                state.clone(),
-            )));
+                &w.delivery,
+            ));
         }
         if let Some(s) = &cfg.shopify {
-            workers.push(Arc::new(SinkWorker::new(
-                "shopify",
-                Target::Shopify(Box::new(shopify::ShopifyTarget::new(s, state.clone())?)),
-                s.delivery.clone(),
-                &cfg,
-                js.clone(),
-                state.clone(),
-            )));
+            let target = shopify::ShopifyTarget::new(s, state.clone())?;
+            targets.push(("shopify", Target::Shopify(Box::new(target)), &s.delivery));
         }
         if let Some(sf) = &cfg.salesforce {
-            workers.push(Arc::new(SinkWorker::new(
-                "salesforce",
-                Target::Salesforce(salesforce::SalesforceTarget::new(sf)?),
-                sf.delivery.clone(),
-                &cfg,
-                js.clone(),
-                state.clone(),
-            )));
+            let target = salesforce::SalesforceTarget::new(sf)?;
+            targets.push(("salesforce", Target::Salesforce(target), &sf.delivery));
+        }
+        let mut workers = Vec::new();
+        for (name, target, delivery) in targets {
+            // The partitions of a sink share its target: its HTTP client, pacing and
+            // request batching see every lane of this process.
+            let target = Arc::new(target);
+            for part in partition_consumers(&cfg, name) {
+                workers.push(Arc::new(SinkWorker::new(
+                    name,
+                    target.clone(),
+                    delivery.clone(),
+                    &cfg,
+                    js.clone(),
+                    state.clone(),
+                    part,
+                )));
+            }
         }
         Ok(Some(Sinks { workers }))
     }
 
-    /// One component per sink: a sink whose consumer fails transiently is restarted by the
-    /// runtime, a target outage pauses only that sink (its lanes retry), corrupt state stops
-    /// the bridge.
+    /// One component per sink and partition (`sink shopify`, `sink shopify p07`): a consumer
+    /// that fails transiently is restarted by the runtime, a target outage pauses only that
+    /// sink (its lanes retry), corrupt state stops the bridge. Under `[ha]` each is a unit.
     pub fn components(self) -> Vec<Box<dyn Component>> {
-        info!(sinks = self.workers.len(), "sink workers running");
+        info!(consumers = self.workers.len(), "sink workers running");
         self.workers
             .into_iter()
             .map(|worker| {
                 Box::new(SinkTask {
-                    name: format!("sink {}", worker.name),
+                    name: worker.component_name(),
                     worker,
                     fence: Default::default(),
                 }) as Box<dyn Component>
@@ -192,7 +245,7 @@ impl Component for SinkTask {
     }
 
     fn run<'a>(&'a self, stop: &'a CancellationToken) -> BoxFuture<'a, Result<(), Failure>> {
-        let span = info_span!("sink", sink = self.worker.name);
+        let span = info_span!("sink", sink = self.worker.name, partition = %self.worker.partition);
         Box::pin(
             async move {
                 let fence = self.fence.get();

@@ -22,7 +22,7 @@ use crate::activity::Activity;
 use crate::http::truncate;
 use crate::state::{EntityRecord, StateStore};
 use crate::target::{Outcome, Target};
-use crate::{consumer_name, idempotency_key, metrics as m, ApplyError, SinkError};
+use crate::{idempotency_key, metrics as m, ApplyError, PartitionConsumer, SinkError};
 
 /// Redelivery deadline of an unacked message; lanes send progress while they retry.
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(60);
@@ -103,7 +103,10 @@ async fn next_delivery(
 
 pub struct SinkWorker {
     pub name: &'static str,
-    target: Target,
+    /// `p07`, or empty when the sink is not partitioned.
+    pub partition: String,
+    consumer: String,
+    target: Arc<Target>,
     delivery: SinkDelivery,
     stream: String,
     dead_letter_stream: String,
@@ -122,24 +125,36 @@ struct Delivery {
 impl SinkWorker {
     pub fn new(
         name: &'static str,
-        target: Target,
+        target: Arc<Target>,
         delivery: SinkDelivery,
         cfg: &SinksConfig,
         js: jetstream::Context,
         state: StateStore,
+        part: PartitionConsumer,
     ) -> Self {
         let mut delivery = delivery;
         delivery.lanes = delivery.lanes.max(target.min_lanes().min(256));
         SinkWorker {
             name,
+            partition: part.label(),
+            consumer: part.name,
             target,
             delivery,
             stream: cfg.stream.clone(),
             dead_letter_stream: cfg.dead_letter_stream.clone(),
             dead_letter_subject: format!("dlq.sink.{name}"),
-            filters: crate::filter_subjects(cfg, name),
+            filters: part.filters,
             js,
             state,
+        }
+    }
+
+    /// `sink <name>`, or `sink <name> p07` for a partition: the component and HA unit name.
+    pub fn component_name(&self) -> String {
+        if self.partition.is_empty() {
+            format!("sink {}", self.name)
+        } else {
+            format!("sink {} {}", self.name, self.partition)
         }
     }
 
@@ -152,8 +167,8 @@ impl SinkWorker {
         stream: &jetstream::stream::Stream,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, SinkError> {
         let config = pull::Config {
-            durable_name: Some(consumer_name(self.name)),
-            description: Some(format!("Tributary sink {}", self.name)),
+            durable_name: Some(self.consumer.clone()),
+            description: Some(format!("Tributary {}", self.component_name())),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)) as i64,
@@ -164,7 +179,7 @@ impl SinkWorker {
         let opened = open_durable(&self.js, stream, config).await?;
         if opened.rewound {
             info!(
-                sink = self.name,
+                consumer = %self.consumer,
                 unacked = opened.unacked,
                 "consumer reset to its ack floor"
             );
@@ -195,7 +210,7 @@ impl SinkWorker {
             .messages()
             .await
             .map_err(|e| SinkError::nats("pull", e))?;
-        info!(stream = %self.stream, lanes = self.delivery.lanes, filters = ?self.filters, "sink consuming");
+        info!(stream = %self.stream, consumer = %self.consumer, lanes = self.delivery.lanes, filters = ?self.filters, "sink consuming");
 
         let lane_stop = stop.child_token();
         let mut lanes = tokio::task::JoinSet::new();
@@ -237,7 +252,7 @@ impl SinkWorker {
                 }
                 _ = pending_tick.tick() => {
                     if let Ok(info) = consumer.info().await {
-                        metrics::gauge!(m::PENDING, "sink" => self.name).set(info.num_pending as f64);
+                        metrics::gauge!(m::PENDING, "sink" => self.name, "partition" => self.partition.clone()).set(info.num_pending as f64);
                     }
                     if let Some(depth) = self.dead_letter_depth().await {
                         metrics::gauge!(m::DEAD_LETTER_DEPTH, "sink" => self.name).set(depth as f64);

@@ -172,6 +172,15 @@ fn summary(config: &Config) {
             if !filters.is_empty() {
                 println!("  sink {name}: {}", filters.join(", "));
             }
+            if !filters.is_empty() && sinks.partitions > 1 {
+                println!(
+                    "    in {} partitions: consumers {}-p00 .. -p{:02}, filters such as {}",
+                    sinks.partitions,
+                    tributary_sinks::consumer_name(name),
+                    sinks.partitions - 1,
+                    tributary_core::partition::partition_filter(&filters[0], 0)
+                );
+            }
         }
     }
 }

@@ -350,7 +350,8 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
     // Where the sink's consumer stands before we publish: restarting it there after the
     // window covers the new messages re-delivers them even if the running sink skipped
     // them meanwhile (their versions are below the entity's).
-    let floor = admin::ack_floor(&s.js, &s.sinks, &s.sink).await?;
+    let floors = admin::ack_floors(&s.js, &s.sinks, &s.sink).await?;
+    let floor = floors.iter().filter_map(|(_, f)| *f).min();
     let mut redriven = Vec::new();
     for (seq, subject, msg) in &parked {
         let event_id = header(Some(&msg.headers), "Tributary-Event-Id");
@@ -383,16 +384,18 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
     let last = redriven.iter().map(|r| r.3).max().unwrap_or(0);
     let kv = admin::open_state(&s.js, &s.sinks, s.replicas).await?;
     let window = admin::extend_replay_window(&kv, &s.sink, last).await?;
-    if let Some(f) = floor {
-        admin::reposition_consumer(
-            &s.js,
-            &s.sinks,
-            &s.sink,
-            DeliverPolicy::ByStartSequence {
-                start_sequence: f + 1,
-            },
-        )
-        .await?;
+    if floor.is_some() {
+        // Each partition restarts at its own floor: the redriven events are above all.
+        let start = |name: &str| {
+            floors
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, f)| *f)
+                .map(|f| DeliverPolicy::ByStartSequence {
+                    start_sequence: f + 1,
+                })
+        };
+        admin::reposition_consumers(&s.js, &s.sinks, &s.sink, start).await?;
     }
     for (seq, subject, event_id, new_seq, duplicate) in &redriven {
         dlq.delete_message(*seq)

@@ -4,7 +4,8 @@
 //! 1. The replay window `<sink>._replay.until_sequence` in the sinks' state bucket is raised
 //!    to the stream's current last sequence: the worker applies events up to it even when
 //!    the version guard has seen newer versions, so the replay is one clean application.
-//! 2. The durable consumer `tributary-sink-<name>` is deleted and recreated at the start.
+//! 2. The durable consumer `tributary-sink-<name>` (every partition's with
+//!    `sinks.partitions` > 1) is deleted and recreated at the start.
 //!    A running sink loses its consumer and restarts its session from there (re-reading
 //!    the window); a stopped bridge starts there next time.
 //!
@@ -82,9 +83,16 @@ pub async fn run(config_path: &Path, sink: &str, from: From) -> anyhow::Result<(
     let replicas = config.nats.stream.replicas.unwrap_or(1);
     let kv = admin::open_state(&js, cfg, replicas).await?;
     let window = admin::extend_replay_window(&kv, sink, last).await?;
-    let moved = admin::reposition_consumer(&js, cfg, sink, deliver).await?;
+    let moved = admin::reposition_consumers(&js, cfg, sink, |_| Some(deliver)).await?;
 
-    let consumer = tributary_sinks::consumer_name(sink);
+    let consumer = match cfg.partitions {
+        1 => tributary_sinks::consumer_name(sink),
+        p => format!(
+            "{}-p00..p{:02} ({p} partitions)",
+            tributary_sinks::consumer_name(sink),
+            p - 1
+        ),
+    };
     match from {
         From::Sequence(n) => println!("sink {sink}: replay from stream sequence {n}"),
         From::Time(t) => println!(

@@ -59,7 +59,11 @@ impl DomainStage {
             }
             _ => {}
         }
-        let subject = format!("{}.{}.{}", self.cfg.subject_prefix, cfg.entity, cfg.event);
+        let subject = tributary_core::partition::partitioned_subject(
+            &format!("{}.{}.{}", self.cfg.subject_prefix, cfg.entity, cfg.event),
+            &mapped.key,
+            self.cfg.partitions,
+        );
         let owned = self.ownership.get(&cfg.entity);
         let system = mapping.config.system().to_string();
         let mut entity = match (&owned, &state.merged) {

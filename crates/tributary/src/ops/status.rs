@@ -170,20 +170,38 @@ async fn sink_statuses(
     }
     let mut out = Vec::new();
     for name in names {
+        let consumers = tributary_sinks::partition_consumers(sinks, name);
         let mut st = SinkStatus {
             sink: name.to_string(),
-            consumer: tributary_sinks::consumer_name(name),
+            consumer: match consumers.as_slice() {
+                [one] => one.name.clone(),
+                many => format!(
+                    "{} ({} partitions)",
+                    tributary_sinks::consumer_name(name),
+                    many.len()
+                ),
+            },
             ..Default::default()
         };
+        // Partitioned: one row for the sink, its figures summed over the partitions (the
+        // ack floor is the lowest: every event below it is applied in every partition).
         match js.get_stream(&sinks.stream).await {
-            Ok(stream) => match stream.consumer_info(&st.consumer).await {
-                Ok(info) => {
-                    st.ack_floor = Some(info.ack_floor.stream_sequence);
-                    st.pending = Some(info.num_pending);
-                    st.in_flight = Some(info.num_ack_pending);
+            Ok(stream) => {
+                for part in &consumers {
+                    match stream.consumer_info(&part.name).await {
+                        Ok(info) => {
+                            let floor = info.ack_floor.stream_sequence;
+                            st.ack_floor = Some(st.ack_floor.map_or(floor, |f| f.min(floor)));
+                            st.pending = Some(st.pending.unwrap_or(0) + info.num_pending);
+                            st.in_flight = Some(st.in_flight.unwrap_or(0) + info.num_ack_pending);
+                        }
+                        Err(e) => {
+                            st.error
+                                .get_or_insert_with(|| format!("consumer {}: {e}", part.name));
+                        }
+                    }
                 }
-                Err(e) => st.error = Some(format!("consumer {}: {e}", st.consumer)),
-            },
+            }
             Err(e) => st.error = Some(format!("stream {}: {e}", sinks.stream)),
         }
         if let Ok(dlq) = js.get_stream(&sinks.dead_letter_stream).await {
