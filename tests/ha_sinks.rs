@@ -270,8 +270,32 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
             break;
         }
         if Instant::now() > deadline {
+            let unfinished: Vec<String> = (1..=ORDERS)
+                .filter_map(|o| {
+                    let reference = format!("SO-{o}");
+                    let w = wms.order_by_reference(&reference);
+                    let done = w.as_ref().is_some_and(|w| {
+                        w.products.len() == 2 && (w.status == WmsStatus::Cancelled) == cancelled(o)
+                    });
+                    (!done).then(|| {
+                        format!("{reference}: {:?}", w.map(|w| (w.status, w.products.len())))
+                    })
+                })
+                .take(20)
+                .collect();
+            let stock: Vec<String> = (0..SKUS)
+                .map(|s| {
+                    let sku = format!("SKU-{s}");
+                    format!(
+                        "{sku}: wms {:?} shop {:?} want {}",
+                        wms.stock(&sku),
+                        shop.inventory(&items[&sku], &dc2).map(|l| l.available),
+                        level(s, ROUNDS)
+                    )
+                })
+                .collect();
             bail!(
-                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\n{}",
+                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\nunfinished orders: {unfinished:?}\nstock: {stock:?}\n{}",
                 logs(&replicas)
             );
         }

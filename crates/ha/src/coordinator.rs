@@ -156,24 +156,29 @@ impl Coordinator {
         let mut members: Vec<String> = vec![me.clone()];
         let mut failure: Option<HaError> = None;
         info!(instance = %me, units = self.units.len(), "joining the replica group");
-        let mut last_heartbeat = Instant::now();
+        // The heartbeat has its own task: a slow listing or acquisition (a leader election
+        // on the bucket) must not let this replica's membership expire while it is alive.
+        // Held in a JoinSet so that the heartbeat dies with this future (dropped or aborted
+        // like a crashed process), never outliving the ownership loop.
+        let heartbeat_stop = CancellationToken::new();
+        let mut heartbeats = JoinSet::new();
+        heartbeats.spawn(heartbeat(
+            self.store.clone(),
+            started,
+            self.joined.clone(),
+            heartbeat_stop.clone(),
+        ));
+        // A listing or acquisition that takes half a TTL is abandoned and asked again (the
+        // leases held here are renewed by their own tasks meanwhile).
+        let patience = self.store.ttl() / 2;
         // When this replica last found a unit it was assigned held by someone else: the gap
         // until it acquires the unit is the time without an owner, to within a tick.
         let mut last_seen_held: BTreeMap<String, Instant> = BTreeMap::new();
         loop {
-            match self.store.heartbeat(started).await {
-                Ok(()) => {
-                    last_heartbeat = Instant::now();
-                    self.joined.store(true, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    warn!(error = %e, "heartbeat failed");
-                    if last_heartbeat.elapsed() > self.store.ttl() {
-                        self.joined.store(false, Ordering::Relaxed);
-                    }
-                }
-            }
-            match self.store.members().await {
+            let listed = tokio::time::timeout(patience, self.store.members())
+                .await
+                .unwrap_or_else(|_| Err(HaError::kv("member.", "keys", RequestTimedOut(patience))));
+            match listed {
                 Ok(list) => {
                     members = list.into_iter().map(|m| m.instance).collect();
                     if !members.contains(&me) {
@@ -200,7 +205,12 @@ impl Coordinator {
                 if *owner != me {
                     continue;
                 }
-                match self.store.try_acquire(unit).await {
+                let attempt = tokio::time::timeout(patience, self.store.try_acquire(unit))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(HaError::kv(unit, "create", RequestTimedOut(patience)))
+                    });
+                match attempt {
                     Ok(Some(lease)) => {
                         if let Some(seen) = last_seen_held.remove(*unit) {
                             metrics::histogram!(m::UNOWNED_SECONDS, "unit" => unit.to_string())
@@ -262,6 +272,8 @@ impl Coordinator {
                 failure.get_or_insert(err);
             }
         }
+        heartbeat_stop.cancel();
+        heartbeats.join_all().await;
         self.joined.store(false, Ordering::Relaxed);
         if let Err(e) = self.store.leave().await {
             warn!(error = %e, "cannot remove the heartbeat; it expires with the TTL");
@@ -367,6 +379,40 @@ async fn own(mut lease: Lease, spec: UnitSpec, stop: CancellationToken, drain: D
                 warn!(unit = %spec.name, error = %e, "cannot release the lease; it expires with the TTL");
             }
             other
+        }
+    }
+}
+
+/// A KV request abandoned after `0`.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0:?}")]
+struct RequestTimedOut(Duration);
+
+/// Writes this replica's heartbeat every tick until `stop`; `joined` is true while the last
+/// successful one is younger than the TTL.
+async fn heartbeat(
+    store: LeaseStore,
+    started: u64,
+    joined: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let every = tick(store.ttl());
+    let mut last_ok: Option<Instant> = None;
+    loop {
+        match tokio::time::timeout(store.ttl() / 2, store.heartbeat(started)).await {
+            Ok(Ok(())) => {
+                last_ok = Some(Instant::now());
+                joined.store(true, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => warn!(error = %e, "heartbeat failed"),
+            Err(_) => warn!("heartbeat not answered in time"),
+        }
+        if last_ok.is_some_and(|at| at.elapsed() > store.ttl()) {
+            joined.store(false, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -51,3 +51,20 @@ impl HaError {
         }
     }
 }
+
+impl tributary_core::Classify for HaError {
+    fn class(&self) -> tributary_core::ErrorClass {
+        use tributary_core::ErrorClass;
+        match self {
+            HaError::Bucket { source, .. } => tributary_core::Classify::class(source),
+            // A KV request that failed or timed out: a leader election, a node restarting.
+            HaError::Kv { .. } => ErrorClass::TRANSIENT,
+            HaError::Record { .. } => ErrorClass::CORRUPT_STATE,
+            HaError::InvalidUnit(_) | HaError::Config { .. } => ErrorClass::CONFIG,
+            // The unit's own supervision already decided that it cannot go on.
+            HaError::Unit { .. } => ErrorClass::Definite {
+                reason: "unit_failed",
+            },
+        }
+    }
+}

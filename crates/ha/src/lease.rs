@@ -162,19 +162,37 @@ impl LeaseStore {
         self.read(&key).await
     }
 
-    /// Every held lease (for `status`).
-    pub async fn leases(&self) -> Result<Vec<LeaseInfo>, HaError> {
+    /// The keys under `prefix` that have a message in the bucket (put or delete marker).
+    ///
+    /// Read from the stream's subject list (one request) rather than with `keys()`: that
+    /// creates a consumer per call, and a key that expires (`max_age`) between the consumer's
+    /// creation and its delivery leaves it waiting for an idle heartbeat — seconds in which a
+    /// replica's ownership loop would stall past its heartbeat TTL.
+    pub(crate) async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HaError> {
         use futures::TryStreamExt as _;
-        let keys: Vec<String> = self
+        let filter = format!("{}{prefix}>", self.kv.prefix);
+        let subjects: Vec<(String, usize)> = self
             .kv
-            .keys()
+            .stream
+            .info_with_subjects(&filter)
             .await
-            .map_err(|e| HaError::kv(UNIT_PREFIX, "keys", e))?
+            .map_err(|e| HaError::kv(prefix, "keys", e))?
             .try_collect()
             .await
-            .map_err(|e| HaError::kv(UNIT_PREFIX, "keys", e))?;
+            .map_err(|e| HaError::kv(prefix, "keys", e))?;
+        let mut keys: Vec<String> = subjects
+            .into_iter()
+            .filter_map(|(subject, _)| subject.strip_prefix(&self.kv.prefix).map(str::to_string))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Every held lease (for `status`).
+    pub async fn leases(&self) -> Result<Vec<LeaseInfo>, HaError> {
+        let keys = self.keys_with_prefix(UNIT_PREFIX).await?;
         let mut out = Vec::new();
-        for key in keys.iter().filter(|k| k.starts_with(UNIT_PREFIX)) {
+        for key in &keys {
             if let Some(info) = self.read(key).await? {
                 out.push(info);
             }

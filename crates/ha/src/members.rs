@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseStore;
@@ -59,16 +58,9 @@ impl LeaseStore {
 
     /// The live replicas (heartbeat younger than the TTL), sorted by instance id.
     pub async fn members(&self) -> Result<Vec<MemberInfo>, HaError> {
-        let keys: Vec<String> = self
-            .kv()
-            .keys()
-            .await
-            .map_err(|e| HaError::kv(MEMBER_PREFIX, "keys", e))?
-            .try_collect()
-            .await
-            .map_err(|e| HaError::kv(MEMBER_PREFIX, "keys", e))?;
+        let keys = self.keys_with_prefix(MEMBER_PREFIX).await?;
         let mut out = Vec::new();
-        for key in keys.iter().filter(|k| k.starts_with(MEMBER_PREFIX)) {
+        for key in &keys {
             let entry = self
                 .kv()
                 .entry(key.as_str())

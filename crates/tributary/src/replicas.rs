@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_config::{Config, HaConfig};
-use tributary_core::{supervise, Component, Fence, RetryPolicy};
+use tributary_core::{retry_until, supervise, Component, Fence, RetryPolicy};
 use tributary_ha::{Coordinator, CoordinatorOptions, LeaseStore, UnitContext, UnitSpec};
 
 /// The replica's id: `ha.instance_id`, else the host name.
@@ -23,17 +23,31 @@ pub async fn coordinator(
     ha: &HaConfig,
     js: &async_nats::jetstream::Context,
     components: Vec<(Box<dyn Component>, RetryPolicy)>,
-) -> anyhow::Result<Coordinator> {
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Coordinator>> {
     let replicas = ha.replicas.or(config.nats.stream.replicas).unwrap_or(1);
     let instance = instance_id(ha);
-    let store = LeaseStore::open(
-        js,
-        &ha.lease_bucket,
-        Duration::from_millis(ha.lease_ttl_ms),
-        replicas,
-        &instance,
+    // A replica restarted while a NATS node is down or a leader is being elected must wait
+    // for the bucket like for any other dependency at start-up, not exit.
+    let store = retry_until(
+        "lease bucket",
+        Duration::from_secs(config.startup_timeout_secs),
+        RetryPolicy::STARTUP,
+        stop,
+        || {
+            LeaseStore::open(
+                js,
+                &ha.lease_bucket,
+                Duration::from_millis(ha.lease_ttl_ms),
+                replicas,
+                &instance,
+            )
+        },
     )
     .await?;
+    let Some(store) = store else {
+        return Ok(None);
+    };
     let mut units = Vec::with_capacity(components.len());
     for (component, policy) in components {
         let component: Arc<dyn Component> = Arc::from(component);
@@ -58,13 +72,13 @@ pub async fn coordinator(
         });
     }
     tracing::info!(%instance, units = units.len(), bucket = %ha.lease_bucket, ttl_ms = ha.lease_ttl_ms, "high availability: units shared through leases");
-    Ok(Coordinator::new(
+    Ok(Some(Coordinator::new(
         store,
         units,
         CoordinatorOptions {
             drain_timeout: Duration::from_millis(ha.drain_timeout_ms),
         },
-    ))
+    )))
 }
 
 /// Runs the coordinator until `shutdown`; a unit that stops for good stops the replica.

@@ -157,7 +157,11 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     // the group (owning nothing is fine), not when every source streams here.
     let (components, coordinator, ready, live) = match &config.ha {
         Some(ha) => {
-            let coordinator = crate::replicas::coordinator(&config, ha, &js, components).await?;
+            let Some(coordinator) =
+                crate::replicas::coordinator(&config, ha, &js, components, &shutdown).await?
+            else {
+                return Ok(());
+            };
             let member = coordinator.joined();
             let leases = coordinator.lease_health();
             let live: crate::http::Liveness = Arc::new(move || leases.check());
