@@ -187,7 +187,7 @@ async fn owners_sigkilled_five_times_lose_and_duplicate_nothing() -> Result<()> 
     wait_members(&nats, 3, &|| all_logs(&replicas)).await?;
     wait_streaming(&pg, &["slot_erp", "slot_pos"], &replicas[&erp_owner].1).await?;
 
-    let per_source = 20_000;
+    let per_source = 25_000;
     let erp_writer = pg.connect("erp").await?;
     let pos_writer = pg.connect("pos").await?;
     let erp = tokio::spawn(async move { orders_workload(&erp_writer, per_source, 21, 1).await });
