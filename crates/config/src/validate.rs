@@ -107,27 +107,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if let Some(ha) = &config.ha {
         ha.validate()?;
-        // Their webhook receivers would run on every replica but their single-writer parts
-        // (reconciliation poller, CDC subscription, mapping consumers) are not units yet.
-        let feed = if !config.shopify.is_empty() {
-            Some("shopify")
-        } else if !config.salesforce_cdc.is_empty() {
-            Some("salesforce_cdc")
-        } else if let Some(feed) = config.wms_feed() {
-            Some(if feed.key == crate::DEPRECATED_WMS_KEY {
-                feed.key
-            } else {
-                "wms"
-            })
-        } else {
-            None
-        };
-        if let Some(key) = feed {
-            return Err(ConfigError::invalid(
-                key,
-                "SaaS feeds cannot run under [ha] yet (docs/ha.md): run them in a separate single-replica bridge",
-            ));
-        }
     }
     let nats = &config.nats;
     if nats.servers.is_empty() {

@@ -38,6 +38,9 @@ pub enum SaasError {
     Stream(#[from] tributary_nats::NatsError),
     #[error(transparent)]
     Domain(#[from] tributary_domain::DomainError),
+    /// Under `[ha]`: this replica no longer holds the unit's lease; it must not act.
+    #[error(transparent)]
+    Fenced(#[from] tributary_core::Fenced),
     /// One of the feed's tasks stopped on an error a restart cannot fix.
     #[error(transparent)]
     Stopped(#[from] tributary_core::Stopped),
@@ -86,6 +89,7 @@ impl Classify for SaasError {
             SaasError::Stream(e) => Classify::class(e),
             SaasError::Domain(e) => e.class(),
             SaasError::Stopped(e) => e.class(),
+            SaasError::Fenced(e) => e.class(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod json_change;
 pub mod listener;
 pub mod mapping_consumer;
 pub mod metrics;
+pub mod parts;
 pub mod salesforce;
 pub mod shopify;
 pub mod streams;
@@ -18,3 +19,4 @@ pub mod time;
 pub mod wms;
 
 pub use error::SaasError;
+pub use parts::{FeedParts, Receiver};

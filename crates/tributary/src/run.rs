@@ -12,9 +12,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use tributary_config::Config;
-use tributary_core::{
-    retry_until, supervise, BoxFuture, Classify, Component, ErrorClass, RetryPolicy, Stopped,
-};
+use tributary_core::{retry_until, supervise, Classify, Component, ErrorClass, RetryPolicy};
 use tributary_pipeline::SourceContext;
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
@@ -119,15 +117,16 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     let sinks = sinks.map(|s| s.components()).unwrap_or_default();
     components.extend(sinks.into_iter().map(|c| (c, RetryPolicy::COMPONENT)));
 
-    // The SaaS feeds supervise their own tasks and return only what stops them for good.
-    let mut feeds: Vec<(&str, FeedRun)> = Vec::new();
+    // The SaaS feeds: their webhook servers are receivers (every replica under [ha]); their
+    // mapping consumers, reconciliation pollers and CDC subscriptions are components.
+    let mut saas = tributary_saas::FeedParts::default();
     // Shopify webhook sources (when configured): streams, buckets and listeners bound.
     let prepare = || tributary_saas::shopify::ShopifySources::prepare(&config, js.clone());
     let Some(shopify) = startup.wait("shopify", prepare).await? else {
         return Ok(());
     };
     if let Some(shopify) = shopify {
-        feeds.push(("shopify", Box::pin(shopify.run(shutdown.clone()))));
+        saas.extend(shopify.parts(&shutdown)?);
     }
     // Salesforce Change Data Capture (when configured): streams and the position bucket.
     let prepare = || tributary_saas::salesforce::SalesforceCdcSources::prepare(&config, js.clone());
@@ -135,10 +134,7 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         return Ok(());
     };
     if let Some(salesforce_cdc) = salesforce_cdc {
-        feeds.push((
-            "salesforce_cdc",
-            Box::pin(salesforce_cdc.run(shutdown.clone())),
-        ));
+        saas.extend(salesforce_cdc.parts());
     }
     // WMS lifecycle webhooks (`[[wms]]`): raw stream, domain state, listener bound.
     let prepare = || tributary_saas::wms::WmsWebhookSource::prepare(&config, js.clone());
@@ -146,8 +142,14 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         return Ok(());
     };
     if let Some(wms_webhooks) = wms_webhooks {
-        feeds.push(("wms_webhooks", Box::pin(wms_webhooks.run(shutdown.clone()))));
+        saas.extend(wms_webhooks.parts(&shutdown));
     }
+    let receivers = saas.receivers;
+    components.extend(
+        saas.components
+            .into_iter()
+            .map(|c| (c, RetryPolicy::COMPONENT)),
+    );
 
     let addr = config
         .http_listen
@@ -176,9 +178,9 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     };
     let http_stop = CancellationToken::new();
     let http = crate::http::serve(addr, metrics, ready, live, http_stop.clone()).await?;
-    info!(%addr, components = components.len() + feeds.len(), ha = coordinator.is_some(), "tributary running");
+    info!(%addr, components = components.len(), receivers = receivers.len(), ha = coordinator.is_some(), "tributary running");
 
-    let failure = run_all(components, coordinator, feeds, &shutdown).await;
+    let failure = run_all(components, coordinator, receivers, &shutdown).await;
     http_stop.cancel();
     let _ = http.await;
     let _ = nats.flush().await;
@@ -191,37 +193,29 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     }
 }
 
-type FeedRun = BoxFuture<'static, Result<(), tributary_saas::SaasError>>;
-
 /// Supervises every component until `shutdown`; the first one that stops for good stops
 /// the others, and its error is returned.
 async fn run_all(
     components: Vec<(Box<dyn Component>, RetryPolicy)>,
     coordinator: Option<tributary_ha::Coordinator>,
-    feeds: Vec<(&str, FeedRun)>,
+    receivers: Vec<tributary_saas::Receiver>,
     shutdown: &CancellationToken,
 ) -> Option<anyhow::Error> {
+    // The webhook servers serve until `shutdown`, then finish the requests in flight.
+    let mut serving = tokio::task::JoinSet::new();
+    for receiver in receivers {
+        serving.spawn(receiver);
+    }
     if let Some(coordinator) = coordinator {
         let result = crate::replicas::run(coordinator, shutdown.clone()).await;
         shutdown.cancel();
+        serving.join_all().await;
         return result.err();
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (component, policy) in components {
         let stop = shutdown.clone();
         tasks.spawn(async move { supervise(component.as_ref(), policy, &stop).await });
-    }
-    for (name, run) in feeds {
-        let name = name.to_string();
-        tasks.spawn(async move {
-            run.await.map_err(|e| match e {
-                tributary_saas::SaasError::Stopped(stopped) => stopped,
-                e => Stopped {
-                    component: name,
-                    error: e.into(),
-                },
-            })
-        });
     }
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
@@ -236,6 +230,7 @@ async fn run_all(
             failure = Some(e);
         }
     }
+    serving.join_all().await;
     failure
 }
 

@@ -240,6 +240,9 @@ impl TopicStream {
         let failed = |e: crate::error::BoxError| {
             End::Transient(SaasError::nats(format!("publish to {subject}"), e))
         };
+        self.fence
+            .check()
+            .map_err(|e| End::Transient(SaasError::Fenced(e)))?;
         let ack = self
             .feed
             .js

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, AckKind};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tributary_config::SalesforceCdcConfig;
-use tributary_core::{BoxFuture, Component, Failure, RetryPolicy};
+use tributary_core::{BoxFuture, Component, Failure};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 use tributary_proto::retail::v1::SourceRef;
@@ -23,6 +23,8 @@ pub(super) struct Mapper {
     pub cfg: SalesforceCdcConfig,
     pub js: jetstream::Context,
     pub feed: Arc<ExternalFeed>,
+    /// Under `[ha]`: checked before each event is mapped and before its ack.
+    pub fence: tributary_core::FenceCell,
 }
 
 impl Component for Mapper {
@@ -40,15 +42,14 @@ impl Component for Mapper {
             Ok(result?)
         })
     }
+
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.fence.set(fence);
+        true
+    }
 }
 
 impl Mapper {
-    /// Maps until `stop`; transient failures restart the consumer, corrupt entity state
-    /// stops the feed (and the bridge).
-    pub async fn supervise(self, stop: CancellationToken) -> Result<(), SaasError> {
-        Ok(tributary_core::supervise(&self, RetryPolicy::COMPONENT, &stop).await?)
-    }
-
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
         let name = &self.cfg.name;
         let durable = format!(
@@ -63,11 +64,14 @@ impl Mapper {
             envelope::feed_wildcard(name),
         )
         .await?;
+        let fence = self.fence.get();
         while let Some(msg) = consumer.next(stop).await? {
+            fence.check()?;
             match self.handle(&msg.payload).await {
                 Ok(outcome) => {
                     metrics::counter!(m::SAAS_DOMAIN_EVENTS, "feed" => name.clone(), "outcome" => outcome)
                         .increment(1);
+                    fence.check()?;
                     msg.ack().await.map_err(|e| SaasError::nats("ack", e))?
                 }
                 Err(e) => {

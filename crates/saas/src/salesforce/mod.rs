@@ -27,13 +27,14 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
-use tracing::warn;
+
 use tributary_config::{Config, SalesforceAuth};
 use tributary_domain::ExternalFeed;
 use tributary_sfpubsub::jwt::JwtSigner;
 
+use crate::FeedParts;
 use crate::SaasError;
-use subscriber::{Feed, TopicStream};
+use subscriber::Feed;
 
 /// Salesforce keeps change events 72 h; a redelivery can come that late after an outage, so
 /// the raw stream drops duplicates for as long.
@@ -251,45 +252,34 @@ impl SalesforceCdcSources {
         Ok(Some(SalesforceCdcSources { feeds, domain }))
     }
 
-    /// Runs one Subscribe stream per topic until `stop`; the first error an operator must fix
-    /// (an expired replay id with `on_replay_id_expired = "fail"`, an unknown topic) stops
-    /// the others and is returned.
+    /// Runs every subscription and mapper until `stop` (one replica).
     pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
-        let inner = stop.child_token();
-        let mut tasks = tokio::task::JoinSet::new();
+        let stop = stop.child_token();
+        self.parts().run(stop).await
+    }
+
+    /// One component per subscribed topic (its replay position is single-writer) and one
+    /// mapping consumer per feed; no receivers (the Pub/Sub API is pulled).
+    pub fn parts(self) -> FeedParts {
+        let mut parts = FeedParts::default();
         for feed in &self.feeds {
             for topic in &feed.cfg.topics {
-                let stream = TopicStream::new(feed.clone(), topic.clone());
-                tasks.spawn(stream.supervise(inner.clone()));
+                parts.components.push(Box::new(subscriber::TopicUnit {
+                    feed: feed.clone(),
+                    topic: topic.clone(),
+                    fence: Default::default(),
+                }));
             }
             if let (true, Some(domain)) = (feed.cfg.domain_events, &self.domain) {
-                let mapper = consume::Mapper {
+                parts.components.push(Box::new(consume::Mapper {
                     cfg: feed.cfg.clone(),
                     js: feed.js.clone(),
                     feed: domain.clone(),
-                };
-                let span = tracing::info_span!("salesforce_mapper", feed = %feed.cfg.name);
-                tasks.spawn(tracing::Instrument::instrument(
-                    mapper.supervise(inner.clone()),
-                    span,
-                ));
+                    fence: Default::default(),
+                }));
             }
         }
-        let mut failure = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    failure.get_or_insert(e);
-                    inner.cancel();
-                }
-                Err(e) => warn!(error = %e, "Salesforce CDC task panicked"),
-            }
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        parts
     }
 }
 

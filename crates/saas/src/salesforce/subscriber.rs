@@ -95,6 +95,39 @@ pub(crate) struct TopicStream {
     preset_override: Option<ReplayPreset>,
     /// A position was stored since the last restart (the backoff starts over).
     progressed: bool,
+    /// Under `[ha]`, the lease of this topic's unit: checked before every publish and
+    /// position write.
+    pub fence: tributary_core::Fence,
+}
+
+/// One subscribed topic as a component (under `[ha]` a unit: one replica reads the topic
+/// and writes its replay position).
+pub(crate) struct TopicUnit {
+    pub feed: Arc<Feed>,
+    pub topic: String,
+    pub fence: tributary_core::FenceCell,
+}
+
+impl tributary_core::Component for TopicUnit {
+    fn name(&self) -> String {
+        format!("salesforce_cdc {} {}", self.feed.cfg.name, self.topic)
+    }
+
+    fn run<'a>(
+        &'a self,
+        stop: &'a CancellationToken,
+    ) -> tributary_core::BoxFuture<'a, Result<(), tributary_core::Failure>> {
+        Box::pin(async move {
+            let mut stream = TopicStream::new(self.feed.clone(), self.topic.clone());
+            stream.fence = self.fence.get();
+            Ok(stream.supervise(stop.clone()).await?)
+        })
+    }
+
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.fence.set(fence);
+        true
+    }
 }
 
 impl TopicStream {
@@ -104,6 +137,7 @@ impl TopicStream {
             topic,
             preset_override: None,
             progressed: false,
+            fence: tributary_core::Fence::always(),
         }
     }
 
@@ -332,6 +366,7 @@ impl TopicStream {
 
     /// The replay id after the JetStream acks of everything before it.
     async fn store(&self, position: &Position, commit_ms: Option<i64>) -> Result<(), SaasError> {
+        self.fence.check()?;
         self.feed
             .kv
             .put(self.kv_key(), position.encode().into())

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_nats::jetstream::AckKind;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tributary_core::{BoxFuture, Component, Failure, RetryPolicy};
+use tributary_core::{BoxFuture, Component, Failure};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_proto::cdc::v1::ChangeEvent;
 use tributary_proto::retail::v1::SourceRef;
@@ -29,6 +29,8 @@ use crate::SaasError;
 pub(super) struct Mapper {
     pub shop: Arc<Shop>,
     pub feed: Arc<ExternalFeed>,
+    /// Under `[ha]`: checked before each event is mapped and before its ack.
+    pub fence: tributary_core::FenceCell,
 }
 
 impl Component for Mapper {
@@ -45,15 +47,14 @@ impl Component for Mapper {
             Ok(result?)
         })
     }
+
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.fence.set(fence);
+        true
+    }
 }
 
 impl Mapper {
-    /// Maps until `stop`; transient failures restart the consumer, corrupt entity state
-    /// stops the bridge.
-    pub async fn supervise(self, stop: CancellationToken) -> Result<(), SaasError> {
-        Ok(tributary_core::supervise(&self, RetryPolicy::COMPONENT, &stop).await?)
-    }
-
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
         let name = &self.shop.cfg.name;
         let durable = format!("tributary-shopify-{}", tributary_nats::subject::token(name));
@@ -65,11 +66,14 @@ impl Mapper {
             envelope::shop_wildcard(name),
         )
         .await?;
+        let fence = self.fence.get();
         while let Some(msg) = consumer.next(stop).await? {
+            fence.check()?;
             match self.handle(&msg.subject, &msg.payload).await {
                 Ok(outcome) => {
                     metrics::counter!(m::DOMAIN_EVENTS, "shop" => name.clone(), "outcome" => outcome)
                         .increment(1);
+                    fence.check()?;
                     msg.ack().await.map_err(|e| SaasError::nats("ack", e))?
                 }
                 Err(e) => {

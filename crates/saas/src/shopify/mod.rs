@@ -28,14 +28,14 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 use tributary_config::{Config, ShopifySourceConfig, WebhookServerConfig};
 use tributary_domain::ExternalFeed;
 
 pub use webhook::verify_signature;
 
 use crate::listener::{self, Limits};
-use crate::SaasError;
+use crate::{FeedParts, SaasError};
 
 /// KV bucket of the SaaS feeds' positions (reconciliation cursors).
 pub const STATE_BUCKET: &str = "tributary_saas";
@@ -191,37 +191,48 @@ impl ShopifySources {
             .collect()
     }
 
-    /// Serves the webhooks and runs the mappers and polls until `stop`; the servers stop
-    /// accepting, finish the requests in flight (each answered only after its ack), then return.
+    /// Serves the webhooks and runs the mappers and polls until `stop` (one replica); the
+    /// servers stop accepting, finish the requests in flight (each answered only after its
+    /// ack), then return.
     pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
-        // Cancelled also when one task stops for good, so that the others end too.
+        // Cancelled also when one part stops for good, so that the others end too.
         let stop = stop.child_token();
-        let mut tasks = tokio::task::JoinSet::new();
+        let result = match self.parts(&stop) {
+            Ok(parts) => parts.run(stop).await,
+            Err(e) => Err(e),
+        };
+        // Give a last in-flight ack a moment (graceful shutdown already drained requests).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        result
+    }
+
+    /// The webhook servers (receivers, serving until `stop`) and, per shop, the mapping
+    /// consumer and the reconciliation poller (components).
+    pub fn parts(self, stop: &CancellationToken) -> Result<FeedParts, SaasError> {
+        let mut parts = FeedParts::default();
         for (listener, group) in self.listeners {
             let addr = listener.local_addr().ok();
             let limits = Limits::webhooks(&self.limits);
             let router = webhook::router(group, limits.clone());
             let stop = stop.clone();
-            tasks.spawn(
+            parts.receivers.push(Box::pin(
                 async move {
                     info!(?addr, "Shopify webhook server listening");
                     listener::serve("shopify", listener, router, limits, stop).await;
-                    Ok(())
                 }
                 .instrument(tracing::info_span!("shopify_webhooks")),
-            );
+            ));
         }
         for shop in &self.shops {
-            let span = tracing::info_span!("shopify", shop = %shop.cfg.name);
             if let (true, Some(feed)) = (shop.cfg.domain_events, &self.feed) {
-                let mapper = consume::Mapper {
+                parts.components.push(Box::new(consume::Mapper {
                     shop: shop.clone(),
                     feed: feed.clone(),
-                };
-                tasks.spawn(mapper.supervise(stop.clone()).instrument(span.clone()));
+                    fence: Default::default(),
+                }));
             }
             if let Some(admin) = &shop.cfg.admin {
-                let reconciler = reconcile::Reconciler {
+                parts.components.push(Box::new(reconcile::Reconciler {
                     admin: admin::AdminClient::new(
                         admin,
                         &format!("shopify.{}.admin", shop.cfg.name),
@@ -233,32 +244,10 @@ impl ShopifySources {
                     } else {
                         None
                     },
-                };
-                let stop = stop.clone();
-                tasks.spawn(
-                    async move {
-                        reconciler.run(stop).await;
-                        Ok(())
-                    }
-                    .instrument(span),
-                );
+                    fence: Default::default(),
+                }));
             }
         }
-        // A mapper stopped on corrupt state stops the feed, and with it the bridge.
-        let mut failure = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(result) => {
-                    if let Err(e) = result {
-                        failure.get_or_insert(e);
-                        stop.cancel();
-                    }
-                }
-                Err(e) => warn!(error = %e, "Shopify task panicked"),
-            }
-        }
-        // Give a last in-flight ack a moment (graceful shutdown already drained requests).
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        failure.map_or(Ok(()), Err)
+        Ok(parts)
     }
 }

@@ -39,10 +39,40 @@ pub(super) struct Reconciler {
     pub admin: AdminClient,
     pub kv: kv::Store,
     pub feed: Option<Arc<ExternalFeed>>,
+    /// Under `[ha]`: checked before each recovered record is published and before the
+    /// cursor moves (one replica polls a shop).
+    pub fence: tributary_core::FenceCell,
+}
+
+impl tributary_core::Component for Reconciler {
+    fn name(&self) -> String {
+        format!("shopify reconcile {}", self.shop.cfg.name)
+    }
+
+    fn run<'a>(
+        &'a self,
+        stop: &'a CancellationToken,
+    ) -> tributary_core::BoxFuture<'a, Result<(), tributary_core::Failure>> {
+        let span = tracing::info_span!("shopify_reconcile", shop = %self.shop.cfg.name);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                self.poll_until(stop).await;
+                Ok(())
+            },
+            span,
+        ))
+    }
+
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.fence.set(fence);
+        true
+    }
 }
 
 impl Reconciler {
-    pub async fn run(self, stop: CancellationToken) {
+    /// Polls every interval until `stop`; a failed poll is counted, logged and retried at
+    /// the next interval (its cursor did not move).
+    async fn poll_until(&self, stop: &CancellationToken) {
         let Some(cfg) = self.shop.cfg.admin.clone() else {
             return;
         };
@@ -248,6 +278,7 @@ impl Reconciler {
     }
 
     async fn save_cursor(&self, key: &str, value: &str) -> Result<(), SaasError> {
+        self.fence.get().check()?;
         self.kv
             .put(key, value.to_string().into_bytes().into())
             .await
@@ -289,6 +320,7 @@ impl Reconciler {
         };
         let change = envelope::change_event(&raw);
         let subject = envelope::subject(name, topic);
+        self.fence.get().check()?;
         let duplicate = webhook::store(
             &self.shop.js,
             &subject,

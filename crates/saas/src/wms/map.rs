@@ -111,29 +111,37 @@ pub fn stored_webhook(payload: &[u8]) -> Result<Value, String> {
     }
 }
 
+/// The mapping consumer of the stored webhooks: a component (restarted by the runtime's
+/// supervision; under `[ha]` a unit owned by one replica).
 pub(super) struct Mapper {
     pub endpoint: Arc<Endpoint>,
     pub feed: Arc<ExternalFeed>,
+    /// Under `[ha]`: checked before each webhook is mapped and before its ack.
+    pub fence: tributary_core::FenceCell,
+}
+
+impl tributary_core::Component for Mapper {
+    fn name(&self) -> String {
+        "wms mapper".to_string()
+    }
+
+    fn run<'a>(
+        &'a self,
+        stop: &'a CancellationToken,
+    ) -> tributary_core::BoxFuture<'a, Result<(), tributary_core::Failure>> {
+        Box::pin(tracing::Instrument::instrument(
+            async move { Ok(self.consume(stop).await?) },
+            tracing::info_span!("wms_mapper"),
+        ))
+    }
+
+    fn set_fence(&self, fence: tributary_core::Fence) -> bool {
+        self.fence.set(fence);
+        true
+    }
 }
 
 impl Mapper {
-    pub(super) async fn supervise(self, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
-        while !stop.is_cancelled() {
-            match self.consume(&stop).await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "WMS webhook mapper failed; restarting");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {
         let mut consumer = MappingConsumer::open(
             &self.endpoint.js,
@@ -143,7 +151,9 @@ impl Mapper {
             format!("{SUBJECT_PREFIX}.>"),
         )
         .await?;
+        let fence = self.fence.get();
         while let Some(msg) = consumer.next(stop).await? {
+            fence.check()?;
             let webhook_id = msg
                 .headers
                 .as_ref()
@@ -153,6 +163,7 @@ impl Mapper {
             match self.handle(&webhook_id, &msg.payload).await {
                 Ok(outcome) => {
                     metrics::counter!(DOMAIN_EVENTS, "outcome" => outcome).increment(1);
+                    fence.check()?;
                     msg.ack().await.map_err(|e| SaasError::nats("ack", e))?
                 }
                 Err(e) => {

@@ -28,7 +28,6 @@ mod receive;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::header::HeaderMap as NatsHeaders;
 use async_nats::jetstream::{self, AckKind};
@@ -54,6 +53,7 @@ use crate::listener::verify::{self, MAX_ID_BYTES};
 use crate::listener::{self, Limits};
 use crate::mapping_consumer::MappingConsumer;
 use crate::time::{now_micros, parse_rfc3339_micros};
+use crate::FeedParts;
 use crate::SaasError;
 
 use map::Mapper;
@@ -173,6 +173,13 @@ impl WmsWebhookSource {
     /// Serves the webhooks and maps them until `stop`; the server finishes the requests in
     /// flight (each answered only after its ack) before returning.
     pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
+        let stop = stop.child_token();
+        self.parts(&stop).run(stop).await
+    }
+
+    /// The webhook server (a receiver, serving until `stop`) and the mapping consumer (a
+    /// component).
+    pub fn parts(self, stop: &CancellationToken) -> FeedParts {
         let addr = self.listener.local_addr().ok();
         let router = Router::new()
             .route(&self.endpoint.cfg.path, post(receive::receive))
@@ -184,23 +191,20 @@ impl WmsWebhookSource {
         let server_stop = stop.clone();
         let listener = self.listener;
         let limits = self.endpoint.limits.clone();
-        let server = tokio::spawn(
+        let mut parts = FeedParts::default();
+        parts.receivers.push(Box::pin(
             async move {
                 info!(?addr, "WMS webhook server listening");
                 listener::serve("wms", listener, router, limits, server_stop).await;
             }
             .instrument(tracing::info_span!("wms_webhooks")),
-        );
-        let mapper = Mapper {
+        ));
+        parts.components.push(Box::new(Mapper {
             endpoint: self.endpoint.clone(),
             feed: self.feed.clone(),
-        };
-        mapper
-            .supervise(stop)
-            .instrument(tracing::info_span!("wms_mapper"))
-            .await;
-        let _ = server.await;
-        Ok(())
+            fence: Default::default(),
+        }));
+        parts
     }
 }
 
