@@ -51,12 +51,13 @@ fn replica_config(
     sources: &[SourceSpec],
     sinks: &str,
     instance: &str,
+    partitions: u32,
 ) -> Result<PathBuf> {
     let urls = cluster.urls().join("\", \"");
     let text = retail_config(pg, &urls, sources)?;
     let text = text.replacen(
         "[domain]\n",
-        &format!("[domain]\npartitions = {PARTITIONS}\n"),
+        &format!("[domain]\npartitions = {partitions}\n"),
         1,
     );
     let text = format!(
@@ -189,7 +190,7 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
     let dir = tempfile::tempdir()?;
     let mut replicas: BTreeMap<String, (PathBuf, Bridge)> = BTreeMap::new();
     for r in ["r1", "r2", "r3"] {
-        let config = replica_config(dir.path(), &pg, &cluster, &sources, &sinks, r)?;
+        let config = replica_config(dir.path(), &pg, &cluster, &sources, &sinks, r, PARTITIONS)?;
         replicas.insert(r.to_string(), (config.clone(), Bridge::spawn(&config)?));
     }
     let logs = |replicas: &BTreeMap<String, (PathBuf, Bridge)>| {
@@ -233,7 +234,15 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
         .await?;
     eprintln!("{:?}: SIGKILLed {victim}", started.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let config = replica_config(dir.path(), &pg, &cluster, &sources, &sinks, "r4")?;
+    let config = replica_config(
+        dir.path(),
+        &pg,
+        &cluster,
+        &sources,
+        &sinks,
+        "r4",
+        PARTITIONS,
+    )?;
     replicas.insert("r4".into(), (config.clone(), Bridge::spawn(&config)?));
     eprintln!("{:?}: r4 joined", started.elapsed());
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -434,6 +443,210 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
     if let Ok(path) = std::env::var("HA_SINKS_LOGS") {
         std::fs::write(path, logs(&replicas))?;
     }
+    for (r, (_, bridge)) in replicas {
+        let log = bridge.log();
+        let code = bridge.stop().await?;
+        assert_eq!(code, 0, "replica {r} exited {code}:\n{log}");
+    }
+    Ok(())
+}
+
+/// Stock levels of every SKU at DC1 (the WMS's location) for `rounds`, one transaction each.
+async fn stock_rounds(
+    erp: &tokio_postgres::Client,
+    rounds: std::ops::RangeInclusive<i64>,
+) -> Result<()> {
+    for round in rounds {
+        let mut sql = String::from("BEGIN;");
+        for sku in 0..SKUS {
+            sql.push_str(&format!(
+                "INSERT INTO stock (sku, location, on_hand) VALUES ('SKU-{sku}', 'DC1', {}) \
+                 ON CONFLICT (sku, location) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now();",
+                level(sku, round)
+            ));
+        }
+        sql.push_str("COMMIT;");
+        erp.batch_execute(&sql).await?;
+    }
+    Ok(())
+}
+
+/// Waits until every SKU's WMS stock is its level after `round` and the sink's consumer has
+/// nothing pending or unacknowledged.
+async fn wait_stock(
+    js: &jetstream::Context,
+    wms: &wms::Wms,
+    round: i64,
+    logs: &dyn Fn() -> String,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stocked = (0..SKUS).all(|s| wms.stock(&format!("SKU-{s}")) == Some(level(s, round)));
+        let idle = match js.get_stream("RETAIL").await {
+            Ok(stream) => stream
+                .consumer_info("tributary-sink-wms")
+                .await
+                .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0),
+            Err(_) => false,
+        };
+        if stocked && idle {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the WMS never reached round {round}'s stock\n{}", logs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Zombie sink: the owner of `sink wms` is paused (SIGSTOP) for 2 × TTL while its lanes hold
+/// throttled events; the standby takes the unit over and applies everything; the woken
+/// replica sends the WMS nothing at all (its fence refuses before every apply) and steps
+/// down; later events are applied once each, in version order per SKU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sink_owner_woken_after_losing_its_lease_applies_nothing() -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let cluster = NatsCluster::start(3).await?;
+    let pg = PgCluster::start().await?;
+    let sources = retail_sources(&pg).await?;
+    // Slow, so that the owner's lanes hold events in flight when it freezes.
+    let wms = wms::start(WmsOptions {
+        processing_delay: Duration::from_millis(100),
+        ..WmsOptions::default()
+    })
+    .await?;
+    wms.set_rate_limits(false);
+    let sinks = format!(
+        "[sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\ninventory_location = \"DC1\"\n\
+         [sinks.wms.delivery]\nlanes = 4\nmin_backoff_ms = 50\nmax_backoff_ms = 500\nrequest_timeout_ms = 3000\n",
+        wms.base_url()
+    );
+    let dir = tempfile::tempdir()?;
+    let mut replicas: BTreeMap<String, (PathBuf, Bridge)> = BTreeMap::new();
+    for r in ["r1", "r2"] {
+        let config = replica_config(dir.path(), &pg, &cluster, &sources, &sinks, r, 1)?;
+        replicas.insert(r.to_string(), (config.clone(), Bridge::spawn(&config)?));
+    }
+    let logs = |replicas: &BTreeMap<String, (PathBuf, Bridge)>| {
+        replicas
+            .iter()
+            .map(|(r, (_, b))| format!("--- {r}\n{}", b.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let nats = cluster.connect().await?;
+    let js = jetstream::new(nats.clone());
+    // 2 sources, 2 domain consumers, 1 sink: spread over both replicas.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let owned = owners(&js).await?;
+        let holders: std::collections::BTreeSet<_> = owned.values().collect();
+        if owned.len() == 5 && holders.len() == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("units never spread: {owned:?}\n{}", logs(&replicas));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let zombie = owner_of(&js, "sink wms", None).await?;
+    // The sample ERP's own rows first.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let idle = match js.get_stream("RETAIL").await {
+            Ok(stream) => stream
+                .consumer_info("tributary-sink-wms")
+                .await
+                .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0),
+            Err(_) => false,
+        };
+        if idle {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the WMS sink never caught up with the sample data\n{}",
+                logs(&replicas)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let applied_before = wms.with_state(|s| s.adjustments.len());
+    let erp = pg.connect("erp").await?;
+    stock_rounds(&erp, 1..=12).await?;
+    // Freeze the owner while it works through the backlog.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while wms.with_state(|s| s.adjustments.len()) < applied_before + SKUS * 2 {
+        if Instant::now() > deadline {
+            bail!("the WMS sink never started\n{}", logs(&replicas));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = Pid::from_raw(replicas[&zombie].1.pid());
+    kill(pid, Signal::SIGSTOP)?;
+    let frozen = Instant::now();
+    let standby = owner_of(&js, "sink wms", Some(&zombie))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&replicas)))?;
+    wait_stock(&js, &wms, 12, &|| logs(&replicas)).await?;
+    tokio::time::sleep(Duration::from_millis(2 * TTL_MS).saturating_sub(frozen.elapsed())).await;
+    let before_wake = wms.requests().all().len();
+    eprintln!(
+        "{standby} took the sink over and applied everything; waking {zombie} after {:?}",
+        frozen.elapsed()
+    );
+    kill(pid, Signal::SIGCONT)?;
+    // Nothing is left to apply: any request now would be the woken replica acting on a
+    // lease it no longer holds.
+    tokio::time::sleep(Duration::from_millis(2 * TTL_MS)).await;
+    let after_wake = wms.requests().all();
+    assert_eq!(
+        after_wake.len(),
+        before_wake,
+        "the woken replica sent the WMS {:?}\n{}",
+        &after_wake[before_wake..],
+        logs(&replicas)
+    );
+    let log = replicas[&zombie].1.log();
+    assert!(
+        log.contains("self-fenced") || log.contains("lease taken over"),
+        "the woken owner never stepped down:\n{log}"
+    );
+    // Later changes: applied once each, wherever the unit is now.
+    stock_rounds(&erp, 13..=16).await?;
+    wait_stock(&js, &wms, 16, &|| logs(&replicas)).await?;
+    let adjustments = wms.with_state(|s| s.adjustments.clone());
+    for s in 0..SKUS {
+        let sku = format!("SKU-{s}");
+        let counts: Vec<i64> = adjustments
+            .iter()
+            .filter(|a| a.sku == sku)
+            .map(|a| a.on_hand_after)
+            .collect();
+        // Levels a lane found already reached (a newer one applied first after the
+        // takeover's redelivery) are recorded without an adjustment; none goes backwards.
+        assert_eq!(
+            counts.last().copied(),
+            Some(level(s, 16)),
+            "{sku}: {counts:?}"
+        );
+        assert!(
+            counts.windows(2).all(|w| w[0] < w[1]),
+            "{sku}: levels applied out of version order: {counts:?}"
+        );
+    }
+    let twice: Vec<(String, u64)> = wms.with_state(|s| {
+        s.key_applies
+            .iter()
+            .filter(|(_, n)| **n != 1)
+            .map(|(k, n)| (k.clone(), *n))
+            .collect()
+    });
+    assert!(
+        twice.is_empty(),
+        "idempotency keys applied more than once: {twice:?}"
+    );
     for (r, (_, bridge)) in replicas {
         let log = bridge.log();
         let code = bridge.stop().await?;

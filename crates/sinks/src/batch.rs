@@ -56,6 +56,8 @@ pub(crate) struct BatchOptions {
 struct Pending<T> {
     item: T,
     reply: oneshot::Sender<Result<(), ApplyError>>,
+    /// The submitting lane's fence: checked again when the request leaves.
+    fence: Option<tributary_core::Fence>,
 }
 
 /// The lanes' handle on a batcher task.
@@ -85,7 +87,11 @@ impl<T: Send + 'static> Batcher<T> {
         let _waiting = self.activity.waiting();
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Pending { item, reply })
+            .send(Pending {
+                item,
+                reply,
+                fence: crate::http::lane_fence(),
+            })
             .await
             .map_err(|_| ApplyError::transient("batcher stopped"))?;
         answer
@@ -181,8 +187,20 @@ async fn run<S: BatchSend>(
             let target = target.clone();
             let activity = activity.clone();
             tokio::spawn(async move {
-                let (items, replies): (Vec<_>, Vec<_>) =
-                    pending.into_iter().map(|p| (p.item, p.reply)).unzip();
+                // Items of lanes that lost their lease while the batch gathered leave it.
+                let mut items = Vec::with_capacity(pending.len());
+                let mut replies = Vec::with_capacity(pending.len());
+                for p in pending {
+                    match crate::http::check_fence(p.fence.as_ref()) {
+                        Ok(()) => {
+                            items.push(p.item);
+                            replies.push(p.reply);
+                        }
+                        Err(e) => {
+                            let _ = p.reply.send(Err(e));
+                        }
+                    }
+                }
                 let n = items.len();
                 let mut results = target.send(items).await;
                 // A target that answers fewer results than items must not leave a lane

@@ -63,3 +63,37 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
+
+tokio::task_local! {
+    /// The fence of the lane applying the current event (under `[ha]`).
+    static LANE_FENCE: tributary_core::Fence;
+}
+
+/// Runs a lane's apply with its fence in scope, so that the last check before each write
+/// request happens right before it is sent: an apply can wait long after the lane's own
+/// check (pacing, a read first, a batch gathering), and a replica paused in that wait must
+/// not send a write once it wakes without the lease.
+pub(crate) async fn with_fence<F: std::future::Future>(
+    fence: &tributary_core::Fence,
+    apply: F,
+) -> F::Output {
+    LANE_FENCE.scope(fence.clone(), apply).await
+}
+
+/// The fence of the lane this task applies for, if any (a batched item carries it along).
+pub(crate) fn lane_fence() -> Option<tributary_core::Fence> {
+    LANE_FENCE.try_with(Clone::clone).ok()
+}
+
+/// Checks the lane's fence before a write request; a refusal is transient for the lane, whose
+/// next attempt stops at its own fence check.
+pub(crate) fn check_fence(fence: Option<&tributary_core::Fence>) -> Result<(), ApplyError> {
+    let own = lane_fence();
+    match fence.or(own.as_ref()) {
+        Some(f) => f
+            .check()
+            .map(|_| ())
+            .map_err(|e| ApplyError::transient(e.to_string())),
+        None => Ok(()),
+    }
+}

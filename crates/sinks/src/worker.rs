@@ -358,7 +358,8 @@ impl SinkWorker {
             let mut next = record.clone();
             // HA: a replica that lost the sink's lease applies nothing more.
             fence.check()?;
-            match self.target.apply(&d.event, &mut next, &key).await {
+            let apply = self.target.apply(&d.event, &mut next, &key);
+            match crate::http::with_fence(fence, apply).await {
                 Ok(outcome) => {
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;

@@ -65,6 +65,7 @@ impl Api {
         self.check_usage()?;
         let mut session = self.session(None).await?;
         for attempt in 0..2 {
+            http::check_fence(None)?;
             let resp = self
                 .client
                 .patch(self.data_url(&session, path))

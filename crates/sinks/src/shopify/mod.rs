@@ -399,6 +399,7 @@ impl Api {
     /// THROTTLED (the document ran none of its fields).
     async fn request(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
         let claim = self.pace(cost).await;
+        http::check_fence(None)?;
         let resp = self
             .client
             .post(&self.url)

@@ -148,6 +148,7 @@ impl WmsTarget {
         body: &serde_json::Value,
         key: &str,
     ) -> Result<serde_json::Value, ApplyError> {
+        http::check_fence(None)?;
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
