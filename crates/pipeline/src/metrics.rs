@@ -1,23 +1,23 @@
 //! Every metric the pipeline records, named in one place (see docs/metrics.md).
 
-pub const CHANGES: &str = "tributary_changes_total";
-pub const TRANSACTIONS: &str = "tributary_transactions_total";
-pub const PUBLISHED: &str = "tributary_published_messages_total";
-pub const PUBLISH_LATENCY: &str = "tributary_publish_ack_seconds";
-pub const SKIPPED_RESENT: &str = "tributary_resent_changes_skipped_total";
-pub const LAG_BYTES: &str = "tributary_replication_lag_bytes";
-pub const LAG_SECONDS: &str = "tributary_replication_lag_seconds";
-pub const CONFIRMED_LSN: &str = "tributary_confirmed_lsn";
-pub const SERVER_WAL_LSN: &str = "tributary_server_wal_lsn";
-pub const RECONNECTS: &str = "tributary_reconnects_total";
-pub const ERRORS: &str = "tributary_errors_total";
-pub const VALUE_FALLBACKS: &str = "tributary_value_fallbacks_total";
-pub const HEARTBEATS: &str = "tributary_heartbeats_total";
+pub const CHANGES: &str = "tributary_source_changes_total";
+pub const TRANSACTIONS: &str = "tributary_source_transactions_total";
+pub const PUBLISHED: &str = "tributary_source_published_messages_total";
+pub const PUBLISH_LATENCY: &str = "tributary_source_publish_ack_seconds";
+pub const SKIPPED_RESENT: &str = "tributary_source_resent_changes_skipped_total";
+pub const LAG_BYTES: &str = "tributary_source_replication_lag_bytes";
+pub const LAG_SECONDS: &str = "tributary_source_replication_lag_seconds";
+pub const CONFIRMED_LSN: &str = "tributary_source_confirmed_lsn";
+pub const SERVER_WAL_LSN: &str = "tributary_source_server_wal_lsn";
+pub const RECONNECTS: &str = "tributary_source_reconnects_total";
+pub const ERRORS: &str = "tributary_source_errors_total";
+pub const VALUE_FALLBACKS: &str = "tributary_source_value_fallbacks_total";
+pub const HEARTBEATS: &str = "tributary_source_heartbeats_total";
 pub const SOURCE_UP: &str = "tributary_source_up";
 pub const SNAPSHOT_ROWS: &str = "tributary_snapshot_rows_total";
 pub const SNAPSHOT_ROWS_ESTIMATED: &str = "tributary_snapshot_rows_estimated";
 pub const BACKFILL_ROWS: &str = "tributary_backfill_rows_total";
-pub const LAG_OVER_BUDGET: &str = "tributary_slot_lag_over_budget";
+pub const LAG_OVER_BUDGET: &str = "tributary_source_slot_lag_over_budget";
 
 /// Registers descriptions so that `/metrics` explains each series.
 pub fn describe() {

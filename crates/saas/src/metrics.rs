@@ -10,23 +10,23 @@ pub const WEBHOOK_LAG: &str = "tributary_shopify_webhook_lag_seconds";
 pub const DOMAIN_EVENTS: &str = "tributary_shopify_domain_events_total";
 pub const RECONCILE_POLLS: &str = "tributary_shopify_reconcile_polls_total";
 pub const RECONCILE_RECOVERED: &str = "tributary_shopify_reconcile_recovered_total";
-pub const RECONCILE_CURSOR: &str = "tributary_shopify_reconcile_cursor_seconds";
+pub const RECONCILE_CURSOR: &str = "tributary_shopify_reconcile_cursor_timestamp_seconds";
 pub const ERRORS: &str = "tributary_shopify_errors_total";
 
 // Salesforce CDC (label `feed`: configured `[[salesforce_cdc]]` names; `reason` fixed below).
-pub const SAAS_RECEIVED: &str = "tributary_saas_events_received_total";
-pub const SAAS_PUBLISHED: &str = "tributary_saas_events_published_total";
-pub const SAAS_REJECTED: &str = "tributary_saas_events_rejected_total";
-pub const SAAS_DEDUPLICATED: &str = "tributary_saas_events_deduplicated_total";
-pub const SAAS_ECHOES: &str = "tributary_saas_echoes_dropped_total";
-pub const SAAS_READBACKS: &str = "tributary_saas_gap_readbacks_total";
-pub const SAAS_OVERFLOWS: &str = "tributary_saas_overflow_events_total";
-pub const SAAS_LAG: &str = "tributary_saas_lag_seconds";
-pub const SAAS_POSITION: &str = "tributary_saas_position_seconds";
-pub const SAAS_TOKENS: &str = "tributary_saas_tokens_total";
-pub const SAAS_RESTARTS: &str = "tributary_saas_stream_restarts_total";
-pub const SAAS_REPLAY_EXPIRED: &str = "tributary_saas_replay_id_expired_total";
-pub const SAAS_DOMAIN_EVENTS: &str = "tributary_saas_domain_events_total";
+pub const SAAS_RECEIVED: &str = "tributary_salesforce_cdc_events_received_total";
+pub const SAAS_PUBLISHED: &str = "tributary_salesforce_cdc_events_published_total";
+pub const SAAS_REJECTED: &str = "tributary_salesforce_cdc_events_rejected_total";
+pub const SAAS_DEDUPLICATED: &str = "tributary_salesforce_cdc_events_deduplicated_total";
+pub const SAAS_ECHOES: &str = "tributary_salesforce_cdc_echoes_dropped_total";
+pub const SAAS_READBACKS: &str = "tributary_salesforce_cdc_gap_readbacks_total";
+pub const SAAS_OVERFLOWS: &str = "tributary_salesforce_cdc_overflow_events_total";
+pub const SAAS_LAG: &str = "tributary_salesforce_cdc_lag_seconds";
+pub const SAAS_POSITION: &str = "tributary_salesforce_cdc_position_timestamp_seconds";
+pub const SAAS_TOKENS: &str = "tributary_salesforce_cdc_tokens_total";
+pub const SAAS_RESTARTS: &str = "tributary_salesforce_cdc_stream_restarts_total";
+pub const SAAS_REPLAY_EXPIRED: &str = "tributary_salesforce_cdc_replay_id_expired_total";
+pub const SAAS_DOMAIN_EVENTS: &str = "tributary_salesforce_cdc_domain_events_total";
 
 /// The six mapped topics keep their name as a label; anything else is `other`.
 pub fn topic_label(topic: &str) -> &'static str {
