@@ -52,3 +52,31 @@ pub fn describe() {
         "transient errors that restarted a source's domain task"
     );
 }
+
+/// Creates the stage's series for the configured sources, mappings and entities at zero, so
+/// that a mapping that has published nothing yet has a series to alert on.
+pub fn register(config: &tributary_config::Config) {
+    use metrics::counter;
+    let Some(cfg) = &config.domain else {
+        return;
+    };
+    let sources = config
+        .sources
+        .iter()
+        .filter(|s| cfg.mappings.iter().any(|m| m.source == s.name));
+    for source in sources {
+        for name in [CHANGES, REDELIVERIES_SKIPPED, ERRORS] {
+            counter!(name, "source" => source.name.clone()).increment(0);
+        }
+        let stream = config.nats.resolved_stream(source).name;
+        counter!(CONSUMER_RESETS, "stream" => stream).increment(0);
+    }
+    for mapping in &cfg.mappings {
+        for name in [EVENTS, DEAD_LETTERS] {
+            counter!(name, "mapping" => mapping.name.clone()).increment(0);
+        }
+        for name in [OWNED_FIELDS_KEPT, STATE_CONFLICTS] {
+            counter!(name, "entity" => mapping.entity.clone()).increment(0);
+        }
+    }
+}

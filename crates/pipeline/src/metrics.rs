@@ -77,3 +77,50 @@ pub fn describe() {
     describe_gauge!(SOURCE_UP, "1 while the source is streaming, 0 otherwise");
     describe_gauge!(LAG_OVER_BUDGET, "1 while the slot's lag exceeds the configured budget in bytes or seconds, by source and kind");
 }
+
+/// The label value of a configured table, as the decoder names it (`schema.table`).
+pub fn table_label(table: &str) -> String {
+    if table.contains('.') {
+        table.to_string()
+    } else {
+        format!("public.{table}")
+    }
+}
+
+/// Creates every series whose labels the configuration names (sources, their listed tables)
+/// at zero, so that `rate()`, `absent()` and the alerts see a source that has done nothing
+/// yet. Positions (`…_lsn`) are left out: 0 is not a position, and the first status
+/// update sets them.
+pub fn register(config: &tributary_config::Config) {
+    use metrics::{counter, gauge};
+    for source in &config.sources {
+        let s = source.name.clone();
+        for name in [
+            TRANSACTIONS,
+            PUBLISHED,
+            SKIPPED_RESENT,
+            RECONNECTS,
+            VALUE_FALLBACKS,
+            HEARTBEATS,
+        ] {
+            counter!(name, "source" => s.clone()).increment(0);
+        }
+        for name in [LAG_BYTES, LAG_SECONDS, SOURCE_UP] {
+            gauge!(name, "source" => s.clone()).set(0.0);
+        }
+        for kind in ["bytes", "seconds"] {
+            gauge!(LAG_OVER_BUDGET, "source" => s.clone(), "kind" => kind).set(0.0);
+        }
+        for table in source.tables.iter().map(|t| table_label(t)) {
+            for op in crate::relations::Op::ALL {
+                counter!(CHANGES, "source" => s.clone(), "table" => table.clone(), "op" => op.name())
+                    .increment(0);
+            }
+            for name in [SNAPSHOT_ROWS, BACKFILL_ROWS] {
+                counter!(name, "source" => s.clone(), "table" => table.clone()).increment(0);
+            }
+            gauge!(SNAPSHOT_ROWS_ESTIMATED, "source" => s.clone(), "table" => table.clone())
+                .set(0.0);
+        }
+    }
+}

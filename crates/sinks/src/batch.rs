@@ -102,6 +102,9 @@ struct Gathering<T> {
     since: tokio::time::Instant,
 }
 
+/// Every value of the `trigger` label.
+pub(crate) const TRIGGERS: [&str; 3] = ["full", "settled", "linger"];
+
 /// Why a batch was sent (the label of [`m::BATCH_TRIGGERS`]).
 fn trigger(full: bool, lingered: bool) -> &'static str {
     if full {

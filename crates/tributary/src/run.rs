@@ -149,6 +149,8 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         feeds.push(("wms_webhooks", Box::pin(wms_webhooks.run(shutdown.clone()))));
     }
 
+    crate::telemetry::register_metrics(&config, &components);
+
     let addr = config
         .http_listen
         .parse()
