@@ -9,6 +9,7 @@ pub const OWNED_FIELDS_KEPT: &str = "tributary_domain_owned_fields_kept_total";
 pub const ERRORS: &str = "tributary_domain_errors_total";
 pub const STATE_CONFLICTS: &str = "tributary_domain_state_conflicts_total";
 pub const CONSUMER_RESETS: &str = "tributary_domain_consumer_resets_total";
+pub const CONSUMER_PENDING: &str = "tributary_domain_consumer_pending";
 pub const BATCH_SIZE: &str = "tributary_domain_batch_messages";
 pub const BATCH_SECONDS: &str = "tributary_domain_batch_seconds";
 
@@ -37,6 +38,10 @@ pub fn describe() {
     metrics::describe_counter!(
         CONSUMER_RESETS,
         "times a source's consumer was recreated at its ack floor to redeliver unacked changes at once"
+    );
+    metrics::describe_gauge!(
+        CONSUMER_PENDING,
+        "CDC messages of a source's stream not yet delivered to the domain stage (sampled every 5 s)"
     );
     metrics::describe_histogram!(
         BATCH_SIZE,
@@ -68,6 +73,7 @@ pub fn register(config: &tributary_config::Config) {
         for name in [CHANGES, REDELIVERIES_SKIPPED, ERRORS] {
             counter!(name, "source" => source.name.clone()).increment(0);
         }
+        metrics::gauge!(CONSUMER_PENDING, "source" => source.name.clone()).set(0.0);
         let stream = config.nats.resolved_stream(source).name;
         counter!(CONSUMER_RESETS, "stream" => stream).increment(0);
     }

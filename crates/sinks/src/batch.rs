@@ -102,9 +102,6 @@ struct Gathering<T> {
     since: tokio::time::Instant,
 }
 
-/// Every value of the `trigger` label.
-pub(crate) const TRIGGERS: [&str; 3] = ["full", "settled", "linger"];
-
 /// Why a batch was sent (the label of [`m::BATCH_TRIGGERS`]).
 fn trigger(full: bool, lingered: bool) -> &'static str {
     if full {
@@ -227,6 +224,16 @@ async fn run<S: BatchSend>(
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    /// The metrics register the `trigger` label values before any batch is sent.
+    #[test]
+    fn every_trigger_has_its_label_registered() {
+        let mut sent = vec![trigger(true, false), trigger(false, false), trigger(false, true)];
+        let mut registered = m::TRIGGERS.to_vec();
+        sent.sort();
+        registered.sort();
+        assert_eq!(sent, registered);
+    }
 
     /// Records the requests it gets; refuses item 13 (definite), answers the others.
     #[derive(Default)]

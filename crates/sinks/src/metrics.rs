@@ -17,6 +17,9 @@ pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
 pub const SHOPIFY_STOCK_BATCH: &str = "tributary_sink_shopify_inventory_batch_fields";
 
+/// Every value of the `trigger` label (`batch::trigger`).
+pub const TRIGGERS: [&str; 3] = ["full", "settled", "linger"];
+
 pub fn describe() {
     metrics::describe_gauge!(
         DEAD_LETTER_DEPTH,
@@ -121,7 +124,7 @@ pub fn register(config: &tributary_config::Config) {
             }
         }
         if sink != "wms" {
-            for trigger in crate::batch::TRIGGERS {
+            for trigger in TRIGGERS {
                 counter!(BATCH_TRIGGERS, "sink" => sink, "trigger" => trigger).increment(0);
             }
         }
