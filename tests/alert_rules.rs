@@ -165,3 +165,24 @@ fn rules_tests_and_dashboard_use_only_catalogued_metrics() {
         );
     }
 }
+
+/// Every catalogued metric is on a dashboard panel or in an alert: no stage is invisible.
+#[test]
+fn every_catalogued_metric_is_watched() {
+    let dashboard = std::fs::read_to_string(repo().join("deploy/grafana/tributary-dashboard.json"))
+        .expect("dashboard");
+    let rules = std::fs::read_to_string(rules_dir().join("alerts.yaml")).expect("alerts.yaml");
+    let used: BTreeSet<String> = metric_names(&dashboard)
+        .into_iter()
+        .chain(metric_names(&rules))
+        .collect();
+    let unwatched: Vec<String> = catalogue()
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|n| !used.contains(n))
+        .collect();
+    assert!(
+        unwatched.is_empty(),
+        "catalogued metrics on no dashboard panel and in no alert: {unwatched:?}"
+    );
+}
