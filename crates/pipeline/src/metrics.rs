@@ -81,15 +81,6 @@ pub fn describe() {
 /// Every value of the `op` label (`relations::Op::name`; a test there keeps them equal).
 pub const OPS: [&str; 5] = ["insert", "update", "delete", "truncate", "read"];
 
-/// The label value of a configured table, as the decoder names it (`schema.table`).
-pub fn table_label(table: &str) -> String {
-    if table.contains('.') {
-        table.to_string()
-    } else {
-        format!("public.{table}")
-    }
-}
-
 /// Creates every series whose labels the configuration names (sources, their listed tables)
 /// at zero, so that `rate()`, `absent()` and the alerts see a source that has done nothing
 /// yet. Positions (`…_lsn`) are left out: 0 is not a position, and the first status
@@ -114,7 +105,8 @@ pub fn register(config: &tributary_config::Config) {
         for kind in ["bytes", "seconds"] {
             gauge!(LAG_OVER_BUDGET, "source" => s.clone(), "kind" => kind).set(0.0);
         }
-        for table in source.tables.iter().map(|t| table_label(t)) {
+        // Validation requires `schema.table`, the label the decoder gives.
+        for table in source.tables.iter().cloned() {
             for op in OPS {
                 counter!(CHANGES, "source" => s.clone(), "table" => table.clone(), "op" => op)
                     .increment(0);
