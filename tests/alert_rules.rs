@@ -35,10 +35,18 @@ fn test_files() -> Vec<PathBuf> {
 fn promtool() -> Option<PathBuf> {
     let cache = std::env::var_os("TRIBUTARY_TOOLS_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("tributary/tools")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/tributary/tools")));
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("tributary/tools"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/tributary/tools"))
+        });
     let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("promtool"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let found = on_path
         .into_iter()
@@ -82,7 +90,11 @@ fn promtool_unit_tests_pass() {
     let files = test_files();
     assert!(files.len() >= 4, "unit-test files: {files:?}");
     for file in files {
-        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = file
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let text = run(&promtool, &["test", "rules", &name]);
         assert!(text.contains("SUCCESS"), "{name}: {text}");
     }
@@ -132,7 +144,9 @@ fn every_alert_is_tested_firing_and_quiet() {
     for alert in &alerts {
         match tested.get(alert) {
             Some((true, true)) => {}
-            Some((fires, quiet)) => missing.push(format!("{alert} (fires: {fires}, quiet: {quiet})")),
+            Some((fires, quiet)) => {
+                missing.push(format!("{alert} (fires: {fires}, quiet: {quiet})"))
+            }
             None => missing.push(format!("{alert} (no test)")),
         }
     }
@@ -141,7 +155,10 @@ fn every_alert_is_tested_firing_and_quiet() {
         "alerts without a promtool test where they fire and one where they stay quiet: {missing:?}"
     );
     let unknown: Vec<&String> = tested.keys().filter(|t| !alerts.contains(t)).collect();
-    assert!(unknown.is_empty(), "tests name alerts that do not exist: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "tests name alerts that do not exist: {unknown:?}"
+    );
 }
 
 #[test]

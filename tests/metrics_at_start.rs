@@ -20,23 +20,50 @@ use tributary_sandbox::wms::{self, WmsOptions};
 
 /// Labels whose values the configuration (or a fixed set in the code) names at start.
 const KNOWN_LABELS: &[&str] = &[
-    "source", "table", "op", "kind", "stream", "mapping", "entity", "sink", "partition",
-    "trigger", "shop", "topic", "outcome", "resource", "feed", "listener", "component",
+    "source",
+    "table",
+    "op",
+    "kind",
+    "stream",
+    "mapping",
+    "entity",
+    "sink",
+    "partition",
+    "trigger",
+    "shop",
+    "topic",
+    "outcome",
+    "resource",
+    "feed",
+    "listener",
+    "component",
 ];
 
 /// Catalogued metrics with only such labels that still have no series at start, and why
 /// (docs/metrics.md says the same).
 const LATER: &[(&str, &str)] = &[
     ("tributary_source_confirmed_lsn", "a position: 0 is not one"),
-    ("tributary_source_server_wal_lsn", "a position: 0 is not one"),
-    ("tributary_shopify_reconcile_cursor_timestamp_seconds", "a Unix time: 0 would be 1970"),
-    ("tributary_salesforce_cdc_position_timestamp_seconds", "a Unix time: 0 would be 1970"),
+    (
+        "tributary_source_server_wal_lsn",
+        "a position: 0 is not one",
+    ),
+    (
+        "tributary_shopify_reconcile_cursor_timestamp_seconds",
+        "a Unix time: 0 would be 1970",
+    ),
+    (
+        "tributary_salesforce_cdc_position_timestamp_seconds",
+        "a Unix time: 0 would be 1970",
+    ),
 ];
 
 /// The series of a Prometheus text exposition: name → label sets (as `k="v"` lists).
 fn series(text: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (name, labels) = match line.split_once('{') {
             Some((name, rest)) => (name, rest.split('}').next().unwrap_or_default()),
             None => (line.split_whitespace().next().unwrap_or_default(), ""),
@@ -54,12 +81,18 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut sources = retail_sources(&pg).await?;
     // erp lists its tables (their series exist at start); pos takes the whole publication.
-    let erp_tables = ["customers", "items", "price_lists", "item_prices", "sales_orders"]
-        .iter()
-        .chain(&["order_lines", "stock", "shipments", "returns"])
-        .map(|t| format!("\"public.{t}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let erp_tables = [
+        "customers",
+        "items",
+        "price_lists",
+        "item_prices",
+        "sales_orders",
+    ]
+    .iter()
+    .chain(&["order_lines", "stock", "shipments", "returns"])
+    .map(|t| format!("\"public.{t}\""))
+    .collect::<Vec<_>>()
+    .join(", ");
     sources[0].extra = format!("tables = [{erp_tables}]\n");
 
     let wms = wms::start(WmsOptions::default()).await?;
@@ -107,7 +140,10 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
     let metrics = wait_until(Duration::from_secs(60), async || {
         Ok(match http_get(&addr, "/metrics").await {
             Ok((200, body)) => Check::Done(body),
-            other => Check::Pending(format!("no /metrics yet ({other:?})\nbridge log:\n{}", bridge.log())),
+            other => Check::Pending(format!(
+                "no /metrics yet ({other:?})\nbridge log:\n{}",
+                bridge.log()
+            )),
         })
     })
     .await?;
@@ -140,24 +176,43 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
     for sink in ["wms", "shopify", "salesforce"] {
         let applied = present
             .get("tributary_sink_applied_total")
-            .map(|s| s.iter().filter(|l| l.contains(&format!("sink=\"{sink}\""))).count())
+            .map(|s| {
+                s.iter()
+                    .filter(|l| l.contains(&format!("sink=\"{sink}\"")))
+                    .count()
+            })
             .unwrap_or(0);
         assert!(applied > 0, "no applied series for sink {sink}:\n{metrics}");
         assert!(
-            has("tributary_sink_consumer_pending", &format!("sink=\"{sink}\",partition=\"\"")),
+            has(
+                "tributary_sink_consumer_pending",
+                &format!("sink=\"{sink}\",partition=\"\"")
+            ),
             "no pending series for sink {sink}"
         );
     }
-    assert!(has("tributary_sink_applied_total", "sink=\"wms\",entity=\"order\""));
+    assert!(has(
+        "tributary_sink_applied_total",
+        "sink=\"wms\",entity=\"order\""
+    ));
     assert!(has(
         "tributary_source_changes_total",
         "source=\"erp\",table=\"public.sales_orders\",op=\"insert\""
     ));
     assert!(has("tributary_domain_consumer_pending", "source=\"pos\""));
-    assert!(has("tributary_shopify_webhooks_received_total", "shop=\"web\",topic=\"orders/create\""));
-    assert!(has("tributary_salesforce_cdc_events_received_total", "feed=\"org\""));
+    assert!(has(
+        "tributary_shopify_webhooks_received_total",
+        "shop=\"web\",topic=\"orders/create\""
+    ));
+    assert!(has(
+        "tributary_salesforce_cdc_events_received_total",
+        "feed=\"org\""
+    ));
     for listener in ["ops", "shopify", "wms"] {
-        assert!(has("tributary_http_connections", &format!("listener=\"{listener}\"")));
+        assert!(has(
+            "tributary_http_connections",
+            &format!("listener=\"{listener}\"")
+        ));
     }
     assert!(metrics.contains("\ntributary_sink_applied_total{sink=\"wms\",entity=\"order\"} 0\n"));
     bridge.stop().await?;

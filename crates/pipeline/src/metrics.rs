@@ -106,7 +106,7 @@ pub fn register(config: &tributary_config::Config) {
             gauge!(LAG_OVER_BUDGET, "source" => s.clone(), "kind" => kind).set(0.0);
         }
         // Validation requires `schema.table`, the label the decoder gives.
-        for table in source.tables.iter().cloned() {
+        for table in &source.tables {
             for op in OPS {
                 counter!(CHANGES, "source" => s.clone(), "table" => table.clone(), "op" => op)
                     .increment(0);

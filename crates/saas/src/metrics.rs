@@ -215,7 +215,11 @@ pub fn register(config: &tributary_config::Config) {
     }
     if config.wms_feed().is_some() {
         listeners.push("wms");
-        for name in [WMS_WEBHOOKS_RECEIVED, WMS_WEBHOOKS_STORED, WMS_WEBHOOKS_DUPLICATE] {
+        for name in [
+            WMS_WEBHOOKS_RECEIVED,
+            WMS_WEBHOOKS_STORED,
+            WMS_WEBHOOKS_DUPLICATE,
+        ] {
             counter!(name).increment(0);
         }
         for outcome in OUTCOMES {

@@ -228,7 +228,11 @@ mod tests {
     /// The metrics register the `trigger` label values before any batch is sent.
     #[test]
     fn every_trigger_has_its_label_registered() {
-        let mut sent = vec![trigger(true, false), trigger(false, false), trigger(false, true)];
+        let mut sent = vec![
+            trigger(true, false),
+            trigger(false, false),
+            trigger(false, true),
+        ];
         let mut registered = m::TRIGGERS.to_vec();
         sent.sort();
         registered.sort();

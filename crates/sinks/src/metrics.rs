@@ -90,7 +90,12 @@ fn entities(cfg: &tributary_config::SinksConfig, sink: &str) -> Vec<String> {
     let prefix = format!("{}.", cfg.subject_prefix);
     let mut out: Vec<String> = crate::filter_subjects(cfg, sink)
         .iter()
-        .filter_map(|f| f.strip_prefix(&prefix)?.split('.').next().map(str::to_string))
+        .filter_map(|f| {
+            f.strip_prefix(&prefix)?
+                .split('.')
+                .next()
+                .map(str::to_string)
+        })
         .collect();
     out.sort();
     out.dedup();

@@ -66,7 +66,10 @@ pub fn init_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusH
 /// source, mapping, sink, feed and listener from the first scrape.
 pub fn register_metrics(
     config: &tributary_config::Config,
-    components: &[(Box<dyn tributary_core::Component>, tributary_core::RetryPolicy)],
+    components: &[(
+        Box<dyn tributary_core::Component>,
+        tributary_core::RetryPolicy,
+    )],
 ) {
     tributary_pipeline::metrics::register(config);
     tributary_domain::metrics::register(config);

@@ -180,9 +180,13 @@ fn parse_metrics(text: &str) -> BTreeMap<String, SourceMetrics> {
         let entry = out.entry(source).or_default();
         match name {
             "tributary_source_up" => entry.source_up = Some(value > 0.0),
-            "tributary_source_replication_lag_seconds" => entry.replication_lag_seconds = Some(value),
+            "tributary_source_replication_lag_seconds" => {
+                entry.replication_lag_seconds = Some(value)
+            }
             "tributary_source_replication_lag_bytes" => entry.replication_lag_bytes = Some(value),
-            "tributary_source_published_messages_total" => entry.published_messages_total = Some(value),
+            "tributary_source_published_messages_total" => {
+                entry.published_messages_total = Some(value)
+            }
             _ => {}
         }
     }
