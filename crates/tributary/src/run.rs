@@ -150,6 +150,7 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     }
 
     crate::telemetry::register_metrics(&config, &components);
+    crate::streams_monitor::start(&config, js.clone(), shutdown.clone()).await;
 
     let addr = config
         .http_listen
