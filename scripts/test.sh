@@ -12,5 +12,13 @@ if python3 -c "import nats, google.protobuf" >/dev/null 2>&1 \
 else
     echo "warning: cannot install nats-py and protobuf; the Python example consumer will be skipped" >&2
 fi
+# promtool (extracted by install-deps.sh): once there, tests/alert_rules.rs may not skip.
+PROMTOOL_DIR="${TRIBUTARY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary/tools}"
+if command -v promtool >/dev/null 2>&1 || [ -x "$PROMTOOL_DIR/promtool" ]; then
+    export PATH="$PATH:$PROMTOOL_DIR"
+    export TRIBUTARY_REQUIRE_PROMTOOL=1
+else
+    echo "warning: promtool not found; the alert-rule tests will be skipped" >&2
+fi
 cargo build --workspace --locked --all-targets
 cargo test --workspace --locked -- --test-threads "${TRIBUTARY_TEST_THREADS:-3}"

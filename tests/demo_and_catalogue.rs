@@ -2,55 +2,12 @@
 //! only reference metrics that the catalogue lists and the code emits.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "support/catalogue.rs"]
+mod catalogue;
 
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = text[i..].find("tributary_") {
-        let start = i + pos;
-        let mut end = start;
-        while end < bytes.len()
-            && (bytes[end].is_ascii_lowercase()
-                || bytes[end].is_ascii_digit()
-                || bytes[end] == b'_')
-        {
-            end += 1;
-        }
-        let mut name = text[start..end].to_string();
-        for suffix in ["_bucket", "_sum", "_count"] {
-            if let Some(stripped) = name.strip_suffix(suffix) {
-                name = stripped.to_string();
-            }
-        }
-        // Prefixes of job names or buckets ("tributary_snapshots", "tributary_domain") are not metrics.
-        if name.matches('_').count() >= 2 {
-            names.insert(name);
-        }
-        i = end;
-    }
-    names
-}
-
-fn source_text(dir: &Path, out: &mut String) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            source_text(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
-        }
-    }
-}
+use catalogue::{crate_sources, metric_names, repo};
 
 #[test]
 fn dashboard_and_alerts_reference_only_catalogued_emitted_metrics() {
@@ -66,8 +23,7 @@ fn dashboard_and_alerts_reference_only_catalogued_emitted_metrics() {
         "alert rules in Prometheus' format"
     );
     let catalogue = std::fs::read_to_string(root.join("docs/metrics.md")).expect("catalogue");
-    let mut code = String::new();
-    source_text(&root.join("crates"), &mut code);
+    let code = crate_sources();
     let referenced: BTreeSet<String> = metric_names(&dashboard)
         .into_iter()
         .chain(metric_names(&alerts))
@@ -92,8 +48,7 @@ fn dashboard_and_alerts_reference_only_catalogued_emitted_metrics() {
 fn every_catalogued_metric_is_emitted_by_the_code() {
     let root = repo();
     let catalogue = std::fs::read_to_string(root.join("docs/metrics.md")).expect("catalogue");
-    let mut code = String::new();
-    source_text(&root.join("crates"), &mut code);
+    let code = crate_sources();
     for line in catalogue.lines().filter(|l| l.starts_with("| `tributary_")) {
         let name = line
             .trim_start_matches("| `")

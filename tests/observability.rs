@@ -54,13 +54,13 @@ async fn health_metrics_lag_budget_and_json_logs() -> Result<()> {
     let (status, metrics) = http_get(&addr, "/metrics").await?;
     assert_eq!(status, 200);
     for needle in [
-        "tributary_changes_total{source=\"erp\",table=\"public.orders\",op=\"insert\"}",
-        "tributary_published_messages_total{source=\"erp\"}",
-        "tributary_publish_ack_seconds_bucket",
-        "tributary_replication_lag_bytes{source=\"erp\"}",
-        "tributary_confirmed_lsn{source=\"erp\"}",
+        "tributary_source_changes_total{source=\"erp\",table=\"public.orders\",op=\"insert\"}",
+        "tributary_source_published_messages_total{source=\"erp\"}",
+        "tributary_source_publish_ack_seconds_bucket",
+        "tributary_source_replication_lag_bytes{source=\"erp\"}",
+        "tributary_source_confirmed_lsn{source=\"erp\"}",
         "tributary_source_up{source=\"erp\"} 1",
-        "tributary_slot_lag_over_budget{source=\"erp\",kind=\"seconds\"}",
+        "tributary_source_slot_lag_over_budget{source=\"erp\",kind=\"seconds\"}",
     ] {
         assert!(
             metrics.contains(needle),
@@ -69,7 +69,7 @@ async fn health_metrics_lag_budget_and_json_logs() -> Result<()> {
     }
     let published: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("tributary_published_messages_total{source=\"erp\"}"))
+        .find(|l| l.starts_with("tributary_source_published_messages_total{source=\"erp\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);

@@ -550,6 +550,6 @@ fn listeners_default_to_loopback() -> Result<()> {
         .and_then(|w| w.webhooks)
         .context("no webhooks")?;
     assert_eq!(hooks.listen, "127.0.0.1:8089");
-    assert_eq!(config.http_listen, "127.0.0.1:9187");
+    assert_eq!(config.http_listen, "127.0.0.1:8471");
     Ok(())
 }

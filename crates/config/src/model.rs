@@ -234,7 +234,7 @@ pub struct SourceConfig {
     #[serde(default)]
     pub signal_table: Option<String>,
     /// WAL the slot may retain behind Tributary's confirmed position before metrics and logs
-    /// warn (`tributary_slot_lag_over_budget`).
+    /// warn (`tributary_source_slot_lag_over_budget`).
     #[serde(default = "default_lag_budget_bytes")]
     pub lag_budget_bytes: u64,
     /// Age of the oldest unpublished commit before metrics and logs warn.
@@ -359,8 +359,11 @@ pub fn default_stream_name(source: &str) -> String {
     format!("CDC_{}", source.to_uppercase().replace('-', "_"))
 }
 
+// Outside 9100-9999, the range of the Prometheus project's exporter port allocations (all taken
+// since 2023; 9187 was postgres_exporter's), as the exporter-writing guide recommends for an
+// application's own metrics endpoint.
 fn default_http_listen() -> String {
-    "127.0.0.1:9187".into()
+    "127.0.0.1:8471".into()
 }
 fn default_startup_timeout_secs() -> u64 {
     120

@@ -100,7 +100,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "http_listen",
             format!(
-                "{:?} is not an address such as 0.0.0.0:9187",
+                "{:?} is not an address such as 0.0.0.0:8471",
                 config.http_listen
             ),
         ));

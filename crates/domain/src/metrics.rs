@@ -9,6 +9,7 @@ pub const OWNED_FIELDS_KEPT: &str = "tributary_domain_owned_fields_kept_total";
 pub const ERRORS: &str = "tributary_domain_errors_total";
 pub const STATE_CONFLICTS: &str = "tributary_domain_state_conflicts_total";
 pub const CONSUMER_RESETS: &str = "tributary_domain_consumer_resets_total";
+pub const CONSUMER_PENDING: &str = "tributary_domain_consumer_pending";
 pub const BATCH_SIZE: &str = "tributary_domain_batch_messages";
 pub const BATCH_SECONDS: &str = "tributary_domain_batch_seconds";
 
@@ -38,6 +39,10 @@ pub fn describe() {
         CONSUMER_RESETS,
         "times a source's consumer was recreated at its ack floor to redeliver unacked changes at once"
     );
+    metrics::describe_gauge!(
+        CONSUMER_PENDING,
+        "CDC messages of a source's stream not yet delivered to the domain stage (sampled every 5 s)"
+    );
     metrics::describe_histogram!(
         BATCH_SIZE,
         "CDC messages the domain stage mapped and acked together"
@@ -51,4 +56,33 @@ pub fn describe() {
         ERRORS,
         "transient errors that restarted a source's domain task"
     );
+}
+
+/// Creates the stage's series for the configured sources, mappings and entities at zero, so
+/// that a mapping that has published nothing yet has a series to alert on.
+pub fn register(config: &tributary_config::Config) {
+    use metrics::counter;
+    let Some(cfg) = &config.domain else {
+        return;
+    };
+    let sources = config
+        .sources
+        .iter()
+        .filter(|s| cfg.mappings.iter().any(|m| m.source == s.name));
+    for source in sources {
+        for name in [CHANGES, REDELIVERIES_SKIPPED, ERRORS] {
+            counter!(name, "source" => source.name.clone()).increment(0);
+        }
+        metrics::gauge!(CONSUMER_PENDING, "source" => source.name.clone()).set(0.0);
+        let stream = config.nats.resolved_stream(source).name;
+        counter!(CONSUMER_RESETS, "stream" => stream).increment(0);
+    }
+    for mapping in &cfg.mappings {
+        for name in [EVENTS, DEAD_LETTERS] {
+            counter!(name, "mapping" => mapping.name.clone()).increment(0);
+        }
+        for name in [OWNED_FIELDS_KEPT, STATE_CONFLICTS] {
+            counter!(name, "entity" => mapping.entity.clone()).increment(0);
+        }
+    }
 }

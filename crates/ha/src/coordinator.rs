@@ -121,6 +121,7 @@ struct Running {
 
 impl Coordinator {
     pub fn new(store: LeaseStore, units: Vec<UnitSpec>, opts: CoordinatorOptions) -> Coordinator {
+        crate::metrics::register(units.iter().map(|u| u.name.as_str()));
         let units = units.into_iter().map(|u| (u.name.clone(), u)).collect();
         Coordinator {
             store,

@@ -164,3 +164,15 @@ impl RelationInfo {
         info
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Op;
+
+    /// The metrics register the `op` label values before any change is decoded.
+    #[test]
+    fn every_op_has_its_label_registered() {
+        let names: Vec<&str> = Op::ALL.iter().map(|op| op.name()).collect();
+        assert_eq!(names, crate::metrics::OPS);
+    }
+}

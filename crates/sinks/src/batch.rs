@@ -243,6 +243,20 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// The metrics register the `trigger` label values before any batch is sent.
+    #[test]
+    fn every_trigger_has_its_label_registered() {
+        let mut sent = vec![
+            trigger(true, false),
+            trigger(false, false),
+            trigger(false, true),
+        ];
+        let mut registered = m::TRIGGERS.to_vec();
+        sent.sort();
+        registered.sort();
+        assert_eq!(sent, registered);
+    }
+
     /// Records the requests it gets; refuses item 13 (definite), answers the others.
     #[derive(Default)]
     struct Recorder {

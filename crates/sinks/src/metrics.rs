@@ -4,7 +4,7 @@
 pub const APPLIED: &str = "tributary_sink_applied_total";
 pub const SKIPPED: &str = "tributary_sink_skipped_total";
 pub const RETRIES: &str = "tributary_sink_retries_total";
-pub const THROTTLED_SECONDS: &str = "tributary_sink_throttled_seconds_total";
+pub const THROTTLE_WAIT: &str = "tributary_sink_throttle_wait_seconds";
 pub const DEAD_LETTERS: &str = "tributary_sink_dead_letters_total";
 pub const APPLY_LATENCY: &str = "tributary_sink_apply_latency_seconds";
 pub const PENDING: &str = "tributary_sink_consumer_pending";
@@ -16,6 +16,9 @@ pub const BATCH_TRIGGERS: &str = "tributary_sink_batch_triggers_total";
 pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
 pub const SHOPIFY_STOCK_BATCH: &str = "tributary_sink_shopify_inventory_batch_fields";
+
+/// Every value of the `trigger` label (`batch::trigger`).
+pub const TRIGGERS: [&str; 3] = ["full", "settled", "linger"];
 
 pub fn describe() {
     metrics::describe_gauge!(
@@ -34,9 +37,10 @@ pub fn describe() {
         RETRIES,
         "attempts retried after a transient failure, per sink"
     );
-    metrics::describe_counter!(
-        THROTTLED_SECONDS,
-        "seconds spent waiting because the target throttled, per sink"
+    metrics::describe_histogram!(
+        THROTTLE_WAIT,
+        metrics::Unit::Seconds,
+        "waits because the target throttled or the Shopify cost bucket was paced, per sink (the sum is the time waited)"
     );
     metrics::describe_counter!(
         DEAD_LETTERS,
@@ -78,4 +82,63 @@ pub fn describe() {
         SF_API_USAGE,
         "daily API requests used / limit, from the last Sforce-Limit-Info header"
     );
+}
+
+/// The entities a sink's consumer receives: the subject token after the prefix of each of
+/// its filter subjects (`retail.v1.order.>` → `order`).
+fn entities(cfg: &tributary_config::SinksConfig, sink: &str) -> Vec<String> {
+    let prefix = format!("{}.", cfg.subject_prefix);
+    let mut out: Vec<String> = crate::filter_subjects(cfg, sink)
+        .iter()
+        .filter_map(|f| {
+            f.strip_prefix(&prefix)?
+                .split('.')
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Creates every configured sink's series at zero: a sink that has applied nothing since
+/// start has `tributary_sink_applied_total` 0, so TributarySinkStalled can fire for it.
+pub fn register(config: &tributary_config::Config) {
+    use metrics::{counter, gauge};
+    let Some(cfg) = &config.sinks else {
+        return;
+    };
+    for sink in crate::SINK_NAMES.iter().copied() {
+        let consumers = crate::partition_consumers(cfg, sink);
+        if consumers.is_empty() {
+            continue;
+        }
+        for name in [RETRIES, DEAD_LETTERS, ERRORS] {
+            counter!(name, "sink" => sink).increment(0);
+        }
+        gauge!(DEAD_LETTER_DEPTH, "sink" => sink).set(0.0);
+        for consumer in &consumers {
+            gauge!(PENDING, "sink" => sink, "partition" => consumer.label()).set(0.0);
+        }
+        for entity in entities(cfg, sink) {
+            counter!(APPLIED, "sink" => sink, "entity" => entity.clone()).increment(0);
+            for reason in ["stale_version", "recorded", "held"] {
+                counter!(SKIPPED, "sink" => sink, "entity" => entity.clone(), "reason" => reason)
+                    .increment(0);
+            }
+        }
+        if sink != "wms" {
+            for trigger in TRIGGERS {
+                counter!(BATCH_TRIGGERS, "sink" => sink, "trigger" => trigger).increment(0);
+            }
+        }
+        if sink == "salesforce" {
+            for kind in ["single", "collection"] {
+                counter!(SF_REQUESTS, "sink" => sink, "kind" => kind).increment(0);
+            }
+            counter!(SF_TOKENS, "sink" => sink).increment(0);
+            gauge!(SF_API_USAGE, "sink" => sink).set(0.0);
+        }
+    }
 }

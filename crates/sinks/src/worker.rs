@@ -429,8 +429,8 @@ impl SinkWorker {
                     // The target's hint wins (it knows when it will take requests again).
                     let wait = retry_after.unwrap_or(backoff + jitter);
                     if throttled {
-                        metrics::counter!(m::THROTTLED_SECONDS, "sink" => self.name)
-                            .increment(wait.as_secs_f64().ceil() as u64);
+                        metrics::histogram!(m::THROTTLE_WAIT, "sink" => self.name)
+                            .record(wait.as_secs_f64());
                     }
                     warn!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
                     // Keep the message ours while we wait; the lane's earlier events are

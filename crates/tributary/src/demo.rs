@@ -245,7 +245,7 @@ impl View {
 fn lag_line(metrics: &str) -> String {
     let lags: Vec<String> = metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("tributary_replication_lag_bytes{source=\""))
+        .filter_map(|l| l.strip_prefix("tributary_source_replication_lag_bytes{source=\""))
         .filter_map(|rest| {
             let (source, value) = rest.split_once("\"} ")?;
             Some(format!("{source} {} B", value.trim()))

@@ -10,6 +10,7 @@ mod replay;
 mod replicas;
 mod run;
 mod sandbox;
+mod streams_monitor;
 mod telemetry;
 
 use std::path::PathBuf;

@@ -151,6 +151,9 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
             .map(|c| (c, RetryPolicy::COMPONENT)),
     );
 
+    crate::telemetry::register_metrics(&config, &components);
+    crate::streams_monitor::start(&config, js.clone(), shutdown.clone()).await;
+
     let addr = config
         .http_listen
         .parse()

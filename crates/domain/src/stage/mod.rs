@@ -54,6 +54,9 @@ use batch::{
     MAX_EVENTS_PER_ENTITY,
 };
 
+/// How often a source's consumer reports its pending messages (`tributary_domain_consumer_pending`).
+const PENDING_SAMPLE: Duration = Duration::from_secs(5);
+
 /// The domain stage's consumer of one source's stream.
 struct StreamTask {
     name: String,
@@ -250,7 +253,7 @@ impl DomainStage {
             .get_stream(stream_name)
             .await
             .map_err(|e| DomainError::nats(format!("stream {stream_name}"), e))?;
-        let consumer = self.consumer(&stream, stream_name).await?;
+        let mut consumer = self.consumer(&stream, stream_name).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(BATCH)
@@ -259,9 +262,19 @@ impl DomainStage {
             .map_err(|e| DomainError::nats("pull", e))?;
         info!(stream = stream_name, consumer = %self.cfg.consumer, "consuming");
         let mut cache = Cache::default();
+        let mut pending_tick = tokio::time::interval(PENDING_SAMPLE);
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
+                _ = pending_tick.tick() => {
+                    // The stage's lag in messages: what the source has stored and this
+                    // consumer has not been given yet.
+                    if let Ok(info) = consumer.info().await {
+                        metrics::gauge!(m::CONSUMER_PENDING, "source" => source.to_string())
+                            .set(info.num_pending as f64);
+                    }
+                    continue;
+                }
                 next = messages.next() => next,
             };
             let mut msg = next_message(next)?;

@@ -31,10 +31,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use tributary_config::WebhookServerConfig;
 
-/// Connection-level rejections of a listener, by `listener` and `reason`.
-pub const HTTP_REJECTED: &str = "tributary_http_rejected_total";
-/// Open connections of a listener.
-pub const HTTP_CONNECTIONS: &str = "tributary_http_connections";
+/// The listeners' metric names (defined with the crate's others in `crate::metrics`).
+pub use crate::metrics::{HTTP_CONNECTIONS, HTTP_REJECTED};
 
 /// Written to a connection over the limit before it is closed: no request is read from it.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 5\r\nretry-after: 1\r\nconnection: close\r\n\r\nbusy\n";

@@ -70,11 +70,11 @@ pub const SUBJECT_PREFIX: &str = "saas.wms";
 /// Mapping name (and entity-state slot) of the lifecycle webhooks.
 pub const MAPPING: &str = "wms_order_webhook";
 
-pub const WEBHOOKS_RECEIVED: &str = "tributary_wms_webhooks_received_total";
-pub const WEBHOOKS_REJECTED: &str = "tributary_wms_webhooks_rejected_total";
-pub const WEBHOOKS_STORED: &str = "tributary_wms_webhooks_stored_total";
-pub const WEBHOOKS_DUPLICATE: &str = "tributary_wms_webhooks_duplicate_total";
-pub const DOMAIN_EVENTS: &str = "tributary_wms_domain_events_total";
+pub use crate::metrics::{
+    WMS_DOMAIN_EVENTS as DOMAIN_EVENTS, WMS_WEBHOOKS_DUPLICATE as WEBHOOKS_DUPLICATE,
+    WMS_WEBHOOKS_RECEIVED as WEBHOOKS_RECEIVED, WMS_WEBHOOKS_REJECTED as WEBHOOKS_REJECTED,
+    WMS_WEBHOOKS_STORED as WEBHOOKS_STORED,
+};
 
 struct Endpoint {
     cfg: WmsWebhookSourceConfig,

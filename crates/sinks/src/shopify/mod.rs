@@ -350,8 +350,7 @@ impl Api {
             }
         }
         if !waited.is_zero() {
-            metrics::counter!(m::THROTTLED_SECONDS, "sink" => "shopify")
-                .increment(waited.as_secs_f64().ceil() as u64);
+            metrics::histogram!(m::THROTTLE_WAIT, "sink" => "shopify").record(waited.as_secs_f64());
         }
         Claim {
             pacer: &self.bucket,

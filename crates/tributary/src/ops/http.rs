@@ -180,9 +180,13 @@ fn parse_metrics(text: &str) -> BTreeMap<String, SourceMetrics> {
         let entry = out.entry(source).or_default();
         match name {
             "tributary_source_up" => entry.source_up = Some(value > 0.0),
-            "tributary_replication_lag_seconds" => entry.replication_lag_seconds = Some(value),
-            "tributary_replication_lag_bytes" => entry.replication_lag_bytes = Some(value),
-            "tributary_published_messages_total" => entry.published_messages_total = Some(value),
+            "tributary_source_replication_lag_seconds" => {
+                entry.replication_lag_seconds = Some(value)
+            }
+            "tributary_source_replication_lag_bytes" => entry.replication_lag_bytes = Some(value),
+            "tributary_source_published_messages_total" => {
+                entry.published_messages_total = Some(value)
+            }
             _ => {}
         }
     }
@@ -238,11 +242,11 @@ mod tests {
 
     #[test]
     fn reads_source_series() {
-        let text = "# HELP tributary_replication_lag_seconds lag\n\
-                    tributary_replication_lag_seconds{source=\"erp\"} 1.5\n\
+        let text = "# HELP tributary_source_replication_lag_seconds lag\n\
+                    tributary_source_replication_lag_seconds{source=\"erp\"} 1.5\n\
                     tributary_source_up{source=\"erp\"} 1\n\
-                    tributary_changes_total{source=\"pos\",table=\"a,b\",op=\"insert\"} 7\n\
-                    tributary_replication_lag_bytes{source=\"pos\"} 2048\n";
+                    tributary_source_changes_total{source=\"pos\",table=\"a,b\",op=\"insert\"} 7\n\
+                    tributary_source_replication_lag_bytes{source=\"pos\"} 2048\n";
         let m = parse_metrics(text);
         assert_eq!(m["erp"].replication_lag_seconds, Some(1.5));
         assert_eq!(m["erp"].source_up, Some(true));
