@@ -13,6 +13,7 @@ pub mod mapping_consumer;
 pub mod metrics;
 pub mod salesforce;
 pub mod shopify;
+mod stream_spec;
 pub mod streams;
 pub mod time;
 pub mod wms;
