@@ -843,3 +843,63 @@ async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<
     );
     Ok(())
 }
+
+/// A mapping that reads a column the table no longer has (a migration renamed it) is invalid
+/// for every change of the table: the bridge stops (non-zero exit) naming the component, the
+/// mapping and the column, instead of dead-lettering each change. The change is not acked:
+/// once the mapping is fixed, a restarted bridge maps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_reading_a_renamed_column_stops_the_bridge_naming_the_component() -> Result<()> {
+    let mut r = Retail::start().await?;
+    r.erp
+        .batch_execute(
+            "INSERT INTO customers VALUES (1, 'c@example.com', 'C', 'D', NULL, false, now());",
+        )
+        .await?;
+    r.events_until(|e| has(e, "retail.v1.customer.created", "1", 1))
+        .await?;
+    r.erp
+        .batch_execute(
+            "ALTER TABLE customers RENAME COLUMN first_name TO given_name;
+             INSERT INTO customers (id, email, given_name, last_name) VALUES (2, 'e@example.com', 'E', 'F');",
+        )
+        .await?;
+    let status = tokio::time::timeout(Duration::from_secs(60), r.bridge.child.wait())
+        .await
+        .with_context(|| format!("the bridge did not stop:\n{}", r.bridge.log()))??;
+    let log = r.bridge.log();
+    assert_ne!(status.code(), Some(0), "{log}");
+    let error_line = log
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .with_context(|| format!("an error line:\n{log}"))?;
+    assert!(
+        error_line.contains("domain erp stopped")
+            && error_line.contains("erp_customer_created")
+            && error_line.contains("`first_name`"),
+        "names the component, the mapping and the column: {error_line}"
+    );
+    let js = jetstream::new(r.nats.connect().await?);
+    let dead = match js.get_stream("DLQ_DOMAIN").await {
+        Ok(mut s) => s.info().await?.state.messages,
+        Err(_) => 0,
+    };
+    assert_eq!(dead, 0, "not dead-lettered change by change");
+
+    let text = std::fs::read_to_string(&r.config)?.replace(
+        "\"customer.first_name\" = \"first_name\"",
+        "\"customer.first_name\" = \"given_name\"",
+    );
+    std::fs::write(&r.config, text)?;
+    r.bridge = Bridge::spawn(&r.config)?;
+    let events = r
+        .events_until(|e| has(e, "retail.v1.customer.created", "2", 1))
+        .await?;
+    let created = find(&events, "retail.v1.customer.created", "2");
+    let Some(Entity::Customer(c)) = &created[0].event.entity else {
+        bail!("a customer event: {:?}", created[0].event);
+    };
+    assert_eq!(c.first_name, "E", "mapped from the renamed column");
+    assert_eq!(r.bridge.stop().await?, 0);
+    Ok(())
+}
