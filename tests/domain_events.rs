@@ -791,6 +791,19 @@ async fn domain_events_survive_kill9_exactly_once() -> Result<()> {
     Ok(())
 }
 
+/// Waits for the bridge to stop by itself with a non-zero exit; returns its `error:` line.
+async fn stopped_on_error(bridge: &mut Bridge) -> Result<String> {
+    let status = tokio::time::timeout(Duration::from_secs(60), bridge.child.wait())
+        .await
+        .with_context(|| format!("the bridge did not stop:\n{}", bridge.log()))??;
+    let log = bridge.log();
+    assert_ne!(status.code(), Some(0), "{log}");
+    log.lines()
+        .find(|l| l.starts_with("error: "))
+        .map(str::to_string)
+        .with_context(|| format!("an error line:\n{log}"))
+}
+
 /// Corrupt entity state is fatal: a restart would read it again. The bridge stops (non-zero
 /// exit) with a message naming the component and the key, instead of retrying forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -824,15 +837,7 @@ async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<
     r.erp
         .batch_execute("UPDATE customers SET first_name = 'E' WHERE id = 1")
         .await?;
-    let status = tokio::time::timeout(Duration::from_secs(60), bridge.child.wait())
-        .await
-        .with_context(|| format!("the bridge did not stop:\n{}", bridge.log()))??;
-    let log = bridge.log();
-    assert_ne!(status.code(), Some(0), "{log}");
-    let error_line = log
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .with_context(|| format!("an error line:\n{log}"))?;
+    let error_line = stopped_on_error(&mut bridge).await?;
     assert!(
         error_line.contains("domain erp stopped") && error_line.contains("unreadable"),
         "names the component and the problem: {error_line}"
@@ -864,15 +869,7 @@ async fn a_mapping_reading_a_renamed_column_stops_the_bridge_naming_the_componen
              INSERT INTO customers (id, email, given_name, last_name) VALUES (2, 'e@example.com', 'E', 'F');",
         )
         .await?;
-    let status = tokio::time::timeout(Duration::from_secs(60), r.bridge.child.wait())
-        .await
-        .with_context(|| format!("the bridge did not stop:\n{}", r.bridge.log()))??;
-    let log = r.bridge.log();
-    assert_ne!(status.code(), Some(0), "{log}");
-    let error_line = log
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .with_context(|| format!("an error line:\n{log}"))?;
+    let error_line = stopped_on_error(&mut r.bridge).await?;
     assert!(
         error_line.contains("domain erp stopped")
             && error_line.contains("erp_customer_created")
