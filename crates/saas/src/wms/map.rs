@@ -2,6 +2,7 @@
 //! that applies it through the domain state.
 
 use super::*;
+use tributary_core::{BoxFuture, Component, Failure, RetryPolicy};
 
 /// A lifecycle webhook mapped to a fulfillment (key = the order's `reference_id`).
 #[derive(Debug, Clone, PartialEq)]
@@ -116,22 +117,22 @@ pub(super) struct Mapper {
     pub feed: Arc<ExternalFeed>,
 }
 
+impl Component for Mapper {
+    fn name(&self) -> String {
+        "wms mapper".into()
+    }
+
+    fn run<'a>(&'a self, stop: &'a CancellationToken) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move { Ok(self.consume(stop).await?) })
+    }
+}
+
 impl Mapper {
-    pub(super) async fn supervise(self, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
-        while !stop.is_cancelled() {
-            match self.consume(&stop).await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "WMS webhook mapper failed; restarting");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+    /// Maps until `stop`; transient failures restart the consumer (the one supervision
+    /// rule: capped backoff, reset after a healthy run), corrupt entity state stops the feed
+    /// and with it the bridge.
+    pub(super) async fn supervise(self, stop: CancellationToken) -> Result<(), SaasError> {
+        Ok(tributary_core::supervise(&self, RetryPolicy::COMPONENT, &stop).await?)
     }
 
     async fn consume(&self, stop: &CancellationToken) -> Result<(), SaasError> {

@@ -28,7 +28,6 @@ mod receive;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::header::HeaderMap as NatsHeaders;
 use async_nats::jetstream::{self, AckKind};
@@ -197,7 +196,9 @@ impl WmsWebhookSource {
                 StatusCode::NOT_FOUND
             })
             .with_state(self.endpoint.clone());
-        let server_stop = stop.clone();
+        // The server also stops when the mapper stops on an error a restart cannot fix.
+        let server_stop = stop.child_token();
+        let mapper_stopped = server_stop.clone();
         let listener = self.listener;
         let limits = self.endpoint.limits.clone();
         let server = tokio::spawn(
@@ -211,12 +212,13 @@ impl WmsWebhookSource {
             endpoint: self.endpoint.clone(),
             feed: self.feed.clone(),
         };
-        mapper
+        let mapped = mapper
             .supervise(stop)
             .instrument(tracing::info_span!("wms_mapper"))
             .await;
+        mapper_stopped.cancel();
         let _ = server.await;
-        Ok(())
+        mapped
     }
 }
 
