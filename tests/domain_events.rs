@@ -791,6 +791,19 @@ async fn domain_events_survive_kill9_exactly_once() -> Result<()> {
     Ok(())
 }
 
+/// The bridge running with customer 1 created and mapped.
+async fn customer_one() -> Result<Retail> {
+    let r = Retail::start().await?;
+    r.erp
+        .batch_execute(
+            "INSERT INTO customers VALUES (1, 'c@example.com', 'C', 'D', NULL, false, now());",
+        )
+        .await?;
+    r.events_until(|e| has(e, "retail.v1.customer.created", "1", 1))
+        .await?;
+    Ok(r)
+}
+
 /// Waits for the bridge to stop by itself with a non-zero exit; returns its `error:` line.
 async fn stopped_on_error(bridge: &mut Bridge) -> Result<String> {
     let status = tokio::time::timeout(Duration::from_secs(60), bridge.child.wait())
@@ -808,14 +821,7 @@ async fn stopped_on_error(bridge: &mut Bridge) -> Result<String> {
 /// exit) with a message naming the component and the key, instead of retrying forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<()> {
-    let r = Retail::start().await?;
-    r.erp
-        .batch_execute(
-            "INSERT INTO customers VALUES (1, 'c@example.com', 'C', 'D', NULL, false, now());",
-        )
-        .await?;
-    r.events_until(|e| has(e, "retail.v1.customer.created", "1", 1))
-        .await?;
+    let r = customer_one().await?;
     // A fresh process has no cached state: it reads the record from KV.
     assert_eq!(r.bridge.stop().await?, 0);
     let client = r.nats.connect().await?;
@@ -855,14 +861,7 @@ async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<
 /// once the mapping is fixed, a restarted bridge maps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_reading_a_renamed_column_stops_the_bridge_naming_the_component() -> Result<()> {
-    let mut r = Retail::start().await?;
-    r.erp
-        .batch_execute(
-            "INSERT INTO customers VALUES (1, 'c@example.com', 'C', 'D', NULL, false, now());",
-        )
-        .await?;
-    r.events_until(|e| has(e, "retail.v1.customer.created", "1", 1))
-        .await?;
+    let mut r = customer_one().await?;
     r.erp
         .batch_execute(
             "ALTER TABLE customers RENAME COLUMN first_name TO given_name;
