@@ -791,10 +791,8 @@ async fn domain_events_survive_kill9_exactly_once() -> Result<()> {
     Ok(())
 }
 
-/// Corrupt entity state is fatal: a restart would read it again. The bridge stops (non-zero
-/// exit) with a message naming the component and the key, instead of retrying forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<()> {
+/// The bridge running with customer 1 created and mapped.
+async fn customer_one() -> Result<Retail> {
     let r = Retail::start().await?;
     r.erp
         .batch_execute(
@@ -803,6 +801,27 @@ async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<
         .await?;
     r.events_until(|e| has(e, "retail.v1.customer.created", "1", 1))
         .await?;
+    Ok(r)
+}
+
+/// Waits for the bridge to stop by itself with a non-zero exit; returns its `error:` line.
+async fn stopped_on_error(bridge: &mut Bridge) -> Result<String> {
+    let status = tokio::time::timeout(Duration::from_secs(60), bridge.child.wait())
+        .await
+        .with_context(|| format!("the bridge did not stop:\n{}", bridge.log()))??;
+    let log = bridge.log();
+    assert_ne!(status.code(), Some(0), "{log}");
+    log.lines()
+        .find(|l| l.starts_with("error: "))
+        .map(str::to_string)
+        .with_context(|| format!("an error line:\n{log}"))
+}
+
+/// Corrupt entity state is fatal: a restart would read it again. The bridge stops (non-zero
+/// exit) with a message naming the component and the key, instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<()> {
+    let r = customer_one().await?;
     // A fresh process has no cached state: it reads the record from KV.
     assert_eq!(r.bridge.stop().await?, 0);
     let client = r.nats.connect().await?;
@@ -824,15 +843,7 @@ async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<
     r.erp
         .batch_execute("UPDATE customers SET first_name = 'E' WHERE id = 1")
         .await?;
-    let status = tokio::time::timeout(Duration::from_secs(60), bridge.child.wait())
-        .await
-        .with_context(|| format!("the bridge did not stop:\n{}", bridge.log()))??;
-    let log = bridge.log();
-    assert_ne!(status.code(), Some(0), "{log}");
-    let error_line = log
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .with_context(|| format!("an error line:\n{log}"))?;
+    let error_line = stopped_on_error(&mut bridge).await?;
     assert!(
         error_line.contains("domain erp stopped") && error_line.contains("unreadable"),
         "names the component and the problem: {error_line}"
@@ -841,5 +852,50 @@ async fn corrupt_entity_state_stops_the_bridge_naming_the_component() -> Result<
         corrupted.iter().any(|k| error_line.contains(k.as_str())),
         "names the key: {error_line}"
     );
+    Ok(())
+}
+
+/// A mapping that reads a column the table no longer has (a migration renamed it) is invalid
+/// for every change of the table: the bridge stops (non-zero exit) naming the component, the
+/// mapping and the column, instead of dead-lettering each change. The change is not acked:
+/// once the mapping is fixed, a restarted bridge maps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_reading_a_renamed_column_stops_the_bridge_naming_the_component() -> Result<()> {
+    let mut r = customer_one().await?;
+    r.erp
+        .batch_execute(
+            "ALTER TABLE customers RENAME COLUMN first_name TO given_name;
+             INSERT INTO customers (id, email, given_name, last_name) VALUES (2, 'e@example.com', 'E', 'F');",
+        )
+        .await?;
+    let error_line = stopped_on_error(&mut r.bridge).await?;
+    assert!(
+        error_line.contains("domain erp stopped")
+            && error_line.contains("erp_customer_created")
+            && error_line.contains("`first_name`"),
+        "names the component, the mapping and the column: {error_line}"
+    );
+    let js = jetstream::new(r.nats.connect().await?);
+    let dead = match js.get_stream("DLQ_DOMAIN").await {
+        Ok(mut s) => s.info().await?.state.messages,
+        Err(_) => 0,
+    };
+    assert_eq!(dead, 0, "not dead-lettered change by change");
+
+    let text = std::fs::read_to_string(&r.config)?.replace(
+        "\"customer.first_name\" = \"first_name\"",
+        "\"customer.first_name\" = \"given_name\"",
+    );
+    std::fs::write(&r.config, text)?;
+    r.bridge = Bridge::spawn(&r.config)?;
+    let events = r
+        .events_until(|e| has(e, "retail.v1.customer.created", "2", 1))
+        .await?;
+    let created = find(&events, "retail.v1.customer.created", "2");
+    let Some(Entity::Customer(c)) = &created[0].event.entity else {
+        bail!("a customer event: {:?}", created[0].event);
+    };
+    assert_eq!(c.first_name, "E", "mapped from the renamed column");
+    assert_eq!(r.bridge.stop().await?, 0);
     Ok(())
 }

@@ -7,9 +7,9 @@ mod support;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::Value;
 use support::*;
 use tokio::process::Command;
@@ -371,8 +371,7 @@ async fn preflight_names_each_failing_check() -> Result<()> {
 
 async fn wait_slot_inactive(pg: &PgCluster, slot: &str) -> Result<()> {
     let c = pg.connect("postgres").await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), async || {
         let active: Option<bool> = c
             .query_opt(
                 "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
@@ -380,14 +379,13 @@ async fn wait_slot_inactive(pg: &PgCluster, slot: &str) -> Result<()> {
             )
             .await?
             .map(|r| r.get(0));
-        if active != Some(true) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("slot {slot} still active 30 s after the bridge stopped");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok(if active != Some(true) {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("slot {slot} still active after the bridge stopped"))
+        })
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,16 +527,17 @@ async fn status_reports_the_stream_and_the_bridge() -> Result<()> {
     wait_for_messages(&client, "CDC_ERP", written as u64, Duration::from_secs(60)).await?;
 
     // With the bridge running: up and ready, its lag per source.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let report = loop {
+    let report = wait_until(Duration::from_secs(30), async || {
         let out = tributary(&["status", "--config", config, "--format", "json"]).await?;
         assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
         let report = out.json()?;
-        if report["bridge"]["ready"] == true || Instant::now() > deadline {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        Ok(if report["bridge"]["ready"] == true {
+            Check::Done(report)
+        } else {
+            Check::Pending(format!("the bridge is not ready: {report:#}"))
+        })
+    })
+    .await?;
     assert_eq!(report["bridge"]["up"], true, "{report:#}");
     assert_eq!(report["bridge"]["ready"], true, "{report:#}");
     let source = &report["sources"][0];

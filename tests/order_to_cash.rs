@@ -12,9 +12,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
 use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
@@ -108,35 +107,34 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
          UPDATE stock SET on_hand = 15, updated_at = now() WHERE sku = 'SKU-1';",
     )
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while wms.stock("SKU-1") != Some(15)
-        || shop
+    wait_until(Duration::from_secs(60), async || {
+        let in_shop = shop
             .inventory(&product.variants[0].1, &dc1)
-            .map(|l| l.available)
-            != Some(15)
-    {
-        if Instant::now() > deadline {
-            bail!(
-                "stock never reached the WMS and the storefront (WMS {:?})\nbridge log:\n{}",
+            .map(|l| l.available);
+        Ok(if wms.stock("SKU-1") == Some(15) && in_shop == Some(15) {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "stock never reached the WMS and the storefront (WMS {:?}, storefront {in_shop:?})\nbridge log:\n{}",
                 wms.stock("SKU-1"),
                 bridge.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            ))
+        })
+    })
+    .await?;
     let deltas: Vec<i64> = wms.with_state(|s| s.adjustments.iter().map(|a| a.delta).collect());
     assert_eq!(deltas, vec![20, -5]);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let wms_order = loop {
-        if let Some(o) = wms.order_by_reference("SO-42") {
-            break o;
-        }
-        if Instant::now() > deadline {
-            bail!("SO-42 never reached the WMS\nbridge log:\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let wms_order = wait_until(Duration::from_secs(60), async || {
+        Ok(match wms.order_by_reference("SO-42") {
+            Some(o) => Check::Done(o),
+            None => Check::Pending(format!(
+                "SO-42 never reached the WMS\nbridge log:\n{}",
+                bridge.log()
+            )),
+        })
+    })
+    .await?;
 
     // The warehouse allocates and ships it.
     wms.advance(&wms_order.id, WmsStatus::Allocated)?;
@@ -145,8 +143,7 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
     assert!(!tracking.is_empty());
 
     let client = nats.connect().await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(Duration::from_secs(60), async || {
         let evs = fulfillments(&client).await?;
         let got = evs.iter().any(
             |e| matches!(&e.entity, Some(Entity::Fulfillment(f)) if f.tracking_number == tracking),
@@ -155,21 +152,19 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
             .events()
             .iter()
             .all(|e| e.outcomes.len() == 2 && e.outcomes.iter().all(|o| o.delivered));
-        if got && delivered {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
+        Ok(if got && delivered {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
                 "no fulfillment with {tracking} (events {:?})\nbridge log:\n{}",
                 wms.events(),
                 bridge.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            ))
+        })
+    })
+    .await?;
     // The storefront and Salesforce show the shipment with its tracking number.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(Duration::from_secs(60), async || {
         let shipped_in_shop = shop.fulfillments(&shop_order.order_id).iter().any(|f| {
             f.tracking
                 .iter()
@@ -179,17 +174,16 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
             .record_by("Order", "External_Id__c", "SO-42")
             .and_then(|r| r.fields.get("Tracking_Number__c").cloned())
             == Some(serde_json::Value::String(tracking.clone()));
-        if shipped_in_shop && tracked_in_sf {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
+        Ok(if shipped_in_shop && tracked_in_sf {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
                 "fulfilment not shown (shopify {shipped_in_shop}, salesforce {tracked_in_sf})\nbridge log:\n{}",
                 bridge.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            ))
+        })
+    })
+    .await?;
     // Let any straggling duplicate be mapped and applied before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let shop_fulfillments = shop.fulfillments(&shop_order.order_id);

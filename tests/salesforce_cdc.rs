@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use futures::StreamExt;
@@ -114,20 +114,18 @@ async fn count(client: &async_nats::Client, stream: &str) -> u64 {
 }
 
 async fn wait_count(client: &async_nats::Client, n: u64, bridge: &Bridge, secs: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    wait_until(Duration::from_secs(secs), async || {
         let c = count(client, STREAM).await;
-        if c >= n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
+        Ok(if c >= n {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
                 "{STREAM} holds {c} messages, expected {n}\n{}",
                 bridge.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            ))
+        })
+    })
+    .await
 }
 
 /// The JSON payload of a raw Salesforce event.
@@ -179,20 +177,18 @@ async fn retail_until(
     client: &async_nats::Client,
     until: impl Fn(&[DomainEvent]) -> bool,
 ) -> Result<Vec<DomainEvent>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), async || {
         let events = retail(client).await?;
-        if until(&events) {
-            return Ok(events);
-        }
-        if Instant::now() > deadline {
-            bail!(
+        Ok(if until(&events) {
+            Check::Done(events)
+        } else {
+            Check::Pending(format!(
                 "RETAIL holds {} events; the condition never held",
                 events.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            ))
+        })
+    })
+    .await
 }
 
 fn subject_of(e: &DomainEvent) -> (String, String, String) {
@@ -638,14 +634,15 @@ async fn replay_id_past_retention_stops_the_bridge_unless_the_operator_chose() -
     )?;
     let subscribes = sf.cdc_subscribe_count();
     let bridge = Bridge::spawn(&path)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
     // The refused CUSTOM subscription, then the LATEST one.
-    while sf.cdc_subscribe_count() < subscribes + 2 {
-        if Instant::now() > deadline {
-            bail!("the bridge did not resubscribe\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(30), async || {
+        Ok(if sf.cdc_subscribe_count() >= subscribes + 2 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("the bridge did not resubscribe\n{}", bridge.log()))
+        })
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let skipped: BTreeSet<String> = sf
         .cdc_events()
@@ -754,8 +751,7 @@ async fn keepalives_keep_a_quiet_topic_inside_retention() -> Result<()> {
     let js = async_nats::jetstream::new(client.clone());
     let key = "salesforce.org.=2Fdata=2FOrderChangeEvent";
     let want: String = latest.iter().map(|b| format!("{b:02x}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until(Duration::from_secs(20), async || {
         let stored = js
             .get_key_value("tributary_saas")
             .await?
@@ -763,14 +759,16 @@ async fn keepalives_keep_a_quiet_topic_inside_retention() -> Result<()> {
             .await?
             .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
             .and_then(|v| v["replay_id"].as_str().map(str::to_string));
-        if stored.as_deref() == Some(want.as_str()) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("position {stored:?}, expected {want}\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(if stored.as_deref() == Some(want.as_str()) {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "position {stored:?}, expected {want}\n{}",
+                bridge.log()
+            ))
+        })
+    })
+    .await?;
     assert_eq!(bridge.stop().await?, 0);
     // The Orders (and the first Accounts) age out. Without the keepalives the stored id would
     // be the last Order's, gone now; with them it is still retained and the topic resumes.

@@ -132,24 +132,22 @@ async fn retail_until(
     nats: &async_nats::Client,
     until: impl Fn(&[DomainEvent]) -> bool,
 ) -> Result<Vec<DomainEvent>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(Duration::from_secs(60), async || {
         let events: Vec<DomainEvent> = read_all(nats, "RETAIL")
             .await?
             .into_iter()
             .map(|(_, _, p)| DomainEvent::decode(p))
             .collect::<std::result::Result<_, _>>()?;
-        if until(&events) {
-            return Ok(events);
-        }
-        if Instant::now() > deadline {
-            bail!(
+        Ok(if until(&events) {
+            Check::Done(events)
+        } else {
+            Check::Pending(format!(
                 "RETAIL holds {} events; the condition never held",
                 events.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            ))
+        })
+    })
+    .await
 }
 
 fn key(e: &DomainEvent) -> (String, String, String) {
@@ -357,19 +355,19 @@ async fn webhook_never_delivered_is_recovered_by_reconciliation() -> Result<()> 
     let source = start_in_process(&nats, Some((shop.base_url(), 1))).await?;
     // The first poll stores the cursor (reconciliation starts from the first start).
     let js = jetstream::new(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), async || {
         let kv = js.get_key_value("tributary_saas").await?;
-        if kv.get("shopify.web.orders").await?.is_some()
-            && kv.get("shopify.web.inventory_levels").await?.is_some()
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the reconciliation cursor was never stored");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(
+            if kv.get("shopify.web.orders").await?.is_some()
+                && kv.get("shopify.web.inventory_levels").await?.is_some()
+            {
+                Check::Done(())
+            } else {
+                Check::Pending("the reconciliation cursor was never stored".into())
+            },
+        )
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(20)).await;
     // Changes whose webhooks Shopify never delivers.
     let customer = shop.add_customer("lost@example.com", "Lost", "Webhook");
@@ -581,12 +579,15 @@ async fn kill9_never_loses_a_webhook_answered_200() -> Result<()> {
 }
 
 async fn wait_listening(addr: SocketAddr, bridge: &Bridge) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("the webhook server never listened\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(60), async || {
+        Ok(match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => Check::Done(()),
+            Err(_) => Check::Pending(format!(
+                "the webhook server never listened\n{}",
+                bridge.log()
+            )),
+        })
+    })
+    .await?;
     Ok(())
 }

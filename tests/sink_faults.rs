@@ -1232,21 +1232,24 @@ async fn salesforce_batches_within_its_limit_and_shopify_paces_its_bucket() -> R
         erp.batch_execute(sql).await?;
     }
     let stock_events = (scale.skus * LOCATIONS.len() * scale.stock_writes) as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_until(Duration::from_secs(120), async || {
         let info = js
             .get_stream("RETAIL")
             .await?
             .consumer_info(tributary_sinks::consumer_name("shopify"))
             .await;
-        if info.is_ok_and(|i| i.num_pending + i.num_ack_pending as u64 >= stock_events) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the stock events were not published\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(
+            if info.is_ok_and(|i| i.num_pending + i.num_ack_pending as u64 >= stock_events) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!(
+                    "the stock events were not published\n{}",
+                    bridge.log()
+                ))
+            },
+        )
+    })
+    .await?;
     env.shop.faults().clear();
     wait_final(&env, &w, opts.sinks, &bridge, Duration::from_secs(120)).await?;
 
@@ -1354,13 +1357,14 @@ async fn one_target_down_the_others_keep_flowing() -> Result<()> {
         erp.batch_execute(sql).await?;
     }
     // The WMS goes down once it has taken orders.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.wms().orders().len() < 20 {
-        if Instant::now() > deadline {
-            bail!("no WMS orders before the outage\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(60), async || {
+        Ok(if env.wms().orders().len() >= 20 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("no WMS orders before the outage\n{}", bridge.log()))
+        })
+    })
+    .await?;
     let down_at = Instant::now();
     let running = env.wms.take().context("the WMS is running")?;
     running.stop().await;

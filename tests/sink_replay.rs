@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream;
@@ -71,19 +71,17 @@ async fn wait_for(
     bridge: &Bridge,
     mut cond: impl AsyncFnMut() -> Result<bool>,
 ) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond().await? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
+    wait_until(within, async || {
+        Ok(if cond().await? {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
                 "timed out waiting for {what}\nbridge log:\n{}",
                 bridge.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            ))
+        })
+    })
+    .await
 }
 
 /// The WMS orders, comparable across replays.

@@ -7,9 +7,9 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use async_nats::jetstream;
 use futures::StreamExt;
 use support::*;
@@ -140,8 +140,7 @@ async fn orders_reach_the_wms_and_stock_reaches_shopify_exactly_once() -> Result
 
     // Wait for the final state.
     let client = nats.connect().await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_until(Duration::from_secs(120), async || {
         let wms_done = orders.iter().all(|o| {
             wms.order_by_reference(o).is_some_and(|w| {
                 w.products.len() == 2 && (o != "SO-3" || w.status == WmsStatus::Cancelled)
@@ -152,18 +151,17 @@ async fn orders_reach_the_wms_and_stock_reaches_shopify_exactly_once() -> Result
                 .is_some_and(|l| l.available == *q)
         });
         let dlq = dead_letters(&client).await?;
-        if wms_done && shop_done && !dlq.is_empty() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
+        Ok(if wms_done && shop_done && !dlq.is_empty() {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
                 "targets did not reach the final state (wms {wms_done}, shopify {shop_done}, dlq {})\nbridge log:\n{}",
                 dlq.len(),
                 bridge.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+            ))
+        })
+    })
+    .await?;
     // Let any straggling redelivery happen before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
 

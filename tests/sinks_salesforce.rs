@@ -8,9 +8,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::Value;
 use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
@@ -29,13 +29,17 @@ fn field(sf: &salesforce::Salesforce, object: &str, ext: &str, name: &str) -> Op
 
 /// Polls `done` until it holds or 90 s passed.
 async fn wait_for(what: &str, bridge: &Bridge, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        if Instant::now() > deadline {
-            bail!("{what}: not reached in 90 s\nbridge log:\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(Duration::from_secs(90), async || {
+        Ok(if done() {
+            Check::Done(())
+        } else {
+            Check::Pending(format!(
+                "{what}: not reached\nbridge log:\n{}",
+                bridge.log()
+            ))
+        })
+    })
+    .await?;
     Ok(())
 }
 

@@ -9,9 +9,9 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use serde_json::Value;
 use support::*;
@@ -230,14 +230,16 @@ async fn work_queue_retention_and_an_overlapping_stream_stop_the_bridge() -> Res
 /// returns the log.
 async fn run_until_logged(config: &Path, needle: &str) -> Result<String> {
     let bridge = Bridge::spawn(config)?;
-    let deadline = Instant::now() + Duration::from_secs(90);
     // The source's "streaming" line carries its stream's last sequence.
-    while !(bridge.log().contains(needle) && bridge.log().contains("last_sequence=")) {
-        if Instant::now() > deadline {
-            bail!("no {needle:?} in the log:\n{}", bridge.log());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(Duration::from_secs(90), async || {
+        let log = bridge.log();
+        Ok(if log.contains(needle) && log.contains("last_sequence=") {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("no {needle:?} in the log:\n{log}"))
+        })
+    })
+    .await?;
     let log = bridge.log();
     let code = bridge.stop().await?;
     assert_eq!(code, 0, "{log}");

@@ -178,11 +178,16 @@ async fn flood_of_unauthenticated_requests_keeps_healthz_and_valid_webhooks_answ
         ([127, 0, 0, 1], hook_port).into(),
     );
     let wms: SocketAddr = ([127, 0, 0, 1], wms_port).into();
-    let ready = Instant::now() + Duration::from_secs(60);
-    while valid_webhook(hook, 0).await != Some(200) || healthz(ops).await != Some(200) {
-        anyhow::ensure!(Instant::now() < ready, "bridge not up: {}", bridge.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(Duration::from_secs(60), async || {
+        Ok(
+            if valid_webhook(hook, 0).await == Some(200) && healthz(ops).await == Some(200) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("bridge not up: {}", bridge.log()))
+            },
+        )
+    })
+    .await?;
     let baseline_kib = rss_kib(pid);
     // A client that connects to the ops server and never sends a request: closed after the
     // ops header timeout (5 s), so idle connections cannot pile up there.

@@ -5,9 +5,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use async_nats::jetstream;
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -101,27 +101,26 @@ async fn receives_and_stores_the_envelope(nats: &NatsServer, text: &str) -> Resu
     assert_eq!(payload, body, "the webhook body, byte for byte");
 
     // The mapper reads the envelope: the shipment becomes a fulfillment of SO-7.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), async || {
         let mut found = Vec::new();
         for msg in read_all(&client, "RETAIL").await? {
             if msg.subject.as_str() == "retail.v1.fulfillment.updated" {
                 found.push(DomainEvent::decode(msg.payload.clone())?);
             }
         }
-        if let Some(Entity::Fulfillment(f)) = found.first().and_then(|e| e.entity.as_ref()) {
-            assert_eq!(found.len(), 1, "{found:?}");
-            assert_eq!(
-                (f.order_id.as_str(), f.tracking_number.as_str()),
-                ("SO-7", "1Z7")
-            );
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("no fulfillment from the stored envelope");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let Some(Entity::Fulfillment(f)) = found.first().and_then(|e| e.entity.as_ref()) else {
+            return Ok(Check::Pending(
+                "no fulfillment from the stored envelope".into(),
+            ));
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (f.order_id.as_str(), f.tracking_number.as_str()),
+            ("SO-7", "1Z7")
+        );
+        Ok(Check::Done(()))
+    })
+    .await?;
     stop.cancel();
     task.await??;
     Ok(())

@@ -183,7 +183,8 @@ pub struct FieldRule {
     /// Applied to text before it is converted.
     #[serde(default)]
     pub transform: Option<Transform>,
-    /// A NULL or missing value dead-letters the change instead of leaving the field unset.
+    /// A NULL value dead-letters the change instead of leaving the field unset. (A column the
+    /// table does not have stops the domain stage whether or not the field is required.)
     #[serde(default)]
     pub required: bool,
 }

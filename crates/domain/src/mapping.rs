@@ -16,6 +16,8 @@ pub struct CompiledMapping {
     pub member: FieldDescriptor,
     ops: Vec<Operation>,
     pub fields: Vec<(FieldPath, FieldRule)>,
+    /// Columns of the mapped table this mapping reads (key, fields, templates, parent key).
+    row_columns: Vec<String>,
 }
 
 /// What one change became under one mapping, before state (version, ownership) is applied.
@@ -146,12 +148,52 @@ impl CompiledMapping {
                 MappingOp::Read => Operation::Read,
             })
             .collect();
+        let mut row_columns: Vec<String> = Vec::new();
+        for k in &m.key {
+            row_columns.extend(placeholders(k).unwrap_or_else(|| vec![k.clone()]));
+        }
+        for (_, rule) in &fields {
+            row_columns.extend(rule.column.iter().cloned());
+            row_columns.extend(
+                rule.template
+                    .as_deref()
+                    .and_then(placeholders)
+                    .unwrap_or_default(),
+            );
+        }
+        row_columns.extend(m.parent.iter().flat_map(|p| p.key.iter().cloned()));
+        row_columns.dedup();
         Ok(CompiledMapping {
             config: m.clone(),
             member,
             ops,
             fields,
+            row_columns,
         })
+    }
+
+    /// A mapping that reads a column the arriving relation does not have (renamed or dropped
+    /// by a migration, or left out by the publication's column list) is invalid for every
+    /// change of the table, not for this row: a configuration error that stops the stage
+    /// (the message is not acked, so it is mapped again once the mapping is fixed). A NULL
+    /// in a column that exists stays a dead letter of that change. `index` is the mapping's
+    /// position in `domain.mappings`.
+    pub fn check_columns(&self, index: usize, change: &ChangeEvent) -> Result<(), DomainError> {
+        // Without a column list (no relation known) nothing can be told apart from a NULL.
+        if change.columns.is_empty() {
+            return Ok(());
+        }
+        let has = |name: &str| change.columns.iter().any(|c| c.name == name);
+        match self.row_columns.iter().find(|c| !has(c)) {
+            None => Ok(()),
+            Some(column) => Err(DomainError::config(
+                format!("domain.mappings[{index}]"),
+                format!(
+                    "mapping {:?} reads column `{column}`, which {} {}.{} does not have (renamed or dropped, or not published)",
+                    self.config.name, change.source, change.schema, change.table
+                ),
+            )),
+        }
     }
 
     /// Whether this mapping takes the change at all (source, table, op, filters).
@@ -280,6 +322,20 @@ fn condition_holds(c: &Condition, row: &RowView<'_>) -> bool {
         return false;
     }
     true
+}
+
+/// The `{column}` names of a template, None when it has none (then it is a column name).
+fn placeholders(template: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        out.push(rest[start + 1..start + len].to_string());
+        rest = &rest[start + len + 1..];
+    }
+    (template.contains('{')).then_some(out)
 }
 
 /// Replaces `{column}` with the column's text; a NULL becomes empty unless `required`.

@@ -77,3 +77,61 @@ fn unknown_keys_are_refused() {
     let e = tributary_config::parse(&text).expect_err("unknown key");
     assert!(e.to_string().contains("parent_wait"), "{e}");
 }
+
+/// A mapping reading a column the arriving relation does not have (a migration renamed it) is
+/// a configuration error that stops the stage; a NULL in a column the table has is not (that
+/// change is dead-lettered by the mapping itself).
+#[test]
+fn a_column_missing_from_the_relation_is_a_config_error_a_null_is_not() {
+    use tributary_core::{Classify, ErrorClass};
+    use tributary_proto::cdc::v1::{ChangeEvent, Column};
+
+    let config = tributary_config::parse(&sample_text()).expect("sample config is valid");
+    let mappings = DomainStage::compile(&config).expect("mappings compile");
+    let (index, created) = mappings
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.config.name == "erp_customer_created")
+        .expect("the sample maps customer inserts");
+    let change = |names: &[&str]| ChangeEvent {
+        source: "erp".into(),
+        schema: "public".into(),
+        table: "customers".into(),
+        columns: names
+            .iter()
+            .map(|n| Column {
+                name: n.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let all = [
+        "id",
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "marketing_opt_in",
+        "updated_at",
+    ];
+    created
+        .check_columns(index, &change(&all))
+        .expect("every column the mapping reads is there");
+    let renamed: Vec<&str> = all
+        .iter()
+        .map(|c| if *c == "first_name" { "given_name" } else { c })
+        .collect();
+    let e = created
+        .check_columns(index, &change(&renamed))
+        .expect_err("first_name was renamed");
+    assert_eq!(e.class(), ErrorClass::CONFIG);
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("domain.mappings[{index}]"))
+            && text.contains("erp_customer_created")
+            && text.contains("`first_name`")
+            && text.contains("erp public.customers"),
+        "names the mapping, the column and the table: {text}"
+    );
+}

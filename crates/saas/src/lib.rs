@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod parts;
 pub mod salesforce;
 pub mod shopify;
+mod stream_spec;
 pub mod streams;
 pub mod time;
 pub mod wms;

@@ -21,6 +21,7 @@ mod batch;
 mod error;
 mod http;
 pub mod metrics;
+mod outcome;
 mod salesforce;
 mod shopify;
 mod state;

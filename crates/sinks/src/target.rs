@@ -10,16 +10,8 @@ use crate::state::EntityRecord;
 use crate::wms::WmsTarget;
 use crate::ApplyError;
 
-/// What applying an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The target confirmed a write.
-    Applied,
-    /// Only the sink's own record changed (e.g. an order line kept until release).
-    Recorded,
-    /// Nothing to do for this target (the reason is a metric label).
-    Ignored(&'static str),
-}
+// Re-exported so the worker keeps naming the outcome beside the target it drives.
+pub use crate::outcome::Outcome;
 
 // One value per configured sink, built once: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]

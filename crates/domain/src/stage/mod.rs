@@ -343,6 +343,7 @@ impl DomainStage {
             if !mapping.matches(&change) {
                 continue;
             }
+            mapping.check_columns(index, &change)?;
             let name = &mapping.config.name;
             let span = info_span!("map", mapping = %name, event_id = %change.event_id);
             let mapped = self

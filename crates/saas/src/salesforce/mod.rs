@@ -30,6 +30,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use tributary_config::{Config, SalesforceAuth};
 use tributary_domain::ExternalFeed;
+use tributary_nats::StreamSpec;
 use tributary_sfpubsub::jwt::JwtSigner;
 
 use crate::FeedParts;
@@ -39,6 +40,20 @@ use subscriber::Feed;
 /// Salesforce keeps change events 72 h; a redelivery can come that late after an outage, so
 /// the raw stream drops duplicates for as long.
 pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 72 * 3600;
+
+/// The Salesforce CDC feeds' raw streams.
+pub fn streams(config: &Config) -> Vec<StreamSpec> {
+    let feeds = config
+        .salesforce_cdc
+        .iter()
+        .map(|s| (&s.stream, envelope::feed_wildcard(&s.name)));
+    let raw = crate::stream_spec::Raw {
+        window: RAW_DUPLICATE_WINDOW_SECS,
+        component: "salesforce_cdc",
+        name_key: "salesforce_cdc.stream",
+    };
+    raw.grouped(&config.nats, feeds)
+}
 
 /// Every `[[salesforce_cdc]]` feed, ready to run.
 pub struct SalesforceCdcSources {
@@ -197,11 +212,11 @@ impl SalesforceCdcSources {
         validate(config)?;
         crate::metrics::describe_salesforce();
         let replicas = config.nats.stream.replicas.unwrap_or(1);
-        for spec in crate::streams::salesforce(config) {
+        for spec in streams(config) {
             tributary_nats::ensure_stream(&js, &spec).await?;
         }
         let domain = if config.salesforce_cdc.iter().any(|c| c.domain_events) {
-            let domain_cfg = crate::streams::domain_config(config)?;
+            let domain_cfg = crate::stream_spec::domain_config(config)?;
             let feed =
                 ExternalFeed::open(js.clone(), &config.nats, &domain_cfg, "salesforce_cdc").await?;
             Some(Arc::new(feed))

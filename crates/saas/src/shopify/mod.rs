@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 use tributary_config::{Config, ShopifySourceConfig, WebhookServerConfig};
 use tributary_domain::ExternalFeed;
+use tributary_nats::StreamSpec;
 
 pub use webhook::verify_signature;
 
@@ -42,6 +43,20 @@ pub const STATE_BUCKET: &str = "tributary_saas";
 /// Redeliveries arrive over hours (Shopify retries for 4 h, deliveries can be a day late):
 /// the raw stream drops duplicates for this long; later ones are caught by the entity state.
 pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 24 * 3600;
+
+/// The Shopify feeds' raw streams (shops sharing a stream share it).
+pub fn streams(config: &Config) -> Vec<StreamSpec> {
+    let feeds = config
+        .shopify
+        .iter()
+        .map(|s| (&s.stream, envelope::shop_wildcard(&s.name)));
+    let raw = crate::stream_spec::Raw {
+        window: RAW_DUPLICATE_WINDOW_SECS,
+        component: "shopify",
+        name_key: "shopify.stream",
+    };
+    raw.grouped(&config.nats, feeds)
+}
 
 /// One configured shop, resolved.
 pub(crate) struct Shop {
@@ -140,10 +155,10 @@ impl ShopifySources {
                 js: js.clone(),
             }));
         }
-        for spec in crate::streams::shopify(config) {
+        for spec in streams(config) {
             tributary_nats::ensure_stream(&js, &spec).await?;
         }
-        let domain_cfg = crate::streams::domain_config(config)?;
+        let domain_cfg = crate::stream_spec::domain_config(config)?;
         let feed = if shops.iter().any(|s| s.cfg.domain_events) {
             let feed = ExternalFeed::open(js.clone(), &config.nats, &domain_cfg, "shopify").await?;
             Some(Arc::new(feed))

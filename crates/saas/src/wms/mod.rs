@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use tributary_config::{Config, WmsFeed, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
+use tributary_nats::StreamSpec;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
 
@@ -75,6 +76,21 @@ pub use crate::metrics::{
     WMS_WEBHOOKS_RECEIVED as WEBHOOKS_RECEIVED, WMS_WEBHOOKS_REJECTED as WEBHOOKS_REJECTED,
     WMS_WEBHOOKS_STORED as WEBHOOKS_STORED,
 };
+
+/// The WMS webhooks' raw stream.
+pub fn streams(config: &Config) -> Vec<StreamSpec> {
+    let feed = config.wms_feed();
+    let raw = crate::stream_spec::Raw {
+        window: RAW_DUPLICATE_WINDOW_SECS,
+        component: "wms_webhooks",
+        name_key: match feed {
+            Some(f) if f.key == tributary_config::DEPRECATED_WMS_KEY => "sinks.wms.webhooks.stream",
+            _ => "wms.stream",
+        },
+    };
+    let feeds = feed.map(|f| (&f.cfg.stream, format!("{SUBJECT_PREFIX}.>")));
+    raw.grouped(&config.nats, feeds)
+}
 
 struct Endpoint {
     cfg: WmsWebhookSourceConfig,
@@ -140,10 +156,10 @@ impl WmsWebhookSource {
         if let Some(problem) = tributary_config::webhook_secret_problem(&secret) {
             return Err(SaasError::config(key("secret"), problem));
         }
-        for spec in crate::streams::wms(config) {
+        for spec in streams(config) {
             tributary_nats::ensure_stream(&js, &spec).await?;
         }
-        let domain_cfg = crate::streams::domain_config(config)?;
+        let domain_cfg = crate::stream_spec::domain_config(config)?;
         let feed =
             ExternalFeed::open(js.clone(), &config.nats, &domain_cfg, "wms_webhooks").await?;
         let addr: SocketAddr = cfg

@@ -41,8 +41,8 @@ use tributary_proto::retail::v1::DomainEvent;
 use crate::activity::Activity;
 use crate::batch::{BatchOptions, Batcher};
 use crate::http;
+use crate::outcome::Outcome;
 use crate::state::EntityRecord;
-use crate::target::Outcome;
 use crate::{ApplyError, SinkError};
 use client::{Api, Pending};
 

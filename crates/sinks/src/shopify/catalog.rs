@@ -4,7 +4,7 @@ use serde_json::json;
 use tributary_proto::retail::v1::Price;
 
 use super::{user_errors, ShopifyTarget, MUTATION_COST};
-use crate::target::Outcome;
+use crate::outcome::Outcome;
 use crate::ApplyError;
 
 impl ShopifyTarget {

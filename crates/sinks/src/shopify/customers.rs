@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 use tributary_proto::retail::v1::Customer;
 
 use super::{quoted, user_errors, ShopifyTarget, MUTATION_COST};
+use crate::outcome::Outcome;
 use crate::state::EntityRecord;
-use crate::target::Outcome;
 use crate::ApplyError;
 
 impl ShopifyTarget {

@@ -37,8 +37,8 @@ use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::batch::Batcher;
 use crate::http;
+use crate::outcome::Outcome;
 use crate::state::{EntityRecord, StateStore};
-use crate::target::Outcome;
 use crate::{metrics as m, ApplyError, SinkError};
 
 const MUTATION_COST: f64 = 10.0;

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use tributary_proto::retail::v1::{Fulfillment, Order};
 
 use super::{quoted, user_errors, ShopifyTarget, MUTATION_COST};
+use crate::outcome::Outcome;
 use crate::state::EntityRecord;
-use crate::target::Outcome;
 use crate::ApplyError;
 
 /// The external-id system naming Shopify's order id on an order event.

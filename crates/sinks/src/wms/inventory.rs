@@ -9,8 +9,8 @@ use tributary_proto::retail::v1::InventoryLevel;
 
 use super::WmsTarget;
 use crate::http;
+use crate::outcome::Outcome;
 use crate::state::EntityRecord;
-use crate::target::Outcome;
 use crate::ApplyError;
 
 /// `reporting_system` of levels the WMS itself reported: sending them back would echo.

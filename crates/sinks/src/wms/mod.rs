@@ -19,8 +19,8 @@ use tributary_config::WmsSinkConfig;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::http;
+use crate::outcome::Outcome;
 use crate::state::EntityRecord;
-use crate::target::Outcome;
 use crate::{ApplyError, SinkError};
 
 mod inventory;
