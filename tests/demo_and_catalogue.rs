@@ -141,7 +141,7 @@ async fn demo_runs_headless_with_events_flowing() {
     assert!(count("row_changes") > 100, "{summary}");
     assert!(count("domain_events") > 50, "{summary}");
     assert!(
-        count("sink_writes") > 10,
+        count("target_requests") > 10,
         "the sinks apply to the WMS and Shopify emulators: {summary}"
     );
     assert_eq!(count("dead_letters"), 0, "{summary}");

@@ -72,7 +72,11 @@ async fn wait_owner(nats: &async_nats::Client, unit: &str, not: Option<&str>) ->
 /// Waits until `n` replicas have a heartbeat in the lease bucket; on failure the logs say why a
 /// replica is missing (a replica that died at start would silently leave the test with fewer
 /// standbys than it counts on).
-async fn wait_members(nats: &async_nats::Client, n: usize, logs: &dyn Fn() -> String) -> Result<()> {
+async fn wait_members(
+    nats: &async_nats::Client,
+    n: usize,
+    logs: &dyn Fn() -> String,
+) -> Result<()> {
     let js = async_nats::jetstream::new(nats.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -114,6 +114,8 @@ pub struct SinkWorker {
     filters: Vec<String>,
     js: jetstream::Context,
     state: StateStore,
+    /// The target's last transient failure, until an event is applied again (`/readyz`).
+    failing: std::sync::Mutex<Option<String>>,
 }
 
 struct Delivery {
@@ -146,6 +148,25 @@ impl SinkWorker {
             filters: part.filters,
             js,
             state,
+            failing: Default::default(),
+        }
+    }
+
+    /// Why the target fails, while its last attempt failed transiently.
+    pub fn target_failure(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        let mut slot = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_some() || failure.is_some() {
+            *slot = failure;
         }
     }
 
@@ -360,6 +381,7 @@ impl SinkWorker {
             fence.check()?;
             match self.target.apply(&d.event, &mut next, &key).await {
                 Ok(outcome) => {
+                    self.set_failure(None);
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;
                     next.held_by = None;
@@ -424,6 +446,7 @@ impl SinkWorker {
                     throttled,
                 }) => {
                     metrics::counter!(m::RETRIES, "sink" => self.name).increment(1);
+                    self.set_failure(Some(reason.to_string()));
                     let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
                     // The target's hint wins (it knows when it will take requests again).
                     let wait = retry_after.unwrap_or(backoff + jitter);

@@ -6,6 +6,7 @@ mod demo;
 mod dlq;
 mod http;
 mod ops;
+mod readiness;
 mod replay;
 mod replicas;
 mod run;

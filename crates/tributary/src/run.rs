@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use tributary_core::{
     retry_until, supervise, BoxFuture, Classify, Component, ErrorClass, RetryPolicy, Stopped,
 };
 use tributary_pipeline::SourceContext;
+
+use crate::readiness::{Readiness, Tracked};
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     let config = tributary_config::load(path)?;
@@ -62,7 +64,6 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     }
 
     let mut components: Vec<(Box<dyn Component>, RetryPolicy)> = Vec::new();
-    let mut ready = Vec::new();
     for source in &config.sources {
         let params = tributary_pipeline::connect_params(source)?;
         let ctx = SourceContext {
@@ -86,7 +87,6 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         {
             return Ok(());
         }
-        ready.push((source.name.clone(), ctx.ready.clone()));
         let source = tributary_pipeline::Source::new(ctx);
         components.push((Box::new(source), tributary_pipeline::Source::RETRY));
     }
@@ -120,14 +120,15 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     components.extend(sinks.into_iter().map(|c| (c, RetryPolicy::COMPONENT)));
 
     // The SaaS feeds supervise their own tasks and return only what stops them for good.
-    let mut feeds: Vec<(&str, FeedRun)> = Vec::new();
+    let mut feeds: Vec<Feed> = Vec::new();
     // Shopify webhook sources (when configured): streams, buckets and listeners bound.
     let prepare = || tributary_saas::shopify::ShopifySources::prepare(&config, js.clone());
     let Some(shopify) = startup.wait("shopify", prepare).await? else {
         return Ok(());
     };
     if let Some(shopify) = shopify {
-        feeds.push(("shopify", Box::pin(shopify.run(shutdown.clone()))));
+        let what = format!("webhook listener {}", addrs(&shopify.local_addrs()));
+        feeds.push(Feed::new("shopify", what, shopify.run(shutdown.clone())));
     }
     // Salesforce Change Data Capture (when configured): streams and the position bucket.
     let prepare = || tributary_saas::salesforce::SalesforceCdcSources::prepare(&config, js.clone());
@@ -135,9 +136,11 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         return Ok(());
     };
     if let Some(salesforce_cdc) = salesforce_cdc {
-        feeds.push((
+        let what = "Pub/Sub subscription".to_string();
+        feeds.push(Feed::new(
             "salesforce_cdc",
-            Box::pin(salesforce_cdc.run(shutdown.clone())),
+            what,
+            salesforce_cdc.run(shutdown.clone()),
         ));
     }
     // WMS lifecycle webhooks (`[[wms]]`): raw stream, domain state, listener bound.
@@ -146,7 +149,9 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         return Ok(());
     };
     if let Some(wms_webhooks) = wms_webhooks {
-        feeds.push(("wms_webhooks", Box::pin(wms_webhooks.run(shutdown.clone()))));
+        let what = format!("webhook listener {}", addrs(&wms_webhooks.local_addr()));
+        let run = wms_webhooks.run(shutdown.clone());
+        feeds.push(Feed::new("wms_webhooks", what, run));
     }
 
     let addr = config
@@ -155,23 +160,40 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))?;
     // Under [ha] the units move between replicas: a replica is ready once it is a member of
     // the group (owning nothing is fine), not when every source streams here.
-    let (components, coordinator, ready, live) = match &config.ha {
+    let mut ready = Readiness::default();
+    let (components, coordinator, live) = match &config.ha {
         Some(ha) => {
             let coordinator = crate::replicas::coordinator(&config, ha, &js, components).await?;
             let member = coordinator.joined();
+            ready.add_task("replica group", member, "membership".into());
             let leases = coordinator.lease_health();
             let live: crate::http::Liveness = Arc::new(move || leases.check());
-            (
-                Vec::new(),
-                Some(coordinator),
-                vec![("replica group".to_string(), member)],
-                Some(live),
-            )
+            (Vec::new(), Some(coordinator), Some(live))
         }
-        None => (components, None, ready, None),
+        None => {
+            let tracked: Vec<(Arc<Tracked>, RetryPolicy)> = components
+                .into_iter()
+                .map(|(c, policy)| (Tracked::new(c), policy))
+                .collect();
+            for (t, _) in &tracked {
+                ready.add_tracked(t);
+            }
+            (tracked, None, None)
+        }
     };
+    for feed in &feeds {
+        ready.add_task(
+            format!("feed {}", feed.name),
+            feed.alive.clone(),
+            feed.what.clone(),
+        );
+    }
     let http_stop = CancellationToken::new();
-    let http = crate::http::serve(addr, metrics, ready, live, http_stop.clone()).await?;
+    let status = crate::http::StatusSource {
+        config: config.clone(),
+        js: js.clone(),
+    };
+    let http = crate::http::serve(addr, metrics, ready, live, status, http_stop.clone()).await?;
     info!(%addr, components = components.len() + feeds.len(), ha = coordinator.is_some(), "tributary running");
 
     let failure = run_all(components, coordinator, feeds, &shutdown).await;
@@ -189,12 +211,40 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
 
 type FeedRun = BoxFuture<'static, Result<(), tributary_saas::SaasError>>;
 
+/// A SaaS feed's task: ready while it runs (it restarts its own parts).
+struct Feed {
+    name: &'static str,
+    what: String,
+    alive: Arc<AtomicBool>,
+    run: FeedRun,
+}
+
+impl Feed {
+    fn new(
+        name: &'static str,
+        what: String,
+        run: impl Future<Output = Result<(), tributary_saas::SaasError>> + Send + 'static,
+    ) -> Self {
+        Feed {
+            name,
+            what,
+            alive: Arc::new(AtomicBool::new(true)),
+            run: Box::pin(run),
+        }
+    }
+}
+
+fn addrs<'a>(list: impl IntoIterator<Item = &'a std::net::SocketAddr>) -> String {
+    let list: Vec<String> = list.into_iter().map(|a| a.to_string()).collect();
+    list.join(", ")
+}
+
 /// Supervises every component until `shutdown`; the first one that stops for good stops
 /// the others, and its error is returned.
 async fn run_all(
-    components: Vec<(Box<dyn Component>, RetryPolicy)>,
+    components: Vec<(Arc<Tracked>, RetryPolicy)>,
     coordinator: Option<tributary_ha::Coordinator>,
-    feeds: Vec<(&str, FeedRun)>,
+    feeds: Vec<Feed>,
     shutdown: &CancellationToken,
 ) -> Option<anyhow::Error> {
     if let Some(coordinator) = coordinator {
@@ -207,10 +257,12 @@ async fn run_all(
         let stop = shutdown.clone();
         tasks.spawn(async move { supervise(component.as_ref(), policy, &stop).await });
     }
-    for (name, run) in feeds {
-        let name = name.to_string();
+    for feed in feeds {
+        let name = feed.name.to_string();
         tasks.spawn(async move {
-            run.await.map_err(|e| match e {
+            let result = feed.run.await;
+            feed.alive.store(false, Ordering::Relaxed);
+            result.map_err(|e| match e {
                 tributary_saas::SaasError::Stopped(stopped) => stopped,
                 e => Stopped {
                     component: name,

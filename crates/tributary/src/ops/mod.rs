@@ -7,13 +7,11 @@ pub mod preflight;
 pub mod slots;
 pub mod status;
 
-mod http;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tributary_config::{Config, SourceConfig};
 use tributary_postgres::{ConnectParams, ControlConnection, PgError};
 use tributary_proto::cdc::v1::ChangeEvent;
@@ -99,7 +97,7 @@ pub(crate) async fn connect_jetstream(config: &Config) -> anyhow::Result<jetstre
 }
 
 /// A source's JetStream stream as the operator commands report it.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct StreamReport {
     pub name: String,
     pub exists: bool,
@@ -111,7 +109,7 @@ pub struct StreamReport {
     pub last_message_time: Option<String>,
     /// Commit time of the change in the last message (RFC 3339, UTC).
     pub last_commit_time: Option<String>,
-    #[serde(skip)]
+    /// The same as Unix microseconds.
     pub last_commit_micros: Option<i64>,
     pub consumers: Option<usize>,
     /// Whether the stream carries the bridge's ownership mark (None when it does not exist).
@@ -282,8 +280,6 @@ pub(crate) fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
-
-pub(crate) use http::{fetch_bridge, BridgeReport};
 
 #[cfg(test)]
 mod tests {
