@@ -4,6 +4,7 @@ mod backfill;
 mod check_config;
 mod demo;
 mod dlq;
+mod exit;
 mod http;
 mod ops;
 mod readiness;
@@ -11,6 +12,7 @@ mod replay;
 mod replicas;
 mod run;
 mod sandbox;
+mod tail;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -80,6 +82,9 @@ enum Command {
         /// Fail (instead of warning) when a secret cannot be resolved here.
         #[arg(long)]
         strict: bool,
+        /// `table` for a terminal, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = ops::Format::Table)]
+        format: ops::Format,
     },
     /// Start a throwaway PostgreSQL and nats-server, the bridge and a write load, and show
     /// events flowing. Ctrl-C stops and cleans up everything.
@@ -120,6 +125,13 @@ enum Command {
     },
     /// A sink's dead letters: list, show, redrive (apply again), drop.
     Dlq(dlq::Args),
+    /// Print the events of a subject as JSON, decoded with the published descriptor set.
+    Tail(tail::Args),
+    /// Print a shell completion script: `source <(tributary completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,7 +149,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run::run(&config).await,
-            Command::CheckConfig { config, strict } => check_config::run(&config, strict),
+            Command::CheckConfig {
+                config,
+                strict,
+                format,
+            } => check_config::run(&config, strict, format).map_err(exit::config),
             Command::Demo { seconds, rate } => demo::demo(seconds, rate).await,
             Command::Sandbox {
                 wms,
@@ -170,6 +186,12 @@ fn main() -> ExitCode {
                 replay::run(&config, &sink, from).await
             }
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Tail(args) => tail::run(args).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "tributary", &mut std::io::stdout());
+                Ok(())
+            }
         }
     });
     match result {
@@ -177,7 +199,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Not `{e:#}`: our error types repeat their source's text, which would print it twice.
             eprintln!("error: {}", tributary_core::chain(e.as_ref()));
-            ExitCode::FAILURE
+            ExitCode::from(exit::code(&e))
         }
     }
 }

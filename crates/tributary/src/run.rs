@@ -157,7 +157,8 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     let addr = config
         .http_listen
         .parse()
-        .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))?;
+        .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))
+        .map_err(crate::exit::config)?;
     // Under [ha] the units move between replicas: a replica is ready once it is a member of
     // the group (owning nothing is fine), not when every source streams here.
     let mut ready = Readiness::default();
@@ -308,7 +309,12 @@ impl Startup<'_> {
             self.stop,
             attempt,
         );
-        Ok(waited.await?)
+        // A transient error here is one still there at the deadline: a dependency that did
+        // not become reachable (its own exit code); others are the configuration's or data's.
+        waited.await.map_err(|e| match e.class() {
+            ErrorClass::Transient { .. } => crate::exit::unreachable(e),
+            _ => anyhow::Error::new(e),
+        })
     }
 }
 

@@ -70,8 +70,15 @@ pub(crate) fn select_sources<'a>(
     }
 }
 
-/// Connects to NATS and checks that JetStream answers; the error names the servers.
+/// Connects to NATS and checks that JetStream answers; the error names the servers (exit
+/// code: unreachable).
 pub(crate) async fn connect_jetstream(config: &Config) -> anyhow::Result<jetstream::Context> {
+    try_connect_jetstream(config)
+        .await
+        .map_err(crate::exit::unreachable)
+}
+
+async fn try_connect_jetstream(config: &Config) -> anyhow::Result<jetstream::Context> {
     let timeout = Duration::from_millis(config.nats.connect_timeout_ms) + Duration::from_secs(5);
     let client = tokio::time::timeout(
         timeout,

@@ -259,10 +259,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Format::Table => print!("{}", render::render(&report)),
     }
     if !report.errors.is_empty() {
-        anyhow::bail!(
+        return Err(crate::exit::unreachable(anyhow::anyhow!(
             "status incomplete: {} part(s) could not be read",
             report.errors.len()
-        );
+        )));
     }
     Ok(())
 }
