@@ -2,6 +2,7 @@
 
 mod backfill;
 mod check_config;
+#[cfg(feature = "demo")]
 mod demo;
 mod dlq;
 mod exit;
@@ -11,6 +12,7 @@ mod readiness;
 mod replay;
 mod replicas;
 mod run;
+#[cfg(feature = "demo")]
 mod sandbox;
 mod tail;
 mod telemetry;
@@ -39,6 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the WMS, Shopify and Salesforce emulators (for compose and for trying sinks).
+    #[cfg(feature = "demo")]
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8081")]
         wms: std::net::SocketAddr,
@@ -88,6 +91,7 @@ enum Command {
     },
     /// Start a throwaway PostgreSQL and nats-server, the bridge and a write load, and show
     /// events flowing. Ctrl-C stops and cleans up everything.
+    #[cfg(feature = "demo")]
     Demo {
         /// Seconds to run; 0 runs until Ctrl-C.
         #[arg(long, default_value_t = 0)]
@@ -154,7 +158,9 @@ fn main() -> ExitCode {
                 strict,
                 format,
             } => check_config::run(&config, strict, format).map_err(exit::config),
+            #[cfg(feature = "demo")]
             Command::Demo { seconds, rate } => demo::demo(seconds, rate).await,
+            #[cfg(feature = "demo")]
             Command::Sandbox {
                 wms,
                 shopify,
