@@ -262,11 +262,14 @@ impl SinkWorker {
         let activity = self.target.activity();
         let mut pending_tick = tokio::time::interval(Duration::from_secs(5));
         let result = loop {
+            // Stop first: a lane that ended because of the stop is not a failure.
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => break Ok(()),
                 Some(joined) = lanes.join_next() => {
                     break match joined {
                         Ok(Err(e)) => Err(e),
+                        Ok(Ok(())) if stop.is_cancelled() => Ok(()),
                         Ok(Ok(())) => Err(SinkError::nats("lane", "ended")),
                         Err(e) => Err(SinkError::nats("lane", e)),
                     };
@@ -306,7 +309,12 @@ impl SinkWorker {
                         Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
                     };
                     if sent.is_err() {
-                        break Err(SinkError::nats("lane", "closed"));
+                        // A lane leaves its queue when the stop comes; the message stays
+                        // unacked and is redelivered after the restart.
+                        break match stop.is_cancelled() {
+                            true => Ok(()),
+                            false => Err(SinkError::nats("lane", "closed")),
+                        };
                     }
                 }
             }
