@@ -18,24 +18,6 @@ use tributary_proto::cdc::v1::ChangeEvent;
 use tributary_proto::retail::v1::DomainEvent;
 use tributary_proto::Message as _;
 
-/// Runs `tributary <args>`: (exit code, stdout, stderr).
-async fn cli(args: &[&str]) -> Result<(i32, String, String)> {
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .context("the command did not end within 90 s")??;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
 /// The printed `event` read back with the descriptors into `T`.
 fn from_json<T: tributary_proto::Message + Default>(
     pool: &DescriptorPool,
@@ -102,7 +84,7 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
     let js = jetstream::new(client.clone());
 
     // Domain events of orders, from the start of the stream.
-    let (code, out, err) = cli(&[
+    let (code, out, err) = tributary(&[
         "tail",
         "--config",
         &path,
@@ -127,7 +109,7 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
     assert_eq!(lines[0]["event"]["order"]["orderId"], "SO-1", "{out}");
 
     // Raw CDC changes, from a time.
-    let (code, out, err) = cli(&[
+    let (code, out, err) = tributary(&[
         "tail",
         "--config",
         &path,
@@ -145,7 +127,7 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
     let lines = check_lines::<ChangeEvent>(&js, &out, "tributary.cdc.v1.ChangeEvent", 3).await?;
     assert_eq!(lines[0]["stream"], "CDC_ERP", "{out}");
     // The table form shows the same event indented.
-    let (code, out, _) = cli(&[
+    let (code, out, _) = tributary(&[
         "tail",
         "--config",
         &path,
@@ -161,7 +143,7 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
     assert!(out.starts_with("#1 cdc.erp."), "{out}");
 
     // The domain stage's dead letter: listed, shown decoded, not redriven, dropped.
-    let (code, out, err) = cli(&[
+    let (code, out, err) = tributary(&[
         "dlq", "list", "--config", &path, "--domain", "--format", "json",
     ])
     .await?;
@@ -175,7 +157,7 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
         "{out}"
     );
     let seq = entry["seq"].to_string();
-    let (code, out, err) = cli(&[
+    let (code, out, err) = tributary(&[
         "dlq", "show", "--config", &path, "--domain", "--seq", &seq, "--format", "json",
     ])
     .await?;
@@ -193,16 +175,17 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
     let pool = DescriptorPool::decode(tributary_proto::DESCRIPTOR_SET)?;
     let change: ChangeEvent = from_json(&pool, "tributary.cdc.v1.ChangeEvent", &shown["event"]);
     assert_eq!(change, ChangeEvent::decode(stored.payload)?);
-    let (code, _, err) = cli(&["dlq", "redrive", "--config", &path, "--domain", "--all"]).await?;
+    let (code, _, err) =
+        tributary(&["dlq", "redrive", "--config", &path, "--domain", "--all"]).await?;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("tributary backfill"), "{err}");
-    let (code, out, err) = cli(&[
+    let (code, out, err) = tributary(&[
         "dlq", "drop", "--config", &path, "--domain", "--all", "--yes",
     ])
     .await?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("dropped dead letter"), "{out}");
-    let (_, out, _) = cli(&["dlq", "list", "--config", &path, "--domain"]).await?;
+    let (_, out, _) = tributary(&["dlq", "list", "--config", &path, "--domain"]).await?;
     assert!(out.contains("the domain stage: no dead letters"), "{out}");
 
     let log = bridge.log();
@@ -217,7 +200,7 @@ async fn completions_for_each_shell() -> Result<()> {
         ("zsh", "#compdef tributary"),
         ("fish", "complete -c tributary"),
     ] {
-        let (code, out, err) = cli(&["completions", shell]).await?;
+        let (code, out, err) = tributary(&["completions", shell]).await?;
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(marker), "{shell}: {out}");
         assert!(out.contains("tail") && out.contains("dlq"), "{shell}");
@@ -249,10 +232,11 @@ async fn exit_codes_tell_config_unreachable_and_failed_check_apart() -> Result<(
         vec!["run", "--config", &bad],
         vec!["status", "--config", &bad],
     ] {
-        let (code, _, err) = cli(&args).await?;
+        let (code, _, err) = tributary(&args).await?;
         assert_eq!(code, 3, "{args:?}: {err}");
     }
-    let (code, _, err) = cli(&["check-config", "--config", "/nonexistent/tributary.toml"]).await?;
+    let (code, _, err) =
+        tributary(&["check-config", "--config", "/nonexistent/tributary.toml"]).await?;
     assert_eq!(code, 3, "{err}");
 
     let config = unreachable_config(dir.path())?;
@@ -261,13 +245,13 @@ async fn exit_codes_tell_config_unreachable_and_failed_check_apart() -> Result<(
         vec!["status", "--config", &config],
         vec!["tail", "--config", &config, "--subject", "cdc.>"],
     ] {
-        let (code, _, err) = cli(&args).await?;
+        let (code, _, err) = tributary(&args).await?;
         assert_eq!(code, 4, "{args:?}: {err}");
     }
-    let (code, out, err) = cli(&["preflight", "--config", &config]).await?;
+    let (code, out, err) = tributary(&["preflight", "--config", &config]).await?;
     assert_eq!(code, 5, "{out}\n{err}");
     // Usage errors keep clap's code.
-    let (code, _, _) = cli(&["tail", "--config", &config]).await?;
+    let (code, _, _) = tributary(&["tail", "--config", &config]).await?;
     assert_eq!(code, 2);
     Ok(())
 }
