@@ -13,7 +13,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
 use tributary_nats::consumer::open_durable;
 use tributary_proto::retail::v1::DomainEvent;
@@ -454,7 +454,10 @@ impl SinkWorker {
                     throttled,
                 }) => {
                     metrics::counter!(m::RETRIES, "sink" => self.name).increment(1);
-                    self.set_failure(Some(reason.to_string()));
+                    // Throttling is the target working as agreed: the sink stays ready.
+                    if !throttled {
+                        self.set_failure(Some(reason.to_string()));
+                    }
                     let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
                     // The target's hint wins (it knows when it will take requests again).
                     let wait = retry_after.unwrap_or(backoff + jitter);
@@ -462,7 +465,14 @@ impl SinkWorker {
                         metrics::counter!(m::THROTTLED_SECONDS, "sink" => self.name)
                             .increment(wait.as_secs_f64().ceil() as u64);
                     }
-                    warn!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+                    if throttled {
+                        // The target's flow control (429, THROTTLED, API limits): expected
+                        // under load and counted in the throttled-seconds metric, so not a
+                        // warning; a failure is.
+                        debug!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "throttled by the target; waiting");
+                    } else {
+                        warn!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+                    }
                     // Keep the message ours while we wait; the lane's earlier events are
                     // stored and acked meanwhile.
                     let _ = d.msg.ack_with(AckKind::Progress).await;
