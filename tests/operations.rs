@@ -548,11 +548,26 @@ async fn status_reports_the_stream_and_the_bridge() -> Result<()> {
         source["stream"]["messages"].as_u64().unwrap_or(0) >= written as u64,
         "{source:#}"
     );
-    assert_eq!(source["bridge"]["source_up"], true, "{source:#}");
-    assert!(
-        source["bridge"]["replication_lag_seconds"].is_number(),
-        "{source:#}"
+    assert_eq!(source["bridge"]["component"], "source erp", "{source:#}");
+    assert_eq!(source["bridge"]["ready"], true, "{source:#}");
+    assert!(source["slot"]["lag_seconds"].is_number(), "{source:#}");
+    // The report is the bridge's own (`GET /status`): the same components as `/readyz`.
+    let components = report["bridge"]["components"].as_array().cloned();
+    assert_eq!(
+        components.unwrap_or_default(),
+        vec![serde_json::json!({"component": "source erp", "ready": true, "reason": null})],
+        "{report:#}"
     );
+    let addr = report["bridge"]["address"].as_str().unwrap_or_default();
+    let served: serde_json::Value = reqwest::get(format!("http://{addr}/status"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        served["sources"][0]["stream"]["name"], "CDC_ERP",
+        "{served:#}"
+    );
+    assert_eq!(served["bridge"]["up"], true, "{served:#}");
 
     let out = tributary(&["status", "--config", config]).await?;
     assert!(out.stdout.contains("up on 127.0.0.1"), "{}", out.stdout);

@@ -267,3 +267,45 @@ fn the_checker_finds_a_circle_and_passes_layers() {
         ]
     );
 }
+
+/// The production build (`cargo build -p tributary --no-default-features`, as deploy/Dockerfile
+/// does) carries no emulator and no test harness: neither crate is in its dependency graph.
+///
+/// Read from the feature-resolved graph (`cargo tree`, seconds) rather than from a second
+/// build of the binary (minutes on two cores); a build without the crates cannot contain
+/// their code.
+#[test]
+fn the_production_build_has_no_emulator_or_test_harness() {
+    let tree = |features: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(workspace())
+            .args(["tree", "--locked", "-p", "tributary"])
+            .args(["-e", "normal,build", "--prefix", "none", "--format", "{p}"])
+            .args(features)
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let crates = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let production = crates(&tree(&["--no-default-features"]));
+    assert!(production.contains("tributary-pipeline"), "{production:?}");
+    for emulator in ["tributary-sandbox", "tributary-testkit"] {
+        assert!(
+            !production.contains(emulator),
+            "{emulator} is in the production build's graph"
+        );
+    }
+    // The default build (the README's `cargo run -- demo`) has them.
+    let default = crates(&tree(&[]));
+    assert!(default.contains("tributary-sandbox") && default.contains("tributary-testkit"));
+}

@@ -142,6 +142,27 @@ pub async fn run_to_exit(config: &Path, within: Duration) -> Result<(i32, String
     ))
 }
 
+/// Runs `tributary <args…>` to completion: (exit code, stdout, stderr).
+pub async fn tributary(args: &[&str]) -> Result<(i32, String, String)> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(args)
+            .env_remove("TRIBUTARY_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("tributary {args:?} did not exit"))??;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    println!("$ tributary {}\n{stdout}{stderr}", args.join(" "));
+    Ok((out.status.code().unwrap_or(-1), stdout, stderr))
+}
+
 pub fn stream_name(source: &str) -> String {
     format!("CDC_{}", source.to_uppercase())
 }

@@ -8,7 +8,7 @@ use crate::Secret;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    /// Address of the HTTP server for `/metrics`, `/healthz`, `/readyz` and `/status` (docs/operations.md).
     #[serde(default = "default_http_listen")]
     pub http_listen: String,
     /// Log format and level.

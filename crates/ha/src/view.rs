@@ -3,14 +3,14 @@
 
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseInfo;
 use crate::members::MemberInfo;
 use crate::HaError;
 
 /// Who is in the group and who owns what.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupView {
     pub bucket: String,
     /// Live replicas (heartbeat younger than the TTL).
@@ -19,7 +19,7 @@ pub struct GroupView {
     pub leases: Vec<LeaseView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseView {
     pub unit: String,
     pub instance: String,

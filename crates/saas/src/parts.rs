@@ -16,7 +16,8 @@ pub type Receiver = BoxFuture<'static, ()>;
 /// A feed's receivers and components.
 #[derive(Default)]
 pub struct FeedParts {
-    pub receivers: Vec<Receiver>,
+    /// (name for `/readyz`, e.g. `webhook listener shopify 127.0.0.1:8088`, the server).
+    pub receivers: Vec<(String, Receiver)>,
     pub components: Vec<Box<dyn Component>>,
 }
 
@@ -30,7 +31,7 @@ impl FeedParts {
     /// [`supervise`]; the first one that stops for good stops the others and is returned.
     pub async fn run(self, stop: CancellationToken) -> Result<(), SaasError> {
         let mut tasks = JoinSet::new();
-        for receiver in self.receivers {
+        for (_, receiver) in self.receivers {
             tasks.spawn(async move {
                 receiver.await;
                 Ok(())

@@ -35,7 +35,7 @@ use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, SinksConfig};
-use tributary_core::{BoxFuture, Component, Failure};
+use tributary_core::{BoxFuture, Component, Failure, Health};
 
 pub use error::{ApplyError, SinkError};
 pub use state::{EntityRecord, ReplayWindow, StateStore};
@@ -263,6 +263,13 @@ impl Component for SinkTask {
     fn set_fence(&self, fence: tributary_core::Fence) -> bool {
         self.fence.set(fence);
         true
+    }
+
+    fn health(&self) -> Health {
+        match self.worker.target_failure() {
+            Some(why) => Health::Degraded(format!("target {} failing: {why}", self.worker.name)),
+            None => Health::Healthy,
+        }
     }
 }
 

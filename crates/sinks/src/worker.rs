@@ -13,7 +13,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
 use tributary_nats::consumer::open_durable;
 use tributary_proto::retail::v1::DomainEvent;
@@ -114,6 +114,8 @@ pub struct SinkWorker {
     filters: Vec<String>,
     js: jetstream::Context,
     state: StateStore,
+    /// The target's last transient failure, until an event is applied again (`/readyz`).
+    failing: std::sync::Mutex<Option<String>>,
 }
 
 struct Delivery {
@@ -146,6 +148,25 @@ impl SinkWorker {
             filters: part.filters,
             js,
             state,
+            failing: Default::default(),
+        }
+    }
+
+    /// Why the target fails, while its last attempt failed transiently.
+    pub fn target_failure(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        let mut slot = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_some() || failure.is_some() {
+            *slot = failure;
         }
     }
 
@@ -241,11 +262,14 @@ impl SinkWorker {
         let activity = self.target.activity();
         let mut pending_tick = tokio::time::interval(Duration::from_secs(5));
         let result = loop {
+            // Stop first: a lane that ended because of the stop is not a failure.
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => break Ok(()),
                 Some(joined) = lanes.join_next() => {
                     break match joined {
                         Ok(Err(e)) => Err(e),
+                        Ok(Ok(())) if stop.is_cancelled() => Ok(()),
                         Ok(Ok(())) => Err(SinkError::nats("lane", "ended")),
                         Err(e) => Err(SinkError::nats("lane", e)),
                     };
@@ -285,7 +309,12 @@ impl SinkWorker {
                         Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
                     };
                     if sent.is_err() {
-                        break Err(SinkError::nats("lane", "closed"));
+                        // A lane leaves its queue when the stop comes; the message stays
+                        // unacked and is redelivered after the restart.
+                        break match stop.is_cancelled() {
+                            true => Ok(()),
+                            false => Err(SinkError::nats("lane", "closed")),
+                        };
                     }
                 }
             }
@@ -361,6 +390,7 @@ impl SinkWorker {
             let apply = self.target.apply(&d.event, &mut next, &key);
             match crate::http::with_fence(fence, apply).await {
                 Ok(outcome) => {
+                    self.set_failure(None);
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;
                     next.held_by = None;
@@ -425,6 +455,10 @@ impl SinkWorker {
                     throttled,
                 }) => {
                     metrics::counter!(m::RETRIES, "sink" => self.name).increment(1);
+                    // Throttling is the target working as agreed: the sink stays ready.
+                    if !throttled {
+                        self.set_failure(Some(reason.to_string()));
+                    }
                     let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
                     // The target's hint wins (it knows when it will take requests again).
                     let wait = retry_after.unwrap_or(backoff + jitter);
@@ -432,7 +466,14 @@ impl SinkWorker {
                         metrics::histogram!(m::THROTTLE_WAIT, "sink" => self.name)
                             .record(wait.as_secs_f64());
                     }
-                    warn!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+                    if throttled {
+                        // The target's flow control (429, THROTTLED, API limits): expected
+                        // under load and counted in the throttled-seconds metric, so not a
+                        // warning; a failure is.
+                        debug!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "throttled by the target; waiting");
+                    } else {
+                        warn!(event_id = %meta.event_id, attempt = attempts, %reason, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+                    }
                     // Keep the message ours while we wait; the lane's earlier events are
                     // stored and acked meanwhile.
                     let _ = d.msg.ack_with(AckKind::Progress).await;

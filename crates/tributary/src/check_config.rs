@@ -13,7 +13,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use tributary_config::{Config, Secret};
 
-pub fn run(path: &Path, strict: bool) -> anyhow::Result<()> {
+/// `json`: `{"config": path, "ok": true, "warnings": [...]}` on stdout once the file passes
+/// (a failure is the error on stderr, with the configuration exit code).
+pub fn run(path: &Path, strict: bool, format: crate::ops::Format) -> anyhow::Result<()> {
     let config = tributary_config::load(path)?;
     // Domain mappings are checked against the compiled protobuf descriptors.
     tributary_domain::DomainStage::compile(&config)?;
@@ -24,18 +26,28 @@ pub fn run(path: &Path, strict: bool) -> anyhow::Result<()> {
     if let Some(feed) = config.wms_feed() {
         tributary_saas::wms::validate(feed)?;
     }
-    for w in config.deprecations() {
-        eprintln!("warning: {w}");
-    }
+    let deprecations = config.deprecations();
     let unresolved = secrets(&config)?;
-    for w in &unresolved {
-        eprintln!("warning: {w}");
-    }
     if strict && !unresolved.is_empty() {
+        for w in &unresolved {
+            eprintln!("warning: {w}");
+        }
         anyhow::bail!(
             "{} secret(s) cannot be resolved here (--strict)",
             unresolved.len()
         );
+    }
+    let warnings: Vec<String> = deprecations
+        .iter()
+        .map(|w| w.to_string())
+        .chain(unresolved.iter().map(|w| w.to_string()))
+        .collect();
+    if format == crate::ops::Format::Json {
+        let report = serde_json::json!({"config": path, "ok": true, "warnings": warnings});
+        return crate::ops::print_json(&report);
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     println!("{}: ok", path.display());
     summary(&config);

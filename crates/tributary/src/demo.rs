@@ -13,6 +13,8 @@ use tributary_proto::cdc::v1::ChangeEvent;
 use tributary_proto::Message as _;
 use tributary_testkit::{NatsServer, PgCluster};
 
+use crate::ops::status::StatusReport;
+
 mod traffic;
 
 const ERP_SCHEMA: &str = include_str!("../../../config/retail/erp.sql");
@@ -120,9 +122,15 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     // Traffic starts once every source streams: rows written before a slot exists arrive as
     // snapshot reads, which the sample mappings do not turn into `order.placed`.
     let ready_by = Instant::now() + Duration::from_secs(60);
-    while !fetch(&http, "/readyz")
+    let web = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let readyz = format!("http://{http}/readyz");
+    while !web
+        .get(&readyz)
+        .send()
         .await
-        .is_ok_and(|body| body.starts_with("ready"))
+        .is_ok_and(|r| r.status().is_success())
     {
         anyhow::ensure!(
             Instant::now() < ready_by,
@@ -153,8 +161,8 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
             Some(msg) = domain.next() => view.domain(msg.subject.as_str()),
             Some(_) = dlq.next() => view.dead_letters += 1,
             _ = tick.tick() => {
-                let metrics = fetch(&http, "/metrics").await.unwrap_or_default();
-                view.print(started.elapsed(), &lag_line(&metrics), &sink_line(&metrics, &targets));
+                let status = bridge_status(&web, &http).await;
+                view.print(started.elapsed(), &lag_line(status.as_ref()), &sink_line(status.as_ref(), &targets));
                 if seconds > 0 && started.elapsed() >= Duration::from_secs(seconds) {
                     break;
                 }
@@ -162,12 +170,11 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
             _ = &mut ctrl_c => break,
         }
     }
-    let metrics = fetch(&http, "/metrics").await.unwrap_or_default();
     println!(
-        "demo summary: row_changes={} domain_events={} sink_writes={} dead_letters={}",
+        "demo summary: row_changes={} domain_events={} target_requests={} dead_letters={}",
         view.cdc_total,
         view.domain_total,
-        sum_metric(&metrics, "tributary_sink_applied_total{"),
+        targets.wms.requests().len() + targets.shop.requests().len(),
         view.dead_letters
     );
     println!("stopping ...");
@@ -241,15 +248,19 @@ impl View {
     }
 }
 
-/// Slot lag per source from the bridge's own metrics.
-fn lag_line(metrics: &str) -> String {
-    let lags: Vec<String> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("tributary_source_replication_lag_bytes{source=\""))
-        .filter_map(|rest| {
-            let (source, value) = rest.split_once("\"} ")?;
-            Some(format!("{source} {} B", value.trim()))
-        })
+/// The running bridge's report (`GET /status`); None while it does not answer.
+async fn bridge_status(web: &reqwest::Client, http: &str) -> Option<StatusReport> {
+    let response = web.get(format!("http://{http}/status")).send().await.ok()?;
+    response.error_for_status().ok()?.json().await.ok()
+}
+
+/// WAL each source's slot has not confirmed yet.
+fn lag_line(status: Option<&StatusReport>) -> String {
+    let lags: Vec<String> = status
+        .map(|s| s.sources.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| Some(format!("{} {} B", s.source, s.slot.lag_bytes?)))
         .collect();
     format!(
         "slot lag {}",
@@ -261,60 +272,29 @@ fn lag_line(metrics: &str) -> String {
     )
 }
 
-/// Writes applied per sink (from the bridge's metrics) and what the emulators hold.
-fn sink_line(metrics: &str, t: &Targets) -> String {
-    let mut per_sink = std::collections::BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("tributary_sink_applied_total{"))
-    {
-        let sink = line
-            .split("sink=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("?");
-        let value: f64 = line
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *per_sink.entry(sink.to_string()).or_insert(0.0) += value;
-    }
-    let applied: Vec<String> = per_sink
+/// Each sink's consumer position (from the bridge's report) and what the emulators hold.
+fn sink_line(status: Option<&StatusReport>, t: &Targets) -> String {
+    let sinks: Vec<String> = status
+        .map(|s| s.sinks.as_slice())
+        .unwrap_or_default()
         .iter()
-        .map(|(s, v)| format!("{s} {v} applied"))
+        .map(|s| {
+            format!(
+                "{} through seq {}, {} pending, {} dead letters",
+                s.sink,
+                s.ack_floor.unwrap_or(0),
+                s.pending.unwrap_or(0),
+                s.dead_letters.unwrap_or(0)
+            )
+        })
         .collect();
     format!(
-        "{} | WMS holds {} orders | retries {} | DLQ_SINKS {}",
-        if applied.is_empty() {
-            "none applied yet".to_string()
+        "{} | WMS holds {} orders",
+        if sinks.is_empty() {
+            "n/a".to_string()
         } else {
-            applied.join(", ")
+            sinks.join("; ")
         },
         t.wms.orders().len(),
-        sum_metric(metrics, "tributary_sink_retries_total{"),
-        sum_metric(metrics, "tributary_sink_dead_letters_total{")
     )
-}
-
-fn sum_metric(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
-}
-
-async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
 }

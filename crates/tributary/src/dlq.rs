@@ -1,6 +1,8 @@
 //! `tributary dlq list | show | redrive | drop --sink <name>`: the events a sink's target
 //! refused for good, parked on `dlq.sink.<name>` in the dead-letter stream (docs/sinks.md,
-//! "Replay and dead letters").
+//! "Replay and dead letters"). `--domain` instead: the changes the domain stage could not map,
+//! parked on `dlq.domain.<mapping>` in `DLQ_DOMAIN` (list, show and drop; they are fixed at
+//! the source and re-read with `tributary backfill`, not redriven).
 //!
 //! Redrive republishes a parked event to its original subject on the domain stream with a
 //! fresh `Nats-Msg-Id` (`<event id>/redrive/<dlq seq>`, so JetStream's duplicate window
@@ -45,13 +47,16 @@ pub enum Action {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Show one dead letter: its headers and the decoded domain event.
+    /// Show one dead letter: its headers and the decoded event.
     Show {
         #[command(flatten)]
         target: Target,
         /// Sequence of the dead letter in the dead-letter stream (see `dlq list`).
         #[arg(long)]
         seq: u64,
+        /// `table` for a terminal, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Republish dead letters to the domain stream so the sink applies them again (after
     /// fixing the cause), then remove them from the dead-letter stream.
@@ -78,9 +83,20 @@ pub struct Target {
     /// Configuration file (the one `tributary run` uses).
     #[arg(long, short, env = "TRIBUTARY_CONFIG")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub which: Which,
+}
+
+/// Whose dead letters: one sink's, or the domain stage's.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct Which {
     /// The sink (wms, shopify, …).
     #[arg(long)]
-    pub sink: String,
+    pub sink: Option<String>,
+    /// The domain stage's dead letters (`DLQ_DOMAIN`): changes no mapping could map.
+    #[arg(long)]
+    pub domain: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,6 +118,9 @@ pub struct Entry {
     /// When it was parked (RFC 3339).
     pub time: String,
     pub event_id: String,
+    /// The mapping that refused the change (domain dead letters only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mapping: String,
     pub reason: String,
     pub attempts: u64,
     /// Sequence of the event in the domain stream when it was refused.
@@ -127,7 +146,10 @@ fn entry(seq: u64, time: OffsetDateTime, headers: Option<&HeaderMap>) -> Entry {
     Entry {
         seq,
         time: rfc3339(time),
-        event_id: header(headers, "Tributary-Event-Id"),
+        event_id: Some(header(headers, "Tributary-Event-Id"))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| header(headers, "Tributary-Source-Event-Id")),
+        mapping: header(headers, "Tributary-Mapping"),
         reason: header(headers, "Tributary-Reason"),
         attempts: header(headers, "Tributary-Attempts").parse().unwrap_or(0),
         stream_sequence: header(headers, "Tributary-Stream-Sequence")
@@ -140,32 +162,68 @@ fn entry(seq: u64, time: OffsetDateTime, headers: Option<&HeaderMap>) -> Entry {
 
 struct Session {
     js: jetstream::Context,
-    sinks: SinksConfig,
+    /// `[sinks]`; for `--domain` only when configured.
+    sinks: Option<SinksConfig>,
     replicas: usize,
-    sink: String,
+    /// The sink, or `None` for the domain stage.
+    sink: Option<String>,
+    /// The dead-letter stream read.
+    dead_letter_stream: String,
 }
 
 impl Session {
     async fn open(target: &Target) -> anyhow::Result<Session> {
         let config = tributary_config::load(&target.config)?;
-        let sinks = tributary_sinks::sinks_config(&config)?.clone();
-        admin::sink_filters(&sinks, &target.sink)?;
+        let (sinks, dead_letter_stream) = match &target.which.sink {
+            Some(sink) => {
+                let sinks = tributary_sinks::sinks_config(&config)?.clone();
+                admin::sink_filters(&sinks, sink)?;
+                let stream = sinks.dead_letter_stream.clone();
+                (Some(sinks), stream)
+            }
+            None => {
+                let Some(domain) = &config.domain else {
+                    bail!("no [domain] section in the configuration: there is no domain stage");
+                };
+                (config.sinks.clone(), domain.dead_letter_stream.clone())
+            }
+        };
         let js = crate::ops::connect_jetstream(&config).await?;
         Ok(Session {
             js,
             replicas: config.nats.stream.replicas.unwrap_or(1),
             sinks,
-            sink: target.sink.clone(),
+            sink: target.which.sink.clone(),
+            dead_letter_stream,
         })
     }
 
     fn subject(&self) -> String {
-        format!("dlq.sink.{}", self.sink)
+        match &self.sink {
+            Some(sink) => format!("dlq.sink.{sink}"),
+            None => format!("{}.>", tributary_domain::dead_letter::PREFIX),
+        }
+    }
+
+    /// `sink wms` or `the domain stage`, for messages.
+    fn owner(&self) -> String {
+        match &self.sink {
+            Some(sink) => format!("sink {sink}"),
+            None => "the domain stage".into(),
+        }
+    }
+
+    /// The sink's configuration (redrive and drop of a sink's dead letters).
+    fn sink_config(&self) -> anyhow::Result<(&SinksConfig, &str)> {
+        match (&self.sinks, &self.sink) {
+            (Some(c), Some(s)) => Ok((c, s)),
+            _ => bail!("this needs --sink"),
+        }
     }
 
     /// The dead-letter stream (None: it does not exist yet, so nothing was ever parked).
     async fn stream(&self) -> anyhow::Result<Option<jetstream::stream::Stream>> {
-        match self.js.get_stream(&self.sinks.dead_letter_stream).await {
+        match self.js.get_stream(&self.dead_letter_stream).await {
             Ok(s) => Ok(Some(s)),
             Err(e)
                 if matches!(
@@ -176,7 +234,7 @@ impl Session {
             {
                 Ok(None)
             }
-            Err(e) => Err(e).with_context(|| format!("stream {}", self.sinks.dead_letter_stream)),
+            Err(e) => Err(e).with_context(|| format!("stream {}", self.dead_letter_stream)),
         }
     }
 
@@ -228,15 +286,20 @@ impl Session {
         let msg = stream.get_raw_message(seq).await.with_context(|| {
             format!(
                 "no dead letter with sequence {seq} in {}",
-                self.sinks.dead_letter_stream
+                self.dead_letter_stream
             )
         })?;
-        if msg.subject.as_str() != self.subject() {
+        let subject = self.subject();
+        let ours = match subject.strip_suffix('>') {
+            Some(prefix) => msg.subject.starts_with(prefix),
+            None => msg.subject.as_str() == subject,
+        };
+        if !ours {
             bail!(
-                "sequence {seq} of {} is a dead letter of {:?}, not of sink {}",
-                self.sinks.dead_letter_stream,
+                "sequence {seq} of {} is a dead letter of {:?}, not of {}",
+                self.dead_letter_stream,
                 msg.subject.as_str(),
-                self.sink
+                self.owner()
             );
         }
         Ok(msg)
@@ -254,7 +317,11 @@ impl Session {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.action {
         Action::List { target, format } => list(&target, format).await,
-        Action::Show { target, seq } => show(&target, seq).await,
+        Action::Show {
+            target,
+            seq,
+            format,
+        } => show(&target, seq, format).await,
         Action::Redrive { target, select } => redrive(&target, &select).await,
         Action::Drop {
             target,
@@ -271,7 +338,7 @@ async fn list(target: &Target, format: Format) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Table => {
             if entries.is_empty() {
-                println!("sink {}: no dead letters", s.sink);
+                println!("{}: no dead letters", s.owner());
                 return Ok(());
             }
             println!(
@@ -279,31 +346,30 @@ async fn list(target: &Target, format: Format) -> anyhow::Result<()> {
                 "SEQ", "TIME", "EVENT ID", "ATTEMPTS"
             );
             for e in &entries {
+                let reason = match e.mapping.as_str() {
+                    "" => e.reason.clone(),
+                    mapping => format!("{mapping}: {}", e.reason),
+                };
                 println!(
-                    "{:>8}  {:<25}  {:<36}  {:>8}  {}",
-                    e.seq, e.time, e.event_id, e.attempts, e.reason
+                    "{:>8}  {:<25}  {:<36}  {:>8}  {reason}",
+                    e.seq, e.time, e.event_id, e.attempts
                 );
             }
-            println!("{} dead letter(s) for sink {}", entries.len(), s.sink);
+            println!("{} dead letter(s) of {}", entries.len(), s.owner());
         }
     }
     Ok(())
 }
 
-async fn show(target: &Target, seq: u64) -> anyhow::Result<()> {
+async fn show(target: &Target, seq: u64, format: Format) -> anyhow::Result<()> {
     let s = Session::open(target).await?;
     let Some(stream) = s.stream().await? else {
         bail!(
             "the dead-letter stream {} does not exist",
-            s.sinks.dead_letter_stream
+            s.dead_letter_stream
         );
     };
     let msg = s.get(&stream, seq).await?;
-    println!(
-        "dead letter {seq} on {} ({})",
-        msg.subject,
-        rfc3339(msg.time)
-    );
     let mut headers: Vec<(String, String)> = msg
         .headers
         .iter()
@@ -313,28 +379,59 @@ async fn show(target: &Target, seq: u64) -> anyhow::Result<()> {
         })
         .collect();
     headers.sort();
-    for (k, v) in headers {
-        println!("  {k}: {v}");
-    }
-    match DomainEvent::decode(msg.payload.clone()) {
-        Ok(event) => println!("event:\n{event:#?}"),
-        Err(e) => println!(
-            "payload ({} bytes) is not a tributary.retail.v1.DomainEvent: {e}",
-            msg.payload.len()
-        ),
+    // A sink parks the domain event it could not apply; the domain stage the change (a
+    // row change, or a SaaS feed's JSON envelope).
+    let kind = match s.sink {
+        Some(_) => crate::tail::DOMAIN_EVENT,
+        None => crate::tail::CHANGE_EVENT,
+    };
+    let event = crate::tail::decode_payload(kind, &msg.payload);
+    match format {
+        Format::Json => {
+            let report = serde_json::json!({
+                "seq": seq,
+                "subject": msg.subject.as_str(),
+                "time": rfc3339(msg.time),
+                "headers": headers.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "event": event.as_ref().ok(),
+                "error": event.as_ref().err(),
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Format::Table => {
+            println!(
+                "dead letter {seq} on {} ({})",
+                msg.subject,
+                rfc3339(msg.time)
+            );
+            for (k, v) in headers {
+                println!("  {k}: {v}");
+            }
+            match event {
+                Ok(event) => println!("event:\n{}", serde_json::to_string_pretty(&event)?),
+                Err(e) => println!("payload ({} bytes): {e}", msg.payload.len()),
+            }
+        }
     }
     Ok(())
 }
 
 async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
+    if target.which.domain {
+        bail!(
+            "the domain stage's dead letters are changes no mapping could map: fix the mapping \
+             or the row, re-read the rows with `tributary backfill`, then `tributary dlq drop --domain`"
+        );
+    }
     let s = Session::open(target).await?;
+    let (sinks, sink) = s.sink_config()?;
     let Some(dlq) = s.stream().await? else {
-        println!("sink {}: no dead letters", s.sink);
+        println!("sink {sink}: no dead letters");
         return Ok(());
     };
     let seqs = s.selected(select).await?;
     if seqs.is_empty() {
-        println!("sink {}: no dead letters", s.sink);
+        println!("sink {sink}: no dead letters");
         return Ok(());
     }
     let mut parked = Vec::new();
@@ -350,13 +447,13 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
     // Where the sink's consumer stands before we publish: restarting it there after the
     // window covers the new messages re-delivers them even if the running sink skipped
     // them meanwhile (their versions are below the entity's).
-    let floors = admin::ack_floors(&s.js, &s.sinks, &s.sink).await?;
+    let floors = admin::ack_floors(&s.js, sinks, sink).await?;
     let floor = floors.iter().filter_map(|(_, f)| *f).min();
     let mut redriven = Vec::new();
     for (seq, subject, msg) in &parked {
         let event_id = header(Some(&msg.headers), "Tributary-Event-Id");
         let msg_id = if event_id.is_empty() {
-            format!("{}/redrive/{seq}", s.sink)
+            format!("{sink}/redrive/{seq}")
         } else {
             format!("{event_id}/redrive/{seq}")
         };
@@ -364,7 +461,7 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
         headers.insert("Nats-Msg-Id", msg_id.as_str());
         headers.insert(
             "Tributary-Redrive-Of",
-            format!("{}:{seq}", s.sinks.dead_letter_stream).as_str(),
+            format!("{}:{seq}", sinks.dead_letter_stream).as_str(),
         );
         let ack =
             s.js.publish_with_headers(subject.clone(), headers, msg.payload.clone())
@@ -372,18 +469,18 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
                 .with_context(|| format!("republishing dead letter {seq} to {subject}"))?
                 .await
                 .with_context(|| format!("republishing dead letter {seq} to {subject}"))?;
-        if ack.stream != s.sinks.stream {
+        if ack.stream != sinks.stream {
             bail!(
                 "{subject} is stored by stream {}, not {}: dead letter {seq} left in place",
                 ack.stream,
-                s.sinks.stream
+                sinks.stream
             );
         }
         redriven.push((*seq, subject.clone(), event_id, ack.sequence, ack.duplicate));
     }
     let last = redriven.iter().map(|r| r.3).max().unwrap_or(0);
-    let kv = admin::open_state(&s.js, &s.sinks, s.replicas).await?;
-    let window = admin::extend_replay_window(&kv, &s.sink, last).await?;
+    let kv = admin::open_state(&s.js, sinks, s.replicas).await?;
+    let window = admin::extend_replay_window(&kv, sink, last).await?;
     if floor.is_some() {
         // Each partition restarts at its own floor: the redriven events are above all.
         let start = |name: &str| {
@@ -395,7 +492,7 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
                     start_sequence: f + 1,
                 })
         };
-        admin::reposition_consumers(&s.js, &s.sinks, &s.sink, start).await?;
+        admin::reposition_consumers(&s.js, sinks, sink, start).await?;
     }
     for (seq, subject, event_id, new_seq, duplicate) in &redriven {
         dlq.delete_message(*seq)
@@ -408,12 +505,12 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
         };
         println!(
             "redriven dead letter {seq} (event {event_id}) → {subject} at {} sequence {new_seq}{note}",
-            s.sinks.stream
+            sinks.stream
         );
     }
     println!(
         "sink {}: {} event(s) redriven; replay window up to sequence {}{}",
-        s.sink,
+        sink,
         redriven.len(),
         window.until_sequence,
         match floor {
@@ -427,12 +524,12 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
 async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Result<()> {
     let s = Session::open(target).await?;
     let Some(dlq) = s.stream().await? else {
-        println!("sink {}: no dead letters", s.sink);
+        println!("{}: no dead letters", s.owner());
         return Ok(());
     };
     let seqs = s.selected(select).await?;
     if seqs.is_empty() {
-        println!("sink {}: no dead letters", s.sink);
+        println!("{}: no dead letters", s.owner());
         return Ok(());
     }
     let mut entries = Vec::new();
@@ -440,12 +537,12 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
     for seq in seqs {
         let msg = s.get(&dlq, seq).await?;
         entries.push(entry(seq, msg.time, Some(&msg.headers)));
+        // Only a sink's dead letters are domain events that may hold their entity.
         events.push(
-            <tributary_proto::retail::v1::DomainEvent as tributary_proto::Message>::decode(
-                msg.payload.clone(),
-            )
-            .ok()
-            .and_then(|e| e.meta),
+            s.sink
+                .as_ref()
+                .and_then(|_| DomainEvent::decode(msg.payload.clone()).ok())
+                .and_then(|e| e.meta),
         );
     }
     if !yes {
@@ -453,9 +550,9 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
             println!("{:>8}  {}  {}  {}", e.seq, e.time, e.event_id, e.reason);
         }
         print!(
-            "Drop {} dead letter(s) of sink {} without applying them? [y/N] ",
+            "Drop {} dead letter(s) of {} without applying them? [y/N] ",
             entries.len(),
-            s.sink
+            s.owner()
         );
         std::io::stdout().flush()?;
         let mut answer = String::new();
@@ -465,15 +562,18 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
             return Ok(());
         }
     }
-    let state = admin::open_state(&s.js, &s.sinks, s.replicas).await?;
+    let state = match s.sink_config() {
+        Ok((sinks, sink)) => Some((admin::open_state(&s.js, sinks, s.replicas).await?, sink)),
+        Err(_) => None,
+    };
     for (e, meta) in entries.iter().zip(&events) {
         dlq.delete_message(e.seq)
             .await
             .with_context(|| format!("deleting dead letter {}", e.seq))?;
         println!("dropped dead letter {} (event {})", e.seq, e.event_id);
         // An entity held behind the dropped event (on_dead_letter = "hold") moves on.
-        if let Some(m) = meta {
-            if admin::release_hold(&state, &s.sink, &m.entity, &m.entity_key, &m.event_id).await? {
+        if let (Some(m), Some((state, sink))) = (meta, &state) {
+            if admin::release_hold(state, sink, &m.entity, &m.entity_key, &m.event_id).await? {
                 println!(
                     "  {} {} is no longer held; its later events apply (redrive those parked behind it)",
                     m.entity, m.entity_key

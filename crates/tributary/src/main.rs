@@ -2,15 +2,20 @@
 
 mod backfill;
 mod check_config;
+#[cfg(feature = "demo")]
 mod demo;
 mod dlq;
+mod exit;
 mod http;
 mod ops;
+mod readiness;
 mod replay;
 mod replicas;
 mod run;
+#[cfg(feature = "demo")]
 mod sandbox;
 mod streams_monitor;
+mod tail;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -37,6 +42,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the WMS, Shopify and Salesforce emulators (for compose and for trying sinks).
+    #[cfg(feature = "demo")]
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8081")]
         wms: std::net::SocketAddr,
@@ -80,9 +86,13 @@ enum Command {
         /// Fail (instead of warning) when a secret cannot be resolved here.
         #[arg(long)]
         strict: bool,
+        /// `table` for a terminal, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = ops::Format::Table)]
+        format: ops::Format,
     },
     /// Start a throwaway PostgreSQL and nats-server, the bridge and a write load, and show
     /// events flowing. Ctrl-C stops and cleans up everything.
+    #[cfg(feature = "demo")]
     Demo {
         /// Seconds to run; 0 runs until Ctrl-C.
         #[arg(long, default_value_t = 0)]
@@ -120,6 +130,13 @@ enum Command {
     },
     /// A sink's dead letters: list, show, redrive (apply again), drop.
     Dlq(dlq::Args),
+    /// Print the events of a subject as JSON, decoded with the published descriptor set.
+    Tail(tail::Args),
+    /// Print a shell completion script: `source <(tributary completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,8 +154,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run::run(&config).await,
-            Command::CheckConfig { config, strict } => check_config::run(&config, strict),
+            Command::CheckConfig {
+                config,
+                strict,
+                format,
+            } => check_config::run(&config, strict, format).map_err(exit::config),
+            #[cfg(feature = "demo")]
             Command::Demo { seconds, rate } => demo::demo(seconds, rate).await,
+            #[cfg(feature = "demo")]
             Command::Sandbox {
                 wms,
                 shopify,
@@ -170,6 +193,12 @@ fn main() -> ExitCode {
                 replay::run(&config, &sink, from).await
             }
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Tail(args) => tail::run(args).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "tributary", &mut std::io::stdout());
+                Ok(())
+            }
         }
     });
     match result {
@@ -177,7 +206,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Not `{e:#}`: our error types repeat their source's text, which would print it twice.
             eprintln!("error: {}", tributary_core::chain(e.as_ref()));
-            ExitCode::FAILURE
+            ExitCode::from(exit::code(&e))
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use tracing::{error, info};
 use tributary_config::Config;
 use tributary_core::{retry_until, supervise, Classify, Component, ErrorClass, RetryPolicy};
 use tributary_pipeline::SourceContext;
+
+use crate::readiness::{Readiness, Tracked};
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     let config = tributary_config::load(path)?;
@@ -60,7 +62,6 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     }
 
     let mut components: Vec<(Box<dyn Component>, RetryPolicy)> = Vec::new();
-    let mut ready = Vec::new();
     for source in &config.sources {
         let params = tributary_pipeline::connect_params(source)?;
         let ctx = SourceContext {
@@ -84,7 +85,6 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
         {
             return Ok(());
         }
-        ready.push((source.name.clone(), ctx.ready.clone()));
         let source = tributary_pipeline::Source::new(ctx);
         components.push((Box::new(source), tributary_pipeline::Source::RETRY));
     }
@@ -157,10 +157,12 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     let addr = config
         .http_listen
         .parse()
-        .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))?;
+        .with_context(|| format!("config key `http_listen`: {:?}", config.http_listen))
+        .map_err(crate::exit::config)?;
     // Under [ha] the units move between replicas: a replica is ready once it is a member of
     // the group (owning nothing is fine), not when every source streams here.
-    let (components, coordinator, ready, live) = match &config.ha {
+    let mut ready = Readiness::default();
+    let (components, coordinator, live) = match &config.ha {
         Some(ha) => {
             let Some(coordinator) =
                 crate::replicas::coordinator(&config, ha, &js, components, &shutdown).await?
@@ -168,19 +170,40 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
                 return Ok(());
             };
             let member = coordinator.joined();
+            ready.add_task("replica group", member, "membership".into());
             let leases = coordinator.lease_health();
             let live: crate::http::Liveness = Arc::new(move || leases.check());
-            (
-                Vec::new(),
-                Some(coordinator),
-                vec![("replica group".to_string(), member)],
-                Some(live),
-            )
+            (Vec::new(), Some(coordinator), Some(live))
         }
-        None => (components, None, ready, None),
+        None => {
+            let tracked: Vec<(Arc<Tracked>, RetryPolicy)> = components
+                .into_iter()
+                .map(|(c, policy)| (Tracked::new(c), policy))
+                .collect();
+            for (t, _) in &tracked {
+                ready.add_tracked(t);
+            }
+            (tracked, None, None)
+        }
     };
+    // A webhook server is ready while it serves (the feed's consumers are components above).
+    let receivers: Vec<tributary_saas::Receiver> = receivers
+        .into_iter()
+        .map(|(name, receiver)| {
+            let alive = Arc::new(AtomicBool::new(true));
+            ready.add_task(name.clone(), alive.clone(), "serving".into());
+            Box::pin(async move {
+                receiver.await;
+                alive.store(false, Ordering::Relaxed);
+            }) as tributary_saas::Receiver
+        })
+        .collect();
     let http_stop = CancellationToken::new();
-    let http = crate::http::serve(addr, metrics, ready, live, http_stop.clone()).await?;
+    let status = crate::http::StatusSource {
+        config: config.clone(),
+        js: js.clone(),
+    };
+    let http = crate::http::serve(addr, metrics, ready, live, status, http_stop.clone()).await?;
     info!(%addr, components = components.len(), receivers = receivers.len(), ha = coordinator.is_some(), "tributary running");
 
     let failure = run_all(components, coordinator, receivers, &shutdown).await;
@@ -199,7 +222,7 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
 /// Supervises every component until `shutdown`; the first one that stops for good stops
 /// the others, and its error is returned.
 async fn run_all(
-    components: Vec<(Box<dyn Component>, RetryPolicy)>,
+    components: Vec<(Arc<Tracked>, RetryPolicy)>,
     coordinator: Option<tributary_ha::Coordinator>,
     receivers: Vec<tributary_saas::Receiver>,
     shutdown: &CancellationToken,
@@ -258,7 +281,12 @@ impl Startup<'_> {
             self.stop,
             attempt,
         );
-        Ok(waited.await?)
+        // A transient error here is one still there at the deadline: a dependency that did
+        // not become reachable (its own exit code); others are the configuration's or data's.
+        waited.await.map_err(|e| match e.class() {
+            ErrorClass::Transient { .. } => crate::exit::unreachable(e),
+            _ => anyhow::Error::new(e),
+        })
     }
 }
 

@@ -43,6 +43,7 @@ use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 mod batch;
 mod entity;
 mod publish;
+mod wait;
 
 use crate::mapping::{CompiledMapping, Mapped, RowView};
 use crate::metrics as m;
@@ -248,11 +249,9 @@ impl DomainStage {
         stop: &CancellationToken,
     ) -> Result<(), DomainError> {
         // The source task creates its stream; until it has, there is nothing to consume.
-        let stream = self
-            .js
-            .get_stream(stream_name)
-            .await
-            .map_err(|e| DomainError::nats(format!("stream {stream_name}"), e))?;
+        let Some(stream) = wait::source_stream(&self.js, stream_name, stop).await? else {
+            return Ok(());
+        };
         let mut consumer = self.consumer(&stream, stream_name).await?;
         let mut messages = consumer
             .stream()

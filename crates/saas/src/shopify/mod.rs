@@ -230,12 +230,19 @@ impl ShopifySources {
             let limits = Limits::webhooks(&self.limits);
             let router = webhook::router(group, limits.clone());
             let stop = stop.clone();
-            parts.receivers.push(Box::pin(
-                async move {
-                    info!(?addr, "Shopify webhook server listening");
-                    listener::serve("shopify", listener, router, limits, stop).await;
-                }
-                .instrument(tracing::info_span!("shopify_webhooks")),
+            let name = format!(
+                "webhook listener shopify {}",
+                addr.map(|a| a.to_string()).unwrap_or_default()
+            );
+            parts.receivers.push((
+                name,
+                Box::pin(
+                    async move {
+                        info!(?addr, "Shopify webhook server listening");
+                        listener::serve("shopify", listener, router, limits, stop).await;
+                    }
+                    .instrument(tracing::info_span!("shopify_webhooks")),
+                ),
             ));
         }
         for shop in &self.shops {

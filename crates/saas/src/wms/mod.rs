@@ -208,12 +208,19 @@ impl WmsWebhookSource {
         let listener = self.listener;
         let limits = self.endpoint.limits.clone();
         let mut parts = FeedParts::default();
-        parts.receivers.push(Box::pin(
-            async move {
-                info!(?addr, "WMS webhook server listening");
-                listener::serve("wms", listener, router, limits, server_stop).await;
-            }
-            .instrument(tracing::info_span!("wms_webhooks")),
+        let name = format!(
+            "webhook listener wms {}",
+            addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        parts.receivers.push((
+            name,
+            Box::pin(
+                async move {
+                    info!(?addr, "WMS webhook server listening");
+                    listener::serve("wms", listener, router, limits, server_stop).await;
+                }
+                .instrument(tracing::info_span!("wms_webhooks")),
+            ),
         ));
         parts.components.push(Box::new(Mapper {
             endpoint: self.endpoint.clone(),

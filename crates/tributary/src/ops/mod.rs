@@ -7,13 +7,11 @@ pub mod preflight;
 pub mod slots;
 pub mod status;
 
-mod http;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tributary_config::{Config, SourceConfig};
 use tributary_postgres::{ConnectParams, ControlConnection, PgError};
 use tributary_proto::cdc::v1::ChangeEvent;
@@ -72,8 +70,15 @@ pub(crate) fn select_sources<'a>(
     }
 }
 
-/// Connects to NATS and checks that JetStream answers; the error names the servers.
+/// Connects to NATS and checks that JetStream answers; the error names the servers (exit
+/// code: unreachable).
 pub(crate) async fn connect_jetstream(config: &Config) -> anyhow::Result<jetstream::Context> {
+    try_connect_jetstream(config)
+        .await
+        .map_err(crate::exit::unreachable)
+}
+
+async fn try_connect_jetstream(config: &Config) -> anyhow::Result<jetstream::Context> {
     let timeout = Duration::from_millis(config.nats.connect_timeout_ms) + Duration::from_secs(5);
     let client = tokio::time::timeout(
         timeout,
@@ -99,7 +104,7 @@ pub(crate) async fn connect_jetstream(config: &Config) -> anyhow::Result<jetstre
 }
 
 /// A source's JetStream stream as the operator commands report it.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct StreamReport {
     pub name: String,
     pub exists: bool,
@@ -111,7 +116,7 @@ pub struct StreamReport {
     pub last_message_time: Option<String>,
     /// Commit time of the change in the last message (RFC 3339, UTC).
     pub last_commit_time: Option<String>,
-    #[serde(skip)]
+    /// The same as Unix microseconds.
     pub last_commit_micros: Option<i64>,
     pub consumers: Option<usize>,
     /// Whether the stream carries the bridge's ownership mark (None when it does not exist).
@@ -282,8 +287,6 @@ pub(crate) fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
-
-pub(crate) use http::{fetch_bridge, BridgeReport};
 
 #[cfg(test)]
 mod tests {

@@ -48,7 +48,7 @@ pub struct DropArgs {
 }
 
 /// A source's slot as `slots` and `status` report it.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct SlotReport {
     pub source: String,
     pub slot: String,

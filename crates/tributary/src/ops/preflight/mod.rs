@@ -62,10 +62,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failed > 0 {
-        anyhow::bail!(
+        return Err(crate::exit::check_failed(anyhow::anyhow!(
             "preflight: {failed} of {} checks failed; fix them before starting the bridge (warnings do not stop it)",
             checks.len()
-        );
+        )));
     }
     Ok(())
 }
