@@ -58,10 +58,11 @@ async fn readyz_names_the_component_that_is_down() -> Result<()> {
         [
             "domain erp: ready",
             "domain pos: ready",
-            "feed wms_webhooks: ready",
             "sink wms: ready",
             "source erp: ready",
-            "source pos: ready"
+            "source pos: ready",
+            "webhook listener wms: ready",
+            "wms mapper: ready"
         ],
         "{body}"
     );

@@ -16,7 +16,7 @@ pub type Receiver = BoxFuture<'static, ()>;
 /// A feed's receivers and components.
 #[derive(Default)]
 pub struct FeedParts {
-    /// (name for `/readyz`, e.g. `webhook listener shopify 127.0.0.1:8088`, the server).
+    /// (name for `/readyz`, e.g. `webhook listener shopify`, the server).
     pub receivers: Vec<(String, Receiver)>,
     pub components: Vec<Box<dyn Component>>,
 }

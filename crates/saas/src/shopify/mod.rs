@@ -225,15 +225,17 @@ impl ShopifySources {
     /// consumer and the reconciliation poller (components).
     pub fn parts(self, stop: &CancellationToken) -> Result<FeedParts, SaasError> {
         let mut parts = FeedParts::default();
+        let several = self.listeners.len() > 1;
         for (listener, group) in self.listeners {
             let addr = listener.local_addr().ok();
             let limits = Limits::webhooks(&self.limits);
             let router = webhook::router(group, limits.clone());
             let stop = stop.clone();
-            let name = format!(
-                "webhook listener shopify {}",
-                addr.map(|a| a.to_string()).unwrap_or_default()
-            );
+            // Named by address only when several shops listen on different ones.
+            let name = match (several, addr) {
+                (true, Some(a)) => format!("webhook listener shopify {a}"),
+                _ => "webhook listener shopify".to_string(),
+            };
             parts.receivers.push((
                 name,
                 Box::pin(

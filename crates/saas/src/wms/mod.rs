@@ -208,10 +208,7 @@ impl WmsWebhookSource {
         let listener = self.listener;
         let limits = self.endpoint.limits.clone();
         let mut parts = FeedParts::default();
-        let name = format!(
-            "webhook listener wms {}",
-            addr.map(|a| a.to_string()).unwrap_or_default()
-        );
+        let name = "webhook listener wms".to_string();
         parts.receivers.push((
             name,
             Box::pin(
