@@ -184,8 +184,8 @@ async fn erp_order_ships_in_the_wms_and_comes_back_as_a_fulfillment() -> Result<
         })
     })
     .await?;
-    // Let any straggling duplicate be mapped and applied before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every consumer idle: no straggling duplicate can be mapped or applied after this.
+    wait_quiescent(&client, Duration::from_secs(60)).await?;
     let shop_fulfillments = shop.fulfillments(&shop_order.order_id);
     assert_eq!(
         shop_fulfillments.len(),

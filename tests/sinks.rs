@@ -162,8 +162,8 @@ async fn orders_reach_the_wms_and_stock_reaches_shopify_exactly_once() -> Result
         })
     })
     .await?;
-    // Let any straggling redelivery happen before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every consumer idle: no straggling redelivery can happen after this.
+    wait_quiescent(&client, Duration::from_secs(60)).await?;
 
     // Exactly once: one order per reference, one side effect per idempotency key.
     let events = retail_events(&client).await?;

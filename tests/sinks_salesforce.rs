@@ -126,7 +126,9 @@ async fn customers_orders_and_returns_reach_salesforce() -> Result<()> {
             && field(&sf, "Case", "R-2", "Return_State__c").is_some()
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every consumer idle: what follows counts final state, not a moment of it.
+    let quiet = nats.connect().await?;
+    wait_quiescent(&quiet, Duration::from_secs(60)).await?;
 
     // Fields as mapped.
     assert_eq!(

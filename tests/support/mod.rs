@@ -193,6 +193,42 @@ pub async fn wait_until<T>(
     }
 }
 
+/// Waits until every durable consumer of every stream has nothing pending and nothing
+/// unacknowledged, twice in a row: no redelivery can come any more (an acked message is never
+/// delivered again), so whatever is counted afterwards is final. The sentinel that replaces
+/// "sleep and hope nothing more arrives".
+pub async fn wait_quiescent(nats: &async_nats::Client, within: Duration) -> Result<()> {
+    use futures::TryStreamExt as _;
+    let js = jetstream::new(nats.clone());
+    let mut quiet_before = false;
+    wait_until(within, async || {
+        let names: Vec<String> = js.stream_names().try_collect().await?;
+        let mut busy = Vec::new();
+        for name in names {
+            let stream = js.get_stream(&name).await?;
+            let consumers: Vec<jetstream::consumer::Info> =
+                stream.consumers().try_collect().await?;
+            for c in consumers.iter().filter(|c| c.config.durable_name.is_some()) {
+                if c.num_pending > 0 || c.num_ack_pending > 0 {
+                    busy.push(format!(
+                        "{name}/{}: {} pending, {} unacked",
+                        c.name, c.num_pending, c.num_ack_pending
+                    ));
+                }
+            }
+        }
+        let quiet = busy.is_empty();
+        let done = quiet && quiet_before;
+        quiet_before = quiet;
+        Ok(if done {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("consumers still busy: {busy:?}"))
+        })
+    })
+    .await
+}
+
 /// Waits until the stream holds `n` messages; fails past the deadline with what it saw.
 pub async fn wait_for_messages(
     nats: &async_nats::Client,
