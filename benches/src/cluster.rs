@@ -49,11 +49,11 @@ impl Cluster {
         }
     }
 
-    /// The nodes' CPU seconds (user + system) summed; None if a node's pid is unknown.
-    pub fn cpu_secs(&self) -> Option<f64> {
+    /// Each node's CPU seconds (user + system); None where a node's pid is unknown.
+    pub fn cpu_secs(&self) -> Vec<Option<f64>> {
         self.pids
             .iter()
             .map(|pid| pid.and_then(procfs::cpu_secs))
-            .sum()
+            .collect()
     }
 }

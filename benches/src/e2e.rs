@@ -120,7 +120,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
             let nats = Publishing {
                 js: &env.js,
                 target: env.single_node(),
-                cpu_secs: Box::new(move || pid.and_then(procfs::cpu_secs)),
+                cpu_secs: Box::new(move || vec![pid.and_then(procfs::cpu_secs)]),
             };
             bridge_run(&env, &nats, changes, &args, perf).await?
         } else {
@@ -146,7 +146,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
 struct Publishing<'a> {
     js: &'a async_nats::jetstream::Context,
     target: NatsTarget,
-    cpu_secs: Box<dyn Fn() -> Option<f64> + 'a>,
+    cpu_secs: Box<dyn Fn() -> Vec<Option<f64>> + 'a>,
 }
 
 /// What one bridge run measured.
@@ -209,9 +209,13 @@ async fn bridge_run(
     if let Some(perf) = perf {
         stop_perf(perf).await;
     }
-    let nats_cpu = (nats.cpu_secs)()
+    // Per node: on a cluster the stream leader's share differs from its followers'.
+    let nats_cpu_nodes: Vec<f64> = (nats.cpu_secs)()
+        .into_iter()
         .zip(nats_cpu_before)
-        .map_or(f64::NAN, |(after, before)| after - before);
+        .map(|(after, before)| after.zip(before).map_or(f64::NAN, |(a, b)| a - b))
+        .collect();
+    let nats_cpu: f64 = nats_cpu_nodes.iter().sum();
     let stats = sampler.finish().await;
     let walsender_stats = walsender.finish().await;
     let stopped = bridge.stop().await;
@@ -233,6 +237,23 @@ async fn bridge_run(
         walsender_stats.cpu_secs,
         stats.peak_rss_mb(),
     );
+    if nats_cpu_nodes.len() > 1 {
+        let nodes: Vec<String> = nats_cpu_nodes.iter().map(|c| format!("{c:.2}")).collect();
+        let leader = match nats.js.get_stream(crate::env::STREAM).await {
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.cluster.as_ref()?.leader.clone())
+                .unwrap_or_else(|| "?".to_owned()),
+            Err(_) => "?".to_owned(),
+        };
+        println!(
+            "{label}: nats_server_cpu_s per node (n1..n{}) = {} (stream leader now: {leader})",
+            nodes.len(),
+            nodes.join(" ")
+        );
+    }
     if progress.messages != changes {
         println!(
             "warning: the stream holds {} messages, {changes} changes were written",
