@@ -154,6 +154,9 @@ struct BridgeRun {
     replicas: usize,
     settings: String,
     rate: f64,
+    /// Changes per second from the first message stored to the last (without the start-up:
+    /// connecting, creating the stream, for R3 electing its leader).
+    streaming_rate: f64,
     messages: u64,
     bytes: u64,
     bridge_cpu: f64,
@@ -271,6 +274,9 @@ async fn bridge_run(
         replicas,
         settings,
         rate,
+        streaming_rate: progress
+            .first_message
+            .map_or(f64::NAN, |t| changes as f64 / secs(t, progress.done)),
         messages: progress.messages,
         bytes: progress.bytes,
         bridge_cpu: stats.cpu_secs,
@@ -286,12 +292,14 @@ fn print_summary(runs: &[BridgeRun], changes: u64, ceiling_rate: f64) {
         for run in runs {
             let per_change = |cpu: f64| cpu * 1e6 / changes as f64;
             println!(
-                "  R{}: changes_per_sec={:.0} vs_ceiling={:.3} vs_R1={} B/event={:.0} \
+                "  R{}: changes_per_sec={:.0} vs_ceiling={:.3} vs_R1={} \
+                 after_first_message={:.0} B/event={:.0} \
                  bridge_cpu_s={:.2} ({:.1} us/change) nats_cpu_s={:.2} ({:.1} us/change) -- {}",
                 run.replicas,
                 run.rate,
                 run.rate / ceiling_rate,
                 r1.map_or_else(|| "-".to_owned(), |r1| format!("{:.3}", run.rate / r1)),
+                run.streaming_rate,
                 run.bytes as f64 / run.messages.max(1) as f64,
                 run.bridge_cpu,
                 per_change(run.bridge_cpu),
