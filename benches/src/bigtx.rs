@@ -87,7 +87,7 @@ struct Measured {
 
 async fn measure(
     env: &BenchEnv,
-    bridge: &mut crate::env::Bridge,
+    bridge: &mut crate::bridge::Bridge,
     rows: i64,
     timeout: Duration,
 ) -> anyhow::Result<Measured> {

@@ -17,7 +17,8 @@ use anyhow::{bail, Context as _};
 use async_nats::jetstream;
 use tributary_testkit::{NatsServer, PgCluster};
 
-use crate::env::{self, Bridge, Durability, Settings};
+use crate::bridge::Bridge;
+use crate::env::{self, Durability, Settings};
 
 pub struct Args {
     pub customers: u64,
@@ -125,7 +126,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     std::fs::write(&config, retail_config(&pg, &nats).await?)?;
     let binary = match &settings.bridge_binary {
         Some(path) => path.clone(),
-        None => env::find_bridge_binary()?,
+        None => crate::bridge::find_bridge_binary()?,
     };
     let log = dir.path().join("tributary.log");
     let mut bridge = Bridge::spawn(&binary, &config, log.clone())?;
@@ -188,7 +189,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     erp.batch_execute(&workload(2, args.customers, args.orders))
         .await?;
     wait_retail(&js, &mut bridge, retail0, per_round / 3, None, args.timeout).await?;
-    env::signal(bridge.pid(), nix::sys::signal::Signal::SIGKILL)?;
+    crate::bridge::signal(bridge.pid(), nix::sys::signal::Signal::SIGKILL)?;
     drop(bridge);
     let at_kill = count(&js, "RETAIL").await? - retail0;
     let mut bridge = Bridge::spawn(&binary, &config, log)?;

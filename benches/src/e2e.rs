@@ -1,13 +1,16 @@
 //! `e2e`: throughput of the bridge over a pre-written WAL, against the `pg_recvlogical` ceiling
-//! (the walsender decoding the same WAL with pgoutput, output thrown away).
+//! (the walsender decoding the same WAL with pgoutput, output thrown away). With
+//! `--replicas 1,3` the same WAL is also read by a bridge publishing to R3 streams on a local
+//! 3-node cluster: one slot per run, all created before the first change.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::env::{BenchEnv, Settings, DB, MARKER_TABLE, PUBLICATION};
+use crate::cluster::Cluster;
+use crate::env::{self, BenchEnv, NatsTarget, Settings, DB, MARKER_TABLE, PUBLICATION};
 use crate::procfs::{self, Sampler, WalsenderSampler};
 use crate::workload::{self, secs, Counts, Generator};
 
@@ -20,20 +23,49 @@ pub struct Args {
     pub timeout: Duration,
     /// Record a `perf` profile of the bridge into this file (changes the figures).
     pub perf_record: Option<PathBuf>,
+    /// Stream replicas of each bridge run, in order: 1 is the single nats-server, N > 1 a
+    /// local N-node cluster with R N streams and no confirmation delay.
+    pub replicas: Vec<usize>,
+    /// Add an `[ha]` block (one replica holding the lease) to the replicated runs.
+    pub ha: bool,
+}
+
+/// The bridge's slot for a run with `replicas` stream replicas (R1 keeps the historical name).
+fn slot_for(replicas: usize) -> String {
+    if replicas == 1 {
+        BRIDGE_SLOT.to_owned()
+    } else {
+        format!("{BRIDGE_SLOT}_r{replicas}")
+    }
 }
 
 pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     if args.changes == 0 {
         bail!("--changes must be at least 1");
     }
+    let mut seen = Vec::new();
+    for &r in &args.replicas {
+        if !(1..=5).contains(&r) || seen.contains(&r) {
+            bail!(
+                "--replicas takes distinct values from 1 to 5, got {:?}",
+                args.replicas
+            );
+        }
+        seen.push(r);
+    }
+    if args.replicas.is_empty() {
+        bail!("--replicas needs at least one value");
+    }
     println!("load average before: {}", procfs::load_average());
     let env = BenchEnv::start(settings).await?;
     println!("{}", env.describe());
     let control = env.client().await?;
 
-    // Both slots exist before the first change, so both see the whole workload.
+    // Every slot exists before the first change, so every run sees the whole workload.
     env.create_slot(CEILING_SLOT).await?;
-    env.create_slot(BRIDGE_SLOT).await?;
+    for &r in &args.replicas {
+        env.create_slot(&slot_for(r)).await?;
+    }
     let start_lsn = env.current_lsn(&control).await?;
 
     let written = write_workload(&env, args.changes, args.connections).await?;
@@ -73,37 +105,120 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         wal_bytes as f64 / 1e6 / ceiling.seconds,
     );
 
-    // (b) The bridge over the same WAL.
-    let config = env.write_config(BRIDGE_SLOT)?;
+    // (b) The bridge over the same WAL, once per replica count.
+    let mut runs = Vec::new();
+    for &replicas in &args.replicas {
+        let perf = args.perf_record.as_deref().map(|p| {
+            if args.replicas.len() == 1 {
+                p.to_owned()
+            } else {
+                p.with_extension(format!("r{replicas}.data"))
+            }
+        });
+        let run = if replicas == 1 {
+            let pid = env.nats_pid();
+            let nats = Publishing {
+                js: &env.js,
+                target: env.single_node(),
+                cpu_secs: Box::new(move || vec![pid.and_then(procfs::cpu_secs)]),
+            };
+            bridge_run(&env, &nats, changes, &args, perf).await?
+        } else {
+            // Started only now (and dropped after) so that its idle nodes cost the other runs
+            // nothing.
+            let cluster = Cluster::start(replicas, env.settings.durability).await?;
+            let nats = Publishing {
+                js: &cluster.js,
+                target: cluster.target(args.ha),
+                cpu_secs: Box::new(|| cluster.cpu_secs()),
+            };
+            bridge_run(&env, &nats, changes, &args, perf).await?
+        };
+        runs.push(run);
+    }
+    println!("load average after: {}", procfs::load_average());
+    print_summary(&runs, changes, ceiling_rate);
+    Ok(())
+}
+
+/// Where a bridge run publishes: the servers' JetStream, the bridge's NATS settings, and the
+/// servers' CPU seconds (summed over a cluster's nodes).
+struct Publishing<'a> {
+    js: &'a async_nats::jetstream::Context,
+    target: NatsTarget,
+    cpu_secs: Box<dyn Fn() -> Vec<Option<f64>> + 'a>,
+}
+
+/// What one bridge run measured.
+struct BridgeRun {
+    replicas: usize,
+    settings: String,
+    rate: f64,
+    /// Changes per second from the first message stored to the last (without the start-up:
+    /// connecting, creating the stream, for R3 electing its leader).
+    streaming_rate: f64,
+    messages: u64,
+    bytes: u64,
+    bridge_cpu: f64,
+    nats_cpu: f64,
+}
+
+async fn bridge_run(
+    env: &BenchEnv,
+    nats: &Publishing<'_>,
+    changes: u64,
+    args: &Args,
+    perf_record: Option<PathBuf>,
+) -> anyhow::Result<BridgeRun> {
+    let target = &nats.target;
+    let replicas = target.stream_replicas;
+    let slot = slot_for(replicas);
+    let label = if replicas == 1 {
+        "tributary".to_owned()
+    } else {
+        format!("tributary R{replicas}")
+    };
+    let settings = format!(
+        "{} nats-server{}, [nats.stream] replicas = {}, [durability] confirm_delay_ms = {}{}",
+        target.servers.len(),
+        if target.servers.len() == 1 { "" } else { "s" },
+        target.stream_replicas,
+        target.confirm_delay_ms,
+        if target.ha {
+            ", [ha] (one replica)"
+        } else {
+            ""
+        },
+    );
+    println!("{label}: {settings}, slot {slot}");
+    let config = env.write_config_for(&slot, "", target)?;
     let mut bridge = env.spawn_bridge(&config)?;
     let started = bridge.started();
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
-    let walsender = WalsenderSampler::spawn(
-        env.client().await?,
-        BRIDGE_SLOT.to_owned(),
-        Duration::from_millis(50),
-    );
-    let nats_cpu_before = env.nats_pid().and_then(procfs::cpu_secs);
-    let perf = match &args.perf_record {
+    let walsender = WalsenderSampler::spawn(env.client().await?, slot, Duration::from_millis(50));
+    let nats_cpu_before = (nats.cpu_secs)();
+    let perf = match &perf_record {
         Some(path) => Some(start_perf(bridge.pid(), path)?),
         None => None,
     };
-    let progress = env
-        .wait_for_messages(
-            &mut bridge,
-            changes,
-            args.timeout,
-            Duration::from_millis(20),
-        )
-        .await;
+    let progress = env::wait_for_messages_on(
+        nats.js,
+        &mut bridge,
+        changes,
+        args.timeout,
+        Duration::from_millis(20),
+    )
+    .await;
     if let Some(perf) = perf {
         stop_perf(perf).await;
     }
-    let nats_cpu = env
-        .nats_pid()
-        .and_then(procfs::cpu_secs)
+    // Per node: on a cluster the stream leader's share differs from its followers'.
+    let nats_cpu_nodes: Vec<f64> = (nats.cpu_secs)()
+        .into_iter()
         .zip(nats_cpu_before)
-        .map_or(f64::NAN, |(after, before)| after - before);
+        .map(|(after, before)| after.zip(before).map_or(f64::NAN, |(a, b)| a - b))
+        .collect();
+    let nats_cpu: f64 = nats_cpu_nodes.iter().sum();
     let stats = sampler.finish().await;
     let walsender_stats = walsender.finish().await;
     let stopped = bridge.stop().await;
@@ -112,7 +227,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     let seconds = secs(started, progress.done);
     let rate = changes as f64 / seconds;
     println!(
-        "tributary: seconds={seconds:.3} (first message after {:.3} s) changes_per_sec={rate:.0} \
+        "{label}: seconds={seconds:.3} (first message after {:.3} s) changes_per_sec={rate:.0} \
          stream_messages={} stream_bytes={} ({:.0} B/event) bridge_cpu_s={:.2} \
          walsender_cpu_s={:.2} nats_server_cpu_s={nats_cpu:.2} peak_rss_mb={:.1} exit={status}",
         progress
@@ -125,25 +240,100 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         walsender_stats.cpu_secs,
         stats.peak_rss_mb(),
     );
+    if nats_cpu_nodes.len() > 1 {
+        let nodes: Vec<String> = nats_cpu_nodes.iter().map(|c| format!("{c:.2}")).collect();
+        let leader = match nats.js.get_stream(crate::env::STREAM).await {
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.cluster.as_ref()?.leader.clone())
+                .unwrap_or_else(|| "?".to_owned()),
+            Err(_) => "?".to_owned(),
+        };
+        println!(
+            "{label}: nats_server_cpu_s per node (n1..n{}) = {} (stream leader now: {leader})",
+            nodes.len(),
+            nodes.join(" ")
+        );
+    }
     if progress.messages != changes {
         println!(
             "warning: the stream holds {} messages, {changes} changes were written",
             progress.messages
         );
     }
-    if let Some(path) = &args.perf_record {
+    if let Some(path) = &perf_record {
         println!(
             "perf profile: {} (perf report -i {} --no-children)",
             path.display(),
             path.display()
         );
     }
-    println!("load average after: {}", procfs::load_average());
-    println!(
-        "e2e_changes_per_sec={rate:.0} ceiling_changes_per_sec={ceiling_rate:.0} ratio={:.3}",
-        rate / ceiling_rate
-    );
-    Ok(())
+    Ok(BridgeRun {
+        replicas,
+        settings,
+        rate,
+        streaming_rate: progress
+            .first_message
+            .map_or(f64::NAN, |t| changes as f64 / secs(t, progress.done)),
+        messages: progress.messages,
+        bytes: progress.bytes,
+        bridge_cpu: stats.cpu_secs,
+        nats_cpu,
+    })
+}
+
+/// A table of the runs, then the summary line (R1's figures first, as before `--replicas`).
+fn print_summary(runs: &[BridgeRun], changes: u64, ceiling_rate: f64) {
+    let r1 = runs.iter().find(|r| r.replicas == 1).map(|r| r.rate);
+    if runs.len() > 1 {
+        println!("summary (ceiling {ceiling_rate:.0} changes/s):");
+        for run in runs {
+            let per_change = |cpu: f64| cpu * 1e6 / changes as f64;
+            println!(
+                "  R{}: changes_per_sec={:.0} vs_ceiling={:.3} vs_R1={} \
+                 after_first_message={:.0} B/event={:.0} \
+                 bridge_cpu_s={:.2} ({:.1} us/change) nats_cpu_s={:.2} ({:.1} us/change) -- {}",
+                run.replicas,
+                run.rate,
+                run.rate / ceiling_rate,
+                r1.map_or_else(|| "-".to_owned(), |r1| format!("{:.3}", run.rate / r1)),
+                run.streaming_rate,
+                run.bytes as f64 / run.messages.max(1) as f64,
+                run.bridge_cpu,
+                per_change(run.bridge_cpu),
+                run.nats_cpu,
+                per_change(run.nats_cpu),
+                run.settings,
+            );
+        }
+    }
+    let mut line = Vec::new();
+    for run in runs {
+        let prefix = if run.replicas == 1 {
+            "e2e".to_owned()
+        } else {
+            format!("r{}", run.replicas)
+        };
+        let mut part = format!("{prefix}_changes_per_sec={:.0}", run.rate);
+        if run.replicas == 1 {
+            part.push_str(&format!(
+                " ceiling_changes_per_sec={ceiling_rate:.0} ratio={:.3}",
+                run.rate / ceiling_rate
+            ));
+        } else {
+            part.push_str(&format!(" {prefix}_ratio={:.3}", run.rate / ceiling_rate));
+            if let Some(r1) = r1 {
+                part.push_str(&format!(" {prefix}_vs_r1={:.3}", run.rate / r1));
+            }
+        }
+        line.push(part);
+    }
+    if r1.is_none() {
+        line.push(format!("ceiling_changes_per_sec={ceiling_rate:.0}"));
+    }
+    println!("{}", line.join(" "));
 }
 
 struct Written {
@@ -230,10 +420,7 @@ async fn run_ceiling(env: &BenchEnv, end_lsn: &str, timeout: Duration) -> anyhow
     })
 }
 
-pub(crate) fn start_perf(
-    pid: u32,
-    path: &std::path::Path,
-) -> anyhow::Result<tokio::process::Child> {
+pub(crate) fn start_perf(pid: u32, path: &Path) -> anyhow::Result<tokio::process::Child> {
     tokio::process::Command::new("perf")
         .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
         .arg(path)
@@ -247,7 +434,7 @@ pub(crate) fn start_perf(
 
 pub(crate) async fn stop_perf(mut perf: tokio::process::Child) {
     if let Some(pid) = perf.id() {
-        if let Err(e) = crate::env::signal(pid, nix::sys::signal::Signal::SIGINT) {
+        if let Err(e) = crate::bridge::signal(pid, nix::sys::signal::Signal::SIGINT) {
             eprintln!("warning: stopping perf: {e}");
         }
     }

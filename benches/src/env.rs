@@ -2,11 +2,12 @@
 //! schema, slots, the bridge's configuration, the bridge process and stream polling.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use tributary_testkit::{NatsOptions, NatsServer, PgCluster, PgOptions};
+
+use crate::bridge::{find_bridge_binary, Bridge};
 
 pub const DB: &str = "bench";
 pub const PUBLICATION: &str = "bench_pub";
@@ -61,12 +62,29 @@ pub enum Durability {
 pub async fn start_nats(
     durability: Durability,
 ) -> Result<NatsServer, tributary_testkit::TestkitError> {
-    NatsServer::start_with(NatsOptions {
+    NatsServer::start_with(nats_options(durability)).await
+}
+
+/// The nats-server options (standalone or per cluster node) of `durability`.
+pub fn nats_options(durability: Durability) -> NatsOptions {
+    NatsOptions {
         sync_always: durability == Durability::Always,
         sync_interval: (durability == Durability::Interval).then(|| "1s".to_owned()),
         ..NatsOptions::default()
-    })
-    .await
+    }
+}
+
+/// The NATS side of a bridge configuration: which servers, how many stream replicas, and how
+/// long the slot's confirmation is held back.
+#[derive(Debug, Clone)]
+pub struct NatsTarget {
+    pub servers: Vec<String>,
+    /// `[nats.stream] replicas`.
+    pub stream_replicas: usize,
+    /// `[durability] confirm_delay_ms`.
+    pub confirm_delay_ms: u64,
+    /// An `[ha]` block (one replica holding the source's lease, library defaults otherwise).
+    pub ha: bool,
 }
 
 /// One PostgreSQL cluster, one nats-server and a scratch directory, all removed on drop.
@@ -200,15 +218,41 @@ impl BenchEnv {
     /// [`BenchEnv::write_config`] with extra keys (TOML lines, each ending in a newline) in
     /// the `[[sources]]` table, e.g. the snapshot settings.
     pub fn write_config_with(&self, slot: &str, source_keys: &str) -> anyhow::Result<PathBuf> {
+        self.write_config_for(slot, source_keys, &self.single_node())
+    }
+
+    /// This environment's nats-server with R1 streams and the confirmation delay that
+    /// `--durability` asks for (1500 ms with `interval`, else 0).
+    pub fn single_node(&self) -> NatsTarget {
+        NatsTarget {
+            servers: vec![self.nats.url()],
+            stream_replicas: 1,
+            confirm_delay_ms: if self.settings.durability == Durability::Interval {
+                1500
+            } else {
+                0
+            },
+            ha: false,
+        }
+    }
+
+    /// A bridge configuration for `slot` publishing to `nats`.
+    pub fn write_config_for(
+        &self,
+        slot: &str,
+        source_keys: &str,
+        nats: &NatsTarget,
+    ) -> anyhow::Result<PathBuf> {
         let ack_window = self
             .settings
             .ack_window
             .map(|w| format!("ack_window = {w}\n"))
             .unwrap_or_default();
-        let confirm_delay = if self.settings.durability == Durability::Interval {
-            1500
+        let servers: Vec<String> = nats.servers.iter().map(|u| toml_string(u)).collect();
+        let ha = if nats.ha {
+            "\n[ha]\ninstance_id = \"bench\"\n"
         } else {
-            0
+            ""
         };
         let text = format!(
             r#"# Written by tributary-bench.
@@ -221,8 +265,11 @@ level = "info"
 confirm_delay_ms = {confirm_delay}
 
 [nats]
-servers = [{nats}]
+servers = [{servers}]
 {ack_window}
+[nats.stream]
+replicas = {replicas}
+{ha}
 [[sources]]
 name = "{SOURCE}"
 publication = "{PUBLICATION}"
@@ -243,7 +290,9 @@ storage = "file"
 max_bytes = -1
 "#,
             http = tributary_testkit::try_free_port()?,
-            nats = toml_string(&self.nats.url()),
+            confirm_delay = nats.confirm_delay_ms,
+            servers = servers.join(", "),
+            replicas = nats.stream_replicas,
             slot = toml_string(slot),
             port = self.pg.port(),
             user = toml_string(self.pg.user()),
@@ -287,7 +336,8 @@ max_bytes = -1
             Some(path) => path.clone(),
             None => find_bridge_binary()?,
         };
-        Bridge::spawn(&binary, config, self.dir.path().join("tributary.log"))
+        // One log per configuration: a run with several bridges keeps each one's log.
+        Bridge::spawn(&binary, config, config.with_extension("log"))
     }
 
     /// Waits until the bridge has created the stream; returns it.
@@ -322,6 +372,19 @@ max_bytes = -1
         timeout: Duration,
         poll: Duration,
     ) -> anyhow::Result<StreamProgress> {
+        wait_for_messages_on(&self.js, bridge, target, timeout, poll).await
+    }
+}
+
+/// [`BenchEnv::wait_for_messages`] on the stream of any JetStream (e.g. a cluster's).
+pub async fn wait_for_messages_on(
+    js: &async_nats::jetstream::Context,
+    bridge: &mut Bridge,
+    target: u64,
+    timeout: Duration,
+    poll: Duration,
+) -> anyhow::Result<StreamProgress> {
+    {
         let deadline = Instant::now() + timeout;
         let mut stream: Option<async_nats::jetstream::stream::Stream> = None;
         let mut first_message = None;
@@ -330,7 +393,7 @@ max_bytes = -1
         loop {
             bridge.check_running()?;
             if stream.is_none() {
-                stream = self.js.get_stream(STREAM).await.ok();
+                stream = js.get_stream(STREAM).await.ok();
             }
             let mut state = None;
             if let Some(s) = stream.as_mut() {
@@ -410,144 +473,4 @@ pub fn toml_string(value: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// The release `tributary` binary: `$TRIBUTARY_BIN`, `$CARGO_TARGET_DIR/release/tributary`,
-/// next to this executable, or the workspace's `target/release/tributary`.
-pub fn find_bridge_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("TRIBUTARY_BIN") {
-        let path = PathBuf::from(path);
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!("TRIBUTARY_BIN={} is not a file", path.display());
-    }
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("release").join("tributary"));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            candidates.push(dir.join("tributary"));
-        }
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("target")
-            .join("release")
-            .join("tributary"),
-    );
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "cannot find the release `tributary` binary: build it with \
-             `cargo build --release -p tributary` (same CARGO_TARGET_DIR) or set TRIBUTARY_BIN"
-        )
-    })
-}
-
-/// The bridge as a child process (`tributary run --config …`).
-pub struct Bridge {
-    child: tokio::process::Child,
-    pid: u32,
-    log: PathBuf,
-    started: Instant,
-}
-
-impl Bridge {
-    pub fn spawn(binary: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Bridge> {
-        let age = std::fs::metadata(binary)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .map_or_else(String::new, |d| {
-                format!(", built {} min ago", d.as_secs() / 60)
-            });
-        eprintln!("bridge binary: {}{age}", binary.display());
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating the bridge log {}", log.display()))?;
-        let err = out.try_clone().context("duplicating the log handle")?;
-        let started = Instant::now();
-        let child = tokio::process::Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            // Plain log lines in the file (and in error messages quoting its tail).
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow::anyhow!("the bridge exited at once"))?;
-        Ok(Bridge {
-            child,
-            pid,
-            log,
-            started,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// When the process was spawned.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
-    /// Errors (with the log's tail) if the bridge is no longer running.
-    pub fn check_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait().context("waiting for the bridge")? {
-            None => Ok(()),
-            Some(status) => bail!(
-                "the bridge exited early ({status})\n--- bridge log ---\n{}",
-                self.log_tail()
-            ),
-        }
-    }
-
-    /// The bridge's whole log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last lines of the bridge's log.
-    pub fn log_tail(&self) -> String {
-        match std::fs::read_to_string(&self.log) {
-            Ok(text) => {
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(30)..].join("\n")
-            }
-            Err(e) => format!("<cannot read {}: {e}>", self.log.display()),
-        }
-    }
-
-    /// SIGTERM, then waits up to a minute for the drain (SIGKILL after that).
-    pub async fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        signal(self.pid, nix::sys::signal::Signal::SIGTERM)?;
-        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
-            Ok(status) => status.context("waiting for the bridge to exit"),
-            Err(_) => {
-                self.child
-                    .kill()
-                    .await
-                    .context("killing the bridge after a minute")?;
-                bail!("the bridge did not stop within 60 s of SIGTERM and was killed")
-            }
-        }
-    }
-}
-
-/// Sends `sig` to a process this benchmark started.
-pub fn signal(pid: u32, sig: nix::sys::signal::Signal) -> anyhow::Result<()> {
-    let raw = i32::try_from(pid).with_context(|| format!("pid {pid} out of range"))?;
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => bail!("sending {sig} to pid {pid}: {e}"),
-    }
 }

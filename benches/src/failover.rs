@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tributary_testkit::{NatsCluster, PgCluster, PgOptions};
 
-use crate::env::{find_bridge_binary, signal, toml_string, Bridge};
+use crate::bridge::{find_bridge_binary, signal, Bridge};
+use crate::env::toml_string;
 
 pub struct Args {
     pub trials: usize,

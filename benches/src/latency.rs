@@ -102,7 +102,7 @@ struct Report {
 
 async fn measure(
     env: &BenchEnv,
-    bridge: &mut crate::env::Bridge,
+    bridge: &mut crate::bridge::Bridge,
     args: &Args,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();

@@ -1,6 +1,8 @@
 //! `tributary-bench`: end-to-end throughput against the pg_recvlogical ceiling, latency under a steady load, one big transaction, the initial snapshot against a COPY ceiling, the domain stage, and the sinks' events applied per second against their emulators.
 
 mod bigtx;
+mod bridge;
+mod cluster;
 mod domain;
 mod e2e;
 mod env;
@@ -73,9 +75,17 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
         /// Record a perf profile of the bridge (perf record -g) into this file; perturbs the
-        /// figures.
+        /// figures. With several --replicas, one file per run: FILE.r<N>.data.
         #[arg(long)]
         perf_record: Option<PathBuf>,
+        /// Bridge runs over the same WAL, by stream replicas: 1 = the single nats-server (R1,
+        /// confirm_delay_ms per --durability); N > 1 = a local N-node cluster, R N streams,
+        /// confirm_delay_ms = 0 (the shipped HA combination). E.g. `--replicas 1,3`.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        replicas: Vec<usize>,
+        /// Add an `[ha]` block (one bridge replica holding the lease) to the N > 1 runs.
+        #[arg(long)]
+        ha: bool,
     },
     /// Offer a steady load of ~10-row transactions and measure commit -> subscriber latency
     /// and the bridge's memory.
@@ -195,6 +205,8 @@ fn main() -> ExitCode {
                 connections,
                 timeout_secs,
                 perf_record,
+                replicas,
+                ha,
             } => {
                 e2e::run(
                     e2e::Args {
@@ -202,6 +214,8 @@ fn main() -> ExitCode {
                         connections,
                         timeout: Duration::from_secs(timeout_secs),
                         perf_record,
+                        replicas,
+                        ha,
                     },
                     settings,
                 )

@@ -29,7 +29,8 @@ use events::{
     ORDER_STATUSES, PREFIX,
 };
 
-use crate::env::{self, Bridge, Durability, Settings};
+use crate::bridge::Bridge;
+use crate::env::{self, Durability, Settings};
 use crate::procfs::{self, Sampler};
 
 const STREAM: &str = "RETAIL";
@@ -234,7 +235,7 @@ async fn run_phase(sink: &str, args: &Args, settings: &Settings) -> anyhow::Resu
     let (config, http_port) = write_config(dir.path(), &nats.url(), sink, &emulator, args)?;
     let binary = match &settings.bridge_binary {
         Some(p) => p.clone(),
-        None => env::find_bridge_binary()?,
+        None => crate::bridge::find_bridge_binary()?,
     };
     let nats_pid = env::nats_server_pid(&nats);
     let nats_cpu_before = nats_pid.and_then(procfs::cpu_secs);
