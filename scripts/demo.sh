@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-exec cargo run --release --locked -p tributary -- demo "$@"
+exec cargo run --release --locked -p tributary --features demo -- demo "$@"

@@ -20,5 +20,7 @@ if command -v promtool >/dev/null 2>&1 || [ -x "$PROMTOOL_DIR/promtool" ]; then
 else
     echo "warning: promtool not found; the alert-rule tests will be skipped" >&2
 fi
-cargo build --workspace --locked --all-targets
-cargo test --workspace --locked -- --test-threads "${TRIBUTARY_TEST_THREADS:-3}"
+# `--features tributary/demo`: the tests run `tributary demo` and `tributary sandbox`, which the
+# production build (default features) leaves out.
+cargo build --workspace --locked --all-targets --features tributary/demo
+cargo test --workspace --locked --features tributary/demo -- --test-threads "${TRIBUTARY_TEST_THREADS:-3}"

@@ -268,7 +268,7 @@ fn the_checker_finds_a_circle_and_passes_layers() {
     );
 }
 
-/// The production build (`cargo build -p tributary --no-default-features`, as deploy/Dockerfile
+/// The production build (`cargo build -p tributary` with default features, as deploy/Dockerfile
 /// does) carries no emulator and no test harness: neither crate is in its dependency graph.
 ///
 /// Read from the feature-resolved graph (`cargo tree`, seconds) rather than from a second
@@ -297,7 +297,7 @@ fn the_production_build_has_no_emulator_or_test_harness() {
             .map(str::to_string)
             .collect()
     };
-    let production = crates(&tree(&["--no-default-features"]));
+    let production = crates(&tree(&[]));
     assert!(production.contains("tributary-pipeline"), "{production:?}");
     for emulator in ["tributary-sandbox", "tributary-testkit"] {
         assert!(
@@ -305,7 +305,7 @@ fn the_production_build_has_no_emulator_or_test_harness() {
             "{emulator} is in the production build's graph"
         );
     }
-    // The default build (the README's `cargo run -- demo`) has them.
-    let default = crates(&tree(&[]));
-    assert!(default.contains("tributary-sandbox") && default.contains("tributary-testkit"));
+    // The demo build (scripts/demo.sh: `--features demo`) has them.
+    let demo = crates(&tree(&["--features", "demo"]));
+    assert!(demo.contains("tributary-sandbox") && demo.contains("tributary-testkit"));
 }
