@@ -40,6 +40,8 @@ pub use backfill::{progress_key as backfill_progress_key, BackfillProgress, WATE
 pub use context::SourceContext;
 pub use error::PipelineError;
 pub use params::connect_params;
-pub use snapshot::{SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET};
+pub use snapshot::{
+    SnapshotPace, SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET,
+};
 pub use source::source_stream;
 pub use supervisor::{startup_check, Source};

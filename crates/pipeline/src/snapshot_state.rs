@@ -26,6 +26,20 @@ pub struct SnapshotState {
     #[serde(default)]
     pub attempt: u32,
     pub tables: BTreeMap<String, TableProgress>,
+    /// When the current run started (Unix ms) and how many rows were copied before it: the
+    /// run's rate, for `status` (0 in records written by older versions).
+    #[serde(default)]
+    pub run_started_ms: u64,
+    #[serde(default)]
+    pub rows_at_run_start: u64,
+}
+
+/// A snapshot's pace while it runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotPace {
+    pub rows_per_sec: f64,
+    /// Seconds until the estimated rows are copied (None when the estimate is reached).
+    pub eta_secs: Option<u64>,
 }
 
 impl SnapshotState {
@@ -35,7 +49,40 @@ impl SnapshotState {
             status: Status::InProgress,
             attempt: 0,
             tables: BTreeMap::new(),
+            run_started_ms: 0,
+            rows_at_run_start: 0,
         }
+    }
+
+    /// Rows copied so far over every table.
+    pub fn rows(&self) -> u64 {
+        self.tables.values().map(|t| t.rows).sum()
+    }
+
+    /// The current run's rate and the time left by the tables' estimates; None when done,
+    /// not started by this version, or too young to tell (under a second).
+    pub fn pace(&self, now_ms: u64) -> Option<SnapshotPace> {
+        if self.status != Status::InProgress || self.run_started_ms == 0 {
+            return None;
+        }
+        let secs = now_ms.saturating_sub(self.run_started_ms) as f64 / 1000.0;
+        if secs < 1.0 {
+            return None;
+        }
+        let rows = self.rows();
+        let rows_per_sec = rows.saturating_sub(self.rows_at_run_start) as f64 / secs;
+        let remaining: u64 = self
+            .tables
+            .values()
+            .filter(|t| !t.finished())
+            .map(|t| t.estimated_rows.saturating_sub(t.rows))
+            .sum();
+        let eta_secs = (remaining > 0 && rows_per_sec > 0.0)
+            .then(|| (remaining as f64 / rows_per_sec).ceil() as u64);
+        Some(SnapshotPace {
+            rows_per_sec,
+            eta_secs,
+        })
     }
 }
 
@@ -158,5 +205,45 @@ impl StateStore {
         let bytes = serde_json::to_vec(state).map_err(kv_err)?;
         self.kv.put(&self.key, bytes.into()).await.map_err(kv_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(rows: u64, estimated: u64, started_ms: u64, before: u64) -> SnapshotState {
+        let mut s = SnapshotState::new(tributary_core::Lsn(0x100));
+        s.tables.insert(
+            "public.orders".into(),
+            TableProgress {
+                chunks: vec![ChunkSpec::All],
+                rows,
+                estimated_rows: estimated,
+                ..TableProgress::default()
+            },
+        );
+        s.run_started_ms = started_ms;
+        s.rows_at_run_start = before;
+        s
+    }
+
+    #[test]
+    fn pace_counts_this_runs_rows_and_the_estimate_left() {
+        // 600 rows, 100 of them before this run started 10 s ago: 50 rows/s, 400 left.
+        let pace = state(600, 1000, 90_000, 100).pace(100_000).expect("running");
+        assert_eq!(pace.rows_per_sec, 50.0);
+        assert_eq!(pace.eta_secs, Some(8));
+    }
+
+    #[test]
+    fn no_pace_when_done_unknown_or_too_young() {
+        let mut done = state(1000, 1000, 90_000, 0);
+        done.status = Status::Done;
+        assert_eq!(done.pace(100_000), None);
+        assert_eq!(state(10, 1000, 0, 0).pace(100_000), None, "older record");
+        assert_eq!(state(10, 1000, 99_500, 0).pace(100_000), None, "under a second");
+        let past = state(1200, 1000, 90_000, 0).pace(100_000).expect("running");
+        assert_eq!(past.eta_secs, None, "estimate reached");
     }
 }

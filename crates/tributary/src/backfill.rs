@@ -73,6 +73,8 @@ async fn follow(nats: async_nats::Client, source: &str, id: &str) -> anyhow::Res
     let terminal = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let mut last_rows = u64::MAX;
+    // The pace from the first progress seen: (when, rows then).
+    let mut first: Option<(std::time::Instant, u64)> = None;
     loop {
         let progress = match js.get_key_value(tributary_pipeline::SNAPSHOT_BUCKET).await {
             Ok(kv) => kv.get(&key).await.ok().flatten().and_then(|b| {
@@ -82,11 +84,13 @@ async fn follow(nats: async_nats::Client, source: &str, id: &str) -> anyhow::Res
         };
         match progress {
             Some(p) => {
+                let (since, rows_then) = *first.get_or_insert((std::time::Instant::now(), p.rows));
+                let pace = pace(&p, since.elapsed(), rows_then);
                 if terminal {
-                    eprint!("\r{}", bar(&p));
+                    eprint!("\r{}{pace}", bar(&p));
                     let _ = std::io::stderr().flush();
                 } else if p.rows != last_rows {
-                    eprintln!("{} rows, {} chunks", p.rows, p.chunks);
+                    eprintln!("{} rows, {} chunks{pace}", p.rows, p.chunks);
                 }
                 last_rows = p.rows;
                 if p.done {
@@ -110,6 +114,25 @@ async fn follow(nats: async_nats::Client, source: &str, id: &str) -> anyhow::Res
             None => {}
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `, 1234 rows/s, ~56 s left` once a second of progress is seen (the ETA only when the table's
+/// size is estimated: not for a filtered backfill).
+fn pace(
+    p: &tributary_pipeline::BackfillProgress,
+    over: std::time::Duration,
+    rows_then: u64,
+) -> String {
+    let secs = over.as_secs_f64();
+    if secs < 1.0 || p.done {
+        return String::new();
+    }
+    let rate = p.rows.saturating_sub(rows_then) as f64 / secs;
+    let left = p.estimated_rows.saturating_sub(p.rows);
+    match (p.filter.is_none() && left > 0 && rate > 0.0, rate) {
+        (true, r) => format!(", {r:.0} rows/s, ~{:.0} s left", left as f64 / r),
+        (false, r) => format!(", {r:.0} rows/s"),
     }
 }
 

@@ -28,7 +28,7 @@ use tributary_postgres::snapshot_catalog::{plan_chunks, SnapshotTable};
 use tributary_postgres::ControlConnection;
 
 pub use crate::snapshot_state::{
-    SnapshotState, StateStore, Status, TableProgress, BUCKET as SNAPSHOT_BUCKET,
+    SnapshotPace, SnapshotState, StateStore, Status, TableProgress, BUCKET as SNAPSHOT_BUCKET,
 };
 
 use crate::context::SourceContext;
@@ -93,6 +93,11 @@ impl SnapshotRun<'_> {
             }
         };
         state.attempt += 1;
+        state.run_started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        state.rows_at_run_start = state.rows();
         let attempt = state.attempt;
         let parallelism = ctx.config.snapshot_parallelism;
         let mut workers = Vec::with_capacity(parallelism);

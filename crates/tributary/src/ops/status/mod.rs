@@ -74,6 +74,9 @@ pub struct SourceStatus {
     pub bridge: Option<ComponentState>,
     /// Snapshot progress from the KV bucket (null when no snapshot was ever taken).
     pub snapshot: Option<tributary_pipeline::SnapshotState>,
+    /// While a snapshot runs: its rows per second and the seconds left by the estimates.
+    #[serde(default)]
+    pub snapshot_pace: Option<tributary_pipeline::SnapshotPace>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Default)]
@@ -141,8 +144,14 @@ pub async fn collect(
             None => None,
         };
         let component = format!("source {}", source.name);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let snapshot_pace = snapshot.as_ref().and_then(|s| s.pace(now_ms));
         statuses.push(SourceStatus {
             snapshot,
+            snapshot_pace,
             source: source.name.clone(),
             bridge: bridge
                 .components

@@ -2,10 +2,22 @@
 
 use super::StatusReport;
 
-fn render_snapshot(s: &tributary_pipeline::SnapshotState) -> String {
+fn render_snapshot(
+    s: &tributary_pipeline::SnapshotState,
+    pace: Option<&tributary_pipeline::SnapshotPace>,
+) -> String {
     let status = match s.status {
-        tributary_pipeline::SnapshotStatus::Done => "done",
-        tributary_pipeline::SnapshotStatus::InProgress => "in progress",
+        tributary_pipeline::SnapshotStatus::Done => "done".to_string(),
+        tributary_pipeline::SnapshotStatus::InProgress => match pace {
+            Some(p) => format!(
+                "in progress, {:.0} rows/s, {}",
+                p.rows_per_sec,
+                p.eta_secs
+                    .map(|s| format!("~{s} s left by the estimates"))
+                    .unwrap_or_else(|| "estimate reached".into())
+            ),
+            None => "in progress".to_string(),
+        },
     };
     let mut out = format!(
         "  snapshot {status} (consistent point {}, attempt {})\n",
@@ -90,7 +102,7 @@ pub(super) fn render(r: &StatusReport) -> String {
         };
         out.push_str(&format!("  slot    {slot_line}\n"));
         if let Some(snapshot) = &s.snapshot {
-            out.push_str(&render_snapshot(snapshot));
+            out.push_str(&render_snapshot(snapshot, s.snapshot_pace.as_ref()));
         }
 
         let st = &s.stream;
