@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream;
-use futures::StreamExt;
 use serde_json::json;
 use support::*;
 use tributary_proto::retail::v1::DomainEvent;
@@ -81,31 +80,19 @@ async fn wait_listening(addr: SocketAddr, bridge: &Bridge) -> Result<()> {
 
 /// (Nats-Msg-Id, payload) of every message of `stream`.
 async fn read_ids(nats: &async_nats::Client, stream: &str) -> Result<Vec<(String, bytes::Bytes)>> {
-    let js = jetstream::new(nats.clone());
-    let mut s = js.get_stream(stream).await?;
-    let total = s.info().await?.state.messages;
-    let mut out = Vec::new();
-    if total == 0 {
-        return Ok(out);
-    }
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await?;
-    let mut messages = consumer.messages().await?;
-    while (out.len() as u64) < total {
-        let msg = tokio::time::timeout(Duration::from_secs(30), messages.next())
-            .await
-            .context("reading the stream timed out")?
-            .context("stream ended")??;
-        let id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default();
-        out.push((id, msg.payload.clone()));
-    }
-    Ok(out)
+    Ok(read_all(nats, stream)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            (id, m.payload.clone())
+        })
+        .collect())
 }
 
 /// Orders and customers on distinct entities.

@@ -231,7 +231,9 @@ mod tests {
     #[test]
     fn pace_counts_this_runs_rows_and_the_estimate_left() {
         // 600 rows, 100 of them before this run started 10 s ago: 50 rows/s, 400 left.
-        let pace = state(600, 1000, 90_000, 100).pace(100_000).expect("running");
+        let pace = state(600, 1000, 90_000, 100)
+            .pace(100_000)
+            .expect("running");
         assert_eq!(pace.rows_per_sec, 50.0);
         assert_eq!(pace.eta_secs, Some(8));
     }
@@ -242,7 +244,11 @@ mod tests {
         done.status = Status::Done;
         assert_eq!(done.pace(100_000), None);
         assert_eq!(state(10, 1000, 0, 0).pace(100_000), None, "older record");
-        assert_eq!(state(10, 1000, 99_500, 0).pace(100_000), None, "under a second");
+        assert_eq!(
+            state(10, 1000, 99_500, 0).pace(100_000),
+            None,
+            "under a second"
+        );
         let past = state(1200, 1000, 90_000, 0).pace(100_000).expect("running");
         assert_eq!(past.eta_secs, None, "estimate reached");
     }
