@@ -137,13 +137,51 @@ fn deploy_configurations_pass_check_config() {
                 "sink shopify",
                 "sink salesforce",
             ] {
-                assert!(
-                    stdout.contains(part),
-                    "the pipeline runs {part}:\n{stdout}"
-                );
+                assert!(stdout.contains(part), "the pipeline runs {part}:\n{stdout}");
             }
         }
     }
+}
+
+/// deploy/nats/permissions.conf is a valid nats-server include (`nats-server -t`), and each user
+/// the docs name is in it. Syntax only: the permissions are not exercised against a running
+/// pipeline here (deploy/README.md, "NATS users").
+#[test]
+fn nats_permissions_include_parses() {
+    let root = repo();
+    let permissions =
+        std::fs::read_to_string(root.join("deploy/nats/permissions.conf")).expect("permissions");
+    for user in [
+        "user: tributary\n",
+        "user: tributary-ops\n",
+        "user: orders-service\n",
+    ] {
+        assert!(permissions.contains(user), "{user:?} in permissions.conf");
+    }
+    // nats-server resolves an include relative to the including file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("permissions.conf"), &permissions).expect("copy");
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port: -1\njetstream {{ store_dir: {:?} }}\ninclude ./permissions.conf\n",
+            dir.path().join("js")
+        ),
+    )
+    .expect("server.conf");
+    let out = std::process::Command::new("nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("nats-server on PATH (scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "nats-server -t refuses permissions.conf:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
