@@ -223,7 +223,7 @@ fn embedded_tomls(yaml: &str) -> Vec<String> {
     let mut lines = yaml.lines().peekable();
     while let Some(line) = lines.next() {
         let trimmed = line.trim();
-        if !(trimmed.ends_with(".toml: |") && !trimmed.starts_with('#')) {
+        if !trimmed.ends_with(".toml: |") || trimmed.starts_with('#') {
             continue;
         }
         let key_indent = indent(line);
