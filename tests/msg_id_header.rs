@@ -29,9 +29,14 @@ async fn read_checked(
     bridge: &Bridge,
 ) -> Result<Vec<Received>> {
     let client = nats.connect().await?;
-    wait_for_messages(&client, "CDC_ERP", expected as u64, Duration::from_secs(240))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\nbridge log:\n{}", bridge.log()))?;
+    wait_for_messages(
+        &client,
+        "CDC_ERP",
+        expected as u64,
+        Duration::from_secs(240),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nbridge log:\n{}", bridge.log()))?;
     // Give a straggling duplicate the chance to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = read_stream(&client, "CDC_ERP").await?;
@@ -94,8 +99,11 @@ async fn with_the_header_every_message_carries_its_event_id() -> Result<()> {
     let (pg, nats) = start_servers().await?;
     setup(&pg).await?;
     let dir = tempfile::tempdir()?;
-    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")])
-        .replacen("[nats]\n", "[nats]\nmsg_id_header = true\n", 1);
+    let text = config_text(&pg, &nats.url(), &[SourceSpec::new("erp", "erp")]).replacen(
+        "[nats]\n",
+        "[nats]\nmsg_id_header = true\n",
+        1,
+    );
     let config = write_config(dir.path(), &text)?;
     let bridge = Bridge::spawn(&config)?;
     wait_streaming(&pg, &["slot_erp"], &bridge).await?;

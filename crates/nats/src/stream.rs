@@ -352,4 +352,3 @@ pub async fn stream_tail(stream: &mut stream::Stream) -> Result<StreamTail, Nats
         }),
     }
 }
-
