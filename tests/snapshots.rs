@@ -187,11 +187,11 @@ async fn sigkill_mid_snapshot_resumes_from_the_last_finished_chunk() -> Result<(
         .iter()
         .filter(|r| r.event.op == Operation::Read as i32)
     {
-        let read = r.msg_id.rsplit(':').next().unwrap_or_default();
+        let read = r.event.event_id.rsplit(':').next().unwrap_or_default();
         let mut parts = read.splitn(4, '.');
         let (Some(attempt), Some(oid), Some(chunk)) = (parts.next(), parts.next(), parts.next())
         else {
-            panic!("unexpected read id {}", r.msg_id);
+            panic!("unexpected read id {}", r.event.event_id);
         };
         chunks_by_attempt
             .entry(attempt.to_string())

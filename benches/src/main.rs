@@ -161,8 +161,9 @@ enum Command {
         #[arg(long)]
         perf_record: Option<PathBuf>,
     },
-    /// nats-server's CPU per stored message for each choice of headers (what the bridge
-    /// sends, `Nats-Msg-Id` only, none) and payload size, pipelined like the bridge.
+    /// nats-server's CPU per stored message for each choice of headers (both, as with
+    /// `nats.msg_id_header`; the expected sequence only, the default; `Nats-Msg-Id` only;
+    /// none) and payload size, pipelined like the bridge.
     NatsCost {
         #[arg(long, default_value_t = 200_000)]
         messages: u64,

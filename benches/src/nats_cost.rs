@@ -27,8 +27,10 @@ pub struct Args {
 /// Which headers a message carries.
 #[derive(Clone, Copy)]
 enum Headers {
-    /// What the bridge sends: `Nats-Msg-Id` and `Nats-Expected-Last-Sequence`.
+    /// What the bridge sends with `nats.msg_id_header = true`.
     IdAndExpectedSequence,
+    /// What the bridge sends by default.
+    ExpectedSequenceOnly,
     IdOnly,
     None,
 }
@@ -37,6 +39,7 @@ impl Headers {
     fn label(self) -> &'static str {
         match self {
             Headers::IdAndExpectedSequence => "msg-id + expected-last-seq",
+            Headers::ExpectedSequenceOnly => "expected-last-seq",
             Headers::IdOnly => "msg-id",
             Headers::None => "none",
         }
@@ -66,6 +69,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         for headers in [
             Headers::None,
             Headers::IdOnly,
+            Headers::ExpectedSequenceOnly,
             Headers::IdAndExpectedSequence,
         ] {
             round += 1;
@@ -120,6 +124,9 @@ async fn publish(
                     NATS_MESSAGE_ID,
                     format!("erp:0/{:X}:{}", i / 10, i % 10).as_str(),
                 );
+                map.insert(NATS_EXPECTED_LAST_SEQUENCE, (i - 1).to_string().as_str());
+            }
+            Headers::ExpectedSequenceOnly => {
                 map.insert(NATS_EXPECTED_LAST_SEQUENCE, (i - 1).to_string().as_str());
             }
             Headers::IdOnly => {

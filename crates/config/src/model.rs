@@ -100,6 +100,14 @@ pub struct NatsConfig {
     /// Publishes awaiting their JetStream ack at once, per source.
     #[serde(default = "default_ack_window")]
     pub ack_window: usize,
+    /// Send `Nats-Msg-Id` (= the event's `event_id`) with every change of a source's stream.
+    /// Off by default: the expected-last-sequence chain and the watermark read from the last
+    /// message's `event_id` keep the stream exactly-once without it (docs/durability.md), and
+    /// nats-server's duplicate tracking of the header was ~40 % of its work per change
+    /// (docs/performance.md). Turn it on for consumers that read the header rather than the
+    /// payload's `event_id`. The SaaS feeds send it whatever this says.
+    #[serde(default)]
+    pub msg_id_header: bool,
     /// Defaults for every source's stream; a source's `[sources.stream]` overrides them.
     #[serde(default)]
     pub stream: StreamConfig,

@@ -14,5 +14,6 @@ pub use connect::connect;
 pub use error::NatsError;
 pub use publisher::{Acked, OrderedPublisher};
 pub use stream::{
-    check_overlap, ensure_stream, inspect_stream, last_message_id, plan, Change, Plan, StreamSpec,
+    check_overlap, ensure_stream, inspect_stream, plan, stream_tail, Change, Plan, StreamSpec,
+    StreamTail,
 };

@@ -1,7 +1,8 @@
 //! Pipelined publishing that keeps order, never leaves a gap, and asks for few acks.
 //!
-//! Every message carries `Nats-Msg-Id` (JetStream drops a re-sent duplicate) and
-//! `Nats-Expected-Last-Sequence` = its predecessor's sequence. That chain is what makes
+//! Every message carries `Nats-Expected-Last-Sequence` = its predecessor's sequence, and
+//! `Nats-Msg-Id` when the caller asks for it ([`OrderedPublisher::with_msg_id`]: the chain
+//! alone already refuses a duplicate, see docs/durability.md). That chain is what makes
 //! sparse acks sound: a message is stored only if the one before it is the stream's last,
 //! so if one publish fails every later one fails too, and an ack for message n proves that
 //! n−1, n−2, … are stored. Only the messages the caller marks (the last before a checkpoint,
@@ -37,6 +38,8 @@ pub struct OrderedPublisher<T> {
     /// Tags of messages sent without an ack request, waiting for the next acked one.
     unacked: Vec<T>,
     in_flight_messages: usize,
+    /// Send `Nats-Msg-Id`: JetStream then also tracks every id in the duplicate window.
+    msg_id_header: bool,
 }
 
 impl<T: Send + 'static> OrderedPublisher<T> {
@@ -49,7 +52,15 @@ impl<T: Send + 'static> OrderedPublisher<T> {
             inflight: FuturesOrdered::new(),
             unacked: Vec::new(),
             in_flight_messages: 0,
+            msg_id_header: true,
         }
+    }
+
+    /// Whether messages carry `Nats-Msg-Id` (default true); `msg_id` still names a message
+    /// in errors when they do not.
+    pub fn with_msg_id(mut self, on: bool) -> Self {
+        self.msg_id_header = on;
+        self
     }
 
     /// Messages sent and not yet covered by an ack.
@@ -80,7 +91,9 @@ impl<T: Send + 'static> OrderedPublisher<T> {
             };
         if !want_ack {
             let mut headers = HeaderMap::new();
-            headers.insert(NATS_MESSAGE_ID, msg_id);
+            if self.msg_id_header {
+                headers.insert(NATS_MESSAGE_ID, msg_id);
+            }
             headers.insert(
                 NATS_EXPECTED_LAST_SEQUENCE,
                 expected_last.to_string().as_str(),
@@ -94,10 +107,12 @@ impl<T: Send + 'static> OrderedPublisher<T> {
             self.unacked.push(tag);
             return Ok(());
         }
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload)
-            .message_id(msg_id)
             .expected_last_sequence(expected_last);
+        if self.msg_id_header {
+            message = message.message_id(msg_id);
+        }
         let ack = self
             .js
             .send_publish(subject.clone(), message)

@@ -309,28 +309,43 @@ async fn refused(
     NatsError::api(name, action, transient, e)
 }
 
-/// The last sequence of the stream and the `Nats-Msg-Id` of the message stored there
-/// (None when the stream is empty or that message has aged out).
-pub async fn last_message_id(
-    stream: &mut stream::Stream,
-) -> Result<(u64, Option<String>), NatsError> {
+/// The stream's last message as a publisher resuming after it needs it.
+#[derive(Debug, Default)]
+pub struct StreamTail {
+    /// The stream's last sequence (0 when nothing was ever stored).
+    pub last_sequence: u64,
+    /// `Nats-Msg-Id` of the message stored there, when it was sent with one.
+    pub msg_id: Option<String>,
+    /// That message's payload (None when the stream is empty or the message has aged out):
+    /// the id is read from it when the header was not sent (`nats.msg_id_header = false`).
+    pub payload: Option<bytes::Bytes>,
+}
+
+/// The last sequence of the stream, and the message stored there.
+pub async fn stream_tail(stream: &mut stream::Stream) -> Result<StreamTail, NatsError> {
     let name = stream.cached_info().config.name.clone();
     let info = stream.info().await.map_err(|e| NatsError::Stream {
         stream: name.clone(),
         message: e.to_string(),
     })?;
-    let last = info.state.last_sequence;
-    if last == 0 || info.state.messages == 0 {
-        return Ok((last, None));
+    let last_sequence = info.state.last_sequence;
+    let empty = StreamTail {
+        last_sequence,
+        ..StreamTail::default()
+    };
+    if last_sequence == 0 || info.state.messages == 0 {
+        return Ok(empty);
     }
-    match stream.get_raw_message(last).await {
-        Ok(msg) => Ok((
-            last,
-            msg.headers
+    match stream.get_raw_message(last_sequence).await {
+        Ok(msg) => Ok(StreamTail {
+            last_sequence,
+            msg_id: msg
+                .headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
                 .map(|v| v.as_str().to_string()),
-        )),
-        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok((last, None)),
+            payload: Some(msg.payload),
+        }),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(empty),
         Err(e) => Err(NatsError::Stream {
             stream: name,
             message: e.to_string(),

@@ -21,6 +21,8 @@ pub struct SourceContext {
     pub stream: ResolvedStream,
     pub subject_prefix: String,
     pub ack_window: usize,
+    /// `nats.msg_id_header`: send `Nats-Msg-Id` with every change.
+    pub msg_id_header: bool,
     pub confirm_delay: Duration,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// The lease's fence in HA mode ([`tributary_core::Fence::always`] otherwise): checked

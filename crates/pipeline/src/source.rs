@@ -21,7 +21,7 @@ use crate::snapshot::{
     SnapshotRun, SnapshotSource, SnapshotState, StateStore, Status as SnapshotStatus,
 };
 use crate::spool::Spool;
-use crate::transaction::parse_event_id;
+use crate::transaction::tail_position;
 use crate::PipelineError;
 
 const CHANNEL_BATCHES: usize = 32;
@@ -159,10 +159,11 @@ impl SourceContext {
         let mut stream = tributary_nats::ensure_stream(&self.js, &spec)
             .await
             .map_err(|e| self.nats_err(e))?;
-        let (last_sequence, last_id) = tributary_nats::last_message_id(&mut stream)
+        let tail = tributary_nats::stream_tail(&mut stream)
             .await
             .map_err(|e| self.nats_err(e))?;
-        let watermark = last_id.as_deref().and_then(parse_event_id);
+        let last_sequence = tail.last_sequence;
+        let watermark = tail_position(tail.msg_id.as_deref(), tail.payload.as_deref());
 
         let slot = control
             .slot(&self.config.slot)
@@ -247,7 +248,8 @@ impl SourceContext {
                 self.js.clone(),
                 self.nats.clone(),
                 last_sequence,
-            ),
+            )
+            .with_msg_id(self.msg_id_header),
             window: self.ack_window,
             confirm_delay: self.confirm_delay,
             confirmed: confirmed_tx,

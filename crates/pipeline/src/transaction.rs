@@ -71,6 +71,17 @@ pub fn parse_event_id(id: &str) -> Option<Position> {
     Some((lsn, ordinal))
 }
 
+/// The position of a stream's last message: from its `Nats-Msg-Id` when it was sent with
+/// one, else from the payload's `event_id` (the same string). None for a message that is not
+/// a streamed change (a snapshot `read` event, an undecodable payload).
+pub fn tail_position(msg_id: Option<&str>, payload: Option<&[u8]>) -> Option<Position> {
+    if let Some(id) = msg_id {
+        return parse_event_id(id);
+    }
+    let event = ChangeEvent::decode(payload?).ok()?;
+    parse_event_id(&event.event_id)
+}
+
 /// Encodes the event's own fields followed by the relation's pre-encoded static fields.
 pub fn encode(change: &PendingChange) -> Bytes {
     let len = change.event.encoded_len() + change.static_fields.len();
@@ -91,6 +102,24 @@ mod tests {
         assert_eq!(id, "erp-main:1/AB:42");
         assert_eq!(parse_event_id(&id), Some((Lsn(0x1_0000_00AB), 42)));
         assert_eq!(parse_event_id("garbage"), None);
+    }
+
+    #[test]
+    fn tail_position_reads_the_header_or_the_payload() {
+        let change = PendingChange {
+            event: ChangeEvent {
+                event_id: event_id("erp", Lsn(0x2_0000_0010), 3),
+                ..ChangeEvent::default()
+            },
+            static_fields: Bytes::new(),
+            subject: Subject::from("s"),
+        };
+        let payload = encode(&change);
+        let at = Some((Lsn(0x2_0000_0010), 3));
+        assert_eq!(tail_position(None, Some(&payload)), at);
+        assert_eq!(tail_position(Some("erp:2/10:3"), Some(b"not protobuf")), at);
+        assert_eq!(tail_position(None, Some(b"\xff\xff not protobuf")), None);
+        assert_eq!(tail_position(None, None), None);
     }
 
     #[test]

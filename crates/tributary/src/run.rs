@@ -72,6 +72,7 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
             stream: config.nats.resolved_stream(source),
             subject_prefix: config.nats.subject_prefix.clone(),
             ack_window: config.nats.ack_window,
+            msg_id_header: config.nats.msg_id_header,
             confirm_delay: Duration::from_millis(config.durability.confirm_delay_ms),
             ready: Arc::new(AtomicBool::new(false)),
             fence: Default::default(),
