@@ -227,12 +227,11 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
     // a Shopify partition: partitions move while their events are being applied.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let victim = owner_of(&js, "sink wms p03", None).await?;
-    replicas
-        .remove(&victim)
-        .context("known replica")?
-        .1
-        .kill9()
-        .await?;
+    let mut dead_logs = String::new();
+    let (_, killed) = replicas.remove(&victim).context("known replica")?;
+    let last_words = killed.log();
+    killed.kill9().await?;
+    dead_logs.push_str(&format!("--- {victim} (killed)\n{last_words}"));
     eprintln!("{:?}: SIGKILLed {victim}", started.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let config = replica_config(
@@ -248,12 +247,10 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
     eprintln!("{:?}: r4 joined", started.elapsed());
     tokio::time::sleep(Duration::from_secs(4)).await;
     let victim = owner_of(&js, "sink shopify p11", Some(&victim)).await?;
-    replicas
-        .remove(&victim)
-        .context("known replica")?
-        .1
-        .kill9()
-        .await?;
+    let (_, killed) = replicas.remove(&victim).context("known replica")?;
+    let last_words = killed.log();
+    killed.kill9().await?;
+    dead_logs.push_str(&format!("--- {victim} (killed)\n{last_words}"));
     eprintln!("{:?}: SIGKILLed {victim}", started.elapsed());
     writer.await.context("workload task")??;
     eprintln!("{:?}: workload written", started.elapsed());
@@ -304,9 +301,18 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
                     )
                 })
                 .collect();
+            let mut per_subject: BTreeMap<String, usize> = BTreeMap::new();
+            for m in read_all(&nats, "RETAIL").await? {
+                let mut parts: Vec<&str> = m.subject.split('.').collect();
+                parts.pop();
+                *per_subject.entry(parts.join(".")).or_default() += 1;
+            }
+            let domain_dlq = read_all(&nats, "DLQ_DOMAIN").await?.len();
+            let log_path = std::env::temp_dir().join("ha_sinks_fail.log");
+            std::fs::write(&log_path, format!("{}\n{dead_logs}", logs(&replicas))).ok();
             bail!(
-                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\nunfinished orders: {unfinished:?}\nstock: {stock:?}\n{}",
-                logs(&replicas)
+                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\nunfinished orders: {unfinished:?}\nstock: {stock:?}\nRETAIL per subject: {per_subject:?}\nDLQ_DOMAIN: {domain_dlq}\n(logs of every replica, the killed ones too: {})",
+                log_path.display()
             );
         }
         if last_report.elapsed() > Duration::from_secs(10) {
