@@ -308,10 +308,24 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
                 *per_subject.entry(parts.join(".")).or_default() += 1;
             }
             let domain_dlq = read_all(&nats, "DLQ_DOMAIN").await?.len();
+            let mut sink_dlq: BTreeMap<String, usize> = BTreeMap::new();
+            for m in dead_letters(&nats).await? {
+                let key = format!(
+                    "{} {}: {}",
+                    header(&m, "Tributary-Sink"),
+                    header(&m, "Tributary-Subject"),
+                    header(&m, "Tributary-Reason")
+                );
+                *sink_dlq.entry(key).or_default() += 1;
+            }
+            let mut cdc_per_subject: BTreeMap<String, usize> = BTreeMap::new();
+            for m in read_all(&nats, &stream_name("erp")).await? {
+                *cdc_per_subject.entry(m.subject.to_string()).or_default() += 1;
+            }
             let log_path = std::env::temp_dir().join("ha_sinks_fail.log");
             std::fs::write(&log_path, format!("{}\n{dead_logs}", logs(&replicas))).ok();
             bail!(
-                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\nunfinished orders: {unfinished:?}\nstock: {stock:?}\nRETAIL per subject: {per_subject:?}\nDLQ_DOMAIN: {domain_dlq}\n(logs of every replica, the killed ones too: {})",
+                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\nunfinished orders: {unfinished:?}\nstock: {stock:?}\nRETAIL per subject: {per_subject:?}\nCDC_ERP per subject: {cdc_per_subject:?}\nDLQ_DOMAIN: {domain_dlq}\nDLQ_SINKS: {sink_dlq:?}\n(logs of every replica, the killed ones too: {})",
                 log_path.display()
             );
         }
@@ -643,6 +657,9 @@ async fn a_paused_sink_owner_woken_after_losing_its_lease_applies_nothing() -> R
             counts.windows(2).all(|w| w[0] < w[1]),
             "{sku}: levels applied out of version order: {counts:?}"
         );
+    }
+    if let Ok(path) = std::env::var("HA_SINKS_LOGS") {
+        std::fs::write(path, logs(&replicas))?;
     }
     let twice: Vec<(String, u64)> = wms.with_state(|s| {
         s.key_applies
