@@ -161,8 +161,7 @@ fn deploy_configurations_pass_check_config() {
 }
 
 /// deploy/nats/permissions.conf is a valid nats-server include (`nats-server -t`), and each user
-/// the docs name is in it. Syntax only: the permissions are not exercised against a running
-/// pipeline here (deploy/README.md, "NATS users").
+/// the docs name is in it. tests/nats_permissions.rs runs a pipeline under it.
 #[test]
 fn nats_permissions_include_parses() {
     let root = repo();
