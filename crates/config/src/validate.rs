@@ -105,6 +105,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(tracker) = &config.tracker {
+        tracker.validate()?;
+    }
     if let Some(ha) = &config.ha {
         ha.validate()?;
     }
