@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, context::GetStreamErrorKind};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument as _};
 use tributary_config::Config;
@@ -91,8 +91,8 @@ impl Tracker {
                 "tracker consumer reset to its ack floor"
             );
         }
-        let mut messages = opened
-            .consumer
+        let mut consumer = opened.consumer;
+        let mut messages = consumer
             .stream()
             .max_messages_per_batch(64)
             .messages()
@@ -105,18 +105,35 @@ impl Tracker {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = sweep.tick() => {
-                    crate::sweep::sweep(shared, fence).await?;
+                    // Events already here first: a backlog must not make a process look stuck.
+                    while let Some(next) = messages.next().now_or_never() {
+                        crate::consume::handle(shared, fence, next_message(next)?).await?;
+                    }
+                    let info = consumer
+                        .info()
+                        .await
+                        .map_err(|e| TrackerError::nats("consumer info", e))?;
+                    if info.num_pending == 0 && info.num_ack_pending == 0 {
+                        crate::sweep::sweep(shared, fence).await?;
+                    } else {
+                        metrics::counter!(crate::metrics::SWEEPS_DEFERRED).increment(1);
+                    }
                 }
                 next = messages.next() => {
-                    let msg = match next {
-                        Some(Ok(msg)) => msg,
-                        Some(Err(e)) => return Err(TrackerError::nats("pull", e)),
-                        None => return Err(TrackerError::nats("pull", "the message stream ended")),
-                    };
-                    crate::consume::handle(shared, fence, msg).await?;
+                    crate::consume::handle(shared, fence, next_message(next)?).await?;
                 }
             }
         }
+    }
+}
+
+type Next = Option<Result<jetstream::Message, async_nats::error::Error<pull::MessagesErrorKind>>>;
+
+fn next_message(next: Next) -> Result<jetstream::Message, TrackerError> {
+    match next {
+        Some(Ok(msg)) => Ok(msg),
+        Some(Err(e)) => Err(TrackerError::nats("pull", e)),
+        None => Err(TrackerError::nats("pull", "the message stream ended")),
     }
 }
 

@@ -15,6 +15,7 @@ pub const EXCEPTION_QUEUE: &str = "tributary_o2c_exception_queue_depth";
 pub const EXCEPTIONS: &str = "tributary_o2c_exceptions_total";
 pub const STATE_CONFLICTS: &str = "tributary_o2c_state_conflicts_total";
 pub const SWEEPS: &str = "tributary_o2c_sweeps_total";
+pub const SWEEPS_DEFERRED: &str = "tributary_o2c_sweeps_deferred_total";
 
 /// Exception kinds (`kind` label, and the subjects' last tokens with a dot).
 pub const KIND_ORDER_STUCK: &str = "order_stuck";
@@ -72,6 +73,10 @@ pub fn describe() {
         "process record writes that lost the compare-and-set and were applied again"
     );
     metrics::describe_counter!(SWEEPS, "sweeps of the process records completed");
+    metrics::describe_counter!(
+        SWEEPS_DEFERRED,
+        "sweeps put off because the tracker had not caught up with the domain stream"
+    );
 }
 
 /// Creates every series at zero, so that dashboards and alerts see them from the start.
@@ -108,4 +113,5 @@ pub fn register() {
     }
     counter!(STATE_CONFLICTS).increment(0);
     counter!(SWEEPS).increment(0);
+    counter!(SWEEPS_DEFERRED).increment(0);
 }

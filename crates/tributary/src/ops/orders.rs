@@ -172,7 +172,11 @@ struct StuckRow {
     exception_published: bool,
 }
 
-async fn stuck(config: &std::path::Path, older_than: Duration, format: Format) -> anyhow::Result<()> {
+async fn stuck(
+    config: &std::path::Path,
+    older_than: Duration,
+    format: Format,
+) -> anyhow::Result<()> {
     let store = open(config).await?;
     let now = now_micros();
     let limit = older_than.as_micros() as i64;
@@ -193,16 +197,27 @@ async fn stuck(config: &std::path::Path, older_than: Duration, format: Format) -
             since: time(since),
             since_micros: since,
             age_seconds: (now - since) as f64 / 1e6,
-            last_event: p.timeline.last().map(|e| e.event.clone()).unwrap_or_default(),
+            last_event: p
+                .timeline
+                .last()
+                .map(|e| e.event.clone())
+                .unwrap_or_default(),
             exception_published: p.exceptions.contains_key(waiting.as_str()),
         });
     }
-    rows.sort_by(|a, b| a.since_micros.cmp(&b.since_micros).then(a.order.cmp(&b.order)));
+    rows.sort_by(|a, b| {
+        a.since_micros
+            .cmp(&b.since_micros)
+            .then(a.order.cmp(&b.order))
+    });
     if format == Format::Json {
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no order waits longer than {}", human_seconds(older_than.as_secs_f64()));
+        println!(
+            "no order waits longer than {}",
+            human_seconds(older_than.as_secs_f64())
+        );
         return Ok(());
     }
     let table: Vec<Vec<String>> = rows
@@ -214,14 +229,26 @@ async fn stuck(config: &std::path::Path, older_than: Duration, format: Format) -
                 r.since.clone(),
                 human_seconds(r.age_seconds),
                 r.last_event.clone(),
-                if r.exception_published { "published" } else { "-" }.into(),
+                if r.exception_published {
+                    "published"
+                } else {
+                    "-"
+                }
+                .into(),
             ]
         })
         .collect();
     print!(
         "{}",
         render_table(
-            &["ORDER", "WAITING", "SINCE", "AGE", "LAST EVENT", "ORDER.STUCK"],
+            &[
+                "ORDER",
+                "WAITING",
+                "SINCE",
+                "AGE",
+                "LAST EVENT",
+                "ORDER.STUCK"
+            ],
             &table
         )
     );
