@@ -8,6 +8,8 @@
 //! whole stream (the tracker's consumer deleted and created again from sequence 1) changes
 //! no record, publishes nothing and counts nothing.
 
+#[path = "support/o2c.rs"]
+mod o2c;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -15,53 +17,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use o2c::*;
 use support::*;
-use tributary_proto::retail::v1::{
-    domain_event::Entity, DomainEvent, EventMeta, Fulfillment, Order, Refund, Return,
-};
-use tributary_proto::Message as _;
+use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent, Refund, Return};
 use tributary_testkit::NatsServer;
-
-const S: i64 = 1_000_000;
-
-fn event(entity: &str, name: &str, key: &str, n: usize, at: i64, body: Entity) -> DomainEvent {
-    DomainEvent {
-        meta: Some(EventMeta {
-            event_id: format!("{key}/{entity}.{name}/{n}"),
-            entity: entity.into(),
-            event: name.into(),
-            entity_key: key.into(),
-            entity_version: n as u64,
-            system_of_record: if entity == "fulfillment" {
-                "wms"
-            } else {
-                "erp"
-            }
-            .into(),
-            event_time_micros: at,
-            ..Default::default()
-        }),
-        entity: Some(body),
-    }
-}
-
-fn order(id: &str, status: &str, placed: i64) -> Entity {
-    Entity::Order(Order {
-        order_id: id.into(),
-        status: status.into(),
-        placed_at_micros: placed,
-        ..Default::default()
-    })
-}
-
-fn fulfillment(id: &str, status: &str, shipped: i64) -> Entity {
-    Entity::Fulfillment(Fulfillment {
-        order_id: id.into(),
-        status: status.into(),
-        shipped_at_micros: shipped,
-        ..Default::default()
-    })
-}
 
 /// What the test publishes and what it expects from it.
 #[derive(Default)]
@@ -235,15 +194,6 @@ fn plan(now: i64) -> Plan {
     p
 }
 
-/// The value of one series in a Prometheus text exposition (0 when absent).
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn scrape(addr: &str) -> Result<String> {
     match http_get(addr, "/metrics").await? {
         (200, body) => Ok(body),
@@ -253,12 +203,6 @@ async fn scrape(addr: &str) -> Result<String> {
 
 /// Waits until the bridge consumed `total` events and swept at least once after that.
 async fn settled(addr: &str, bridge: &Bridge, total: f64) -> Result<String> {
-    let consumed = |m: &str| {
-        ["applied", "repeated", "ignored"]
-            .iter()
-            .map(|o| value(m, &format!("tributary_o2c_events_total{{outcome=\"{o}\"}}")))
-            .sum::<f64>()
-    };
     let sweeps = wait_until(Duration::from_secs(90), async || {
         let m = scrape(addr).await.unwrap_or_default();
         Ok(if consumed(&m) >= total {
@@ -284,17 +228,6 @@ async fn settled(addr: &str, bridge: &Bridge, total: f64) -> Result<String> {
     .await
 }
 
-async fn o2c_subjects(nats: &async_nats::Client) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for msg in read_all(nats, "O2C").await? {
-        let body: serde_json::Value = serde_json::from_slice(&msg.payload)?;
-        out.entry(msg.subject.to_string())
-            .or_default()
-            .push(body["key"].as_str().unwrap_or("").to_string());
-    }
-    Ok(out)
-}
-
 /// Every tracker record: KV key → (revision, value).
 async fn records(js: &jetstream::Context) -> Result<BTreeMap<String, (u64, Vec<u8>)>> {
     use futures::TryStreamExt as _;
@@ -315,25 +248,16 @@ async fn tracker_follows_orders_flags_stuck_ones_once_and_replays_without_counti
     let nats = NatsServer::start().await?;
     let client = async_nats::connect(nats.url()).await?;
     let js = jetstream::new(client.clone());
-    js.create_stream(jetstream::stream::Config {
-        name: "RETAIL".into(),
-        subjects: vec!["retail.v1.>".into()],
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await?;
-    let now = tributary_testkit_now();
+    create_retail(&js).await?;
+    let now = now_micros();
     let plan = plan(now);
     for e in &plan.events {
-        let meta = e.meta.clone().unwrap_or_default();
-        let subject = format!("retail.v1.{}.{}", meta.entity, meta.event);
-        for id in [meta.event_id.clone(), format!("{}#again", meta.event_id)] {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            js.publish_with_headers(subject.clone(), headers, e.encode_to_vec().into())
-                .await?
-                .await?;
-        }
+        let id = e
+            .meta
+            .as_ref()
+            .map(|m| m.event_id.clone())
+            .unwrap_or_default();
+        publish(&js, e, &[id.clone(), format!("{id}#again")]).await?;
     }
     // The tracker's consumer is not given the customer event (its filter).
     let followed = plan
@@ -548,11 +472,4 @@ async fn tracker_follows_orders_flags_stuck_ones_once_and_replays_without_counti
     check_exceptions().await?;
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
-}
-
-fn tributary_testkit_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }

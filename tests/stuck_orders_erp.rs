@@ -5,23 +5,18 @@
 //! shipped, fresh and cancelled orders are not listed, and the latency histograms sum to the
 //! ground truth computed from the domain events' own timestamps.
 
+#[path = "support/o2c.rs"]
+mod o2c;
 #[path = "support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use o2c::{consumed, value};
 use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
-
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// Milestone times per order as the domain events on RETAIL show them:
 /// order → (placed, confirmed, shipped), business microseconds.
@@ -128,15 +123,7 @@ async fn orders_held_back_in_the_erp_are_listed_and_flagged_once() -> Result<()>
             .await
             .map(|r| r.1)
             .unwrap_or_default();
-        let consumed: f64 = ["applied", "repeated", "ignored"]
-            .iter()
-            .map(|o| {
-                value(
-                    &m,
-                    &format!("tributary_o2c_events_total{{outcome=\"{o}\"}}"),
-                )
-            })
-            .sum();
+        let consumed = consumed(&m);
         // 10 placed, 6 confirmed, 4 shipped, 1 cancelled, 1 return.
         Ok(
             if followed >= 22
