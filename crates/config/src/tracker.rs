@@ -130,3 +130,32 @@ impl TrackerConfig {
             .unwrap_or_else(|| "retail.v1".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    const BASE: &str = "[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n";
+
+    #[test]
+    fn a_tracker_alone_is_a_configuration_with_defaults() {
+        let config = crate::parse(&format!("{BASE}[tracker]\n")).expect("valid");
+        let t = config.tracker.expect("tracker");
+        assert_eq!(
+            (t.stream.as_str(), t.subject_prefix.as_str()),
+            ("O2C", "o2c.v1")
+        );
+        assert_eq!(t.resolved_domain_stream(None), "RETAIL");
+        assert_eq!(t.unallocated_after_secs, 1800);
+    }
+
+    #[test]
+    fn bad_thresholds_name_their_key() {
+        for (line, key) in [
+            ("sweep_interval_secs = 0", "tracker.sweep_interval_secs"),
+            ("unshipped_after_secs = 0", "tracker.unshipped_after_secs"),
+            ("subject_prefix = \"o2c.>\"", "tracker.subject_prefix"),
+        ] {
+            let err = crate::parse(&format!("{BASE}[tracker]\n{line}\n")).expect_err(line);
+            assert!(err.to_string().contains(key), "{line}: {err}");
+        }
+    }
+}
