@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use o2c::{consumed, value};
+use o2c::{assert_histogram, consumed, orders_show, orders_stuck, value};
 use support::*;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use tributary_proto::Message as _;
@@ -141,46 +141,18 @@ async fn orders_held_back_in_the_erp_are_listed_and_flagged_once() -> Result<()>
     })
     .await?;
 
-    let (code, out, err) = tributary(&[
-        "orders",
-        "stuck",
-        "--older-than",
-        "30m",
-        "-c",
-        &config_arg,
-        "--format",
-        "json",
-    ])
-    .await?;
-    assert_eq!(code, 0, "{err}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out)?;
-    let listed: Vec<(&str, &str)> = rows
+    let listed = orders_stuck(&config_arg, "30m").await?;
+    let listed: Vec<(&str, &str)> = listed
         .iter()
-        .map(|r| {
-            (
-                r["order"].as_str().unwrap_or(""),
-                r["waiting"].as_str().unwrap_or(""),
-            )
-        })
+        .map(|(o, w, _)| (o.as_str(), w.as_str()))
         .collect();
     assert_eq!(listed, vec![("E-6", "unallocated"), ("E-7", "unallocated")]);
 
-    let (code, out, _) = tributary(&[
-        "orders",
-        "show",
-        "E-0",
-        "-c",
-        &config_arg,
-        "--format",
-        "json",
-    ])
-    .await?;
-    assert_eq!(code, 0);
-    let shown: serde_json::Value = serde_json::from_str(&out)?;
+    let shown = orders_show(&config_arg, "E-0").await?;
     for m in ["placed", "confirmed", "shipped"] {
         assert!(
             shown["order"]["milestones"][m].is_object(),
-            "E-0 has no {m}: {out}"
+            "E-0 has no {m}: {shown}"
         );
     }
     assert_eq!(shown["returns"][0]["key"], "RET-0");
@@ -220,16 +192,8 @@ async fn orders_held_back_in_the_erp_are_listed_and_flagged_once() -> Result<()>
         ("placed_to_confirmed", confirm),
         ("placed_to_shipped", ship),
     ] {
-        let got = value(
-            &metrics,
-            &format!("tributary_o2c_stage_seconds_sum{{stage=\"{stage}\"}}"),
-        );
-        let n = value(
-            &metrics,
-            &format!("tributary_o2c_stage_seconds_count{{stage=\"{stage}\"}}"),
-        );
-        assert_eq!(n, count as f64, "{stage} count");
-        assert!((got - sum).abs() < 1e-3, "{stage}: {got} != {sum}");
+        let labels = format!("{{stage=\"{stage}\"}}");
+        assert_histogram(&metrics, "tributary_o2c_stage_seconds", &labels, count, sum);
     }
     assert_eq!(value(&metrics, "tributary_o2c_orders_unallocated"), 2.0);
     assert_eq!(value(&metrics, "tributary_o2c_orders_unshipped"), 0.0);

@@ -125,3 +125,51 @@ pub fn now_micros() -> i64 {
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
+
+/// `tributary orders stuck --older-than <age> --format json`: (order, waiting step, whether
+/// `order.stuck` was published), in the command's order.
+pub async fn orders_stuck(config: &str, age: &str) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let args = [
+        "orders",
+        "stuck",
+        "--older-than",
+        age,
+        "-c",
+        config,
+        "--format",
+        "json",
+    ];
+    let (code, out, err) = crate::support::tributary(&args).await?;
+    anyhow::ensure!(code == 0, "orders stuck exited {code}: {err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            (
+                text("order"),
+                text("waiting"),
+                r["exception_published"] == true,
+            )
+        })
+        .collect())
+}
+
+/// `tributary orders show <order> --format json`.
+pub async fn orders_show(config: &str, order: &str) -> anyhow::Result<serde_json::Value> {
+    let args = ["orders", "show", order, "-c", config, "--format", "json"];
+    let (code, out, err) = crate::support::tributary(&args).await?;
+    anyhow::ensure!(code == 0, "orders show {order} exited {code}: {err}");
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// Asserts a histogram series' count and sum (to a microsecond per observation).
+pub fn assert_histogram(metrics: &str, name: &str, labels: &str, count: u64, sum: f64) {
+    let got_count = value(metrics, &format!("{name}_count{labels}"));
+    let got_sum = value(metrics, &format!("{name}_sum{labels}"));
+    assert_eq!(got_count, count as f64, "count of {name}{labels}");
+    assert!(
+        (got_sum - sum).abs() < 1e-6 * (count.max(1) as f64) + 1e-9,
+        "{name}{labels}: sum {got_sum} != {sum}"
+    );
+}
