@@ -46,7 +46,10 @@ fn as_user(config: &str, user: &str, password: &str) -> String {
     )
 }
 
-async fn stock_rounds(erp: &tokio_postgres::Client, rounds: std::ops::RangeInclusive<i64>) -> Result<()> {
+async fn stock_rounds(
+    erp: &tokio_postgres::Client,
+    rounds: std::ops::RangeInclusive<i64>,
+) -> Result<()> {
     for round in rounds {
         let mut sql = String::from("BEGIN;");
         for sku in 0..SKUS {

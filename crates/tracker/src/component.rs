@@ -12,6 +12,7 @@ use tracing::{info, info_span, Instrument as _};
 use tributary_config::Config;
 use tributary_core::{BoxFuture, Component, Failure, Fence, FenceCell};
 use tributary_nats::consumer::open_durable;
+use tributary_nats::delivery_watch::{DeliveryWatch, PULL_EXPIRES, PULL_HEARTBEAT};
 
 use crate::publish::Publisher;
 use crate::shared::Shared;
@@ -92,9 +93,15 @@ impl Tracker {
             );
         }
         let mut consumer = opened.consumer;
+        // Under [ha] a stale owner's waiting pull can take deliveries this one never sees.
+        let mut watch = DeliveryWatch::start(&mut consumer)
+            .await
+            .map_err(|e| TrackerError::nats("consumer info", e))?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(64)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| TrackerError::nats("pull", e))?;
@@ -107,12 +114,17 @@ impl Tracker {
                 _ = sweep.tick() => {
                     // Events already here first: a backlog must not make a process look stuck.
                     while let Some(next) = messages.next().now_or_never() {
-                        crate::consume::handle(shared, fence, next_message(next)?).await?;
+                        let msg = watched(&mut watch, next_message(next)?)?;
+                        crate::consume::handle(shared, fence, msg).await?;
+                        watch.busy();
                     }
                     let info = consumer
                         .info()
                         .await
                         .map_err(|e| TrackerError::nats("consumer info", e))?;
+                    watch
+                        .check_idle(info)
+                        .map_err(|gap| TrackerError::nats("delivery", gap))?;
                     if info.num_pending == 0 && info.num_ack_pending == 0 {
                         crate::sweep::sweep(shared, fence).await?;
                     } else {
@@ -120,7 +132,9 @@ impl Tracker {
                     }
                 }
                 next = messages.next() => {
-                    crate::consume::handle(shared, fence, next_message(next)?).await?;
+                    let msg = watched(&mut watch, next_message(next)?)?;
+                    crate::consume::handle(shared, fence, msg).await?;
+                    watch.busy();
                 }
             }
         }
@@ -135,6 +149,18 @@ fn next_message(next: Next) -> Result<jetstream::Message, TrackerError> {
         Some(Err(e)) => Err(TrackerError::nats("pull", e)),
         None => Err(TrackerError::nats("pull", "the message stream ended")),
     }
+}
+
+/// `msg`, once the watch has seen that no delivery before it went elsewhere.
+fn watched(
+    watch: &mut DeliveryWatch,
+    msg: jetstream::Message,
+) -> Result<jetstream::Message, TrackerError> {
+    let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(0);
+    watch
+        .received(delivery)
+        .map_err(|gap| TrackerError::nats("delivery", gap))?;
+    Ok(msg)
 }
 
 /// The domain stream once it exists (the domain stage or a feed creates it).
