@@ -74,6 +74,15 @@ pub struct SinkDelivery {
     /// (they are parked behind it, in order, until it is redriven and applies).
     #[serde(default)]
     pub on_dead_letter: AfterDeadLetter,
+    /// An event that needs another entity's event first (a Shopify fulfilment whose order
+    /// the sink has no record of yet) is handed back to JetStream and redelivered after this
+    /// delay, while the lane goes on with other events.
+    #[serde(default = "default_wait_retry_ms")]
+    pub wait_retry_ms: u64,
+    /// How long such an event waits for the other entity's event before it is dead-lettered
+    /// with the reason (counted from the first attempt this process made).
+    #[serde(default = "default_max_wait_secs")]
+    pub max_wait_secs: u64,
 }
 
 /// What happens to an entity's later events once one of its events is dead-lettered.
@@ -93,6 +102,8 @@ impl Default for SinkDelivery {
             max_backoff_ms: default_max_backoff_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             on_dead_letter: AfterDeadLetter::default(),
+            wait_retry_ms: default_wait_retry_ms(),
+            max_wait_secs: default_max_wait_secs(),
         }
     }
 }
@@ -265,6 +276,12 @@ impl SinksConfig {
                     "min_backoff_ms must be > 0 and max_backoff_ms >= min_backoff_ms",
                 ));
             }
+            if d.wait_retry_ms == 0 {
+                return Err(crate::ConfigError::invalid(
+                    format!("sinks.{key}.delivery.wait_retry_ms"),
+                    "must be > 0",
+                ));
+            }
             Ok(())
         };
         if let Some(w) = &self.wms {
@@ -398,6 +415,12 @@ fn default_max_backoff_ms() -> u64 {
 }
 fn default_request_timeout_ms() -> u64 {
     10_000
+}
+fn default_wait_retry_ms() -> u64 {
+    2_000
+}
+fn default_max_wait_secs() -> u64 {
+    600
 }
 fn default_release_statuses() -> Vec<String> {
     vec!["confirmed".into()]

@@ -72,6 +72,10 @@ pub enum ApplyError {
     /// The target refused the event for good (validation, other 4xx, userErrors): it goes
     /// to the dead-letter stream with `reason` and the target's answer in `body`.
     Definite { reason: String, body: String },
+    /// The event needs another entity's event that has not been applied yet (a fulfilment
+    /// before its order): the worker hands it back for redelivery after `wait_retry_ms`
+    /// without holding its lane, and dead-letters it after `max_wait_secs`.
+    Waiting { reason: String },
 }
 
 impl ApplyError {
@@ -95,6 +99,7 @@ impl std::fmt::Display for ApplyError {
         match self {
             ApplyError::Transient { reason, .. } => write!(f, "transient: {reason}"),
             ApplyError::Definite { reason, .. } => write!(f, "definite: {reason}"),
+            ApplyError::Waiting { reason } => write!(f, "waiting: {reason}"),
         }
     }
 }

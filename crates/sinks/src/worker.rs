@@ -4,7 +4,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use async_nats::HeaderMap;
@@ -33,6 +33,11 @@ pub(crate) const LANE_IN_FLIGHT: usize = 64;
 const LANE_CACHE: usize = 50_000;
 /// Messages asked for per pull request.
 const PULL_BATCH: usize = 1000;
+/// Unacked messages allowed beyond what the lanes hold: events handed back to wait for
+/// another entity's event (a fulfilment before its order) stay unacked in JetStream, and
+/// without room for them a backlog of such events would stop the deliveries of the very
+/// events they wait for.
+const WAITING_ALLOWANCE: usize = 10_000;
 
 /// What a lane keeps between events: the records it wrote (the version guard without a KV
 /// read per event) and the completions of handled events (record stored, then message
@@ -41,6 +46,9 @@ const PULL_BATCH: usize = 1000;
 struct Lane {
     cache: HashMap<String, EntityRecord>,
     in_flight: JoinSet<Result<(), SinkError>>,
+    /// Events handed back to wait for another entity's event, with their first attempt
+    /// here (a redelivery lands in the same lane: same key, same lane count).
+    waiting: HashMap<String, Instant>,
 }
 
 fn joined(done: Result<Result<(), SinkError>, tokio::task::JoinError>) -> Result<(), SinkError> {
@@ -192,7 +200,8 @@ impl SinkWorker {
             description: Some(format!("Tributary {}", self.component_name())),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
-            max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)) as i64,
+            max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)
+                + WAITING_ALLOWANCE) as i64,
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             filter_subjects: self.filters.clone(),
             ..Default::default()
@@ -391,6 +400,7 @@ impl SinkWorker {
             match crate::http::with_fence(fence, apply).await {
                 Ok(outcome) => {
                     self.set_failure(None);
+                    lane.waiting.remove(&meta.event_id);
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;
                     next.held_by = None;
@@ -428,7 +438,38 @@ impl SinkWorker {
                     }
                     return Ok(());
                 }
+                Err(ApplyError::Waiting { reason }) => {
+                    let since = *lane
+                        .waiting
+                        .entry(meta.event_id.clone())
+                        .or_insert_with(Instant::now);
+                    let max_wait = Duration::from_secs(self.delivery.max_wait_secs);
+                    if since.elapsed() >= max_wait {
+                        lane.waiting.remove(&meta.event_id);
+                        let reason = format!(
+                            "{reason}; gave up after waiting {} s (max_wait_secs)",
+                            max_wait.as_secs()
+                        );
+                        warn!(event_id = %meta.event_id, %reason, "dead-lettering an event that waited too long");
+                        self.dead_letter(&d.msg, &meta.event_id, d.sequence, &reason, "", attempts)
+                            .await?;
+                        metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
+                        lane.ack_later(d.msg);
+                        return Ok(());
+                    }
+                    metrics::counter!(m::RETRIES, "sink" => self.name).increment(1);
+                    debug!(event_id = %meta.event_id, %reason, "waiting for another entity's event; redelivery later");
+                    // Handed back rather than retried here: the event it waits for may be
+                    // queued behind it in this very lane.
+                    let delay = Duration::from_millis(self.delivery.wait_retry_ms);
+                    d.msg
+                        .ack_with(AckKind::Nak(Some(delay)))
+                        .await
+                        .map_err(|e| SinkError::nats("nak", e))?;
+                    return Ok(());
+                }
                 Err(ApplyError::Definite { reason, body }) => {
+                    lane.waiting.remove(&meta.event_id);
                     warn!(event_id = %meta.event_id, %reason, "target refused the event; dead-lettering it");
                     self.dead_letter(&d.msg, &meta.event_id, d.sequence, &reason, &body, attempts)
                         .await?;
