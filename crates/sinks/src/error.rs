@@ -27,6 +27,13 @@ pub enum SinkError {
         #[source]
         source: serde_json::Error,
     },
+    /// The ERP database of the inbox sink (start-up checks).
+    #[error("ERP database ({context}): {source}")]
+    Erp {
+        context: String,
+        #[source]
+        source: tributary_postgres::PgError,
+    },
     /// This replica no longer holds the sink's lease (HA): nothing more is applied or acked.
     #[error(transparent)]
     Fenced(#[from] tributary_core::Fenced),
@@ -39,6 +46,7 @@ impl Classify for SinkError {
             SinkError::Nats { .. } => ErrorClass::TRANSIENT,
             SinkError::Stream(e) => Classify::class(e),
             SinkError::CorruptState { .. } => ErrorClass::CORRUPT_STATE,
+            SinkError::Erp { source, .. } => Classify::class(source),
             SinkError::Fenced(e) => e.class(),
         }
     }
@@ -49,6 +57,12 @@ impl SinkError {
         SinkError::Nats {
             context: context.into(),
             source: e.into(),
+        }
+    }
+    pub(crate) fn erp(context: impl Into<String>, source: tributary_postgres::PgError) -> Self {
+        SinkError::Erp {
+            context: context.into(),
+            source,
         }
     }
     pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
