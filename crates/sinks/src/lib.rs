@@ -194,7 +194,8 @@ impl Sinks {
             ));
         }
         if let Some(s) = &cfg.shopify {
-            let target = shopify::ShopifyTarget::new(s, state.clone())?;
+            let storefronts = config.shopify.iter().map(|f| f.system.clone()).collect();
+            let target = shopify::ShopifyTarget::new(s, state.clone(), storefronts)?;
             targets.push(("shopify", Target::Shopify(Box::new(target)), &s.delivery));
         }
         if let Some(sf) = &cfg.salesforce {
