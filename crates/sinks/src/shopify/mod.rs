@@ -189,7 +189,7 @@ impl ShopifyTarget {
         out
     }
 
-    fn from_storefront(&self, event: &DomainEvent) -> bool {
+    fn is_storefront_record(&self, event: &DomainEvent) -> bool {
         event
             .meta
             .as_ref()
@@ -210,7 +210,7 @@ impl ShopifyTarget {
             Some(Entity::Inventory(_)) if self.applies("inventory") => {
                 self.set_stock(event, idempotency_key).await
             }
-            Some(Entity::Order(_) | Entity::Fulfillment(_)) if self.from_storefront(event) => {
+            Some(Entity::Order(_) | Entity::Fulfillment(_)) if self.is_storefront_record(event) => {
                 // The storefront's own order or fulfilment (the Shopify feed): the ERP's
                 // order events carry the link and the status to mirror; these would echo.
                 Ok(Outcome::Ignored("the storefront's own record"))

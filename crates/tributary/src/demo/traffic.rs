@@ -74,9 +74,9 @@ pub async fn run(
         }
         ticks += 1;
         work_the_warehouse(&targets);
-        if ticks % CHECKOUT_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(CHECKOUT_EVERY_TICKS) {
             checkout(&targets, &mut placed);
-            if placed.len() % 7 == 0 {
+            if placed.len().is_multiple_of(7) {
                 let customer = placed.len() % 50 + 1;
                 erp.batch_execute(&format!("UPDATE customers SET phone = '+49 30 {}', updated_at = now() WHERE id = {customer}", placed.len())).await?;
             }
