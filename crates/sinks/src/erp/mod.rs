@@ -16,12 +16,11 @@
 mod inbox;
 mod payload;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_config::{ErpSinkConfig, SourceConfig, SslMode};
-use tributary_postgres::{ConnectParams, TlsMode};
+use tributary_config::{ErpSinkConfig, SourceConfig};
+use tributary_postgres::ConnectParams;
 use tributary_proto::retail::v1::DomainEvent;
 
 use crate::activity::Activity;
@@ -36,8 +35,7 @@ pub struct ErpTarget {
 }
 
 fn connect_params(cfg: &ErpSinkConfig) -> Result<ConnectParams, SinkError> {
-    let c = &cfg.connection;
-    let password = match &c.password {
+    let password = match &cfg.connection.password {
         Some(secret) => Some(
             secret
                 .resolve()
@@ -45,23 +43,11 @@ fn connect_params(cfg: &ErpSinkConfig) -> Result<ConnectParams, SinkError> {
         ),
         None => None,
     };
-    Ok(ConnectParams {
-        host: c.host.clone(),
-        port: c.port,
-        user: c.user.clone(),
+    Ok(ConnectParams::from_config(
+        &cfg.connection,
         password,
-        dbname: c.dbname.clone(),
-        tls: match c.sslmode {
-            SslMode::Disable => TlsMode::Disable,
-            SslMode::Prefer => TlsMode::Prefer,
-            SslMode::Require => TlsMode::Require,
-            SslMode::VerifyCa => TlsMode::VerifyCa,
-            SslMode::VerifyFull => TlsMode::VerifyFull,
-        },
-        root_cert: c.sslrootcert.as_ref().map(PathBuf::from),
-        connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-        application_name: "tributary-sink-erp".into(),
-    })
+        "tributary-sink-erp",
+    ))
 }
 
 impl ErpTarget {
