@@ -2,7 +2,8 @@
 //! signed webhooks, become `order.placed` events, and are written into the sample ERP's inbox
 //! (config/retail/erp.sql), whose trigger creates exactly one sales order per storefront
 //! order, allocates stock and confirms it — which the ERP source publishes, and the WMS sink
-//! releases to the WMS emulator. Refunds become credit memos. An order with a SKU the ERP
+//! releases to the WMS emulator. Refunds become credit memos. A connection the ERP drops is
+//! reopened (a batch that meets it is retried). An order with a SKU the ERP
 //! does not know is dead-lettered with the ERP's SQLSTATE and message while the others go
 //! on; a replay of every event into the inbox writes nothing new; the inbox's own rows never
 //! appear on the ERP's CDC stream, and an inbox that is published stops the start.
@@ -90,6 +91,13 @@ async fn storefront_orders_and_refunds_enter_the_erp_once_through_the_inbox() ->
         );
         placed.push(o.order_id);
     }
+    // The ERP drops the sink's connection: the sink opens a new one.
+    let dropped = count(
+        &erp,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'tributary-sink-erp'",
+    )
+    .await?;
+    assert_eq!(dropped, 1, "the sink keeps one connection to the ERP");
     let bad = shop.place_order("bad@example.com", &[("SKU-404", 1, "1.00")], None);
     for gid in placed.iter().take(REFUNDS) {
         shop.refund_order(gid, "4.00")
