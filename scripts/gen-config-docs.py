@@ -9,7 +9,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "crates/config/src"
 PIPE = "\\|"
-FILES = ["model.rs", "domain.rs", "sinks.rs", "saas.rs", "ha.rs"]
+FILES = ["model.rs", "domain.rs", "sinks.rs", "saas.rs", "ha.rs", "tracker.rs"]
 
 # Where each struct sits in the TOML file.
 SECTIONS = {
@@ -21,6 +21,7 @@ SECTIONS = {
     "DurabilityConfig": "[durability]",
     "SourceConfig": "[[sources]]",
     "ConnectionConfig": "[sources.connection]",
+    "TrackerConfig": "[tracker]",
 }
 
 

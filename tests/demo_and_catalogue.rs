@@ -14,10 +14,14 @@ use catalogue::{crate_sources, metric_names, repo};
 #[test]
 fn dashboard_and_alerts_reference_only_catalogued_emitted_metrics() {
     let root = repo();
-    let dashboard = std::fs::read_to_string(root.join("deploy/grafana/tributary-dashboard.json"))
-        .expect("dashboard");
-    let _: serde_json::Value =
-        serde_json::from_str(&dashboard).expect("the dashboard is valid JSON");
+    let mut dashboard = String::new();
+    for file in ["tributary-dashboard.json", "order-to-cash-dashboard.json"] {
+        let text =
+            std::fs::read_to_string(root.join("deploy/grafana").join(file)).expect("dashboard");
+        let _: serde_json::Value =
+            serde_json::from_str(&text).expect("the dashboard is valid JSON");
+        dashboard.push_str(&text);
+    }
     let alerts =
         std::fs::read_to_string(root.join("deploy/prometheus/alerts.yaml")).expect("alert rules");
     assert!(
@@ -161,8 +165,7 @@ fn deploy_configurations_pass_check_config() {
 }
 
 /// deploy/nats/permissions.conf is a valid nats-server include (`nats-server -t`), and each user
-/// the docs name is in it. Syntax only: the permissions are not exercised against a running
-/// pipeline here (deploy/README.md, "NATS users").
+/// the docs name is in it. tests/nats_permissions.rs runs a pipeline under it.
 #[test]
 fn nats_permissions_include_parses() {
     let root = repo();

@@ -148,6 +148,30 @@ async fn workload(erp: tokio_postgres::Client) -> Result<()> {
     Ok(())
 }
 
+/// Waits until both sources have created their slots: rows committed before that reach the
+/// streams as the initial snapshot's reads, which the sample mappings do not turn into
+/// `order.placed` (an order that existed before the bridge is not placed again), so a
+/// workload started earlier — on a loaded machine a source's first owner can take seconds —
+/// would leave its first orders out of the WMS by design.
+async fn slots_created(pg: &PgCluster) -> Result<()> {
+    let client = pg.connect("postgres").await?;
+    wait_until(Duration::from_secs(120), async || {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name IN ('slot_erp', 'slot_pos')",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(if n == 2 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{n} of the 2 slots created"))
+        })
+    })
+    .await
+}
+
 /// The partition consumers of both sinks that are missing or have events pending or
 /// unacknowledged: (name, pending, unacknowledged).
 async fn busy_consumers(js: &jetstream::Context) -> Result<Vec<(String, u64, usize)>> {
@@ -167,7 +191,6 @@ async fn busy_consumers(js: &jetstream::Context) -> Result<Vec<(String, u64, usi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent (2 of ~10 runs, both under full-suite load): no WMS order is ever created while every partition consumer is idle and the stock is exact; under investigation (closing note of 2026-12-06, issue #13)"]
 async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()> {
     let cluster = NatsCluster::start(3).await?;
     let pg = PgCluster::start().await?;
@@ -221,6 +244,7 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    slots_created(&pg).await?;
     let writer = tokio::spawn(workload(pg.connect("erp").await?));
     let started = Instant::now();
     // SIGKILL the owner of a WMS partition, then a replica joins, then SIGKILL the owner of
@@ -308,10 +332,24 @@ async fn partitioned_sinks_survive_sigkills_and_a_joining_replica() -> Result<()
                 *per_subject.entry(parts.join(".")).or_default() += 1;
             }
             let domain_dlq = read_all(&nats, "DLQ_DOMAIN").await?.len();
+            let mut sink_dlq: BTreeMap<String, usize> = BTreeMap::new();
+            for m in dead_letters(&nats).await? {
+                let key = format!(
+                    "{} {}: {}",
+                    header(&m, "Tributary-Sink"),
+                    header(&m, "Tributary-Subject"),
+                    header(&m, "Tributary-Reason")
+                );
+                *sink_dlq.entry(key).or_default() += 1;
+            }
+            let mut cdc_per_subject: BTreeMap<String, usize> = BTreeMap::new();
+            for m in read_all(&nats, &stream_name("erp")).await? {
+                *cdc_per_subject.entry(m.subject.to_string()).or_default() += 1;
+            }
             let log_path = std::env::temp_dir().join("ha_sinks_fail.log");
             std::fs::write(&log_path, format!("{}\n{dead_logs}", logs(&replicas))).ok();
             bail!(
-                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\nunfinished orders: {unfinished:?}\nstock: {stock:?}\nRETAIL per subject: {per_subject:?}\nDLQ_DOMAIN: {domain_dlq}\n(logs of every replica, the killed ones too: {})",
+                "targets did not reach the final state (orders {orders_done}, stock {stock_done}, busy consumers {busy:?})\nunfinished orders: {unfinished:?}\nstock: {stock:?}\nRETAIL per subject: {per_subject:?}\nCDC_ERP per subject: {cdc_per_subject:?}\nDLQ_DOMAIN: {domain_dlq}\nDLQ_SINKS: {sink_dlq:?}\n(logs of every replica, the killed ones too: {})",
                 log_path.display()
             );
         }
@@ -511,7 +549,6 @@ async fn wait_stock(
 /// replica sends the WMS nothing at all (its fence refuses before every apply) and steps
 /// down; later events are applied once each, in version order per SKU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent (2 of 5 clean-clone runs): the WMS sink applies none of the new stock levels within 180 s under [ha] with the domain stage, the same defect as the partitioned case above (closing note of 2026-12-06, issue #13)"]
 async fn a_paused_sink_owner_woken_after_losing_its_lease_applies_nothing() -> Result<()> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -558,6 +595,7 @@ async fn a_paused_sink_owner_woken_after_losing_its_lease_applies_nothing() -> R
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    slots_created(&pg).await?;
     let zombie = owner_of(&js, "sink wms", None).await?;
     // The sample ERP's own rows first.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -643,6 +681,9 @@ async fn a_paused_sink_owner_woken_after_losing_its_lease_applies_nothing() -> R
             counts.windows(2).all(|w| w[0] < w[1]),
             "{sku}: levels applied out of version order: {counts:?}"
         );
+    }
+    if let Ok(path) = std::env::var("HA_SINKS_LOGS") {
+        std::fs::write(path, logs(&replicas))?;
     }
     let twice: Vec<(String, u64)> = wms.with_state(|s| {
         s.key_applies

@@ -1,5 +1,6 @@
 //! The whole pipeline (two PostgreSQL sources, the domain stage, the WMS, Shopify and
-//! Salesforce sinks against their emulators, the Shopify, Salesforce CDC and WMS feeds)
+//! Salesforce sinks against their emulators, the Shopify, Salesforce CDC and WMS feeds, the
+//! order-to-cash tracker)
 //! serves, on its first scrape and before any traffic, a series for every catalogued metric
 //! whose labels the configuration names (docs/metrics.md, "Series exist from start"): a
 //! sink that never applies anything still has `tributary_sink_applied_total` 0 for alerts
@@ -125,7 +126,8 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
          [[shopify]]\nname = \"web\"\nlisten = \"127.0.0.1:{shop_port}\"\nwebhook_secret = \"shop-webhook-secret-0123456789\"\n\
          [[salesforce_cdc]]\nname = \"org\"\nlogin_url = \"{sf_url}\"\nclient_id = \"{client_id}\"\n\
          client_secret = \"{client_secret}\"\npubsub_url = \"{grpc_url}\"\ntopics = [\"/data/ChangeEvents\"]\n\
-         initial_position = \"latest\"\n",
+         initial_position = \"latest\"\n\
+         [tracker]\n",
         wms_url = wms.base_url(),
         shop_url = shop.base_url(),
         sf_url = sf.base_url(),

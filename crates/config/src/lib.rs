@@ -8,6 +8,7 @@ mod redact;
 mod saas;
 mod secret;
 mod sinks;
+mod tracker;
 mod validate;
 
 pub use domain::*;
@@ -17,6 +18,7 @@ pub use model::*;
 pub use saas::*;
 pub use secret::{Secret, SecretError};
 pub use sinks::*;
+pub use tracker::TrackerConfig;
 pub use validate::{webhook_secret_problem, MIN_WEBHOOK_SECRET_BYTES};
 
 use std::path::Path;

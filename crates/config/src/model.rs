@@ -47,6 +47,9 @@ pub struct Config {
     /// process runs every unit.
     #[serde(default)]
     pub ha: Option<crate::HaConfig>,
+    /// The order-to-cash process tracker (`[tracker]`, see `tracker.rs`); absent: none runs.
+    #[serde(default)]
+    pub tracker: Option<crate::TrackerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -105,6 +105,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(tracker) = &config.tracker {
+        tracker.validate()?;
+    }
     if let Some(ha) = &config.ha {
         ha.validate()?;
     }
@@ -164,10 +167,11 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
         && config.shopify.is_empty()
         && config.salesforce_cdc.is_empty()
         && config.wms_feed().is_none()
+        && config.tracker.is_none()
     {
         return Err(ConfigError::invalid(
             "sources",
-            "at least one [[sources]], [[shopify]], [[salesforce_cdc]] or [[wms]] block is required",
+            "at least one [[sources]], [[shopify]], [[salesforce_cdc]] or [[wms]] block (or a [tracker]) is required",
         ));
     }
     let mut names = HashSet::new();

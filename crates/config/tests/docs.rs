@@ -44,7 +44,14 @@ fn configuration_reference_matches_the_types() {
     let doc = std::fs::read_to_string(root().join("docs/configuration.md"))
         .expect("docs/configuration.md");
     let mut checked = 0;
-    for file in ["model.rs", "domain.rs", "sinks.rs", "saas.rs", "ha.rs"] {
+    for file in [
+        "model.rs",
+        "domain.rs",
+        "sinks.rs",
+        "saas.rs",
+        "ha.rs",
+        "tracker.rs",
+    ] {
         let text = std::fs::read_to_string(root().join("crates/config/src").join(file))
             .expect("config source");
         for (structure, field) in fields(&text) {

@@ -3,6 +3,7 @@
 mod class;
 mod connect;
 pub mod consumer;
+pub mod delivery_watch;
 mod error;
 pub mod kv;
 pub mod ownership;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
 use tributary_nats::consumer::{open_durable, reset_to_ack_floor, Reset};
+use tributary_nats::delivery_watch::DeliveryWatch;
 use tributary_testkit::NatsServer;
 
 /// A stream `name` on `<lowercase name>.>` holding `n` messages.
@@ -122,4 +123,134 @@ async fn open_durable_creates_then_updates_and_rewinds_in_place() {
     assert_eq!(info.config.max_ack_pending, 7, "updated in place");
     assert_eq!(info.num_ack_pending, 0);
     assert_eq!(fetch(&reopened.consumer, 4).await, vec![3, 4, 5, 6]);
+}
+
+/// The new owner of a consumer whose old owner still has a pull request waiting: what the
+/// server hands the old one is a gap in the new one's deliveries, seen before the next
+/// message is handled; after `open_durable` rewinds, the watch starts at the floor and the
+/// redelivered messages pass it in order.
+#[tokio::test]
+async fn deliveries_taken_by_a_stale_puller_are_a_gap_for_the_owner() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let js = jetstream::new(nats.connect().await.expect("connect"));
+    let s = stream_of(&js, "W", 8).await;
+    let config = pull::Config {
+        durable_name: Some("owner".into()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let mut consumer = open_durable(&js, &s, config.clone())
+        .await
+        .expect("open")
+        .consumer;
+    let mut watch = DeliveryWatch::start(&mut consumer).await.expect("watch");
+
+    // The owner takes 1 and 2; a stale puller (another connection) takes 3 and 4.
+    let mut first = consumer
+        .fetch()
+        .max_messages(2)
+        .messages()
+        .await
+        .expect("fetch");
+    while let Some(m) = first.next().await {
+        let m = m.expect("message");
+        watch
+            .received(m.info().expect("info").consumer_sequence)
+            .expect("in order");
+        m.ack().await.expect("ack");
+    }
+    let stale = jetstream::new(nats.connect().await.expect("connect"));
+    let stale_consumer: jetstream::consumer::PullConsumer = stale
+        .get_consumer_from_stream("owner", "W")
+        .await
+        .expect("stale consumer");
+    assert_eq!(
+        fetch_sequences(&stale_consumer, 2).await,
+        vec![3, 4],
+        "taken, never acked"
+    );
+
+    // The owner's next delivery is 5: the gap is seen before 5 is handled.
+    let mut next = consumer
+        .fetch()
+        .max_messages(1)
+        .messages()
+        .await
+        .expect("fetch");
+    let m = next.next().await.expect("a message").expect("message");
+    let info = m.info().expect("info");
+    assert_eq!(info.stream_sequence, 5);
+    let gap = watch.received(info.consumer_sequence).unwrap_err();
+    assert_eq!((gap.expected, gap.seen), (3, 5));
+    drop(next);
+
+    // Reopened, the consumer rewinds to the floor (2); the stale puller is handed 3 and 4
+    // again before the new session looks: the watch starts at the floor all the same.
+    let opened = open_durable(&js, &s, config.clone()).await.expect("reopen");
+    assert!(opened.rewound);
+    let mut consumer = opened.consumer;
+    assert_eq!(fetch_sequences(&stale_consumer, 2).await, vec![3, 4]);
+    let mut watch = DeliveryWatch::start(&mut consumer).await.expect("watch");
+    let mut next = consumer
+        .fetch()
+        .max_messages(1)
+        .messages()
+        .await
+        .expect("fetch");
+    let m = next.next().await.expect("a message").expect("message");
+    assert_eq!(m.info().expect("info").stream_sequence, 5);
+    assert!(watch
+        .received(m.info().expect("info").consumer_sequence)
+        .is_err());
+    drop(next);
+
+    // With no stale puller left, a rewound session sees every delivery from the floor on.
+    let opened = open_durable(&js, &s, config).await.expect("reopen");
+    assert!(opened.rewound);
+    let mut consumer = opened.consumer;
+    let floor = consumer
+        .info()
+        .await
+        .expect("info")
+        .ack_floor
+        .consumer_sequence;
+    let mut watch = DeliveryWatch::start(&mut consumer).await.expect("watch");
+    let mut again = consumer
+        .fetch()
+        .max_messages(6)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut seen = Vec::new();
+    while let Some(m) = again.next().await {
+        let m = m.expect("message");
+        let info = m.info().expect("info");
+        if seen.is_empty() {
+            assert_eq!(info.consumer_sequence, floor + 1, "numbered from the floor");
+        }
+        watch
+            .received(info.consumer_sequence)
+            .expect("no gap after the rewind");
+        seen.push(info.stream_sequence);
+        m.ack().await.expect("ack");
+    }
+    assert_eq!(seen, vec![3, 4, 5, 6, 7, 8]);
+}
+
+/// Fetches up to `n` messages without acking them and returns their stream sequences.
+async fn fetch_sequences(consumer: &jetstream::consumer::PullConsumer, n: usize) -> Vec<u64> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(n)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut seen = Vec::new();
+    while let Some(m) = batch.next().await {
+        seen.push(m.expect("message").info().expect("info").stream_sequence);
+    }
+    seen
 }

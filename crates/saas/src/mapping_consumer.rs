@@ -1,7 +1,9 @@
 //! The durable consumer each SaaS feed's domain mapping reads its raw stream with: one message
 //! in flight (an entity's events map in stream order), explicit acks after the domain events
 //! are stored. A message a killed predecessor left unacked is redelivered at once (the
-//! consumer is reset to its ack floor), not after `ack_wait`.
+//! consumer is reset to its ack floor), not after `ack_wait`. A delivery that went to another
+//! puller (a replica that lost the feed's lease) ends the session before anything after it
+//! is mapped ([`DeliveryWatch`]).
 
 use std::time::Duration;
 
@@ -10,13 +12,20 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tributary_nats::consumer::open_durable;
+use tributary_nats::delivery_watch::{DeliveryWatch, PULL_EXPIRES, PULL_HEARTBEAT};
 
 use crate::SaasError;
 
 /// A feed's mapping consumer, pulling.
 pub struct MappingConsumer {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
     messages: pull::Stream,
+    watch: DeliveryWatch,
+    tick: tokio::time::Interval,
 }
+
+/// How often the consumer's state is compared with what this process received.
+const WATCH_TICK: Duration = Duration::from_secs(5);
 
 impl MappingConsumer {
     /// Creates (or finds) the durable `durable` on `stream` for `filter_subject` and starts
@@ -47,13 +56,24 @@ impl MappingConsumer {
         if opened.rewound {
             info!(%stream, consumer = %durable, unacked = opened.unacked, "consumer reset to its ack floor");
         }
-        let consumer = opened.consumer;
+        let mut consumer = opened.consumer;
+        let watch = DeliveryWatch::start(&mut consumer)
+            .await
+            .map_err(|e| SaasError::nats("consumer info", e))?;
         let messages = consumer
+            .stream()
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| SaasError::nats("pull", e))?;
         info!(%stream, consumer = %durable, "{description}");
-        Ok(MappingConsumer { messages })
+        Ok(MappingConsumer {
+            consumer,
+            messages,
+            watch,
+            tick: tokio::time::interval(WATCH_TICK),
+        })
     }
 
     /// The next message; None once `stop` is cancelled.
@@ -61,13 +81,27 @@ impl MappingConsumer {
         &mut self,
         stop: &CancellationToken,
     ) -> Result<Option<jetstream::Message>, SaasError> {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return Ok(None),
-            next = self.messages.next() => next,
+        // The caller handled the previous message until now.
+        self.watch.busy();
+        let next = loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(None),
+                _ = self.tick.tick() => {
+                    if let Ok(info) = self.consumer.info().await {
+                        self.watch.check_idle(info).map_err(|gap| SaasError::nats("delivery", gap))?;
+                    }
+                }
+                next = self.messages.next() => break next,
+            }
         };
         let Some(msg) = next else {
             return Err(SaasError::nats("pull", "message stream ended"));
         };
-        msg.map(Some).map_err(|e| SaasError::nats("pull", e))
+        let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
+        let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(0);
+        self.watch
+            .received(delivery)
+            .map_err(|gap| SaasError::nats("delivery", gap))?;
+        Ok(Some(msg))
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
 use tributary_nats::consumer::open_durable;
+use tributary_nats::delivery_watch::{DeliveryWatch, PULL_EXPIRES, PULL_HEARTBEAT};
 use tributary_proto::retail::v1::DomainEvent;
 
 use crate::activity::Activity;
@@ -228,6 +229,9 @@ impl SinkWorker {
             .await
             .map_err(|e| SinkError::nats(format!("stream {}", self.stream), e))?;
         let mut consumer = self.open_consumer(&stream).await?;
+        let mut watch = DeliveryWatch::start(&mut consumer)
+            .await
+            .map_err(|e| SinkError::nats("consumer info", e))?;
         let replay_until = self
             .state
             .replay_window(self.name)
@@ -237,6 +241,8 @@ impl SinkWorker {
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(PULL_BATCH)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| SinkError::nats("pull", e))?;
@@ -286,6 +292,9 @@ impl SinkWorker {
                 _ = pending_tick.tick() => {
                     if let Ok(info) = consumer.info().await {
                         metrics::gauge!(m::PENDING, "sink" => self.name, "partition" => self.partition.clone()).set(info.num_pending as f64);
+                        if let Err(gap) = watch.check_idle(info) {
+                            break Err(SinkError::nats("delivery", gap));
+                        }
                     }
                     if let Some(depth) = self.dead_letter_depth().await {
                         metrics::gauge!(m::DEAD_LETTER_DEPTH, "sink" => self.name).set(depth as f64);
@@ -294,7 +303,11 @@ impl SinkWorker {
                 next = messages.next() => {
                     let Some(msg) = next else { break Err(SinkError::nats("pull", "message stream ended")) };
                     let msg = match msg { Ok(m) => m, Err(e) => break Err(SinkError::nats("pull", e)) };
-                    let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    let (sequence, delivery) = msg.info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap_or((0, 0));
+                    // A delivery that went elsewhere: nothing after it may be handled first.
+                    if let Err(gap) = watch.received(delivery) {
+                        break Err(SinkError::nats("delivery", gap));
+                    }
                     let event = match DomainEvent::decode(msg.payload.clone()) {
                         Ok(ev) if ev.meta.is_some() => ev,
                         Ok(_) | Err(_) => {
@@ -313,7 +326,9 @@ impl SinkWorker {
                         Ok(()) => Ok(()),
                         Err(mpsc::error::TrySendError::Full(d)) => {
                             let _blocked = activity.as_deref().map(Activity::dispatcher_blocked);
-                            senders[lane].send(d).await.map_err(drop)
+                            let sent = senders[lane].send(d).await.map_err(drop);
+                            watch.busy();
+                            sent
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
                     };

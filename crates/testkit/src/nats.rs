@@ -16,6 +16,8 @@ const HOST: &str = "127.0.0.1";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_TAIL_LINES: usize = 30;
+/// Name of [`NatsOptions::include`]'s copy next to the server's configuration.
+const INCLUDED: &str = "included.conf";
 
 /// How to set up a [`NatsServer`].
 #[derive(Debug, Clone)]
@@ -36,6 +38,11 @@ pub struct NatsOptions {
     pub tls: Option<NatsTls>,
     /// Join a cluster (see [`crate::NatsCluster`]); None: a standalone server.
     pub cluster: Option<ClusterNode>,
+    /// A file included at the top level of the server's configuration, e.g. an
+    /// `authorization { users = [...] }` block such as deploy/nats/permissions.conf. With it,
+    /// `user` / `token` write no authorization block of their own: they are only what the
+    /// test's clients connect with (a user the included file defines).
+    pub include: Option<PathBuf>,
 }
 
 /// One node's place in a cluster: its name, its route port and the other nodes' route ports.
@@ -64,6 +71,7 @@ impl Default for NatsOptions {
             token: None,
             tls: None,
             cluster: None,
+            include: None,
         }
     }
 }
@@ -118,6 +126,10 @@ impl NatsServer {
             opts,
             scratch,
         };
+        if let Some(include) = &server.opts.include {
+            std::fs::copy(include, server.scratch.path().join(INCLUDED))
+                .map_err(|e| TestkitError::io("copying the included nats-server config", e))?;
+        }
         std::fs::write(&server.config_path, server.config())
             .map_err(|e| TestkitError::io("writing the nats-server config", e))?;
         Ok(server)
@@ -253,7 +265,11 @@ impl NatsServer {
                 quote(&tls.key_file.display().to_string())
             );
         }
-        if let Some((user, password)) = &self.opts.user {
+        if self.opts.include.is_some() {
+            // nats-server resolves includes relative to the including file: `prepare` copies
+            // the file next to it.
+            let _ = writeln!(conf, "include {}", quote(INCLUDED));
+        } else if let Some((user, password)) = &self.opts.user {
             let _ = writeln!(
                 conf,
                 "authorization {{\n  user: {}\n  password: {}\n}}",

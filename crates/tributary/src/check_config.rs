@@ -169,9 +169,21 @@ fn summary(config: &Config) {
     if let Some(d) = &config.domain {
         println!("  domain: {} mapping(s)", d.mappings.len());
     }
+    if let Some(t) = &config.tracker {
+        println!(
+            "  tracker: follows {} into KV {}, publishes on {}.> (stream {}); stuck after {} s unallocated, {} s unshipped; refunds delayed after {} s",
+            t.resolved_domain_stream(config.domain.as_ref()),
+            t.state_bucket,
+            t.subject_prefix,
+            t.stream,
+            t.unallocated_after_secs,
+            t.unshipped_after_secs,
+            t.refund_delayed_after_secs
+        );
+    }
     if let Some(ha) = &config.ha {
         println!(
-            "  ha: replica {}, leases in KV {} (ttl {} ms, {} replica(s)); every source, domain consumer and sink is a unit",
+            "  ha: replica {}, leases in KV {} (ttl {} ms, {} replica(s)); every source, domain consumer, sink and the tracker is a unit",
             crate::replicas::instance_id(ha),
             ha.lease_bucket,
             ha.lease_ttl_ms,

@@ -130,6 +130,9 @@ enum Command {
     },
     /// A sink's dead letters: list, show, redrive (apply again), drop.
     Dlq(dlq::Args),
+    /// Orders as the order-to-cash tracker follows them: `orders show <order>` (its
+    /// timeline), `orders stuck --older-than 30m`.
+    Orders(ops::orders::Args),
     /// Print the events of a subject as JSON, decoded with the published descriptor set.
     Tail(tail::Args),
     /// Print a shell completion script: `source <(tributary completions bash)`.
@@ -193,6 +196,7 @@ fn main() -> ExitCode {
                 replay::run(&config, &sink, from).await
             }
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Orders(args) => ops::orders::run(args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();

@@ -117,6 +117,14 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     };
     let sinks = sinks.map(|s| s.components()).unwrap_or_default();
     components.extend(sinks.into_iter().map(|c| (c, RetryPolicy::COMPONENT)));
+    // The order-to-cash tracker (when configured): its stream and bucket before anything runs.
+    let prepare = || tributary_tracker::Tracker::prepare(&config, js.clone());
+    let Some(tracker) = startup.wait("tracker", prepare).await? else {
+        return Ok(());
+    };
+    if let Some(tracker) = tracker {
+        components.push((Box::new(tracker), RetryPolicy::COMPONENT));
+    }
 
     // The SaaS feeds: their webhook servers are receivers (every replica under [ha]); their
     // mapping consumers, reconciliation pollers and CDC subscriptions are components.

@@ -52,6 +52,10 @@ pub fn init_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusH
             Matcher::Full(tributary_sinks::metrics::THROTTLE_WAIT.into()),
             THROTTLE_WAIT_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Prefix("tributary_o2c_".into()),
+            tributary_tracker::metrics::BUSINESS_BUCKETS,
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?;
     for suffix in ["_batch_messages", "_batch_records", "_batch_fields"] {
         builder = builder.set_buckets_for_metric(Matcher::Suffix(suffix.into()), COUNT_BUCKETS)?;
@@ -75,6 +79,9 @@ pub fn register_metrics(
     tributary_domain::metrics::register(config);
     tributary_sinks::metrics::register(config);
     tributary_saas::metrics::register(config);
+    if config.tracker.is_some() {
+        tributary_tracker::metrics::register();
+    }
     for (component, _) in components {
         metrics::counter!(tributary_core::COMPONENT_RESTARTS, "component" => component.name())
             .increment(0);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, consumer::pull};
 use bytes::Bytes;
+use tributary_nats::delivery_watch::DeliveryWatch;
 use tributary_proto::cdc::v1::ChangeEvent;
 
 use super::{entity, publish};
@@ -115,6 +116,19 @@ pub(super) fn next_message(
         Some(msg) => msg.map_err(|e| DomainError::nats("pull", e)),
         None => Err(DomainError::nats("pull", "message stream ended")),
     }
+}
+
+/// `msg`, once the watch has seen that no delivery before it went elsewhere: a gap ends the
+/// session before anything later is mapped (the batch in hand is not acked and comes again).
+pub(super) fn watched(
+    watch: &mut DeliveryWatch,
+    msg: jetstream::Message,
+) -> Result<jetstream::Message, DomainError> {
+    let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(0);
+    watch
+        .received(delivery)
+        .map_err(|gap| DomainError::nats("delivery", gap))?;
+    Ok(msg)
 }
 
 /// The row's values of `columns` (None when one is NULL or absent).

@@ -30,17 +30,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream;
 use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, DomainConfig};
 use tributary_core::{BoxFuture, Component, Failure};
-use tributary_nats::consumer::open_durable;
+use tributary_nats::delivery_watch::{PULL_EXPIRES, PULL_HEARTBEAT};
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 mod batch;
+mod consumer;
 mod entity;
 mod publish;
 mod wait;
@@ -51,7 +52,7 @@ use crate::schema::Schema;
 use crate::state::StateStore;
 use crate::{DomainError, MapError};
 use batch::{
-    load_work, next_message, row_key, Batch, Cache, EntityWork, Op, BATCH, MAX_ACK_PENDING,
+    load_work, next_message, row_key, watched, Batch, Cache, EntityWork, Op, BATCH,
     MAX_EVENTS_PER_ENTITY,
 };
 
@@ -212,35 +213,6 @@ impl DomainStage {
             .collect()
     }
 
-    /// The source's durable consumer, opened the one way every worker opens one
-    /// ([`open_durable`]): unacked messages (a kill -9, a restart after an error) come again
-    /// at once and in order. Acks are given in stream order, so the ack floor is the last
-    /// message acked.
-    async fn consumer(
-        &self,
-        stream: &jetstream::stream::Stream,
-        stream_name: &str,
-    ) -> Result<jetstream::consumer::Consumer<pull::Config>, DomainError> {
-        let name = &self.cfg.consumer;
-        let config = pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some("Tributary domain stage".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            // One task maps the messages in stream order; this bounds the batches in flight.
-            max_ack_pending: MAX_ACK_PENDING,
-            // Above the longest batch (a batch ends after a parent wait).
-            ack_wait: Duration::from_millis(self.cfg.parent_wait_ms.saturating_mul(3).max(30_000)),
-            ..Default::default()
-        };
-        let opened = open_durable(&self.js, stream, config).await?;
-        if opened.rewound {
-            info!(consumer = %name, unacked = opened.unacked, "consumer reset to its ack floor");
-            metrics::counter!(m::CONSUMER_RESETS, "stream" => stream_name.to_string()).increment(1);
-        }
-        Ok(opened.consumer)
-    }
-
     async fn consume(
         &self,
         source: &str,
@@ -252,10 +224,12 @@ impl DomainStage {
         let Some(stream) = wait::source_stream(&self.js, stream_name, stop).await? else {
             return Ok(());
         };
-        let mut consumer = self.consumer(&stream, stream_name).await?;
+        let (mut consumer, mut watch) = self.consumer(&stream, stream_name).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(BATCH)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| DomainError::nats("pull", e))?;
@@ -271,12 +245,13 @@ impl DomainStage {
                     if let Ok(info) = consumer.info().await {
                         metrics::gauge!(m::CONSUMER_PENDING, "source" => source.to_string())
                             .set(info.num_pending as f64);
+                        watch.check_idle(info).map_err(|gap| DomainError::nats("delivery", gap))?;
                     }
                     continue;
                 }
                 next = messages.next() => next,
             };
-            let mut msg = next_message(next)?;
+            let mut msg = watched(&mut watch, next_message(next)?)?;
             cache.trim();
             let mut batch = Batch::default();
             // A batch being handled is finished before a stop is honoured.
@@ -288,13 +263,14 @@ impl DomainStage {
                     break;
                 }
                 match messages.next().now_or_never() {
-                    Some(next) => msg = next_message(next)?,
+                    Some(next) => msg = watched(&mut watch, next_message(next)?)?,
                     None => break,
                 }
             }
             // HA: a replica that lost the lease writes, publishes and acks nothing more.
             fence.check()?;
             self.flush(&mut cache, source, batch).await?;
+            watch.busy();
         }
     }
 

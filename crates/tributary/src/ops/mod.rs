@@ -1,8 +1,9 @@
-//! Operator commands: `preflight`, `slots`, `status` (docs/operations.md).
+//! Operator commands: `preflight`, `slots`, `status`, `orders` (docs/operations.md).
 //!
 //! They read the configuration like `tributary run`, connect to each source's PostgreSQL
 //! and to NATS with the same settings, and never change anything except `slots drop`.
 
+pub mod orders;
 pub mod preflight;
 pub mod slots;
 pub mod status;
