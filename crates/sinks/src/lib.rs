@@ -21,6 +21,7 @@ mod batch;
 mod erp;
 mod error;
 mod http;
+mod lane;
 pub mod metrics;
 mod outcome;
 mod salesforce;

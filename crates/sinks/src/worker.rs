@@ -1,7 +1,6 @@
 //! One sink: its durable consumer, the lanes, retries, the version guard and dead letters.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +10,6 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
@@ -21,17 +19,14 @@ use tributary_proto::retail::v1::DomainEvent;
 
 use crate::activity::Activity;
 use crate::http::truncate;
-use crate::state::{EntityRecord, StateStore};
+use crate::lane::{Lane, LANE_IN_FLIGHT};
+use crate::state::StateStore;
 use crate::target::{Outcome, Target};
 use crate::{idempotency_key, metrics as m, ApplyError, PartitionConsumer, SinkError};
 
 /// Redelivery deadline of an unacked message; lanes send progress while they retry.
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(60);
 pub(crate) const LANE_QUEUE: usize = 32;
-/// Events of a lane applied at the target whose record put and ack are still in flight.
-pub(crate) const LANE_IN_FLIGHT: usize = 64;
-/// Entity records a lane keeps in memory (it is their only writer); cleared when full.
-const LANE_CACHE: usize = 50_000;
 /// Messages asked for per pull request.
 const PULL_BATCH: usize = 1000;
 /// Unacked messages allowed beyond what the lanes hold: events handed back to wait for
@@ -39,61 +34,6 @@ const PULL_BATCH: usize = 1000;
 /// without room for them a backlog of such events would stop the deliveries of the very
 /// events they wait for.
 const WAITING_ALLOWANCE: usize = 10_000;
-
-/// What a lane keeps between events: the records it wrote (the version guard without a KV
-/// read per event) and the completions of handled events (record stored, then message
-/// acked), which run as tasks while the lane goes on.
-#[derive(Default)]
-struct Lane {
-    cache: HashMap<String, EntityRecord>,
-    in_flight: JoinSet<Result<(), SinkError>>,
-    /// Events handed back to wait for another entity's event, with their first attempt
-    /// here (a redelivery lands in the same lane: same key, same lane count).
-    waiting: HashMap<String, Instant>,
-}
-
-fn joined(done: Result<Result<(), SinkError>, tokio::task::JoinError>) -> Result<(), SinkError> {
-    done.map_err(|e| SinkError::nats("ack task", e))?
-}
-
-impl Lane {
-    /// Waits for every handled event's record and ack.
-    async fn settle(&mut self) -> Result<(), SinkError> {
-        while let Some(done) = self.in_flight.join_next().await {
-            joined(done)?;
-        }
-        Ok(())
-    }
-
-    /// Reaps finished completions; waits while `LANE_IN_FLIGHT` are running.
-    async fn reap(&mut self) -> Result<(), SinkError> {
-        while let Some(done) = self.in_flight.try_join_next() {
-            joined(done)?;
-        }
-        while self.in_flight.len() >= LANE_IN_FLIGHT {
-            if let Some(done) = self.in_flight.join_next().await {
-                joined(done)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn remember(&mut self, key: String, record: EntityRecord) {
-        if self.cache.len() >= LANE_CACHE && !self.cache.contains_key(&key) {
-            self.cache.clear();
-        }
-        self.cache.insert(key, record);
-    }
-
-    /// Acks `msg` after the earlier steps of this event complete, without holding the lane.
-    fn ack_later(&mut self, msg: jetstream::Message) {
-        self.in_flight.spawn(async move {
-            msg.double_ack()
-                .await
-                .map_err(|e| SinkError::nats("ack", e))
-        });
-    }
-}
 
 /// The lane's next event; while it waits on an empty queue the lane counts as idle.
 async fn next_delivery(
