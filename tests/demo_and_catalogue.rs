@@ -292,6 +292,16 @@ async fn demo_runs_headless_with_events_flowing() {
         "the sinks apply to the WMS and Shopify emulators: {summary}"
     );
     assert_eq!(count("dead_letters"), 0, "{summary}");
+    // The order-to-cash loop: storefront checkouts become ERP sales orders through the inbox
+    // (nothing writes orders into the ERP), ship from the WMS and come back to the storefront.
+    let placed = count("storefront_orders");
+    assert!(placed >= 5, "{summary}");
+    assert!(
+        count("erp_sales_orders") + 3 >= placed && count("erp_sales_orders") <= placed,
+        "one ERP sales order per storefront order: {summary}"
+    );
+    assert!(count("wms_shipped") > 0, "{summary}");
+    assert!(count("storefront_fulfillments") > 0, "{summary}");
     assert!(stdout.contains("cleaned up"), "{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let noisy: Vec<&str> = stdout

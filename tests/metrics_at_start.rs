@@ -121,6 +121,7 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
          [sinks.shopify]\nbase_url = \"{shop_url}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{dc1}\" }}\n\
          apply = [\"inventory\", \"orders\", \"fulfillments\", \"prices\", \"customers\"]\nprice_list = \"web\"\n\
          [sinks.salesforce]\nbase_url = \"{sf_url}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\n\
+         [sinks.erp]\n[sinks.erp.connection]\nhost = \"127.0.0.1\"\nport = {pg_port}\nuser = \"postgres\"\npassword = \"{pg_password}\"\ndbname = \"erp\"\n\
          [[wms]]\nlisten = \"127.0.0.1:{wms_port}\"\npath = \"/webhooks/wms\"\nsecret = \"wms-webhook-secret-0123456789\"\n\
          [[shopify]]\nname = \"web\"\nlisten = \"127.0.0.1:{shop_port}\"\nwebhook_secret = \"shop-webhook-secret-0123456789\"\n\
          [[salesforce_cdc]]\nname = \"org\"\nlogin_url = \"{sf_url}\"\nclient_id = \"{client_id}\"\n\
@@ -131,6 +132,8 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
         shop_url = shop.base_url(),
         sf_url = sf.base_url(),
         grpc_url = grpc.url(),
+        pg_port = pg.port(),
+        pg_password = pg.password(),
         wms_port = port(),
         shop_port = port(),
     ));
@@ -175,7 +178,7 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
 
     // The series alerts depend on, with the configured label values.
     let has = |name: &str, labels: &str| present.get(name).is_some_and(|s| s.contains(labels));
-    for sink in ["wms", "shopify", "salesforce"] {
+    for sink in ["wms", "shopify", "salesforce", "erp"] {
         let applied = present
             .get("tributary_sink_applied_total")
             .map(|s| {

@@ -38,7 +38,10 @@ CREATE TABLE sales_orders (
     payment_state text NOT NULL DEFAULT 'pending',
     placed_at timestamptz NOT NULL DEFAULT now(),
     -- Storefront orders: the id Shopify knows the order by (gid://shopify/Order/… or the number).
-    shop_order_id text
+    shop_order_id text,
+    -- Storefront orders taken from the inbox: the storefront's order key (WEB-1001); one
+    -- sales order per storefront order.
+    storefront_ref text UNIQUE
 );
 ALTER TABLE sales_orders REPLICA IDENTITY FULL;
 CREATE TABLE order_lines (
@@ -79,3 +82,138 @@ CREATE TABLE returns (
 );
 CREATE PUBLICATION tributary_erp FOR TABLE customers, items, price_lists, item_prices,
     sales_orders, order_lines, stock, shipments, returns;
+
+-- ---- Inbox: what the bridge writes in (sink `erp`, docs/order-to-cash.md) ----------------
+-- Not in the publication: the bridge's own writes must not come back as source events
+-- (the sink refuses to start if it is). What the processing below makes of a row (sales
+-- orders, lines, stock, credit memos' effect on the order) is published as usual.
+CREATE TABLE tributary_inbox (
+    event_id text PRIMARY KEY,
+    event_type text NOT NULL,
+    entity_key text NOT NULL,
+    entity_version bigint NOT NULL,
+    source_system text NOT NULL,
+    payload jsonb NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    -- Set by the processing; NULL while a row waits (a refund before its order).
+    processed_at timestamptz,
+    outcome text
+);
+CREATE TABLE credit_memos (
+    memo_no text PRIMARY KEY,
+    order_no text NOT NULL REFERENCES sales_orders(order_no),
+    refund_ref text NOT NULL UNIQUE,
+    amount numeric(12,2) NOT NULL,
+    currency char(3) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE SEQUENCE web_order_no;
+CREATE SEQUENCE credit_memo_no;
+-- The one-time customer account storefront orders are booked on.
+INSERT INTO customers (id, email, first_name, last_name) VALUES (0, 'storefront@example.com', 'Storefront', 'Orders');
+
+-- A refund of a storefront order: a credit memo and the order's payment state.
+CREATE FUNCTION erp_credit_refund(ref text, p jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    so sales_orders;
+    memo text;
+BEGIN
+    SELECT * INTO so FROM sales_orders WHERE storefront_ref = p->>'order_id';
+    IF NOT FOUND THEN
+        RETURN 'waiting for order ' || (p->>'order_id');
+    END IF;
+    IF EXISTS (SELECT 1 FROM credit_memos WHERE refund_ref = ref) THEN
+        RETURN 'credit memo exists';
+    END IF;
+    memo := 'CM-' || lpad(nextval('credit_memo_no')::text, 6, '0');
+    INSERT INTO credit_memos (memo_no, order_no, refund_ref, amount, currency)
+    VALUES (memo, so.order_no, ref, coalesce((p->'amount'->>'amount')::numeric, 0),
+            coalesce(nullif(p->'amount'->>'currency', ''), so.currency));
+    UPDATE sales_orders SET payment_state = 'refunded'
+    WHERE order_no = so.order_no AND payment_state <> 'refunded';
+    RETURN 'credit memo ' || memo || ' for ' || so.order_no;
+END $$;
+
+-- A storefront order: the sales order with its storefront id, its lines, stock allocated at
+-- DC1 and, when every line is allocated, status `confirmed` (released to the WMS by the
+-- bridge). An unknown or inactive SKU refuses the whole order (the bridge dead-letters it).
+CREATE FUNCTION erp_place_storefront_order(ref text, p jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    o text;
+    line jsonb;
+    n int := 0;
+    short text[] := '{}';
+    qty int;
+BEGIN
+    IF EXISTS (SELECT 1 FROM sales_orders WHERE storefront_ref = ref) THEN
+        RETURN 'sales order exists';
+    END IF;
+    IF jsonb_array_length(coalesce(p->'lines', '[]')) = 0 THEN
+        RAISE EXCEPTION 'storefront order % has no lines', ref;
+    END IF;
+    FOR line IN SELECT * FROM jsonb_array_elements(p->'lines') LOOP
+        IF NOT EXISTS (SELECT 1 FROM items WHERE sku = line->>'sku' AND active) THEN
+            RAISE EXCEPTION 'unknown or inactive SKU % on storefront order %', line->>'sku', ref
+                USING HINT = 'create the item in the ERP, then redrive the dead letter';
+        END IF;
+    END LOOP;
+    o := 'SO-W' || lpad(nextval('web_order_no')::text, 6, '0');
+    INSERT INTO sales_orders (order_no, customer_id, status, channel, currency, total,
+                              payment_state, placed_at, shop_order_id, storefront_ref)
+    VALUES (o, 0, 'placed', 'web', coalesce(nullif(p->'total'->>'currency', ''), 'EUR'),
+            coalesce((p->'total'->>'amount')::numeric, 0),
+            coalesce(nullif(p->>'payment_state', ''), 'pending'),
+            CASE WHEN (p->>'placed_at_micros')::bigint > 0
+                 THEN to_timestamp((p->>'placed_at_micros')::bigint / 1e6) ELSE now() END,
+            p->'external_ids'->>'shopify', ref);
+    FOR line IN SELECT * FROM jsonb_array_elements(p->'lines') LOOP
+        n := n + 1;
+        qty := (line->>'quantity')::int;
+        INSERT INTO order_lines VALUES (o, n, line->>'sku', qty,
+                                        coalesce((line->'unit_price'->>'amount')::numeric, 0));
+        UPDATE stock SET reserved = reserved + qty, updated_at = now()
+        WHERE sku = line->>'sku' AND location = 'DC1' AND on_hand - reserved >= qty;
+        IF NOT FOUND THEN
+            short := short || (line->>'sku');
+        END IF;
+    END LOOP;
+    IF cardinality(short) > 0 THEN
+        RETURN 'sales order ' || o || ' placed, not allocated: no stock of ' || array_to_string(short, ', ');
+    END IF;
+    UPDATE sales_orders SET status = 'confirmed' WHERE order_no = o;
+    -- Refunds that came before their order.
+    UPDATE tributary_inbox SET processed_at = now(), outcome = erp_credit_refund(entity_key, payload)
+    WHERE event_type = 'refund.created' AND processed_at IS NULL AND payload->>'order_id' = ref;
+    RETURN 'sales order ' || o || ' confirmed';
+END $$;
+
+-- The storefront cancelled an order: cancelled in the ERP too unless it shipped.
+CREATE FUNCTION erp_storefront_status(ref text, p jsonb) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF p->>'status' <> 'cancelled' THEN
+        RETURN 'no action for status ' || (p->>'status');
+    END IF;
+    UPDATE sales_orders SET status = 'cancelled'
+    WHERE storefront_ref = ref AND status NOT IN ('shipped', 'cancelled', 'completed');
+    RETURN CASE WHEN FOUND THEN 'cancelled' ELSE 'not cancelled (unknown, shipped or cancelled)' END;
+END $$;
+
+-- Runs for rows actually inserted: a replayed event (ON CONFLICT DO NOTHING) does nothing.
+CREATE FUNCTION erp_process_inbox() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    result text;
+BEGIN
+    result := CASE NEW.event_type
+        WHEN 'order.placed' THEN erp_place_storefront_order(NEW.entity_key, NEW.payload)
+        WHEN 'order.status_changed' THEN erp_storefront_status(NEW.entity_key, NEW.payload)
+        WHEN 'refund.created' THEN erp_credit_refund(NEW.entity_key, NEW.payload)
+        ELSE 'no action for ' || NEW.event_type
+    END;
+    UPDATE tributary_inbox
+    SET outcome = result,
+        processed_at = CASE WHEN result LIKE 'waiting%' THEN NULL ELSE now() END
+    WHERE event_id = NEW.event_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER erp_process_inbox AFTER INSERT ON tributary_inbox
+    FOR EACH ROW EXECUTE FUNCTION erp_process_inbox();

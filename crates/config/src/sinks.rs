@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::Secret;
+use crate::{ConnectionConfig, Secret};
 
 /// `[sinks]`: shared settings and one table per target.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +51,8 @@ pub struct SinksConfig {
     pub shopify: Option<ShopifySinkConfig>,
     #[serde(default)]
     pub salesforce: Option<SalesforceSinkConfig>,
+    #[serde(default)]
+    pub erp: Option<ErpSinkConfig>,
 }
 
 /// Delivery settings common to every sink.
@@ -74,6 +76,15 @@ pub struct SinkDelivery {
     /// (they are parked behind it, in order, until it is redriven and applies).
     #[serde(default)]
     pub on_dead_letter: AfterDeadLetter,
+    /// An event that needs another entity's event first (a Shopify fulfilment whose order
+    /// the sink has no record of yet) is handed back to JetStream and redelivered after this
+    /// delay, while the lane goes on with other events.
+    #[serde(default = "default_wait_retry_ms")]
+    pub wait_retry_ms: u64,
+    /// How long such an event waits for the other entity's event before it is dead-lettered
+    /// with the reason (counted from the first attempt this process made).
+    #[serde(default = "default_max_wait_secs")]
+    pub max_wait_secs: u64,
 }
 
 /// What happens to an entity's later events once one of its events is dead-lettered.
@@ -93,6 +104,8 @@ impl Default for SinkDelivery {
             max_backoff_ms: default_max_backoff_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             on_dead_letter: AfterDeadLetter::default(),
+            wait_retry_ms: default_wait_retry_ms(),
+            max_wait_secs: default_max_wait_secs(),
         }
     }
 }
@@ -243,6 +256,112 @@ pub struct SalesforceSinkConfig {
     pub delivery: SinkDelivery,
 }
 
+/// `[sinks.erp]`: storefront orders and refunds written into the ERP's PostgreSQL database
+/// through an inbox table, in transactions of several events, idempotent by event id; the
+/// ERP's own processing (a trigger or job on the inbox) turns them into sales orders and
+/// credit memos (docs/order-to-cash.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErpSinkConfig {
+    /// The ERP database (the keys of `[sources.connection]`); the role needs INSERT on the
+    /// inbox table only.
+    pub connection: ConnectionConfig,
+    /// The inbox table, optionally schema-qualified. It must have the columns `event_id`
+    /// (primary key or unique), `event_type`, `entity_key`, `entity_version`,
+    /// `source_system` and `payload` (jsonb), and must not be in the publication of a
+    /// source reading this database (checked at start): the bridge's own writes would come
+    /// back as source events.
+    #[serde(default = "default_inbox_table")]
+    pub table: String,
+    /// Events written, as `<entity>.<event>` (the sink's filter subjects).
+    #[serde(default = "default_erp_events")]
+    pub events: Vec<String>,
+    /// Systems of record whose events are written (`meta.system_of_record`); events of
+    /// other systems — the ERP's own orders among them — are skipped.
+    #[serde(default = "default_erp_systems")]
+    pub systems: Vec<String>,
+    /// Events per inbox transaction (1 – 1000).
+    #[serde(default = "default_erp_batch_size")]
+    pub batch_size: usize,
+    /// The longest an event waits for others to join its transaction (ms).
+    #[serde(default = "default_erp_batch_linger_ms")]
+    pub batch_linger_ms: u64,
+    /// `[sinks.erp.delivery]`.
+    #[serde(default)]
+    pub delivery: SinkDelivery,
+}
+
+fn default_inbox_table() -> String {
+    "tributary_inbox".into()
+}
+fn default_erp_events() -> Vec<String> {
+    ["order.placed", "order.status_changed", "refund.created"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_erp_systems() -> Vec<String> {
+    vec!["shopify".into()]
+}
+fn default_erp_batch_size() -> usize {
+    50
+}
+fn default_erp_batch_linger_ms() -> u64 {
+    5
+}
+
+impl ErpSinkConfig {
+    /// `(schema, table)` of `table` (schema `public` when not qualified).
+    pub fn table_parts(&self) -> (String, String) {
+        match self.table.split_once('.') {
+            Some((schema, table)) => (schema.to_string(), table.to_string()),
+            None => ("public".to_string(), self.table.clone()),
+        }
+    }
+
+    fn validate(&self) -> Result<(), crate::ConfigError> {
+        let ident = |s: &str| {
+            s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        let (schema, table) = self.table_parts();
+        if !ident(&schema) || !ident(&table) {
+            return Err(crate::ConfigError::invalid(
+                "sinks.erp.table",
+                format!(
+                    "{:?} is not a table name (`table` or `schema.table`, letters, digits and _)",
+                    self.table
+                ),
+            ));
+        }
+        if self.events.is_empty() {
+            return Err(crate::ConfigError::invalid("sinks.erp.events", "is empty"));
+        }
+        if let Some(bad) = self.events.iter().find(|e| {
+            !e.split_once('.').is_some_and(|(a, b)| {
+                !a.is_empty() && !b.is_empty() && !b.contains('.') && !e.contains(['*', '>', ' '])
+            })
+        }) {
+            return Err(crate::ConfigError::invalid(
+                "sinks.erp.events",
+                format!("{bad:?} is not `<entity>.<event>` (e.g. \"order.placed\")"),
+            ));
+        }
+        if self.systems.is_empty() {
+            return Err(crate::ConfigError::invalid("sinks.erp.systems", "is empty"));
+        }
+        if self.batch_size == 0 || self.batch_size > 1000 {
+            return Err(crate::ConfigError::invalid(
+                "sinks.erp.batch_size",
+                "must be between 1 and 1000",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl SinksConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
@@ -265,10 +384,20 @@ impl SinksConfig {
                     "min_backoff_ms must be > 0 and max_backoff_ms >= min_backoff_ms",
                 ));
             }
+            if d.wait_retry_ms == 0 {
+                return Err(crate::ConfigError::invalid(
+                    format!("sinks.{key}.delivery.wait_retry_ms"),
+                    "must be > 0",
+                ));
+            }
             Ok(())
         };
         if let Some(w) = &self.wms {
             check("wms", &w.delivery)?;
+        }
+        if let Some(e) = &self.erp {
+            check("erp", &e.delivery)?;
+            e.validate()?;
         }
         if let Some(s) = &self.shopify {
             check("shopify", &s.delivery)?;
@@ -398,6 +527,12 @@ fn default_max_backoff_ms() -> u64 {
 }
 fn default_request_timeout_ms() -> u64 {
     10_000
+}
+fn default_wait_retry_ms() -> u64 {
+    2_000
+}
+fn default_max_wait_secs() -> u64 {
+    600
 }
 fn default_release_statuses() -> Vec<String> {
     vec!["confirmed".into()]

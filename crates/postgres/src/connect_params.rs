@@ -47,6 +47,33 @@ impl std::fmt::Debug for ConnectParams {
 }
 
 impl ConnectParams {
+    /// The parameters of a `[sources.connection]`-shaped block, with its password already
+    /// resolved (the caller names the key when that fails).
+    pub fn from_config(
+        c: &tributary_config::ConnectionConfig,
+        password: Option<String>,
+        application_name: impl Into<String>,
+    ) -> Self {
+        use tributary_config::SslMode;
+        ConnectParams {
+            host: c.host.clone(),
+            port: c.port,
+            user: c.user.clone(),
+            password,
+            dbname: c.dbname.clone(),
+            tls: match c.sslmode {
+                SslMode::Disable => TlsMode::Disable,
+                SslMode::Prefer => TlsMode::Prefer,
+                SslMode::Require => TlsMode::Require,
+                SslMode::VerifyCa => TlsMode::VerifyCa,
+                SslMode::VerifyFull => TlsMode::VerifyFull,
+            },
+            root_cert: c.sslrootcert.as_ref().map(PathBuf::from),
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            application_name: application_name.into(),
+        }
+    }
+
     /// `host:port/dbname`, for messages.
     pub fn endpoint(&self) -> String {
         format!("{}:{}/{}", self.host, self.port, self.dbname)

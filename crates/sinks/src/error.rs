@@ -27,6 +27,13 @@ pub enum SinkError {
         #[source]
         source: serde_json::Error,
     },
+    /// The ERP database of the inbox sink (start-up checks).
+    #[error("ERP database ({context}): {source}")]
+    Erp {
+        context: String,
+        #[source]
+        source: tributary_postgres::PgError,
+    },
     /// This replica no longer holds the sink's lease (HA): nothing more is applied or acked.
     #[error(transparent)]
     Fenced(#[from] tributary_core::Fenced),
@@ -39,6 +46,7 @@ impl Classify for SinkError {
             SinkError::Nats { .. } => ErrorClass::TRANSIENT,
             SinkError::Stream(e) => Classify::class(e),
             SinkError::CorruptState { .. } => ErrorClass::CORRUPT_STATE,
+            SinkError::Erp { source, .. } => Classify::class(source),
             SinkError::Fenced(e) => e.class(),
         }
     }
@@ -49,6 +57,12 @@ impl SinkError {
         SinkError::Nats {
             context: context.into(),
             source: e.into(),
+        }
+    }
+    pub(crate) fn erp(context: impl Into<String>, source: tributary_postgres::PgError) -> Self {
+        SinkError::Erp {
+            context: context.into(),
+            source,
         }
     }
     pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
@@ -72,6 +86,10 @@ pub enum ApplyError {
     /// The target refused the event for good (validation, other 4xx, userErrors): it goes
     /// to the dead-letter stream with `reason` and the target's answer in `body`.
     Definite { reason: String, body: String },
+    /// The event needs another entity's event that has not been applied yet (a fulfilment
+    /// before its order): the worker hands it back for redelivery after `wait_retry_ms`
+    /// without holding its lane, and dead-letters it after `max_wait_secs`.
+    Waiting { reason: String },
 }
 
 impl ApplyError {
@@ -95,6 +113,7 @@ impl std::fmt::Display for ApplyError {
         match self {
             ApplyError::Transient { reason, .. } => write!(f, "transient: {reason}"),
             ApplyError::Definite { reason, .. } => write!(f, "definite: {reason}"),
+            ApplyError::Waiting { reason } => write!(f, "waiting: {reason}"),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Sink workers: apply `tributary.retail.v1` domain events from the `RETAIL` stream to
-//! target systems (the WMS, Shopify, Salesforce), effectively once.
+//! target systems (the WMS, Shopify, Salesforce, the ERP's inbox), effectively once.
 //!
 //! ```text
 //!  RETAIL ──durable pull consumer per sink (filter subjects)──► dispatcher
@@ -18,8 +18,10 @@
 mod activity;
 pub mod admin;
 mod batch;
+mod erp;
 mod error;
 mod http;
+mod lane;
 pub mod metrics;
 mod outcome;
 mod salesforce;
@@ -44,7 +46,7 @@ use target::Target;
 use worker::SinkWorker;
 
 /// Names of the sinks this build knows, as used in `--sink`, subjects and consumer names.
-pub const SINK_NAMES: &[&str] = &["wms", "shopify", "salesforce"];
+pub const SINK_NAMES: &[&str] = &["wms", "shopify", "salesforce", "erp"];
 
 /// Name of a sink's durable consumer on the domain stream (with one partition; see
 /// [`partition_consumers`]).
@@ -140,6 +142,11 @@ pub fn filter_subjects(cfg: &SinksConfig, sink: &str) -> Vec<String> {
             .as_ref()
             .map(|_| salesforce::SalesforceTarget::filter_subjects(prefix))
             .unwrap_or_default(),
+        "erp" => cfg
+            .erp
+            .as_ref()
+            .map(|e| erp::ErpTarget::filter_subjects(e, prefix))
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
@@ -188,12 +195,17 @@ impl Sinks {
             ));
         }
         if let Some(s) = &cfg.shopify {
-            let target = shopify::ShopifyTarget::new(s, state.clone())?;
+            let storefronts = config.shopify.iter().map(|f| f.system.clone()).collect();
+            let target = shopify::ShopifyTarget::new(s, state.clone(), storefronts)?;
             targets.push(("shopify", Target::Shopify(Box::new(target)), &s.delivery));
         }
         if let Some(sf) = &cfg.salesforce {
             let target = salesforce::SalesforceTarget::new(sf)?;
             targets.push(("salesforce", Target::Salesforce(target), &sf.delivery));
+        }
+        if let Some(e) = &cfg.erp {
+            let target = erp::ErpTarget::new(e, &config.sources).await?;
+            targets.push(("erp", Target::Erp(Box::new(target)), &e.delivery));
         }
         let mut workers = Vec::new();
         for (name, target, delivery) in targets {

@@ -4,6 +4,7 @@
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::activity::Activity;
+use crate::erp::ErpTarget;
 use crate::salesforce::SalesforceTarget;
 use crate::shopify::ShopifyTarget;
 use crate::state::EntityRecord;
@@ -19,6 +20,7 @@ pub enum Target {
     Wms(Box<WmsTarget>),
     Shopify(Box<ShopifyTarget>),
     Salesforce(SalesforceTarget),
+    Erp(Box<ErpTarget>),
 }
 
 impl Target {
@@ -38,6 +40,7 @@ impl Target {
         match self {
             Target::Salesforce(t) => t.min_lanes(),
             Target::Shopify(t) => t.min_lanes(),
+            Target::Erp(t) => t.min_lanes(),
             Target::Wms(_) => 1,
         }
     }
@@ -47,7 +50,8 @@ impl Target {
         match self {
             Target::Salesforce(t) => t.activity(),
             Target::Shopify(t) => t.activity(),
-            _ => None,
+            Target::Erp(t) => t.activity(),
+            Target::Wms(_) => None,
         }
     }
 
@@ -61,6 +65,7 @@ impl Target {
             Target::Wms(t) => t.apply(event, record, idempotency_key).await,
             Target::Shopify(t) => t.apply(event, record, idempotency_key).await,
             Target::Salesforce(t) => t.apply(event, record, idempotency_key).await,
+            Target::Erp(t) => t.apply(event, record, idempotency_key).await,
         }
     }
 }

@@ -1,17 +1,15 @@
 //! One sink: its durable consumer, the lanes, retries, the version guard and dead letters.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
@@ -21,71 +19,21 @@ use tributary_proto::retail::v1::DomainEvent;
 
 use crate::activity::Activity;
 use crate::http::truncate;
-use crate::state::{EntityRecord, StateStore};
+use crate::lane::{Lane, LANE_IN_FLIGHT};
+use crate::state::StateStore;
 use crate::target::{Outcome, Target};
 use crate::{idempotency_key, metrics as m, ApplyError, PartitionConsumer, SinkError};
 
 /// Redelivery deadline of an unacked message; lanes send progress while they retry.
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(60);
 pub(crate) const LANE_QUEUE: usize = 32;
-/// Events of a lane applied at the target whose record put and ack are still in flight.
-pub(crate) const LANE_IN_FLIGHT: usize = 64;
-/// Entity records a lane keeps in memory (it is their only writer); cleared when full.
-const LANE_CACHE: usize = 50_000;
 /// Messages asked for per pull request.
 const PULL_BATCH: usize = 1000;
-
-/// What a lane keeps between events: the records it wrote (the version guard without a KV
-/// read per event) and the completions of handled events (record stored, then message
-/// acked), which run as tasks while the lane goes on.
-#[derive(Default)]
-struct Lane {
-    cache: HashMap<String, EntityRecord>,
-    in_flight: JoinSet<Result<(), SinkError>>,
-}
-
-fn joined(done: Result<Result<(), SinkError>, tokio::task::JoinError>) -> Result<(), SinkError> {
-    done.map_err(|e| SinkError::nats("ack task", e))?
-}
-
-impl Lane {
-    /// Waits for every handled event's record and ack.
-    async fn settle(&mut self) -> Result<(), SinkError> {
-        while let Some(done) = self.in_flight.join_next().await {
-            joined(done)?;
-        }
-        Ok(())
-    }
-
-    /// Reaps finished completions; waits while `LANE_IN_FLIGHT` are running.
-    async fn reap(&mut self) -> Result<(), SinkError> {
-        while let Some(done) = self.in_flight.try_join_next() {
-            joined(done)?;
-        }
-        while self.in_flight.len() >= LANE_IN_FLIGHT {
-            if let Some(done) = self.in_flight.join_next().await {
-                joined(done)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn remember(&mut self, key: String, record: EntityRecord) {
-        if self.cache.len() >= LANE_CACHE && !self.cache.contains_key(&key) {
-            self.cache.clear();
-        }
-        self.cache.insert(key, record);
-    }
-
-    /// Acks `msg` after the earlier steps of this event complete, without holding the lane.
-    fn ack_later(&mut self, msg: jetstream::Message) {
-        self.in_flight.spawn(async move {
-            msg.double_ack()
-                .await
-                .map_err(|e| SinkError::nats("ack", e))
-        });
-    }
-}
+/// Unacked messages allowed beyond what the lanes hold: events handed back to wait for
+/// another entity's event (a fulfilment before its order) stay unacked in JetStream, and
+/// without room for them a backlog of such events would stop the deliveries of the very
+/// events they wait for.
+const WAITING_ALLOWANCE: usize = 10_000;
 
 /// The lane's next event; while it waits on an empty queue the lane counts as idle.
 async fn next_delivery(
@@ -193,7 +141,8 @@ impl SinkWorker {
             description: Some(format!("Tributary {}", self.component_name())),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
-            max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)) as i64,
+            max_ack_pending: (self.delivery.lanes * (LANE_QUEUE + LANE_IN_FLIGHT + 1)
+                + WAITING_ALLOWANCE) as i64,
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             filter_subjects: self.filters.clone(),
             ..Default::default()
@@ -406,6 +355,7 @@ impl SinkWorker {
             match crate::http::with_fence(fence, apply).await {
                 Ok(outcome) => {
                     self.set_failure(None);
+                    lane.waiting.remove(&meta.event_id);
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;
                     next.held_by = None;
@@ -443,7 +393,38 @@ impl SinkWorker {
                     }
                     return Ok(());
                 }
+                Err(ApplyError::Waiting { reason }) => {
+                    let since = *lane
+                        .waiting
+                        .entry(meta.event_id.clone())
+                        .or_insert_with(Instant::now);
+                    let max_wait = Duration::from_secs(self.delivery.max_wait_secs);
+                    if since.elapsed() >= max_wait {
+                        lane.waiting.remove(&meta.event_id);
+                        let reason = format!(
+                            "{reason}; gave up after waiting {} s (max_wait_secs)",
+                            max_wait.as_secs()
+                        );
+                        warn!(event_id = %meta.event_id, %reason, "dead-lettering an event that waited too long");
+                        self.dead_letter(&d.msg, &meta.event_id, d.sequence, &reason, "", attempts)
+                            .await?;
+                        metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
+                        lane.ack_later(d.msg);
+                        return Ok(());
+                    }
+                    metrics::counter!(m::RETRIES, "sink" => self.name).increment(1);
+                    debug!(event_id = %meta.event_id, %reason, "waiting for another entity's event; redelivery later");
+                    // Handed back rather than retried here: the event it waits for may be
+                    // queued behind it in this very lane.
+                    let delay = Duration::from_millis(self.delivery.wait_retry_ms);
+                    d.msg
+                        .ack_with(AckKind::Nak(Some(delay)))
+                        .await
+                        .map_err(|e| SinkError::nats("nak", e))?;
+                    return Ok(());
+                }
                 Err(ApplyError::Definite { reason, body }) => {
+                    lane.waiting.remove(&meta.event_id);
                     warn!(event_id = %meta.event_id, %reason, "target refused the event; dead-lettering it");
                     self.dead_letter(&d.msg, &meta.event_id, d.sequence, &reason, &body, attempts)
                         .await?;

@@ -21,18 +21,37 @@ const ERP_SCHEMA: &str = include_str!("../../../config/retail/erp.sql");
 const POS_SCHEMA: &str = include_str!("../../../config/retail/pos.sql");
 const DOMAIN: &str = include_str!("../../../config/retail/domain.toml");
 
-/// The WMS and Shopify emulators the sinks write to, seeded with the sample catalogue.
-struct Targets {
+const SHOP_SECRET: &str = "demo-shopify-webhook-secret";
+const WMS_SECRET: &str = "demo-wms-webhook-secret";
+
+/// The storefront (Shopify), the warehouse (WMS) and the CRM (Salesforce) emulators, seeded
+/// with the sample catalogue; Shopify and the WMS send their webhooks to the bridge.
+pub(crate) struct Targets {
     wms: tributary_sandbox::RunningEmulator<tributary_sandbox::wms::Wms>,
     shop: tributary_sandbox::RunningEmulator<tributary_sandbox::shopify::Shopify>,
+    sf: tributary_sandbox::RunningEmulator<tributary_sandbox::salesforce::Salesforce>,
     dc1: String,
+    shop_hooks: String,
+    wms_hooks: String,
 }
 
 async fn start_targets() -> anyhow::Result<Targets> {
-    use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed};
-    use tributary_sandbox::wms::{self, WmsOptions};
+    use tributary_sandbox::salesforce::{self, SalesforceOptions};
+    use tributary_sandbox::shopify::{self, ShopifyOptions, VariantSeed, WebhookSubscription};
+    use tributary_sandbox::wms::{self, WmsOptions, WmsWebhookOptions};
+    let shop_hooks = format!("127.0.0.1:{}", tributary_testkit::free_port());
+    let wms_hooks = format!("127.0.0.1:{}", tributary_testkit::free_port());
     let wms = wms::start(WmsOptions::default()).await?;
+    wms.set_webhook(Some(WmsWebhookOptions::new(
+        format!("http://{wms_hooks}/webhooks/wms"),
+        WMS_SECRET,
+    )))?;
     let shop = shopify::start(ShopifyOptions::default()).await?;
+    shop.set_webhook_subscription(Some(WebhookSubscription {
+        url: format!("http://{shop_hooks}/webhooks/shopify/web"),
+        secret: SHOP_SECRET.into(),
+        policy: Default::default(),
+    }))?;
     let dc1 = shop.add_location("DC1");
     for i in 1..=traffic::SKUS {
         let sku = format!("SKU-{i:04}");
@@ -44,16 +63,38 @@ async fn start_targets() -> anyhow::Result<Targets> {
             }],
         );
     }
-    Ok(Targets { wms, shop, dc1 })
+    let sf = salesforce::start(SalesforceOptions::default()).await?;
+    Ok(Targets {
+        wms,
+        shop,
+        sf,
+        dc1,
+        shop_hooks,
+        wms_hooks,
+    })
 }
 
-fn sinks_config(t: &Targets) -> String {
+/// The feeds the emulators call and the sinks that write to them and to the ERP's inbox.
+fn loop_config(t: &Targets, pg_port: u16, pg_password: &str) -> String {
+    let (client_id, client_secret) = tributary_sandbox::salesforce::SalesforceOptions::default()
+        .clients
+        .first()
+        .cloned()
+        .unwrap_or_default();
     format!(
-        "\n[sinks]\n[sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
-         [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{}\" }}\n",
+        "\n[[shopify]]\nname = \"web\"\nlisten = \"{}\"\nwebhook_secret = \"{SHOP_SECRET}\"\n\
+         \n[[wms]]\nlisten = \"{}\"\npath = \"/webhooks/wms\"\nsecret = \"{WMS_SECRET}\"\n\
+         \n[sinks]\n[sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
+         [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{}\" }}\n\
+         [sinks.salesforce]\nbase_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\n\
+         [sinks.erp]\ntable = \"tributary_inbox\"\n\
+         [sinks.erp.connection]\nhost = \"127.0.0.1\"\nport = {pg_port}\nuser = \"postgres\"\npassword = \"{pg_password}\"\ndbname = \"erp\"\n",
+        t.shop_hooks,
+        t.wms_hooks,
         t.wms.base_url(),
         t.shop.base_url(),
-        t.dc1
+        t.dc1,
+        t.sf.base_url(),
     )
 }
 
@@ -70,6 +111,41 @@ fn bridge_config(nats_url: &str, pg_port: u16, pg_password: &str, http: &str) ->
         source("erp"),
         source("pos")
     )
+}
+
+/// Where the storefront's orders are in the loop: placed on the storefront, sales orders in
+/// the ERP (from the inbox), shipped by the warehouse, fulfilled on the storefront, refunds
+/// credited in the ERP.
+async fn loop_counts(erp: &tokio_postgres::Client, t: &Targets) -> [(&'static str, u64); 6] {
+    let count = async |sql: &str| -> u64 {
+        match erp.query_one(sql, &[]).await {
+            Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            Err(_) => 0,
+        }
+    };
+    let (placed, fulfilled) = t
+        .shop
+        .with_state(|s| (s.orders.len() as u64, s.fulfillments.len() as u64));
+    let shipped = t
+        .wms
+        .orders()
+        .iter()
+        .filter(|o| o.status == tributary_sandbox::wms::WmsStatus::Shipped)
+        .count() as u64;
+    [
+        ("storefront_orders", placed),
+        (
+            "erp_sales_orders",
+            count("SELECT count(*) FROM sales_orders WHERE storefront_ref IS NOT NULL").await,
+        ),
+        ("wms_shipped", shipped),
+        ("storefront_fulfillments", fulfilled),
+        (
+            "erp_credit_memos",
+            count("SELECT count(*) FROM credit_memos").await,
+        ),
+        ("salesforce_orders", t.sf.records("Order").len() as u64),
+    ]
 }
 
 pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
@@ -103,7 +179,8 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
         .await
         .context("starting the WMS and Shopify emulators")?;
     let mut text = bridge_config(&nats.url(), pg.port(), pg.password(), &http);
-    text.push_str(&sinks_config(&targets));
+    text.push_str(&loop_config(&targets, pg.port(), pg.password()));
+    let targets = std::sync::Arc::new(targets);
     let config = tributary_config::parse(&text)?;
     println!(
         "PostgreSQL 127.0.0.1:{} (databases erp, pos), NATS {}, metrics http://{http}/metrics",
@@ -112,10 +189,12 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     );
     println!("subjects: cdc.<source>.<schema>.<table>.<op> (streams CDC_ERP, CDC_POS), retail.v1.<entity>.<event> (stream RETAIL), dlq.> (DLQ_DOMAIN, DLQ_SINKS)");
     println!(
-        "targets: WMS emulator {} (orders released on status `confirmed`), Shopify emulator {} (inventory at DC1)",
+        "targets: WMS emulator {} (orders released on status `confirmed`), Shopify emulator {} (the storefront: checkouts, refunds, inventory at DC1), Salesforce emulator {}",
         targets.wms.base_url(),
-        targets.shop.base_url()
+        targets.shop.base_url(),
+        targets.sf.base_url()
     );
+    println!("loop: storefront checkout → webhook → order.placed → ERP inbox (sink erp) → ERP sales order, stock allocated, confirmed → WMS release → shipped → WMS webhook → Shopify fulfilment + Salesforce Order; storefront refund → ERP credit memo");
 
     let shutdown = CancellationToken::new();
     let bridge = tokio::spawn(crate::run::run_config(config, shutdown.clone()));
@@ -139,7 +218,14 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let load_stop = CancellationToken::new();
-    let load = tokio::spawn(traffic::run(erp, pos, rate, load_stop.clone()));
+    let load = tokio::spawn(traffic::run(
+        erp,
+        pos,
+        targets.clone(),
+        rate,
+        load_stop.clone(),
+    ));
+    let erp_view = pg.connect("erp").await?;
 
     let client = async_nats::connect(nats.url()).await?;
     let mut cdc = client.subscribe("cdc.>").await?;
@@ -162,7 +248,8 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
             Some(_) = dlq.next() => view.dead_letters += 1,
             _ = tick.tick() => {
                 let status = bridge_status(&web, &http).await;
-                view.print(started.elapsed(), &lag_line(status.as_ref()), &sink_line(status.as_ref(), &targets));
+                let counts = loop_counts(&erp_view, &targets).await;
+                view.print(started.elapsed(), &lag_line(status.as_ref()), &sink_line(status.as_ref(), &targets), &counts);
                 if seconds > 0 && started.elapsed() >= Duration::from_secs(seconds) {
                     break;
                 }
@@ -170,12 +257,15 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
             _ = &mut ctrl_c => break,
         }
     }
+    let counts = loop_counts(&erp_view, &targets).await;
+    let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
-        "demo summary: row_changes={} domain_events={} target_requests={} dead_letters={}",
+        "demo summary: row_changes={} domain_events={} target_requests={} dead_letters={} {}",
         view.cdc_total,
         view.domain_total,
         targets.wms.requests().len() + targets.shop.requests().len(),
-        view.dead_letters
+        view.dead_letters,
+        counts.join(" ")
     );
     println!("stopping ...");
     load_stop.cancel();
@@ -217,7 +307,7 @@ impl View {
         self.domain_total += 1;
     }
 
-    fn print(&mut self, elapsed: Duration, lag: &str, sinks: &str) {
+    fn print(&mut self, elapsed: Duration, lag: &str, sinks: &str, counts: &[(&str, u64)]) {
         let cdc: Vec<String> = self
             .cdc_window
             .iter()
@@ -242,6 +332,8 @@ impl View {
             self.domain_total
         );
         println!("        sinks: {sinks}");
+        let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("        loop: {}", counts.join(" → "));
         self.cdc_window.clear();
         self.domain_window.clear();
         self.max_capture_ms = 0;

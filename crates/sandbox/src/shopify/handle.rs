@@ -278,6 +278,39 @@ impl Shopify {
         })
     }
 
+    /// A checkout on the storefront: the order as [`Shopify::add_order`] makes it, and its
+    /// `orders/create` webhook sent to the subscribed endpoint (if any), as Shopify does.
+    pub fn place_order(
+        &self,
+        email: &str,
+        lines: &[(&str, i64, &str)],
+        customer: Option<&str>,
+    ) -> SeededOrder {
+        let order = self.add_order(email, lines, customer);
+        self.send_hook("orders/create", &order.order_id);
+        order
+    }
+
+    /// A refund as [`Shopify::add_refund`] makes it, and its `refunds/create` webhook sent
+    /// to the subscribed endpoint (if any).
+    pub fn refund_order(&self, order_gid: &str, amount: &str) -> Option<String> {
+        let refund = self.add_refund(order_gid, amount)?;
+        self.send_hook("refunds/create", order_gid);
+        Some(refund)
+    }
+
+    fn send_hook(&self, topic: &str, entity_gid: &str) {
+        let Some(sender) = lock(&self.inner.sender).clone() else {
+            return;
+        };
+        let Some(hook) = self.webhook_for(topic, entity_gid) else {
+            return;
+        };
+        tokio::spawn(async move {
+            sender.send(&hook).await;
+        });
+    }
+
     pub fn order(&self, order_gid: &str) -> Option<Order> {
         let id = parse_gid(order_gid, "Order")?;
         self.with_state(|s| s.orders.get(&id).cloned())

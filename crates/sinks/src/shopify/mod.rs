@@ -52,6 +52,9 @@ pub struct ShopifyTarget {
     stock: Option<Batcher<stock::StockWrite>>,
     /// Where order events leave the order's Shopify GID for its fulfilments.
     state: StateStore,
+    /// `system_of_record` of the configured Shopify feeds: their order events are the
+    /// storefront's own, and mirroring them back would be an echo.
+    storefront_systems: Vec<String>,
 }
 
 /// The HTTP side, shared by the lanes and the inventory batcher: endpoint, token, client,
@@ -118,7 +121,11 @@ struct Variant {
 }
 
 impl ShopifyTarget {
-    pub fn new(cfg: &ShopifySinkConfig, state: StateStore) -> Result<Self, SinkError> {
+    pub fn new(
+        cfg: &ShopifySinkConfig,
+        state: StateStore,
+        storefront_systems: Vec<String>,
+    ) -> Result<Self, SinkError> {
         let token = cfg
             .access_token
             .resolve()
@@ -141,6 +148,7 @@ impl ShopifyTarget {
             items: tokio::sync::Mutex::new(SkuCache::default()),
             stock,
             state,
+            storefront_systems,
         })
     }
 
@@ -181,6 +189,13 @@ impl ShopifyTarget {
         out
     }
 
+    fn is_storefront_record(&self, event: &DomainEvent) -> bool {
+        event
+            .meta
+            .as_ref()
+            .is_some_and(|m| self.storefront_systems.contains(&m.system_of_record))
+    }
+
     fn applies(&self, what: &str) -> bool {
         self.cfg.apply.iter().any(|a| a == what)
     }
@@ -194,6 +209,11 @@ impl ShopifyTarget {
         match &event.entity {
             Some(Entity::Inventory(_)) if self.applies("inventory") => {
                 self.set_stock(event, idempotency_key).await
+            }
+            Some(Entity::Order(_) | Entity::Fulfillment(_)) if self.is_storefront_record(event) => {
+                // The storefront's own order or fulfilment (the Shopify feed): the ERP's
+                // order events carry the link and the status to mirror; these would echo.
+                Ok(Outcome::Ignored("the storefront's own record"))
             }
             Some(Entity::Order(order)) => self.apply_order(order, record).await,
             Some(Entity::Fulfillment(f)) if self.applies("fulfillments") => {

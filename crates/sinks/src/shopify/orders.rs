@@ -191,6 +191,16 @@ impl ShopifyTarget {
             .await
             .map_err(|e| ApplyError::transient(format!("reading the order link: {e}")))?;
         let Some(gid) = linked_order(&order_record) else {
+            if order_record.version == 0 {
+                // No event of this order has been applied yet: in a backlog the fulfilment
+                // can overtake the order event that carries the link. Wait for it.
+                return Err(ApplyError::Waiting {
+                    reason: format!(
+                        "order {} not known to the Shopify sink yet (its link to the storefront comes with an order event)",
+                        f.order_id
+                    ),
+                });
+            }
             return Ok(Outcome::Ignored("order not from the storefront"));
         };
         let data = self

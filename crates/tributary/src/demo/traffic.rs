@@ -1,12 +1,20 @@
-//! Simulated retail traffic on the sample ERP and POS databases.
+//! Simulated retail traffic: checkouts and refunds on the Shopify emulator (storefront), the
+//! warehouse working the WMS emulator's orders, customer updates in the ERP and sales at the
+//! POS. Nothing writes orders into the ERP: they reach it from the storefront through the
+//! bridge's inbox sink (docs/order-to-cash.md).
 
 use std::time::Duration;
 
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
+use tributary_sandbox::wms::WmsStatus;
+
+use super::Targets;
 
 pub const SKUS: u32 = 40;
 const STORES: i32 = 5;
+/// A storefront checkout every this many 100 ms ticks.
+const CHECKOUT_EVERY_TICKS: u64 = 10;
 
 /// Catalogue, prices, stock, stores, customers and loyalty members.
 pub async fn seed(
@@ -30,77 +38,59 @@ pub async fn seed(
     Ok(())
 }
 
-/// Orders placed, allocated, shipped and sometimes returned; stock moves; POS sales; customer updates.
+/// The warehouse: orders the WMS sink released are picked and shipped a tick later; the
+/// WMS's webhooks bring the shipments back to the bridge.
+fn work_the_warehouse(t: &Targets) {
+    for order in t.wms.orders() {
+        let next = match order.status {
+            WmsStatus::Pending => WmsStatus::Allocated,
+            WmsStatus::Allocated => WmsStatus::Shipped,
+            _ => continue,
+        };
+        // An order the WMS moved on meanwhile refuses the step; the next tick sees it.
+        let _ = t.wms.advance(&order.id, next);
+    }
+}
+
+/// Storefront checkouts and refunds, the warehouse, customer updates, POS sales.
 pub async fn run(
     erp: tokio_postgres::Client,
     pos: tokio_postgres::Client,
+    targets: std::sync::Arc<Targets>,
     rate: u32,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    // About 8 row changes per order (order, lines, stock, later status, shipment) and 4 per sale.
-    let orders_per_tick = (rate / 10 / 12).max(1);
-    let mut order_no = 0u64;
+    // About 4 row changes per POS sale; storefront checkouts come at a pace the Shopify cost
+    // bucket (50 points/s) can follow with their status, stock and fulfilment writes.
+    let sales_per_tick = (rate / 10 / 6).max(1);
+    let mut ticks = 0u64;
+    let mut placed: Vec<String> = Vec::new();
     let mut sale_id = 0i64;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        for _ in 0..orders_per_tick {
-            order_no += 1;
-            let (customer, lines, store, member, sku, qty) = {
+        ticks += 1;
+        work_the_warehouse(&targets);
+        if ticks.is_multiple_of(CHECKOUT_EVERY_TICKS) {
+            checkout(&targets, &mut placed);
+            if placed.len().is_multiple_of(7) {
+                let customer = placed.len() % 50 + 1;
+                erp.batch_execute(&format!("UPDATE customers SET phone = '+49 30 {}', updated_at = now() WHERE id = {customer}", placed.len())).await?;
+            }
+        }
+        for _ in 0..sales_per_tick {
+            let (store, member, sku, qty) = {
                 let mut rng = rand::rng();
                 (
-                    rng.random_range(1..=50i64),
-                    rng.random_range(1..=3u32),
                     rng.random_range(1..=STORES),
                     rng.random_range(1..=50i64),
                     format!("SKU-{:04}", rng.random_range(1..=SKUS)),
                     rng.random_range(1..=3i32),
                 )
             };
-            let mut sql = format!(
-                "BEGIN; INSERT INTO sales_orders (order_no, customer_id, status, total) VALUES ('SO-{order_no}', {customer}, 'placed', {});",
-                19.99 * f64::from(lines)
-            );
-            for line in 1..=lines {
-                sql.push_str(&format!(
-                    "INSERT INTO order_lines VALUES ('SO-{order_no}', {line}, '{sku}', {qty}, 19.99);
-                     UPDATE stock SET reserved = reserved + {qty}, updated_at = now() WHERE sku = '{sku}' AND location = 'DC1';"
-                ));
-            }
-            sql.push_str("COMMIT;");
-            erp.batch_execute(&sql).await?;
-            if order_no > 1 {
-                // Confirmed orders are released to the warehouse (the WMS sink).
-                erp.batch_execute(&format!(
-                    "UPDATE sales_orders SET status = 'confirmed' WHERE order_no = 'SO-{}'",
-                    order_no - 1
-                ))
-                .await?;
-            }
-            if order_no > 2 {
-                let shipped = order_no - 2;
-                erp.batch_execute(&format!(
-                    "BEGIN;
-                     UPDATE sales_orders SET status = 'shipped', payment_state = 'paid' WHERE order_no = 'SO-{shipped}';
-                     INSERT INTO shipments VALUES ('SH-{shipped}', 'SO-{shipped}', 'DHL', 'TRK{shipped}', 'shipped', now());
-                     COMMIT;"
-                ))
-                .await?;
-            }
-            if order_no % 10 == 5 {
-                let returned = order_no - 4;
-                erp.batch_execute(&format!(
-                    "INSERT INTO returns (return_no, order_no, sku, quantity, reason, refund_amount)
-                     SELECT 'RT-{returned}', order_no, sku, 1, 'damaged', unit_price FROM order_lines WHERE order_no = 'SO-{returned}' AND line_no = 1;"
-                ))
-                .await?;
-            }
-            if order_no.is_multiple_of(7) {
-                erp.batch_execute(&format!("UPDATE customers SET phone = '+49 30 {order_no}', updated_at = now() WHERE id = {customer}")).await?;
-            }
             sale_id += 1;
             pos.batch_execute(&format!(
                 "BEGIN;
@@ -113,5 +103,31 @@ pub async fn run(
             ))
             .await?;
         }
+    }
+}
+
+/// One storefront checkout of 1 – 3 lines; every tenth order a refund of an earlier one.
+fn checkout(targets: &Targets, placed: &mut Vec<String>) {
+    let (customer, lines, qty) = {
+        let mut rng = rand::rng();
+        (
+            rng.random_range(1..=50u32),
+            rng.random_range(1..=3u32),
+            rng.random_range(1..=3i64),
+        )
+    };
+    let skus: Vec<String> = (0..lines)
+        .map(|l| format!("SKU-{:04}", (customer + l * 7) % SKUS + 1))
+        .collect();
+    let order_lines: Vec<(&str, i64, &str)> =
+        skus.iter().map(|s| (s.as_str(), qty, "19.99")).collect();
+    let order = targets
+        .shop
+        .place_order(&format!("c{customer}@example.com"), &order_lines, None);
+    placed.push(order.order_id);
+    if placed.len() % 10 == 5 {
+        // A customer sent something back: the storefront refunds one line.
+        let earlier = placed[placed.len() - 5].clone();
+        targets.shop.refund_order(&earlier, "19.99");
     }
 }

@@ -92,6 +92,9 @@ pub(super) async fn sink_statuses(
     if sinks.salesforce.is_some() {
         names.push("salesforce");
     }
+    if sinks.erp.is_some() {
+        names.push("erp");
+    }
     let mut out = Vec::new();
     for name in names {
         let consumers = tributary_sinks::partition_consumers(sinks, name);
