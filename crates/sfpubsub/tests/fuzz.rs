@@ -186,7 +186,7 @@ fn fuzz_bitmaps() {
 /// Writes the Avro corpus with the encoder the emulator uses. Run by hand after a change
 /// of the CDC shape: `cargo test -p tributary-sfpubsub --test fuzz -- --ignored`.
 #[test]
-#[ignore]
+#[ignore = "a generator, not a check: it rewrites the Avro fuzz corpus in the repository (run by hand after a change of the CDC shape)"]
 fn write_avro_corpus() {
     let schema_dir = corpus_dir("avro-schema");
     let payload_dir = corpus_dir("avro");
