@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{FutureExt, StreamExt};
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, DomainConfig};
@@ -41,6 +40,7 @@ use tributary_nats::consumer::open_durable;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 mod batch;
+mod decode;
 mod entity;
 mod publish;
 mod wait;
@@ -107,6 +107,7 @@ pub struct DomainStage {
     /// source -> its CDC stream
     streams: BTreeMap<String, String>,
     state: StateStore,
+    schemas: tributary_nats::schemas::SchemaResolver,
 }
 
 impl DomainStage {
@@ -183,12 +184,13 @@ impl DomainStage {
             .collect();
         Ok(Some(DomainStage {
             cfg,
-            js,
+            js: js.clone(),
             mappings,
             ownership,
             parent_tables,
             streams,
             state,
+            schemas: tributary_nats::schemas::SchemaResolver::new(js),
         }))
     }
 
@@ -311,16 +313,12 @@ impl DomainStage {
         let payload = msg.payload.clone();
         batch.messages.push(msg);
         metrics::counter!(m::CHANGES, "source" => source.to_string()).increment(1);
-        let change = match ChangeEvent::decode(payload.clone()) {
+        let change = match decode::change(&self.schemas, payload.clone()).await? {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 let id = format!("{stream}:{sequence}");
-                batch.dead_letters.push(publish::dead_letter(
-                    "_decode",
-                    &id,
-                    payload,
-                    &MapError::Decode(e.to_string()),
-                ));
+                let letter = publish::dead_letter("_decode", &id, payload, &e);
+                batch.dead_letters.push(letter);
                 return Ok(false);
             }
         };
@@ -583,8 +581,9 @@ impl DomainStage {
                 }
             };
             if let Some(bytes) = found {
-                return Ok(ChangeEvent::decode(bytes)
-                    .map_err(|e| MapError::Decode(format!("parent row: {e}"))));
+                return Ok(decode::change(&self.schemas, bytes).await?.map_err(|e| {
+                    MapError::Decode(format!("parent row: {e}"))
+                }));
             }
             if started.elapsed() >= wait {
                 return Ok(Err(MapError::MissingParent {
