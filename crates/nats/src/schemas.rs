@@ -64,18 +64,13 @@ impl Classify for SchemaError {
             SchemaError::Unknown { .. } => ErrorClass::Definite {
                 reason: "unknown_schema",
             },
-            SchemaError::Corrupt { .. } | SchemaError::Conflict { .. } => {
-                ErrorClass::CORRUPT_STATE
-            }
+            SchemaError::Corrupt { .. } | SchemaError::Conflict { .. } => ErrorClass::CORRUPT_STATE,
         }
     }
 }
 
 /// Opens the bucket, creating it when missing (the bridge's sources and domain stage).
-pub async fn open_bucket(
-    js: &jetstream::Context,
-    replicas: usize,
-) -> Result<kv::Store, NatsError> {
+pub async fn open_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, NatsError> {
     crate::kv::open_bucket(
         js,
         BUCKET,
@@ -108,13 +103,15 @@ pub async fn store(kv: &kv::Store, schema: &RelationSchema) -> Result<(), Schema
                     _ => Err(SchemaError::Conflict { id: id.clone() }),
                 },
                 // Deleted between the create and the get: store it again.
-                None => kv.put(id, value.into()).await.map(drop).map_err(|e| {
-                    SchemaError::Kv {
+                None => kv
+                    .put(id, value.into())
+                    .await
+                    .map(drop)
+                    .map_err(|e| SchemaError::Kv {
                         id: id.clone(),
                         action: "storing",
                         message: e.to_string(),
-                    }
-                }),
+                    }),
             }
         }
         Err(e) => Err(SchemaError::Kv {
@@ -162,11 +159,14 @@ impl SchemaResolver {
         let kv = self
             .kv
             .get_or_try_init(|| async {
-                self.js.get_key_value(BUCKET).await.map_err(|e| SchemaError::Kv {
-                    id: id.to_string(),
-                    action: "opening the bucket for",
-                    message: e.to_string(),
-                })
+                self.js
+                    .get_key_value(BUCKET)
+                    .await
+                    .map_err(|e| SchemaError::Kv {
+                        id: id.to_string(),
+                        action: "opening the bucket for",
+                        message: e.to_string(),
+                    })
             })
             .await?;
         let mut attempts = 0;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_nats::Subject;
 use bytes::Bytes;
 use prost::Message as _;
-use tributary_postgres::values::TypeKind;
 use tributary_config::SchemaMode;
+use tributary_postgres::values::TypeKind;
 use tributary_proto::cdc::v1::{ChangeEvent, Column, RelationSchema};
 
 /// Operations that have a subject per table.

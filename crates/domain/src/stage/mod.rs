@@ -581,9 +581,9 @@ impl DomainStage {
                 }
             };
             if let Some(bytes) = found {
-                return Ok(decode::change(&self.schemas, bytes).await?.map_err(|e| {
-                    MapError::Decode(format!("parent row: {e}"))
-                }));
+                return Ok(decode::change(&self.schemas, bytes)
+                    .await?
+                    .map_err(|e| MapError::Decode(format!("parent row: {e}"))));
             }
             if started.elapsed() >= wait {
                 return Ok(Err(MapError::MissingParent {
