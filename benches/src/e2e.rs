@@ -361,8 +361,11 @@ fn print_summary(runs: &[BridgeRun], changes: u64, ceiling_rate: f64) {
             format!("r{}", run.replicas)
         };
         let main = run.replicas == 1 && run.schema == runs[0].schema;
-        if run.schema == Schema::Reference && !main {
-            prefix.push_str("_ref");
+        if !main {
+            prefix.push_str(match run.schema {
+                Schema::Reference => "_ref",
+                Schema::Inline => "_inline",
+            });
         }
         let mut part = format!("{prefix}_changes_per_sec={:.0}", run.rate);
         if main {

@@ -194,7 +194,69 @@ impl RelationInfo {
 
 #[cfg(test)]
 mod tests {
-    use super::Op;
+    use std::collections::HashSet;
+
+    use prost::Message as _;
+    use tributary_config::SchemaMode;
+    use tributary_postgres::values::TypeKind;
+    use tributary_proto::cdc::v1::ChangeEvent;
+
+    use super::{ColumnSpec, Op, RelationContext, RelationInfo, RelationSpec};
+
+    fn orders(mode: SchemaMode) -> RelationInfo {
+        let tables = HashSet::new();
+        let ctx = RelationContext {
+            source: "erp",
+            database: "erp",
+            subject_prefix: "cdc",
+            tables: &tables,
+            schema_mode: mode,
+        };
+        let column = |name: &str, key| ColumnSpec {
+            name: name.into(),
+            type_oid: 23,
+            type_modifier: -1,
+            type_name: "int4".into(),
+            kind: TypeKind::Int,
+            key,
+        };
+        RelationInfo::build(
+            &ctx,
+            RelationSpec {
+                oid: 16384,
+                schema: "public",
+                table: "orders",
+                columns: vec![column("id", true), column("qty", false)],
+            },
+        )
+    }
+
+    /// Reference mode moves the column list and key columns out of every event into the
+    /// schema the event names; inline keeps them in the event and stores nothing.
+    #[test]
+    fn reference_events_carry_the_id_instead_of_the_columns() {
+        let inline = orders(SchemaMode::Inline);
+        assert!(inline.description.is_none());
+        let event = ChangeEvent::decode(inline.static_fields.clone()).expect("static fields");
+        assert_eq!(
+            (event.columns.len(), event.key_columns.clone()),
+            (2, vec!["id".to_string()])
+        );
+        assert!(event.schema_id.is_empty());
+
+        let by_ref = orders(SchemaMode::Reference);
+        let schema = by_ref.description.clone().expect("a schema to store");
+        let event = ChangeEvent::decode(by_ref.static_fields.clone()).expect("static fields");
+        assert!(event.columns.is_empty() && event.key_columns.is_empty());
+        assert_eq!(event.schema_id, schema.id);
+        assert_eq!(schema.columns.len(), 2);
+        assert_eq!(schema.key_columns, ["id"]);
+        assert_eq!(
+            (event.table.as_str(), event.relation_oid),
+            ("orders", 16384)
+        );
+        assert!(by_ref.static_fields.len() < inline.static_fields.len());
+    }
 
     /// The metrics register the `op` label values before any change is decoded.
     #[test]
