@@ -2,7 +2,7 @@
 //! `schema_id` instead of their column list; the schema is in the KV bucket
 //! `tributary_cdc_schemas` before any event names it; `ALTER TABLE` gives a new id while old
 //! events still resolve; a restarted bridge finds its schemas stored (same ids, no new
-//! revision); `tributary tail`, the Rust and Python example consumers and the domain stage
+//! revision); a backfill's rows name the same schema; `tributary tail`, the Rust and Python example consumers and the domain stage
 //! resolve the ids and read the same rows as with inline descriptions.
 
 #[path = "support/mod.rs"]
@@ -72,12 +72,13 @@ async fn events_name_a_stored_schema_across_alter_table_and_restart() -> Result<
     db.batch_execute(
         "CREATE TABLE orders (id int PRIMARY KEY, qty int NOT NULL);
          INSERT INTO orders VALUES (1, 10);
-         CREATE PUBLICATION pub_erp FOR TABLE orders;",
+         CREATE TABLE tributary_signals (id text PRIMARY KEY, type text NOT NULL, data text);
+         CREATE PUBLICATION pub_erp FOR TABLE orders, tributary_signals;",
     )
     .await?;
     let dir = tempfile::tempdir()?;
     let mut spec = SourceSpec::new("erp", "erp");
-    spec.extra = "schema = \"reference\"\n".into();
+    spec.extra = "schema = \"reference\"\nsignal_table = \"public.tributary_signals\"\n".into();
     let config = write_config(dir.path(), &config_text(&pg, &nats.url(), &[spec]))?;
     let bridge = Bridge::spawn(&config)?;
     wait_streaming(&pg, &["slot_erp"], &bridge).await?;
@@ -119,9 +120,20 @@ async fn events_name_a_stored_schema_across_alter_table_and_restart() -> Result<
     );
     assert_eq!(names(&schema(&client, &first).await?), ["id", "qty"]);
     let before_restart = stored(&client).await?;
+    // Two versions of orders (and the signal table's one), nothing else.
+    let mut tables = Vec::new();
+    for id in before_restart.keys() {
+        let s = schema(&client, id).await?;
+        tables.push((s.table.clone(), names(&s).len()));
+    }
+    tables.sort();
     assert_eq!(
-        before_restart.keys().collect::<Vec<_>>().len(),
-        2,
+        tables,
+        [
+            ("orders".into(), 2),
+            ("orders".into(), 3),
+            ("tributary_signals".into(), 3)
+        ],
         "{before_restart:?}"
     );
 
@@ -209,6 +221,25 @@ async fn events_name_a_stored_schema_across_alter_table_and_restart() -> Result<
         );
         assert_eq!(rows[4]["key_columns"], serde_json::json!(["id"]));
     }
+
+    // A backfill describes the table from the catalog: its rows name the same stored schema.
+    let (code, _, err) = tributary(&[
+        "backfill",
+        "--config",
+        &config_arg,
+        "--source",
+        "erp",
+        "--table",
+        "public.orders",
+    ])
+    .await?;
+    assert_eq!(code, 0, "{err}");
+    let events = orders_events(&client, 11).await?;
+    for e in &events[6..] {
+        assert_eq!((e.op, e.schema_id.as_str()), (5, second.as_str()), "{e:?}");
+        assert!(e.columns.is_empty());
+    }
+    assert_eq!(stored(&client).await?, before_restart, "{}", bridge.log());
     bridge.stop().await?;
     Ok(())
 }
