@@ -28,15 +28,37 @@ pub struct Args {
     pub replicas: Vec<usize>,
     /// Add an `[ha]` block (one replica holding the lease) to the replicated runs.
     pub ha: bool,
+    /// `[[sources]] schema` of the runs, each for every replica count.
+    pub schemas: Vec<Schema>,
 }
 
-/// The bridge's slot for a run with `replicas` stream replicas (R1 keeps the historical name).
-fn slot_for(replicas: usize) -> String {
-    if replicas == 1 {
-        BRIDGE_SLOT.to_owned()
-    } else {
-        format!("{BRIDGE_SLOT}_r{replicas}")
+/// `[[sources]] schema`: column descriptions in every event, or by reference (issue #16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schema {
+    Inline,
+    Reference,
+}
+
+impl Schema {
+    fn source_keys(self) -> &'static str {
+        match self {
+            Schema::Inline => "",
+            Schema::Reference => "schema = \"reference\"\n",
+        }
     }
+}
+
+/// The bridge's slot for a run with `replicas` stream replicas (R1 inline keeps the historical
+/// name).
+fn slot_for(replicas: usize, schema: Schema) -> String {
+    let mut slot = BRIDGE_SLOT.to_owned();
+    if replicas != 1 {
+        slot.push_str(&format!("_r{replicas}"));
+    }
+    if schema == Schema::Reference {
+        slot.push_str("_ref");
+    }
+    slot
 }
 
 pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
@@ -56,6 +78,11 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     if args.replicas.is_empty() {
         bail!("--replicas needs at least one value");
     }
+    if args.schemas.is_empty()
+        || (1..args.schemas.len()).any(|i| args.schemas[i..].contains(&args.schemas[i - 1]))
+    {
+        bail!("--schema takes distinct values, got {:?}", args.schemas);
+    }
     println!("load average before: {}", procfs::load_average());
     let env = BenchEnv::start(settings).await?;
     println!("{}", env.describe());
@@ -64,7 +91,9 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     // Every slot exists before the first change, so every run sees the whole workload.
     env.create_slot(CEILING_SLOT).await?;
     for &r in &args.replicas {
-        env.create_slot(&slot_for(r)).await?;
+        for &schema in &args.schemas {
+            env.create_slot(&slot_for(r, schema)).await?;
+        }
     }
     let start_lsn = env.current_lsn(&control).await?;
 
@@ -105,7 +134,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         wal_bytes as f64 / 1e6 / ceiling.seconds,
     );
 
-    // (b) The bridge over the same WAL, once per replica count.
+    // (b) The bridge over the same WAL, once per replica count and schema mode.
     let mut runs = Vec::new();
     for &replicas in &args.replicas {
         let perf = args.perf_record.as_deref().map(|p| {
@@ -115,14 +144,16 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
                 p.with_extension(format!("r{replicas}.data"))
             }
         });
-        let run = if replicas == 1 {
+        if replicas == 1 {
             let pid = env.nats_pid();
             let nats = Publishing {
                 js: &env.js,
                 target: env.single_node(),
                 cpu_secs: Box::new(move || vec![pid.and_then(procfs::cpu_secs)]),
             };
-            bridge_run(&env, &nats, changes, &args, perf).await?
+            for &schema in &args.schemas {
+                runs.push(bridge_run(&env, &nats, changes, &args, schema, perf.clone()).await?);
+            }
         } else {
             // Started only now (and dropped after) so that its idle nodes cost the other runs
             // nothing.
@@ -132,9 +163,10 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
                 target: cluster.target(args.ha),
                 cpu_secs: Box::new(|| cluster.cpu_secs()),
             };
-            bridge_run(&env, &nats, changes, &args, perf).await?
-        };
-        runs.push(run);
+            for &schema in &args.schemas {
+                runs.push(bridge_run(&env, &nats, changes, &args, schema, perf.clone()).await?);
+            }
+        }
     }
     println!("load average after: {}", procfs::load_average());
     print_summary(&runs, changes, ceiling_rate);
@@ -152,6 +184,7 @@ struct Publishing<'a> {
 /// What one bridge run measured.
 struct BridgeRun {
     replicas: usize,
+    schema: Schema,
     settings: String,
     rate: f64,
     /// Changes per second from the first message stored to the last (without the start-up:
@@ -168,16 +201,22 @@ async fn bridge_run(
     nats: &Publishing<'_>,
     changes: u64,
     args: &Args,
+    schema: Schema,
     perf_record: Option<PathBuf>,
 ) -> anyhow::Result<BridgeRun> {
     let target = &nats.target;
     let replicas = target.stream_replicas;
-    let slot = slot_for(replicas);
-    let label = if replicas == 1 {
+    let slot = slot_for(replicas, schema);
+    let mut label = if replicas == 1 {
         "tributary".to_owned()
     } else {
         format!("tributary R{replicas}")
     };
+    if schema == Schema::Reference {
+        label.push_str(" ref");
+    }
+    // Each run counts the messages of a stream of its own (the previous run's is deleted).
+    let _ = nats.js.delete_stream(crate::env::STREAM).await;
     let settings = format!(
         "{} nats-server{}, [nats.stream] replicas = {}, [durability] confirm_delay_ms = {}{}",
         target.servers.len(),
@@ -191,7 +230,7 @@ async fn bridge_run(
         },
     );
     println!("{label}: {settings}, slot {slot}");
-    let config = env.write_config_for(&slot, "", target)?;
+    let config = env.write_config_for(&slot, schema.source_keys(), target)?;
     let mut bridge = env.spawn_bridge(&config)?;
     let started = bridge.started();
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
@@ -272,6 +311,7 @@ async fn bridge_run(
     }
     Ok(BridgeRun {
         replicas,
+        schema,
         settings,
         rate,
         streaming_rate: progress
@@ -286,16 +326,20 @@ async fn bridge_run(
 
 /// A table of the runs, then the summary line (R1's figures first, as before `--replicas`).
 fn print_summary(runs: &[BridgeRun], changes: u64, ceiling_rate: f64) {
-    let r1 = runs.iter().find(|r| r.replicas == 1).map(|r| r.rate);
+    let r1 = runs
+        .iter()
+        .find(|r| r.replicas == 1 && r.schema == runs[0].schema)
+        .map(|r| r.rate);
     if runs.len() > 1 {
         println!("summary (ceiling {ceiling_rate:.0} changes/s):");
         for run in runs {
             let per_change = |cpu: f64| cpu * 1e6 / changes as f64;
             println!(
-                "  R{}: changes_per_sec={:.0} vs_ceiling={:.3} vs_R1={} \
+                "  R{} {:?}: changes_per_sec={:.0} vs_ceiling={:.3} vs_R1={} \
                  after_first_message={:.0} B/event={:.0} \
                  bridge_cpu_s={:.2} ({:.1} us/change) nats_cpu_s={:.2} ({:.1} us/change) -- {}",
                 run.replicas,
+                run.schema,
                 run.rate,
                 run.rate / ceiling_rate,
                 r1.map_or_else(|| "-".to_owned(), |r1| format!("{:.3}", run.rate / r1)),
@@ -311,13 +355,20 @@ fn print_summary(runs: &[BridgeRun], changes: u64, ceiling_rate: f64) {
     }
     let mut line = Vec::new();
     for run in runs {
-        let prefix = if run.replicas == 1 {
+        let mut prefix = if run.replicas == 1 {
             "e2e".to_owned()
         } else {
             format!("r{}", run.replicas)
         };
+        let main = run.replicas == 1 && run.schema == runs[0].schema;
+        if !main {
+            prefix.push_str(match run.schema {
+                Schema::Reference => "_ref",
+                Schema::Inline => "_inline",
+            });
+        }
         let mut part = format!("{prefix}_changes_per_sec={:.0}", run.rate);
-        if run.replicas == 1 {
+        if main {
             part.push_str(&format!(
                 " ceiling_changes_per_sec={ceiling_rate:.0} ratio={:.3}",
                 run.rate / ceiling_rate

@@ -86,6 +86,11 @@ enum Command {
         /// Add an `[ha]` block (one bridge replica holding the lease) to the N > 1 runs.
         #[arg(long)]
         ha: bool,
+        /// Column descriptions of each bridge run (`[[sources]] schema`), in order: `inline`,
+        /// `reference` or both, e.g. `--schema inline,reference` (each over the same WAL, for
+        /// every --replicas value).
+        #[arg(long, value_delimiter = ',', default_value = "inline")]
+        schema: Vec<e2e::Schema>,
     },
     /// Offer a steady load of ~10-row transactions and measure commit -> subscriber latency
     /// and the bridge's memory.
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
                 perf_record,
                 replicas,
                 ha,
+                schema,
             } => {
                 e2e::run(
                     e2e::Args {
@@ -217,6 +223,7 @@ fn main() -> ExitCode {
                         perf_record,
                         replicas,
                         ha,
+                        schemas: schema,
                     },
                     settings,
                 )

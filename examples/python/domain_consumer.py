@@ -22,8 +22,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.json_format import MessageToDict
 
 
-def load_types(fds_bytes):
-    """Builds message classes from a serialized FileDescriptorSet."""
+def load_types(fds_bytes, names=("tributary.retail.v1.DomainEvent",)):
+    """Builds the message classes `names` from a serialized FileDescriptorSet (one class for
+    one name, else a tuple in the order given)."""
     fds = descriptor_pb2.FileDescriptorSet.FromString(fds_bytes)
     pool = descriptor_pool.DescriptorPool()
     pending = list(fds.file)
@@ -35,9 +36,10 @@ def load_types(fds_bytes):
         for f in added:
             pool.Add(f)
         pending = [f for f in pending if f not in added]
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tributary.retail.v1.DomainEvent")
+    classes = tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(n)) for n in names
     )
+    return classes[0] if len(classes) == 1 else classes
 
 
 def _has_file(pool, name):

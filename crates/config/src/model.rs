@@ -257,6 +257,22 @@ pub struct SourceConfig {
     /// Each source uses a sub-directory named after it.
     #[serde(default)]
     pub spool_dir: Option<String>,
+    /// How events describe their columns: `inline` (default) puts the column list and key
+    /// columns in every event; `reference` stores each relation version once in the KV bucket
+    /// `tributary_cdc_schemas` and events carry its `schema_id` (docs/consumers.md).
+    #[serde(default)]
+    pub schema: SchemaMode,
+}
+
+/// `[[sources]] schema`: column descriptions in every event, or by reference.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaMode {
+    /// Self-contained events: the default, what consumers written before references decode.
+    #[default]
+    Inline,
+    /// `ChangeEvent.schema_id` instead of `columns` / `key_columns`.
+    Reference,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]

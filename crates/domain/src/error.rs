@@ -22,6 +22,9 @@ pub enum DomainError {
     /// An entity-state record that does not decode: restarting would read it again.
     #[error("state of {key} is unreadable: {message}")]
     CorruptState { key: String, message: String },
+    /// A schema reference that cannot be resolved now (bucket unreachable) or ever (corrupt).
+    #[error(transparent)]
+    Schema(#[from] tributary_nats::schemas::SchemaError),
     /// This replica no longer holds the unit's lease (HA): nothing more is written or acked.
     #[error(transparent)]
     Fenced(#[from] tributary_core::Fenced),
@@ -35,6 +38,7 @@ impl Classify for DomainError {
             DomainError::Stream(e) => Classify::class(e),
             DomainError::CorruptState { .. } => ErrorClass::CORRUPT_STATE,
             DomainError::Fenced(e) => e.class(),
+            DomainError::Schema(e) => e.class(),
         }
     }
 }

@@ -128,7 +128,8 @@ async fn claim_store_stream(
             stream: name,
             detail,
             fix: "the bucket names are config keys domain.state_bucket, domain.schema_bucket and \
-                  sinks.state_bucket; tributary_snapshots and tributary_saas are fixed"
+                  sinks.state_bucket; tributary_snapshots, tributary_saas and tributary_cdc_schemas \
+                  are fixed"
                 .into(),
         }),
         Ownership::Legacy => {

@@ -8,6 +8,7 @@ mod error;
 pub mod kv;
 pub mod ownership;
 mod publisher;
+pub mod schemas;
 mod stream;
 pub mod subject;
 

@@ -113,13 +113,14 @@ impl Drop for Backfills {
 impl Backfills {
     /// Starts the requested backfill beside the session that owns `self`.
     pub fn start(&mut self, ctx: &SourceContext, database: &str, request: BackfillRequest) {
-        let (source, database, prefix) = (
+        let (source, database, prefix, mode) = (
             ctx.config.name.clone(),
             database.to_string(),
             ctx.subject_prefix.clone(),
+            ctx.config.schema,
         );
         let info_for = move |t: &SnapshotTable| {
-            crate::snapshot::table_relation(&source, &database, &prefix, t)
+            crate::snapshot::table_relation(&source, &database, &prefix, mode, t)
         };
         let task = run(
             ctx.params.clone(),
@@ -127,8 +128,12 @@ impl Backfills {
             info_for,
             ctx.config.snapshot_chunk_rows.min(10_000),
             self.rows_tx.clone(),
-            ctx.config.name.clone(),
-            ctx.js.clone(),
+            BackfillEnv {
+                source: ctx.config.name.clone(),
+                js: ctx.js.clone(),
+                schemas: ctx.schemas.clone(),
+                replicas: ctx.stream.replicas,
+            },
         );
         self.spawn(task);
     }
@@ -285,6 +290,15 @@ impl ProgressWriter {
     }
 }
 
+/// The source a backfill reads for, and where it keeps its progress and stores the schema of
+/// the table it reads.
+pub struct BackfillEnv {
+    pub source: String,
+    pub js: async_nats::jetstream::Context,
+    pub schemas: Arc<crate::schemas::SchemaWriter>,
+    pub replicas: usize,
+}
+
 /// Reads the table chunk by chunk between watermarks. Runs beside the session.
 pub async fn run(
     params: ConnectParams,
@@ -292,11 +306,11 @@ pub async fn run(
     info_for: impl Fn(&SnapshotTable) -> RelationInfo + Send + 'static,
     chunk_rows: u64,
     out: mpsc::UnboundedSender<ChunkRows>,
-    source: String,
-    js: async_nats::jetstream::Context,
+    stores: BackfillEnv,
 ) {
+    let source = stores.source.clone();
     let mut progress = ProgressWriter {
-        kv: crate::snapshot::StateStore::open(&js, &source, 1)
+        kv: crate::snapshot::StateStore::open(&stores.js, &source, 1)
             .await
             .ok()
             .map(|s| s.kv().clone()),
@@ -314,8 +328,8 @@ pub async fn run(
         info_for,
         chunk_rows,
         out,
-        &source,
         &mut progress,
+        &stores,
     )
     .await;
     if let Err(e) = &result {
@@ -332,9 +346,10 @@ async fn run_inner(
     info_for: impl Fn(&SnapshotTable) -> RelationInfo,
     chunk_rows: u64,
     out: mpsc::UnboundedSender<ChunkRows>,
-    source: &str,
     progress: &mut ProgressWriter,
+    stores: &BackfillEnv,
 ) -> Result<(), String> {
+    let source = stores.source.as_str();
     let (schema, name) = request
         .table
         .split_once('.')
@@ -359,6 +374,12 @@ async fn run_inner(
         ));
     }
     let info = Arc::new(info_for(&table));
+    // The rows are published by the session as events naming this schema: stored first.
+    stores
+        .schemas
+        .ensure(&stores.js, stores.replicas, info.description.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
     progress.progress.estimated_rows = table.estimated_rows;
     let client = control.client();
     client

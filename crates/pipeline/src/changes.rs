@@ -508,6 +508,7 @@ impl Session<'_> {
             database: &self.database,
             subject_prefix: &self.ctx.subject_prefix,
             tables: &self.tables,
+            schema_mode: self.ctx.config.schema,
         };
         let info = self.relations.insert(
             &ctx,
@@ -519,6 +520,10 @@ impl Session<'_> {
             },
         );
         debug!(source = self.ctx.config.name.as_str(), table = %info.qualified_name(), included = info.included, columns = info.names.len(), "relation");
+        // Before any event of this shape is built: the schema is stored (and acked) first.
+        if info.included {
+            self.ctx.ensure_schema(info).await?;
+        }
         if self.ctx.config.signal_table.as_deref() == Some(info.qualified_name().as_str()) {
             self.signal_oid = Some(rel.oid);
         }

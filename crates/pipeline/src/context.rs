@@ -31,6 +31,9 @@ pub struct SourceContext {
     /// HA mode: a walsender still holding the slot belongs to a replica that lost the lease;
     /// it is terminated (once this replica's fence is valid) instead of waited out.
     pub take_over_slot: bool,
+    /// Relation schemas already stored (`schema = "reference"`), shared by the sessions,
+    /// snapshots and backfills of the source.
+    pub schemas: Arc<crate::schemas::SchemaWriter>,
 }
 
 impl SourceContext {
@@ -57,6 +60,24 @@ impl SourceContext {
             source_name: self.name().to_string(),
             error,
         }
+    }
+
+    pub(crate) fn schema_err(&self, error: tributary_nats::schemas::SchemaError) -> PipelineError {
+        PipelineError::Schema {
+            source_name: self.name().to_string(),
+            error,
+        }
+    }
+
+    /// Stores `info`'s schema before any event naming it is published (a no-op inline).
+    pub(crate) async fn ensure_schema(
+        &self,
+        info: &crate::relations::RelationInfo,
+    ) -> Result<(), PipelineError> {
+        self.schemas
+            .ensure(&self.js, self.stream.replicas, info.description.as_deref())
+            .await
+            .map_err(|e| self.schema_err(e))
     }
 
     pub(crate) fn fatal(&self, message: impl Into<String>) -> PipelineError {

@@ -39,6 +39,13 @@ pub enum PipelineError {
         source_name: String,
         message: String,
     },
+    /// Storing a relation schema (`schema = "reference"`) before the events naming it.
+    #[error("source {source_name}: {error}")]
+    Schema {
+        source_name: String,
+        #[source]
+        error: tributary_nats::schemas::SchemaError,
+    },
     /// This replica no longer holds the source's lease: nothing more is published or confirmed.
     #[error("source {source_name}: {error}")]
     Fenced {
@@ -63,6 +70,7 @@ impl PipelineError {
             PipelineError::Fatal { .. } => "fatal",
             PipelineError::PublisherGone { .. } => "publisher",
             PipelineError::Fenced { .. } => "fenced",
+            PipelineError::Schema { .. } => "schema",
         }
     }
 }
@@ -76,6 +84,7 @@ impl Classify for PipelineError {
             PipelineError::Fatal { .. } => ErrorClass::CONFIG,
             PipelineError::PublisherGone { .. } => ErrorClass::TRANSIENT,
             PipelineError::Fenced { error, .. } => error.class(),
+            PipelineError::Schema { error, .. } => error.class(),
         }
     }
 }

@@ -28,6 +28,7 @@ mod outbound;
 mod params;
 mod publish;
 mod relations;
+mod schemas;
 mod session;
 mod snapshot;
 mod snapshot_state;
@@ -40,6 +41,7 @@ pub use backfill::{progress_key as backfill_progress_key, BackfillProgress, WATE
 pub use context::SourceContext;
 pub use error::PipelineError;
 pub use params::connect_params;
+pub use schemas::SchemaWriter;
 pub use snapshot::{
     SnapshotPace, SnapshotState, Status as SnapshotStatus, TableProgress, SNAPSHOT_BUCKET,
 };

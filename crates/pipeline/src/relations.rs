@@ -5,12 +5,14 @@
 //! after its schema changes, so replacing the entry is all an `ALTER TABLE` needs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_nats::Subject;
 use bytes::Bytes;
 use prost::Message as _;
+use tributary_config::SchemaMode;
 use tributary_postgres::values::TypeKind;
-use tributary_proto::cdc::v1::{ChangeEvent, Column};
+use tributary_proto::cdc::v1::{ChangeEvent, Column, RelationSchema};
 
 /// Operations that have a subject per table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,9 @@ pub struct RelationInfo {
     /// ChangeEvent fields that are the same for every event of this relation, encoded once
     /// and appended to each event's own fields (protobuf merges concatenated messages).
     pub static_fields: Bytes,
+    /// `schema = "reference"`: the description the events name by `schema_id`, to be stored
+    /// before the first of them is published.
+    pub description: Option<Arc<RelationSchema>>,
     pub subjects: [Subject; 5],
     pub counters: [metrics::Counter; 5],
 }
@@ -83,6 +88,7 @@ pub struct RelationContext<'a> {
     pub subject_prefix: &'a str,
     /// `schema.table` names to publish; empty means every table of the publication.
     pub tables: &'a HashSet<String>,
+    pub schema_mode: SchemaMode,
 }
 
 #[derive(Default)]
@@ -123,15 +129,35 @@ impl RelationInfo {
             .filter(|c| c.key)
             .map(|c| c.name.clone())
             .collect();
-        let static_event = ChangeEvent {
+        let mut description = RelationSchema {
+            id: String::new(),
             source: ctx.source.to_string(),
             database: ctx.database.to_string(),
             schema: spec.schema.to_string(),
             table: spec.table.to_string(),
-            key_columns,
+            relation_oid: spec.oid,
             columns,
+            key_columns,
+        };
+        let mut static_event = ChangeEvent {
+            source: ctx.source.to_string(),
+            database: ctx.database.to_string(),
+            schema: spec.schema.to_string(),
+            table: spec.table.to_string(),
             relation_oid: spec.oid,
             ..Default::default()
+        };
+        let by_reference = match ctx.schema_mode {
+            SchemaMode::Inline => {
+                static_event.columns = description.columns;
+                static_event.key_columns = description.key_columns;
+                None
+            }
+            SchemaMode::Reference => {
+                description.id = crate::schemas::schema_id(&description);
+                static_event.schema_id = description.id.clone();
+                Some(Arc::new(description))
+            }
         };
         let subject = |op: Op| {
             Subject::from(tributary_nats::subject::change_subject(
@@ -158,6 +184,7 @@ impl RelationInfo {
                 .map(|(i, _)| i)
                 .collect(),
             static_fields: Bytes::from(static_event.encode_to_vec()),
+            description: by_reference,
             subjects: Op::ALL.map(subject),
             counters: Op::ALL.map(counter),
         };
@@ -167,7 +194,69 @@ impl RelationInfo {
 
 #[cfg(test)]
 mod tests {
-    use super::Op;
+    use std::collections::HashSet;
+
+    use prost::Message as _;
+    use tributary_config::SchemaMode;
+    use tributary_postgres::values::TypeKind;
+    use tributary_proto::cdc::v1::ChangeEvent;
+
+    use super::{ColumnSpec, Op, RelationContext, RelationInfo, RelationSpec};
+
+    fn orders(mode: SchemaMode) -> RelationInfo {
+        let tables = HashSet::new();
+        let ctx = RelationContext {
+            source: "erp",
+            database: "erp",
+            subject_prefix: "cdc",
+            tables: &tables,
+            schema_mode: mode,
+        };
+        let column = |name: &str, key| ColumnSpec {
+            name: name.into(),
+            type_oid: 23,
+            type_modifier: -1,
+            type_name: "int4".into(),
+            kind: TypeKind::Int,
+            key,
+        };
+        RelationInfo::build(
+            &ctx,
+            RelationSpec {
+                oid: 16384,
+                schema: "public",
+                table: "orders",
+                columns: vec![column("id", true), column("qty", false)],
+            },
+        )
+    }
+
+    /// Reference mode moves the column list and key columns out of every event into the
+    /// schema the event names; inline keeps them in the event and stores nothing.
+    #[test]
+    fn reference_events_carry_the_id_instead_of_the_columns() {
+        let inline = orders(SchemaMode::Inline);
+        assert!(inline.description.is_none());
+        let event = ChangeEvent::decode(inline.static_fields.clone()).expect("static fields");
+        assert_eq!(
+            (event.columns.len(), event.key_columns.clone()),
+            (2, vec!["id".to_string()])
+        );
+        assert!(event.schema_id.is_empty());
+
+        let by_ref = orders(SchemaMode::Reference);
+        let schema = by_ref.description.clone().expect("a schema to store");
+        let event = ChangeEvent::decode(by_ref.static_fields.clone()).expect("static fields");
+        assert!(event.columns.is_empty() && event.key_columns.is_empty());
+        assert_eq!(event.schema_id, schema.id);
+        assert_eq!(schema.columns.len(), 2);
+        assert_eq!(schema.key_columns, ["id"]);
+        assert_eq!(
+            (event.table.as_str(), event.relation_oid),
+            ("orders", 16384)
+        );
+        assert!(by_ref.static_fields.len() < inline.static_fields.len());
+    }
 
     /// The metrics register the `op` label values before any change is decoded.
     #[test]

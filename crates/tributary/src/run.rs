@@ -77,6 +77,7 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
             ready: Arc::new(AtomicBool::new(false)),
             fence: Default::default(),
             take_over_slot: config.ha.is_some(),
+            schemas: Default::default(),
         };
         let what = format!("source {}: PostgreSQL", source.name);
         if startup

@@ -5,6 +5,8 @@
 //! The message type follows from the stream holding the subject: domain events on the domain
 //! stream and the sinks' dead letters, row changes on a source's stream and the domain stage's
 //! dead letters; the SaaS feeds' raw streams hold JSON already. `--message-type` overrides.
+//! Row changes naming their schema by reference (`schema_id`) are printed with the columns
+//! and key columns of that schema filled in, read from the KV bucket `tributary_cdc_schemas`.
 
 use std::path::PathBuf;
 
@@ -16,6 +18,9 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Serialize
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 use tributary_config::Config;
+use tributary_nats::schemas::SchemaResolver;
+use tributary_proto::cdc::v1::ChangeEvent;
+use tributary_proto::Message as _;
 
 use crate::ops::Format;
 
@@ -155,6 +160,27 @@ fn decoder(
     Ok(Decoder::Protobuf(desc))
 }
 
+/// A change event's payload with its schema reference resolved; other payloads as they are.
+async fn with_schema(
+    schemas: &SchemaResolver,
+    decoder: &Decoder,
+    payload: &bytes::Bytes,
+) -> Result<bytes::Bytes, String> {
+    let is_change = matches!(decoder, Decoder::Protobuf(d) if d.full_name() == CHANGE_EVENT);
+    let Some(mut event) = is_change
+        .then(|| ChangeEvent::decode(payload.clone()).ok())
+        .flatten()
+        .filter(|e| !e.schema_id.is_empty() && e.columns.is_empty())
+    else {
+        return Ok(payload.clone());
+    };
+    schemas
+        .resolve(&mut event)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(event.encode_to_vec().into())
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
@@ -162,7 +188,12 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// One printed event: where it is stored, its `Tributary-*` headers and the decoded payload
 /// (or why it does not decode, with the payload in base64).
-fn record(stream: &str, decoder: &Decoder, msg: &jetstream::Message) -> anyhow::Result<Value> {
+fn record(
+    stream: &str,
+    decoder: &Decoder,
+    msg: &jetstream::Message,
+    payload: Result<bytes::Bytes, String>,
+) -> anyhow::Result<Value> {
     let info = msg
         .info()
         .map_err(|e| anyhow::anyhow!("message without metadata: {e}"))?;
@@ -181,7 +212,11 @@ fn record(stream: &str, decoder: &Decoder, msg: &jetstream::Message) -> anyhow::
     if !headers.is_empty() {
         out.insert("headers".into(), Value::Object(headers));
     }
-    match decoder.decode(&msg.payload) {
+    let payload = payload.unwrap_or_else(|e| {
+        out.insert("schema_error".into(), json!(e));
+        msg.payload.clone()
+    });
+    match decoder.decode(&payload) {
         Ok(event) => out.insert("event".into(), event),
         Err(e) => {
             out.insert("error".into(), json!(e));
@@ -222,6 +257,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .messages()
         .await
         .with_context(|| format!("reading {stream_name}"))?;
+    let schemas = SchemaResolver::new(js.clone());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut printed = 0u64;
@@ -233,7 +269,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let msg = msg
             .context("the stream read ended")?
             .map_err(|e| anyhow::anyhow!("reading {stream_name}: {e}"))?;
-        let record = record(&stream_name, &decoder, &msg)?;
+        let payload = with_schema(&schemas, &decoder, &msg.payload).await;
+        let record = record(&stream_name, &decoder, &msg, payload)?;
         match args.format {
             Format::Json => println!("{}", serde_json::to_string(&record)?),
             Format::Table => println!(

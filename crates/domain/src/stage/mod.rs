@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::{FutureExt, StreamExt};
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, DomainConfig};
@@ -42,6 +41,7 @@ use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 mod batch;
 mod consumer;
+mod decode;
 mod entity;
 mod publish;
 mod wait;
@@ -108,6 +108,7 @@ pub struct DomainStage {
     /// source -> its CDC stream
     streams: BTreeMap<String, String>,
     state: StateStore,
+    schemas: tributary_nats::schemas::SchemaResolver,
 }
 
 impl DomainStage {
@@ -184,12 +185,13 @@ impl DomainStage {
             .collect();
         Ok(Some(DomainStage {
             cfg,
-            js,
+            js: js.clone(),
             mappings,
             ownership,
             parent_tables,
             streams,
             state,
+            schemas: tributary_nats::schemas::SchemaResolver::new(js),
         }))
     }
 
@@ -287,16 +289,12 @@ impl DomainStage {
         let payload = msg.payload.clone();
         batch.messages.push(msg);
         metrics::counter!(m::CHANGES, "source" => source.to_string()).increment(1);
-        let change = match ChangeEvent::decode(payload.clone()) {
+        let change = match decode::change(&self.schemas, payload.clone()).await? {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 let id = format!("{stream}:{sequence}");
-                batch.dead_letters.push(publish::dead_letter(
-                    "_decode",
-                    &id,
-                    payload,
-                    &MapError::Decode(e.to_string()),
-                ));
+                let letter = publish::dead_letter("_decode", &id, payload, &e);
+                batch.dead_letters.push(letter);
                 return Ok(false);
             }
         };
@@ -559,7 +557,8 @@ impl DomainStage {
                 }
             };
             if let Some(bytes) = found {
-                return Ok(ChangeEvent::decode(bytes)
+                return Ok(decode::change(&self.schemas, bytes)
+                    .await?
                     .map_err(|e| MapError::Decode(format!("parent row: {e}"))));
             }
             if started.elapsed() >= wait {

@@ -149,13 +149,10 @@ impl SnapshotRun<'_> {
                     }
                 }
             }
-            infos.insert(
-                table.clone(),
-                (
-                    Arc::new(relation_info(ctx, self.database, &described)),
-                    described,
-                ),
-            );
+            let info = relation_info(ctx, self.database, &described);
+            // Before the workers publish rows naming it.
+            ctx.ensure_schema(&info).await?;
+            infos.insert(table.clone(), (Arc::new(info), described));
         }
         self.store
             .save(&state)
@@ -296,7 +293,13 @@ fn fail_table(p: &mut TableProgress, table: &str, error: &str) {
 }
 
 fn relation_info(ctx: &SourceContext, database: &str, t: &SnapshotTable) -> RelationInfo {
-    table_relation(&ctx.config.name, database, &ctx.subject_prefix, t)
+    table_relation(
+        &ctx.config.name,
+        database,
+        &ctx.subject_prefix,
+        ctx.config.schema,
+        t,
+    )
 }
 
 /// Event metadata of a table described from the catalog (not from a Relation message).
@@ -304,6 +307,7 @@ pub(crate) fn table_relation(
     source: &str,
     database: &str,
     subject_prefix: &str,
+    schema_mode: tributary_config::SchemaMode,
     t: &SnapshotTable,
 ) -> RelationInfo {
     let tables = std::collections::HashSet::new();
@@ -312,6 +316,7 @@ pub(crate) fn table_relation(
         database,
         subject_prefix,
         tables: &tables,
+        schema_mode,
     };
     RelationInfo::build(
         &rctx,
