@@ -101,6 +101,11 @@ impl DeliveryWatch {
         Ok(())
     }
 
+    /// [`received`](Self::received) for a JetStream message (one without delivery info passes).
+    pub fn check_message(&mut self, msg: &jetstream::Message) -> Result<(), DeliveryGap> {
+        self.received(msg.info().map(|i| i.consumer_sequence).unwrap_or(0))
+    }
+
     /// The worker was busy (handling, or blocked handing a message on) and not receiving:
     /// deliveries waiting in the client's buffer meanwhile are not missing.
     pub fn busy(&mut self) {

@@ -98,9 +98,8 @@ impl MappingConsumer {
             return Err(SaasError::nats("pull", "message stream ended"));
         };
         let msg = msg.map_err(|e| SaasError::nats("pull", e))?;
-        let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(0);
         self.watch
-            .received(delivery)
+            .check_message(&msg)
             .map_err(|gap| SaasError::nats("delivery", gap))?;
         Ok(Some(msg))
     }

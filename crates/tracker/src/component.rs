@@ -156,9 +156,8 @@ fn watched(
     watch: &mut DeliveryWatch,
     msg: jetstream::Message,
 ) -> Result<jetstream::Message, TrackerError> {
-    let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(0);
     watch
-        .received(delivery)
+        .check_message(&msg)
         .map_err(|gap| TrackerError::nats("delivery", gap))?;
     Ok(msg)
 }

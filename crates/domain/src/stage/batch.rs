@@ -124,9 +124,8 @@ pub(super) fn watched(
     watch: &mut DeliveryWatch,
     msg: jetstream::Message,
 ) -> Result<jetstream::Message, DomainError> {
-    let delivery = msg.info().map(|i| i.consumer_sequence).unwrap_or(0);
     watch
-        .received(delivery)
+        .check_message(&msg)
         .map_err(|gap| DomainError::nats("delivery", gap))?;
     Ok(msg)
 }
