@@ -1,6 +1,7 @@
 //! deploy/nats/permissions.conf at run time: a nats-server that includes it (passwords filled
-//! in), the bridge connected as its `tributary` user with the sample retail sources, the
-//! domain stage and the WMS and Shopify sinks. Orders and stock reach both targets, a kill -9
+//! in), the bridge connected as its `tributary` user with the sample retail sources (the ERP's
+//! with schema references), the domain stage, the order-to-cash tracker and the WMS and
+//! Shopify sinks. Orders and stock reach both targets, a kill -9
 //! in the middle of a backlog is recovered (the consumers are rewound at the restart, which
 //! needs the reset API), and neither the server nor the bridge reports one refused subject.
 //! `tributary status` runs as `tributary-ops`.
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use catalogue::repo;
 use support::*;
+use tributary_proto::cdc::v1::ChangeEvent;
+use tributary_proto::Message as _;
 use tributary_sandbox::shopify::{self, ShopifyOptions};
 use tributary_sandbox::wms::{self, WmsOptions};
 use tributary_testkit::{NatsOptions, NatsServer, PgCluster};
@@ -77,7 +80,8 @@ async fn the_bridge_runs_as_its_least_privilege_nats_user() -> Result<()> {
     })
     .await?;
     let pg = PgCluster::start().await?;
-    let sources = retail_sources(&pg).await?;
+    let mut sources = retail_sources(&pg).await?;
+    sources[0].extra.push_str("schema = \"reference\"\n");
     // Slow enough that a backlog is in flight when the bridge is killed.
     let wms = wms::start(WmsOptions {
         processing_delay: Duration::from_millis(150),
@@ -95,7 +99,10 @@ async fn the_bridge_runs_as_its_least_privilege_nats_user() -> Result<()> {
         wms.base_url(),
         shop.base_url()
     );
-    let text = format!("{}\n{sinks}", retail_config(&pg, &nats.url(), &sources)?);
+    let text = format!(
+        "{}\n{sinks}\n[tracker]\n",
+        retail_config(&pg, &nats.url(), &sources)?
+    );
     let config = write_config(dir.path(), &as_user(&text, "tributary", "bridge-pw"))?;
 
     let bridge = Bridge::spawn(&config)?;
@@ -149,6 +156,32 @@ async fn the_bridge_runs_as_its_least_privilege_nats_user() -> Result<()> {
         log.contains("consumer reset to its ack floor"),
         "the restart rewound no consumer (nothing was in flight?):\n{log}"
     );
+
+    // The ERP's events named their stored schema; the tracker kept the order's record.
+    let admin = nats.connect().await?;
+    let erp_events = read_all(&admin, &stream_name("erp")).await?;
+    let referenced = erp_events
+        .iter()
+        .filter_map(|m| ChangeEvent::decode(m.payload.clone()).ok())
+        .filter(|c| !c.schema_id.is_empty() && c.columns.is_empty())
+        .count();
+    assert!(
+        referenced > 0 && referenced == erp_events.len(),
+        "{referenced} of {} ERP events carry a schema reference",
+        erp_events.len()
+    );
+    assert!(!read_all(&admin, "KV_tributary_cdc_schemas")
+        .await?
+        .is_empty());
+    wait_until(Duration::from_secs(60), async || {
+        let n = read_all(&admin, "KV_tributary_tracker").await?.len();
+        Ok(if n > 0 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("no tracker record\n{}", bridge.log()))
+        })
+    })
+    .await?;
 
     // The operator's user reads the status.
     let ops = dir.path().join("ops");
