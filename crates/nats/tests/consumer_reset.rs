@@ -32,6 +32,15 @@ async fn stream_of(js: &jetstream::Context, name: &str, n: u32) -> stream::Strea
 
 /// Fetches up to `n` messages (acking only sequences 1 and 2) and returns their sequences.
 async fn fetch(consumer: &jetstream::consumer::PullConsumer, n: usize) -> Vec<u64> {
+    fetch_acking(consumer, n, 2).await
+}
+
+/// Fetches up to `n` messages, acks those up to sequence `ack_to` and returns their sequences.
+async fn fetch_acking(
+    consumer: &jetstream::consumer::PullConsumer,
+    n: usize,
+    ack_to: u64,
+) -> Vec<u64> {
     let mut batch = consumer
         .fetch()
         .max_messages(n)
@@ -43,7 +52,7 @@ async fn fetch(consumer: &jetstream::consumer::PullConsumer, n: usize) -> Vec<u6
     while let Some(m) = batch.next().await {
         let m = m.expect("message");
         let seq = m.info().expect("info").stream_sequence;
-        if seq <= 2 {
+        if seq <= ack_to {
             m.ack().await.expect("ack");
         }
         seen.push(seq);
@@ -166,7 +175,7 @@ async fn deliveries_taken_by_a_stale_puller_are_a_gap_for_the_owner() {
         .await
         .expect("stale consumer");
     assert_eq!(
-        fetch_sequences(&stale_consumer, 2).await,
+        fetch_acking(&stale_consumer, 2, 0).await,
         vec![3, 4],
         "taken, never acked"
     );
@@ -190,7 +199,7 @@ async fn deliveries_taken_by_a_stale_puller_are_a_gap_for_the_owner() {
     let opened = open_durable(&js, &s, config.clone()).await.expect("reopen");
     assert!(opened.rewound);
     let mut consumer = opened.consumer;
-    assert_eq!(fetch_sequences(&stale_consumer, 2).await, vec![3, 4]);
+    assert_eq!(fetch_acking(&stale_consumer, 2, 0).await, vec![3, 4]);
     let mut watch = DeliveryWatch::start(&mut consumer).await.expect("watch");
     let mut next = consumer
         .fetch()
@@ -237,20 +246,4 @@ async fn deliveries_taken_by_a_stale_puller_are_a_gap_for_the_owner() {
         m.ack().await.expect("ack");
     }
     assert_eq!(seen, vec![3, 4, 5, 6, 7, 8]);
-}
-
-/// Fetches up to `n` messages without acking them and returns their stream sequences.
-async fn fetch_sequences(consumer: &jetstream::consumer::PullConsumer, n: usize) -> Vec<u64> {
-    let mut batch = consumer
-        .fetch()
-        .max_messages(n)
-        .expires(Duration::from_secs(5))
-        .messages()
-        .await
-        .expect("fetch");
-    let mut seen = Vec::new();
-    while let Some(m) = batch.next().await {
-        seen.push(m.expect("message").info().expect("info").stream_sequence);
-    }
-    seen
 }
