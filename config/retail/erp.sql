@@ -198,6 +198,90 @@ BEGIN
     RETURN CASE WHEN FOUND THEN 'cancelled' ELSE 'not cancelled (unknown, shipped or cancelled)' END;
 END $$;
 
+-- A return requested outside the ERP (a Salesforce Case of type Return): the ERP's return,
+-- under the requester's key, for a line of a shipped order. Refused (dead-lettered, fixable
+-- by correcting the request and redriving) when the order, the SKU or the quantity is wrong.
+CREATE FUNCTION erp_request_return(ref text, p jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    so sales_orders;
+    line order_lines;
+    want_sku text := nullif(p->>'sku', '');
+    qty int := coalesce(nullif((p->>'quantity')::int, 0), 1);
+BEGIN
+    IF EXISTS (SELECT 1 FROM returns WHERE return_no = ref) THEN
+        RETURN 'return exists';
+    END IF;
+    SELECT * INTO so FROM sales_orders
+    WHERE order_no = p->>'order_id' OR storefront_ref = p->>'order_id'
+    ORDER BY order_no LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'return % names unknown order %', ref, coalesce(p->>'order_id', '(none)')
+            USING HINT = 'correct the order on the return request, then redrive the dead letter';
+    END IF;
+    IF so.status NOT IN ('shipped', 'completed') THEN
+        RAISE EXCEPTION 'return % of order %: the order has not shipped (status %)', ref, so.order_no, so.status
+            USING HINT = 'redrive the dead letter once the order has shipped';
+    END IF;
+    SELECT * INTO line FROM order_lines
+    WHERE order_no = so.order_no AND (want_sku IS NULL OR sku = want_sku)
+    ORDER BY line_no LIMIT 1;
+    IF NOT FOUND OR (want_sku IS NULL AND (SELECT count(*) FROM order_lines WHERE order_no = so.order_no) > 1) THEN
+        RAISE EXCEPTION 'return % of order %: SKU % is not one line of the order', ref, so.order_no, coalesce(want_sku, '(none)')
+            USING HINT = 'name the SKU of the returned line, then redrive the dead letter';
+    END IF;
+    IF qty < 0 OR qty > line.quantity THEN
+        RAISE EXCEPTION 'return % of order %: % units of % but % were ordered', ref, so.order_no, qty, line.sku, line.quantity;
+    END IF;
+    INSERT INTO returns (return_no, order_no, sku, quantity, reason, status, refund_amount)
+    VALUES (ref, so.order_no, line.sku, qty, coalesce(nullif(p->>'reason', ''), 'customer return'),
+            'requested',
+            coalesce(nullif(p->'refund_amount'->>'amount', '')::numeric, line.unit_price * qty));
+    RETURN 'return ' || ref || ' of ' || so.order_no || ' requested';
+END $$;
+
+-- The warehouse received a return's goods (the WMS's `return.received`): the units back on
+-- hand at DC1, a credit memo for what arrived, the return `received` then `credited`, and the
+-- order's payment state (`refunded` once its credits reach its total).
+CREATE FUNCTION erp_receive_return(ref text, p jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    r returns;
+    got int;
+    amount numeric(12,2);
+    memo text;
+    credited numeric(12,2);
+BEGIN
+    SELECT * INTO r FROM returns WHERE return_no = ref FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the warehouse received return % which the ERP does not know', ref
+            USING HINT = 'create the return in the ERP, then redrive the dead letter';
+    END IF;
+    IF r.status <> 'requested' THEN
+        RETURN 'return ' || ref || ' already ' || r.status;
+    END IF;
+    got := coalesce(nullif((p->>'quantity')::int, 0),
+                    (SELECT sum((l->>'quantity')::int) FROM jsonb_array_elements(coalesce(p->'lines', '[]')) l
+                     WHERE l->>'sku' = r.sku), 0);
+    got := least(got, r.quantity);
+    UPDATE returns SET status = 'received' WHERE return_no = ref;
+    UPDATE stock SET on_hand = on_hand + got, updated_at = now()
+    WHERE sku = r.sku AND location = 'DC1';
+    IF got = 0 THEN
+        RETURN 'return ' || ref || ' received without units of ' || r.sku;
+    END IF;
+    amount := round(r.refund_amount * got / r.quantity, 2);
+    memo := 'CM-' || lpad(nextval('credit_memo_no')::text, 6, '0');
+    INSERT INTO credit_memos (memo_no, order_no, refund_ref, amount, currency)
+    SELECT memo, r.order_no, 'return:' || ref, amount, so.currency
+    FROM sales_orders so WHERE so.order_no = r.order_no;
+    UPDATE returns SET status = 'credited' WHERE return_no = ref;
+    SELECT sum(c.amount) INTO credited FROM credit_memos c WHERE c.order_no = r.order_no;
+    UPDATE sales_orders
+    SET payment_state = CASE WHEN credited >= total THEN 'refunded' ELSE 'partially_refunded' END
+    WHERE order_no = r.order_no
+      AND payment_state IS DISTINCT FROM CASE WHEN credited >= total THEN 'refunded' ELSE 'partially_refunded' END;
+    RETURN 'return ' || ref || ': ' || got || ' of ' || r.sku || ' back at DC1, credit memo ' || memo;
+END $$;
+
 -- Runs for rows actually inserted: a replayed event (ON CONFLICT DO NOTHING) does nothing.
 CREATE FUNCTION erp_process_inbox() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -207,6 +291,8 @@ BEGIN
         WHEN 'order.placed' THEN erp_place_storefront_order(NEW.entity_key, NEW.payload)
         WHEN 'order.status_changed' THEN erp_storefront_status(NEW.entity_key, NEW.payload)
         WHEN 'refund.created' THEN erp_credit_refund(NEW.entity_key, NEW.payload)
+        WHEN 'return.requested' THEN erp_request_return(NEW.entity_key, NEW.payload)
+        WHEN 'return.received' THEN erp_receive_return(NEW.entity_key, NEW.payload)
         ELSE 'no action for ' || NEW.event_type
     END;
     UPDATE tributary_inbox

@@ -131,6 +131,10 @@ pub struct WmsSinkConfig {
     /// itself reported are not sent back). None: stock is not sent to the WMS.
     #[serde(default)]
     pub inventory_location: Option<String>,
+    /// Announce the ERP's customer returns (`return.created`) to the warehouse as expected
+    /// receipts (`POST /returns`), so that the goods can be received against them.
+    #[serde(default = "default_true")]
+    pub announce_returns: bool,
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
@@ -280,6 +284,11 @@ pub struct ErpSinkConfig {
     /// other systems — the ERP's own orders among them — are skipped.
     #[serde(default = "default_erp_systems")]
     pub systems: Vec<String>,
+    /// Systems of record whose `return.*` events are written (instead of `systems`): return
+    /// requests from the CRM (Salesforce Cases), receipts from the warehouse. The ERP's own
+    /// returns are never written back.
+    #[serde(default = "default_erp_return_systems")]
+    pub return_systems: Vec<String>,
     /// Events per inbox transaction (1 – 1000).
     #[serde(default = "default_erp_batch_size")]
     pub batch_size: usize,
@@ -295,12 +304,21 @@ fn default_inbox_table() -> String {
     "tributary_inbox".into()
 }
 fn default_erp_events() -> Vec<String> {
-    ["order.placed", "order.status_changed", "refund.created"]
-        .map(String::from)
-        .to_vec()
+    [
+        "order.placed",
+        "order.status_changed",
+        "refund.created",
+        "return.requested",
+        "return.received",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_erp_systems() -> Vec<String> {
     vec!["shopify".into()]
+}
+fn default_erp_return_systems() -> Vec<String> {
+    ["salesforce", "wms"].map(String::from).to_vec()
 }
 fn default_erp_batch_size() -> usize {
     50

@@ -17,7 +17,7 @@ fn error_of(extra: &str) -> String {
 }
 
 #[test]
-fn defaults_take_storefront_orders_and_refunds() {
+fn defaults_take_storefront_orders_refunds_and_returns() {
     let config = tributary_config::parse(BASE).expect("valid");
     let erp = config.sinks.and_then(|s| s.erp).expect("[sinks.erp]");
     assert_eq!(erp.table, "tributary_inbox");
@@ -27,9 +27,16 @@ fn defaults_take_storefront_orders_and_refunds() {
     );
     assert_eq!(
         erp.events,
-        ["order.placed", "order.status_changed", "refund.created"]
+        [
+            "order.placed",
+            "order.status_changed",
+            "refund.created",
+            "return.requested",
+            "return.received"
+        ]
     );
     assert_eq!(erp.systems, ["shopify"]);
+    assert_eq!(erp.return_systems, ["salesforce", "wms"]);
     assert_eq!(erp.batch_size, 50);
     assert_eq!(erp.delivery.max_wait_secs, 600);
 }

@@ -298,7 +298,7 @@ async fn rest_writes_become_change_events_with_their_origin_and_schema() {
         .client()
         .await
         .get_topic(org.request(TopicRequest {
-            topic_name: "/data/CaseChangeEvent".into(),
+            topic_name: "/data/OpportunityChangeEvent".into(),
         }))
         .await
         .unwrap_err();

@@ -7,6 +7,12 @@
 //! | Account | as Contact (`name` = Account Name) | `customer.…` | same |
 //! | Order | CREATE | `order.placed` | `SF-<record id>` |
 //! | Order | UPDATE, UNDELETE, gap read-back | `order.status_changed` | same |
+//! | Case with `Type` = Return | CREATE | `return.requested` | `SF-<record id>` |
+//!
+//! A return Case is a customer's request that the ERP takes (its inbox): only its creation is
+//! mapped, and only when it names an order (`Order_External_Id__c`). Later edits of the Case
+//! are the agent's notes, and the Cases the Salesforce sink writes for the ERP's returns are
+//! echoes (dropped before mapping).
 //!
 //! Deletes, raw gap headers (their read-backs are mapped), overflow and undecodable events are
 //! not mapped. Pub/Sub updates carry only the changed fields: the entity holds those, the rest
@@ -18,7 +24,9 @@
 //! entity state turns it into a repeat.
 
 use serde_json::Value;
-use tributary_proto::retail::v1::{domain_event::Entity, Customer, ExternalId, Money, Order};
+use tributary_proto::retail::v1::{
+    domain_event::Entity, Customer, ExternalId, Money, Order, Return,
+};
 
 /// One record of a change mapped to an entity.
 #[derive(Debug, Clone)]
@@ -138,6 +146,35 @@ pub fn map(payload: &Value, read_back: bool, as_of: i64) -> Result<Vec<Mapped>, 
                 let event = if created { "placed" } else { "status_changed" };
                 ("order", event, Entity::Order(order))
             }
+            "Case" if created && text(&fields, "Type") == "Return" => {
+                let order_id = text(&fields, "Order_External_Id__c");
+                if order_id.is_empty() {
+                    return Ok(vec![]);
+                }
+                let amount = text(&fields, "Refund_Amount__c");
+                // A number field: a double in Salesforce, text in the emulator's Avro schema.
+                let quantity = text(&fields, "Quantity__c").parse::<f64>().ok();
+                let product_return = Return {
+                    return_id: key.clone(),
+                    order_id,
+                    sku: text(&fields, "SKU__c"),
+                    // Salesforce numbers are doubles; a fractional or absurd quantity is
+                    // refused by the ERP's checks, not rounded here.
+                    quantity: quantity.map_or(0, |q| q as i64),
+                    reason: match text(&fields, "Description") {
+                        d if d.is_empty() => text(&fields, "Subject"),
+                        d => d,
+                    },
+                    state: "requested".into(),
+                    refund_amount: (!amount.is_empty()).then(|| Money {
+                        amount,
+                        currency: String::new(),
+                    }),
+                    requested_at_micros: as_of,
+                    ..Default::default()
+                };
+                ("return", "requested", Entity::ProductReturn(product_return))
+            }
             _ => return Ok(vec![]),
         };
         out.push(Mapped {
@@ -179,6 +216,34 @@ mod tests {
             "recordIds": ["801A"], "commitTimestamp": 5}, "fields": {}});
         assert!(super::map(&gap, false, 9).unwrap_or_default().is_empty());
         assert_eq!(super::map(&gap, true, 10).unwrap_or_default().len(), 1);
+    }
+
+    #[test]
+    fn maps_a_new_return_case_that_names_an_order() {
+        let case = |ty: &str, change: &str, order: &str| {
+            json!({"ChangeEventHeader": {"entityName": "Case", "changeType": change,
+                "recordIds": ["500000000000001AAA"]}, "fields": {"Type": ty,
+                "Order_External_Id__c": order, "SKU__c": "SKU-1", "Quantity__c": 2.0,
+                "Description": "too small"}})
+        };
+        let m = super::map(&case("Return", "CREATE", "SO-1"), false, 7).unwrap_or_default();
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].entity, m[0].event), ("return", "requested"));
+        assert_eq!(m[0].key, "SF-500000000000001AAA");
+        let super::Entity::ProductReturn(r) = &m[0].body else {
+            panic!("not a return: {:?}", m[0].body);
+        };
+        assert_eq!((r.order_id.as_str(), r.sku.as_str(), r.quantity), ("SO-1", "SKU-1", 2));
+        assert_eq!((r.state.as_str(), r.reason.as_str()), ("requested", "too small"));
+        for ignored in [
+            case("Question", "CREATE", "SO-1"),
+            case("Return", "UPDATE", "SO-1"),
+            case("Return", "CREATE", ""),
+        ] {
+            assert!(super::map(&ignored, false, 7)
+                .unwrap_or_default()
+                .is_empty());
+        }
     }
 
     /// Fuzzing finding: `recordIds: [""]` mapped to the entity key `SF-`.

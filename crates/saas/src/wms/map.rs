@@ -1,14 +1,19 @@
-//! Stored lifecycle webhooks as fulfillment events: the mapping, and the durable consumer
-//! that applies it through the domain state.
+//! Stored lifecycle webhooks as domain events (order steps → fulfillments, received returns →
+//! returns): the mapping, and the durable consumer that applies it through the domain state.
 
 use super::*;
 
-/// A lifecycle webhook mapped to a fulfillment (key = the order's `reference_id`).
+/// A webhook mapped to a domain entity: an order step to a fulfillment (key = the order's
+/// `reference_id`), a received return to the return (key = the return's `reference_id`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappedWebhook {
     pub key: String,
     pub as_of_micros: i64,
-    pub fulfillment: Fulfillment,
+    /// Subject tokens and the mapping name (event ids, feed positions).
+    pub entity: &'static str,
+    pub event: &'static str,
+    pub mapping: &'static str,
+    pub body: Entity,
 }
 
 fn rank(status: &str) -> i64 {
@@ -24,32 +29,13 @@ fn rank(status: &str) -> i64 {
     }
 }
 
-/// Maps a webhook body (`{"id","type","created_at","data":{"order":{…}}}`); `Ok(None)` for
-/// event types that are not order lifecycle steps (e.g. `inventory.updated`).
-pub fn map_webhook(body: &Value) -> Result<Option<MappedWebhook>, String> {
-    let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
-    if !kind.starts_with("order.") {
-        return Ok(None);
-    }
-    let order = body
-        .pointer("/data/order")
-        .ok_or("no data.order in the webhook")?;
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let wms_id = text(order, "id");
-    let reference = text(order, "reference_id");
-    let key = if reference.is_empty() {
-        wms_id.clone()
-    } else {
-        reference
-    };
-    if key.is_empty() {
-        return Err("the order has neither reference_id nor id".into());
-    }
-    let status = text(order, "status");
-    if status.is_empty() {
-        return Err("the order has no status".into());
-    }
-    let updated = order
+fn text(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// The object's `updated_at`, else the webhook's `created_at`.
+fn updated_micros(body: &Value, object: &Value) -> Result<i64, String> {
+    object
         .get("updated_at")
         .and_then(Value::as_str)
         .and_then(parse_rfc3339_micros)
@@ -58,7 +44,43 @@ pub fn map_webhook(body: &Value) -> Result<Option<MappedWebhook>, String> {
                 .and_then(Value::as_str)
                 .and_then(parse_rfc3339_micros)
         })
-        .ok_or("no updated_at / created_at timestamp")?;
+        .ok_or_else(|| "no updated_at / created_at timestamp".to_string())
+}
+
+/// The `reference_id` the client gave, else the WMS's own id.
+fn key_of(object: &Value, what: &str) -> Result<String, String> {
+    let reference = text(object, "reference_id");
+    let key = if reference.is_empty() {
+        text(object, "id")
+    } else {
+        reference
+    };
+    if key.is_empty() {
+        return Err(format!("the {what} has neither reference_id nor id"));
+    }
+    Ok(key)
+}
+
+/// Maps a webhook body (`{"id","type","created_at","data":{"order"|"return":{…}}}`);
+/// `Ok(None)` for event types that map to nothing (e.g. `inventory.updated`).
+pub fn map_webhook(body: &Value) -> Result<Option<MappedWebhook>, String> {
+    let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+    if kind == "return.received" {
+        return map_return(body).map(Some);
+    }
+    if !kind.starts_with("order.") {
+        return Ok(None);
+    }
+    let order = body
+        .pointer("/data/order")
+        .ok_or("no data.order in the webhook")?;
+    let wms_id = text(order, "id");
+    let key = key_of(order, "order")?;
+    let status = text(order, "status");
+    if status.is_empty() {
+        return Err("the order has no status".into());
+    }
+    let updated = updated_micros(body, order)?;
     let shipment = order
         .get("shipments")
         .and_then(Value::as_array)
@@ -85,7 +107,10 @@ pub fn map_webhook(body: &Value) -> Result<Option<MappedWebhook>, String> {
     let shipped_at_micros = if status == "shipped" { updated } else { 0 };
     Ok(Some(MappedWebhook {
         as_of_micros: updated + rank(&status),
-        fulfillment: Fulfillment {
+        entity: "fulfillment",
+        event: "updated",
+        mapping: MAPPING,
+        body: Entity::Fulfillment(Fulfillment {
             fulfillment_id,
             order_id: key.clone(),
             lines,
@@ -95,9 +120,54 @@ pub fn map_webhook(body: &Value) -> Result<Option<MappedWebhook>, String> {
             status,
             location: String::new(),
             shipped_at_micros,
-        },
+        }),
         key,
     }))
+}
+
+/// `return.received`: the goods of an announced return arrived (`retail.v1.return.received`,
+/// state `received`, with the units the warehouse counted).
+fn map_return(body: &Value) -> Result<MappedWebhook, String> {
+    let rma = body
+        .pointer("/data/return")
+        .ok_or("no data.return in the webhook")?;
+    let key = key_of(rma, "return")?;
+    let updated = updated_micros(body, rma)?;
+    let lines: Vec<ReturnLine> = rma
+        .get("products")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .enumerate()
+                .map(|(i, p)| ReturnLine {
+                    line_id: (i + 1).to_string(),
+                    sku: text(p, "sku"),
+                    quantity: p.get("quantity").and_then(Value::as_i64).unwrap_or(0),
+                    reason: String::new(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (sku, quantity) = match lines.as_slice() {
+        [one] => (one.sku.clone(), one.quantity),
+        _ => (String::new(), 0),
+    };
+    Ok(MappedWebhook {
+        as_of_micros: updated,
+        entity: "return",
+        event: "received",
+        mapping: RETURN_MAPPING,
+        body: Entity::ProductReturn(Return {
+            return_id: key.clone(),
+            order_id: text(rma, "order_reference"),
+            lines,
+            state: "received".into(),
+            sku,
+            quantity,
+            ..Default::default()
+        }),
+        key,
+    })
 }
 
 /// The webhook body of a stored message: the JSON change envelope every SaaS feed shares, or
@@ -196,13 +266,16 @@ impl Mapper {
         };
         let system = self.endpoint.cfg.system.clone();
         let event = ExternalEvent {
-            entity: "fulfillment".into(),
-            event: "updated".into(),
-            event_id: format!("wms:{}@{}/{MAPPING}", mapped.key, mapped.as_of_micros),
+            entity: mapped.entity.into(),
+            event: mapped.event.into(),
+            event_id: format!(
+                "wms:{}@{}/{}",
+                mapped.key, mapped.as_of_micros, mapped.mapping
+            ),
             key: mapped.key,
             feed: "wms".into(),
             as_of_micros: mapped.as_of_micros,
-            mapping: MAPPING.into(),
+            mapping: mapped.mapping.into(),
             source_ref: SourceRef {
                 source: system.clone(),
                 event_id: format!("wms:{webhook_id}"),
@@ -212,7 +285,7 @@ impl Mapper {
                 feed_position: format!("webhook:{webhook_id}"),
             },
             system,
-            body: Entity::Fulfillment(mapped.fulfillment),
+            body: mapped.body,
         };
         Ok(match self.feed.apply(&event).await? {
             Applied::Published(_) => "published",
@@ -261,13 +334,37 @@ mod tests {
         let shipped =
             map_webhook(&body("shipped", "2026-01-01T00:00:00.000Z"))?.ok_or("not mapped")?;
         assert_eq!(shipped.key, "SO-1");
-        assert_eq!(shipped.fulfillment.tracking_number, "1Z9");
-        assert_eq!(shipped.fulfillment.carrier, "UPS");
-        assert_eq!(shipped.fulfillment.lines.len(), 1);
+        let Entity::Fulfillment(f) = &shipped.body else {
+            return Err(format!("not a fulfillment: {shipped:?}"));
+        };
+        assert_eq!(f.tracking_number, "1Z9");
+        assert_eq!(f.carrier, "UPS");
+        assert_eq!(f.lines.len(), 1);
         let allocated =
             map_webhook(&body("allocated", "2026-01-01T00:00:00.000Z"))?.ok_or("not mapped")?;
         assert!(allocated.as_of_micros < shipped.as_of_micros);
         assert!(map_webhook(&serde_json::json!({"type": "inventory.updated"}))?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn maps_a_received_return_to_the_return_it_announced() -> Result<(), String> {
+        let body = serde_json::json!({"id": "evt_2", "type": "return.received",
+            "created_at": "2026-01-01T00:00:01.000Z",
+            "data": {"return": {"id": "rma_1", "reference_id": "RT-7", "order_reference": "SO-1",
+            "status": "received", "updated_at": "2026-01-01T00:00:00.500Z",
+            "products": [{"sku": "SKU-1", "quantity": 2}]}}});
+        let m = map_webhook(&body)?.ok_or("not mapped")?;
+        assert_eq!((m.key.as_str(), m.entity, m.event), ("RT-7", "return", "received"));
+        let Entity::ProductReturn(r) = &m.body else {
+            return Err(format!("not a return: {m:?}"));
+        };
+        assert_eq!((r.order_id.as_str(), r.state.as_str()), ("SO-1", "received"));
+        assert_eq!((r.sku.as_str(), r.quantity), ("SKU-1", 2));
+        assert_ne!(m.mapping, MAPPING);
+        let no_key = serde_json::json!({"type": "return.received", "created_at": "2026-01-01T00:00:00Z",
+            "data": {"return": {"status": "received"}}});
+        assert!(map_webhook(&no_key).is_err());
         Ok(())
     }
 }

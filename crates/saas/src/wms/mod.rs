@@ -12,6 +12,7 @@
 //!
 //!  SAAS_WMS ──durable consumer (1 unacked)──► map order.* ──► ExternalFeed (KV state, CAS) ──► RETAIL
 //!                                                            retail.v1.fulfillment.updated
+//!                                        map return.received ──► retail.v1.return.received
 //! ```
 //!
 //! The fulfillment event is keyed by the order's `reference_id` (the ERP order number), like the
@@ -46,7 +47,9 @@ use tributary_config::{Config, WmsFeed, WmsWebhookSourceConfig};
 use tributary_domain::{Applied, ExternalEvent, ExternalFeed};
 use tributary_nats::StreamSpec;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
-use tributary_proto::retail::v1::{domain_event::Entity, Fulfillment, FulfillmentLine, SourceRef};
+use tributary_proto::retail::v1::{
+    domain_event::Entity, Fulfillment, FulfillmentLine, Return, ReturnLine, SourceRef,
+};
 
 use crate::json_change::JsonChange;
 use crate::listener::receiver::{self, Delivery, Feed, Reject, Signed};
@@ -70,6 +73,8 @@ pub const RAW_DUPLICATE_WINDOW_SECS: u64 = 24 * 3600;
 pub const SUBJECT_PREFIX: &str = "saas.wms";
 /// Mapping name (and entity-state slot) of the lifecycle webhooks.
 pub const MAPPING: &str = "wms_order_webhook";
+/// Mapping name of received returns (`return.received`).
+pub const RETURN_MAPPING: &str = "wms_return_webhook";
 
 pub use crate::metrics::{
     WMS_DOMAIN_EVENTS as DOMAIN_EVENTS, WMS_WEBHOOKS_DUPLICATE as WEBHOOKS_DUPLICATE,

@@ -14,7 +14,7 @@ use tributary_sfpubsub::schema::{self, ChangeHeader};
 use crate::util::now_millis;
 
 /// Objects selected for Change Data Capture and the fields of their change events.
-const OBJECTS: [(&str, &[&str]); 3] = [
+const OBJECTS: [(&str, &[&str]); 4] = [
     (
         "Account",
         &[
@@ -59,6 +59,24 @@ const OBJECTS: [(&str, &[&str]); 3] = [
             "Tracking_Url__c",
             "Carrier__c",
             "Fulfillment_Status__c",
+            "External_Id__c",
+            "CreatedDate",
+            "LastModifiedDate",
+        ],
+    ),
+    (
+        "Case",
+        &[
+            "Subject",
+            "Type",
+            "Origin",
+            "Status",
+            "Description",
+            "Return_State__c",
+            "Order_External_Id__c",
+            "SKU__c",
+            "Quantity__c",
+            "Refund_Amount__c",
             "External_Id__c",
             "CreatedDate",
             "LastModifiedDate",

@@ -102,7 +102,7 @@ pub async fn resume(handle: Salesforce, bind: SocketAddr) -> Result<RunningEmula
         )
         .route(
             "/services/data/{version}/sobjects/{object}/{id}",
-            get(sobjects::get_by_id),
+            get(sobjects::get_by_id).patch(sobjects::update_by_id),
         )
         .route(
             "/services/data/{version}/composite/sobjects/{object}/{field}",

@@ -57,7 +57,11 @@ fn upsert_one(
     caller: &Caller,
 ) -> Result<Applied, SfErr> {
     if let Some(schema) = s.schemas.get(object) {
-        if !schema.external_ids.is_empty() && !schema.external_ids.iter().any(|f| f == field) {
+        // `Id` is always a key: the record's own id (an update by id).
+        if field != "Id"
+            && !schema.external_ids.is_empty()
+            && !schema.external_ids.iter().any(|f| f == field)
+        {
             return Err(SfErr::new(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
@@ -366,6 +370,30 @@ fn not_found() -> Response {
         "The requested resource does not exist",
         &[],
     )
+}
+
+/// `PATCH /sobjects/<Object>/<id>`: an update of an existing record (204), `NOT_FOUND` for
+/// an id the org does not have as that object.
+pub(super) async fn update_by_id(
+    State(sf): State<Salesforce>,
+    Path((version, object, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = parse_object(&body);
+    sf.api(&headers, &version, |s, caller| {
+        let body = match parsed {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if !s.records.get(&id).is_some_and(|r| r.object == object) {
+            return not_found();
+        }
+        match upsert_one(s, &object, "Id", &id, &body, true, caller) {
+            Ok(_) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => sf_error(e.status, e.code, &e.message, &e.fields),
+        }
+    })
 }
 
 pub(super) async fn get_by_id(

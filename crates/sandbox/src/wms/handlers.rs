@@ -12,7 +12,7 @@ use super::{lock, problem, problem_body, problem_with, Wms};
 use crate::util::{now_rfc3339, query_pairs};
 
 /// API key check and the per-key rate limit.
-fn gate(wms: &Wms, headers: &HeaderMap) -> Result<(), Response> {
+pub(super) fn gate(wms: &Wms, headers: &HeaderMap) -> Result<(), Response> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let key = header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -41,7 +41,7 @@ fn gate(wms: &Wms, headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Response> {
+pub(super) fn parse_json(body: &[u8]) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|e| {
         problem(
             StatusCode::BAD_REQUEST,
@@ -53,7 +53,7 @@ fn parse_json(body: &[u8]) -> Result<Value, Response> {
 
 /// Runs `apply` at most once per Idempotency-Key: a repeat with the same request replays the
 /// stored answer, a different request gets 422, one still in flight 409, none 400.
-async fn idempotent(
+pub(super) async fn idempotent(
     wms: &Wms,
     headers: &HeaderMap,
     method_path: &str,
@@ -164,7 +164,7 @@ fn order_json(o: &WmsOrder) -> Value {
 }
 
 /// Validates a create-order body: the order lines, or field errors.
-fn validate_order(body: &Value) -> Result<(String, Vec<OrderLine>), Value> {
+pub(super) fn validate_order(body: &Value) -> Result<(String, Vec<OrderLine>), Value> {
     let mut errors = serde_json::Map::new();
     let reference = body
         .get("reference_id")

@@ -6,9 +6,12 @@
 //!  sink ─POST /orders (Idempotency-Key)─► auth ─► rate limit ─► key store ─► order (pending)
 //!  test/auto ─ advance(): allocated → picked → shipped → delivered | exception
 //!                              └──────── signed webhook order.<status> ──► source
+//!  sink ─POST /returns (Idempotency-Key)─► RMA expected ─ receive_return() ─► stock back,
+//!                                              signed webhook return.received ──► source
 //! ```
 
 mod handlers;
+mod returns;
 pub mod state;
 mod webhooks;
 
@@ -22,7 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub use state::{Adjustment, OrderLine, Shipment, WmsOrder, WmsState, WmsStatus};
+pub use state::{Adjustment, OrderLine, Shipment, WmsOrder, WmsReturn, WmsState, WmsStatus};
 pub use webhooks::{sign_standard_webhook, verify_standard_webhook, WmsEvent, WmsWebhookOptions};
 
 use crate::error::{Result, SandboxError};
@@ -120,6 +123,8 @@ pub async fn resume(handle: Wms, bind: SocketAddr) -> Result<RunningEmulator<Wms
         .route("/orders/{id}/cancel", post(handlers::cancel_order))
         .route("/inventory", get(handlers::get_inventory))
         .route("/inventory/adjustments", post(handlers::adjust_inventory))
+        .route("/returns", post(returns::create_return))
+        .route("/returns/{id}", get(returns::get_return))
         .with_state(handle.clone());
     let common = Common {
         log: handle.inner.log.clone(),

@@ -111,6 +111,24 @@ pub struct WmsState {
     pub key_applies: BTreeMap<String, u64>,
     /// Orders created per reference_id (must stay ≤ 1).
     pub reference_creates: BTreeMap<String, u64>,
+    /// Expected customer returns (RMAs) by WMS id, and their ids by `reference_id`.
+    pub returns: BTreeMap<String, WmsReturn>,
+    pub returns_by_reference: HashMap<String, String>,
+}
+
+/// A customer return the WMS expects (an RMA): `expected` until the goods arrive, then
+/// `received` (stock put back).
+#[derive(Clone, Debug, Serialize)]
+pub struct WmsReturn {
+    pub id: String,
+    pub reference_id: String,
+    /// The order the goods were shipped under, as the client named it.
+    pub order_reference: String,
+    pub status: String,
+    pub products: Vec<OrderLine>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub received_at: Option<String>,
 }
 
 impl WmsState {

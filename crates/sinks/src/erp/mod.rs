@@ -1,8 +1,10 @@
-//! ERP inbox target: storefront orders and refunds written into the ERP's PostgreSQL
-//! database through an inbox table, which the ERP processes itself (docs/order-to-cash.md).
+//! ERP inbox target: storefront orders, refunds and return requests / receipts written into
+//! the ERP's PostgreSQL database through an inbox table, which the ERP processes itself
+//! (docs/order-to-cash.md).
 //!
 //! ```text
 //!  order.placed / order.status_changed / refund.created  (system of record in `systems`)
+//!  return.requested / return.received                    (system of record in `return_systems`)
 //!     ─► row {event_id, event_type, entity_key, entity_version, source_system, payload jsonb}
 //!     ─► batcher (rows of many lanes) ─► one transaction, ON CONFLICT (event_id) DO NOTHING
 //!     ─► the ERP's trigger on the inbox: sales order, stock allocation, credit memo
@@ -99,8 +101,13 @@ impl ErpTarget {
         let Some(meta) = event.meta.as_ref() else {
             return Ok(Outcome::Ignored("no meta"));
         };
-        if !self.cfg.systems.contains(&meta.system_of_record) {
-            // The ERP's own orders come back this way: never written into its inbox.
+        let systems = if meta.entity == "return" {
+            &self.cfg.return_systems
+        } else {
+            &self.cfg.systems
+        };
+        if !systems.contains(&meta.system_of_record) {
+            // The ERP's own orders and returns come back this way: never written into its inbox.
             return Ok(Outcome::Ignored("other system of record"));
         }
         let Some(payload) = payload::of(event) else {

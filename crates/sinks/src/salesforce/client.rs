@@ -113,8 +113,34 @@ impl Api {
         let mut body = record.clone();
         body.remove(ext);
         let path = format!("/sobjects/{object}/{ext}/{}", utf8_percent_encode(value));
+        self.write_one(object, &path, body, &format!("{ext}={value}"))
+            .await
+    }
+
+    /// `PATCH /sobjects/<Object>/<id>`: an update of a record Salesforce created itself (an
+    /// entity keyed `SF-<record id>`), which carries no external id to upsert by.
+    pub(super) async fn update_by_id(
+        &self,
+        object: &str,
+        id: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(), ApplyError> {
+        let mut body = record.clone();
+        body.remove(&self.cfg.external_id_field);
+        let path = format!("/sobjects/{object}/{}", utf8_percent_encode(id));
+        self.write_one(object, &path, body, &format!("Id={id}"))
+            .await
+    }
+
+    async fn write_one(
+        &self,
+        object: &str,
+        path: &str,
+        body: Map<String, Value>,
+        key: &str,
+    ) -> Result<(), ApplyError> {
         metrics::counter!(m::SF_REQUESTS, "sink" => "salesforce", "kind" => "single").increment(1);
-        let (status, text) = match self.patch(&path, &Value::Object(body)).await {
+        let (status, text) = match self.patch(path, &Value::Object(body)).await {
             Ok(answer) => answer,
             // A single record refused (4xx with `[{errorCode, message, fields}]`) is judged
             // like a refused record of a collection: the same `<Object> <code>: <message>`
@@ -129,7 +155,7 @@ impl Api {
         };
         if status == 300 {
             return Err(ApplyError::definite(
-                format!("{object} {ext}={value} matches several records"),
+                format!("{object} {key} matches several records"),
                 http::truncate(&text, 4000),
             ));
         }

@@ -32,6 +32,14 @@ pub(super) fn date_of(micros: i64) -> Option<String> {
 /// The object and fields an event upserts; `None` for events this target does not write.
 /// Empty values are left out so that a partial event (a status change, a POS-owned
 /// field) does not blank fields it does not carry.
+/// The record id of an entity key `SF-<record id>`: the key the Salesforce feed gives a record
+/// nobody keyed (docs/saas-sources.md), i.e. the record itself. Record ids are 15 or 18
+/// letters and digits.
+pub(super) fn own_record_id(key: &str) -> Option<&str> {
+    key.strip_prefix("SF-")
+        .filter(|id| matches!(id.len(), 15 | 18) && id.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
 pub(super) fn map_event(
     cfg: &SalesforceSinkConfig,
     event: &DomainEvent,
@@ -99,14 +107,18 @@ pub(super) fn map_event(
         }
         Entity::ProductReturn(r) => {
             put_str(&mut m, ext, &r.return_id);
-            put_str(
-                &mut m,
-                "Subject",
-                &format!("Return {} of order {}", r.return_id, r.order_id),
-            );
-            m.insert("Type".into(), Value::String("Return".into()));
-            m.insert("Origin".into(), Value::String("Tributary".into()));
-            put_str(&mut m, "Description", &r.reason);
+            // A Case an agent opened keeps the agent's subject, origin and description; the
+            // bridge fills in the return's progress.
+            if own_record_id(&r.return_id).is_none() {
+                put_str(
+                    &mut m,
+                    "Subject",
+                    &format!("Return {} of order {}", r.return_id, r.order_id),
+                );
+                m.insert("Type".into(), Value::String("Return".into()));
+                m.insert("Origin".into(), Value::String("Tributary".into()));
+                put_str(&mut m, "Description", &r.reason);
+            }
             put_str(&mut m, "Return_State__c", &r.state);
             put_str(&mut m, "Order_External_Id__c", &r.order_id);
             put_str(&mut m, "SKU__c", &r.sku);

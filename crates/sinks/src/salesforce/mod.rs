@@ -121,6 +121,13 @@ impl SalesforceTarget {
         let Some((object, record)) = encode::map_event(&self.api.cfg, event) else {
             return Ok(Outcome::Ignored("not for salesforce"));
         };
+        let key = record.get(&self.api.cfg.external_id_field);
+        if let Some(id) = key.and_then(serde_json::Value::as_str).and_then(encode::own_record_id) {
+            // A record the org created itself (a return Case an agent opened): upserting by
+            // external id would create a second one.
+            self.api.update_by_id(object, id, &record).await?;
+            return Ok(Outcome::Applied);
+        }
         match &self.batches {
             None => self.api.upsert_one(object, &record).await?,
             Some(batches) => batches.submit(Pending { object, record }).await?,

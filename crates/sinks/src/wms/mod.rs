@@ -5,6 +5,7 @@
 //!  order status in release_statuses ──► POST /orders {reference_id, products}   Idempotency-Key
 //!  order status in cancel_statuses  ──► POST /orders/{id}/cancel                Idempotency-Key
 //!  inventory.level_changed at inventory_location ──► POST /inventory/adjustments {sku, delta}
+//!  return.created (announce_returns) ──► POST /returns {reference_id, order_reference, products}
 //! ```
 //!
 //! The order id is the WMS `reference_id` (the WMS answers a repeat with the existing order);
@@ -24,6 +25,7 @@ use crate::state::EntityRecord;
 use crate::{ApplyError, SinkError};
 
 mod inventory;
+mod returns;
 
 pub struct WmsTarget {
     cfg: WmsSinkConfig,
@@ -72,6 +74,9 @@ impl WmsTarget {
         if cfg.inventory_location.is_some() {
             out.push(format!("{prefix}.inventory.level_changed"));
         }
+        if cfg.announce_returns {
+            out.push(format!("{prefix}.return.created"));
+        }
         out
     }
 
@@ -83,6 +88,9 @@ impl WmsTarget {
     ) -> Result<Outcome, ApplyError> {
         if let Some(Entity::Inventory(level)) = &event.entity {
             return self.adjust_stock(level, record, idempotency_key).await;
+        }
+        if let Some(Entity::ProductReturn(r)) = &event.entity {
+            return self.announce_return(r, record, idempotency_key).await;
         }
         let mut data: OrderData = serde_json::from_value(record.data.clone()).unwrap_or_default();
         let outcome = match &event.entity {
@@ -142,7 +150,7 @@ impl WmsTarget {
         Ok(outcome)
     }
 
-    async fn post(
+    pub(super) async fn post(
         &self,
         path: &str,
         body: &serde_json::Value,

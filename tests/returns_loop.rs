@@ -1,0 +1,262 @@
+//! The return leg of the order-to-cash loop, with nothing but the systems' own actions:
+//! an agent opens a return Case in Salesforce (Change Data Capture → `return.requested`),
+//! the ERP inbox turns it into the ERP's return of a shipped order; the ERP's returns (that
+//! one and one the ERP booked itself) are announced to the WMS as expected receipts; the
+//! warehouse receives the goods (its `return.received` webhook → `[[wms]]` feed), which the
+//! inbox hands to the ERP: stock back on hand, a credit memo, the return credited, the
+//! order's payment state. Salesforce shows the credited state on the agent's own Case (not a
+//! second one) and on a Case for the ERP's return. A Case naming an unknown order is
+//! dead-lettered with the ERP's reason; a replay of the inbox's events changes nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use support::*;
+use tributary_sandbox::salesforce::pubsub;
+use tributary_sandbox::salesforce::{self, SalesforceOptions};
+use tributary_sandbox::wms::{self, WmsOptions, WmsWebhookOptions};
+
+const WMS_SECRET: &str = "whsec_returns_loop_7f3a9c2e";
+const SF_CLIENT: &str = "tributary-bridge";
+
+fn fields(pairs: &[(&str, &str)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect()
+}
+
+async fn count(erp: &tokio_postgres::Client, sql: &str) -> Result<i64> {
+    Ok(erp.query_one(sql, &[]).await?.get(0))
+}
+
+async fn text(erp: &tokio_postgres::Client, sql: &str) -> Result<String> {
+    Ok(erp
+        .query_opt(sql, &[])
+        .await?
+        .map(|r| r.get::<_, String>(0))
+        .unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Result<()> {
+    let (pg, nats) = start_servers().await?;
+    let dir = tempfile::tempdir()?;
+    let sources = retail_sources(&pg).await?;
+    let erp = pg.connect("erp").await?;
+    // Two orders the ERP has shipped (set-up of the ERP's own history).
+    erp.batch_execute(
+        "INSERT INTO items (sku, title) VALUES ('SKU-1', 'Mug'), ('SKU-2', 'Plate');\
+         INSERT INTO stock (sku, location, on_hand) VALUES ('SKU-1', 'DC1', 100), ('SKU-2', 'DC1', 100);\
+         INSERT INTO customers (id, email, first_name, last_name) VALUES (1, 'ann@example.com', 'Ann', 'Lee');\
+         INSERT INTO sales_orders (order_no, customer_id, status, total) VALUES ('SO-1', 1, 'shipped', 30.00), ('SO-2', 1, 'shipped', 25.00);\
+         INSERT INTO order_lines VALUES ('SO-1', 1, 'SKU-1', 3, 10.00), ('SO-2', 1, 'SKU-2', 1, 25.00);",
+    )
+    .await?;
+
+    let hook_port = tributary_testkit::free_port();
+    let mut wms_opts = WmsOptions {
+        auto_advance: Some(Duration::from_millis(300)),
+        ..WmsOptions::default()
+    };
+    wms_opts.webhook = Some(WmsWebhookOptions::new(
+        format!("http://127.0.0.1:{hook_port}/webhooks/wms"),
+        WMS_SECRET,
+    ));
+    let wms = wms::start(wms_opts).await?;
+    let sf_rest = salesforce::start(SalesforceOptions::default()).await?;
+    let sf = sf_rest.handle().clone();
+    let grpc = pubsub::start(sf.clone(), ([127, 0, 0, 1], 0).into(), Duration::from_millis(300)).await?;
+
+    let mut text_cfg = retail_config(&pg, &nats.url(), &sources)?;
+    text_cfg.push_str(&format!(
+        "\n[[wms]]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{WMS_SECRET}\"\n\
+         \n[[salesforce_cdc]]\nname = \"org\"\nlogin_url = \"{sf_base}\"\nclient_id = \"sandbox-client\"\n\
+         client_secret = \"sandbox-secret\"\npubsub_url = \"{grpc}\"\ntopics = [\"/data/ChangeEvents\"]\n\
+         echo_client_id = \"{SF_CLIENT}\"\nexternal_id_field = \"External_Id__c\"\ninitial_position = \"earliest\"\n\
+         \n[sinks]\n\
+         [sinks.wms]\nbase_url = \"{wms_base}\"\napi_key = \"wms_sandbox\"\n\
+         [sinks.wms.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
+         [sinks.salesforce]\nbase_url = \"{sf_base}\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\n\
+         call_options_client = \"{SF_CLIENT}\"\nbatch_linger_ms = 20\n\
+         [sinks.salesforce.delivery]\nlanes = 4\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
+         [sinks.erp]\ntable = \"public.tributary_inbox\"\nbatch_linger_ms = 20\n\
+         [sinks.erp.connection]\nhost = \"127.0.0.1\"\nport = {pg_port}\nuser = \"postgres\"\npassword = \"{pg_password}\"\ndbname = \"erp\"\n\
+         [sinks.erp.delivery]\nlanes = 4\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
+        sf_base = sf_rest.base_url(),
+        grpc = grpc.url(),
+        wms_base = wms.base_url(),
+        pg_port = pg.port(),
+        pg_password = pg.password(),
+    ));
+    let config = write_config(dir.path(), &text_cfg)?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_streaming(&pg, &["slot_erp", "slot_pos"], &bridge).await?;
+
+    // An agent opens a return Case; the ERP books a return of its own; a Case names an
+    // order the ERP does not have.
+    let case_id = sf.cdc_create(
+        "Case",
+        fields(&[
+            ("Subject", "Mugs arrived chipped"),
+            ("Type", "Return"),
+            ("Origin", "Phone"),
+            ("Order_External_Id__c", "SO-1"),
+            ("SKU__c", "SKU-1"),
+            ("Quantity__c", "2"),
+            ("Description", "two of three chipped"),
+        ]),
+    );
+    let case_key = format!("SF-{case_id}");
+    erp.batch_execute(
+        "INSERT INTO returns (return_no, order_no, sku, quantity, reason, refund_amount) \
+         VALUES ('RT-2', 'SO-2', 'SKU-2', 1, 'damaged', 25.00)",
+    )
+    .await?;
+    sf.cdc_create(
+        "Case",
+        fields(&[
+            ("Subject", "Wrong order"),
+            ("Type", "Return"),
+            ("Order_External_Id__c", "SO-404"),
+            ("SKU__c", "SKU-1"),
+            ("Quantity__c", "1"),
+        ]),
+    );
+
+    let client = nats.connect().await?;
+    let state_sql = |key: &str| format!("SELECT status FROM returns WHERE return_no = '{key}'");
+    wait_until(Duration::from_secs(120), async || {
+        let case_state = text(&erp, &state_sql(&case_key)).await?;
+        let erp_state = text(&erp, &state_sql("RT-2")).await?;
+        let received = wms.returns().iter().filter(|r| r.status == "received").count();
+        let sf_case = sf
+            .records("Case")
+            .into_iter()
+            .find(|r| r.id == case_id)
+            .and_then(|r| r.fields.get("Return_State__c").cloned());
+        let sf_erp_case = sf
+            .record_by("Case", "External_Id__c", "RT-2")
+            .and_then(|r| r.fields.get("Return_State__c").cloned());
+        let dlq = dead_letters(&client).await?.len();
+        let credited = json!("credited");
+        Ok(
+            if case_state == "credited"
+                && erp_state == "credited"
+                && received == 2
+                && sf_case.as_ref() == Some(&credited)
+                && sf_erp_case.as_ref() == Some(&credited)
+                && dlq == 1
+            {
+                Check::Done(())
+            } else {
+                Check::Pending(format!(
+                    "ERP returns: case {case_state:?}, RT-2 {erp_state:?}; WMS received {received}; \
+                     Salesforce: agent's Case {sf_case:?}, RT-2 Case {sf_erp_case:?}; dead letters {dlq}\n\
+                     bridge log:\n{}",
+                    bridge.log()
+                ))
+            },
+        )
+    })
+    .await?;
+    wait_quiescent(&client, Duration::from_secs(60)).await?;
+
+    // The ERP: one return per request, the goods back on hand, one credit memo each (2 of 3
+    // mugs: 20.00), the orders' payment states.
+    assert_eq!(count(&erp, "SELECT count(*) FROM returns").await?, 2);
+    let memos = erp
+        .query(
+            "SELECT refund_ref, amount::text FROM credit_memos ORDER BY refund_ref",
+            &[],
+        )
+        .await?;
+    let memos: Vec<(String, String)> = memos.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        memos,
+        vec![
+            ("return:RT-2".to_string(), "25.00".to_string()),
+            (format!("return:{case_key}"), "20.00".to_string()),
+        ]
+    );
+    let on_hand = |sku: &str| format!("SELECT on_hand::bigint FROM stock WHERE sku = '{sku}' AND location = 'DC1'");
+    assert_eq!(count(&erp, &on_hand("SKU-1")).await?, 102);
+    assert_eq!(count(&erp, &on_hand("SKU-2")).await?, 101);
+    assert_eq!(
+        text(&erp, "SELECT payment_state FROM sales_orders WHERE order_no = 'SO-1'").await?,
+        "partially_refunded"
+    );
+    assert_eq!(
+        text(&erp, "SELECT payment_state FROM sales_orders WHERE order_no = 'SO-2'").await?,
+        "refunded"
+    );
+    // The WMS: one expected receipt per return, each received once.
+    for key in [case_key.as_str(), "RT-2"] {
+        let rma = wms
+            .return_by_reference(key)
+            .ok_or_else(|| anyhow::anyhow!("no WMS return for {key}"))?;
+        assert_eq!(rma.status, "received");
+    }
+    assert_eq!(wms.returns().len(), 2);
+    // Salesforce: the agent's Case was updated in place, never duplicated; the ERP's return
+    // has its own Case; the orders show the payment state.
+    let cases = sf.records("Case");
+    assert_eq!(cases.len(), 3, "cases: {cases:?}");
+    assert!(
+        !cases
+            .iter()
+            .any(|c| c.fields.get("External_Id__c") == Some(&json!(case_key))),
+        "a second Case was created for the agent's return"
+    );
+    let agents = cases
+        .iter()
+        .find(|c| c.id == case_id)
+        .ok_or_else(|| anyhow::anyhow!("the agent's Case is gone"))?;
+    assert_eq!(agents.fields.get("Subject"), Some(&json!("Mugs arrived chipped")));
+    assert_eq!(agents.fields.get("Origin"), Some(&json!("Phone")));
+    let so1 = sf
+        .record_by("Order", "External_Id__c", "SO-1")
+        .ok_or_else(|| anyhow::anyhow!("no Salesforce Order SO-1"))?;
+    assert_eq!(so1.fields.get("Payment_State__c"), Some(&json!("partially_refunded")));
+    // The bad request: the ERP's reason, nothing booked.
+    let dlq = dead_letters(&client).await?;
+    assert_eq!(header(&dlq[0], "Tributary-Sink"), "erp");
+    let reason = header(&dlq[0], "Tributary-Reason");
+    assert!(reason.contains("unknown order SO-404"), "reason: {reason}");
+
+    // A replay of every event into the inbox writes nothing new.
+    let inbox_rows = count(&erp, "SELECT count(*) FROM tributary_inbox").await?;
+    let (code, out, err) = tributary(&[
+        "replay",
+        "--sink",
+        "erp",
+        "--from-seq",
+        "1",
+        "--config",
+        &config.to_string_lossy(),
+    ])
+    .await?;
+    assert_eq!(code, 0, "replay failed: {out}{err}");
+    let js = async_nats::jetstream::new(client.clone());
+    wait_until(Duration::from_secs(90), async || {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream("tributary-sink-erp", "RETAIL")
+            .await?;
+        let info = consumer.info().await?;
+        Ok(if info.num_pending == 0 && info.num_ack_pending == 0 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("replay: {} pending", info.num_pending))
+        })
+    })
+    .await?;
+    wait_quiescent(&client, Duration::from_secs(60)).await?;
+    assert_eq!(count(&erp, "SELECT count(*) FROM tributary_inbox").await?, inbox_rows);
+    assert_eq!(count(&erp, "SELECT count(*) FROM credit_memos").await?, 2);
+    assert_eq!(count(&erp, "SELECT count(*) FROM returns").await?, 2);
+    assert_eq!(count(&erp, &on_hand("SKU-1")).await?, 102);
+    bridge.stop().await?;
+    Ok(())
+}
