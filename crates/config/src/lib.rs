@@ -4,6 +4,7 @@ mod domain;
 mod feeds;
 mod ha;
 mod model;
+mod reconcile;
 mod redact;
 mod saas;
 mod secret;
@@ -18,6 +19,7 @@ pub use model::*;
 pub use saas::*;
 pub use secret::{Secret, SecretError};
 pub use sinks::*;
+pub use reconcile::{InventoryReconcileConfig, ReconcileConfig};
 pub use tracker::TrackerConfig;
 pub use validate::{webhook_secret_problem, MIN_WEBHOOK_SECRET_BYTES};
 
