@@ -29,8 +29,8 @@ impl ShopifyTarget {
         self.cfg.locations.keys().cloned().collect()
     }
 
-    /// Every level Shopify holds at the location mapped from `code`, by SKU. Items without a
-    /// SKU the catalogue knows are left out (the sink cannot have set them).
+    /// Every catalogue SKU's level at the location mapped from `code` (0 where it has none).
+    /// SKUs the catalogue does not know are absent: the sink cannot set them.
     pub(crate) async fn levels_at(
         &self,
         code: &str,
@@ -45,7 +45,8 @@ impl ShopifyTarget {
             .into_iter()
             .map(|(sku, v)| (v.inventory_item, sku))
             .collect();
-        let mut out = BTreeMap::new();
+        // A catalogue item without a level at the location holds none there.
+        let mut out: BTreeMap<String, i64> = skus.values().map(|sku| (sku.clone(), 0)).collect();
         let mut after: Option<String> = None;
         loop {
             let vars = json!({"id": location, "first": page_size, "after": after});

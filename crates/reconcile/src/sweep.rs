@@ -1,0 +1,190 @@
+//! One sweep: the ERP's level of every SKU-location against each target holding it.
+//!
+//! ```text
+//!  domain state (versions, levels) ─┐            ┌─ WMS   GET /inventory?page=…   (paced)
+//!  sink records (applied versions) ─┼─ compare ◄─┤
+//!  domain state again (versions)  ──┘            └─ Shopify location.inventoryLevels (paced)
+//!      │ settled (sink at the domain's version, unchanged during the sweep) and different
+//!      ▼
+//!  drift event ─► O2C   [repair = true: repair event ─► RETAIL ─► the target's sink]
+//! ```
+//!
+//! In flight is decided by versions only: a pair counts when the target's sink record holds
+//! exactly the version the domain state had before the reads and still has after them.
+//! Anything else (the sink behind, an event the domain stage stored during the sweep) is
+//! left out of the drift and of the accuracy ratio, and never repaired.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::info;
+use tributary_core::Fence;
+
+use crate::erp::{self, ErpLevel};
+use crate::pace::Pace;
+use crate::report::{Drift, Report};
+use crate::shared::{now_micros, Shared};
+use crate::{metrics as m, ReconcileError};
+
+const INVENTORY: &str = "inventory";
+
+/// One SKU-location to compare at one target.
+struct Check<'a> {
+    erp: &'a ErpLevel,
+    target: &'static str,
+    /// What the target should show (its sink's quantity of the ERP's level).
+    expected: i64,
+    /// The version the target's sink record held before the reads.
+    sink_version: u64,
+}
+
+pub async fn sweep(shared: &Shared, fence: &Fence) -> Result<Report, ReconcileError> {
+    let started = now_micros();
+    let before = erp::levels(&shared.js, &shared.domain_bucket).await?;
+    let checks = checks(shared, &before).await?;
+    let (wms, shop) = read_targets(shared, &checks).await?;
+    let after = erp::levels(&shared.js, &shared.domain_bucket).await?;
+
+    let mut report = Report {
+        started_micros: started,
+        repair: shared.cfg.repair,
+        ..Report::default()
+    };
+    // Per SKU-location: (every target settled, every settled target agrees).
+    let mut pairs: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    let mut drifts: Vec<(Drift, &ErpLevel)> = Vec::new();
+    for c in &checks {
+        let sku = &c.erp.level.sku;
+        let found = match c.target {
+            "wms" => Some(wms.get(sku).copied().unwrap_or(0)),
+            _ => shop.get(&c.erp.level.location).and_then(|l| l.get(sku)).copied(),
+        };
+        // A SKU the storefront's catalogue does not have: its sink dead-letters the level.
+        let Some(found) = found else {
+            continue;
+        };
+        let counts = report.targets.entry(c.target.to_string()).or_default();
+        let pair = pairs.entry(c.erp.key.as_str()).or_insert((true, true));
+        let unchanged = after.get(&c.erp.key).map(|a| a.version) == Some(c.erp.version);
+        if c.sink_version != c.erp.version || !unchanged {
+            counts.in_flight += 1;
+            pair.0 = false;
+            continue;
+        }
+        counts.checked += 1;
+        if found != c.expected {
+            counts.drifting += 1;
+            counts.units += found.abs_diff(c.expected);
+            pair.1 = false;
+            let drift = Drift {
+                sku: sku.clone(),
+                location: c.erp.level.location.clone(),
+                entity_key: c.erp.key.clone(),
+                target: c.target.to_string(),
+                erp: c.expected,
+                found,
+                version: c.erp.version,
+                repair_sent: false,
+            };
+            drifts.push((drift, c.erp));
+        }
+    }
+    report.pairs = pairs.len() as u64;
+    report.compared = pairs.values().filter(|(settled, _)| *settled).count() as u64;
+    report.agreeing = pairs.values().filter(|(s, agree)| *s && *agree).count() as u64;
+    report.accuracy_ratio = if report.compared == 0 {
+        1.0
+    } else {
+        report.agreeing as f64 / report.compared as f64
+    };
+    for (drift, erp) in &mut drifts {
+        if shared.cfg.repair {
+            fence.check()?;
+            shared.publisher.repair(erp, drift, started).await?;
+            drift.repair_sent = true;
+            metrics::counter!(m::REPAIRS, "target" => drift.target.clone()).increment(1);
+        }
+        fence.check()?;
+        shared.publisher.drift(drift, started).await?;
+    }
+    report.drifts = drifts.into_iter().map(|(d, _)| d).collect();
+    report.finished_micros = now_micros();
+    fence.check()?;
+    shared.reports.save(&report).await?;
+    m::record(&report);
+    info!(
+        pairs = report.pairs,
+        compared = report.compared,
+        drifting = report.drifts.len(),
+        accuracy = report.accuracy_ratio,
+        "inventory sweep done"
+    );
+    Ok(report)
+}
+
+/// The (SKU-location, target) pairs to compare, with the version each sink has applied.
+async fn checks<'a>(
+    shared: &Shared,
+    erp: &'a BTreeMap<String, ErpLevel>,
+) -> Result<Vec<Check<'a>>, ReconcileError> {
+    let wms_location = shared.reader.wms_location();
+    let shop_locations: BTreeSet<String> = shared.reader.shopify_locations().into_iter().collect();
+    let mut out = Vec::new();
+    for level in erp.values() {
+        let location = level.level.location.as_str();
+        let mut targets = Vec::new();
+        if wms_location == Some(location) {
+            targets.push(("wms", level.level.on_hand));
+        }
+        if shop_locations.contains(location) {
+            targets.push(("shopify", shared.reader.shopify_quantity(&level.level)));
+        }
+        for (target, expected) in targets {
+            let record = shared.sinks.get(target, INVENTORY, &level.key).await?;
+            out.push(Check {
+                erp: level,
+                target,
+                expected,
+                sink_version: record.version,
+            });
+        }
+    }
+    Ok(out)
+}
+
+type Levels = BTreeMap<String, i64>;
+
+/// The WMS's stock by SKU (every page) and Shopify's by location and SKU (the locations
+/// compared), each target paced on its own.
+async fn read_targets(
+    shared: &Shared,
+    checks: &[Check<'_>],
+) -> Result<(Levels, BTreeMap<String, Levels>), ReconcileError> {
+    let rps = shared.cfg.requests_per_second;
+    let limit = shared.cfg.page_size;
+    let mut wms = Levels::new();
+    if checks.iter().any(|c| c.target == "wms") {
+        let mut pace = Pace::new(rps);
+        let mut page = Some(1);
+        while let Some(p) = page {
+            let (rows, next) = pace
+                .read("wms", || shared.reader.wms_page(p, limit))
+                .await?;
+            wms.extend(rows);
+            page = next;
+        }
+    }
+    let mut shop = BTreeMap::new();
+    let locations: BTreeSet<&str> = checks
+        .iter()
+        .filter(|c| c.target == "shopify")
+        .map(|c| c.erp.level.location.as_str())
+        .collect();
+    let mut pace = Pace::new(rps);
+    for location in locations {
+        let levels = pace
+            .read("shopify", || shared.reader.shopify_levels(location, limit))
+            .await?;
+        shop.insert(location.to_string(), levels);
+    }
+    Ok((wms, shop))
+}
