@@ -16,10 +16,10 @@ pub use domain::*;
 pub use feeds::{WmsFeed, DEPRECATED_WMS_KEY};
 pub use ha::HaConfig;
 pub use model::*;
+pub use reconcile::{InventoryReconcileConfig, ReconcileConfig};
 pub use saas::*;
 pub use secret::{Secret, SecretError};
 pub use sinks::*;
-pub use reconcile::{InventoryReconcileConfig, ReconcileConfig};
 pub use tracker::TrackerConfig;
 pub use validate::{webhook_secret_problem, MIN_WEBHOOK_SECRET_BYTES};
 

@@ -126,7 +126,10 @@ mod tests {
                 "requests_per_second = 0",
                 "reconcile.inventory.requests_per_second",
             ),
-            ("subject_prefix = \"a.>\"", "reconcile.inventory.subject_prefix"),
+            (
+                "subject_prefix = \"a.>\"",
+                "reconcile.inventory.subject_prefix",
+            ),
         ] {
             let err =
                 crate::parse(&format!("{BASE}[reconcile.inventory]\n{line}\n")).expect_err(line);

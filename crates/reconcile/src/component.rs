@@ -72,7 +72,11 @@ impl Reconciler {
         crate::sweep::sweep(&self.shared, fence).await
     }
 
-    async fn run_sweeps(&self, fence: &Fence, stop: &CancellationToken) -> Result<(), ReconcileError> {
+    async fn run_sweeps(
+        &self,
+        fence: &Fence,
+        stop: &CancellationToken,
+    ) -> Result<(), ReconcileError> {
         let every = Duration::from_secs(self.shared.cfg.interval_secs);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

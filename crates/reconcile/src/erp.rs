@@ -81,8 +81,7 @@ fn decode(key: &str, payload: &[u8]) -> Result<Option<ErpLevel>, ReconcileError>
         key: key.to_string(),
         message,
     };
-    let state: EntityState =
-        serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
+    let state: EntityState = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
     let Some(last) = &state.last else {
         return Ok(None);
     };

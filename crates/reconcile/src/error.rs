@@ -18,7 +18,10 @@ pub enum ReconcileError {
     Sink(#[from] tributary_sinks::SinkError),
     /// Reading a target's stock failed (after retries for throttling and transient errors).
     #[error("reading stock from {target}: {reason}")]
-    Target { target: &'static str, reason: String },
+    Target {
+        target: &'static str,
+        reason: String,
+    },
     /// A stored state (domain entity, sweep report) that does not decode.
     #[error("state {key} is unreadable: {message}")]
     CorruptState { key: String, message: String },

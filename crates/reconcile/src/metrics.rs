@@ -40,10 +40,7 @@ pub fn describe() {
         SWEEPS,
         "inventory reconciliation sweeps, by outcome (completed, failed: a target or NATS could not be read)"
     );
-    metrics::describe_gauge!(
-        LAST_SWEEP,
-        "Unix time of the last completed sweep"
-    );
+    metrics::describe_gauge!(LAST_SWEEP, "Unix time of the last completed sweep");
     metrics::describe_gauge!(
         ACCURACY,
         "inventory sync accuracy: SKU-locations that agree in every system holding them / SKU-locations compared (last sweep; 1 when none)"

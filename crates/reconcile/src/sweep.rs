@@ -56,7 +56,10 @@ pub async fn sweep(shared: &Shared, fence: &Fence) -> Result<Report, ReconcileEr
         let sku = &c.erp.level.sku;
         let found = match c.target {
             "wms" => Some(wms.get(sku).copied().unwrap_or(0)),
-            _ => shop.get(&c.erp.level.location).and_then(|l| l.get(sku)).copied(),
+            _ => shop
+                .get(&c.erp.level.location)
+                .and_then(|l| l.get(sku))
+                .copied(),
         };
         // A SKU the storefront's catalogue does not have: its sink dead-letters the level.
         let Some(found) = found else {

@@ -50,7 +50,12 @@ pub(crate) fn repair_of(event: &DomainEvent, headers: Option<&HeaderMap>) -> Opt
 }
 
 /// Whether a sink applies a repair: one for it, computed at the version its record holds.
-pub(crate) fn applies(repair: &Repair, sink: &str, event_version: u64, record_version: u64) -> bool {
+pub(crate) fn applies(
+    repair: &Repair,
+    sink: &str,
+    event_version: u64,
+    record_version: u64,
+) -> bool {
     repair.target == sink && event_version == record_version
 }
 

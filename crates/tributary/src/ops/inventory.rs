@@ -99,7 +99,10 @@ fn print_table(report: &Report) {
         .collect();
     print!(
         "{}",
-        render_table(&["TARGET", "CHECKED", "DRIFTING", "UNITS", "IN FLIGHT"], &rows)
+        render_table(
+            &["TARGET", "CHECKED", "DRIFTING", "UNITS", "IN FLIGHT"],
+            &rows
+        )
     );
     if report.drifts.is_empty() {
         println!("no drift");
