@@ -173,6 +173,21 @@ async fn tampered_levels_are_reported_once_in_flight_ones_never_and_repairs_alig
         })
         .collect();
     assert_eq!(of_sweep, expected, "one drift event per drifting pair");
+    // Without --sweep the command shows the stored last sweep, here as a table.
+    let path = config.to_string_lossy();
+    let (code, table, err) = tributary(&["inventory", "drift", "--config", &path]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.contains("20 compared, 5 agree (accuracy 0.2500)"),
+        "{table}"
+    );
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("SKU-")).collect();
+    assert_eq!(rows.len(), 15, "{table}");
+    assert!(
+        rows.iter().any(|r| r.split_whitespace().collect::<Vec<_>>()
+            == ["SKU-11", "DC1", "wms", "21", "18", "-3", "1", "-"]),
+        "{table}"
+    );
 
     // In flight: the ERP changes SKU-16 while the bridge runs without its sinks, so the
     // domain state is a version ahead of both sinks' records and both targets show the old

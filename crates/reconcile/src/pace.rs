@@ -68,3 +68,71 @@ impl Pace {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttled() -> ApplyError {
+        ApplyError::Transient {
+            reason: "429".into(),
+            retry_after: Some(Duration::from_millis(20)),
+            throttled: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn throttling_is_waited_out_and_a_refusal_is_not_retried() {
+        let mut pace = Pace::new(1000);
+        let mut calls = 0;
+        let started = Instant::now();
+        let got = pace
+            .read("wms", || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(throttled())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await
+            .expect("the third attempt");
+        assert_eq!(got, 3);
+        // Two Retry-After waits of 20 ms.
+        assert!(started.elapsed() >= Duration::from_millis(40));
+
+        let mut calls = 0;
+        let refused = pace
+            .read("shopify", || {
+                calls += 1;
+                async {
+                    Err::<(), _>(ApplyError::Definite {
+                        reason: "401".into(),
+                        body: String::new(),
+                    })
+                }
+            })
+            .await;
+        assert!(matches!(
+            refused,
+            Err(ReconcileError::Target {
+                target: "shopify",
+                ..
+            })
+        ));
+        assert_eq!(calls, 1);
+
+        let mut calls = 0;
+        let gave_up = pace
+            .read("wms", || {
+                calls += 1;
+                async { Err::<(), _>(throttled()) }
+            })
+            .await;
+        assert!(matches!(gave_up, Err(ReconcileError::Target { .. })));
+        assert_eq!(calls, ATTEMPTS);
+    }
+}
