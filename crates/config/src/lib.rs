@@ -45,6 +45,25 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// Checks `(key, value)` pairs that must be at least 1 (intervals, rates, sizes).
+    pub(crate) fn check_positive(pairs: &[(&str, u64)]) -> Result<(), ConfigError> {
+        match pairs.iter().find(|(_, v)| *v == 0) {
+            Some((key, _)) => Err(ConfigError::invalid(*key, "must be at least 1")),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a subject prefix that events are published under (no wildcard, no space).
+    pub(crate) fn check_subject_prefix(key: &str, prefix: &str) -> Result<(), ConfigError> {
+        if prefix.is_empty() || prefix.contains(['*', '>', ' ']) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{prefix:?} is not a subject prefix"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Reads, parses and validates a configuration file.

@@ -76,25 +76,18 @@ fn default_state_bucket() -> String {
 
 impl InventoryReconcileConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        for (key, value) in [
+        ConfigError::check_positive(&[
             ("reconcile.inventory.interval_secs", self.interval_secs),
             (
                 "reconcile.inventory.requests_per_second",
                 u64::from(self.requests_per_second),
             ),
             ("reconcile.inventory.page_size", u64::from(self.page_size)),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(key, "must be at least 1"));
-            }
-        }
-        if self.subject_prefix.is_empty() || self.subject_prefix.contains(['*', '>', ' ']) {
-            return Err(ConfigError::invalid(
-                "reconcile.inventory.subject_prefix",
-                format!("{:?} is not a subject prefix", self.subject_prefix),
-            ));
-        }
-        Ok(())
+        ])?;
+        ConfigError::check_subject_prefix(
+            "reconcile.inventory.subject_prefix",
+            &self.subject_prefix,
+        )
     }
 
     /// The subject of drift events.
