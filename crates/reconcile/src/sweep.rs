@@ -44,15 +44,47 @@ pub async fn sweep(shared: &Shared, fence: &Fence) -> Result<Report, ReconcileEr
     let (wms, shop) = read_targets(shared, &checks).await?;
     let after = erp::levels(&shared.js, &shared.domain_bucket).await?;
 
-    let mut report = Report {
-        started_micros: started,
-        repair: shared.cfg.repair,
-        ..Report::default()
-    };
+    let (mut report, mut drifts) = compare(&checks, &wms, &shop, &after);
+    report.started_micros = started;
+    report.repair = shared.cfg.repair;
+    for (drift, erp) in &mut drifts {
+        if shared.cfg.repair {
+            fence.check()?;
+            shared.publisher.repair(erp, drift, started).await?;
+            drift.repair_sent = true;
+            metrics::counter!(m::REPAIRS, "target" => drift.target.clone()).increment(1);
+        }
+        fence.check()?;
+        shared.publisher.drift(drift, started).await?;
+    }
+    report.drifts = drifts.into_iter().map(|(d, _)| d).collect();
+    report.finished_micros = now_micros();
+    fence.check()?;
+    shared.reports.save(&report).await?;
+    m::record(&report);
+    info!(
+        pairs = report.pairs,
+        compared = report.compared,
+        drifting = report.drifts.len(),
+        accuracy = report.accuracy_ratio,
+        "inventory sweep done"
+    );
+    Ok(report)
+}
+
+/// The comparison of one sweep: counts and accuracy in a report (times and `repair` left
+/// for the caller) and the drifting pairs with the ERP level each came from.
+fn compare<'a>(
+    checks: &[Check<'a>],
+    wms: &Levels,
+    shop: &BTreeMap<String, Levels>,
+    after: &BTreeMap<String, ErpLevel>,
+) -> (Report, Vec<(Drift, &'a ErpLevel)>) {
+    let mut report = Report::default();
     // Per SKU-location: (every target settled, every settled target agrees).
     let mut pairs: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
-    let mut drifts: Vec<(Drift, &ErpLevel)> = Vec::new();
-    for c in &checks {
+    let mut drifts = Vec::new();
+    for c in checks {
         let sku = &c.erp.level.sku;
         let found = match c.target {
             "wms" => Some(wms.get(sku).copied().unwrap_or(0)),
@@ -99,29 +131,7 @@ pub async fn sweep(shared: &Shared, fence: &Fence) -> Result<Report, ReconcileEr
     } else {
         report.agreeing as f64 / report.compared as f64
     };
-    for (drift, erp) in &mut drifts {
-        if shared.cfg.repair {
-            fence.check()?;
-            shared.publisher.repair(erp, drift, started).await?;
-            drift.repair_sent = true;
-            metrics::counter!(m::REPAIRS, "target" => drift.target.clone()).increment(1);
-        }
-        fence.check()?;
-        shared.publisher.drift(drift, started).await?;
-    }
-    report.drifts = drifts.into_iter().map(|(d, _)| d).collect();
-    report.finished_micros = now_micros();
-    fence.check()?;
-    shared.reports.save(&report).await?;
-    m::record(&report);
-    info!(
-        pairs = report.pairs,
-        compared = report.compared,
-        drifting = report.drifts.len(),
-        accuracy = report.accuracy_ratio,
-        "inventory sweep done"
-    );
-    Ok(report)
+    (report, drifts)
 }
 
 /// The (SKU-location, target) pairs to compare, with the version each sink has applied.
@@ -190,4 +200,101 @@ async fn read_targets(
         shop.insert(location.to_string(), levels);
     }
     Ok((wms, shop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_proto::retail::v1::{DomainEvent, InventoryLevel};
+
+    fn erp(sku: &str, on_hand: i64, version: u64) -> ErpLevel {
+        ErpLevel {
+            key: format!("{sku}:DC1"),
+            level: InventoryLevel {
+                sku: sku.into(),
+                location: "DC1".into(),
+                on_hand,
+                ..Default::default()
+            },
+            version,
+            event: DomainEvent::default(),
+        }
+    }
+
+    fn by_key(levels: &[ErpLevel]) -> BTreeMap<String, ErpLevel> {
+        levels.iter().map(|l| (l.key.clone(), l.clone())).collect()
+    }
+
+    #[test]
+    fn only_settled_pairs_count_and_versions_decide_what_is_settled() {
+        let before = [
+            erp("A", 10, 3),
+            erp("B", 20, 5),
+            erp("C", 30, 7),
+            erp("D", 40, 2),
+        ];
+        let check = |i: usize, target: &'static str, sink_version: u64| Check {
+            erp: &before[i],
+            target,
+            expected: before[i].level.on_hand,
+            sink_version,
+        };
+        let checks = [
+            // A: both sinks at the domain's version, the WMS off by 4: drift.
+            check(0, "wms", 3),
+            check(0, "shopify", 3),
+            // B: the WMS sink one version behind (an event in flight) and off: not drift.
+            check(1, "wms", 4),
+            check(1, "shopify", 5),
+            // C: the domain state moved on during the sweep: in flight at both targets.
+            check(2, "wms", 7),
+            check(2, "shopify", 7),
+            // D: not in the storefront's catalogue: compared at the WMS only, agrees.
+            check(3, "wms", 2),
+            check(3, "shopify", 2),
+        ];
+        let wms: Levels = [("A", 14), ("B", 99), ("C", 1), ("D", 40)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+        let shop_dc1: Levels = [("A", 10), ("B", 20), ("C", 2)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+        let shop = BTreeMap::from([("DC1".to_string(), shop_dc1)]);
+        let after = by_key(&[
+            erp("A", 10, 3),
+            erp("B", 20, 5),
+            erp("C", 31, 8),
+            erp("D", 40, 2),
+        ]);
+
+        let (report, drifts) = compare(&checks, &wms, &shop, &after);
+        let found: Vec<(&str, &str, i64, i64)> = drifts
+            .iter()
+            .map(|(d, _)| (d.sku.as_str(), d.target.as_str(), d.erp, d.found))
+            .collect();
+        assert_eq!(found, [("A", "wms", 10, 14)]);
+        assert_eq!(report.pairs, 4);
+        // B and C have a target in flight; A disagrees; D agrees.
+        assert_eq!((report.compared, report.agreeing), (2, 1));
+        assert_eq!(report.accuracy_ratio, 0.5);
+        let wms_counts = &report.targets["wms"];
+        assert_eq!(
+            (
+                wms_counts.checked,
+                wms_counts.drifting,
+                wms_counts.in_flight,
+                wms_counts.units
+            ),
+            (2, 1, 2, 4)
+        );
+        let shop_counts = &report.targets["shopify"];
+        assert_eq!((shop_counts.checked, shop_counts.in_flight), (2, 1));
+    }
+
+    #[test]
+    fn nothing_compared_is_full_accuracy() {
+        let (report, drifts) = compare(&[], &Levels::new(), &BTreeMap::new(), &BTreeMap::new());
+        assert!(drifts.is_empty());
+        assert_eq!((report.pairs, report.accuracy_ratio), (0, 1.0));
+    }
 }
