@@ -48,7 +48,10 @@ pub async fn sweep(shared: &Shared, fence: &Fence) -> Result<Report, ReconcileEr
     report.started_micros = started;
     report.repair = shared.cfg.repair;
     for (drift, erp) in &mut drifts {
-        if shared.cfg.repair {
+        // A WMS count the ERP state took from the WMS itself is not sent back to it (its
+        // sink ignores such levels): the drift is reported, the WMS's own feed corrects it.
+        let own_count = drift.target == "wms" && erp.level.reporting_system == "wms";
+        if shared.cfg.repair && !own_count {
             fence.check()?;
             shared.publisher.repair(erp, drift, started).await?;
             drift.repair_sent = true;

@@ -384,7 +384,10 @@ impl SinkWorker {
                             .await
                             .map_err(|e| SinkError::nats("ack", e))
                     });
-                    if let Some(r) = &repair {
+                    if let Some(r) = repair
+                        .as_ref()
+                        .filter(|_| !matches!(outcome, Outcome::Ignored(_)))
+                    {
                         metrics::counter!(m::REPAIRS, "sink" => self.name).increment(1);
                         info!(entity_key = %meta.entity_key, reason = %r.reason, "repair applied");
                     }
