@@ -1,7 +1,7 @@
 //! deploy/nats/permissions.conf at run time: a nats-server that includes it (passwords filled
 //! in), the bridge connected as its `tributary` user with the sample retail sources (the ERP's
-//! with schema references), the domain stage, the order-to-cash tracker and the WMS and
-//! Shopify sinks. Orders and stock reach both targets, a kill -9
+//! with schema references), the domain stage, the order-to-cash tracker, the WMS and
+//! Shopify sinks and the inventory reconciliation (a tampered WMS count repaired). Orders and stock reach both targets, a kill -9
 //! in the middle of a backlog is recovered (the consumers are rewound at the restart, which
 //! needs the reset API), and neither the server nor the bridge reports one refused subject.
 //! `tributary status` runs as `tributary-ops`.
@@ -100,7 +100,7 @@ async fn the_bridge_runs_as_its_least_privilege_nats_user() -> Result<()> {
         shop.base_url()
     );
     let text = format!(
-        "{}\n{sinks}\n[tracker]\n",
+        "{}\n{sinks}\n[tracker]\n[reconcile.inventory]\ninterval_secs = 1\nrequests_per_second = 20\nrepair = true\n",
         retail_config(&pg, &nats.url(), &sources)?
     );
     let config = write_config(dir.path(), &as_user(&text, "tributary", "bridge-pw"))?;
@@ -148,6 +148,17 @@ async fn the_bridge_runs_as_its_least_privilege_nats_user() -> Result<()> {
                 "WMS order {order}, stock {stocked}\n{}",
                 bridge.log()
             ))
+        })
+    })
+    .await?;
+    // The inventory reconciliation under the restricted user: a WMS count changed behind the
+    // bridge's back is found (drift event, report) and repaired (repair event, sink).
+    wms.set_stock("SKU-0", -5);
+    wait_until(Duration::from_secs(60), async || {
+        Ok(if wms.stock("SKU-0") == Some(last(0)) {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("SKU-0 not repaired\n{}", bridge.log()))
         })
     })
     .await?;

@@ -4,6 +4,7 @@ mod domain;
 mod feeds;
 mod ha;
 mod model;
+mod reconcile;
 mod redact;
 mod saas;
 mod secret;
@@ -15,6 +16,7 @@ pub use domain::*;
 pub use feeds::{WmsFeed, DEPRECATED_WMS_KEY};
 pub use ha::HaConfig;
 pub use model::*;
+pub use reconcile::{InventoryReconcileConfig, ReconcileConfig};
 pub use saas::*;
 pub use secret::{Secret, SecretError};
 pub use sinks::*;
@@ -42,6 +44,25 @@ impl ConfigError {
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// Checks `(key, value)` pairs that must be at least 1 (intervals, rates, sizes).
+    pub(crate) fn check_positive(pairs: &[(&str, u64)]) -> Result<(), ConfigError> {
+        match pairs.iter().find(|(_, v)| *v == 0) {
+            Some((key, _)) => Err(ConfigError::invalid(*key, "must be at least 1")),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a subject prefix that events are published under (no wildcard, no space).
+    pub(crate) fn check_subject_prefix(key: &str, prefix: &str) -> Result<(), ConfigError> {
+        if prefix.is_empty() || prefix.contains(['*', '>', ' ']) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{prefix:?} is not a subject prefix"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -50,6 +50,10 @@ pub struct Config {
     /// The order-to-cash process tracker (`[tracker]`, see `tracker.rs`); absent: none runs.
     #[serde(default)]
     pub tracker: Option<crate::TrackerConfig>,
+    /// Reconciliations between the systems (`[reconcile.inventory]`, see `reconcile.rs`);
+    /// absent: none runs.
+    #[serde(default)]
+    pub reconcile: crate::ReconcileConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -84,13 +84,8 @@ fn default_refund_delayed_after_secs() -> u64 {
 
 impl TrackerConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.sweep_interval_secs == 0 {
-            return Err(ConfigError::invalid(
-                "tracker.sweep_interval_secs",
-                "must be at least 1",
-            ));
-        }
-        for (key, value) in [
+        ConfigError::check_positive(&[
+            ("tracker.sweep_interval_secs", self.sweep_interval_secs),
             (
                 "tracker.unallocated_after_secs",
                 self.unallocated_after_secs,
@@ -100,18 +95,8 @@ impl TrackerConfig {
                 "tracker.refund_delayed_after_secs",
                 self.refund_delayed_after_secs,
             ),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(key, "must be at least 1"));
-            }
-        }
-        if self.subject_prefix.is_empty() || self.subject_prefix.contains(['*', '>', ' ']) {
-            return Err(ConfigError::invalid(
-                "tracker.subject_prefix",
-                format!("{:?} is not a subject prefix", self.subject_prefix),
-            ));
-        }
-        Ok(())
+        ])?;
+        ConfigError::check_subject_prefix("tracker.subject_prefix", &self.subject_prefix)
     }
 
     /// The domain stream followed.

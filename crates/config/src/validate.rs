@@ -108,6 +108,19 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Some(tracker) = &config.tracker {
         tracker.validate()?;
     }
+    if let Some(inventory) = &config.reconcile.inventory {
+        inventory.validate()?;
+        let targets = config
+            .sinks
+            .as_ref()
+            .is_some_and(|s| s.wms.is_some() || s.shopify.is_some());
+        if !targets {
+            return Err(ConfigError::invalid(
+                "reconcile.inventory",
+                "compares the ERP's stock with the targets of [sinks.wms] and [sinks.shopify]; neither is configured",
+            ));
+        }
+    }
     if let Some(ha) = &config.ha {
         ha.validate()?;
     }

@@ -18,6 +18,8 @@ mod state;
 pub use error::{DomainError, MapError};
 pub use external::{Applied, ExternalEvent, ExternalFeed};
 pub use stage::DomainStage;
+/// Entity state as the domain stage stores it (read by the inventory reconciliation).
+pub use state::{EntityState, LastEvent};
 
 use async_nats::jetstream;
 

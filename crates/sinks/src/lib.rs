@@ -24,9 +24,11 @@ mod http;
 mod lane;
 pub mod metrics;
 mod outcome;
+pub mod repair;
 mod salesforce;
 mod shopify;
 mod state;
+mod stock_reader;
 mod target;
 mod wms;
 mod worker;
@@ -41,6 +43,7 @@ use tributary_core::{BoxFuture, Component, Failure, Health};
 
 pub use error::{ApplyError, SinkError};
 pub use state::{EntityRecord, ReplayWindow, StateStore};
+pub use stock_reader::StockReader;
 
 use target::Target;
 use worker::SinkWorker;

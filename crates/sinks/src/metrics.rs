@@ -15,6 +15,7 @@ pub const SF_BATCH_SIZE: &str = "tributary_sink_salesforce_batch_records";
 pub const BATCH_TRIGGERS: &str = "tributary_sink_batch_triggers_total";
 pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
+pub const REPAIRS: &str = "tributary_sink_repairs_total";
 pub const SHOPIFY_STOCK_BATCH: &str = "tributary_sink_shopify_inventory_batch_fields";
 
 /// Every value of the `trigger` label (`batch::trigger`).
@@ -78,6 +79,10 @@ pub fn describe() {
         SHOPIFY_STOCK_BATCH,
         "inventorySetQuantities fields (one per event) per GraphQL document of several"
     );
+    metrics::describe_counter!(
+        REPAIRS,
+        "inventory repairs (from the reconciliation) the sink applied, per sink; the reason is in the entity's record"
+    );
     metrics::describe_gauge!(
         SF_API_USAGE,
         "daily API requests used / limit, from the last Sforce-Limit-Info header"
@@ -114,7 +119,7 @@ pub fn register(config: &tributary_config::Config) {
         if consumers.is_empty() {
             continue;
         }
-        for name in [RETRIES, DEAD_LETTERS, ERRORS] {
+        for name in [RETRIES, DEAD_LETTERS, ERRORS, REPAIRS] {
             counter!(name, "sink" => sink).increment(0);
         }
         gauge!(DEAD_LETTER_DEPTH, "sink" => sink).set(0.0);

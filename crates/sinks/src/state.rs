@@ -29,6 +29,10 @@ pub struct EntityRecord {
     /// events wait behind, until it is redriven and applies (or is dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
+    /// The reason of the repair (inventory reconciliation) that wrote this record; cleared
+    /// by the entity's next normal event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair: Option<String>,
 }
 
 /// A replay in progress: events up to `until_sequence` are applied even when the version

@@ -315,7 +315,19 @@ impl SinkWorker {
             None => self.state.get(self.name, &entity, &meta.entity_key).await?,
         };
         let replaying = d.sequence <= replay_until;
-        if meta.entity_version <= record.version && !replaying {
+        let repair = crate::repair::repair_of(&d.event, d.msg.headers.as_ref());
+        if let Some(r) = &repair {
+            if !crate::repair::applies(r, self.name, meta.entity_version, record.version) {
+                let reason = if r.target == self.name {
+                    "repair_superseded"
+                } else {
+                    "repair_other_target"
+                };
+                metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => reason).increment(1);
+                lane.ack_later(d.msg);
+                return Ok(());
+            }
+        } else if meta.entity_version <= record.version && !replaying {
             metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "stale_version").increment(1);
             lane.ack_later(d.msg);
             return Ok(());
@@ -349,6 +361,7 @@ impl SinkWorker {
         loop {
             attempts += 1;
             let mut next = record.clone();
+            next.last_repair = repair.as_ref().map(|r| r.reason.clone());
             // HA: a replica that lost the sink's lease applies nothing more.
             fence.check()?;
             let apply = self.target.apply(&d.event, &mut next, &key);
@@ -371,6 +384,13 @@ impl SinkWorker {
                             .await
                             .map_err(|e| SinkError::nats("ack", e))
                     });
+                    if let Some(r) = repair
+                        .as_ref()
+                        .filter(|_| !matches!(outcome, Outcome::Ignored(_)))
+                    {
+                        metrics::counter!(m::REPAIRS, "sink" => self.name).increment(1);
+                        info!(entity_key = %meta.entity_key, reason = %r.reason, "repair applied");
+                    }
                     match outcome {
                         Outcome::Applied => {
                             metrics::counter!(m::APPLIED, "sink" => self.name, "entity" => entity)

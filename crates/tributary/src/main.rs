@@ -133,6 +133,9 @@ enum Command {
     /// Orders as the order-to-cash tracker follows them: `orders show <order>` (its
     /// timeline), `orders stuck --older-than 30m`.
     Orders(ops::orders::Args),
+    /// The inventory reconciliation: `inventory drift` (the last sweep's SKU-locations that
+    /// disagree between the ERP, the WMS and the storefront; `--sweep` runs one now).
+    Inventory(ops::inventory::Args),
     /// Print the events of a subject as JSON, decoded with the published descriptor set.
     Tail(tail::Args),
     /// Print a shell completion script: `source <(tributary completions bash)`.
@@ -197,6 +200,7 @@ fn main() -> ExitCode {
             }
             Command::Dlq(args) => dlq::run(args).await,
             Command::Orders(args) => ops::orders::run(args).await,
+            Command::Inventory(args) => ops::inventory::run(args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();

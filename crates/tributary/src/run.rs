@@ -126,6 +126,14 @@ pub async fn run_config(config: Config, shutdown: CancellationToken) -> anyhow::
     if let Some(tracker) = tracker {
         components.push((Box::new(tracker), RetryPolicy::COMPONENT));
     }
+    // The inventory reconciliation (when configured): its stream and report bucket.
+    let prepare = || tributary_reconcile::Reconciler::prepare(&config, js.clone());
+    let Some(reconciler) = startup.wait("reconcile inventory", prepare).await? else {
+        return Ok(());
+    };
+    if let Some(reconciler) = reconciler {
+        components.push((Box::new(reconciler), RetryPolicy::COMPONENT));
+    }
 
     // The SaaS feeds: their webhook servers are receivers (every replica under [ha]); their
     // mapping consumers, reconciliation pollers and CDC subscriptions are components.

@@ -82,6 +82,9 @@ pub fn register_metrics(
     if config.tracker.is_some() {
         tributary_tracker::metrics::register();
     }
+    if config.reconcile.inventory.is_some() {
+        tributary_reconcile::metrics::register();
+    }
     for (component, _) in components {
         metrics::counter!(tributary_core::COMPONENT_RESTARTS, "component" => component.name())
             .increment(0);

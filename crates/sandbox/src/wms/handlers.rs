@@ -463,13 +463,29 @@ pub(super) async fn get_inventory(
         .find(|(k, _)| k == "sku")
         .map(|(_, v)| v.clone())
     else {
-        let all: Vec<Value> = wms.with_state(|s| {
-            s.inventory
+        // Paged like a 3PL's inventory list (`page` from 1, `limit`); without `page`, all.
+        let number = |k: &str| {
+            params
                 .iter()
+                .find(|(n, _)| n == k)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        let page = number("page").filter(|p| *p >= 1);
+        let limit = number("limit").unwrap_or(100).clamp(1, 250);
+        let (rows, more) = wms.with_state(|s| {
+            let skip = page.map_or(0, |p| (p - 1) * limit);
+            let take = if page.is_some() { limit } else { usize::MAX };
+            let rows: Vec<Value> = s
+                .inventory
+                .iter()
+                .skip(skip)
+                .take(take)
                 .map(|(k, v)| json!({"sku": k, "on_hand": v}))
-                .collect()
+                .collect();
+            (rows, page.is_some() && s.inventory.len() > skip + limit)
         });
-        return Json(json!({"inventory": all})).into_response();
+        let next = page.filter(|_| more).map(|p| p + 1);
+        return Json(json!({"inventory": rows, "next_page": next})).into_response();
     };
     match wms.stock(&sku) {
         Some(q) => Json(json!({"sku": sku, "on_hand": q})).into_response(),

@@ -24,6 +24,7 @@
 
 mod catalog;
 mod customers;
+mod levels;
 mod orders;
 mod stock;
 
@@ -173,6 +174,7 @@ impl ShopifyTarget {
         let mut out = Vec::new();
         if wants("inventory") {
             out.push(format!("{prefix}.inventory.level_changed"));
+            out.push(crate::repair::repair_subject(prefix, "inventory"));
         }
         if wants("orders") || wants("fulfillments") {
             out.push(format!("{prefix}.order.>"));
@@ -239,13 +241,7 @@ impl ShopifyTarget {
             return Ok(Outcome::Ignored("location not mapped"));
         };
         let item = self.variant(&level.sku).await?.inventory_item;
-        let quantity = if self.cfg.quantity_name == "on_hand" {
-            level.on_hand
-        } else if level.available != 0 {
-            level.available
-        } else {
-            level.on_hand - level.reserved
-        };
+        let quantity = self.quantity_of(level);
         let event_id = event
             .meta
             .as_ref()

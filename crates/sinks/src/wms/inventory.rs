@@ -1,6 +1,7 @@
 //! Stock adjustments: the WMS takes differences, not levels. The entity record keeps the
 //! on-hand level last sent for the SKU at this warehouse; the first level of a SKU is
-//! compared with the WMS's own count, so the first adjustment aligns the two.
+//! compared with the WMS's own count, so the first adjustment aligns the two; so is the level
+//! of a repair (crate::repair), which the WMS's adjustment log shows with its reason.
 
 use std::time::Duration;
 
@@ -35,15 +36,21 @@ impl WmsTarget {
                 "the event carries no inventory.sku",
             ));
         }
-        let sent = match record.data["on_hand"].as_i64() {
-            Some(n) => n,
-            None => self.stock(&level.sku).await?,
+        // A repair (record.last_repair set by the worker) aligns with what the WMS counts
+        // now, which is what drifted from the level last sent.
+        let sent = match (record.data["on_hand"].as_i64(), &record.last_repair) {
+            (Some(n), None) => n,
+            _ => self.stock(&level.sku).await?,
         };
         let delta = level.on_hand - sent;
         if delta != 0 {
+            let reason = match &record.last_repair {
+                Some(why) => format!("tributary repair: {why}"),
+                None => "erp stock change".to_string(),
+            };
             self.post(
                 "/inventory/adjustments",
-                &json!({"sku": level.sku, "delta": delta, "reason": "erp stock change"}),
+                &json!({"sku": level.sku, "delta": delta, "reason": reason}),
                 idempotency_key,
             )
             .await?;
@@ -56,12 +63,42 @@ impl WmsTarget {
         })
     }
 
+    /// One page (1-based) of the WMS's stock, `(sku, on_hand)`, and the next page if any:
+    /// what the inventory reconciliation reads.
+    pub(crate) async fn stock_page(
+        &self,
+        page: u32,
+        limit: u32,
+    ) -> Result<(Vec<(String, i64)>, Option<u32>), ApplyError> {
+        let v = self
+            .get_json(&[("page", page.to_string()), ("limit", limit.to_string())])
+            .await?
+            .unwrap_or_default();
+        let rows = v["inventory"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r["sku"].as_str()?.to_string(), r["on_hand"].as_i64()?)))
+            .collect();
+        let next = v["next_page"].as_u64().and_then(|n| u32::try_from(n).ok());
+        Ok((rows, next))
+    }
+
     /// The WMS's on-hand count of a SKU (0 if it does not stock it yet).
     async fn stock(&self, sku: &str) -> Result<i64, ApplyError> {
+        let v = self.get_json(&[("sku", sku.to_string())]).await?;
+        Ok(v.and_then(|v| v["on_hand"].as_i64()).unwrap_or(0))
+    }
+
+    /// `GET /inventory` with `query`; None on 404 (a SKU the WMS does not stock).
+    async fn get_json(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Option<serde_json::Value>, ApplyError> {
         let resp = self
             .client
             .get(format!("{}/inventory", self.base))
-            .query(&[("sku", sku)])
+            .query(query)
             .bearer_auth(&self.api_key)
             .send()
             .await
@@ -70,7 +107,7 @@ impl WmsTarget {
         let retry_after = http::retry_after(&resp);
         let text = resp.text().await.map_err(http::send_error)?;
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(0);
+            return Ok(None);
         }
         if !status.is_success() {
             return Err(http::classify(status, retry_after, &text));
@@ -81,6 +118,6 @@ impl WmsTarget {
                 retry_after: Some(Duration::from_millis(500)),
                 throttled: false,
             })?;
-        Ok(v["on_hand"].as_i64().unwrap_or(0))
+        Ok(Some(v))
     }
 }

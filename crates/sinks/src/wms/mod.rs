@@ -73,6 +73,7 @@ impl WmsTarget {
         let mut out = vec![format!("{prefix}.order.>")];
         if cfg.inventory_location.is_some() {
             out.push(format!("{prefix}.inventory.level_changed"));
+            out.push(crate::repair::repair_subject(prefix, "inventory"));
         }
         if cfg.announce_returns {
             out.push(format!("{prefix}.return.created"));

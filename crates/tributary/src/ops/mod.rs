@@ -3,6 +3,7 @@
 //! They read the configuration like `tributary run`, connect to each source's PostgreSQL
 //! and to NATS with the same settings, and never change anything except `slots drop`.
 
+pub mod inventory;
 pub mod orders;
 pub mod preflight;
 pub mod slots;
