@@ -68,7 +68,12 @@ async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Resul
     let wms = wms::start(wms_opts).await?;
     let sf_rest = salesforce::start(SalesforceOptions::default()).await?;
     let sf = sf_rest.handle().clone();
-    let grpc = pubsub::start(sf.clone(), ([127, 0, 0, 1], 0).into(), Duration::from_millis(300)).await?;
+    let grpc = pubsub::start(
+        sf.clone(),
+        ([127, 0, 0, 1], 0).into(),
+        Duration::from_millis(300),
+    )
+    .await?;
 
     let mut text_cfg = retail_config(&pg, &nats.url(), &sources)?;
     text_cfg.push_str(&format!(
@@ -181,15 +186,25 @@ async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Resul
             (format!("return:{case_key}"), "20.00".to_string()),
         ]
     );
-    let on_hand = |sku: &str| format!("SELECT on_hand::bigint FROM stock WHERE sku = '{sku}' AND location = 'DC1'");
+    let on_hand = |sku: &str| {
+        format!("SELECT on_hand::bigint FROM stock WHERE sku = '{sku}' AND location = 'DC1'")
+    };
     assert_eq!(count(&erp, &on_hand("SKU-1")).await?, 102);
     assert_eq!(count(&erp, &on_hand("SKU-2")).await?, 101);
     assert_eq!(
-        text(&erp, "SELECT payment_state FROM sales_orders WHERE order_no = 'SO-1'").await?,
+        text(
+            &erp,
+            "SELECT payment_state FROM sales_orders WHERE order_no = 'SO-1'"
+        )
+        .await?,
         "partially_refunded"
     );
     assert_eq!(
-        text(&erp, "SELECT payment_state FROM sales_orders WHERE order_no = 'SO-2'").await?,
+        text(
+            &erp,
+            "SELECT payment_state FROM sales_orders WHERE order_no = 'SO-2'"
+        )
+        .await?,
         "refunded"
     );
     // The WMS: one expected receipt per return, each received once.
@@ -214,12 +229,18 @@ async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Resul
         .iter()
         .find(|c| c.id == case_id)
         .ok_or_else(|| anyhow::anyhow!("the agent's Case is gone"))?;
-    assert_eq!(agents.fields.get("Subject"), Some(&json!("Mugs arrived chipped")));
+    assert_eq!(
+        agents.fields.get("Subject"),
+        Some(&json!("Mugs arrived chipped"))
+    );
     assert_eq!(agents.fields.get("Origin"), Some(&json!("Phone")));
     let so1 = sf
         .record_by("Order", "External_Id__c", "SO-1")
         .ok_or_else(|| anyhow::anyhow!("no Salesforce Order SO-1"))?;
-    assert_eq!(so1.fields.get("Payment_State__c"), Some(&json!("partially_refunded")));
+    assert_eq!(
+        so1.fields.get("Payment_State__c"),
+        Some(&json!("partially_refunded"))
+    );
     // The bad request: the ERP's reason, nothing booked.
     let dlq = dead_letters(&client).await?;
     assert_eq!(header(&dlq[0], "Tributary-Sink"), "erp");
@@ -253,7 +274,10 @@ async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Resul
     })
     .await?;
     wait_quiescent(&client, Duration::from_secs(60)).await?;
-    assert_eq!(count(&erp, "SELECT count(*) FROM tributary_inbox").await?, inbox_rows);
+    assert_eq!(
+        count(&erp, "SELECT count(*) FROM tributary_inbox").await?,
+        inbox_rows
+    );
     assert_eq!(count(&erp, "SELECT count(*) FROM credit_memos").await?, 2);
     assert_eq!(count(&erp, "SELECT count(*) FROM returns").await?, 2);
     assert_eq!(count(&erp, &on_hand("SKU-1")).await?, 102);

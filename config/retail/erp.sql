@@ -198,6 +198,34 @@ BEGIN
     RETURN CASE WHEN FOUND THEN 'cancelled' ELSE 'not cancelled (unknown, shipped or cancelled)' END;
 END $$;
 
+-- The warehouse shipped (or delivered) an order the ERP released: the shipment with its
+-- tracking number, and the order `shipped` (`completed` once delivered). A step the ERP
+-- already has, or one older than what it has, changes nothing.
+CREATE FUNCTION erp_record_shipment(ref text, p jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text := p->>'status';
+    next_status text;
+BEGIN
+    IF st NOT IN ('shipped', 'in_transit', 'delivered') THEN
+        RETURN 'no action for shipment status ' || coalesce(st, '(none)');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM sales_orders WHERE order_no = ref) THEN
+        RETURN 'no sales order ' || ref;
+    END IF;
+    INSERT INTO shipments (shipment_no, order_no, carrier, tracking_no, status, shipped_at)
+    VALUES (p->>'fulfillment_id', ref, coalesce(nullif(p->>'carrier', ''), 'unknown'),
+            nullif(p->>'tracking_number', ''), st,
+            CASE WHEN (p->>'shipped_at_micros')::bigint > 0
+                 THEN to_timestamp((p->>'shipped_at_micros')::bigint / 1e6) ELSE now() END)
+    ON CONFLICT (shipment_no) DO UPDATE
+        SET status = EXCLUDED.status, tracking_no = coalesce(EXCLUDED.tracking_no, shipments.tracking_no)
+        WHERE shipments.status <> 'delivered' AND shipments.status <> EXCLUDED.status;
+    next_status := CASE WHEN st = 'delivered' THEN 'completed' ELSE 'shipped' END;
+    UPDATE sales_orders SET status = next_status
+    WHERE order_no = ref AND status IN ('placed', 'confirmed', 'shipped') AND status <> next_status;
+    RETURN 'shipment ' || (p->>'fulfillment_id') || ' ' || st || ' for ' || ref;
+END $$;
+
 -- A return requested outside the ERP (a Salesforce Case of type Return): the ERP's return,
 -- under the requester's key, for a line of a shipped order. Refused (dead-lettered, fixable
 -- by correcting the request and redriving) when the order, the SKU or the quantity is wrong.
@@ -293,6 +321,7 @@ BEGIN
         WHEN 'refund.created' THEN erp_credit_refund(NEW.entity_key, NEW.payload)
         WHEN 'return.requested' THEN erp_request_return(NEW.entity_key, NEW.payload)
         WHEN 'return.received' THEN erp_receive_return(NEW.entity_key, NEW.payload)
+        WHEN 'fulfillment.updated' THEN erp_record_shipment(NEW.entity_key, NEW.payload)
         ELSE 'no action for ' || NEW.event_type
     END;
     UPDATE tributary_inbox

@@ -284,11 +284,11 @@ pub struct ErpSinkConfig {
     /// other systems — the ERP's own orders among them — are skipped.
     #[serde(default = "default_erp_systems")]
     pub systems: Vec<String>,
-    /// Systems of record whose `return.*` events are written (instead of `systems`): return
-    /// requests from the CRM (Salesforce Cases), receipts from the warehouse. The ERP's own
-    /// returns are never written back.
-    #[serde(default = "default_erp_return_systems")]
-    pub return_systems: Vec<String>,
+    /// Systems of record per entity, for the entities listed here instead of `systems`:
+    /// return requests from the CRM (Salesforce Cases) and receipts from the warehouse,
+    /// shipments from the warehouse. The ERP's own records are never written back.
+    #[serde(default = "default_erp_entity_systems")]
+    pub entity_systems: BTreeMap<String, Vec<String>>,
     /// Events per inbox transaction (1 – 1000).
     #[serde(default = "default_erp_batch_size")]
     pub batch_size: usize,
@@ -310,6 +310,7 @@ fn default_erp_events() -> Vec<String> {
         "refund.created",
         "return.requested",
         "return.received",
+        "fulfillment.updated",
     ]
     .map(String::from)
     .to_vec()
@@ -317,8 +318,14 @@ fn default_erp_events() -> Vec<String> {
 fn default_erp_systems() -> Vec<String> {
     vec!["shopify".into()]
 }
-fn default_erp_return_systems() -> Vec<String> {
-    ["salesforce", "wms"].map(String::from).to_vec()
+fn default_erp_entity_systems() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([
+        ("fulfillment".to_string(), vec!["wms".to_string()]),
+        (
+            "return".to_string(),
+            ["salesforce", "wms"].map(String::from).to_vec(),
+        ),
+    ])
 }
 fn default_erp_batch_size() -> usize {
     50

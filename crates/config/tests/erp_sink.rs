@@ -32,11 +32,13 @@ fn defaults_take_storefront_orders_refunds_and_returns() {
             "order.status_changed",
             "refund.created",
             "return.requested",
-            "return.received"
+            "return.received",
+            "fulfillment.updated"
         ]
     );
     assert_eq!(erp.systems, ["shopify"]);
-    assert_eq!(erp.return_systems, ["salesforce", "wms"]);
+    assert_eq!(erp.entity_systems["return"], ["salesforce", "wms"]);
+    assert_eq!(erp.entity_systems["fulfillment"], ["wms"]);
     assert_eq!(erp.batch_size, 50);
     assert_eq!(erp.delivery.max_wait_secs, 600);
 }

@@ -23,6 +23,8 @@ const DOMAIN: &str = include_str!("../../../config/retail/domain.toml");
 
 const SHOP_SECRET: &str = "demo-shopify-webhook-secret";
 const WMS_SECRET: &str = "demo-wms-webhook-secret";
+/// The Salesforce sink's `Sforce-Call-Options` client: the CDC feed drops its echoes.
+const SF_CLIENT: &str = "tributary-demo";
 
 /// The storefront (Shopify), the warehouse (WMS) and the CRM (Salesforce) emulators, seeded
 /// with the sample catalogue; Shopify and the WMS send their webhooks to the bridge.
@@ -30,6 +32,8 @@ pub(crate) struct Targets {
     wms: tributary_sandbox::RunningEmulator<tributary_sandbox::wms::Wms>,
     shop: tributary_sandbox::RunningEmulator<tributary_sandbox::shopify::Shopify>,
     sf: tributary_sandbox::RunningEmulator<tributary_sandbox::salesforce::Salesforce>,
+    /// The CRM's Change Data Capture (Pub/Sub API): agents' return Cases reach the bridge.
+    sf_pubsub: tributary_sandbox::salesforce::pubsub::RunningPubSub,
     dc1: String,
     shop_hooks: String,
     wms_hooks: String,
@@ -64,10 +68,17 @@ async fn start_targets() -> anyhow::Result<Targets> {
         );
     }
     let sf = salesforce::start(SalesforceOptions::default()).await?;
+    let sf_pubsub = salesforce::pubsub::start(
+        sf.handle().clone(),
+        ([127, 0, 0, 1], 0).into(),
+        Duration::from_millis(300),
+    )
+    .await?;
     Ok(Targets {
         wms,
         shop,
         sf,
+        sf_pubsub,
         dc1,
         shop_hooks,
         wms_hooks,
@@ -84,17 +95,20 @@ fn loop_config(t: &Targets, pg_port: u16, pg_password: &str) -> String {
     format!(
         "\n[[shopify]]\nname = \"web\"\nlisten = \"{}\"\nwebhook_secret = \"{SHOP_SECRET}\"\n\
          \n[[wms]]\nlisten = \"{}\"\npath = \"/webhooks/wms\"\nsecret = \"{WMS_SECRET}\"\n\
+         \n[[salesforce_cdc]]\nname = \"crm\"\nlogin_url = \"{sf}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\n\
+         pubsub_url = \"{}\"\necho_client_id = \"{SF_CLIENT}\"\nexternal_id_field = \"External_Id__c\"\ninitial_position = \"earliest\"\n\
          \n[sinks]\n[sinks.wms]\nbase_url = \"{}\"\napi_key = \"wms_sandbox\"\n\
          [sinks.shopify]\nbase_url = \"{}\"\naccess_token = \"shpat_sandbox\"\nlocations = {{ DC1 = \"{}\" }}\n\
-         [sinks.salesforce]\nbase_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\n\
+         [sinks.salesforce]\nbase_url = \"{sf}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\ncall_options_client = \"{SF_CLIENT}\"\n\
          [sinks.erp]\ntable = \"tributary_inbox\"\n\
          [sinks.erp.connection]\nhost = \"127.0.0.1\"\nport = {pg_port}\nuser = \"postgres\"\npassword = \"{pg_password}\"\ndbname = \"erp\"\n",
         t.shop_hooks,
         t.wms_hooks,
+        t.sf_pubsub.url(),
         t.wms.base_url(),
         t.shop.base_url(),
         t.dc1,
-        t.sf.base_url(),
+        sf = t.sf.base_url(),
     )
 }
 
@@ -116,7 +130,7 @@ fn bridge_config(nats_url: &str, pg_port: u16, pg_password: &str, http: &str) ->
 /// Where the storefront's orders are in the loop: placed on the storefront, sales orders in
 /// the ERP (from the inbox), shipped by the warehouse, fulfilled on the storefront, refunds
 /// credited in the ERP.
-async fn loop_counts(erp: &tokio_postgres::Client, t: &Targets) -> [(&'static str, u64); 6] {
+async fn loop_counts(erp: &tokio_postgres::Client, t: &Targets) -> [(&'static str, u64); 8] {
     let count = async |sql: &str| -> u64 {
         match erp.query_one(sql, &[]).await {
             Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
@@ -145,6 +159,17 @@ async fn loop_counts(erp: &tokio_postgres::Client, t: &Targets) -> [(&'static st
             count("SELECT count(*) FROM credit_memos").await,
         ),
         ("salesforce_orders", t.sf.records("Order").len() as u64),
+        (
+            "return_cases",
+            t.sf.records("Case")
+                .iter()
+                .filter(|c| c.fields.get("Origin").and_then(|o| o.as_str()) == Some("Phone"))
+                .count() as u64,
+        ),
+        (
+            "erp_returns_credited",
+            count("SELECT count(*) FROM returns WHERE status = 'credited'").await,
+        ),
     ]
 }
 
@@ -194,7 +219,7 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
         targets.shop.base_url(),
         targets.sf.base_url()
     );
-    println!("loop: storefront checkout → webhook → order.placed → ERP inbox (sink erp) → ERP sales order, stock allocated, confirmed → WMS release → shipped → WMS webhook → Shopify fulfilment + Salesforce Order; storefront refund → ERP credit memo");
+    println!("loop: storefront checkout → webhook → order.placed → ERP inbox (sink erp) → ERP sales order, stock allocated, confirmed → WMS release → shipped → WMS webhook → Shopify fulfilment + Salesforce Order; storefront refund → ERP credit memo; agent's return Case (Salesforce CDC) → ERP return → WMS expected receipt → received → ERP restock + credit memo → Case and Order credited in Salesforce, payment state on the storefront");
 
     let shutdown = CancellationToken::new();
     let bridge = tokio::spawn(crate::run::run_config(config, shutdown.clone()));

@@ -233,8 +233,14 @@ mod tests {
         let super::Entity::ProductReturn(r) = &m[0].body else {
             panic!("not a return: {:?}", m[0].body);
         };
-        assert_eq!((r.order_id.as_str(), r.sku.as_str(), r.quantity), ("SO-1", "SKU-1", 2));
-        assert_eq!((r.state.as_str(), r.reason.as_str()), ("requested", "too small"));
+        assert_eq!(
+            (r.order_id.as_str(), r.sku.as_str(), r.quantity),
+            ("SO-1", "SKU-1", 2)
+        );
+        assert_eq!(
+            (r.state.as_str(), r.reason.as_str()),
+            ("requested", "too small")
+        );
         for ignored in [
             case("Question", "CREATE", "SO-1"),
             case("Return", "UPDATE", "SO-1"),

@@ -355,11 +355,17 @@ mod tests {
             "status": "received", "updated_at": "2026-01-01T00:00:00.500Z",
             "products": [{"sku": "SKU-1", "quantity": 2}]}}});
         let m = map_webhook(&body)?.ok_or("not mapped")?;
-        assert_eq!((m.key.as_str(), m.entity, m.event), ("RT-7", "return", "received"));
+        assert_eq!(
+            (m.key.as_str(), m.entity, m.event),
+            ("RT-7", "return", "received")
+        );
         let Entity::ProductReturn(r) = &m.body else {
             return Err(format!("not a return: {m:?}"));
         };
-        assert_eq!((r.order_id.as_str(), r.state.as_str()), ("SO-1", "received"));
+        assert_eq!(
+            (r.order_id.as_str(), r.state.as_str()),
+            ("SO-1", "received")
+        );
         assert_eq!((r.sku.as_str(), r.quantity), ("SKU-1", 2));
         assert_ne!(m.mapping, MAPPING);
         let no_key = serde_json::json!({"type": "return.received", "created_at": "2026-01-01T00:00:00Z",

@@ -39,7 +39,10 @@ pub(super) async fn create_return(
             Err(errors) => {
                 let status = StatusCode::UNPROCESSABLE_ENTITY;
                 let detail = "The return is invalid";
-                return (status, problem_body(status, "Validation failed", detail, errors));
+                return (
+                    status,
+                    problem_body(status, "Validation failed", detail, errors),
+                );
             }
         };
         if let Some(existing) = s

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  order.placed / order.status_changed / refund.created  (system of record in `systems`)
-//!  return.requested / return.received                    (system of record in `return_systems`)
+//!  return.requested / return.received / fulfillment.updated (systems in `entity_systems`)
 //!     ─► row {event_id, event_type, entity_key, entity_version, source_system, payload jsonb}
 //!     ─► batcher (rows of many lanes) ─► one transaction, ON CONFLICT (event_id) DO NOTHING
 //!     ─► the ERP's trigger on the inbox: sales order, stock allocation, credit memo
@@ -101,17 +101,17 @@ impl ErpTarget {
         let Some(meta) = event.meta.as_ref() else {
             return Ok(Outcome::Ignored("no meta"));
         };
-        let systems = if meta.entity == "return" {
-            &self.cfg.return_systems
-        } else {
-            &self.cfg.systems
-        };
+        let systems = self
+            .cfg
+            .entity_systems
+            .get(&meta.entity)
+            .unwrap_or(&self.cfg.systems);
         if !systems.contains(&meta.system_of_record) {
             // The ERP's own orders and returns come back this way: never written into its inbox.
             return Ok(Outcome::Ignored("other system of record"));
         }
         let Some(payload) = payload::of(event) else {
-            return Ok(Outcome::Ignored("not an order, return or refund"));
+            return Ok(Outcome::Ignored("not an order, return, refund or shipment"));
         };
         self.batches
             .submit(inbox::Row {

@@ -11,7 +11,8 @@ fn money(m: Option<&Money>) -> Value {
     }
 }
 
-/// The payload of an order or refund event; None for the entities the ERP does not take.
+/// The payload of an order, refund, return or shipment event; None for the entities the ERP
+/// does not take.
 pub(super) fn of(event: &DomainEvent) -> Option<Value> {
     match event.entity.as_ref()? {
         Entity::Order(o) => Some(json!({
@@ -48,6 +49,16 @@ pub(super) fn of(event: &DomainEvent) -> Option<Value> {
             "reason": r.reason,
             "state": r.state,
             "refund_amount": money(r.refund_amount.as_ref()),
+        })),
+        Entity::Fulfillment(f) => Some(json!({
+            "fulfillment_id": f.fulfillment_id,
+            "order_id": f.order_id,
+            "status": f.status,
+            "carrier": f.carrier,
+            "tracking_number": f.tracking_number,
+            "shipped_at_micros": f.shipped_at_micros,
+            "lines": f.lines.iter().map(|l| json!({"sku": l.sku, "quantity": l.quantity}))
+                .collect::<Vec<_>>(),
         })),
         _ => None,
     }

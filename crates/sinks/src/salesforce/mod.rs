@@ -122,7 +122,10 @@ impl SalesforceTarget {
             return Ok(Outcome::Ignored("not for salesforce"));
         };
         let key = record.get(&self.api.cfg.external_id_field);
-        if let Some(id) = key.and_then(serde_json::Value::as_str).and_then(encode::own_record_id) {
+        if let Some(id) = key
+            .and_then(serde_json::Value::as_str)
+            .and_then(encode::own_record_id)
+        {
             // A record the org created itself (a return Case an agent opened): upserting by
             // external id would create a second one.
             self.api.update_by_id(object, id, &record).await?;

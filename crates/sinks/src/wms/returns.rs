@@ -53,10 +53,9 @@ impl WmsTarget {
         // A return the WMS refuses (no SKU, quantity 0) is a definite error: dead-lettered
         // with the WMS's field errors.
         let answer = self.post("/returns", &body, key).await?;
-        let id = answer
-            .get("id")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| ApplyError::transient(format!("WMS return answer without id: {answer}")))?;
+        let id = answer.get("id").and_then(|v| v.as_str()).ok_or_else(|| {
+            ApplyError::transient(format!("WMS return answer without id: {answer}"))
+        })?;
         data.rma_id = Some(id.to_string());
         record.data = serde_json::to_value(&data).unwrap_or_default();
         Ok(Outcome::Applied)

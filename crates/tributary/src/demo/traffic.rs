@@ -1,8 +1,10 @@
 //! Simulated retail traffic: checkouts and refunds on the Shopify emulator (storefront), the
-//! warehouse working the WMS emulator's orders, customer updates in the ERP and sales at the
-//! POS. Nothing writes orders into the ERP: they reach it from the storefront through the
-//! bridge's inbox sink (docs/order-to-cash.md).
+//! warehouse working the WMS emulator's orders and receiving returns, service agents opening
+//! return Cases in the Salesforce emulator, customer updates in the ERP and sales at the POS.
+//! Nothing writes orders or returns into the ERP: they reach it from the storefront and the
+//! CRM through the bridge's inbox sink (docs/order-to-cash.md).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use rand::Rng;
@@ -38,9 +40,14 @@ pub async fn seed(
     Ok(())
 }
 
-/// The warehouse: orders the WMS sink released are picked and shipped a tick later; the
-/// WMS's webhooks bring the shipments back to the bridge.
+/// The warehouse: orders the WMS sink released are picked and shipped a tick later, returns
+/// it was told to expect are received; the WMS's webhooks bring both back to the bridge.
 fn work_the_warehouse(t: &Targets) {
+    for rma in t.wms.returns() {
+        if rma.status == "expected" {
+            let _ = t.wms.receive_return(&rma.id);
+        }
+    }
     for order in t.wms.orders() {
         let next = match order.status {
             WmsStatus::Pending => WmsStatus::Allocated,
@@ -66,6 +73,7 @@ pub async fn run(
     let sales_per_tick = (rate / 10 / 6).max(1);
     let mut ticks = 0u64;
     let mut placed: Vec<String> = Vec::new();
+    let mut returned: HashSet<String> = HashSet::new();
     let mut sale_id = 0i64;
     loop {
         tokio::select! {
@@ -76,6 +84,10 @@ pub async fn run(
         work_the_warehouse(&targets);
         if ticks.is_multiple_of(CHECKOUT_EVERY_TICKS) {
             checkout(&targets, &mut placed);
+            // About one return per ten orders, the first as soon as an order has shipped.
+            if returned.len() <= placed.len() / 10 {
+                open_return_case(&erp, &targets, &mut returned).await?;
+            }
             if placed.len().is_multiple_of(7) {
                 let customer = placed.len() % 50 + 1;
                 erp.batch_execute(&format!("UPDATE customers SET phone = '+49 30 {}', updated_at = now() WHERE id = {customer}", placed.len())).await?;
@@ -130,4 +142,45 @@ fn checkout(targets: &Targets, placed: &mut Vec<String>) {
         let earlier = placed[placed.len() - 5].clone();
         targets.shop.refund_order(&earlier, "19.99");
     }
+}
+
+/// A customer calls about a storefront order the ERP shows as shipped: the agent opens a
+/// return Case for one unit of its first line (Salesforce's Change Data Capture brings it to
+/// the bridge). The demo reads the ERP to pick the order, as the agent would look it up.
+async fn open_return_case(
+    erp: &tokio_postgres::Client,
+    targets: &Targets,
+    returned: &mut HashSet<String>,
+) -> anyhow::Result<()> {
+    let rows = erp
+        .query(
+            "SELECT so.order_no, ol.sku FROM sales_orders so JOIN order_lines ol USING (order_no)
+             WHERE so.storefront_ref IS NOT NULL AND so.status IN ('shipped', 'completed')
+               AND ol.line_no = 1
+             ORDER BY so.order_no",
+            &[],
+        )
+        .await?;
+    let Some((order, sku)) = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .find(|(order, _)| !returned.contains(order))
+    else {
+        return Ok(());
+    };
+    let fields = [
+        ("Subject", format!("Return of {order}")),
+        ("Type", "Return".into()),
+        ("Origin", "Phone".into()),
+        ("Order_External_Id__c", order.clone()),
+        ("SKU__c", sku),
+        ("Quantity__c", "1".into()),
+        ("Description", "arrived damaged".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+    .collect();
+    targets.sf.cdc_create("Case", fields);
+    returned.insert(order);
+    Ok(())
 }
