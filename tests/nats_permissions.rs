@@ -4,10 +4,14 @@
 //! Shopify sinks and the inventory reconciliation (a tampered WMS count repaired). Orders and stock reach both targets, a kill -9
 //! in the middle of a backlog is recovered (the consumers are rewound at the restart, which
 //! needs the reset API), and neither the server nor the bridge reports one refused subject.
-//! `tributary status` runs as `tributary-ops`.
+//! `tributary status` runs as `tributary-ops`. A second run covers the SaaS feeds (`[[wms]]`
+//! webhooks, `[[salesforce_cdc]]`) and the Salesforce and ERP inbox sinks: the return leg of
+//! tests/returns_loop.rs under the same user.
 
 #[path = "support/catalogue.rs"]
 mod catalogue;
+#[path = "support/returns.rs"]
+mod returns;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -49,6 +53,35 @@ fn as_user(config: &str, user: &str, password: &str) -> String {
     )
 }
 
+/// No "Permissions Violation" in the server's log nor in the bridge's.
+fn assert_nothing_refused(nats: &NatsServer, bridge_log: &str) -> Result<()> {
+    let server_log = std::fs::read_to_string(nats.log_path())?;
+    let refused: Vec<&str> = server_log
+        .lines()
+        .filter(|l| l.contains("Permissions Violation"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "nats-server refused subjects:\n{}",
+        refused.join("\n")
+    );
+    assert!(
+        !bridge_log.to_lowercase().contains("permissions violation"),
+        "the bridge was refused a subject:\n{bridge_log}"
+    );
+    Ok(())
+}
+
+async fn restricted_nats(dir: &std::path::Path) -> Result<NatsServer> {
+    NatsServer::start_with(NatsOptions {
+        include: Some(permissions(dir)?),
+        user: Some(("admin".into(), "admin-pw".into())),
+        ..NatsOptions::default()
+    })
+    .await
+    .map_err(Into::into)
+}
+
 async fn stock_rounds(
     erp: &tokio_postgres::Client,
     rounds: std::ops::RangeInclusive<i64>,
@@ -73,12 +106,7 @@ async fn stock_rounds(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_runs_as_its_least_privilege_nats_user() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let nats = NatsServer::start_with(NatsOptions {
-        include: Some(permissions(dir.path())?),
-        user: Some(("admin".into(), "admin-pw".into())),
-        ..NatsOptions::default()
-    })
-    .await?;
+    let nats = restricted_nats(dir.path()).await?;
     let pg = PgCluster::start().await?;
     let mut sources = retail_sources(&pg).await?;
     sources[0].extra.push_str("schema = \"reference\"\n");
@@ -203,20 +231,52 @@ async fn the_bridge_runs_as_its_least_privilege_nats_user() -> Result<()> {
         tributary(&["status", "--format", "json", "--config", &ops_config]).await?;
     assert_eq!(code, 0, "status as tributary-ops: {stdout}{stderr}");
 
-    let server_log = std::fs::read_to_string(nats.log_path())?;
-    let refused: Vec<&str> = server_log
-        .lines()
-        .filter(|l| l.contains("Permissions Violation"))
-        .collect();
-    assert!(
-        refused.is_empty(),
-        "nats-server refused subjects:\n{}",
-        refused.join("\n")
+    assert_nothing_refused(&nats, &log)?;
+    let code = bridge.stop().await?;
+    assert_eq!(code, 0, "the bridge exited {code}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saas_feeds_and_the_crm_and_erp_sinks_run_as_the_same_user() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nats = restricted_nats(dir.path()).await?;
+    let pg = PgCluster::start().await?;
+    let sources = retail_sources(&pg).await?;
+    let erp = pg.connect("erp").await?;
+    let world = returns::ReturnsWorld::start(&erp).await?;
+    let text = format!(
+        "{}{}",
+        retail_config(&pg, &nats.url(), &sources)?,
+        world.config(&pg)
     );
-    assert!(
-        !log.to_lowercase().contains("permissions violation"),
-        "the bridge was refused a subject:\n{log}"
-    );
+    let config = write_config(dir.path(), &as_user(&text, "tributary", "bridge-pw"))?;
+    let bridge = Bridge::spawn(&config)?;
+    wait_streaming(&pg, &["slot_erp", "slot_pos"], &bridge).await?;
+    let case_id = world.open_case(&[
+        ("Subject", "Chipped"),
+        ("Type", "Return"),
+        ("Order_External_Id__c", "SO-1"),
+        ("SKU__c", "SKU-1"),
+        ("Quantity__c", "1"),
+    ]);
+    let case_key = format!("SF-{case_id}");
+    wait_until(Duration::from_secs(120), async || {
+        let state = returns::return_state(&erp, &case_key).await?;
+        let on_case = world.case_state(Some(&case_id), None);
+        Ok(
+            if state == "credited" && on_case == Some(serde_json::json!("credited")) {
+                Check::Done(())
+            } else {
+                Check::Pending(format!(
+                    "ERP return {state:?}, Case {on_case:?}\n{}",
+                    bridge.log()
+                ))
+            },
+        )
+    })
+    .await?;
+    assert_nothing_refused(&nats, &bridge.log())?;
     let code = bridge.stop().await?;
     assert_eq!(code, 0, "the bridge exited {code}");
     Ok(())

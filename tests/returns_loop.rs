@@ -8,36 +8,18 @@
 //! second one) and on a Case for the ERP's return. A Case naming an unknown order is
 //! dead-lettered with the ERP's reason; a replay of the inbox's events changes nothing.
 
+#[path = "support/returns.rs"]
+mod returns;
 mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use returns::{return_state, text, ReturnsWorld};
+use serde_json::json;
 use support::*;
-use tributary_sandbox::salesforce::pubsub;
-use tributary_sandbox::salesforce::{self, SalesforceOptions};
-use tributary_sandbox::wms::{self, WmsOptions, WmsWebhookOptions};
-
-const WMS_SECRET: &str = "whsec_returns_loop_7f3a9c2e";
-const SF_CLIENT: &str = "tributary-bridge";
-
-fn fields(pairs: &[(&str, &str)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect()
-}
 
 async fn count(erp: &tokio_postgres::Client, sql: &str) -> Result<i64> {
     Ok(erp.query_one(sql, &[]).await?.get(0))
-}
-
-async fn text(erp: &tokio_postgres::Client, sql: &str) -> Result<String> {
-    Ok(erp
-        .query_opt(sql, &[])
-        .await?
-        .map(|r| r.get::<_, String>(0))
-        .unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -46,105 +28,46 @@ async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Resul
     let dir = tempfile::tempdir()?;
     let sources = retail_sources(&pg).await?;
     let erp = pg.connect("erp").await?;
-    // Two orders the ERP has shipped (set-up of the ERP's own history).
-    erp.batch_execute(
-        "INSERT INTO items (sku, title) VALUES ('SKU-1', 'Mug'), ('SKU-2', 'Plate');\
-         INSERT INTO stock (sku, location, on_hand) VALUES ('SKU-1', 'DC1', 100), ('SKU-2', 'DC1', 100);\
-         INSERT INTO customers (id, email, first_name, last_name) VALUES (1, 'ann@example.com', 'Ann', 'Lee');\
-         INSERT INTO sales_orders (order_no, customer_id, status, total) VALUES ('SO-1', 1, 'shipped', 30.00), ('SO-2', 1, 'shipped', 25.00);\
-         INSERT INTO order_lines VALUES ('SO-1', 1, 'SKU-1', 3, 10.00), ('SO-2', 1, 'SKU-2', 1, 25.00);",
-    )
-    .await?;
-
-    let hook_port = tributary_testkit::free_port();
-    let mut wms_opts = WmsOptions {
-        auto_advance: Some(Duration::from_millis(300)),
-        ..WmsOptions::default()
-    };
-    wms_opts.webhook = Some(WmsWebhookOptions::new(
-        format!("http://127.0.0.1:{hook_port}/webhooks/wms"),
-        WMS_SECRET,
-    ));
-    let wms = wms::start(wms_opts).await?;
-    let sf_rest = salesforce::start(SalesforceOptions::default()).await?;
-    let sf = sf_rest.handle().clone();
-    let grpc = pubsub::start(
-        sf.clone(),
-        ([127, 0, 0, 1], 0).into(),
-        Duration::from_millis(300),
-    )
-    .await?;
-
+    let world = ReturnsWorld::start(&erp).await?;
+    let (wms, sf) = (world.wms.handle(), world.sf.handle());
     let mut text_cfg = retail_config(&pg, &nats.url(), &sources)?;
-    text_cfg.push_str(&format!(
-        "\n[[wms]]\nlisten = \"127.0.0.1:{hook_port}\"\npath = \"/webhooks/wms\"\nsecret = \"{WMS_SECRET}\"\n\
-         \n[[salesforce_cdc]]\nname = \"org\"\nlogin_url = \"{sf_base}\"\nclient_id = \"sandbox-client\"\n\
-         client_secret = \"sandbox-secret\"\npubsub_url = \"{grpc}\"\ntopics = [\"/data/ChangeEvents\"]\n\
-         echo_client_id = \"{SF_CLIENT}\"\nexternal_id_field = \"External_Id__c\"\ninitial_position = \"earliest\"\n\
-         \n[sinks]\n\
-         [sinks.wms]\nbase_url = \"{wms_base}\"\napi_key = \"wms_sandbox\"\n\
-         [sinks.wms.delivery]\nlanes = 2\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
-         [sinks.salesforce]\nbase_url = \"{sf_base}\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\n\
-         call_options_client = \"{SF_CLIENT}\"\nbatch_linger_ms = 20\n\
-         [sinks.salesforce.delivery]\nlanes = 4\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n\
-         [sinks.erp]\ntable = \"public.tributary_inbox\"\nbatch_linger_ms = 20\n\
-         [sinks.erp.connection]\nhost = \"127.0.0.1\"\nport = {pg_port}\nuser = \"postgres\"\npassword = \"{pg_password}\"\ndbname = \"erp\"\n\
-         [sinks.erp.delivery]\nlanes = 4\nmin_backoff_ms = 50\nmax_backoff_ms = 1000\n",
-        sf_base = sf_rest.base_url(),
-        grpc = grpc.url(),
-        wms_base = wms.base_url(),
-        pg_port = pg.port(),
-        pg_password = pg.password(),
-    ));
+    text_cfg.push_str(&world.config(&pg));
     let config = write_config(dir.path(), &text_cfg)?;
     let bridge = Bridge::spawn(&config)?;
     wait_streaming(&pg, &["slot_erp", "slot_pos"], &bridge).await?;
 
     // An agent opens a return Case; the ERP books a return of its own; a Case names an
     // order the ERP does not have.
-    let case_id = sf.cdc_create(
-        "Case",
-        fields(&[
-            ("Subject", "Mugs arrived chipped"),
-            ("Type", "Return"),
-            ("Origin", "Phone"),
-            ("Order_External_Id__c", "SO-1"),
-            ("SKU__c", "SKU-1"),
-            ("Quantity__c", "2"),
-            ("Description", "two of three chipped"),
-        ]),
-    );
+    let case_id = world.open_case(&[
+        ("Subject", "Mugs arrived chipped"),
+        ("Type", "Return"),
+        ("Origin", "Phone"),
+        ("Order_External_Id__c", "SO-1"),
+        ("SKU__c", "SKU-1"),
+        ("Quantity__c", "2"),
+        ("Description", "two of three chipped"),
+    ]);
     let case_key = format!("SF-{case_id}");
     erp.batch_execute(
         "INSERT INTO returns (return_no, order_no, sku, quantity, reason, refund_amount) \
          VALUES ('RT-2', 'SO-2', 'SKU-2', 1, 'damaged', 25.00)",
     )
     .await?;
-    sf.cdc_create(
-        "Case",
-        fields(&[
-            ("Subject", "Wrong order"),
-            ("Type", "Return"),
-            ("Order_External_Id__c", "SO-404"),
-            ("SKU__c", "SKU-1"),
-            ("Quantity__c", "1"),
-        ]),
-    );
+    world.open_case(&[
+        ("Subject", "Wrong order"),
+        ("Type", "Return"),
+        ("Order_External_Id__c", "SO-404"),
+        ("SKU__c", "SKU-1"),
+        ("Quantity__c", "1"),
+    ]);
 
     let client = nats.connect().await?;
-    let state_sql = |key: &str| format!("SELECT status FROM returns WHERE return_no = '{key}'");
     wait_until(Duration::from_secs(120), async || {
-        let case_state = text(&erp, &state_sql(&case_key)).await?;
-        let erp_state = text(&erp, &state_sql("RT-2")).await?;
+        let case_state = return_state(&erp, &case_key).await?;
+        let erp_state = return_state(&erp, "RT-2").await?;
         let received = wms.returns().iter().filter(|r| r.status == "received").count();
-        let sf_case = sf
-            .records("Case")
-            .into_iter()
-            .find(|r| r.id == case_id)
-            .and_then(|r| r.fields.get("Return_State__c").cloned());
-        let sf_erp_case = sf
-            .record_by("Case", "External_Id__c", "RT-2")
-            .and_then(|r| r.fields.get("Return_State__c").cloned());
+        let sf_case = world.case_state(Some(&case_id), None);
+        let sf_erp_case = world.case_state(None, Some("RT-2"));
         let dlq = dead_letters(&client).await?.len();
         let credited = json!("credited");
         Ok(
