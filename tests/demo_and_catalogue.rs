@@ -302,10 +302,10 @@ async fn demo_runs_headless_with_events_flowing() {
     );
     assert!(count("wms_shipped") > 0, "{summary}");
     assert!(count("storefront_fulfillments") > 0, "{summary}");
-    // The return leg: an agent's return Case in Salesforce ends credited in the ERP (the WMS
+    // The return leg: an agent's return Case in Salesforce ends refunded in the ERP (the WMS
     // received the goods in between).
     assert!(count("return_cases") > 0, "{summary}");
-    assert!(count("erp_returns_credited") > 0, "{summary}");
+    assert!(count("erp_returns_refunded") > 0, "{summary}");
     assert!(stdout.contains("cleaned up"), "{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let noisy: Vec<&str> = stdout

@@ -265,7 +265,7 @@ async fn the_saas_feeds_and_the_crm_and_erp_sinks_run_as_the_same_user() -> Resu
         let state = returns::return_state(&erp, &case_key).await?;
         let on_case = world.case_state(Some(&case_id), None);
         Ok(
-            if state == "credited" && on_case == Some(serde_json::json!("credited")) {
+            if state == "refunded" && on_case == Some(serde_json::json!("refunded")) {
                 Check::Done(())
             } else {
                 Check::Pending(format!(

@@ -19,7 +19,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 use o2c::*;
 use support::*;
-use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent, Refund, Return};
+use tributary_proto::retail::v1::{
+    domain_event::Entity, DomainEvent, ExternalId, Order, Refund, Return,
+};
 use tributary_testkit::NatsServer;
 
 /// What the test publishes and what it expects from it.
@@ -430,5 +432,111 @@ async fn tracker_follows_orders_flags_stuck_ones_once_and_replays_without_counti
     assert_eq!(read_all(&client, "O2C").await?.len(), o2c_before);
     check_exceptions().await?;
     assert_eq!(bridge.stop().await?, 0);
+    Ok(())
+}
+
+/// A storefront order and the ERP's order taken from it (same Shopify id) are one process:
+/// the storefront's record is closed as continued by the ERP's, whichever comes first, so
+/// that only the ERP's order can be "unallocated" or "unshipped". A storefront order the ERP
+/// never took stays open and is listed as stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storefront_order_is_continued_by_the_erp_order_taken_from_it() -> Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = jetstream::new(client.clone());
+    create_retail(&js).await?;
+    let hours_ago = now_micros() - 3 * 3_600_000_000;
+    let linked = |key: &str, gid: &str, system: &str, n: usize| {
+        let mut e = event(
+            "order",
+            "placed",
+            key,
+            n,
+            hours_ago,
+            Entity::Order(Order {
+                order_id: key.into(),
+                status: "placed".into(),
+                placed_at_micros: hours_ago,
+                external_ids: vec![ExternalId {
+                    system: "shopify".into(),
+                    id: gid.into(),
+                }],
+                ..Default::default()
+            }),
+        );
+        if let Some(m) = e.meta.as_mut() {
+            m.system_of_record = system.into();
+        }
+        e
+    };
+    // WEB-1 first, then the ERP's SO-W1; SO-W2 before its storefront order WEB-2; WEB-3 never
+    // reaches the ERP. The ERP's orders are confirmed hours ago and not shipped.
+    let events = [
+        linked("WEB-1", "gid://shopify/Order/1", "shopify", 1),
+        linked("SO-W1", "gid://shopify/Order/1", "erp", 1),
+        linked("SO-W2", "gid://shopify/Order/2", "erp", 1),
+        linked("WEB-2", "gid://shopify/Order/2", "shopify", 1),
+        linked("WEB-3", "gid://shopify/Order/3", "shopify", 1),
+        event(
+            "order",
+            "status_changed",
+            "SO-W1",
+            2,
+            hours_ago,
+            order("SO-W1", "confirmed", 0),
+        ),
+        event(
+            "order",
+            "status_changed",
+            "SO-W2",
+            2,
+            hours_ago,
+            order("SO-W2", "confirmed", 0),
+        ),
+    ];
+    for e in &events {
+        let id = e
+            .meta
+            .as_ref()
+            .map(|m| m.event_id.clone())
+            .unwrap_or_default();
+        publish(&js, e, &[id]).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let addr = format!("127.0.0.1:{}", tributary_testkit::free_port());
+    let text = format!(
+        "http_listen = \"{addr}\"\n[nats]\nservers = [\"{}\"]\n\
+         [tracker]\nsweep_interval_secs = 1\nunallocated_after_secs = 1800\nunshipped_after_secs = 3600\n",
+        nats.url()
+    );
+    let config = write_config(dir.path(), &text)?;
+    let config_arg = config.to_string_lossy().to_string();
+    let bridge = Bridge::spawn(&config)?;
+    settled(&addr, &bridge, events.len() as f64).await?;
+    wait_until(Duration::from_secs(60), async || {
+        let stuck = orders_stuck(&config_arg, "1h").await?;
+        let mut keys: Vec<String> = stuck.iter().map(|(k, _, _)| k.clone()).collect();
+        keys.sort();
+        Ok(if keys == ["SO-W1", "SO-W2", "WEB-3"] {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("stuck: {stuck:?}\n{}", bridge.log()))
+        })
+    })
+    .await?;
+    let stuck = orders_stuck(&config_arg, "1h").await?;
+    for (key, waiting, _) in &stuck {
+        let want = if key == "WEB-3" {
+            "unallocated"
+        } else {
+            "unshipped"
+        };
+        assert_eq!(waiting, want, "{key}");
+    }
+    for (web, erp) in [("WEB-1", "SO-W1"), ("WEB-2", "SO-W2")] {
+        let shown = orders_show(&config_arg, web).await?;
+        assert_eq!(shown["order"]["continued_as"], erp, "{web}: {shown}");
+    }
+    bridge.stop().await?;
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! the ERP inbox turns it into the ERP's return of a shipped order; the ERP's returns (that
 //! one and one the ERP booked itself) are announced to the WMS as expected receipts; the
 //! warehouse receives the goods (its `return.received` webhook → `[[wms]]` feed), which the
-//! inbox hands to the ERP: stock back on hand, a credit memo, the return credited, the
-//! order's payment state. Salesforce shows the credited state on the agent's own Case (not a
+//! inbox hands to the ERP: stock back on hand, a credit memo, the return credited and refunded, the
+//! order's payment state. Salesforce shows the final state on the agent's own Case (not a
 //! second one) and on a Case for the ERP's return. A Case naming an unknown order is
 //! dead-lettered with the ERP's reason; a replay of the inbox's events changes nothing.
 
@@ -23,7 +23,7 @@ async fn count(erp: &tokio_postgres::Client, sql: &str) -> Result<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Result<()> {
+async fn a_return_case_and_an_erp_return_end_refunded_in_every_system() -> Result<()> {
     let (pg, nats) = start_servers().await?;
     let dir = tempfile::tempdir()?;
     let sources = retail_sources(&pg).await?;
@@ -69,13 +69,13 @@ async fn a_return_case_and_an_erp_return_end_credited_in_every_system() -> Resul
         let sf_case = world.case_state(Some(&case_id), None);
         let sf_erp_case = world.case_state(None, Some("RT-2"));
         let dlq = dead_letters(&client).await?.len();
-        let credited = json!("credited");
+        let refunded = json!("refunded");
         Ok(
-            if case_state == "credited"
-                && erp_state == "credited"
+            if case_state == "refunded"
+                && erp_state == "refunded"
                 && received == 2
-                && sf_case.as_ref() == Some(&credited)
-                && sf_erp_case.as_ref() == Some(&credited)
+                && sf_case.as_ref() == Some(&refunded)
+                && sf_erp_case.as_ref() == Some(&refunded)
                 && dlq == 1
             {
                 Check::Done(())

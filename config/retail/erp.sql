@@ -268,8 +268,8 @@ BEGIN
 END $$;
 
 -- The warehouse received a return's goods (the WMS's `return.received`): the units back on
--- hand at DC1, a credit memo for what arrived, the return `received` then `credited`, and the
--- order's payment state (`refunded` once its credits reach its total).
+-- hand at DC1, a credit memo for what arrived, the return `received`, `credited`, then
+-- `refunded`, and the order's payment state (`refunded` once its credits reach its total).
 CREATE FUNCTION erp_receive_return(ref text, p jsonb) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     r returns;
@@ -302,6 +302,9 @@ BEGIN
     SELECT memo, r.order_no, 'return:' || ref, amount, so.currency
     FROM sales_orders so WHERE so.order_no = r.order_no;
     UPDATE returns SET status = 'credited' WHERE return_no = ref;
+    -- The sample ERP refunds a credit to the original payment at once (a real one may batch
+    -- its payment runs: the return stays `credited` until then).
+    UPDATE returns SET status = 'refunded' WHERE return_no = ref;
     SELECT sum(c.amount) INTO credited FROM credit_memos c WHERE c.order_no = r.order_no;
     UPDATE sales_orders
     SET payment_state = CASE WHEN credited >= total THEN 'refunded' ELSE 'partially_refunded' END

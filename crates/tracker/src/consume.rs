@@ -16,7 +16,7 @@ use tributary_proto::retail::v1::DomainEvent;
 
 use crate::events::observe;
 use crate::metrics as m;
-use crate::process::{Observation, Process};
+use crate::process::{Kind, Observation, Process};
 use crate::shared::Shared;
 use crate::TrackerError;
 
@@ -62,6 +62,7 @@ async fn apply(
             return Ok(m::REPEATED);
         };
         fence.check()?;
+        link(shared, &mut process, obs).await?;
         for &(milestone, at) in &outcome.reached {
             shared.publisher.milestone(&process, milestone, at).await?;
         }
@@ -88,4 +89,47 @@ async fn apply(
         format!("KV write of {} {}", obs.kind.as_str(), obs.key),
         format!("lost the compare-and-set {MAX_CONFLICTS} times in a row"),
     ))
+}
+
+/// One order, two records: the storefront's own order (`WEB-1001`) and the ERP's order taken
+/// from it (`SO-W000001`, naming the storefront id). The ERP's carries the process on (its
+/// allocation, release and shipment); the storefront's is closed with `continued_as`, so that
+/// it is never "unallocated". A storefront order the ERP never took keeps waiting and becomes
+/// `order.stuck` — what an operator must see. Either may come first: each side records its
+/// key under the link before the record is stored (idempotent; a redelivery does it again).
+async fn link(
+    shared: &Shared,
+    process: &mut Process,
+    obs: &Observation,
+) -> Result<(), TrackerError> {
+    for l in &obs.links {
+        if l.own {
+            shared.store.set_link(true, &l.id, &obs.key).await?;
+            if process.continued_as.is_none() {
+                process.continued_as = shared.store.link(false, &l.id).await?;
+            }
+            continue;
+        }
+        shared.store.set_link(false, &l.id, &obs.key).await?;
+        let Some(own_key) = shared.store.link(true, &l.id).await? else {
+            continue;
+        };
+        if own_key == obs.key {
+            continue;
+        }
+        for _ in 0..MAX_CONFLICTS {
+            let Some((mut own, revision)) = shared.store.load(Kind::Order, &own_key).await? else {
+                break;
+            };
+            if own.continued_as.is_some() {
+                break;
+            }
+            own.continued_as = Some(obs.key.clone());
+            if shared.store.save(&own, revision).await?.is_some() {
+                debug!(storefront = %own_key, continued_as = %obs.key, "order records linked");
+                break;
+            }
+        }
+    }
+    Ok(())
 }

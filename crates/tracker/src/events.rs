@@ -13,13 +13,18 @@
 //! | `refund.*` naming a return | the return refunded, at `refunded_at` |
 //! | `refund.*` naming only an order | the order refunded |
 //!
+//! An order event's external ids are its links to other systems' records of the same order:
+//! the storefront's own event names its order (`shopify` id, the event's own system), the
+//! ERP's event of the order it took from the storefront names the same id. The record of the
+//! ERP's order carries the process on; the storefront's is closed (`component.rs`).
+//!
 //! Times are the events' business timestamps: the entity's own time where it has one
 //! (`placed_at`, `shipped_at`, `requested_at`, `refunded_at`), else the source's commit time
 //! (`meta.event_time_micros`). Never the time the tracker processes the event.
 
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
-use crate::process::{Entry, Kind, Milestone, Observation};
+use crate::process::{Entry, Kind, Link, Milestone, Observation};
 
 /// The process and milestones `event` shows; None for events the tracker does not follow
 /// (customers, products, inventory, order lines carry no milestone).
@@ -27,8 +32,18 @@ pub fn observe(event: &DomainEvent) -> Option<Observation> {
     let meta = event.meta.as_ref()?;
     let at = meta.event_time_micros;
     let own = |t: i64| if t > 0 { t } else { at };
+    let mut links = Vec::new();
     let (kind, key, order_id, status, milestones) = match event.entity.as_ref()? {
         Entity::Order(o) => {
+            links = o
+                .external_ids
+                .iter()
+                .filter(|e| !e.system.is_empty() && !e.id.is_empty())
+                .map(|e| Link {
+                    id: format!("{}:{}", e.system, e.id),
+                    own: e.system == meta.system_of_record,
+                })
+                .collect();
             let key = first(&o.order_id, &meta.entity_key);
             let mut ms = Vec::new();
             if meta.event == "placed" || o.status == "placed" {
@@ -98,6 +113,7 @@ pub fn observe(event: &DomainEvent) -> Option<Observation> {
             event_id: meta.event_id.clone(),
         },
         milestones,
+        links,
     })
 }
 

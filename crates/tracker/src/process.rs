@@ -196,6 +196,18 @@ pub struct Process {
     /// event a repeat.
     #[serde(default)]
     pub timeline: Vec<Entry>,
+    /// The process that carries this order on: a storefront order's record, once the ERP's
+    /// order of it is known (same storefront id). Such a record waits for nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_as: Option<String>,
+}
+
+/// An order's id in a system (`<system>:<id>`); `own` when the event is that system's own
+/// record of the order (the storefront's order event), not another system's copy of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub id: String,
+    pub own: bool,
 }
 
 /// Events kept per process; an order sees a handful, this bounds a pathological one.
@@ -210,6 +222,8 @@ pub struct Observation {
     pub entry: Entry,
     /// Milestones the event shows, each with its business time.
     pub milestones: Vec<(Milestone, i64)>,
+    /// Order events: the order's ids in other systems.
+    pub links: Vec<Link>,
 }
 
 /// What applying an observation changed.
@@ -232,6 +246,7 @@ impl Process {
             observed: BTreeSet::new(),
             exceptions: BTreeMap::new(),
             timeline: Vec::new(),
+            continued_as: None,
         }
     }
 
@@ -294,6 +309,9 @@ impl Process {
     /// The step the process waits in and since when (business time), if any.
     pub fn waiting(&self) -> Option<(Waiting, i64)> {
         use Milestone::*;
+        if self.continued_as.is_some() {
+            return None;
+        }
         match self.kind {
             Kind::Order => {
                 if [Cancelled, Shipped, Delivered]
@@ -342,10 +360,20 @@ mod tests {
                 event_id: id.into(),
             },
             milestones: milestones.to_vec(),
+            links: Vec::new(),
         }
     }
 
     const S: i64 = 1_000_000;
+
+    #[test]
+    fn a_record_continued_by_another_waits_for_nothing() {
+        let mut p = Process::new(Kind::Order, "WEB-1", "WEB-1");
+        p.apply(&obs("e1", &[(Milestone::Placed, S)]));
+        assert_eq!(p.waiting(), Some((Waiting::Unallocated, S)));
+        p.continued_as = Some("SO-W1".into());
+        assert_eq!(p.waiting(), None);
+    }
 
     #[test]
     fn milestones_are_set_once_and_latencies_observed_once() {

@@ -1,6 +1,9 @@
 //! The tracker's KV bucket: one record per process under `order.<key>` / `return.<key>`
 //! (keys escaped with [`key_token`]), written with compare-and-set on the KV revision so
 //! that a replica that lost its lease and one that took over never overwrite each other.
+//! `link.<own|copy>.<id>` maps an order's id in another system (`shopify:<gid>`) to the
+//! record of the storefront's own order (`own`) and to the record that carries it on
+//! (`copy`: the ERP's order of it).
 
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt as _;
@@ -115,9 +118,40 @@ impl Store {
             .keys()
             .await
             .map_err(|e| TrackerError::nats(what(), e))?;
-        keys.try_collect()
+        let keys: Vec<String> = keys
+            .try_collect()
             .await
-            .map_err(|e| TrackerError::nats(what(), e))
+            .map_err(|e| TrackerError::nats(what(), e))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.starts_with("order.") || k.starts_with("return."))
+            .collect())
+    }
+
+    fn link_key(own: bool, link: &str) -> String {
+        let side = if own { "own" } else { "copy" };
+        format!("link.{side}.{}", key_token(link))
+    }
+
+    /// The order key recorded for `link` on one side, if any.
+    pub async fn link(&self, own: bool, link: &str) -> Result<Option<String>, TrackerError> {
+        let k = Self::link_key(own, link);
+        let entry = self
+            .kv
+            .get(&k)
+            .await
+            .map_err(|e| TrackerError::nats(format!("KV {} get {k}", self.bucket), e))?;
+        Ok(entry.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Records `key` for `link` on one side (the same value again is harmless).
+    pub async fn set_link(&self, own: bool, link: &str, key: &str) -> Result<(), TrackerError> {
+        let k = Self::link_key(own, link);
+        self.kv
+            .put(&k, key.as_bytes().to_vec().into())
+            .await
+            .map_err(|e| TrackerError::nats(format!("KV {} write {k}", self.bucket), e))?;
+        Ok(())
     }
 
     /// Every record, in key order.

@@ -167,8 +167,8 @@ async fn loop_counts(erp: &tokio_postgres::Client, t: &Targets) -> [(&'static st
                 .count() as u64,
         ),
         (
-            "erp_returns_credited",
-            count("SELECT count(*) FROM returns WHERE status = 'credited'").await,
+            "erp_returns_refunded",
+            count("SELECT count(*) FROM returns WHERE status = 'refunded'").await,
         ),
     ]
 }
@@ -219,7 +219,7 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
         targets.shop.base_url(),
         targets.sf.base_url()
     );
-    println!("loop: storefront checkout → webhook → order.placed → ERP inbox (sink erp) → ERP sales order, stock allocated, confirmed → WMS release → shipped → WMS webhook → Shopify fulfilment + Salesforce Order; storefront refund → ERP credit memo; agent's return Case (Salesforce CDC) → ERP return → WMS expected receipt → received → ERP restock + credit memo → Case and Order credited in Salesforce, payment state on the storefront");
+    println!("loop: storefront checkout → webhook → order.placed → ERP inbox (sink erp) → ERP sales order, stock allocated, confirmed → WMS release → shipped → WMS webhook → Shopify fulfilment + Salesforce Order; storefront refund → ERP credit memo; agent's return Case (Salesforce CDC) → ERP return → WMS expected receipt → received → ERP restock + credit memo, return refunded → Case and Order in Salesforce, payment state on the storefront");
 
     let shutdown = CancellationToken::new();
     let bridge = tokio::spawn(crate::run::run_config(config, shutdown.clone()));
