@@ -103,6 +103,9 @@ enum Command {
         /// Connections sharing the rate.
         #[arg(long, default_value_t = 2)]
         connections: usize,
+        /// `[[sources]] schema` of the bridge: `inline` or `reference`.
+        #[arg(long, default_value = "inline")]
+        schema: e2e::Schema,
     },
     /// One transaction inserting many rows (INSERT … SELECT generate_series) while the bridge
     /// runs: time until all are in the stream, and peak memory.
@@ -241,12 +244,14 @@ fn main() -> ExitCode {
                 rate,
                 seconds,
                 connections,
+                schema,
             } => {
                 latency::run(
                     latency::Args {
                         rate,
                         seconds,
                         connections,
+                        schema,
                     },
                     settings,
                 )

@@ -137,7 +137,12 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     // streams. Every run has a slot and a stream of its own (the previous ones are removed).
     let baseline = args.baseline_binary.as_deref();
     let runs: Vec<(Option<&std::path::Path>, Schema)> = baseline
-        .map(|b| args.schemas.iter().map(|&s| (Some(b), s)).collect::<Vec<_>>())
+        .map(|b| {
+            args.schemas
+                .iter()
+                .map(|&s| (Some(b), s))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
         .into_iter()
         .chain(args.schemas.iter().map(|&s| (None, s)))
