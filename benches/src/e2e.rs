@@ -40,7 +40,14 @@ pub enum Schema {
 }
 
 impl Schema {
-    fn source_keys(self) -> &'static str {
+    pub fn label(self) -> &'static str {
+        match self {
+            Schema::Inline => "inline",
+            Schema::Reference => "reference",
+        }
+    }
+
+    pub fn source_keys(self) -> &'static str {
         match self {
             Schema::Inline => "",
             Schema::Reference => "schema = \"reference\"\n",

@@ -22,6 +22,8 @@ pub struct Args {
     pub rate: u64,
     pub seconds: u64,
     pub connections: usize,
+    /// `[[sources]] schema` of the bridge.
+    pub schema: crate::e2e::Schema,
 }
 
 pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
@@ -32,7 +34,8 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     let env = BenchEnv::start(settings).await?;
     println!("{}", env.describe());
     env.create_slot(SLOT).await?;
-    let config = env.write_config(SLOT)?;
+    let config = env.write_config_with(SLOT, args.schema.source_keys())?;
+    println!("schema: {}", args.schema.label());
     let mut bridge = env.spawn_bridge(&config)?;
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
     let result = measure(&env, &mut bridge, &args).await;

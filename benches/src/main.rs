@@ -103,6 +103,9 @@ enum Command {
         /// Connections sharing the rate.
         #[arg(long, default_value_t = 2)]
         connections: usize,
+        /// `[[sources]] schema` of the bridge: `inline` or `reference`.
+        #[arg(long, default_value = "inline")]
+        schema: e2e::Schema,
     },
     /// One transaction inserting many rows (INSERT … SELECT generate_series) while the bridge
     /// runs: time until all are in the stream, and peak memory.
@@ -125,6 +128,14 @@ enum Command {
         chunk_rows: u64,
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
+        /// `[[sources]] schema` of each bridge run, in order, e.g. `--schema inline,reference`
+        /// (each run copies the same table into a fresh stream).
+        #[arg(long, value_delimiter = ',', default_value = "inline")]
+        schema: Vec<e2e::Schema>,
+        /// Also run this `tributary` binary (an older build), before the current one, for
+        /// each --schema: before/after in one invocation.
+        #[arg(long)]
+        baseline_binary: Option<PathBuf>,
     },
     /// The domain stage on the sample retail databases: customers and orders (four events
     /// per order) written in bulk, timed live and across a kill -9 of the bridge.
@@ -233,12 +244,14 @@ fn main() -> ExitCode {
                 rate,
                 seconds,
                 connections,
+                schema,
             } => {
                 latency::run(
                     latency::Args {
                         rate,
                         seconds,
                         connections,
+                        schema,
                     },
                     settings,
                 )
@@ -277,6 +290,8 @@ fn main() -> ExitCode {
                 parallelism,
                 chunk_rows,
                 timeout_secs,
+                schema,
+                baseline_binary,
             } => {
                 snapshot::run(
                     snapshot::Args {
@@ -284,6 +299,8 @@ fn main() -> ExitCode {
                         parallelism,
                         chunk_rows,
                         timeout: Duration::from_secs(timeout_secs),
+                        schemas: schema,
+                        baseline_binary,
                     },
                     settings,
                 )

@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use futures::StreamExt as _;
 
+use crate::bridge::Bridge;
+use crate::e2e::Schema;
 use crate::env::{BenchEnv, Settings, TABLE};
 use crate::procfs::{self, Sampler};
 use crate::workload::secs;
 
 /// Created by the bridge itself (with `EXPORT_SNAPSHOT`): it must not exist before.
 const SLOT: &str = "bench_snapshot";
+
+/// The KV bucket of the snapshot progress (`tributary_pipeline::snapshot::SNAPSHOT_BUCKET`).
+const SNAPSHOT_BUCKET: &str = "tributary_snapshots";
 
 /// The session settings of the bridge's snapshot workers (`COPY_SESSION_SQL` of
 /// tributary-postgres), so that the ceiling formats values exactly as the bridge reads them.
@@ -36,6 +41,10 @@ pub struct Args {
     pub parallelism: usize,
     pub chunk_rows: u64,
     pub timeout: Duration,
+    /// `[[sources]] schema` of each run, in order.
+    pub schemas: Vec<Schema>,
+    /// Runs this `tributary` binary first (each schema), then the current one.
+    pub baseline_binary: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
@@ -124,30 +133,99 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         ceiling.postgres_cpu,
     );
 
-    // (3) The bridge: creates the slot with an exported snapshot, copies, then streams.
+    // (3) The bridge, once per run: creates the slot with an exported snapshot, copies, then
+    // streams. Every run has a slot and a stream of its own (the previous ones are removed).
+    let baseline = args.baseline_binary.as_deref();
+    let runs: Vec<(Option<&std::path::Path>, Schema)> = baseline
+        .map(|b| {
+            args.schemas
+                .iter()
+                .map(|&s| (Some(b), s))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(args.schemas.iter().map(|&s| (None, s)))
+        .collect();
+    let mut results = Vec::new();
+    for (index, (binary, schema)) in runs.into_iter().enumerate() {
+        let label = format!(
+            "{}{}",
+            if binary.is_some() { "baseline " } else { "" },
+            schema.label()
+        );
+        let rate = run_bridge(&env, &args, index, binary, schema, &label).await?;
+        println!(
+            "{label}: rows_per_sec={rate:.0} vs_ceiling={:.3}",
+            rate / ceiling_rate
+        );
+        results.push((label, rate));
+    }
+    println!("load average after: {}", procfs::load_average());
+    let (first_label, first) = results.first().cloned().context("no bridge run")?;
+    let (last_label, last) = results.last().cloned().context("no bridge run")?;
+    println!(
+        "snapshot_rows_per_sec={first:.0} copy_ceiling_rows_per_sec={ceiling_rate:.0} ratio={:.3}{}",
+        first / ceiling_rate,
+        if results.len() > 1 {
+            format!(
+                " last_run=\"{last_label}\" last_rows_per_sec={last:.0} last_ratio={:.3} last_vs_first=\"{first_label}\" {:.3}",
+                last / ceiling_rate,
+                last / first
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// One bridge run's snapshot of the table; returns its rows per second.
+async fn run_bridge(
+    env: &BenchEnv,
+    args: &Args,
+    index: usize,
+    binary: Option<&std::path::Path>,
+    schema: Schema,
+    label: &str,
+) -> anyhow::Result<f64> {
+    let control = env.client().await?;
+    let slot = if index == 0 {
+        SLOT.to_owned()
+    } else {
+        format!("{SLOT}_{index}")
+    };
     let exists: bool = control
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-            &[&SLOT],
+            &[&slot],
         )
         .await
         .context("looking for the slot")?
         .get(0);
     if exists {
-        bail!("slot {SLOT} exists already: the bridge would not take a snapshot");
+        bail!("slot {slot} exists already: the bridge would not take a snapshot");
     }
+    // A fresh stream to count, and no snapshot progress of an earlier run to resume from.
+    let _ = env.js.delete_stream(crate::env::STREAM).await;
+    let _ = env.js.delete_key_value(SNAPSHOT_BUCKET).await;
     let config = env.write_config_with(
-        SLOT,
+        &slot,
         &format!(
-            "snapshot = \"initial\"\nsnapshot_parallelism = {}\nsnapshot_chunk_rows = {}\n",
-            args.parallelism, args.chunk_rows
+            "snapshot = \"initial\"\nsnapshot_parallelism = {}\nsnapshot_chunk_rows = {}\n{}",
+            args.parallelism,
+            args.chunk_rows,
+            schema.source_keys()
         ),
     )?;
     let postmaster = env.postmaster_pid();
     let pg_cpu_before = postmaster.and_then(procfs::cluster_cpu_secs);
     let nats_cpu_before = env.nats_pid().and_then(procfs::cpu_secs);
     let spawned = std::time::SystemTime::now();
-    let mut bridge = env.spawn_bridge(&config)?;
+    let mut bridge = match binary {
+        Some(path) => Bridge::spawn(path, &config, config.with_extension("log"))?,
+        None => env.spawn_bridge(&config)?,
+    };
     let started = bridge.started();
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
     let progress = env
@@ -172,13 +250,18 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     let stopped = bridge.stop().await;
     let progress = progress?;
     let status = stopped?;
+    // The slot would hold WAL back for the rest of the invocation.
+    let _ = control
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await;
     let seconds = secs(started, progress.done);
     let rate = args.rows as f64 / seconds;
+    let per_row = |cpu: f64| cpu * 1e6 / args.rows as f64;
     println!(
-        "tributary: seconds={seconds:.3} (first message after {:.3} s) rows_per_sec={rate:.0} \
+        "tributary ({label}): seconds={seconds:.3} (first message after {:.3} s) rows_per_sec={rate:.0} \
          parallelism={} chunk_rows={} stream_messages={} stream_bytes={} ({:.1} MB, {:.0} B/event) \
-         bridge_cpu_s={:.2} postgres_cpu_s={pg_cpu:.2} nats_server_cpu_s={nats_cpu:.2} \
-         peak_rss_mb={:.1} exit={status}",
+         bridge_cpu_s={:.2} ({:.2} us/row) postgres_cpu_s={pg_cpu:.2} nats_server_cpu_s={nats_cpu:.2} \
+         ({:.2} us/row) peak_rss_mb={:.1} exit={status}",
         progress
             .first_message
             .map_or(f64::NAN, |t| secs(started, t)),
@@ -189,6 +272,8 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         progress.bytes as f64 / 1e6,
         progress.bytes as f64 / progress.messages.max(1) as f64,
         stats.cpu_secs,
+        per_row(stats.cpu_secs),
+        per_row(nats_cpu),
         stats.peak_rss_mb(),
     );
     let fmt = |t: Option<f64>| t.map_or_else(|| "?".to_owned(), |t| format!("{t:.3}"));
@@ -210,12 +295,7 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
             progress.messages, args.rows
         );
     }
-    println!("load average after: {}", procfs::load_average());
-    println!(
-        "snapshot_rows_per_sec={rate:.0} copy_ceiling_rows_per_sec={ceiling_rate:.0} ratio={:.3}",
-        rate / ceiling_rate
-    );
-    Ok(())
+    Ok(rate)
 }
 
 struct Ceiling {

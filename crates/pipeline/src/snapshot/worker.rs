@@ -2,6 +2,7 @@
 //! from a queue with COPY and handing their `read` events to the publisher.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -136,6 +137,13 @@ async fn copy_chunk(
     let mut batch = Vec::with_capacity(BATCH);
     let mut rows = 0u64;
     let now = now_micros();
+    // Unique per run, chunk and row: a chunk cut short by a crash is read again under a new
+    // snapshot whose rows may differ, so it is published again in full, never half-deduplicated.
+    // Everything but the row number is the same for the whole chunk: formatted once.
+    let id_prefix = format!(
+        "{source}:{consistent_point}:r{attempt}.{}.{}.",
+        job.table.oid, job.id.index
+    );
     while let Some(data) = stream.next().await {
         let data = data.map_err(|e| table_err(&e))?;
         splitter.push(&data, |line| {
@@ -147,8 +155,8 @@ async fn copy_chunk(
             batch.push(read_event(
                 job,
                 after,
-                source,
-                (consistent_point, attempt),
+                &id_prefix,
+                consistent_point,
                 rows,
                 now,
             ));
@@ -173,17 +181,15 @@ async fn copy_chunk(
 fn read_event(
     job: &ChunkJob,
     after: tributary_proto::cdc::v1::Row,
-    source: &str,
-    (lsn, attempt): (Lsn, u32),
+    id_prefix: &str,
+    lsn: Lsn,
     n: u64,
     now: i64,
 ) -> Outbound {
-    // Unique per run, chunk and row: a chunk cut short by a crash is read again under a new
-    // snapshot whose rows may differ, so it is published again in full, never half-deduplicated.
-    let id = format!(
-        "{source}:{lsn}:r{attempt}.{}.{}.{n}",
-        job.table.oid, job.id.index
-    );
+    let mut id = String::with_capacity(id_prefix.len() + 20);
+    id.push_str(id_prefix);
+    // Writing into a String cannot fail.
+    let _ = write!(id, "{n}");
     let mut change = PendingChange {
         event: ChangeEvent {
             event_id: id,
