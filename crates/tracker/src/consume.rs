@@ -58,11 +58,17 @@ async fn apply(
             Some(found) => found,
             None => (Process::new(obs.kind, &obs.key, &obs.order_id), 0),
         };
-        let Some(outcome) = process.apply(obs) else {
+        let Some(mut outcome) = process.apply(obs) else {
             return Ok(m::REPEATED);
         };
         fence.check()?;
         link(shared, &mut process, obs).await?;
+        if process.continued_as.is_some() {
+            // The order's process is counted and announced on the record that carries it on
+            // (the storefront's own order later shows "fulfilled" too): kept here for
+            // `orders show`, not counted twice.
+            outcome = Default::default();
+        }
         for &(milestone, at) in &outcome.reached {
             shared.publisher.milestone(&process, milestone, at).await?;
         }
