@@ -102,8 +102,9 @@ pub(super) async fn sink_statuses(
             sink: name.to_string(),
             consumer: match consumers.as_slice() {
                 [one] => one.name.clone(),
+                // Partitions and priority classes: `-low`, `-p07`, `-low-p07`.
                 many => format!(
-                    "{} ({} partitions)",
+                    "{} ({} consumers)",
                     tributary_sinks::consumer_name(name),
                     many.len()
                 ),
