@@ -9,7 +9,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "crates/config/src"
 PIPE = "\\|"
-FILES = ["model.rs", "domain.rs", "sinks.rs", "saas.rs", "ha.rs", "tracker.rs"]
+FILES = ["model.rs", "domain.rs", "sinks.rs", "priority.rs", "saas.rs", "ha.rs", "tracker.rs"]
 
 # Where each struct sits in the TOML file.
 SECTIONS = {
@@ -22,6 +22,7 @@ SECTIONS = {
     "SourceConfig": "[[sources]]",
     "ConnectionConfig": "[sources.connection]",
     "TrackerConfig": "[tracker]",
+    "SinkPriority": "[sinks.<name>.priority]",
 }
 
 

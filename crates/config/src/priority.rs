@@ -41,6 +41,8 @@ impl PriorityClass {
     }
 }
 
+/// Priority classes of a sink's events: the high class keeps its latency while the target
+/// throttles or slows, the low class waits (docs/sinks.md, "Priority classes").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkPriority {
