@@ -687,7 +687,7 @@ async fn wait_final(
         // for the CPU with the bridge), and only worth it once nothing is left to apply.
         let mut left = Vec::new();
         for sink in sinks {
-            left.push(sink_unacked(js, sink).await?.unwrap_or(u64::MAX));
+            left.push(sink_unacked(&js, sink).await?.unwrap_or(u64::MAX));
         }
         let idle = left.iter().all(|n| *n == 0);
         if idle && mismatches(env, w, sinks).is_empty() {
