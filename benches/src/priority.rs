@@ -269,9 +269,9 @@ async fn run_phase(phase: Phase, args: &Args, settings: &Settings) -> anyhow::Re
     // and the first connection are the same in every phase and not what is measured.
     let (subject, payload) = level(args.levels);
     js.publish(subject, payload.into()).await?.await?;
-    while !shop
+    while shop
         .inventory(&items[args.levels], &location)
-        .is_some_and(|l| l.available == args.levels as i64 + 1)
+        .is_none_or(|l| l.available != args.levels as i64 + 1)
     {
         bridge.check_running()?;
         if Instant::now() > deadline {

@@ -193,7 +193,10 @@ mod tests {
             high: vec!["orders".into()],
             ..Default::default()
         };
-        let e = bad.validate("shopify").unwrap_err().to_string();
+        let e = bad
+            .validate("shopify")
+            .expect_err("unknown entity")
+            .to_string();
         assert!(
             e.contains("sinks.shopify.priority.high") && e.contains("\"orders\""),
             "{e}"
@@ -202,13 +205,19 @@ mod tests {
             high: vec!["fulfillment".into()],
             ..Default::default()
         };
-        let e = split.validate("shopify").unwrap_err().to_string();
+        let e = split
+            .validate("shopify")
+            .expect_err("fulfillment without order")
+            .to_string();
         assert!(e.contains("sinks.shopify.priority.high"), "{e}");
         let reserve = SinkPriority {
             reserve: 1.5,
             ..Default::default()
         };
-        let e = reserve.validate("salesforce").unwrap_err().to_string();
+        let e = reserve
+            .validate("salesforce")
+            .expect_err("reserve out of range")
+            .to_string();
         assert!(e.contains("sinks.salesforce.priority.reserve"), "{e}");
         let alias = SinkPriority {
             high: vec!["order".into(), "inventory_level".into()],

@@ -273,8 +273,7 @@ impl Sinks {
             for part in partition_consumers(&cfg, name) {
                 workers.push(Arc::new(SinkWorker::new(
                     name,
-                    target.clone(),
-                    pressure.clone(),
+                    (target.clone(), pressure.clone()),
                     delivery.clone(),
                     &cfg,
                     js.clone(),

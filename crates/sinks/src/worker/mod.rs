@@ -79,10 +79,10 @@ struct Delivery {
 }
 
 impl SinkWorker {
+    /// `target` with the pressure its priority classes share (one per sink, all partitions).
     pub fn new(
         name: &'static str,
-        target: Arc<Target>,
-        pressure: Arc<Pressure>,
+        (target, pressure): (Arc<Target>, Arc<Pressure>),
         delivery: SinkDelivery,
         cfg: &SinksConfig,
         js: jetstream::Context,
