@@ -18,6 +18,7 @@
 //! no high-class event either. Per-entity order holds because an entity's events all have one
 //! class (the class is a function of the entity), so they are in one consumer and one lane.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,8 +32,21 @@ use tributary_config::{PriorityClass, SinkPriority};
 /// How often held low-class messages get an ack-progress (well inside `ACK_WAIT`).
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
+/// Where the requests of the event a lane applies stand in the target's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    High,
+    /// A low-class event none of whose requests has passed the reserve yet: it gives up at
+    /// once when the budget is short (nothing of it spent yet).
+    Low,
+    /// A low-class event whose first request passed: its later ones (a customer update after
+    /// its lookup) wait for the budget above the reserve instead, so that what it already
+    /// spent is not spent again on the next attempt.
+    LowAdmitted,
+}
+
 tokio::task_local! {
-    static CLASS: PriorityClass;
+    static CLASS: Cell<Admission>;
 }
 
 /// Runs a lane's apply with its class in scope, for a target that budgets requests by class.
@@ -40,13 +54,26 @@ pub(crate) async fn with_class<F: std::future::Future>(
     class: PriorityClass,
     apply: F,
 ) -> F::Output {
-    CLASS.scope(class, apply).await
+    let admission = match class {
+        PriorityClass::High => Admission::High,
+        PriorityClass::Low => Admission::Low,
+    };
+    CLASS.scope(Cell::new(admission), apply).await
 }
 
-/// The class of the event this task applies; a batched request (the Shopify inventory
+/// The admission of the event this task applies; a batched request (the Shopify inventory
 /// documents, sent from the batcher's own task) counts as high.
-pub(crate) fn current_class() -> PriorityClass {
-    CLASS.try_with(|c| *c).unwrap_or(PriorityClass::High)
+pub(crate) fn admission() -> Admission {
+    CLASS.try_with(Cell::get).unwrap_or(Admission::High)
+}
+
+/// A low-class event's request passed the reserve: its later requests wait.
+pub(crate) fn admitted() {
+    let _ = CLASS.try_with(|c| {
+        if c.get() == Admission::Low {
+            c.set(Admission::LowAdmitted);
+        }
+    });
 }
 
 /// What the target has been doing, shared by both classes' consumers of one sink.
@@ -222,8 +249,21 @@ mod tests {
 
     #[tokio::test]
     async fn the_class_is_scoped_to_the_apply() {
-        assert_eq!(current_class(), PriorityClass::High);
-        let inside = with_class(PriorityClass::Low, async { current_class() }).await;
-        assert_eq!(inside, PriorityClass::Low);
+        assert_eq!(admission(), Admission::High);
+        let inside = with_class(PriorityClass::Low, async {
+            let first = admission();
+            admitted();
+            (first, admission())
+        })
+        .await;
+        assert_eq!(inside, (Admission::Low, Admission::LowAdmitted));
+        assert_eq!(
+            with_class(PriorityClass::High, async {
+                admitted();
+                admission()
+            })
+            .await,
+            Admission::High
+        );
     }
 }

@@ -32,17 +32,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tributary_config::{PriorityClass, ShopifySinkConfig};
+use tributary_config::ShopifySinkConfig;
 use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 
 use crate::batch::Batcher;
 use crate::http;
 use crate::outcome::Outcome;
+use crate::priority::Admission;
 use crate::state::{EntityRecord, StateStore};
 use crate::{metrics as m, ApplyError, SinkError};
 
 const MUTATION_COST: f64 = 10.0;
 const SKU_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest a low-class event's later request waits for the budget above the reserve.
+const LOW_MAX_WAIT: Duration = Duration::from_secs(10);
 
 pub struct ShopifyTarget {
     cfg: ShopifySinkConfig,
@@ -347,7 +350,8 @@ impl Api {
     /// wait for it: it fails as throttled at once, so that its lane holds the event with ack
     /// progress and the refill goes to the high class.
     async fn pace(&self, cost: f64) -> Result<Claim<'_>, ApplyError> {
-        let low = crate::priority::current_class() == PriorityClass::Low;
+        let admission = crate::priority::admission();
+        let low = admission != Admission::High && self.low_reserve > 0.0;
         let mut waited = Duration::ZERO;
         loop {
             let wait = {
@@ -380,7 +384,13 @@ impl Api {
             };
             match wait {
                 None => break,
-                Some(wait) if low && self.low_reserve > 0.0 => {
+                // A low-class event gives way at once before any of its requests is sent,
+                // and after waiting LOW_MAX_WAIT for a later one (its lane then holds it with
+                // ack progress).
+                Some(wait)
+                    if low
+                        && (admission == Admission::Low || waited >= LOW_MAX_WAIT) =>
+                {
                     return Err(ApplyError::Transient {
                         reason: "cost budget below the high class's reserve".into(),
                         retry_after: Some(wait),
@@ -396,6 +406,7 @@ impl Api {
         if !waited.is_zero() {
             metrics::histogram!(m::THROTTLE_WAIT, "sink" => "shopify").record(waited.as_secs_f64());
         }
+        crate::priority::admitted();
         Ok(Claim {
             pacer: &self.bucket,
             cost,
