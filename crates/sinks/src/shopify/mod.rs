@@ -387,10 +387,7 @@ impl Api {
                 // A low-class event gives way at once before any of its requests is sent,
                 // and after waiting LOW_MAX_WAIT for a later one (its lane then holds it with
                 // ack progress).
-                Some(wait)
-                    if low
-                        && (admission == Admission::Low || waited >= LOW_MAX_WAIT) =>
-                {
+                Some(wait) if low && (admission == Admission::Low || waited >= LOW_MAX_WAIT) => {
                     return Err(ApplyError::Transient {
                         reason: "cost budget below the high class's reserve".into(),
                         retry_after: Some(wait),
