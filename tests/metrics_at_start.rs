@@ -188,12 +188,26 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
             })
             .unwrap_or(0);
         assert!(applied > 0, "no applied series for sink {sink}:\n{metrics}");
+        // One series per consumer: the sink's priority classes (`class`) after the partition.
+        let of_sink = |name: &str| {
+            present.get(name).is_some_and(|s| {
+                s.iter()
+                    .any(|l| l.starts_with(&format!("sink=\"{sink}\",partition=\"\",class=")))
+            })
+        };
+        assert!(
+            of_sink("tributary_sink_consumer_pending"),
+            "no pending series for sink {sink}"
+        );
+    }
+    // A sink with both classes reports each class's lag; one with one class, `all`.
+    for (sink, class) in [("shopify", "low"), ("shopify", "high"), ("wms", "all")] {
         assert!(
             has(
-                "tributary_sink_consumer_pending",
-                &format!("sink=\"{sink}\",partition=\"\"")
+                "tributary_sink_lag_seconds",
+                &format!("sink=\"{sink}\",class=\"{class}\",partition=\"\"")
             ),
-            "no pending series for sink {sink}"
+            "no lag series for sink {sink}, class {class}"
         );
     }
     assert!(has(

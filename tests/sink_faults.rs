@@ -481,16 +481,9 @@ async fn retail_events(nats: &async_nats::Client) -> Result<Vec<DomainEvent>> {
         .collect()
 }
 
-/// The sink's consumer has nothing pending or unacknowledged.
+/// The sink's consumers have nothing pending or unacknowledged.
 async fn consumer_idle(js: &jetstream::Context, sink: &str) -> Result<bool> {
-    let stream = js.get_stream("RETAIL").await?;
-    let Ok(info) = stream
-        .consumer_info(tributary_sinks::consumer_name(sink))
-        .await
-    else {
-        return Ok(false);
-    };
-    Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+    Ok(sink_unacked(js, sink).await? == Some(0))
 }
 
 /// Salesforce records by (object, External_Id__c): their fields, one entry per record.
@@ -694,15 +687,7 @@ async fn wait_final(
         // for the CPU with the bridge), and only worth it once nothing is left to apply.
         let mut left = Vec::new();
         for sink in sinks {
-            let info = js
-                .get_stream("RETAIL")
-                .await?
-                .consumer_info(tributary_sinks::consumer_name(sink))
-                .await;
-            left.push(match info {
-                Ok(i) => i.num_pending + i.num_ack_pending as u64,
-                Err(_) => u64::MAX,
-            });
+            left.push(sink_unacked(&js, sink).await?.unwrap_or(u64::MAX));
         }
         let idle = left.iter().all(|n| *n == 0);
         if idle && mismatches(env, w, sinks).is_empty() {

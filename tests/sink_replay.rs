@@ -100,16 +100,9 @@ fn wms_state(mut orders: Vec<wms::WmsOrder>) -> Result<String> {
     Ok(serde_json::to_string(&v)?)
 }
 
-/// The sink's consumer has nothing pending or in flight.
+/// The sink's consumers have nothing pending or in flight.
 async fn consumer_idle(js: &jetstream::Context, sink: &str) -> Result<bool> {
-    let stream = js.get_stream("RETAIL").await?;
-    let Ok(info) = stream
-        .consumer_info(tributary_sinks::consumer_name(sink))
-        .await
-    else {
-        return Ok(false);
-    };
-    Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+    Ok(sink_unacked(js, sink).await? == Some(0))
 }
 
 /// A nats-server with only a `RETAIL` stream, for sink tests that publish domain events

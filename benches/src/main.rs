@@ -9,6 +9,7 @@ mod env;
 mod failover;
 mod latency;
 mod nats_cost;
+mod priority;
 mod procfs;
 mod sinks;
 mod snapshot;
@@ -150,6 +151,31 @@ enum Command {
     /// Publish N domain events per sink to RETAIL, then time each sink (alone, with its
     /// emulator's rate limits off) from the bridge's start until every event is acked, and
     /// check the emulator's final state.
+    /// p99 apply latency of the Shopify sink's high class with the cost bucket throttling
+    /// hard vs unthrottled, and the low class's lag (docs/performance.md, "Priority classes").
+    Priority {
+        /// High-class events (stock levels, one SKU each).
+        #[arg(long, default_value_t = 300)]
+        levels: usize,
+        /// High-class events published per second.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Customers of the low class's backlog.
+        #[arg(long, default_value_t = 150)]
+        customers: usize,
+        /// Updates per customer.
+        #[arg(long, default_value_t = 2)]
+        versions: u64,
+        /// Throttled phases: cost bucket size (points).
+        #[arg(long, default_value_t = 200.0)]
+        bucket: f64,
+        /// Throttled phases: points restored per second.
+        #[arg(long, default_value_t = 100.0)]
+        restore_rate: f64,
+        /// Give up on a phase after this long.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     Sinks {
         /// Events per sink.
         #[arg(long, default_value_t = 100_000)]
@@ -301,6 +327,29 @@ fn main() -> ExitCode {
                         timeout: Duration::from_secs(timeout_secs),
                         schemas: schema,
                         baseline_binary,
+                    },
+                    settings,
+                )
+                .await
+            }
+            Command::Priority {
+                levels,
+                rate,
+                customers,
+                versions,
+                bucket,
+                restore_rate,
+                timeout_secs,
+            } => {
+                priority::run(
+                    priority::Args {
+                        levels,
+                        rate,
+                        customers,
+                        versions,
+                        bucket,
+                        restore_rate,
+                        timeout: Duration::from_secs(timeout_secs),
                     },
                     settings,
                 )

@@ -382,9 +382,8 @@ domain_events = false
     Ok((path, http))
 }
 
-/// The bridge's `tributary_sink_<sink>_…` metric lines (HTTP/1.0 GET of `/metrics`), to
-/// show how the sink sent its requests; empty when they cannot be read.
-async fn sink_metrics(port: u16, sink: &str) -> Vec<String> {
+/// The bridge's `/metrics` text (HTTP/1.0 GET); empty when it cannot be read.
+pub(crate) async fn metrics_text(port: u16) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let fetch = async {
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -394,11 +393,17 @@ async fn sink_metrics(port: u16, sink: &str) -> Vec<String> {
         conn.read_to_string(&mut text).await?;
         Ok::<_, std::io::Error>(text)
     };
-    let text = tokio::time::timeout(Duration::from_secs(5), fetch)
+    tokio::time::timeout(Duration::from_secs(5), fetch)
         .await
         .ok()
         .and_then(Result::ok)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The bridge's `tributary_sink_<sink>_…` metric lines, to show how the sink sent its
+/// requests; empty when they cannot be read.
+async fn sink_metrics(port: u16, sink: &str) -> Vec<String> {
+    let text = metrics_text(port).await;
     let prefix = format!("tributary_sink_{sink}_");
     text.lines()
         .filter(|l| l.starts_with(&prefix) && !l.contains("_bucket{"))

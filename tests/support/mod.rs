@@ -193,6 +193,24 @@ pub async fn wait_until<T>(
     }
 }
 
+/// A sink's events not yet acknowledged, over all its consumers (each priority class and
+/// partition: `tributary-sink-<sink>`, `…-low`, `…-p07`); None before any of them exists.
+pub async fn sink_unacked(js: &jetstream::Context, sink: &str) -> Result<Option<u64>> {
+    use futures::TryStreamExt as _;
+    let stream = js.get_stream("RETAIL").await?;
+    let name = tributary_sinks::consumer_name(sink);
+    let all: Vec<jetstream::consumer::Info> = stream.consumers().try_collect().await?;
+    let mine: Vec<&jetstream::consumer::Info> = all
+        .iter()
+        .filter(|c| c.name == name || c.name.starts_with(&format!("{name}-")))
+        .collect();
+    Ok((!mine.is_empty()).then(|| {
+        mine.iter()
+            .map(|c| c.num_pending + c.num_ack_pending as u64)
+            .sum()
+    }))
+}
+
 /// Waits until every durable consumer of every stream has nothing pending and nothing
 /// unacknowledged, twice in a row: no redelivery can come any more (an acked message is never
 /// delivered again), so whatever is counted afterwards is final. The sentinel that replaces

@@ -138,6 +138,9 @@ pub struct WmsSinkConfig {
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
+    /// `[sinks.<name>.priority]`: which entities go first under pressure.
+    #[serde(default)]
+    pub priority: crate::SinkPriority,
     /// Deprecated: the WMS lifecycle webhooks are a source, configured as `[[wms]]`. Still
     /// read (with a warning naming `[[wms]]`) for one release.
     #[serde(default)]
@@ -192,6 +195,9 @@ pub struct ShopifySinkConfig {
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
+    /// `[sinks.<name>.priority]`: which entities go first under pressure.
+    #[serde(default)]
+    pub priority: crate::SinkPriority,
 }
 
 /// `[sinks.salesforce]`: customers, orders (status, tracking) and returns upserted by external
@@ -258,6 +264,9 @@ pub struct SalesforceSinkConfig {
     /// `[sinks.<name>.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
+    /// `[sinks.<name>.priority]`: which entities go first under pressure.
+    #[serde(default)]
+    pub priority: crate::SinkPriority,
 }
 
 /// `[sinks.erp]`: storefront orders and refunds written into the ERP's PostgreSQL database
@@ -298,6 +307,9 @@ pub struct ErpSinkConfig {
     /// `[sinks.erp.delivery]`.
     #[serde(default)]
     pub delivery: SinkDelivery,
+    /// `[sinks.erp.priority]`.
+    #[serde(default)]
+    pub priority: crate::SinkPriority,
 }
 
 fn default_inbox_table() -> String {
@@ -419,13 +431,16 @@ impl SinksConfig {
         };
         if let Some(w) = &self.wms {
             check("wms", &w.delivery)?;
+            w.priority.validate("wms")?;
         }
         if let Some(e) = &self.erp {
             check("erp", &e.delivery)?;
+            e.priority.validate("erp")?;
             e.validate()?;
         }
         if let Some(s) = &self.shopify {
             check("shopify", &s.delivery)?;
+            s.priority.validate("shopify")?;
             if !matches!(s.quantity_name.as_str(), "available" | "on_hand") {
                 return Err(crate::ConfigError::invalid(
                     "sinks.shopify.quantity_name",
@@ -457,6 +472,7 @@ impl SinksConfig {
         }
         if let Some(sf) = &self.salesforce {
             check("salesforce", &sf.delivery)?;
+            sf.priority.validate("salesforce")?;
             if sf.batch_size == 0 || sf.batch_size > 200 {
                 return Err(crate::ConfigError::invalid(
                     "sinks.salesforce.batch_size",

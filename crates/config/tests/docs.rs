@@ -48,6 +48,7 @@ fn configuration_reference_matches_the_types() {
         "model.rs",
         "domain.rs",
         "sinks.rs",
+        "priority.rs",
         "saas.rs",
         "ha.rs",
         "tracker.rs",

@@ -24,6 +24,7 @@ mod http;
 mod lane;
 pub mod metrics;
 mod outcome;
+mod priority;
 pub mod repair;
 mod salesforce;
 mod shopify;
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
-use tributary_config::{Config, SinksConfig};
+use tributary_config::{Config, PriorityClass, SinkPriority, SinksConfig};
 use tributary_core::{BoxFuture, Component, Failure, Health};
 
 pub use error::{ApplyError, SinkError};
@@ -57,13 +58,18 @@ pub fn consumer_name(sink: &str) -> String {
     format!("tributary-sink-{sink}")
 }
 
-/// One durable consumer of a sink: all its events (`sinks.partitions = 1`) or one partition.
+/// One durable consumer of a sink: all its events (`sinks.partitions = 1`) or one partition,
+/// of one priority class when the sink's events fall into two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionConsumer {
     /// None with one partition: the consumer and the component keep their unpartitioned
     /// names, so a deployment that never partitioned keeps its consumer position.
     pub partition: Option<u32>,
-    /// Durable name: `tributary-sink-<sink>` or `tributary-sink-<sink>-p07`.
+    /// The class of its events: None when the sink reads one class only (or priority is
+    /// off), and then the consumer keeps the sink's plain name.
+    pub class: Option<PriorityClass>,
+    /// Durable name: `tributary-sink-<sink>`, `tributary-sink-<sink>-p07`, and for the low
+    /// class `tributary-sink-<sink>-low` / `tributary-sink-<sink>-low-p07`.
     pub name: String,
     pub filters: Vec<String>,
 }
@@ -75,36 +81,86 @@ impl PartitionConsumer {
             .map(tributary_core::partition::partition_token)
             .unwrap_or_default()
     }
+
+    /// The `class` metric label: `high`, `low`, or `all` for a sink with one class.
+    pub fn class_label(&self) -> &'static str {
+        self.class.map_or("all", PriorityClass::as_str)
+    }
+}
+
+/// The priority settings of a sink (None for an unknown or unconfigured sink).
+pub fn sink_priority<'a>(cfg: &'a SinksConfig, sink: &str) -> Option<&'a SinkPriority> {
+    match sink {
+        "wms" => cfg.wms.as_ref().map(|c| &c.priority),
+        "shopify" => cfg.shopify.as_ref().map(|c| &c.priority),
+        "salesforce" => cfg.salesforce.as_ref().map(|c| &c.priority),
+        "erp" => cfg.erp.as_ref().map(|c| &c.priority),
+        _ => None,
+    }
+}
+
+/// The sink's filter subjects by class: one entry when they are all of one class, else the
+/// high class's then the low class's. The entity is the filter's token after the prefix.
+fn filters_by_class(cfg: &SinksConfig, sink: &str) -> Vec<(Option<PriorityClass>, Vec<String>)> {
+    let filters = filter_subjects(cfg, sink);
+    let Some(priority) = sink_priority(cfg, sink) else {
+        return vec![(None, filters)];
+    };
+    let prefix = format!("{}.", cfg.subject_prefix);
+    let class = |f: &String| {
+        let entity = f
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split('.').next())
+            .unwrap_or("");
+        priority.class_of(entity)
+    };
+    let (high, low): (Vec<String>, Vec<String>) = filters
+        .into_iter()
+        .partition(|f| class(f) == PriorityClass::High);
+    if high.is_empty() || low.is_empty() {
+        return vec![(None, if high.is_empty() { low } else { high })];
+    }
+    vec![
+        (Some(PriorityClass::High), high),
+        (Some(PriorityClass::Low), low),
+    ]
 }
 
 /// Every durable consumer of `sink` (none for an unknown or unconfigured sink): one per
-/// partition, each filtered on its partition token.
+/// priority class and partition, each filtered on its class's subjects and partition token.
+/// Each entity belongs to one class, so one entity's events stay in one consumer, in order.
 pub fn partition_consumers(cfg: &SinksConfig, sink: &str) -> Vec<PartitionConsumer> {
-    let filters = filter_subjects(cfg, sink);
-    if filters.is_empty() {
-        return Vec::new();
+    let mut out = Vec::new();
+    for (class, filters) in filters_by_class(cfg, sink) {
+        if filters.is_empty() {
+            continue;
+        }
+        let base = match class {
+            Some(PriorityClass::Low) => format!("{}-low", consumer_name(sink)),
+            _ => consumer_name(sink),
+        };
+        if cfg.partitions <= 1 {
+            out.push(PartitionConsumer {
+                partition: None,
+                class,
+                name: base,
+                filters,
+            });
+            continue;
+        }
+        out.extend((0..cfg.partitions).map(|p| {
+            PartitionConsumer {
+                partition: Some(p),
+                class,
+                name: format!("{base}-{}", tributary_core::partition::partition_token(p)),
+                filters: filters
+                    .iter()
+                    .map(|f| tributary_core::partition::partition_filter(f, p))
+                    .collect(),
+            }
+        }));
     }
-    if cfg.partitions <= 1 {
-        return vec![PartitionConsumer {
-            partition: None,
-            name: consumer_name(sink),
-            filters,
-        }];
-    }
-    (0..cfg.partitions)
-        .map(|p| PartitionConsumer {
-            partition: Some(p),
-            name: format!(
-                "{}-{}",
-                consumer_name(sink),
-                tributary_core::partition::partition_token(p)
-            ),
-            filters: filters
-                .iter()
-                .map(|f| tributary_core::partition::partition_filter(f, p))
-                .collect(),
-        })
-        .collect()
+    out
 }
 
 /// The idempotency key a sink sends for an event: a UUID-shaped digest of sink and event id
@@ -215,10 +271,12 @@ impl Sinks {
             // The partitions of a sink share its target: its HTTP client, pacing and
             // request batching see every lane of this process.
             let target = Arc::new(target);
+            // Shared by the sink's classes: the high class's throttles hold the low one back.
+            let pressure = Arc::new(priority::Pressure::new(sink_priority(&cfg, name)));
             for part in partition_consumers(&cfg, name) {
                 workers.push(Arc::new(SinkWorker::new(
                     name,
-                    target.clone(),
+                    (target.clone(), pressure.clone()),
                     delivery.clone(),
                     &cfg,
                     js.clone(),

@@ -16,6 +16,7 @@ pub const BATCH_TRIGGERS: &str = "tributary_sink_batch_triggers_total";
 pub const SF_TOKENS: &str = "tributary_sink_salesforce_tokens_total";
 pub const SF_API_USAGE: &str = "tributary_sink_salesforce_api_usage_ratio";
 pub const REPAIRS: &str = "tributary_sink_repairs_total";
+pub const LAG: &str = "tributary_sink_lag_seconds";
 pub const SHOPIFY_STOCK_BATCH: &str = "tributary_sink_shopify_inventory_batch_fields";
 
 /// Every value of the `trigger` label (`batch::trigger`).
@@ -84,6 +85,10 @@ pub fn describe() {
         "inventory repairs (from the reconciliation) the sink applied, per sink; the reason is in the entity's record"
     );
     metrics::describe_gauge!(
+        LAG,
+        "age of the oldest event a sink consumer has received and not yet handled (0: none), per sink, priority class (high, low; all for a sink with one class) and partition"
+    );
+    metrics::describe_gauge!(
         SF_API_USAGE,
         "daily API requests used / limit, from the last Sforce-Limit-Info header"
     );
@@ -124,7 +129,10 @@ pub fn register(config: &tributary_config::Config) {
         }
         gauge!(DEAD_LETTER_DEPTH, "sink" => sink).set(0.0);
         for consumer in &consumers {
-            gauge!(PENDING, "sink" => sink, "partition" => consumer.label()).set(0.0);
+            gauge!(PENDING, "sink" => sink, "partition" => consumer.label(), "class" => consumer.class_label())
+                .set(0.0);
+            gauge!(LAG, "sink" => sink, "class" => consumer.class_label(), "partition" => consumer.label())
+                .set(0.0);
         }
         for entity in entities(cfg, sink) {
             counter!(APPLIED, "sink" => sink, "entity" => entity.clone()).increment(0);

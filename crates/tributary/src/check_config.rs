@@ -196,6 +196,18 @@ fn summary(config: &Config) {
             if !filters.is_empty() {
                 println!("  sink {name}: {}", filters.join(", "));
             }
+            // Two priority classes: one consumer each (docs/sinks.md, "Priority classes").
+            for c in tributary_sinks::partition_consumers(sinks, name)
+                .iter()
+                .filter(|c| c.class.is_some() && c.partition.unwrap_or(0) == 0)
+            {
+                println!(
+                    "    {} class: consumer {}: {}",
+                    c.class_label(),
+                    c.name,
+                    c.filters.join(", ")
+                );
+            }
             if !filters.is_empty() && sinks.partitions > 1 {
                 println!(
                     "    in {} partitions: consumers {}-p00 .. -p{:02}, filters such as {}",

@@ -85,13 +85,14 @@ pub async fn run(config_path: &Path, sink: &str, from: From) -> anyhow::Result<(
     let window = admin::extend_replay_window(&kv, sink, last).await?;
     let moved = admin::reposition_consumers(&js, cfg, sink, |_| Some(deliver)).await?;
 
-    let consumer = match cfg.partitions {
-        1 => tributary_sinks::consumer_name(sink),
-        p => format!(
-            "{}-p00..p{:02} ({p} partitions)",
-            tributary_sinks::consumer_name(sink),
-            p - 1
-        ),
+    // Every consumer of the sink: one per priority class and partition.
+    let names: Vec<String> = tributary_sinks::partition_consumers(cfg, sink)
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let consumer = match names.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} … ({} consumers)", many[0], many.len()),
     };
     match from {
         From::Sequence(n) => println!("sink {sink}: replay from stream sequence {n}"),

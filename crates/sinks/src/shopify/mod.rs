@@ -39,11 +39,14 @@ use tributary_proto::retail::v1::{domain_event::Entity, DomainEvent};
 use crate::batch::Batcher;
 use crate::http;
 use crate::outcome::Outcome;
+use crate::priority::Admission;
 use crate::state::{EntityRecord, StateStore};
 use crate::{metrics as m, ApplyError, SinkError};
 
 const MUTATION_COST: f64 = 10.0;
 const SKU_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest a low-class event's later request waits for the budget above the reserve.
+const LOW_MAX_WAIT: Duration = Duration::from_secs(10);
 
 pub struct ShopifyTarget {
     cfg: ShopifySinkConfig,
@@ -66,6 +69,9 @@ struct Api {
     client: reqwest::Client,
     bucket: Mutex<Pacer>,
     quantity_name: String,
+    /// Share of the bucket a low-class request must leave for the high class
+    /// (`[sinks.shopify.priority] reserve`; 0 with priority off).
+    low_reserve: f64,
 }
 
 #[derive(Clone, Copy)]
@@ -141,6 +147,11 @@ impl ShopifyTarget {
             token,
             bucket: Mutex::new(Pacer::default()),
             quantity_name: cfg.quantity_name.clone(),
+            low_reserve: if cfg.priority.enabled {
+                cfg.priority.reserve
+            } else {
+                0.0
+            },
         });
         let stock = (cfg.batch_size > 1).then(|| stock::batcher(api.clone(), cfg));
         Ok(ShopifyTarget {
@@ -330,8 +341,13 @@ impl ShopifyTarget {
 impl Api {
     /// Waits until the cost bucket (as last reported, less the claims since) holds `cost`,
     /// then claims it. Before the first answer the bucket is unknown and requests go ahead
-    /// (a few THROTTLED answers at start-up are possible and retried).
-    async fn pace(&self, cost: f64) -> Claim<'_> {
+    /// (a few THROTTLED answers at start-up are possible and retried). A low-class request
+    /// (crate::priority) needs `cost` plus the high class's reserve instead, and does not
+    /// wait for it: it fails as throttled at once, so that its lane holds the event with ack
+    /// progress and the refill goes to the high class.
+    async fn pace(&self, cost: f64) -> Result<Claim<'_>, ApplyError> {
+        let admission = crate::priority::admission();
+        let low = admission != Admission::High && self.low_reserve > 0.0;
         let mut waited = Duration::ZERO;
         loop {
             let wait = {
@@ -339,9 +355,14 @@ impl Api {
                 let wait = match p.bucket.as_mut() {
                     Some(b) if b.restore_rate > 0.0 => {
                         let now = b.now();
+                        let reserve = if low {
+                            self.low_reserve * b.maximum
+                        } else {
+                            0.0
+                        };
                         // A document dearer than the whole bucket waits for a full one
                         // (not forever); Shopify takes what it can hold.
-                        let need = cost.min(b.maximum);
+                        let need = (cost + reserve).min(b.maximum);
                         if now >= need {
                             b.available = now - cost;
                             b.at = Instant::now();
@@ -359,6 +380,16 @@ impl Api {
             };
             match wait {
                 None => break,
+                // A low-class event gives way at once before any of its requests is sent,
+                // and after waiting LOW_MAX_WAIT for a later one (its lane then holds it with
+                // ack progress).
+                Some(wait) if low && (admission == Admission::Low || waited >= LOW_MAX_WAIT) => {
+                    return Err(ApplyError::Transient {
+                        reason: "cost budget below the high class's reserve".into(),
+                        retry_after: Some(wait),
+                        throttled: true,
+                    });
+                }
                 Some(wait) => {
                     waited += wait;
                     tokio::time::sleep(wait).await;
@@ -368,10 +399,11 @@ impl Api {
         if !waited.is_zero() {
             metrics::histogram!(m::THROTTLE_WAIT, "sink" => "shopify").record(waited.as_secs_f64());
         }
-        Claim {
+        crate::priority::admitted();
+        Ok(Claim {
             pacer: &self.bucket,
             cost,
-        }
+        })
     }
 
     /// Takes the bucket state of an answer. The points of other requests still in flight
@@ -413,7 +445,7 @@ impl Api {
     /// fields), or the failure of the request as a whole: no answer, an HTTP error status,
     /// THROTTLED (the document ran none of its fields).
     async fn request(&self, query: &str, variables: Value, cost: f64) -> Result<Value, ApplyError> {
-        let claim = self.pace(cost).await;
+        let claim = self.pace(cost).await?;
         http::check_fence(None)?;
         let resp = self
             .client

@@ -102,6 +102,13 @@ pub(super) async fn sink_statuses(
             sink: name.to_string(),
             consumer: match consumers.as_slice() {
                 [one] => one.name.clone(),
+                // Partitions (`-p07`) and, with two priority classes, `-low` consumers.
+                many if many.iter().any(|c| c.class.is_some()) => format!(
+                    "{} ({} consumers: high and low class, {} partition(s) each)",
+                    tributary_sinks::consumer_name(name),
+                    many.len(),
+                    sinks.partitions
+                ),
                 many => format!(
                     "{} ({} partitions)",
                     tributary_sinks::consumer_name(name),

@@ -1,4 +1,7 @@
-//! One sink: its durable consumer, the lanes, retries, the version guard and dead letters.
+//! One sink: its durable consumer, the lanes, retries, the version guard and dead letters
+//! (`dead_letter.rs`).
+
+mod dead_letter;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -6,20 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
-use async_nats::HeaderMap;
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use tributary_config::{AfterDeadLetter, SinkDelivery, SinksConfig};
+use tributary_config::{AfterDeadLetter, PriorityClass, SinkDelivery, SinksConfig};
 use tributary_nats::consumer::open_durable;
 use tributary_nats::delivery_watch::{DeliveryWatch, PULL_EXPIRES, PULL_HEARTBEAT};
 use tributary_proto::retail::v1::DomainEvent;
 
 use crate::activity::Activity;
-use crate::http::truncate;
 use crate::lane::{Lane, LANE_IN_FLIGHT};
+use crate::priority::{self, Outstanding, Pressure};
 use crate::state::StateStore;
 use crate::target::{Outcome, Target};
 use crate::{idempotency_key, metrics as m, ApplyError, PartitionConsumer, SinkError};
@@ -55,7 +57,10 @@ pub struct SinkWorker {
     /// `p07`, or empty when the sink is not partitioned.
     pub partition: String,
     consumer: String,
+    /// The class of this consumer's events (None: the sink has one class).
+    class: Option<PriorityClass>,
     target: Arc<Target>,
+    pressure: Arc<Pressure>,
     delivery: SinkDelivery,
     stream: String,
     dead_letter_stream: String,
@@ -74,9 +79,10 @@ struct Delivery {
 }
 
 impl SinkWorker {
+    /// `target` with the pressure its priority classes share (one per sink, all partitions).
     pub fn new(
         name: &'static str,
-        target: Arc<Target>,
+        (target, pressure): (Arc<Target>, Arc<Pressure>),
         delivery: SinkDelivery,
         cfg: &SinksConfig,
         js: jetstream::Context,
@@ -88,8 +94,10 @@ impl SinkWorker {
         SinkWorker {
             name,
             partition: part.label(),
+            class: part.class,
             consumer: part.name,
             target,
+            pressure,
             delivery,
             stream: cfg.stream.clone(),
             dead_letter_stream: cfg.dead_letter_stream.clone(),
@@ -119,13 +127,27 @@ impl SinkWorker {
         }
     }
 
-    /// `sink <name>`, or `sink <name> p07` for a partition: the component and HA unit name.
+    /// `sink <name>`, or `sink <name> p07` for a partition, with ` low` after the name for
+    /// the low class's consumer: the component and HA unit name.
     pub fn component_name(&self) -> String {
+        let class = match self.class {
+            Some(PriorityClass::Low) => " low",
+            _ => "",
+        };
         if self.partition.is_empty() {
-            format!("sink {}", self.name)
+            format!("sink {}{class}", self.name)
         } else {
-            format!("sink {} {}", self.name, self.partition)
+            format!("sink {}{class} {}", self.name, self.partition)
         }
+    }
+
+    /// Whether this consumer's events wait while the target is under pressure.
+    fn deferrable(&self) -> bool {
+        self.class == Some(PriorityClass::Low)
+    }
+
+    fn class_label(&self) -> &'static str {
+        self.class.map_or("all", PriorityClass::as_str)
     }
 
     /// Opens the consumer at its ack floor ([`open_durable`]), so that after a restart every
@@ -189,6 +211,7 @@ impl SinkWorker {
         info!(stream = %self.stream, consumer = %self.consumer, lanes = self.delivery.lanes, filters = ?self.filters, "sink consuming");
 
         let lane_stop = stop.child_token();
+        let outstanding = Arc::new(Outstanding::default());
         let mut lanes = tokio::task::JoinSet::new();
         let mut senders = Vec::new();
         for _ in 0..self.delivery.lanes {
@@ -198,15 +221,46 @@ impl SinkWorker {
             let this = self.clone();
             let activity = self.target.activity();
             let fence = fence.clone();
+            let outstanding = outstanding.clone();
             lanes.spawn(async move {
                 let mut lane = Lane::default();
                 let _counted = activity.as_ref().map(|a| a.lane());
-                while let Some(d) = next_delivery(&mut rx, activity.as_deref()).await {
+                // Low class: events taken off the queue while the target is under pressure.
+                let mut held = std::collections::VecDeque::new();
+                let mut progressed = tokio::time::Instant::now();
+                let class = this.class.unwrap_or(PriorityClass::High);
+                loop {
+                    let d = match held.pop_front() {
+                        Some(d) => d,
+                        None => match next_delivery(&mut rx, activity.as_deref()).await {
+                            Some(d) => d,
+                            None => break,
+                        },
+                    };
                     if stop.is_cancelled() {
                         break;
                     }
-                    this.handle(d, replay_until, &fence, &stop, &mut lane)
-                        .await?;
+                    if this.deferrable() {
+                        let go = priority::wait_turn(
+                            &this.pressure,
+                            &d,
+                            &mut rx,
+                            &mut held,
+                            &mut progressed,
+                            |d: &Delivery| &d.msg,
+                            &stop,
+                        );
+                        if !go.await {
+                            break;
+                        }
+                    }
+                    let sequence = d.sequence;
+                    let handled = this.handle(d, replay_until, &fence, &stop, &mut lane);
+                    match priority::with_class(class, handled).await? {
+                        // Throttled: back to the front of the lane, behind the pressure.
+                        Some(back) => held.push_front(back),
+                        None => outstanding.handled(sequence),
+                    }
                     lane.reap().await?;
                 }
                 // Applied events: their records and acks complete before the lane ends.
@@ -216,6 +270,8 @@ impl SinkWorker {
         }
         let activity = self.target.activity();
         let mut pending_tick = tokio::time::interval(Duration::from_secs(5));
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(1));
+        let lag = metrics::gauge!(m::LAG, "sink" => self.name, "class" => self.class_label(), "partition" => self.partition.clone());
         let result = loop {
             // Stop first: a lane that ended because of the stop is not a failure.
             tokio::select! {
@@ -229,9 +285,10 @@ impl SinkWorker {
                         Err(e) => Err(SinkError::nats("lane", e)),
                     };
                 }
+                _ = lag_tick.tick() => lag.set(outstanding.lag_seconds()),
                 _ = pending_tick.tick() => {
                     if let Ok(info) = consumer.info().await {
-                        metrics::gauge!(m::PENDING, "sink" => self.name, "partition" => self.partition.clone()).set(info.num_pending as f64);
+                        metrics::gauge!(m::PENDING, "sink" => self.name, "partition" => self.partition.clone(), "class" => self.class_label()).set(info.num_pending as f64);
                         if let Err(gap) = watch.check_idle(info) {
                             break Err(SinkError::nats("delivery", gap));
                         }
@@ -243,7 +300,7 @@ impl SinkWorker {
                 next = messages.next() => {
                     let Some(msg) = next else { break Err(SinkError::nats("pull", "message stream ended")) };
                     let msg = match msg { Ok(m) => m, Err(e) => break Err(SinkError::nats("pull", e)) };
-                    let (sequence, delivery) = msg.info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap_or((0, 0));
+                    let (sequence, delivery, stored) = msg.info().map(|i| (i.stream_sequence, i.consumer_sequence, (i.published.unix_timestamp_nanos() / 1000) as i64)).unwrap_or((0, 0, 0));
                     // A delivery that went elsewhere: nothing after it may be handled first.
                     if let Err(gap) = watch.received(delivery) {
                         break Err(SinkError::nats("delivery", gap));
@@ -261,6 +318,7 @@ impl SinkWorker {
                     let mut h = DefaultHasher::new();
                     key.hash(&mut h);
                     let lane = (h.finish() % senders.len() as u64) as usize;
+                    outstanding.received(sequence, stored);
                     // A full lane holds the dispatcher: backpressure up to the consumer.
                     let sent = match senders[lane].try_send(Delivery { msg, event, sequence }) {
                         Ok(()) => Ok(()),
@@ -304,7 +362,7 @@ impl SinkWorker {
         fence: &tributary_core::Fence,
         stop: &CancellationToken,
         lane: &mut Lane,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Option<Delivery>, SinkError> {
         let meta = d.event.meta.clone().unwrap_or_default();
         let entity = meta.entity.clone();
         let cache_key = format!("{entity}\n{}", meta.entity_key);
@@ -325,12 +383,12 @@ impl SinkWorker {
                 };
                 metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => reason).increment(1);
                 lane.ack_later(d.msg);
-                return Ok(());
+                return Ok(None);
             }
         } else if meta.entity_version <= record.version && !replaying {
             metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "stale_version").increment(1);
             lane.ack_later(d.msg);
-            return Ok(());
+            return Ok(None);
         }
         let hold = self.delivery.on_dead_letter == AfterDeadLetter::Hold;
         if let Some(holder) = record
@@ -348,7 +406,7 @@ impl SinkWorker {
             metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
             metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => "held").increment(1);
             lane.ack_later(d.msg);
-            return Ok(());
+            return Ok(None);
         }
         if self.target.reads_state(&d.event) {
             // The target reads other records of this lane from KV: let them land first.
@@ -364,10 +422,14 @@ impl SinkWorker {
             next.last_repair = repair.as_ref().map(|r| r.reason.clone());
             // HA: a replica that lost the sink's lease applies nothing more.
             fence.check()?;
+            let started = Instant::now();
             let apply = self.target.apply(&d.event, &mut next, &key);
             match crate::http::with_fence(fence, apply).await {
                 Ok(outcome) => {
                     self.set_failure(None);
+                    if !self.deferrable() {
+                        self.pressure.high_applied(started.elapsed());
+                    }
                     lane.waiting.remove(&meta.event_id);
                     next.version = meta.entity_version;
                     next.sequence = d.sequence;
@@ -411,7 +473,7 @@ impl SinkWorker {
                             metrics::counter!(m::SKIPPED, "sink" => self.name, "entity" => entity, "reason" => reason).increment(1)
                         }
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(ApplyError::Waiting { reason }) => {
                     let since = *lane
@@ -430,7 +492,7 @@ impl SinkWorker {
                             .await?;
                         metrics::counter!(m::DEAD_LETTERS, "sink" => self.name).increment(1);
                         lane.ack_later(d.msg);
-                        return Ok(());
+                        return Ok(None);
                     }
                     metrics::counter!(m::RETRIES, "sink" => self.name).increment(1);
                     debug!(event_id = %meta.event_id, %reason, "waiting for another entity's event; redelivery later");
@@ -441,7 +503,7 @@ impl SinkWorker {
                         .ack_with(AckKind::Nak(Some(delay)))
                         .await
                         .map_err(|e| SinkError::nats("nak", e))?;
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(ApplyError::Definite { reason, body }) => {
                     lane.waiting.remove(&meta.event_id);
@@ -463,7 +525,7 @@ impl SinkWorker {
                     // Otherwise later events of the entity continue (its version is not
                     // recorded, so they are not held back by this one).
                     lane.ack_later(d.msg);
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(ApplyError::Transient {
                     reason,
@@ -483,6 +545,15 @@ impl SinkWorker {
                             .record(wait.as_secs_f64());
                     }
                     if throttled {
+                        self.pressure.throttled(retry_after);
+                        if self.deferrable() {
+                            // The low class gives way: the lane holds the event (with ack
+                            // progress) until the pressure ends, then tries it again.
+                            let _ = d.msg.ack_with(AckKind::Progress).await;
+                            return Ok(Some(d));
+                        }
+                    }
+                    if throttled {
                         // The target's flow control (429, THROTTLED, API limits): expected
                         // under load and counted in the throttled-seconds metric, so not a
                         // warning; a failure is.
@@ -495,68 +566,12 @@ impl SinkWorker {
                     let _ = d.msg.ack_with(AckKind::Progress).await;
                     lane.settle().await?;
                     tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
+                        _ = stop.cancelled() => return Ok(None),
                         _ = tokio::time::sleep(wait) => {}
                     }
                     backoff = (backoff * 2).min(max_backoff);
                 }
             }
         }
-    }
-
-    /// How many of this sink's events sit in the dead-letter stream now (redrive and drop
-    /// lower it); None when the stream cannot be read.
-    async fn dead_letter_depth(&self) -> Option<u64> {
-        let stream = self.js.get_stream(&self.dead_letter_stream).await.ok()?;
-        let mut subjects = stream
-            .info_with_subjects(&self.dead_letter_subject)
-            .await
-            .ok()?;
-        let mut depth = 0u64;
-        while let Some(Ok((_, count))) = subjects.next().await {
-            depth += count as u64;
-        }
-        Some(depth)
-    }
-
-    /// Publishes the event to `dlq.sink.<sink>` with the reason; deduplicated by
-    /// `<sink>/<event id>/<stream sequence>` so that a redelivered message is parked once,
-    /// while the same event redriven (`tributary dlq redrive`, a new stream message) is
-    /// parked again if the target still refuses it.
-    async fn dead_letter(
-        &self,
-        msg: &jetstream::Message,
-        event_id: &str,
-        sequence: u64,
-        reason: &str,
-        body: &str,
-        attempts: u32,
-    ) -> Result<(), SinkError> {
-        let clean = |s: &str| truncate(&s.replace(['\r', '\n'], " "), 2000);
-        let mut headers = HeaderMap::new();
-        let msg_id = if event_id.is_empty() {
-            format!("{}/{}:{sequence}", self.name, self.stream)
-        } else {
-            format!("{}/{event_id}/{sequence}", self.name)
-        };
-        headers.insert("Nats-Msg-Id", msg_id.as_str());
-        headers.insert("Tributary-Sink", self.name);
-        headers.insert("Tributary-Reason", clean(reason).as_str());
-        headers.insert("Tributary-Target-Response", clean(body).as_str());
-        headers.insert("Tributary-Event-Id", event_id);
-        headers.insert("Tributary-Attempts", attempts.to_string().as_str());
-        headers.insert("Tributary-Stream-Sequence", sequence.to_string().as_str());
-        headers.insert("Tributary-Subject", msg.subject.to_string().as_str());
-        self.js
-            .publish_with_headers(
-                self.dead_letter_subject.clone(),
-                headers,
-                msg.payload.clone(),
-            )
-            .await
-            .map_err(|e| SinkError::nats("dead letter", e))?
-            .await
-            .map_err(|e| SinkError::nats("dead letter ack", e))?;
-        Ok(())
     }
 }
