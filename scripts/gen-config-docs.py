@@ -9,7 +9,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "crates/config/src"
 PIPE = "\\|"
-FILES = ["model.rs", "domain.rs", "sinks.rs", "priority.rs", "saas.rs", "ha.rs", "tracker.rs", "reconcile.rs"]
+FILES = ["model.rs", "domain.rs", "sinks.rs", "sinks_erp.rs", "priority.rs", "saas.rs", "ha.rs", "tracker.rs", "reconcile.rs"]
 
 # Where each struct sits in the TOML file.
 SECTIONS = {

@@ -127,7 +127,7 @@ async fn every_configured_series_exists_before_any_traffic() -> Result<()> {
          [[salesforce_cdc]]\nname = \"org\"\nlogin_url = \"{sf_url}\"\nclient_id = \"{client_id}\"\n\
          client_secret = \"{client_secret}\"\npubsub_url = \"{grpc_url}\"\ntopics = [\"/data/ChangeEvents\"]\n\
          initial_position = \"latest\"\n\
-         [tracker]\n",
+         [tracker]\n[reconcile.inventory]\n",
         wms_url = wms.base_url(),
         shop_url = shop.base_url(),
         sf_url = sf.base_url(),

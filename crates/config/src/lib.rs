@@ -10,6 +10,7 @@ mod redact;
 mod saas;
 mod secret;
 mod sinks;
+mod sinks_erp;
 mod tracker;
 mod validate;
 
@@ -22,6 +23,7 @@ pub use reconcile::{InventoryReconcileConfig, ReconcileConfig};
 pub use saas::*;
 pub use secret::{Secret, SecretError};
 pub use sinks::*;
+pub use sinks_erp::ErpSinkConfig;
 pub use tracker::TrackerConfig;
 pub use validate::{webhook_secret_problem, MIN_WEBHOOK_SECRET_BYTES};
 

@@ -48,10 +48,12 @@ fn configuration_reference_matches_the_types() {
         "model.rs",
         "domain.rs",
         "sinks.rs",
+        "sinks_erp.rs",
         "priority.rs",
         "saas.rs",
         "ha.rs",
         "tracker.rs",
+        "reconcile.rs",
     ] {
         let text = std::fs::read_to_string(root().join("crates/config/src").join(file))
             .expect("config source");
