@@ -23,4 +23,4 @@ fi
 # `--features tributary/demo`: the tests run `tributary demo` and `tributary sandbox`, which the
 # production build (default features) leaves out.
 cargo build --workspace --locked --all-targets --features tributary/demo
-cargo test --workspace --locked --features tributary/demo -- --test-threads "${TRIBUTARY_TEST_THREADS:-3}"
+cargo test --workspace --locked --no-fail-fast --features tributary/demo -- --test-threads "${TRIBUTARY_TEST_THREADS:-3}"
