@@ -62,7 +62,11 @@ async fn apply(
             return Ok(m::REPEATED);
         };
         fence.check()?;
-        link(shared, &mut process, obs).await?;
+        if revision == 0 {
+            // Once per record, not per event: whichever of the two records comes second
+            // finds the first one's key, so nothing is missed (one event at a time).
+            link(shared, &mut process, obs).await?;
+        }
         if process.continued_as.is_some() {
             // The order's process is counted and announced on the record that carries it on
             // (the storefront's own order later shows "fulfilled" too): kept here for
@@ -102,7 +106,8 @@ async fn apply(
 /// allocation, release and shipment); the storefront's is closed with `continued_as`, so that
 /// it is never "unallocated". A storefront order the ERP never took keeps waiting and becomes
 /// `order.stuck` — what an operator must see. Either may come first: each side records its
-/// key under the link before the record is stored (idempotent; a redelivery does it again).
+/// key under the link when its record is created, before it is stored (idempotent; a
+/// redelivery of that first event does it again), and looks for the other side's.
 async fn link(
     shared: &Shared,
     process: &mut Process,
