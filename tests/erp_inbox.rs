@@ -206,43 +206,7 @@ async fn storefront_orders_and_refunds_enter_the_erp_once_through_the_inbox() ->
         .unwrap_or_default()
         .to_string();
     let applied_before = erp_applied(&http).await?;
-    let (code, out, err) = tributary(&[
-        "replay",
-        "--sink",
-        "erp",
-        "--from-seq",
-        "1",
-        "--config",
-        &config.to_string_lossy(),
-    ])
-    .await?;
-    assert_eq!(code, 0, "replay failed: {out}{err}");
-    // The recreated consumer has delivered and the sink acked every event of its filter.
-    let js = async_nats::jetstream::new(client.clone());
-    wait_until(Duration::from_secs(90), async || {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream("tributary-sink-erp", "RETAIL")
-            .await?;
-        let info = consumer.info().await?;
-        Ok(
-            if info.num_pending == 0
-                && info.num_ack_pending == 0
-                && info.ack_floor.consumer_sequence > 0
-            {
-                Check::Done(())
-            } else {
-                Check::Pending(format!(
-                    "replay: {} pending, {} unacked, {} acked\nbridge log:\n{}",
-                    info.num_pending,
-                    info.num_ack_pending,
-                    info.ack_floor.consumer_sequence,
-                    bridge.log()
-                ))
-            },
-        )
-    })
-    .await?;
-    wait_quiescent(&client, Duration::from_secs(60)).await?;
+    replay_sink_from_start(&client, &config, "erp", &bridge).await?;
     // Every inbox event went to the ERP again (the replay window bypasses the version
     // guard) and the ERP took none of them as new.
     let reapplied = erp_applied(&http).await? - applied_before;

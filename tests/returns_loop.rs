@@ -172,31 +172,7 @@ async fn a_return_case_and_an_erp_return_end_refunded_in_every_system() -> Resul
 
     // A replay of every event into the inbox writes nothing new.
     let inbox_rows = count(&erp, "SELECT count(*) FROM tributary_inbox").await?;
-    let (code, out, err) = tributary(&[
-        "replay",
-        "--sink",
-        "erp",
-        "--from-seq",
-        "1",
-        "--config",
-        &config.to_string_lossy(),
-    ])
-    .await?;
-    assert_eq!(code, 0, "replay failed: {out}{err}");
-    let js = async_nats::jetstream::new(client.clone());
-    wait_until(Duration::from_secs(90), async || {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream("tributary-sink-erp", "RETAIL")
-            .await?;
-        let info = consumer.info().await?;
-        Ok(if info.num_pending == 0 && info.num_ack_pending == 0 {
-            Check::Done(())
-        } else {
-            Check::Pending(format!("replay: {} pending", info.num_pending))
-        })
-    })
-    .await?;
-    wait_quiescent(&client, Duration::from_secs(60)).await?;
+    replay_sink_from_start(&client, &config, "erp", &bridge).await?;
     assert_eq!(
         count(&erp, "SELECT count(*) FROM tributary_inbox").await?,
         inbox_rows

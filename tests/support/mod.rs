@@ -712,3 +712,49 @@ pub async fn marked_streams(nats: &async_nats::Client) -> Result<Vec<String>> {
     out.sort();
     Ok(out)
 }
+
+/// `tributary replay --sink <sink> --from-seq 1`, then waits until the sink's consumer on
+/// `RETAIL` has delivered and acked every event of its filter again, and the streams are quiet.
+pub async fn replay_sink_from_start(
+    nats: &async_nats::Client,
+    config: &Path,
+    sink: &str,
+    bridge: &Bridge,
+) -> Result<()> {
+    let (code, out, err) = tributary(&[
+        "replay",
+        "--sink",
+        sink,
+        "--from-seq",
+        "1",
+        "--config",
+        &config.to_string_lossy(),
+    ])
+    .await?;
+    anyhow::ensure!(code == 0, "replay failed: {out}{err}");
+    let js = jetstream::new(nats.clone());
+    let durable = format!("tributary-sink-{sink}");
+    wait_until(Duration::from_secs(90), async || {
+        let mut consumer: jetstream::consumer::PullConsumer =
+            js.get_consumer_from_stream(&durable, "RETAIL").await?;
+        let info = consumer.info().await?;
+        Ok(
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.ack_floor.consumer_sequence > 0
+            {
+                Check::Done(())
+            } else {
+                Check::Pending(format!(
+                    "replay: {} pending, {} unacked, {} acked\nbridge log:\n{}",
+                    info.num_pending,
+                    info.num_ack_pending,
+                    info.ack_floor.consumer_sequence,
+                    bridge.log()
+                ))
+            },
+        )
+    })
+    .await?;
+    wait_quiescent(nats, Duration::from_secs(60)).await
+}
