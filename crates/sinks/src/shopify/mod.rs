@@ -412,9 +412,17 @@ impl Api {
     /// their way, so an answer can predate charges whose claims are already given back; the
     /// claims made since, refilled at the restore rate, are the better figure then. (An
     /// estimate that is too low costs a little burst, never throughput: it refills at the
-    /// same rate as the bucket, up to the same maximum.)
+    /// same rate as the bucket, up to the same maximum.) Shopify charges a document its
+    /// requested cost up front and refunds what it did not use (`actualQueryCost`), so the
+    /// part of the claim above the actual cost goes back into the estimate: without it the
+    /// sink paced itself at the claimed costs and spent half of a store's budget on points
+    /// Shopify never took.
     fn remember_bucket(&self, body: &Value, claim: &Claim<'_>) -> Option<Duration> {
-        let t = &body["extensions"]["cost"]["throttleStatus"];
+        let cost = &body["extensions"]["cost"];
+        let refund = cost["actualQueryCost"]
+            .as_f64()
+            .map_or(0.0, |actual| (claim.cost - actual).max(0.0));
+        let t = &cost["throttleStatus"];
         let (Some(available), Some(maximum), Some(restore_rate)) = (
             t["currentlyAvailable"].as_f64(),
             t["maximumAvailable"].as_f64(),
@@ -426,7 +434,9 @@ impl Api {
             let mut p = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
             let others = (p.in_flight - claim.cost).max(0.0);
             let reported = available - others;
-            let estimate = p.bucket.map_or(reported, |b| b.now().min(reported));
+            let estimate = p
+                .bucket
+                .map_or(reported, |b| (b.now() + refund).min(maximum).min(reported));
             p.bucket = Some(Bucket {
                 available: estimate,
                 maximum,
@@ -434,9 +444,7 @@ impl Api {
                 at: Instant::now(),
             });
         }
-        let requested = body["extensions"]["cost"]["requestedQueryCost"]
-            .as_f64()
-            .unwrap_or(MUTATION_COST);
+        let requested = cost["requestedQueryCost"].as_f64().unwrap_or(MUTATION_COST);
         (restore_rate > 0.0 && available < requested)
             .then(|| Duration::from_secs_f64((requested - available) / restore_rate))
     }
