@@ -1,16 +1,15 @@
-//! The whole order-to-cash loop with faults on the way: storefront checkouts (200 in CI;
-//! `TRIBUTARY_O2C_ORDERS=1000` for the size, see below) on the Shopify emulator go through the ERP inbox, the ERP, the WMS (down for 20 s in the middle),
-//! back to the storefront as fulfilments and to Salesforce as Orders; one checkout's webhook is
-//! lost and the feed's reconciliation recovers it; 50 customers then open return Cases in
-//! Salesforce, which end refunded in the ERP after the warehouse received the goods. Every
-//! order ends in the right state in every system, the ERP has exactly one sales order per
-//! storefront order, and the tracker's KPIs equal the ground truth this test computes from the
-//! emulators' own timestamps (±1 s).
+//! The whole order-to-cash loop with faults on the way: 1,000 storefront checkouts
+//! (`TRIBUTARY_O2C_ORDERS` overrides) on the Shopify emulator go through the ERP inbox, the
+//! ERP, the WMS (down for 20 s in the middle), back to the storefront as fulfilments and to
+//! Salesforce as Orders; one checkout's webhook is lost and the feed's reconciliation recovers
+//! it; 50 customers then open return Cases in Salesforce, which end refunded in the ERP after
+//! the warehouse received the goods. Every order ends in the right state in every system, the
+//! ERP has exactly one sales order per storefront order, and the tracker's KPIs equal the
+//! ground truth this test computes from the emulators' own timestamps (±1 s).
 //!
-//! Not covered here: orders with an address the WMS refuses (the WMS sink sends no address
-//! yet). At 1,000 orders the storefront's fulfilments fell behind (126 of 1,000 after ten
-//! minutes, with every ERP order shipped): a throughput problem of the Shopify leg under
-//! investigation, which is why CI runs 200.
+//! The store is a Shopify Plus one (1,000 cost points a second): at a Standard store's 50 the
+//! sink's pacing alone spreads a thousand orders' status mirrors and fulfilments over half an
+//! hour, as it would against the real Shopify.
 
 #[path = "support/o2c.rs"]
 mod o2c;
@@ -31,7 +30,7 @@ use tributary_sandbox::webhooks::RetryPolicy;
 use tributary_sandbox::wms::{self, WmsOptions, WmsWebhookOptions};
 
 /// `TRIBUTARY_O2C_ORDERS` overrides it (at least 51: every return needs its own order).
-const DEFAULT_ORDERS: usize = 200;
+const DEFAULT_ORDERS: usize = 1_000;
 const RETURNS: usize = 50;
 const SKUS: usize = 10;
 const SHOP_SECRET: &str = "shpss_o2c_faults_secret";
@@ -78,11 +77,17 @@ async fn storefront_orders_and_fifty_returns_end_right_through_faults() -> Resul
     }
     erp.batch_execute(&seed).await?;
 
-    // The storefront: unthrottled (throttling is the priority benchmark's subject), webhooks
-    // to the bridge, the Admin API for the feed's reconciliation.
+    // The storefront: a Shopify Plus store (1,000 cost points a second, a 20,000-point
+    // bucket; a Standard store's 50–100 points a second take half an hour over a thousand
+    // orders' status mirrors and fulfilments), webhooks to the bridge, the Admin API for the
+    // feed's reconciliation, which shares the bucket with the sink.
     let shop_port = tributary_testkit::free_port();
-    let shop = shopify::start(ShopifyOptions::default()).await?;
-    shop.set_throttling(false);
+    let shop = shopify::start(ShopifyOptions {
+        bucket_size: 20_000.0,
+        restore_rate: 1_000.0,
+        ..ShopifyOptions::default()
+    })
+    .await?;
     shop.set_webhook_subscription(Some(WebhookSubscription {
         url: format!("http://127.0.0.1:{shop_port}/webhooks/shopify/web"),
         secret: SHOP_SECRET.into(),
@@ -362,10 +367,26 @@ async fn storefront_orders_and_fifty_returns_end_right_through_faults() -> Resul
         .sum();
     let text = metrics(&http).await?;
     let (n, sum) = stage(&text, "placed_to_shipped");
-    assert_eq!(
-        n, orders_wanted as f64,
-        "placed_to_shipped observed once per order"
-    );
+    if n != orders_wanted as f64 {
+        // Which records did not observe it: the tracker's own view, for the failure message.
+        let kv = js.get_key_value("tributary_tracker").await?;
+        let mut keys = kv.keys().await?;
+        let mut odd = Vec::new();
+        while let Some(k) = futures::StreamExt::next(&mut keys).await {
+            let k = k?;
+            if let Some(v) = kv.get(&k).await? {
+                let text = String::from_utf8_lossy(&v).into_owned();
+                if k.starts_with("order.") && !text.contains("placed_to_shipped") {
+                    odd.push(text);
+                }
+            }
+        }
+        panic!(
+            "placed_to_shipped observed {n} times for {orders_wanted} orders; {} order records without it, e.g.\n{}",
+            odd.len(),
+            odd.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
+        );
+    }
     assert!(
         (sum - placed_to_shipped).abs() <= 1.0,
         "placed_to_shipped: the bridge says {sum:.3} s, the emulators {placed_to_shipped:.3} s"

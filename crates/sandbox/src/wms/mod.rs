@@ -308,6 +308,7 @@ impl Wms {
             let Some(o) = s.orders.get_mut(order_id) else {
                 return Err(SandboxError::UnknownEntity(order_id.to_string()));
             };
+            let now = now_rfc3339();
             if let Some(id) = shipment_id {
                 let number = format!("1Z{}", id.trim_start_matches("shp_"));
                 o.shipments.push(Shipment {
@@ -316,16 +317,19 @@ impl Wms {
                     carrier: "UPS".into(),
                     tracking_number: number,
                     status: "in_transit".into(),
+                    shipped_at: now.clone(),
+                    delivered_at: None,
                 });
             }
             if to == WmsStatus::Delivered {
-                o.shipments
-                    .iter_mut()
-                    .for_each(|sh| sh.status = "delivered".into());
+                o.shipments.iter_mut().for_each(|sh| {
+                    sh.status = "delivered".into();
+                    sh.delivered_at = Some(now.clone());
+                });
             }
             o.status = to;
             o.exception_reason = reason;
-            o.updated_at = now_rfc3339();
+            o.updated_at = now;
             Ok(o.clone())
         })?;
         let kind = match order.status {
