@@ -9,13 +9,17 @@
 //! does not drop it), raises the sink's replay window over the new message (a redriven
 //! event applies even if its entity moved on since), restarts the sink's consumer at its
 //! ack floor so that a running sink re-reads the window, and then deletes the dead letter.
+//! Before a dead letter is deleted (redrive or drop), its resolution is recorded for the
+//! tracker (`resolution.rs`).
+
+mod resolution;
 
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use async_nats::jetstream::{self, consumer::DeliverPolicy, message::StreamMessage};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde::Serialize;
@@ -169,6 +173,8 @@ struct Session {
     sink: Option<String>,
     /// The dead-letter stream read.
     dead_letter_stream: String,
+    /// Records resolutions for the tracker (None without `[tracker]`).
+    recorder: Option<resolution::Recorder>,
 }
 
 impl Session {
@@ -190,6 +196,7 @@ impl Session {
         };
         let js = crate::ops::connect_jetstream(&config).await?;
         Ok(Session {
+            recorder: resolution::Recorder::new(&config, &js),
             js,
             replicas: config.nats.stream.replicas.unwrap_or(1),
             sinks,
@@ -303,6 +310,17 @@ impl Session {
             );
         }
         Ok(msg)
+    }
+
+    /// Records that `msg` was resolved with `outcome`, before it is deleted.
+    async fn resolved(&self, msg: &StreamMessage, outcome: &str) -> anyhow::Result<()> {
+        match &self.recorder {
+            Some(r) => {
+                let (stream, sink) = (&self.dead_letter_stream, self.sink.as_deref());
+                r.record(stream, msg, sink, outcome).await
+            }
+            None => Ok(()),
+        }
     }
 
     /// The sequences selected by --seq / --all.
@@ -494,7 +512,10 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
         };
         admin::reposition_consumers(&s.js, sinks, sink, start).await?;
     }
-    for (seq, subject, event_id, new_seq, duplicate) in &redriven {
+    for ((seq, subject, event_id, new_seq, duplicate), (_, _, msg)) in redriven.iter().zip(&parked)
+    {
+        s.resolved(msg, tributary_tracker::resolution::REDRIVEN)
+            .await?;
         dlq.delete_message(*seq)
             .await
             .with_context(|| format!("deleting dead letter {seq} (it was republished)"))?;
@@ -532,8 +553,7 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
         println!("{}: no dead letters", s.owner());
         return Ok(());
     }
-    let mut entries = Vec::new();
-    let mut events = Vec::new();
+    let (mut entries, mut events, mut msgs) = (Vec::new(), Vec::new(), Vec::new());
     for seq in seqs {
         let msg = s.get(&dlq, seq).await?;
         entries.push(entry(seq, msg.time, Some(&msg.headers)));
@@ -544,6 +564,7 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
                 .and_then(|_| DomainEvent::decode(msg.payload.clone()).ok())
                 .and_then(|e| e.meta),
         );
+        msgs.push(msg);
     }
     if !yes {
         for e in &entries {
@@ -566,7 +587,9 @@ async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Re
         Ok((sinks, sink)) => Some((admin::open_state(&s.js, sinks, s.replicas).await?, sink)),
         Err(_) => None,
     };
-    for (e, meta) in entries.iter().zip(&events) {
+    for ((e, meta), msg) in entries.iter().zip(&events).zip(&msgs) {
+        s.resolved(msg, tributary_tracker::resolution::DROPPED)
+            .await?;
         dlq.delete_message(e.seq)
             .await
             .with_context(|| format!("deleting dead letter {}", e.seq))?;
