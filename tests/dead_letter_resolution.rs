@@ -94,6 +94,18 @@ async fn records(nats: &async_nats::Client) -> Result<Vec<Resolution>> {
         .collect()
 }
 
+/// Waits until the tracker's consumer of the records has acked everything on the stream.
+async fn wait_observed(js: &jetstream::Context, bridge: &Bridge) -> Result<()> {
+    wait_until(Duration::from_secs(60), async || {
+        Ok(if records_observed(js).await? {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("records not observed\n{}", bridge.log()))
+        })
+    })
+    .await
+}
+
 /// The tracker's consumer of the records has acked everything on the stream.
 async fn records_observed(js: &jetstream::Context) -> Result<bool> {
     let Ok(mut consumer) = js
@@ -111,6 +123,26 @@ async fn records_observed(js: &jetstream::Context) -> Result<bool> {
 
 async fn metrics_text(http: &str) -> Result<String> {
     Ok(http_get(http, "/metrics").await?.1)
+}
+
+/// Once the bridge serves metrics and its tracker has seen every record: none counted.
+async fn nothing_counted(
+    js: &jetstream::Context,
+    bridge: &Bridge,
+    http: &str,
+    when: &str,
+) -> Result<()> {
+    let metrics = wait_until(Duration::from_secs(60), async || {
+        Ok(match metrics_text(http).await {
+            Ok(m) if m.contains(HISTOGRAM) && records_observed(js).await? => Check::Done(m),
+            _ => Check::Pending(format!("records not observed {when}\n{}", bridge.log())),
+        })
+    })
+    .await?;
+    for outcome in ["redriven", "dropped"] {
+        assert_eq!(observed(&metrics, outcome), (0.0, 0.0), "{outcome} {when}");
+    }
+    Ok(())
 }
 
 /// The histogram's (count, sum) for `outcome` of the Shopify sink.
@@ -267,15 +299,7 @@ async fn resolution_times_are_counted_once_from_the_dead_letters_own_times() -> 
     assert_eq!(recs[5], crashed);
 
     // The tracker's histogram equals that ground truth (±1 s), once every record is seen.
-    let js2 = js.clone();
-    wait_until(Duration::from_secs(30), async || {
-        Ok(if records_observed(&js2).await? {
-            Check::Done(())
-        } else {
-            Check::Pending(format!("records not observed\n{}", bridge.log()))
-        })
-    })
-    .await?;
+    wait_observed(&js, &bridge).await?;
     let check = |metrics: &str| {
         for (outcome, (count, low, high)) in &expected {
             let (c, sum) = observed(metrics, outcome);
@@ -325,45 +349,14 @@ async fn resolution_times_are_counted_once_from_the_dead_letters_own_times() -> 
     // A restart, and then a replay of every record (the consumer deleted): nothing counted.
     assert_eq!(bridge.stop().await?, 0);
     let bridge = Bridge::spawn(&config)?;
-    wait_until(Duration::from_secs(60), async || {
-        Ok(match metrics_text(&http).await {
-            Ok(m) if m.contains(HISTOGRAM) && records_observed(&js).await? => Check::Done(m),
-            _ => Check::Pending(format!("no metrics after the restart\n{}", bridge.log())),
-        })
-    })
-    .await
-    .map(|m| {
-        for outcome in ["redriven", "dropped"] {
-            assert_eq!(
-                observed(&m, outcome),
-                (0.0, 0.0),
-                "{outcome} after the restart"
-            );
-        }
-    })?;
+    nothing_counted(&js, &bridge, &http, "after the restart").await?;
     assert_eq!(bridge.stop().await?, 0);
     js.get_stream("O2C")
         .await?
         .delete_consumer("tributary_tracker_dead_letters")
         .await?;
     let bridge = Bridge::spawn(&config)?;
-    let js3 = js.clone();
-    wait_until(Duration::from_secs(60), async || {
-        Ok(if records_observed(&js3).await? {
-            Check::Done(())
-        } else {
-            Check::Pending(format!("replay not observed\n{}", bridge.log()))
-        })
-    })
-    .await?;
-    let metrics = metrics_text(&http).await?;
-    for outcome in ["redriven", "dropped"] {
-        assert_eq!(
-            observed(&metrics, outcome),
-            (0.0, 0.0),
-            "{outcome} after replay"
-        );
-    }
+    nothing_counted(&js, &bridge, &http, "after the replay").await?;
     assert_eq!(bridge.stop().await?, 0);
     Ok(())
 }

@@ -98,24 +98,9 @@ impl Tracker {
         let mut watch = DeliveryWatch::start(&mut consumer)
             .await
             .map_err(|e| TrackerError::nats("consumer info", e))?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(64)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| TrackerError::nats("pull", e))?;
+        let mut messages = deliveries(&consumer).await?;
         let mut resolved = crate::resolution::open(shared).await?;
-        let mut resolutions = resolved
-            .consumer
-            .stream()
-            .max_messages_per_batch(64)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| TrackerError::nats("pull", e))?;
+        let mut resolutions = deliveries(&resolved.consumer).await?;
         info!(stream = %shared.domain_stream, consumer = %shared.cfg.consumer, "tracking");
         let mut sweep = tokio::time::interval(Duration::from_secs(shared.cfg.sweep_interval_secs));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,6 +149,20 @@ impl Tracker {
             }
         }
     }
+}
+
+/// A consumer's deliveries, pulled 64 at a time.
+async fn deliveries(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+) -> Result<pull::Stream, TrackerError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(64)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| TrackerError::nats("pull", e))
 }
 
 type Next = Option<Result<jetstream::Message, async_nats::error::Error<pull::MessagesErrorKind>>>;
