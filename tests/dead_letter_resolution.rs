@@ -6,7 +6,8 @@
 //! ground truth: the dead letters' stored times (`dlq list`) against the commands' run times.
 //! A record written by a command that crashed before it deleted its dead letter, the command
 //! run again, the same record again beyond the duplicate window, a restart and a replay of
-//! the records from sequence 1 count nothing twice. The open dead letters' age is sampled.
+//! the records from sequence 1 count nothing twice. Without the tracker's stream the command
+//! changes nothing. The open dead letters' age is sampled.
 
 #[path = "support/o2c.rs"]
 mod o2c;
@@ -345,6 +346,34 @@ async fn resolution_times_are_counted_once_from_the_dead_letters_own_times() -> 
         })
     })
     .await?;
+
+    // A tracker whose stream does not exist (never started): the command changes nothing.
+    let (open_seq, _) = letters.iter().nth(5).context("a sixth dead letter")?;
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere)?;
+    let elsewhere = write_config(
+        &elsewhere,
+        &text.replace(
+            "[tracker]\n",
+            "[tracker]\nstream = \"O2C_NEVER_CREATED\"\nsubject_prefix = \"nowhere.v1\"\n",
+        ),
+    )?;
+    let open_s = open_seq.to_string();
+    let (code, _, err) = tributary(&[
+        "dlq",
+        "drop",
+        "--seq",
+        &open_s,
+        "--yes",
+        "--sink",
+        "shopify",
+        "-c",
+        &elsewhere.to_string_lossy(),
+    ])
+    .await?;
+    assert_ne!(code, 0, "a drop with no stream to record it in succeeded");
+    assert!(err.contains("O2C_NEVER_CREATED"), "{err}");
+    assert!(parked(&config).await?.contains_key(open_seq));
 
     // A restart, and then a replay of every record (the consumer deleted): nothing counted.
     assert_eq!(bridge.stop().await?, 0);

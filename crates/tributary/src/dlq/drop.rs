@@ -21,6 +21,7 @@ pub(super) async fn drop_letters(
         return Ok(());
     };
     let seqs = s.selected(select).await?;
+    s.check_recorder().await?;
     if seqs.is_empty() {
         println!("{}: no dead letters", s.owner());
         return Ok(());

@@ -310,6 +310,14 @@ impl Session {
         Ok(msg)
     }
 
+    /// The resolutions can be recorded (before anything is changed).
+    async fn check_recorder(&self) -> anyhow::Result<()> {
+        match &self.recorder {
+            Some(r) => r.check().await,
+            None => Ok(()),
+        }
+    }
+
     /// Records that `msg` was resolved with `outcome`, before it is deleted.
     async fn resolved(&self, msg: &StreamMessage, outcome: &str) -> anyhow::Result<()> {
         match &self.recorder {
@@ -446,6 +454,7 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
         return Ok(());
     };
     let seqs = s.selected(select).await?;
+    s.check_recorder().await?;
     if seqs.is_empty() {
         println!("sink {sink}: no dead letters");
         return Ok(());

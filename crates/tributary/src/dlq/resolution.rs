@@ -28,6 +28,19 @@ impl Recorder {
         })
     }
 
+    /// Fails unless the tracker's stream exists, so that a command that could not record a
+    /// resolution stops before it republishes or deletes anything.
+    pub(super) async fn check(&self) -> anyhow::Result<()> {
+        self.js.get_stream(&self.stream).await.with_context(|| {
+            format!(
+                "the tracker's stream {} (where dlq records each resolution for the KPI; the \
+                 bridge creates it at start-up): nothing was changed",
+                self.stream
+            )
+        })?;
+        Ok(())
+    }
+
     /// Records that dead letter `seq` of `dead_letter_stream` (`msg`) was resolved now with
     /// `outcome`; `sink` None for the domain stage's.
     pub(super) async fn record(
