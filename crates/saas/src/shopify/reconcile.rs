@@ -29,7 +29,7 @@ use crate::metrics as m;
 use crate::time::{format_rfc3339_millis, now_micros, parse_rfc3339_micros};
 use crate::SaasError;
 
-const ORDERS: &str = "query($first:Int!,$after:String,$query:String){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} lineItems(first:250){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} refunds{id createdAt totalRefundedSet{shopMoney{amount currencyCode}}} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+const ORDERS: &str = "query($first:Int!,$after:String,$query:String){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} shippingAddress{address1 address2 city provinceCode zip countryCodeV2} lineItems(first:250){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} refunds{id createdAt totalRefundedSet{shopMoney{amount currencyCode}}} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
 const LOCATIONS: &str = "query($first:Int!,$after:String){locations(first:$first,after:$after){nodes{id} pageInfo{hasNextPage endCursor}}}";
 const LOCATION_LEVELS: &str = "query($id:ID!,$first:Int!,$after:String){location(id:$id){inventoryLevels(first:$first,after:$after){nodes{id updatedAt item{id} location{id} quantities(names:[\"available\"]){name quantity}} pageInfo{hasNextPage endCursor}}}}";
 const CUSTOMERS: &str = "query($first:Int!,$after:String,$query:String){customers(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id email firstName lastName phone note tags createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
@@ -369,6 +369,10 @@ fn order_records(o: &Value) -> Vec<(&'static str, Value)> {
         "cancelled_at": o["cancelledAt"],
         "closed_at": if o["closed"].as_bool() == Some(true) { updated.clone() } else { Value::Null },
         "customer": o["customer"].get("id").map(|c| json!({"id": tail(c), "admin_graphql_api_id": c})),
+        "shipping_address": o["shippingAddress"].as_object().map(|a| json!({
+            "address1": a.get("address1"), "address2": a.get("address2"), "city": a.get("city"),
+            "province_code": a.get("provinceCode"), "zip": a.get("zip"),
+            "country_code": a.get("countryCodeV2")})),
         "line_items": lines, "created_at": o["createdAt"], "updated_at": updated,
     });
     let created = o["createdAt"] == o["updatedAt"];
