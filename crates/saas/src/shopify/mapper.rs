@@ -143,7 +143,10 @@ pub fn map(
                 lines,
                 external_ids: external(&g),
                 store_id: String::new(),
-                shipping_address: payload.get("shipping_address").and_then(shipping_address),
+                shipping_address: payload
+                    .get("shipping_address")
+                    .and_then(shipping_address)
+                    .map(Box::new),
             };
             let event = if topic == "orders/create" {
                 "placed"

@@ -130,7 +130,7 @@ impl WmsTarget {
                 // Not after the release: a redriven (older) event must not overwrite the
                 // address the WMS was given.
                 if data.wms_id.is_none() {
-                    if let Some(ship_to) = ShipTo::of(order.shipping_address.as_ref()) {
+                    if let Some(ship_to) = ShipTo::of(order.shipping_address.as_deref()) {
                         data.ship_to = Some(ship_to);
                     }
                 }
