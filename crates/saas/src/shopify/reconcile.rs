@@ -438,3 +438,37 @@ fn customer_payload(c: &Value) -> Value {
            "first_name": c["firstName"], "last_name": c["lastName"], "phone": c["phone"],
            "note": c["note"], "created_at": c["createdAt"], "updated_at": c["updatedAt"]})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_proto::retail::v1::domain_event::Entity;
+
+    /// The poll must bring the address a webhook brings: both give the same event id, so
+    /// whichever arrives first is the order's `order.placed`.
+    #[test]
+    fn a_polled_order_carries_the_webhooks_shipping_address() {
+        let node = json!({"id": "gid://shopify/Order/7", "name": "#1007",
+            "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z",
+            "displayFinancialStatus": "PAID", "customer": null, "lineItems": {"nodes": []},
+            "shippingAddress": {"address1": "350 Fifth Avenue", "address2": null, "city": "New York",
+                "provinceCode": "NY", "zip": "10118", "countryCodeV2": "US"}});
+        let webhook = json!({"id": 7, "admin_graphql_api_id": "gid://shopify/Order/7",
+            "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z",
+            "shipping_address": {"address1": "350 Fifth Avenue", "address2": null, "city": "New York",
+                "province_code": "NY", "zip": "10118", "country_code": "US"}});
+        let address =
+            |payload: &Value| match crate::shopify::mapper::map("web", "orders/create", payload, 0)
+                .ok()
+                .flatten()
+                .map(|m| m.body)
+            {
+                Some(Entity::Order(o)) => o.shipping_address,
+                _ => None,
+            };
+        let records = order_records(&node);
+        let polled = address(&records[0].1);
+        assert!(polled.is_some());
+        assert_eq!(polled, address(&webhook));
+    }
+}
