@@ -91,8 +91,10 @@ pub(super) fn explain_refusal(order_id: &str, err: ApplyError) -> ApplyError {
     } else {
         ""
     };
+    // Keeps the status ("HTTP 422") the generic reason starts with.
+    let status = reason.split(':').next().unwrap_or_default();
     ApplyError::Definite {
-        reason: format!("WMS refused order {order_id}: {what}{hint}"),
+        reason: format!("WMS refused order {order_id} ({status}): {what}{hint}"),
         body,
     }
 }
@@ -122,7 +124,7 @@ mod tests {
     #[test]
     fn a_validation_refusal_names_the_field() {
         let body = r#"{"status":422,"errors":{"recipient.address.zip_code":["is not a valid postal code for DE"]}}"#;
-        let err = explain_refusal("SO-W1", ApplyError::definite("HTTP 422: …", body));
+        let err = explain_refusal("SO-W1", ApplyError::definite("HTTP 422: {…}", body));
         let ApplyError::Definite { reason, .. } = err else {
             panic!("still definite")
         };
@@ -130,7 +132,10 @@ mod tests {
             reason.contains("recipient.address.zip_code is not a valid postal code for DE"),
             "{reason}"
         );
-        assert!(reason.contains("SO-W1"), "{reason}");
+        assert!(
+            reason.starts_with("WMS refused order SO-W1 (HTTP 422): "),
+            "{reason}"
+        );
         let plain = explain_refusal("SO-W1", ApplyError::definite("HTTP 400: x", "not json"));
         assert!(matches!(plain, ApplyError::Definite { reason, .. } if reason == "HTTP 400: x"));
     }
