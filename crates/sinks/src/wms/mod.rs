@@ -245,3 +245,72 @@ impl WmsTarget {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_proto::retail::v1::{Address, EventMeta, Order};
+
+    fn target() -> WmsTarget {
+        // Nothing listens there: these events must not reach the WMS.
+        let cfg = serde_json::from_value(json!({"base_url": "http://127.0.0.1:9", "api_key": "k"}))
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        WmsTarget::new(&cfg).unwrap_or_else(|e| panic!("target: {e}"))
+    }
+
+    fn order_event(event: &str, status: &str, city: Option<&str>) -> DomainEvent {
+        DomainEvent {
+            meta: Some(EventMeta {
+                event: event.into(),
+                ..Default::default()
+            }),
+            entity: Some(Entity::Order(Order {
+                order_id: "SO-W1".into(),
+                status: status.into(),
+                shipping_address: city.map(|c| {
+                    Box::new(Address {
+                        lines: vec!["1 Main St".into()],
+                        city: c.into(),
+                        postal_code: "10115".into(),
+                        country: "DE".into(),
+                        ..Default::default()
+                    })
+                }),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn ship_to_city(record: &EntityRecord) -> Option<String> {
+        let data: OrderData = serde_json::from_value(record.data.clone()).unwrap_or_default();
+        data.ship_to.map(|s| s.city)
+    }
+
+    /// The release sends the latest address known; once released, a redriven (older) event
+    /// is answered "already released" and leaves the address the WMS was given.
+    #[tokio::test]
+    async fn the_latest_address_is_kept_until_the_release_and_not_after() {
+        let wms = target();
+        let mut record = EntityRecord::default();
+        let placed = order_event("placed", "placed", Some("Berlim"));
+        let out = wms.apply(&placed, &mut record, "k1").await;
+        assert!(matches!(out, Ok(Outcome::Recorded)));
+        let no_address = order_event("status_changed", "placed", None);
+        let out = wms.apply(&no_address, &mut record, "k2").await;
+        assert!(matches!(out, Ok(Outcome::Recorded)));
+        assert_eq!(ship_to_city(&record).as_deref(), Some("Berlim"));
+        let corrected = order_event("address_changed", "placed", Some("Berlin"));
+        let out = wms.apply(&corrected, &mut record, "k3").await;
+        assert!(matches!(out, Ok(Outcome::Recorded)));
+        assert_eq!(ship_to_city(&record).as_deref(), Some("Berlin"));
+
+        // Released (as the WMS answered it): the redriven refused release changes nothing.
+        let mut data: OrderData = serde_json::from_value(record.data.clone()).unwrap_or_default();
+        data.wms_id = Some("ord_1".into());
+        record.data = serde_json::to_value(&data).unwrap_or_default();
+        let redriven = order_event("status_changed", "confirmed", Some("Berlim"));
+        let out = wms.apply(&redriven, &mut record, "k4").await;
+        assert!(matches!(out, Ok(Outcome::Ignored("already released"))));
+        assert_eq!(ship_to_city(&record).as_deref(), Some("Berlin"));
+    }
+}
