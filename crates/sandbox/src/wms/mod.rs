@@ -10,6 +10,7 @@
 //!                                              signed webhook return.received ──► source
 //! ```
 
+mod address;
 mod handlers;
 mod returns;
 pub mod state;
@@ -49,6 +50,10 @@ pub struct WmsOptions {
     pub auto_advance: Option<Duration>,
     /// Where lifecycle webhooks go, if anywhere.
     pub webhook: Option<WmsWebhookOptions>,
+    /// Refuse an order without `recipient.address` (a real warehouse does). Off by default:
+    /// tests written before addresses were carried release orders without one. An address
+    /// that is sent is always checked (`address.rs`).
+    pub require_address: bool,
 }
 
 impl Default for WmsOptions {
@@ -61,6 +66,7 @@ impl Default for WmsOptions {
             processing_delay: Duration::ZERO,
             auto_advance: None,
             webhook: None,
+            require_address: false,
         }
     }
 }
