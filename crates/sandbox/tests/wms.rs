@@ -25,7 +25,8 @@ async fn env(opts: WmsOptions) -> Env {
 }
 
 fn order(reference: &str) -> Value {
-    json!({"reference_id": reference, "shipping_method": "standard", "recipient": {"name": "Ann", "address": {"city": "Oslo"}},
+    json!({"reference_id": reference, "shipping_method": "standard", "recipient": {"name": "Ann",
+               "address": {"address1": "Nyhavn 1", "city": "Copenhagen", "zip_code": "1051", "country": "DK"}},
            "products": [{"sku": "MUG-1", "quantity": 2}]})
 }
 
