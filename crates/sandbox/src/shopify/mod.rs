@@ -1,12 +1,13 @@
 //! Shopify Admin API emulator (GraphQL subset, REST reconciliation lists) and webhook sender.
 //!
 //! ```text
-//!  sink ──POST /admin/api/<v>/graphql.json──► auth ─► cost bucket (sum of the root fields)
+//!  sink ──POST /admin/api/<v>/graphql.json──► auth ─► requested cost (≤ 1000) charged to the bucket
 //!     ─► per root field, in order: @idempotent store (its own key) ─► mutation ─► data.<alias>
 //!                                                                                  │
 //!  source ◄──────── signed webhook (orders/updated, inventory_levels/update, …) ◄───┘
 //! ```
 
+mod cost;
 mod graphql;
 mod handle;
 mod handlers;
@@ -27,7 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use graphql::{OpKind, Operation, RootField};
+pub use graphql::{Field, OpKind, Operation, RootField};
 pub use handle::{SeededOrder, SeededProduct, VariantSeed};
 pub use outcome::inventory_level_gid;
 pub use state::{
