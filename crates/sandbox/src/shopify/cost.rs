@@ -15,7 +15,7 @@
 //! `node` is the object) and `pageInfo` is part of the connection's 2.
 
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::graphql::{Field, OpKind, Operation, RootField};
 use super::outcome::GqlError;
@@ -28,6 +28,12 @@ pub const MUTATION_COST: f64 = 10.0;
 const DEFAULT_PAGE: u64 = 50;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The requested cost of `query` with `variables`, as the emulator charges it: for tests
+/// that hold a client's claimed costs to the documents it sends.
+pub fn requested_cost(query: &str, variables: &Map<String, Value>) -> Result<f64, String> {
+    Ok(requested(&super::graphql::parse(query, variables)?))
+}
 
 /// The requested cost of a whole document: the sum of its root fields'.
 pub fn requested(op: &Operation) -> f64 {
@@ -208,7 +214,6 @@ fn page(f: &Field, conn: &mut Value) -> Result<(), GqlError> {
 mod tests {
     use super::super::graphql::parse;
     use super::*;
-    use serde_json::Map;
 
     fn cost(doc: &str, vars: Value) -> f64 {
         let Value::Object(vars) = vars else {

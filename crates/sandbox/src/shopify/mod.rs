@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+pub use cost::{requested_cost, MAX_QUERY_COST};
 pub use graphql::{Field, OpKind, Operation, RootField};
 pub use handle::{SeededOrder, SeededProduct, VariantSeed};
 pub use outcome::inventory_level_gid;

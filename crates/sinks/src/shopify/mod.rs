@@ -25,7 +25,10 @@
 mod catalog;
 mod customers;
 mod levels;
+mod lookup;
 mod orders;
+#[cfg(test)]
+mod query_costs;
 mod stock;
 
 use std::collections::HashMap;
@@ -44,6 +47,12 @@ use crate::state::{EntityRecord, StateStore};
 use crate::{metrics as m, ApplyError, SinkError};
 
 const MUTATION_COST: f64 = 10.0;
+/// The SKU catalogue, one flat connection of variants: products with their nested variants
+/// (`products(first: 100) { variants(first: 100) }`) would ask for 20,302 points, over
+/// Shopify's 1000-point single query limit.
+const ITEMS: &str = "query Items($after: String) { productVariants(first: 250, after: $after) { nodes { id sku product { id } inventoryItem { id } } pageInfo { hasNextPage endCursor } } }";
+/// productVariants (2 + 250 × (node 1 + product 1 + inventoryItem 1)).
+const ITEMS_COST: f64 = 752.0;
 const SKU_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest a low-class event's later request waits for the budget above the reserve.
 const LOW_MAX_WAIT: Duration = Duration::from_secs(10);
@@ -298,32 +307,29 @@ impl ShopifyTarget {
         let mut items = HashMap::new();
         let mut after: Option<String> = None;
         loop {
-            let query = "query Items($after: String) { products(first: 100, after: $after) { nodes { id variants(first: 100) { nodes { id sku inventoryItem { id } } } } pageInfo { hasNextPage endCursor } } }";
-            let data = self.graphql(query, json!({"after": after}), 102.0).await?;
-            let products = &data["products"];
-            for p in products["nodes"].as_array().into_iter().flatten() {
-                let Some(product) = p["id"].as_str() else {
-                    continue;
-                };
-                for v in p["variants"]["nodes"].as_array().into_iter().flatten() {
-                    if let (Some(sku), Some(id), Some(item)) = (
-                        v["sku"].as_str(),
-                        v["id"].as_str(),
-                        v["inventoryItem"]["id"].as_str(),
-                    ) {
-                        items.insert(
-                            sku.to_string(),
-                            Variant {
-                                id: id.to_string(),
-                                product: product.to_string(),
-                                inventory_item: item.to_string(),
-                            },
-                        );
-                    }
+            let data = self
+                .graphql(ITEMS, json!({"after": after}), ITEMS_COST)
+                .await?;
+            let variants = &data["productVariants"];
+            for v in variants["nodes"].as_array().into_iter().flatten() {
+                if let (Some(sku), Some(id), Some(product), Some(item)) = (
+                    v["sku"].as_str(),
+                    v["id"].as_str(),
+                    v["product"]["id"].as_str(),
+                    v["inventoryItem"]["id"].as_str(),
+                ) {
+                    items.insert(
+                        sku.to_string(),
+                        Variant {
+                            id: id.to_string(),
+                            product: product.to_string(),
+                            inventory_item: item.to_string(),
+                        },
+                    );
                 }
             }
-            match products["pageInfo"]["endCursor"].as_str() {
-                Some(c) if products["pageInfo"]["hasNextPage"].as_bool() == Some(true) => {
+            match variants["pageInfo"]["endCursor"].as_str() {
+                Some(c) if variants["pageInfo"]["hasNextPage"].as_bool() == Some(true) => {
                     after = Some(c.to_string())
                 }
                 _ => return Ok(items),
