@@ -147,11 +147,12 @@ async fn fulfilments_that_overtake_their_order_link_are_all_applied() -> Result<
     publish(placed("SO-LONG", Some(&long))).await?;
     publish(last_line).await?;
 
+    let long_entry = ("SO-LONG".to_string(), long.clone());
     let bridge = Bridge::spawn(&config)?;
     wait_until(Duration::from_secs(90), async || {
         let missing: Vec<&str> = shop_orders
             .iter()
-            .chain([&("SO-LONG".to_string(), long.clone())])
+            .chain([&long_entry])
             .filter(|(order, shop_id)| {
                 !shop.fulfillments(shop_id).iter().any(|f| {
                     f.tracking
