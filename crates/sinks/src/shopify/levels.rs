@@ -56,7 +56,7 @@ impl ShopifyTarget {
             .collect();
         // A catalogue item without a level at the location holds none there.
         let mut out: BTreeMap<String, i64> = skus.values().map(|sku| (sku.clone(), 0)).collect();
-        let first = page_size.clamp(1, MAX_PAGE);
+        let first = self.page_within_bucket(page_size.clamp(1, MAX_PAGE), levels_cost);
         let mut after: Option<String> = None;
         loop {
             let vars = json!({"id": location, "first": first, "after": after});

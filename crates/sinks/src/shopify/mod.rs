@@ -50,9 +50,13 @@ const MUTATION_COST: f64 = 10.0;
 /// The SKU catalogue, one flat connection of variants: products with their nested variants
 /// (`products(first: 100) { variants(first: 100) }`) would ask for 20,302 points, over
 /// Shopify's 1000-point single query limit.
-const ITEMS: &str = "query Items($after: String) { productVariants(first: 250, after: $after) { nodes { id sku product { id } inventoryItem { id } } pageInfo { hasNextPage endCursor } } }";
-/// productVariants (2 + 250 × (node 1 + product 1 + inventoryItem 1)).
-const ITEMS_COST: f64 = 752.0;
+const ITEMS: &str = "query Items($first: Int!, $after: String) { productVariants(first: $first, after: $after) { nodes { id sku product { id } inventoryItem { id } } pageInfo { hasNextPage endCursor } } }";
+
+/// Requested cost of [`ITEMS`]: productVariants (2 + `first` × (node 1 + product 1 +
+/// inventoryItem 1)); 752 at Shopify's largest page.
+fn items_cost(first: u32) -> f64 {
+    2.0 + 3.0 * f64::from(first)
+}
 const SKU_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest a low-class event's later request waits for the budget above the reserve.
 const LOW_MAX_WAIT: Duration = Duration::from_secs(10);
@@ -307,9 +311,9 @@ impl ShopifyTarget {
         let mut items = HashMap::new();
         let mut after: Option<String> = None;
         loop {
-            let data = self
-                .graphql(ITEMS, json!({"after": after}), ITEMS_COST)
-                .await?;
+            let first = self.page_within_bucket(250, items_cost);
+            let vars = json!({"first": first, "after": after});
+            let data = self.graphql(ITEMS, vars, items_cost(first)).await?;
             let variants = &data["productVariants"];
             for v in variants["nodes"].as_array().into_iter().flatten() {
                 if let (Some(sku), Some(id), Some(product), Some(item)) = (
@@ -334,6 +338,21 @@ impl ShopifyTarget {
                 }
                 _ => return Ok(items),
             }
+        }
+    }
+
+    /// At most `page` items of a connection whose document costs `cost(page size)` (linear),
+    /// fewer when the bucket (as last reported) could never hold that: a claim above the
+    /// bucket's size would be THROTTLED however long the sink waited. Every Shopify plan's
+    /// bucket holds 1000 points; smaller ones exist in tests.
+    fn page_within_bucket(&self, page: u32, cost: fn(u32) -> f64) -> u32 {
+        let (fixed, per_item) = (cost(0), cost(1) - cost(0));
+        let pacer = self.api.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        match pacer.bucket {
+            Some(b) if b.maximum < cost(page) => {
+                (((b.maximum - fixed) / per_item).floor() as u32).clamp(1, page)
+            }
+            _ => page,
         }
     }
 

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use tributary_sandbox::shopify::{requested_cost, MAX_QUERY_COST};
 
-use super::{customers, levels, lookup, orders, ITEMS, ITEMS_COST, MUTATION_COST};
+use super::{customers, items_cost, levels, lookup, orders, ITEMS, MUTATION_COST};
 
 fn cost(query: &str, variables: Value) -> f64 {
     let Value::Object(vars) = variables else {
@@ -30,7 +30,6 @@ fn claimed_costs_are_the_documents_requested_costs() {
             &json!({"q": "email:a@b.c"}),
             customers::CUSTOMER_BY_EMAIL_COST,
         ),
-        (ITEMS, &json!({"after": null}), ITEMS_COST),
     ];
     for (query, vars, claimed) in claims {
         let requested = cost(query, vars.clone());
@@ -42,6 +41,11 @@ fn claimed_costs_are_the_documents_requested_costs() {
         assert_eq!(cost(levels::LEVELS, vars), levels::levels_cost(first));
     }
     assert!(levels::levels_cost(250) <= MAX_QUERY_COST);
+    for first in [1, 66, 250] {
+        let vars = json!({"first": first, "after": null});
+        assert_eq!(cost(ITEMS, vars), items_cost(first));
+    }
+    assert!(items_cost(250) <= MAX_QUERY_COST);
     // Aliased mutations: 10 points a field, whatever they select.
     let doc = "mutation M($a: X!, $b: X!) { m0: inventorySetQuantities(input: $a) @idempotent(key: \"k0\") { inventoryAdjustmentGroup { id } userErrors { field } } m1: inventorySetQuantities(input: $b) @idempotent(key: \"k1\") { userErrors { code } } }";
     assert_eq!(cost(doc, Value::Object(Map::new())), 2.0 * MUTATION_COST);
