@@ -15,8 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use support::*;
 use tributary_proto::retail::v1::{
-    domain_event::Entity, DomainEvent, EventMeta, ExternalId, Fulfillment, FulfillmentLine,
-    Order,
+    domain_event::Entity, DomainEvent, EventMeta, ExternalId, Fulfillment, FulfillmentLine, Order,
 };
 use tributary_proto::Message as _;
 use tributary_sandbox::shopify::{self, ShopifyOptions};
@@ -96,7 +95,9 @@ async fn fulfilments_that_overtake_their_order_link_are_all_applied() -> Result<
     let long_skus: Vec<String> = (0..60).map(|i| format!("L-{i:02}")).collect();
     let long_lines: Vec<(&str, i64, &str)> =
         long_skus.iter().map(|s| (s.as_str(), 2, "1.00")).collect();
-    let long = shop.add_order("long@example.com", &long_lines, None).order_id;
+    let long = shop
+        .add_order("long@example.com", &long_lines, None)
+        .order_id;
 
     let mut text = retail_config(&pg, &nats.url(), &sources)?;
     text.push_str(&format!(

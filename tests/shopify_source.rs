@@ -379,7 +379,10 @@ async fn order_with_more_lines_than_the_nested_page_is_recovered_whole() -> Resu
     let long = shop.add_order("long@example.com", &lines, None);
     let short = shop.add_order("short@example.com", &[("MUG-1", 2, "9.50")], None);
     let key_of = |gid: &str| -> Result<String> {
-        Ok(format!("WEB-{}", shopify::parse_gid(gid, "Order").context("gid")?))
+        Ok(format!(
+            "WEB-{}",
+            shopify::parse_gid(gid, "Order").context("gid")?
+        ))
     };
     let (long_key, short_key) = (key_of(&long.order_id)?, key_of(&short.order_id)?);
     let events = retail_until(&client, |e| {
@@ -387,12 +390,21 @@ async fn order_with_more_lines_than_the_nested_page_is_recovered_whole() -> Resu
     })
     .await?;
     let lines_of = |k: &str| -> Result<Vec<String>> {
-        match &events.iter().find(|e| key(e).2 == k).context("order")?.entity {
+        match &events
+            .iter()
+            .find(|e| key(e).2 == k)
+            .context("order")?
+            .entity
+        {
             Some(Entity::Order(o)) => Ok(o.lines.iter().map(|l| l.sku.clone()).collect()),
             other => bail!("unexpected entity {other:?}"),
         }
     };
-    assert_eq!(lines_of(&long_key)?, skus, "every line, in order, none twice");
+    assert_eq!(
+        lines_of(&long_key)?,
+        skus,
+        "every line, in order, none twice"
+    );
     assert_eq!(lines_of(&short_key)?, vec!["MUG-1".to_string()]);
     source.shutdown().await;
     Ok(())

@@ -19,9 +19,9 @@ const MAX_QUERY_COST: u32 = 1000;
 const MAX_PAGE: u32 = 250;
 /// Line items per order in the reconciliation's orders page (`$lines`).
 pub(super) const ORDER_LINES_PAGE: u32 = 10;
-/// Requested cost of one order node of the reconciliation's `ORDERS`: node 1 + customer 1
-/// + lineItems (2 + `ORDER_LINES_PAGE` × (node 1 + originalUnitPriceSet 1 + shopMoney 1))
-/// + fulfillments 1 + trackingInfo 1 + refunds 1 + totalRefundedSet 1 + shopMoney 1.
+/// Requested cost of one order node of the reconciliation's `ORDERS`: the node 1, customer
+/// 1, lineItems 2 plus `ORDER_LINES_PAGE` × (node 1, originalUnitPriceSet 1, shopMoney 1),
+/// fulfillments 1 with trackingInfo 1, refunds 1 with totalRefundedSet 1 and its shopMoney 1.
 /// Selecting another object in the order node adds 1 here (a test compares).
 pub(super) const ORDER_NODE_COST: u32 = 9 + 3 * ORDER_LINES_PAGE;
 /// Requested cost of one inventory level of `LOCATION_LEVELS`: node 1 + item 1 +
@@ -51,10 +51,16 @@ pub(super) async fn complete_line_items(
         let Some(more) = page["nodes"].as_array() else {
             return Err(SaasError::http(
                 "Shopify Admin API",
-                format!("order {} answered no line items while paging them", order["id"]),
+                format!(
+                    "order {} answered no line items while paging them",
+                    order["id"]
+                ),
             ));
         };
-        match order.pointer_mut("/lineItems/nodes").and_then(Value::as_array_mut) {
+        match order
+            .pointer_mut("/lineItems/nodes")
+            .and_then(Value::as_array_mut)
+        {
             Some(nodes) => nodes.extend(more.iter().cloned()),
             None => order["lineItems"] = json!({ "nodes": more }),
         }

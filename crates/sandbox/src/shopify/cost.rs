@@ -227,17 +227,26 @@ mod tests {
         assert_eq!(cost("{ shop { name myshopifyDomain } }", json!({})), 1.0);
         // 2 + 10 × (node 1)
         assert_eq!(
-            cost("{ orders(first: 10) { edges { cursor node { id } } pageInfo { hasNextPage } } }", json!({})),
+            cost(
+                "{ orders(first: 10) { edges { cursor node { id } } pageInfo { hasNextPage } } }",
+                json!({})
+            ),
             12.0
         );
         // An object inside each node: 2 + 5 × (1 + customer 1).
         assert_eq!(
-            cost("{ orders(first: 5) { nodes { id customer { id } } } }", json!({})),
+            cost(
+                "{ orders(first: 5) { nodes { id customer { id } } } }",
+                json!({})
+            ),
             12.0
         );
         // `last`, and a lookup with a nested connection: 1 + 2 + 3 × 1.
         assert_eq!(
-            cost("{ order(id: \"x\") { lineItems(last: 3) { nodes { sku } } } }", json!({})),
+            cost(
+                "{ order(id: \"x\") { lineItems(last: 3) { nodes { sku } } } }",
+                json!({})
+            ),
             6.0
         );
         assert_eq!(
@@ -254,7 +263,10 @@ mod tests {
         assert_eq!(cost(doc, json!({"first": 1})), 755.0);
         // A variable sizes a nested connection too; a plain list of objects is one object.
         let doc = "query($n: Int!) { order(id: \"x\") { fulfillments { trackingInfo { number } } fulfillmentOrders(first: 2) { nodes { lineItems(first: $n) { nodes { lineItem { sku } } pageInfo { endCursor } } } } } }";
-        assert_eq!(cost(doc, json!({"n": 10})), 1.0 + 2.0 + 2.0 + 2.0 * (1.0 + 2.0 + 10.0 * 2.0));
+        assert_eq!(
+            cost(doc, json!({"n": 10})),
+            1.0 + 2.0 + 2.0 + 2.0 * (1.0 + 2.0 + 10.0 * 2.0)
+        );
     }
 
     #[test]
@@ -280,13 +292,16 @@ mod tests {
         let doc = |after: &str| {
             format!("{{ order(id: \"x\") {{ id items: lineItems(first: 2{after}) {{ nodes {{ id }} pageInfo {{ hasNextPage endCursor }} }} }} }}")
         };
-        let order = json!({"id": "x", "lineItems": {"nodes": [{"id": "1"}, {"id": "2"}, {"id": "3"}]}});
+        let order =
+            json!({"id": "x", "lineItems": {"nodes": [{"id": "1"}, {"id": "2"}, {"id": "3"}]}});
         let op = parse(&doc(""), &vars).expect("parses");
         let mut first = order.clone();
         page_nested(&op.fields[0], &mut first).expect("pages");
         assert_eq!(first["items"]["nodes"], json!([{"id": "1"}, {"id": "2"}]));
         assert_eq!(first["items"]["pageInfo"]["hasNextPage"], true);
-        let cursor = first["items"]["pageInfo"]["endCursor"].as_str().expect("cursor");
+        let cursor = first["items"]["pageInfo"]["endCursor"]
+            .as_str()
+            .expect("cursor");
         let op = parse(&doc(&format!(", after: \"{cursor}\"")), &vars).expect("parses");
         let mut second = order.clone();
         page_nested(&op.fields[0], &mut second).expect("pages");

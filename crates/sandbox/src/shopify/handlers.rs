@@ -9,9 +9,9 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::graphql::{self, OpKind, Operation, RootField};
-use super::{cost, mutations};
 use super::outcome::{Changed, GqlError};
 use super::state::ShopState;
+use super::{cost, mutations};
 use super::{lock, queries, state, Shopify};
 use crate::util::query_pairs;
 

@@ -61,12 +61,10 @@ impl Limiter {
             return available;
         }
         let max = self.max;
-        self.buckets
-            .get_mut(token)
-            .map_or(available, |e| {
-                e.0 = (e.0 + points).min(max);
-                e.0
-            })
+        self.buckets.get_mut(token).map_or(available, |e| {
+            e.0 = (e.0 + points).min(max);
+            e.0
+        })
     }
 
     /// Seconds until `cost` points are available.

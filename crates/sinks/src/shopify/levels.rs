@@ -60,9 +60,7 @@ impl ShopifyTarget {
         let mut after: Option<String> = None;
         loop {
             let vars = json!({"id": location, "first": first, "after": after});
-            let data = self
-                .graphql(LEVELS, vars, levels_cost(first))
-                .await?;
+            let data = self.graphql(LEVELS, vars, levels_cost(first)).await?;
             let levels = &data["location"]["inventoryLevels"];
             for node in levels["nodes"].as_array().into_iter().flatten() {
                 let Some(sku) = node["item"]["id"].as_str().and_then(|i| skus.get(i)) else {

@@ -19,7 +19,11 @@ fn claimed_costs_are_the_documents_requested_costs() {
     let id = json!({"id": "gid://shopify/Order/1", "after": null});
     let claims = [
         (orders::ORDER_ATTRIBUTES, &id, orders::ORDER_ATTRIBUTES_COST),
-        (lookup::ORDER_FULFILLMENT, &id, lookup::ORDER_FULFILLMENT_COST),
+        (
+            lookup::ORDER_FULFILLMENT,
+            &id,
+            lookup::ORDER_FULFILLMENT_COST,
+        ),
         (
             lookup::FULFILLMENT_ORDER_LINES,
             &id,
