@@ -94,16 +94,7 @@ impl Parser<'_> {
             if self.peek() == Some('(') {
                 self.skip_balanced('(', ')')?;
             }
-            self.ws();
-            while self.peek() == Some('@') {
-                self.pos += 1;
-                self.ident()?;
-                self.ws();
-                if self.peek() == Some('(') {
-                    self.skip_balanced('(', ')')?;
-                }
-                self.ws();
-            }
+            self.directives()?;
         }
         self.expect('{')?;
         let mut fields = Vec::new();
@@ -131,20 +122,7 @@ impl Parser<'_> {
                 self.pos
             ));
         }
-        let mut name = self.ident()?;
-        let response_key = name.clone();
-        self.ws();
-        if self.peek() == Some(':') {
-            self.pos += 1;
-            self.ws();
-            name = self.ident()?;
-            self.ws();
-        }
-        let args = if self.peek() == Some('(') {
-            self.arguments()?
-        } else {
-            Map::new()
-        };
+        let (response_key, name, args) = self.field_head()?;
         let mut idempotency_key = None;
         self.ws();
         while self.peek() == Some('@') {
@@ -216,20 +194,7 @@ impl Parser<'_> {
     }
 
     fn field(&mut self) -> Result<Field, String> {
-        let mut name = self.ident()?;
-        let response_key = name.clone();
-        self.ws();
-        if self.peek() == Some(':') {
-            self.pos += 1;
-            self.ws();
-            name = self.ident()?;
-            self.ws();
-        }
-        let args = if self.peek() == Some('(') {
-            self.arguments()?
-        } else {
-            Map::new()
-        };
+        let (response_key, name, args) = self.field_head()?;
         self.directives()?;
         let children = if self.peek() == Some('{') {
             self.selection_set()?
@@ -244,7 +209,27 @@ impl Parser<'_> {
         })
     }
 
-    /// Skips directives below the root (`@include`, `@skip`: the emulator answers anyway).
+    /// `alias: name(arguments)`: the response key, the name and the arguments.
+    fn field_head(&mut self) -> Result<(String, String, Map<String, Value>), String> {
+        let mut name = self.ident()?;
+        let response_key = name.clone();
+        self.ws();
+        if self.peek() == Some(':') {
+            self.pos += 1;
+            self.ws();
+            name = self.ident()?;
+            self.ws();
+        }
+        let args = if self.peek() == Some('(') {
+            self.arguments()?
+        } else {
+            Map::new()
+        };
+        Ok((response_key, name, args))
+    }
+
+    /// Skips directives other than a root field's (`@include`, `@skip`: the emulator answers
+    /// anyway).
     fn directives(&mut self) -> Result<(), String> {
         self.ws();
         while self.peek() == Some('@') {
