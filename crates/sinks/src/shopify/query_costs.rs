@@ -16,19 +16,9 @@ fn cost(query: &str, variables: Value) -> f64 {
 
 #[test]
 fn claimed_costs_are_the_documents_requested_costs() {
-    let id = json!({"id": "gid://shopify/Order/1", "after": null});
+    let id = json!({"id": "gid://shopify/Order/1"});
     let claims = [
         (orders::ORDER_ATTRIBUTES, &id, orders::ORDER_ATTRIBUTES_COST),
-        (
-            lookup::ORDER_FULFILLMENT,
-            &id,
-            lookup::ORDER_FULFILLMENT_COST,
-        ),
-        (
-            lookup::FULFILLMENT_ORDER_LINES,
-            &id,
-            lookup::FULFILLMENT_ORDER_LINES_COST,
-        ),
         (
             customers::CUSTOMER_BY_EMAIL,
             &json!({"q": "email:a@b.c"}),
@@ -50,6 +40,18 @@ fn claimed_costs_are_the_documents_requested_costs() {
         assert_eq!(cost(ITEMS, vars), items_cost(first));
     }
     assert!(items_cost(250) <= MAX_QUERY_COST);
+    for (orders, lines) in [(5, 50), (1, 96), (1, 1)] {
+        let vars = json!({"id": "o", "after": null, "orders": orders, "lines": lines});
+        let requested = cost(lookup::ORDER_FULFILLMENT, vars);
+        assert_eq!(requested, lookup::order_fulfillment_cost(orders, lines));
+    }
+    assert_eq!(lookup::order_fulfillment_cost(5, 50), 520.0);
+    for first in [1, 98, 250] {
+        let vars = json!({"id": "fo", "after": null, "first": first});
+        let requested = cost(lookup::FULFILLMENT_ORDER_LINES, vars);
+        assert_eq!(requested, lookup::fulfillment_order_lines_cost(first));
+    }
+    assert!(lookup::fulfillment_order_lines_cost(250) <= MAX_QUERY_COST);
     // Aliased mutations: 10 points a field, whatever they select.
     let doc = "mutation M($a: X!, $b: X!) { m0: inventorySetQuantities(input: $a) @idempotent(key: \"k0\") { inventoryAdjustmentGroup { id } userErrors { field } } m1: inventorySetQuantities(input: $b) @idempotent(key: \"k1\") { userErrors { code } } }";
     assert_eq!(cost(doc, Value::Object(Map::new())), 2.0 * MUTATION_COST);
