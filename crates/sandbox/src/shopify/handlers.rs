@@ -136,8 +136,8 @@ fn known_field(kind: OpKind, name: &str) -> bool {
 }
 
 /// Runs every root field in order under one state lock; returns the response body, what
-/// changed and the actual cost. A field's error nulls that field only (`errors[].path` names it); the others
-/// still run. When no field produced a value the body has `errors` only, as a
+/// changed and the actual cost. A field's error nulls that field only (`errors[].path`
+/// names it); the others still run. When no field produced a value the body has `errors` only, as a
 /// single-field document always had.
 fn execute(shop: &Shopify, version: &str, op: Operation) -> (Value, Vec<Changed>, f64) {
     let mut s = lock(&shop.inner.state);
