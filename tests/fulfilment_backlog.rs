@@ -91,7 +91,7 @@ async fn fulfilments_that_overtake_their_order_link_are_all_applied() -> Result<
         })
         .collect();
 
-    // More lines than the first page of a fulfilment order's lines (50) holds.
+    // More lines than the sink's first page of a fulfilment order's lines (25) holds.
     let long_skus: Vec<String> = (0..60).map(|i| format!("L-{i:02}")).collect();
     let long_lines: Vec<(&str, i64, &str)> =
         long_skus.iter().map(|s| (s.as_str(), 2, "1.00")).collect();

@@ -52,8 +52,12 @@ const MUTATION_COST: f64 = 10.0;
 /// Shopify's 1000-point single query limit.
 const ITEMS: &str = "query Items($first: Int!, $after: String) { productVariants(first: $first, after: $after) { nodes { id sku product { id } inventoryItem { id } } pageInfo { hasNextPage endCursor } } }";
 
+/// Variants per page of [`ITEMS`]: 302 points, so that a refresh of the catalogue waits for
+/// a third of a 1000-point bucket rather than most of it.
+const ITEMS_PAGE: u32 = 100;
+
 /// Requested cost of [`ITEMS`]: productVariants (2 + `first` × (node 1 + product 1 +
-/// inventoryItem 1)); 752 at Shopify's largest page.
+/// inventoryItem 1)).
 fn items_cost(first: u32) -> f64 {
     2.0 + 3.0 * f64::from(first)
 }
@@ -311,7 +315,7 @@ impl ShopifyTarget {
         let mut items = HashMap::new();
         let mut after: Option<String> = None;
         loop {
-            let first = self.page_within_bucket(250, items_cost);
+            let first = self.page_within_bucket(ITEMS_PAGE, items_cost);
             let vars = json!({"first": first, "after": after});
             let data = self.graphql(ITEMS, vars, items_cost(first)).await?;
             let variants = &data["productVariants"];
