@@ -1,7 +1,8 @@
 //! The tools a consumer and an operator reach for: `tail` prints events as JSON that decode
 //! back to the very protobuf stored; `dlq --domain` lists, shows and drops the domain stage's
-//! dead letters; `completions`; and the exit codes that tell a configuration error, an
-//! unreachable dependency and a failed check apart (docs/operations.md).
+//! dead letters (the drop's resolution recorded and counted by the tracker); `completions`;
+//! and the exit codes that tell a configuration error, an unreachable dependency and a
+//! failed check apart (docs/operations.md).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -59,7 +60,8 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
     let (pg, nats) = start_servers().await?;
     let dir = tempfile::tempdir()?;
     let sources = retail_sources(&pg).await?;
-    let text = retail_config(&pg, &nats.url(), &sources)?;
+    // With the tracker, which counts the dead letter's resolution.
+    let text = retail_config(&pg, &nats.url(), &sources)? + "\n[tracker]\n";
     let config = write_config(dir.path(), &text)?;
     let path = config.to_string_lossy().to_string();
     let bridge = Bridge::spawn(&config)?;
@@ -187,6 +189,44 @@ async fn tail_prints_the_protobuf_it_decoded_and_dlq_reads_the_domain_stage() ->
     assert!(out.contains("dropped dead letter"), "{out}");
     let (_, out, _) = tributary(&["dlq", "list", "--config", &path, "--domain"]).await?;
     assert!(out.contains("the domain stage: no dead letters"), "{out}");
+    // Its resolution is recorded (sink `domain`, the mapping) and counted once.
+    let resolved: Vec<tributary_tracker::resolution::Resolution> = read_all(&client, "O2C")
+        .await?
+        .iter()
+        .filter(|m| m.subject.as_str() == "o2c.v1.dead_letter.resolved")
+        .map(|m| serde_json::from_slice(&m.payload))
+        .collect::<std::result::Result<_, _>>()?;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let r = &resolved[0];
+    assert_eq!(
+        (r.sink.as_str(), r.mapping.as_str(), r.outcome.as_str()),
+        ("domain", "erp_order_line_added", "dropped")
+    );
+    assert_eq!(Some(r.event_id.as_str()), entry["event_id"].as_str());
+    let parked = time::OffsetDateTime::parse(
+        entry["time"].as_str().unwrap_or_default(),
+        &time::format_description::well_known::Rfc3339,
+    )?;
+    assert_eq!(
+        r.parked_at_micros as i128,
+        parked.unix_timestamp_nanos() / 1000
+    );
+    let http = text
+        .lines()
+        .next()
+        .and_then(|l| l.split('"').nth(1))
+        .context("http_listen")?
+        .to_string();
+    let series =
+        "tributary_o2c_exception_resolution_seconds_count{sink=\"domain\",outcome=\"dropped\"} 1";
+    wait_until(Duration::from_secs(30), async || {
+        let (_, metrics) = http_get(&http, "/metrics").await?;
+        Ok(match metrics.lines().any(|l| l == series) {
+            true => Check::Done(()),
+            false => Check::Pending(format!("no {series}\n{}", bridge.log())),
+        })
+    })
+    .await?;
 
     let log = bridge.log();
     assert_eq!(bridge.stop().await?, 0, "{log}");

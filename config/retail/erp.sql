@@ -41,7 +41,16 @@ CREATE TABLE sales_orders (
     shop_order_id text,
     -- Storefront orders taken from the inbox: the storefront's order key (WEB-1001); one
     -- sales order per storefront order.
-    storefront_ref text UNIQUE
+    storefront_ref text UNIQUE,
+    -- Ship-to address (storefront orders: the checkout's shipping address; corrected with
+    -- erp_correct_address when the warehouse refuses it). NULL: none known.
+    ship_to_line1 text,
+    ship_to_line2 text,
+    ship_to_city text,
+    ship_to_postal_code text,
+    ship_to_region text,
+    -- ISO 3166-1 alpha-2.
+    ship_to_country char(2)
 );
 ALTER TABLE sales_orders REPLICA IDENTITY FULL;
 CREATE TABLE order_lines (
@@ -159,13 +168,22 @@ BEGIN
     END LOOP;
     o := 'SO-W' || lpad(nextval('web_order_no')::text, 6, '0');
     INSERT INTO sales_orders (order_no, customer_id, status, channel, currency, total,
-                              payment_state, placed_at, shop_order_id, storefront_ref)
+                              payment_state, placed_at, shop_order_id, storefront_ref,
+                              ship_to_line1, ship_to_line2, ship_to_city, ship_to_postal_code,
+                              ship_to_region, ship_to_country)
     VALUES (o, 0, 'placed', 'web', coalesce(nullif(p->'total'->>'currency', ''), 'EUR'),
             coalesce((p->'total'->>'amount')::numeric, 0),
             coalesce(nullif(p->>'payment_state', ''), 'pending'),
             CASE WHEN (p->>'placed_at_micros')::bigint > 0
                  THEN to_timestamp((p->>'placed_at_micros')::bigint / 1e6) ELSE now() END,
-            p->'external_ids'->>'shopify', ref);
+            p->'external_ids'->>'shopify', ref,
+            -- The address as the customer entered it: the warehouse judges it, not the ERP.
+            nullif(p->'shipping_address'->'lines'->>0, ''),
+            nullif(p->'shipping_address'->'lines'->>1, ''),
+            nullif(p->'shipping_address'->>'city', ''),
+            nullif(p->'shipping_address'->>'postal_code', ''),
+            nullif(p->'shipping_address'->>'region', ''),
+            nullif(p->'shipping_address'->>'country', ''));
     FOR line IN SELECT * FROM jsonb_array_elements(p->'lines') LOOP
         n := n + 1;
         qty := (line->>'quantity')::int;
@@ -185,6 +203,34 @@ BEGIN
     UPDATE tributary_inbox SET processed_at = now(), outcome = erp_credit_refund(entity_key, payload)
     WHERE event_type = 'refund.created' AND processed_at IS NULL AND payload->>'order_id' = ref;
     RETURN 'sales order ' || o || ' confirmed';
+END $$;
+
+-- An operator corrects the ship-to address of an order the warehouse refused (the WMS sink's
+-- dead letter names the field). `ref` is the sales order or its storefront key. The update
+-- is a new order event (`order.address_changed`) that releases the order to the WMS with the
+-- corrected address; then `tributary dlq redrive --sink wms --all` empties the dead letters
+-- (docs/order-to-cash.md, "Address refusals"). An order that has shipped or was cancelled
+-- cannot be corrected any more.
+CREATE FUNCTION erp_correct_address(ref text, line1 text, line2 text, city text,
+                                    postal_code text, region text, country text)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    so sales_orders;
+BEGIN
+    SELECT * INTO so FROM sales_orders WHERE order_no = ref OR storefront_ref = ref
+    ORDER BY order_no LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no sales order %', ref;
+    END IF;
+    IF so.status IN ('shipped', 'completed', 'cancelled') THEN
+        RAISE EXCEPTION 'sales order % is %: its address can no longer be corrected', so.order_no, so.status;
+    END IF;
+    UPDATE sales_orders
+    SET ship_to_line1 = nullif(line1, ''), ship_to_line2 = nullif(line2, ''),
+        ship_to_city = nullif(city, ''), ship_to_postal_code = nullif(postal_code, ''),
+        ship_to_region = nullif(region, ''), ship_to_country = nullif(upper(country), '')
+    WHERE order_no = so.order_no;
+    RETURN 'ship-to of ' || so.order_no || ' corrected';
 END $$;
 
 -- The storefront cancelled an order: cancelled in the ERP too unless it shipped.

@@ -633,6 +633,16 @@ pub fn retail_config(pg: &PgCluster, nats_url: &str, sources: &[SourceSpec]) -> 
     Ok(text)
 }
 
+/// The bridge's `http_listen` address in a configuration text (for `/metrics`).
+pub fn http_listen(config_text: &str) -> String {
+    config_text
+        .split("http_listen = \"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// One product per SKU in the shop, one variant each at `price`: SKU → inventory item gid.
 pub fn shop_catalog(
     shop: &tributary_sandbox::shopify::Shopify,

@@ -106,7 +106,9 @@ pub struct Mapping {
     pub parent: Option<ParentRef>,
     /// Target field path -> where its value comes from. Paths end at a scalar field
     /// (`order.total.amount`); `external_ids[<system>]` fills the id of that system's entry
-    /// (`"order.external_ids[shopify]" = "shop_order_id"`; NULL removes the entry).
+    /// (`"order.external_ids[shopify]" = "shop_order_id"`; NULL removes the entry);
+    /// `<list>[<n>]` fills the n-th element of a list of scalars
+    /// (`"order.shipping_address.lines[0]" = "ship_to_line1"`; NULL empties it).
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
 }

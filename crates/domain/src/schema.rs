@@ -4,7 +4,8 @@
 //! A path can select one entry of a list of `ExternalId`s by its system:
 //! `order.external_ids[shopify]` fills (or, on NULL, removes) the entry whose `system` is
 //! `shopify` with the column's value as its `id`, so that an ERP row can carry the ids other
-//! systems know the entity by.
+//! systems know the entity by. A path can also select one element of a list of scalars by
+//! its position: `order.shipping_address.lines[0]` (an ERP's address line columns).
 
 use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value,
@@ -34,13 +35,23 @@ pub struct FieldPath {
     pub entry: Option<Entry>,
 }
 
-/// A list entry selected by key: the list is `fields[at]`, the entry the one whose
-/// `key_field` equals `key`.
+/// A list entry: the list is `fields[at]`.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub at: usize,
-    pub key_field: FieldDescriptor,
-    pub key: String,
+    pub select: Select,
+}
+
+#[derive(Clone, Debug)]
+pub enum Select {
+    /// The entry whose `key_field` equals `key` (a list of messages).
+    Keyed {
+        key_field: FieldDescriptor,
+        key: String,
+    },
+    /// The element at this position (a list of scalars); filling it pads the list with
+    /// empty elements, clearing it empties the element and drops empty ones at the end.
+    Index(usize),
 }
 
 /// The fields an entry of a keyed list needs: a string key and a value.
@@ -110,19 +121,32 @@ impl Schema {
                     format!("`{text}`: {} has no field `{name}`", message.full_name()),
                 )
             })?;
+            if let Some(index) = selector
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|_| field.is_list() && !matches!(field.kind(), Kind::Message(_)))
+            {
+                entry = Some(Entry {
+                    at: fields.len(),
+                    select: Select::Index(index),
+                });
+                fields.push(field);
+                continue;
+            }
             if let Some(selector) = selector {
                 let (key_field, value_field) = keyed_entry_fields(&field).ok_or_else(|| {
                     DomainError::config(
                         key,
                         format!(
-                            "`{text}`: `{name}[…]` selects an entry of a list of messages with `{ENTRY_KEY_FIELD}` and `{ENTRY_VALUE_FIELD}` (such as external_ids)"
+                            "`{text}`: `{name}[…]` selects an entry of a list of messages with `{ENTRY_KEY_FIELD}` and `{ENTRY_VALUE_FIELD}` (such as external_ids), or `{name}[<n>]` an element of a list of scalars"
                         ),
                     )
                 })?;
                 entry = Some(Entry {
                     at: fields.len(),
-                    key_field,
-                    key: selector.to_string(),
+                    select: Select::Keyed {
+                        key_field,
+                        key: selector.to_string(),
+                    },
                 });
                 fields.push(field);
                 fields.push(value_field);
@@ -162,6 +186,15 @@ impl Schema {
     }
 }
 
+impl Entry {
+    fn keyed(&self) -> Option<(&FieldDescriptor, &str)> {
+        match &self.select {
+            Select::Keyed { key_field, key } => Some((key_field, key)),
+            Select::Index(_) => None,
+        }
+    }
+}
+
 /// The key and value fields of a repeated message field usable as a keyed list.
 fn keyed_entry_fields(field: &FieldDescriptor) -> Option<(FieldDescriptor, FieldDescriptor)> {
     if !field.is_list() {
@@ -188,13 +221,40 @@ fn set_at(
     entry: Option<&Entry>,
     value: Option<Value>,
 ) {
-    if let (Some(e), [list, value_field]) = (entry.filter(|e| e.at == depth), path) {
+    if let (Some(Select::Index(n)), [list]) =
+        (entry.filter(|e| e.at == depth).map(|e| &e.select), path)
+    {
+        let empty = Value::default_value(&list.kind());
         let Value::List(items) = msg.get_field_mut(list) else {
             return;
         };
-        let key = Value::String(e.key.clone());
+        match value {
+            Some(v) => {
+                if items.len() <= *n {
+                    items.resize(*n + 1, empty.clone());
+                }
+                items[*n] = v;
+            }
+            None => {
+                if let Some(item) = items.get_mut(*n) {
+                    *item = empty.clone();
+                }
+            }
+        }
+        while items.last() == Some(&empty) {
+            items.pop();
+        }
+        return;
+    }
+    if let (Some((key_field, key)), [list, value_field]) =
+        (entry.filter(|e| e.at == depth).and_then(Entry::keyed), path)
+    {
+        let Value::List(items) = msg.get_field_mut(list) else {
+            return;
+        };
+        let key = Value::String(key.to_string());
         let found = items.iter().position(
-            |item| matches!(item, Value::Message(m) if m.get_field(&e.key_field).as_ref() == &key),
+            |item| matches!(item, Value::Message(m) if m.get_field(key_field).as_ref() == &key),
         );
         match (value, found) {
             (Some(v), Some(i)) => {
@@ -204,7 +264,7 @@ fn set_at(
             }
             (Some(v), None) => {
                 let mut m = DynamicMessage::new(value_field.parent_message().clone());
-                m.set_field(&e.key_field, key);
+                m.set_field(key_field, key);
                 m.set_field(value_field, v);
                 items.push(Value::Message(m));
             }
@@ -240,11 +300,21 @@ fn get_at(
     depth: usize,
     entry: Option<&Entry>,
 ) -> Option<Value> {
-    if let (Some(e), [list, value_field]) = (entry.filter(|e| e.at == depth), path) {
-        let key = Value::String(e.key.clone());
+    if let (Some(Select::Index(n)), [list]) =
+        (entry.filter(|e| e.at == depth).map(|e| &e.select), path)
+    {
+        return match msg.get_field(list).as_ref() {
+            Value::List(items) => items.get(*n).cloned(),
+            _ => None,
+        };
+    }
+    if let (Some((key_field, key)), [list, value_field]) =
+        (entry.filter(|e| e.at == depth).and_then(Entry::keyed), path)
+    {
+        let key = Value::String(key.to_string());
         return match msg.get_field(list).as_ref() {
             Value::List(items) => items.iter().find_map(|item| match item {
-                Value::Message(m) if m.get_field(&e.key_field).as_ref() == &key => {
+                Value::Message(m) if m.get_field(key_field).as_ref() == &key => {
                     Some(m.get_field(value_field).into_owned())
                 }
                 _ => None,
@@ -317,8 +387,35 @@ mod tests {
             "order.external_ids[a].id",
             "order.status[x]",
             "order.external_ids",
+            "order.lines[0]",
+            "order.shipping_address.lines",
+            "order.shipping_address.lines[0].x",
         ] {
             assert!(schema.resolve(bad, "k").is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn indexed_scalar_elements_are_set_padded_and_trimmed() {
+        let schema = Schema::load().expect("descriptors");
+        let first = schema
+            .resolve("order.shipping_address.lines[0]", "k")
+            .expect("resolves");
+        let second = schema
+            .resolve("order.shipping_address.lines[1]", "k")
+            .expect("resolves");
+        let desc = match first.member.kind() {
+            Kind::Message(m) => m,
+            _ => unreachable!(),
+        };
+        let text = |s: &str| Some(Value::String(s.into()));
+        let mut order = DynamicMessage::new(desc);
+        set_path(&mut order, &second, text("Flat 2"));
+        assert_eq!(get_path(&order, &first), text(""));
+        set_path(&mut order, &first, text("1 Main St"));
+        assert_eq!(get_path(&order, &second), text("Flat 2"));
+        set_path(&mut order, &second, None);
+        assert_eq!(get_path(&order, &second), None);
+        assert_eq!(get_path(&order, &first), text("1 Main St"));
     }
 }

@@ -94,7 +94,7 @@ fn added_field_passes_the_check() {
     let new = compile_edited(|t| {
         t.replace(
             "  string store_id = 11;\n",
-            "  string store_id = 11;\n  string promotion_code = 12;\n",
+            "  string store_id = 11;\n  string promotion_code = 13;\n",
         )
     });
     assert!(compat::check_encoded(&old, &new)
@@ -114,7 +114,7 @@ fn changed_type_and_renumbered_field_fail_the_check() {
         "{v:?}"
     );
     let new = compile_edited(|t| {
-        t.replace("string channel = 4;", "string channel = 12;")
+        t.replace("string channel = 4;", "string channel = 13;")
             .replace("Money total = 5;", "Money total = 5;\n  string note = 4;")
     });
     let v = compat::check_encoded(&old, &new).expect("decodes");

@@ -9,6 +9,7 @@ pub const DEAD_LETTERS: &str = "tributary_sink_dead_letters_total";
 pub const APPLY_LATENCY: &str = "tributary_sink_apply_latency_seconds";
 pub const PENDING: &str = "tributary_sink_consumer_pending";
 pub const DEAD_LETTER_DEPTH: &str = "tributary_sink_dead_letter_depth";
+pub const DEAD_LETTER_OLDEST_AGE: &str = "tributary_sink_dead_letter_oldest_age_seconds";
 pub const ERRORS: &str = "tributary_sink_errors_total";
 pub const SF_REQUESTS: &str = "tributary_sink_salesforce_requests_total";
 pub const SF_BATCH_SIZE: &str = "tributary_sink_salesforce_batch_records";
@@ -26,6 +27,11 @@ pub fn describe() {
     metrics::describe_gauge!(
         DEAD_LETTER_DEPTH,
         "Events of the sink parked in the dead-letter stream now (sampled every 5 s)"
+    );
+    metrics::describe_gauge!(
+        DEAD_LETTER_OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "Age of the sink's oldest dead letter still parked, 0 with none (sampled every 5 s)"
     );
     metrics::describe_counter!(
         APPLIED,
@@ -128,6 +134,7 @@ pub fn register(config: &tributary_config::Config) {
             counter!(name, "sink" => sink).increment(0);
         }
         gauge!(DEAD_LETTER_DEPTH, "sink" => sink).set(0.0);
+        gauge!(DEAD_LETTER_OLDEST_AGE, "sink" => sink).set(0.0);
         for consumer in &consumers {
             gauge!(PENDING, "sink" => sink, "partition" => consumer.label(), "class" => consumer.class_label())
                 .set(0.0);

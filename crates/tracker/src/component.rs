@@ -1,6 +1,7 @@
 //! The tracker as a supervised component (`tracker`): one durable consumer on the domain
-//! stream and the periodic sweep, in one task so that they never race each other; under
-//! `[ha]` a work unit like the domain stage, every write and ack behind its fence.
+//! stream, the periodic sweep and the consumer of dead-letter resolutions on its own stream
+//! (`resolution.rs`), in one task so that they never race each other; under `[ha]` a work
+//! unit like the domain stage (one replica counts), every write and ack behind its fence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,14 +98,9 @@ impl Tracker {
         let mut watch = DeliveryWatch::start(&mut consumer)
             .await
             .map_err(|e| TrackerError::nats("consumer info", e))?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(64)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| TrackerError::nats("pull", e))?;
+        let mut messages = deliveries(&consumer).await?;
+        let mut resolved = crate::resolution::open(shared).await?;
+        let mut resolutions = deliveries(&resolved.consumer).await?;
         info!(stream = %shared.domain_stream, consumer = %shared.cfg.consumer, "tracking");
         let mut sweep = tokio::time::interval(Duration::from_secs(shared.cfg.sweep_interval_secs));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -125,6 +121,15 @@ impl Tracker {
                     watch
                         .check_idle(info)
                         .map_err(|gap| TrackerError::nats("delivery", gap))?;
+                    let resolved_info = resolved
+                        .consumer
+                        .info()
+                        .await
+                        .map_err(|e| TrackerError::nats("consumer info", e))?;
+                    resolved
+                        .watch
+                        .check_idle(resolved_info)
+                        .map_err(|gap| TrackerError::nats("delivery", gap))?;
                     if info.num_pending == 0 && info.num_ack_pending == 0 {
                         crate::sweep::sweep(shared, fence).await?;
                     } else {
@@ -136,9 +141,28 @@ impl Tracker {
                     crate::consume::handle(shared, fence, msg).await?;
                     watch.busy();
                 }
+                next = resolutions.next() => {
+                    let msg = watched(&mut resolved.watch, next_message(next)?)?;
+                    crate::resolution::handle(shared, fence, msg).await?;
+                    resolved.watch.busy();
+                }
             }
         }
     }
+}
+
+/// A consumer's deliveries, pulled 64 at a time.
+async fn deliveries(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+) -> Result<pull::Stream, TrackerError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(64)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| TrackerError::nats("pull", e))
 }
 
 type Next = Option<Result<jetstream::Message, async_nats::error::Error<pull::MessagesErrorKind>>>;

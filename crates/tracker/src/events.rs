@@ -8,7 +8,7 @@
 //! | `order.*` with status `shipped` / `delivered` / `completed` / `cancelled` | shipped / delivered / delivered / cancelled |
 //! | `order.*` with payment state `refunded` | order refunded |
 //! | `fulfillment.*` with status `pending` / `allocated` / `picked` (the WMS has the order) | released |
-//! | `fulfillment.*` with status `shipped` / `delivered` | shipped (at `shipped_at`) / delivered |
+//! | `fulfillment.*` with status `shipped` / `delivered` | shipped (at `shipped_at`) / delivered (and shipped at `shipped_at`, if not yet) |
 //! | `return.*` with state `requested` / `received` / `credited` / `refunded` | that return milestone |
 //! | `refund.*` naming a return | the return refunded, at `refunded_at` |
 //! | `refund.*` naming only an order | the order refunded |
@@ -59,19 +59,19 @@ pub fn observe(event: &DomainEvent) -> Option<Observation> {
         }
         Entity::Fulfillment(f) => {
             let key = first(&f.order_id, &meta.entity_key);
-            let m = match f.status.as_str() {
-                "pending" | "allocated" | "picked" => Some((Milestone::Released, at)),
-                "shipped" => Some((Milestone::Shipped, own(f.shipped_at_micros))),
-                "delivered" => Some((Milestone::Delivered, at)),
-                _ => None,
+            let ms = match f.status.as_str() {
+                "pending" | "allocated" | "picked" => vec![(Milestone::Released, at)],
+                "shipped" => vec![(Milestone::Shipped, own(f.shipped_at_micros))],
+                // Webhooks overtake each other: a `delivered` that comes before its `shipped`
+                // (which the feed then drops as stale) still says when the parcel left.
+                "delivered" if f.shipped_at_micros > 0 => vec![
+                    (Milestone::Shipped, f.shipped_at_micros),
+                    (Milestone::Delivered, at),
+                ],
+                "delivered" => vec![(Milestone::Delivered, at)],
+                _ => Vec::new(),
             };
-            (
-                Kind::Order,
-                key.clone(),
-                key,
-                f.status.clone(),
-                m.into_iter().collect(),
-            )
+            (Kind::Order, key.clone(), key, f.status.clone(), ms)
         }
         Entity::ProductReturn(r) => {
             let key = first(&r.return_id, &meta.entity_key);
@@ -175,6 +175,21 @@ mod tests {
         assert_eq!(
             (o.key.as_str(), o.milestones.clone()),
             ("SO-1", vec![(Milestone::Shipped, 5_000)])
+        );
+
+        // A `delivered` that overtook its `shipped` still gives the shipment time.
+        let delivered = DomainEvent {
+            meta: meta("fulfillment", "updated", "SO-1"),
+            entity: Some(Entity::Fulfillment(Fulfillment {
+                status: "delivered".into(),
+                shipped_at_micros: 3_000,
+                ..Default::default()
+            })),
+        };
+        let o = observe(&delivered).expect("observed");
+        assert_eq!(
+            o.milestones,
+            vec![(Milestone::Shipped, 3_000), (Milestone::Delivered, 5_000)]
         );
 
         let ret = DomainEvent {

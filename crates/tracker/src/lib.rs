@@ -5,7 +5,7 @@
 //! NATS KV bucket (`store.rs`, compare-and-set), publishes milestone and exception events
 //! (`publish.rs`), measures the business KPIs from the events' own timestamps
 //! (`metrics.rs`), and sweeps the records for processes waiting past a threshold
-//! (`sweep.rs`). [`Tracker`] is one supervised component (`component.rs`).
+//! (`sweep.rs`), and counts the dead letters operators resolve (`resolution.rs`). [`Tracker`] is one supervised component (`component.rs`).
 
 mod component;
 mod consume;
@@ -14,6 +14,7 @@ pub mod events;
 pub mod metrics;
 pub mod process;
 mod publish;
+pub mod resolution;
 mod shared;
 pub mod store;
 mod sweep;

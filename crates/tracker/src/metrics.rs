@@ -1,6 +1,7 @@
 //! Every metric of the order-to-cash tracker, named once. Labels are bounded: `stage` (the
 //! fixed stages of `process.rs`), `process` (order, return), `milestone` (the fixed
-//! milestones), `kind` (order_stuck, refund_delayed), `outcome` (applied, repeated, ignored).
+//! milestones), `kind` (order_stuck, refund_delayed), `outcome` (applied, repeated, ignored;
+//! redriven, dropped), `sink` (the configured sinks, and `domain`).
 
 use crate::process::{Kind, Milestone, STAGES};
 
@@ -16,6 +17,7 @@ pub const EXCEPTIONS: &str = "tributary_o2c_exceptions_total";
 pub const STATE_CONFLICTS: &str = "tributary_o2c_state_conflicts_total";
 pub const SWEEPS: &str = "tributary_o2c_sweeps_total";
 pub const SWEEPS_DEFERRED: &str = "tributary_o2c_sweeps_deferred_total";
+pub const RESOLUTION_SECONDS: &str = "tributary_o2c_exception_resolution_seconds";
 
 /// Exception kinds (`kind` label, and the subjects' last tokens with a dot).
 pub const KIND_ORDER_STUCK: &str = "order_stuck";
@@ -25,6 +27,12 @@ pub const KIND_REFUND_DELAYED: &str = "refund_delayed";
 pub const APPLIED: &str = "applied";
 pub const REPEATED: &str = "repeated";
 pub const IGNORED: &str = "ignored";
+
+/// Outcomes of a dead letter's resolution (`tributary dlq redrive` / `drop`).
+pub const REDRIVEN: &str = "redriven";
+pub const DROPPED: &str = "dropped";
+/// The `sink` label of the domain stage's dead letters (changes no mapping could map).
+pub const DOMAIN: &str = "domain";
 
 /// Buckets of the business latencies: seconds up to days (a refund may take a week).
 pub const BUSINESS_BUCKETS: &[f64] = &[
@@ -77,10 +85,16 @@ pub fn describe() {
         SWEEPS_DEFERRED,
         "sweeps put off because the tracker had not caught up with the domain stream"
     );
+    metrics::describe_histogram!(
+        RESOLUTION_SECONDS,
+        metrics::Unit::Seconds,
+        "time from a dead letter's parking to its redrive or drop (tributary dlq), per sink and outcome"
+    );
 }
 
-/// Creates every series at zero, so that dashboards and alerts see them from the start.
-pub fn register() {
+/// Creates every series at zero, so that dashboards and alerts see them from the start;
+/// `dead_letter_owners`: the configured sinks, and `domain` with a domain stage.
+pub fn register(dead_letter_owners: &[&str]) {
     use metrics::{counter, gauge, histogram};
     for outcome in [APPLIED, REPEATED, IGNORED] {
         counter!(EVENTS, "outcome" => outcome).increment(0);
@@ -103,6 +117,12 @@ pub fn register() {
         let _ = histogram!(STAGE_SECONDS, "stage" => stage.name);
     }
     let _ = histogram!(REFUND_CYCLE_SECONDS);
+    for owner in dead_letter_owners {
+        for outcome in [REDRIVEN, DROPPED] {
+            let _ =
+                histogram!(RESOLUTION_SECONDS, "sink" => owner.to_string(), "outcome" => outcome);
+        }
+    }
     for name in [
         ORDERS_UNALLOCATED,
         ORDERS_UNSHIPPED,

@@ -3,7 +3,8 @@
 //! that a replica that lost its lease and one that took over never overwrite each other.
 //! `link.<own|copy>.<id>` maps an order's id in another system (`shopify:<gid>`) to the
 //! record of the storefront's own order (`own`) and to the record that carries it on
-//! (`copy`: the ERP's order of it).
+//! (`copy`: the ERP's order of it). `dead_letter.<stream>.<seq>.<parked>` marks a dead
+//! letter's resolution as counted (`resolution.rs`).
 
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt as _;
@@ -107,6 +108,19 @@ impl Store {
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
                 Err(e) => Err(TrackerError::nats(what(), e)),
             }
+        }
+    }
+
+    /// Creates `k` unless it exists: true when this call created it (a marker that something
+    /// was counted once, e.g. a dead letter's resolution).
+    pub async fn create_once(&self, k: &str, value: Vec<u8>) -> Result<bool, TrackerError> {
+        match self.kv.create(k, value.into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(TrackerError::nats(
+                format!("KV {} write {k}", self.bucket),
+                e,
+            )),
         }
     }
 

@@ -80,7 +80,19 @@ pub fn register_metrics(
     tributary_sinks::metrics::register(config);
     tributary_saas::metrics::register(config);
     if config.tracker.is_some() {
-        tributary_tracker::metrics::register();
+        // Whose dead letters `tributary dlq` can resolve: the configured sinks, the domain stage.
+        let mut owners: Vec<&str> = match &config.sinks {
+            Some(cfg) => tributary_sinks::SINK_NAMES
+                .iter()
+                .copied()
+                .filter(|s| !tributary_sinks::partition_consumers(cfg, s).is_empty())
+                .collect(),
+            None => Vec::new(),
+        };
+        if config.domain.is_some() {
+            owners.push(tributary_tracker::metrics::DOMAIN);
+        }
+        tributary_tracker::metrics::register(&owners);
     }
     if config.reconcile.inventory.is_some() {
         tributary_reconcile::metrics::register();

@@ -17,7 +17,7 @@
 
 use serde_json::Value;
 use tributary_proto::retail::v1::{
-    domain_event::Entity, Customer, ExternalId, Fulfillment, InventoryLevel, Money, Order,
+    domain_event::Entity, Address, Customer, ExternalId, Fulfillment, InventoryLevel, Money, Order,
     OrderLine, Refund,
 };
 
@@ -143,6 +143,10 @@ pub fn map(
                 lines,
                 external_ids: external(&g),
                 store_id: String::new(),
+                shipping_address: payload
+                    .get("shipping_address")
+                    .and_then(shipping_address)
+                    .map(Box::new),
             };
             let event = if topic == "orders/create" {
                 "placed"
@@ -285,6 +289,28 @@ fn money(v: Option<&Value>) -> String {
     }
 }
 
+/// Shopify's `shipping_address` (REST shape): the lines that are not empty, the province
+/// code as the region; None when the order has none (nothing to ship).
+fn shipping_address(a: &Value) -> Option<Address> {
+    let text = |f: &str| a.get(f).and_then(Value::as_str).unwrap_or_default().trim();
+    if !a.is_object() {
+        return None;
+    }
+    Some(Address {
+        kind: "shipping".into(),
+        lines: ["address1", "address2"]
+            .iter()
+            .map(|f| text(f))
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        city: text("city").into(),
+        postal_code: text("zip").into(),
+        region: text("province_code").into(),
+        country: text("country_code").to_uppercase(),
+    })
+}
+
 fn order_status(o: &Value) -> &'static str {
     let set = |f: &str| o.get(f).is_some_and(|v| !v.is_null());
     if set("cancelled_at") {
@@ -331,6 +357,24 @@ mod tests {
         };
         assert_eq!(order.customer_id, "WEB-3");
         assert_eq!(order.lines[0].sku, "MUG-1");
+        assert_eq!(order.shipping_address, None);
+        let mut with_address = o.clone();
+        with_address["shipping_address"] = json!({"address1": "Hauptstr. 5", "address2": null,
+            "city": "Berlin", "province_code": "BE", "zip": "10115", "country_code": "de"});
+        let Entity::Order(order) = map("web", "orders/create", &with_address, 0)
+            .unwrap()
+            .unwrap()
+            .body
+        else {
+            panic!()
+        };
+        let a = order.shipping_address.unwrap();
+        assert_eq!(a.lines, vec!["Hauptstr. 5".to_string()]);
+        assert_eq!(
+            (a.city.as_str(), a.postal_code.as_str()),
+            ("Berlin", "10115")
+        );
+        assert_eq!((a.region.as_str(), a.country.as_str()), ("BE", "DE"));
         let i = json!({"inventory_item_id": 5, "location_id": 2, "available": 4,
             "updated_at": "2026-01-01T00:00:00.000Z"});
         let m = map("web", "inventory_levels/update", &i, 0)

@@ -30,7 +30,7 @@ use crate::metrics as m;
 use crate::time::{format_rfc3339_millis, now_micros, parse_rfc3339_micros};
 use crate::SaasError;
 
-pub(super) const ORDERS: &str = "query($first:Int!,$after:String,$query:String,$lines:Int!){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} lineItems(first:$lines){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}} pageInfo{hasNextPage endCursor}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} refunds{id createdAt totalRefundedSet{shopMoney{amount currencyCode}}} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+pub(super) const ORDERS: &str = "query($first:Int!,$after:String,$query:String,$lines:Int!){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} shippingAddress{address1 address2 city provinceCode zip countryCodeV2} lineItems(first:$lines){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}} pageInfo{hasNextPage endCursor}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} refunds{id createdAt totalRefundedSet{shopMoney{amount currencyCode}}} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
 pub(super) const LOCATIONS: &str = "query($first:Int!,$after:String){locations(first:$first,after:$after){nodes{id} pageInfo{hasNextPage endCursor}}}";
 pub(super) const LOCATION_LEVELS: &str = "query($id:ID!,$first:Int!,$after:String){location(id:$id){inventoryLevels(first:$first,after:$after){nodes{id updatedAt item{id} location{id} quantities(names:[\"available\"]){name quantity}} pageInfo{hasNextPage endCursor}}}}";
 pub(super) const CUSTOMERS: &str = "query($first:Int!,$after:String,$query:String){customers(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id email firstName lastName phone note tags createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
@@ -374,6 +374,10 @@ fn order_records(o: &Value) -> Vec<(&'static str, Value)> {
         "cancelled_at": o["cancelledAt"],
         "closed_at": if o["closed"].as_bool() == Some(true) { updated.clone() } else { Value::Null },
         "customer": o["customer"].get("id").map(|c| json!({"id": tail(c), "admin_graphql_api_id": c})),
+        "shipping_address": o["shippingAddress"].as_object().map(|a| json!({
+            "address1": a.get("address1"), "address2": a.get("address2"), "city": a.get("city"),
+            "province_code": a.get("provinceCode"), "zip": a.get("zip"),
+            "country_code": a.get("countryCodeV2")})),
         "line_items": lines, "created_at": o["createdAt"], "updated_at": updated,
     });
     let created = o["createdAt"] == o["updatedAt"];
@@ -427,4 +431,38 @@ fn customer_payload(c: &Value) -> Value {
     json!({"id": tail(&c["id"]), "admin_graphql_api_id": c["id"], "email": c["email"],
            "first_name": c["firstName"], "last_name": c["lastName"], "phone": c["phone"],
            "note": c["note"], "created_at": c["createdAt"], "updated_at": c["updatedAt"]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_proto::retail::v1::domain_event::Entity;
+
+    /// The poll must bring the address a webhook brings: both give the same event id, so
+    /// whichever arrives first is the order's `order.placed`.
+    #[test]
+    fn a_polled_order_carries_the_webhooks_shipping_address() {
+        let node = json!({"id": "gid://shopify/Order/7", "name": "#1007",
+            "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z",
+            "displayFinancialStatus": "PAID", "customer": null, "lineItems": {"nodes": []},
+            "shippingAddress": {"address1": "350 Fifth Avenue", "address2": null, "city": "New York",
+                "provinceCode": "NY", "zip": "10118", "countryCodeV2": "US"}});
+        let webhook = json!({"id": 7, "admin_graphql_api_id": "gid://shopify/Order/7",
+            "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z",
+            "shipping_address": {"address1": "350 Fifth Avenue", "address2": null, "city": "New York",
+                "province_code": "NY", "zip": "10118", "country_code": "US"}});
+        let address =
+            |payload: &Value| match crate::shopify::mapper::map("web", "orders/create", payload, 0)
+                .ok()
+                .flatten()
+                .map(|m| m.body)
+            {
+                Some(Entity::Order(o)) => o.shipping_address,
+                _ => None,
+            };
+        let records = order_records(&node);
+        let polled = address(&records[0].1);
+        assert!(polled.is_some());
+        assert_eq!(polled, address(&webhook));
+    }
 }

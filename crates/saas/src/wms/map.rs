@@ -104,7 +104,14 @@ pub fn map_webhook(body: &Value) -> Result<Option<MappedWebhook>, String> {
         s if s.is_empty() => format!("WMS-{wms_id}"),
         s => format!("WMS-{s}"),
     };
-    let shipped_at_micros = if status == "shipped" { updated } else { 0 };
+    // The shipment's own time when the WMS gives one (a `delivered` webhook can overtake the
+    // `shipped` one; it still says when the parcel left), else the `shipped` webhook's time.
+    let shipped_at_micros = match ship("shipped_at") {
+        s if !s.is_empty() => parse_rfc3339_micros(&s)
+            .ok_or_else(|| format!("shipment shipped_at {s:?} is not an RFC 3339 time"))?,
+        _ if status == "shipped" => updated,
+        _ => 0,
+    };
     Ok(Some(MappedWebhook {
         as_of_micros: updated + rank(&status),
         entity: "fulfillment",
@@ -344,6 +351,17 @@ mod tests {
             map_webhook(&body("allocated", "2026-01-01T00:00:00.000Z"))?.ok_or("not mapped")?;
         assert!(allocated.as_of_micros < shipped.as_of_micros);
         assert!(map_webhook(&serde_json::json!({"type": "inventory.updated"}))?.is_none());
+        // A `delivered` webhook names the shipment's own time, which the `shipped` one had.
+        let mut late = body("delivered", "2026-01-01T00:00:05.000Z");
+        late["data"]["order"]["shipments"][0]["shipped_at"] = "2026-01-01T00:00:00.000Z".into();
+        let delivered = map_webhook(&late)?.ok_or("not mapped")?;
+        let (Entity::Fulfillment(d), Entity::Fulfillment(s)) = (&delivered.body, &shipped.body)
+        else {
+            return Err("not fulfillments".into());
+        };
+        assert_eq!(d.shipped_at_micros, s.shipped_at_micros);
+        late["data"]["order"]["shipments"][0]["shipped_at"] = "yesterday".into();
+        assert!(map_webhook(&late).is_err());
         Ok(())
     }
 

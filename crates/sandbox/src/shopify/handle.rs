@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::outcome::Changed;
 use super::state::{
     gid, parse_gid, Customer, Fulfillment, InventoryLevel, LineItem, Location, Order, Product,
-    Refund, ShopState, Variant,
+    Refund, ShippingAddress, ShopState, Variant,
 };
 use super::throttle::Limiter;
 use super::webhooks::{self, ShopifyWebhook, WebhookSender};
@@ -210,12 +210,24 @@ impl Shopify {
         })
     }
 
-    /// Adds an open, paid, unfulfilled order with `(sku, quantity, price)` lines.
+    /// Adds an open, paid, unfulfilled order with `(sku, quantity, price)` lines and no
+    /// shipping address.
     pub fn add_order(
         &self,
         email: &str,
         lines: &[(&str, i64, &str)],
         customer: Option<&str>,
+    ) -> SeededOrder {
+        self.add_order_to(email, lines, customer, None)
+    }
+
+    /// [`Shopify::add_order`] with the address the customer entered at checkout.
+    pub fn add_order_to(
+        &self,
+        email: &str,
+        lines: &[(&str, i64, &str)],
+        customer: Option<&str>,
+        shipping_address: Option<ShippingAddress>,
     ) -> SeededOrder {
         self.with_state(|s| {
             let id = s.next_id();
@@ -247,6 +259,7 @@ impl Shopify {
                     line_items,
                     fulfillment_order_id: fo,
                     customer_id: customer.and_then(|c| parse_gid(c, "Customer")),
+                    shipping_address,
                     refunds: vec![],
                     created_at: now.clone(),
                     updated_at: now,
@@ -286,7 +299,19 @@ impl Shopify {
         lines: &[(&str, i64, &str)],
         customer: Option<&str>,
     ) -> SeededOrder {
-        let order = self.add_order(email, lines, customer);
+        self.place_order_to(email, lines, customer, None)
+    }
+
+    /// A checkout with a shipping address: [`Shopify::add_order_to`] and its `orders/create`
+    /// webhook.
+    pub fn place_order_to(
+        &self,
+        email: &str,
+        lines: &[(&str, i64, &str)],
+        customer: Option<&str>,
+        shipping_address: Option<ShippingAddress>,
+    ) -> SeededOrder {
+        let order = self.add_order_to(email, lines, customer, shipping_address);
         self.send_hook("orders/create", &order.order_id);
         order
     }

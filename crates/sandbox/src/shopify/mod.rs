@@ -7,6 +7,7 @@
 //!  source ◄──────── signed webhook (orders/updated, inventory_levels/update, …) ◄───┘
 //! ```
 
+pub mod addresses;
 mod cost;
 mod graphql;
 mod handle;
@@ -34,7 +35,7 @@ pub use handle::{SeededOrder, SeededProduct, VariantSeed};
 pub use outcome::inventory_level_gid;
 pub use state::{
     gid, parse_gid, Customer, Fulfillment, InventoryChange, InventoryLevel, LineItem, Location,
-    Order, Product, Refund, ShopState, Tracking, Variant,
+    Order, Product, Refund, ShippingAddress, ShopState, Tracking, Variant,
 };
 pub use webhooks::{BatchOptions, BatchReport, SentWebhook, ShopifyWebhook, WebhookSender};
 

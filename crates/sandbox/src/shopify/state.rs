@@ -57,6 +57,30 @@ pub struct InventoryLevel {
     pub updated_at: String,
 }
 
+/// Where an order goes, in the REST shape (`shipping_address` of an order); the GraphQL
+/// node names the same fields `address1`, `address2`, `city`, `provinceCode`, `zip`,
+/// `countryCodeV2`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ShippingAddress {
+    pub address1: String,
+    #[serde(default)]
+    pub address2: Option<String>,
+    pub city: String,
+    #[serde(default)]
+    pub province_code: Option<String>,
+    pub zip: String,
+    /// ISO 3166-1 alpha-2.
+    pub country_code: String,
+}
+
+impl ShippingAddress {
+    /// The GraphQL shape.
+    pub fn node(&self) -> Value {
+        json!({"address1": self.address1, "address2": self.address2, "city": self.city,
+               "provinceCode": self.province_code, "zip": self.zip, "countryCodeV2": self.country_code})
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct LineItem {
     pub id: u64,
@@ -83,6 +107,8 @@ pub struct Order {
     pub line_items: Vec<LineItem>,
     pub fulfillment_order_id: u64,
     pub customer_id: Option<u64>,
+    /// None for an order without physical goods to ship.
+    pub shipping_address: Option<ShippingAddress>,
     pub refunds: Vec<Refund>,
     pub created_at: String,
     pub updated_at: String,
@@ -222,6 +248,7 @@ impl ShopState {
             "closed": o.closed, "cancelledAt": if o.cancelled { Some(o.updated_at.clone()) } else { None },
             "displayFinancialStatus": o.financial_status, "displayFulfillmentStatus": o.fulfillment_status,
             "customer": o.customer_id.map(|c| json!({"id": gid("Customer", c)})),
+            "shippingAddress": o.shipping_address.as_ref().map(ShippingAddress::node),
             "lineItems": {"nodes": o.line_items.iter().map(|l| json!({
                 "id": gid("LineItem", l.id), "sku": l.sku, "quantity": l.quantity,
                 "originalUnitPriceSet": {"shopMoney": {"amount": l.price}}})).collect::<Vec<_>>()},

@@ -242,6 +242,7 @@ pub fn order_payload(s: &ShopState, o: &Order) -> Value {
         "fulfillment_status": if o.fulfillment_status == "FULFILLED" { Some("fulfilled") } else { None },
         "line_items": o.line_items.iter().map(|l| json!({"id": l.id, "sku": l.sku, "quantity": l.quantity, "price": l.price})).collect::<Vec<_>>(),
         "customer": o.customer_id.map(|c| json!({"id": c, "admin_graphql_api_id": gid("Customer", c)})),
+        "shipping_address": o.shipping_address,
         "fulfillments": fulfillments,
         "created_at": o.created_at, "updated_at": o.updated_at,
     })

@@ -222,8 +222,19 @@ pub(super) async fn create_order(
         Err(r) => return r,
     };
     let mut created = None;
+    let require_address = lock(&wms.inner.opts).require_address;
     let response = idempotent(&wms, &headers, "POST /orders", &body, |s| {
-        let (reference, lines) = match validate_order(&body) {
+        let address_errors = super::address::check(body.get("recipient"), require_address);
+        let checked = match validate_order(&body) {
+            Ok(v) if address_errors.is_empty() => Ok(v),
+            Ok(_) => Err(Value::Object(address_errors)),
+            Err(Value::Object(mut errors)) => {
+                errors.extend(address_errors);
+                Err(Value::Object(errors))
+            }
+            Err(other) => Err(other),
+        };
+        let (reference, lines) = match checked {
             Ok(v) => v,
             Err(errors) => {
                 return (

@@ -10,6 +10,7 @@
 //!                                              signed webhook return.received ──► source
 //! ```
 
+mod address;
 mod handlers;
 mod returns;
 pub mod state;
@@ -49,6 +50,10 @@ pub struct WmsOptions {
     pub auto_advance: Option<Duration>,
     /// Where lifecycle webhooks go, if anywhere.
     pub webhook: Option<WmsWebhookOptions>,
+    /// Refuse an order without `recipient.address` (a real warehouse does). Off by default:
+    /// tests written before addresses were carried release orders without one. An address
+    /// that is sent is always checked (`address.rs`).
+    pub require_address: bool,
 }
 
 impl Default for WmsOptions {
@@ -61,6 +66,7 @@ impl Default for WmsOptions {
             processing_delay: Duration::ZERO,
             auto_advance: None,
             webhook: None,
+            require_address: false,
         }
     }
 }
@@ -308,6 +314,7 @@ impl Wms {
             let Some(o) = s.orders.get_mut(order_id) else {
                 return Err(SandboxError::UnknownEntity(order_id.to_string()));
             };
+            let now = now_rfc3339();
             if let Some(id) = shipment_id {
                 let number = format!("1Z{}", id.trim_start_matches("shp_"));
                 o.shipments.push(Shipment {
@@ -316,16 +323,19 @@ impl Wms {
                     carrier: "UPS".into(),
                     tracking_number: number,
                     status: "in_transit".into(),
+                    shipped_at: now.clone(),
+                    delivered_at: None,
                 });
             }
             if to == WmsStatus::Delivered {
-                o.shipments
-                    .iter_mut()
-                    .for_each(|sh| sh.status = "delivered".into());
+                o.shipments.iter_mut().for_each(|sh| {
+                    sh.status = "delivered".into();
+                    sh.delivered_at = Some(now.clone());
+                });
             }
             o.status = to;
             o.exception_reason = reason;
-            o.updated_at = now_rfc3339();
+            o.updated_at = now;
             Ok(o.clone())
         })?;
         let kind = match order.status {

@@ -61,6 +61,12 @@ pub struct Shipment {
     pub tracking_number: String,
     pub tracking_url: String,
     pub status: String,
+    /// When the parcel left (RFC 3339): every later webhook of the order carries it, so a
+    /// receiver that gets `delivered` before `shipped` still knows when it shipped.
+    pub shipped_at: String,
+    /// When it arrived, once delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -23,6 +23,13 @@ pub(super) fn of(event: &DomainEvent) -> Option<Value> {
             "payment_state": o.payment_state,
             "total": money(o.total.as_ref()),
             "placed_at_micros": o.placed_at_micros,
+            "shipping_address": o.shipping_address.as_ref().map(|a| json!({
+                "lines": a.lines,
+                "city": a.city,
+                "postal_code": a.postal_code,
+                "region": a.region,
+                "country": a.country,
+            })),
             "external_ids": o.external_ids.iter()
                 .map(|e| (e.system.clone(), Value::String(e.id.clone())))
                 .collect::<serde_json::Map<_, _>>(),

@@ -95,6 +95,9 @@ impl WmsTarget {
         &self,
         query: &[(&str, String)],
     ) -> Result<Option<serde_json::Value>, ApplyError> {
+        // A deposed owner sends nothing to the target, reads included: its answer would
+        // decide a write the new owner makes (tests/ha_sinks.rs counts every request).
+        http::check_fence(None)?;
         let resp = self
             .client
             .get(format!("{}/inventory", self.base))

@@ -1,8 +1,8 @@
 //! WMS target: fulfilment orders from order events, stock adjustments from inventory levels.
 //!
 //! ```text
-//!  order.placed / line_added ──► lines kept in the entity record (KV)
-//!  order status in release_statuses ──► POST /orders {reference_id, products}   Idempotency-Key
+//!  order.placed / line_added ──► lines (and the latest ship-to address) kept in the entity record (KV)
+//!  order status in release_statuses ──► POST /orders {reference_id, recipient, products}   Idempotency-Key
 //!  order status in cancel_statuses  ──► POST /orders/{id}/cancel                Idempotency-Key
 //!  inventory.level_changed at inventory_location ──► POST /inventory/adjustments {sku, delta}
 //!  return.created (announce_returns) ──► POST /returns {reference_id, order_reference, products}
@@ -11,6 +11,12 @@
 //! The order id is the WMS `reference_id` (the WMS answers a repeat with the existing order);
 //! the `Idempotency-Key` is derived from the event id, so a retry or a redelivery after a
 //! crash replays the stored answer instead of acting twice.
+//!
+//! Every order event before the release may carry the ship-to address; the latest one known
+//! is what the release sends. A WMS that refuses the address (422 naming the field) makes
+//! the release a dead letter with that reason; the corrected address arrives as a later
+//! order event (`order.address_changed`), which releases the order, and the redriven dead
+//! letter is then answered "already released" (docs/order-to-cash.md, "Address refusals").
 
 use std::time::Duration;
 
@@ -24,8 +30,11 @@ use crate::outcome::Outcome;
 use crate::state::EntityRecord;
 use crate::{ApplyError, SinkError};
 
+mod address;
 mod inventory;
 mod returns;
+
+use address::ShipTo;
 
 pub struct WmsTarget {
     cfg: WmsSinkConfig,
@@ -41,6 +50,10 @@ struct OrderData {
     customer_id: String,
     #[serde(default)]
     lines: Vec<Line>,
+    /// The latest ship-to address of the order's events up to its release; after the
+    /// release, the one the WMS has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ship_to: Option<ShipTo>,
     /// The WMS order id once released.
     #[serde(default)]
     wms_id: Option<String>,
@@ -113,6 +126,13 @@ impl WmsTarget {
             Some(Entity::Order(order)) => {
                 if !order.customer_id.is_empty() {
                     data.customer_id = order.customer_id.clone();
+                }
+                // Not after the release: a redriven (older) event must not overwrite the
+                // address the WMS was given.
+                if data.wms_id.is_none() {
+                    if let Some(ship_to) = ShipTo::of(order.shipping_address.as_deref()) {
+                        data.ship_to = Some(ship_to);
+                    }
                 }
                 let status = order.status.as_str();
                 // Lines follow their order's `placed` event: an order is released by a later
@@ -198,13 +218,20 @@ impl WmsTarget {
                 format!("order {order_id} has no order.line_added events before its release"),
             ));
         }
+        let mut recipient = json!({"customer_id": data.customer_id});
+        if let Some(ship_to) = &data.ship_to {
+            recipient["address"] = ship_to.json();
+        }
         let body = json!({
             "reference_id": order_id,
             "shipping_method": self.cfg.shipping_method,
-            "recipient": {"customer_id": data.customer_id},
+            "recipient": recipient,
             "products": data.lines.iter().map(|l| json!({"sku": l.sku, "quantity": l.quantity})).collect::<Vec<_>>(),
         });
-        let answer = self.post("/orders", &body, key).await?;
+        let answer = self
+            .post("/orders", &body, key)
+            .await
+            .map_err(|e| address::explain_refusal(order_id, e))?;
         answer
             .get("id")
             .and_then(|v| v.as_str())
@@ -216,5 +243,74 @@ impl WmsTarget {
         self.post(&format!("/orders/{wms_id}/cancel"), &json!({}), key)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_proto::retail::v1::{Address, EventMeta, Order};
+
+    fn target() -> WmsTarget {
+        // Nothing listens there: these events must not reach the WMS.
+        let cfg = serde_json::from_value(json!({"base_url": "http://127.0.0.1:9", "api_key": "k"}))
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        WmsTarget::new(&cfg).unwrap_or_else(|e| panic!("target: {e}"))
+    }
+
+    fn order_event(event: &str, status: &str, city: Option<&str>) -> DomainEvent {
+        DomainEvent {
+            meta: Some(EventMeta {
+                event: event.into(),
+                ..Default::default()
+            }),
+            entity: Some(Entity::Order(Order {
+                order_id: "SO-W1".into(),
+                status: status.into(),
+                shipping_address: city.map(|c| {
+                    Box::new(Address {
+                        lines: vec!["1 Main St".into()],
+                        city: c.into(),
+                        postal_code: "10115".into(),
+                        country: "DE".into(),
+                        ..Default::default()
+                    })
+                }),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn ship_to_city(record: &EntityRecord) -> Option<String> {
+        let data: OrderData = serde_json::from_value(record.data.clone()).unwrap_or_default();
+        data.ship_to.map(|s| s.city)
+    }
+
+    /// The release sends the latest address known; once released, a redriven (older) event
+    /// is answered "already released" and leaves the address the WMS was given.
+    #[tokio::test]
+    async fn the_latest_address_is_kept_until_the_release_and_not_after() {
+        let wms = target();
+        let mut record = EntityRecord::default();
+        let placed = order_event("placed", "placed", Some("Berlim"));
+        let out = wms.apply(&placed, &mut record, "k1").await;
+        assert!(matches!(out, Ok(Outcome::Recorded)));
+        let no_address = order_event("status_changed", "placed", None);
+        let out = wms.apply(&no_address, &mut record, "k2").await;
+        assert!(matches!(out, Ok(Outcome::Recorded)));
+        assert_eq!(ship_to_city(&record).as_deref(), Some("Berlim"));
+        let corrected = order_event("address_changed", "placed", Some("Berlin"));
+        let out = wms.apply(&corrected, &mut record, "k3").await;
+        assert!(matches!(out, Ok(Outcome::Recorded)));
+        assert_eq!(ship_to_city(&record).as_deref(), Some("Berlin"));
+
+        // Released (as the WMS answered it): the redriven refused release changes nothing.
+        let mut data: OrderData = serde_json::from_value(record.data.clone()).unwrap_or_default();
+        data.wms_id = Some("ord_1".into());
+        record.data = serde_json::to_value(&data).unwrap_or_default();
+        let redriven = order_event("status_changed", "confirmed", Some("Berlim"));
+        let out = wms.apply(&redriven, &mut record, "k4").await;
+        assert!(matches!(out, Ok(Outcome::Ignored("already released"))));
+        assert_eq!(ship_to_city(&record).as_deref(), Some("Berlin"));
     }
 }

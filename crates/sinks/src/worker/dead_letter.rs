@@ -1,4 +1,4 @@
-//! Parking an event in the sink's dead-letter stream, and how many are parked.
+//! Parking an event in the sink's dead-letter stream, and how many are parked, since when.
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
@@ -6,13 +6,43 @@ use futures::StreamExt;
 
 use super::SinkWorker;
 use crate::http::truncate;
+use crate::metrics as m;
 use crate::SinkError;
 
 impl SinkWorker {
+    /// Sets the dead-letter gauges: how many of this sink's events are parked, and how long
+    /// the oldest has waited (0 with none). Left as they were when the stream cannot be read.
+    pub(super) async fn sample_dead_letters(&self) {
+        let Ok(stream) = self.js.get_stream(&self.dead_letter_stream).await else {
+            return;
+        };
+        let Some(depth) = self.dead_letter_depth(&stream).await else {
+            return;
+        };
+        metrics::gauge!(m::DEAD_LETTER_DEPTH, "sink" => self.name).set(depth as f64);
+        let age = match depth {
+            0 => Some(0.0),
+            // The first message of the subject is the oldest: redrive and drop delete.
+            _ => stream
+                .get_first_raw_message_by_subject(&self.dead_letter_subject, 1)
+                .await
+                .ok()
+                .map(|msg| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    (now - msg.time.unix_timestamp_nanos() as f64 / 1e9).max(0.0)
+                }),
+        };
+        if let Some(age) = age {
+            metrics::gauge!(m::DEAD_LETTER_OLDEST_AGE, "sink" => self.name).set(age);
+        }
+    }
+
     /// How many of this sink's events sit in the dead-letter stream now (redrive and drop
     /// lower it); None when the stream cannot be read.
-    pub(super) async fn dead_letter_depth(&self) -> Option<u64> {
-        let stream = self.js.get_stream(&self.dead_letter_stream).await.ok()?;
+    async fn dead_letter_depth(&self, stream: &jetstream::stream::Stream) -> Option<u64> {
         let mut subjects = stream
             .info_with_subjects(&self.dead_letter_subject)
             .await

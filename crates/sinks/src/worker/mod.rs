@@ -293,9 +293,7 @@ impl SinkWorker {
                             break Err(SinkError::nats("delivery", gap));
                         }
                     }
-                    if let Some(depth) = self.dead_letter_depth().await {
-                        metrics::gauge!(m::DEAD_LETTER_DEPTH, "sink" => self.name).set(depth as f64);
-                    }
+                    self.sample_dead_letters().await;
                 }
                 next = messages.next() => {
                     let Some(msg) = next else { break Err(SinkError::nats("pull", "message stream ended")) };

@@ -133,9 +133,15 @@ fn checkout(targets: &Targets, placed: &mut Vec<String>) {
         .collect();
     let order_lines: Vec<(&str, i64, &str)> =
         skus.iter().map(|s| (s.as_str(), qty, "19.99")).collect();
-    let order = targets
-        .shop
-        .place_order(&format!("c{customer}@example.com"), &order_lines, None);
+    // Each shopper ships to an address the warehouse delivers to.
+    let order = targets.shop.place_order_to(
+        &format!("c{customer}@example.com"),
+        &order_lines,
+        None,
+        Some(tributary_sandbox::shopify::addresses::deliverable(
+            customer as usize,
+        )),
+    );
     placed.push(order.order_id);
     if placed.len() % 10 == 5 {
         // A customer sent something back: the storefront refunds one line.

@@ -9,21 +9,23 @@
 //! does not drop it), raises the sink's replay window over the new message (a redriven
 //! event applies even if its entity moved on since), restarts the sink's consumer at its
 //! ack floor so that a running sink re-reads the window, and then deletes the dead letter.
+//! Before a dead letter is deleted (redrive or drop), its resolution is recorded for the
+//! tracker (`resolution.rs`). `drop.rs` is `dlq drop`.
 
-use std::io::{BufRead as _, Write as _};
+mod drop;
+mod resolution;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use async_nats::jetstream::{self, consumer::DeliverPolicy, message::StreamMessage};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tributary_config::SinksConfig;
-use tributary_proto::retail::v1::DomainEvent;
-use tributary_proto::Message as _;
 use tributary_sinks::admin;
 
 use crate::ops::Format;
@@ -169,6 +171,8 @@ struct Session {
     sink: Option<String>,
     /// The dead-letter stream read.
     dead_letter_stream: String,
+    /// Records resolutions for the tracker (None without `[tracker]`).
+    recorder: Option<resolution::Recorder>,
 }
 
 impl Session {
@@ -190,6 +194,7 @@ impl Session {
         };
         let js = crate::ops::connect_jetstream(&config).await?;
         Ok(Session {
+            recorder: resolution::Recorder::new(&config, &js),
             js,
             replicas: config.nats.stream.replicas.unwrap_or(1),
             sinks,
@@ -305,6 +310,25 @@ impl Session {
         Ok(msg)
     }
 
+    /// The resolutions can be recorded (before anything is changed).
+    async fn check_recorder(&self) -> anyhow::Result<()> {
+        match &self.recorder {
+            Some(r) => r.check().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Records that `msg` was resolved with `outcome`, before it is deleted.
+    async fn resolved(&self, msg: &StreamMessage, outcome: &str) -> anyhow::Result<()> {
+        match &self.recorder {
+            Some(r) => {
+                let (stream, sink) = (&self.dead_letter_stream, self.sink.as_deref());
+                r.record(stream, msg, sink, outcome).await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The sequences selected by --seq / --all.
     async fn selected(&self, select: &Select) -> anyhow::Result<Vec<u64>> {
         match select.seq {
@@ -327,7 +351,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             target,
             select,
             yes,
-        } => drop_letters(&target, &select, yes).await,
+        } => drop::drop_letters(&target, &select, yes).await,
     }
 }
 
@@ -430,6 +454,7 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
         return Ok(());
     };
     let seqs = s.selected(select).await?;
+    s.check_recorder().await?;
     if seqs.is_empty() {
         println!("sink {sink}: no dead letters");
         return Ok(());
@@ -494,7 +519,10 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
         };
         admin::reposition_consumers(&s.js, sinks, sink, start).await?;
     }
-    for (seq, subject, event_id, new_seq, duplicate) in &redriven {
+    for ((seq, subject, event_id, new_seq, duplicate), (_, _, msg)) in redriven.iter().zip(&parked)
+    {
+        s.resolved(msg, tributary_tracker::resolution::REDRIVEN)
+            .await?;
         dlq.delete_message(*seq)
             .await
             .with_context(|| format!("deleting dead letter {seq} (it was republished)"))?;
@@ -518,68 +546,5 @@ async fn redrive(target: &Target, select: &Select) -> anyhow::Result<()> {
             None => String::from("; the sink applies them at the next start"),
         }
     );
-    Ok(())
-}
-
-async fn drop_letters(target: &Target, select: &Select, yes: bool) -> anyhow::Result<()> {
-    let s = Session::open(target).await?;
-    let Some(dlq) = s.stream().await? else {
-        println!("{}: no dead letters", s.owner());
-        return Ok(());
-    };
-    let seqs = s.selected(select).await?;
-    if seqs.is_empty() {
-        println!("{}: no dead letters", s.owner());
-        return Ok(());
-    }
-    let mut entries = Vec::new();
-    let mut events = Vec::new();
-    for seq in seqs {
-        let msg = s.get(&dlq, seq).await?;
-        entries.push(entry(seq, msg.time, Some(&msg.headers)));
-        // Only a sink's dead letters are domain events that may hold their entity.
-        events.push(
-            s.sink
-                .as_ref()
-                .and_then(|_| DomainEvent::decode(msg.payload.clone()).ok())
-                .and_then(|e| e.meta),
-        );
-    }
-    if !yes {
-        for e in &entries {
-            println!("{:>8}  {}  {}  {}", e.seq, e.time, e.event_id, e.reason);
-        }
-        print!(
-            "Drop {} dead letter(s) of {} without applying them? [y/N] ",
-            entries.len(),
-            s.owner()
-        );
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-            println!("nothing dropped");
-            return Ok(());
-        }
-    }
-    let state = match s.sink_config() {
-        Ok((sinks, sink)) => Some((admin::open_state(&s.js, sinks, s.replicas).await?, sink)),
-        Err(_) => None,
-    };
-    for (e, meta) in entries.iter().zip(&events) {
-        dlq.delete_message(e.seq)
-            .await
-            .with_context(|| format!("deleting dead letter {}", e.seq))?;
-        println!("dropped dead letter {} (event {})", e.seq, e.event_id);
-        // An entity held behind the dropped event (on_dead_letter = "hold") moves on.
-        if let (Some(m), Some((state, sink))) = (meta, &state) {
-            if admin::release_hold(state, sink, &m.entity, &m.entity_key, &m.event_id).await? {
-                println!(
-                    "  {} {} is no longer held; its later events apply (redrive those parked behind it)",
-                    m.entity, m.entity_key
-                );
-            }
-        }
-    }
     Ok(())
 }
