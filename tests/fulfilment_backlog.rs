@@ -3,7 +3,9 @@
 //! without holding its lane) until its order's link is recorded, so that every fulfilment
 //! reaches the storefront. A fulfilment of an order known not to come from the storefront
 //! is ignored; one whose order never comes is dead-lettered after `max_wait_secs`, with the
-//! reason — never dropped silently.
+//! reason — never dropped silently. A shipment of one line of an order with more lines than
+//! the sink's first page of fulfilment-order lines finds that line (the lookup pages on,
+//! within Shopify's query cost limit, which the emulator enforces).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use support::*;
 use tributary_proto::retail::v1::{
-    domain_event::Entity, DomainEvent, EventMeta, ExternalId, Fulfillment, Order,
+    domain_event::Entity, DomainEvent, EventMeta, ExternalId, Fulfillment, FulfillmentLine, Order,
 };
 use tributary_proto::Message as _;
 use tributary_sandbox::shopify::{self, ShopifyOptions};
@@ -89,6 +91,14 @@ async fn fulfilments_that_overtake_their_order_link_are_all_applied() -> Result<
         })
         .collect();
 
+    // More lines than the sink's first page of a fulfilment order's lines (25) holds.
+    let long_skus: Vec<String> = (0..60).map(|i| format!("L-{i:02}")).collect();
+    let long_lines: Vec<(&str, i64, &str)> =
+        long_skus.iter().map(|s| (s.as_str(), 2, "1.00")).collect();
+    let long = shop
+        .add_order("long@example.com", &long_lines, None)
+        .order_id;
+
     let mut text = retail_config(&pg, &nats.url(), &sources)?;
     text.push_str(&format!(
         "\n[sinks]\n\
@@ -127,11 +137,23 @@ async fn fulfilments_that_overtake_their_order_link_are_all_applied() -> Result<
         publish(placed(order, Some(shop_id))).await?;
     }
     publish(placed("SO-POS", None)).await?;
+    let mut last_line = shipped("SO-LONG");
+    if let Some(Entity::Fulfillment(f)) = &mut last_line.entity {
+        f.lines = vec![FulfillmentLine {
+            sku: "L-59".into(),
+            quantity: 1,
+            ..Default::default()
+        }];
+    }
+    publish(placed("SO-LONG", Some(&long))).await?;
+    publish(last_line).await?;
 
+    let long_entry = ("SO-LONG".to_string(), long.clone());
     let bridge = Bridge::spawn(&config)?;
     wait_until(Duration::from_secs(90), async || {
         let missing: Vec<&str> = shop_orders
             .iter()
+            .chain([&long_entry])
             .filter(|(order, shop_id)| {
                 !shop.fulfillments(shop_id).iter().any(|f| {
                     f.tracking
@@ -163,6 +185,15 @@ async fn fulfilments_that_overtake_their_order_link_are_all_applied() -> Result<
             "fulfilments of {order}"
         );
     }
+    // The long order shipped exactly the one unit of its 60th line.
+    let long_order = shop.order(&long).expect("the long order");
+    let fulfilled: Vec<(&str, i64)> = long_order
+        .line_items
+        .iter()
+        .filter(|l| l.fulfilled > 0)
+        .map(|l| (l.sku.as_str(), l.fulfilled))
+        .collect();
+    assert_eq!(fulfilled, vec![("L-59", 1)]);
     // Only the fulfilment whose order never came is parked, and it says why.
     let dlq = dead_letters(&client).await?;
     assert_eq!(

@@ -17,6 +17,7 @@ mod admin;
 mod consume;
 pub mod envelope;
 pub mod mapper;
+mod paging;
 mod reconcile;
 mod webhook;
 

@@ -24,15 +24,16 @@ use tributary_domain::ExternalFeed;
 use super::admin::AdminClient;
 use super::consume::feed_name;
 use super::envelope::{self, RawEvent};
+use super::paging::{self, next_page};
 use super::{mapper, webhook, Shop};
 use crate::metrics as m;
 use crate::time::{format_rfc3339_millis, now_micros, parse_rfc3339_micros};
 use crate::SaasError;
 
-const ORDERS: &str = "query($first:Int!,$after:String,$query:String){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} shippingAddress{address1 address2 city provinceCode zip countryCodeV2} lineItems(first:250){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} refunds{id createdAt totalRefundedSet{shopMoney{amount currencyCode}}} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
-const LOCATIONS: &str = "query($first:Int!,$after:String){locations(first:$first,after:$after){nodes{id} pageInfo{hasNextPage endCursor}}}";
-const LOCATION_LEVELS: &str = "query($id:ID!,$first:Int!,$after:String){location(id:$id){inventoryLevels(first:$first,after:$after){nodes{id updatedAt item{id} location{id} quantities(names:[\"available\"]){name quantity}} pageInfo{hasNextPage endCursor}}}}";
-const CUSTOMERS: &str = "query($first:Int!,$after:String,$query:String){customers(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id email firstName lastName phone note tags createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+pub(super) const ORDERS: &str = "query($first:Int!,$after:String,$query:String,$lines:Int!){orders(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id legacyResourceId name email note tags closed cancelledAt displayFinancialStatus displayFulfillmentStatus customer{id} shippingAddress{address1 address2 city provinceCode zip countryCodeV2} lineItems(first:$lines){nodes{id sku quantity originalUnitPriceSet{shopMoney{amount currencyCode}}} pageInfo{hasNextPage endCursor}} fulfillments{id status trackingInfo{number company url} createdAt updatedAt} refunds{id createdAt totalRefundedSet{shopMoney{amount currencyCode}}} createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
+pub(super) const LOCATIONS: &str = "query($first:Int!,$after:String){locations(first:$first,after:$after){nodes{id} pageInfo{hasNextPage endCursor}}}";
+pub(super) const LOCATION_LEVELS: &str = "query($id:ID!,$first:Int!,$after:String){location(id:$id){inventoryLevels(first:$first,after:$after){nodes{id updatedAt item{id} location{id} quantities(names:[\"available\"]){name quantity}} pageInfo{hasNextPage endCursor}}}}";
+pub(super) const CUSTOMERS: &str = "query($first:Int!,$after:String,$query:String){customers(first:$first,after:$after,query:$query,sortKey:UPDATED_AT){edges{cursor node{id email firstName lastName phone note tags createdAt updatedAt}} pageInfo{hasNextPage endCursor}}}";
 
 pub(super) struct Reconciler {
     pub shop: Arc<Shop>,
@@ -170,29 +171,31 @@ impl Reconciler {
         page_size: u32,
     ) -> Result<u64, SaasError> {
         let query_text = format!("updated_at:>'{cursor}' AND updated_at:<='{upper}'");
-        let (query, field) = if resource == "orders" {
-            (ORDERS, "orders")
+        let orders = resource == "orders";
+        let (query, field, mut vars) = if orders {
+            let first = paging::page_within_limit(page_size, 0, paging::ORDER_NODE_COST);
+            let vars = json!({"first": first, "lines": paging::ORDER_LINES_PAGE});
+            (ORDERS, "orders", vars)
         } else {
-            (CUSTOMERS, "customers")
+            let vars = json!({"first": page_size.clamp(1, 250)});
+            (CUSTOMERS, "customers", vars)
         };
+        vars["query"] = Value::String(query_text);
         let mut after = Value::Null;
         let mut recovered = 0;
         loop {
-            let data = self
-                .admin
-                .query(
-                    query,
-                    json!({"first": page_size.clamp(1, 250), "after": after, "query": query_text}),
-                )
-                .await?;
+            vars["after"] = after.clone();
+            let data = self.admin.query(query, vars.clone()).await?;
             let conn = data.get(field).cloned().unwrap_or(Value::Null);
-            let nodes: Vec<Value> = conn
+            let mut nodes: Vec<Value> = conn
                 .get("edges")
                 .and_then(Value::as_array)
                 .map(|e| e.iter().filter_map(|e| e.get("node").cloned()).collect())
                 .unwrap_or_default();
-            for node in &nodes {
-                let records = if resource == "orders" {
+            for node in &mut nodes {
+                let records = if orders {
+                    // An order with more lines than the page's nested ones is read on.
+                    paging::complete_line_items(&self.admin, node).await?;
                     order_records(node)
                 } else {
                     vec![("customers/update", customer_payload(node))]
@@ -244,6 +247,8 @@ impl Reconciler {
             }
         }
         let mut recovered = 0;
+        // The location itself costs 1 and the connection 2: 249 levels a page at most.
+        let levels_first = paging::page_within_limit(page_size, 1, paging::LEVEL_NODE_COST);
         for location in locations {
             let mut after = Value::Null;
             loop {
@@ -251,7 +256,7 @@ impl Reconciler {
                     .admin
                     .query(
                         LOCATION_LEVELS,
-                        json!({"id": location, "first": first, "after": after}),
+                        json!({"id": location, "first": levels_first, "after": after}),
                     )
                     .await?;
                 let conn = &data["location"]["inventoryLevels"];
@@ -407,17 +412,6 @@ fn order_records(o: &Value) -> Vec<(&'static str, Value)> {
         ));
     }
     out
-}
-
-/// The cursor of the next page of a connection, if there is one.
-fn next_page(conn: &Value) -> Option<Value> {
-    let more = conn
-        .pointer("/pageInfo/hasNextPage")
-        .and_then(Value::as_bool)
-        == Some(true);
-    conn.pointer("/pageInfo/endCursor")
-        .filter(|c| more && !c.is_null())
-        .cloned()
 }
 
 /// An inventory level node as the webhook `inventory_levels/update` would have carried it.

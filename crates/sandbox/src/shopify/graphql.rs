@@ -6,8 +6,11 @@
 //! executed, in order, and answered under its response key (alias, else name). Arguments may
 //! be variables (`$input`) or literals (strings, numbers, booleans, null, enums, lists,
 //! objects). Directives after the arguments are parsed; `@idempotent(key: ...)` is honoured per
-//! field. Selection sets are skipped, not interpreted: the emulator answers with the whole
-//! payload object of each root field. Fragments after the operation are ignored.
+//! field. Selection sets are parsed into a tree of [`Field`]s (inline fragments `... on T`
+//! flattened into their parent; named fragment spreads are not supported): the query cost
+//! is computed from them (`cost.rs`) and nested connections are paged by their arguments,
+//! but the emulator still answers with every field of each payload object, selected or not.
+//! Fragment definitions after the operation are ignored.
 
 use serde_json::{Map, Value};
 
@@ -36,6 +39,20 @@ pub struct RootField {
     pub args: Map<String, Value>,
     /// `@idempotent(key: ...)`, if present.
     pub idempotency_key: Option<String>,
+    /// The field's selection set (empty for a scalar).
+    pub selection: Vec<Field>,
+}
+
+/// One field of a selection set below the root.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    /// The alias, else the name.
+    pub response_key: String,
+    pub name: String,
+    /// Arguments with variables substituted (`first: $lines` holds the variable's value).
+    pub args: Map<String, Value>,
+    /// The field's own selection set (empty for a scalar or an enum).
+    pub children: Vec<Field>,
 }
 
 /// Parses `query` with `variables`; the error is a GraphQL-style message.
@@ -77,16 +94,7 @@ impl Parser<'_> {
             if self.peek() == Some('(') {
                 self.skip_balanced('(', ')')?;
             }
-            self.ws();
-            while self.peek() == Some('@') {
-                self.pos += 1;
-                self.ident()?;
-                self.ws();
-                if self.peek() == Some('(') {
-                    self.skip_balanced('(', ')')?;
-                }
-                self.ws();
-            }
+            self.directives()?;
         }
         self.expect('{')?;
         let mut fields = Vec::new();
@@ -114,20 +122,7 @@ impl Parser<'_> {
                 self.pos
             ));
         }
-        let mut name = self.ident()?;
-        let response_key = name.clone();
-        self.ws();
-        if self.peek() == Some(':') {
-            self.pos += 1;
-            self.ws();
-            name = self.ident()?;
-            self.ws();
-        }
-        let args = if self.peek() == Some('(') {
-            self.arguments()?
-        } else {
-            Map::new()
-        };
+        let (response_key, name, args) = self.field_head()?;
         let mut idempotency_key = None;
         self.ws();
         while self.peek() == Some('@') {
@@ -151,15 +146,102 @@ impl Parser<'_> {
             }
             self.ws();
         }
-        if self.peek() == Some('{') {
-            self.skip_balanced('{', '}')?;
-        }
+        let selection = if self.peek() == Some('{') {
+            self.selection_set()?
+        } else {
+            Vec::new()
+        };
         Ok(RootField {
             response_key,
             name,
             args,
             idempotency_key,
+            selection,
         })
+    }
+
+    /// `{ a b: c(x: 1) @d { ... } ... on T { e } }`; the parser is at the `{`.
+    fn selection_set(&mut self) -> Result<Vec<Field>, String> {
+        self.expect('{')?;
+        let mut fields = Vec::new();
+        loop {
+            self.ws();
+            match self.peek() {
+                Some('}') => {
+                    self.pos += 1;
+                    return Ok(fields);
+                }
+                None => return Err("Parse error: missing '}' in a selection set".into()),
+                Some('.') => {
+                    for _ in 0..3 {
+                        self.expect('.')?;
+                    }
+                    self.ws();
+                    let on = self.ident()?;
+                    if on != "on" {
+                        return Err(format!(
+                            "Parse error: fragment spread '...{on}' is not supported (emulator subset)"
+                        ));
+                    }
+                    self.ws();
+                    self.ident()?;
+                    self.directives()?;
+                    fields.extend(self.selection_set()?);
+                }
+                _ => fields.push(self.field()?),
+            }
+        }
+    }
+
+    fn field(&mut self) -> Result<Field, String> {
+        let (response_key, name, args) = self.field_head()?;
+        self.directives()?;
+        let children = if self.peek() == Some('{') {
+            self.selection_set()?
+        } else {
+            Vec::new()
+        };
+        Ok(Field {
+            response_key,
+            name,
+            args,
+            children,
+        })
+    }
+
+    /// `alias: name(arguments)`: the response key, the name and the arguments.
+    fn field_head(&mut self) -> Result<(String, String, Map<String, Value>), String> {
+        let mut name = self.ident()?;
+        let response_key = name.clone();
+        self.ws();
+        if self.peek() == Some(':') {
+            self.pos += 1;
+            self.ws();
+            name = self.ident()?;
+            self.ws();
+        }
+        let args = if self.peek() == Some('(') {
+            self.arguments()?
+        } else {
+            Map::new()
+        };
+        Ok((response_key, name, args))
+    }
+
+    /// Skips directives other than a root field's (`@include`, `@skip`: the emulator answers
+    /// anyway).
+    fn directives(&mut self) -> Result<(), String> {
+        self.ws();
+        while self.peek() == Some('@') {
+            self.pos += 1;
+            self.ident()?;
+            self.ws();
+            if self.peek() == Some('(') {
+                self.arguments()?;
+            }
+            self.ws();
+        }
+        Ok(())
     }
 
     fn arguments(&mut self) -> Result<Map<String, Value>, String> {

@@ -9,9 +9,9 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::graphql::{self, OpKind, Operation, RootField};
-use super::mutations;
 use super::outcome::{Changed, GqlError};
 use super::state::ShopState;
+use super::{cost, mutations};
 use super::{lock, queries, state, Shopify};
 use crate::util::query_pairs;
 
@@ -90,51 +90,43 @@ pub(super) async fn graphql(
         ))
         .into_response();
     }
-    // The document's cost is the sum of its root fields'; the bucket is charged for the
-    // whole document at once, so a throttled document runs none of its fields.
-    let requested: f64 = op
-        .fields
-        .iter()
-        .map(|f| {
-            if op.kind == OpKind::Mutation {
-                MUTATION_COST
-            } else {
-                queries::cost(&f.args)
-            }
-        })
-        .sum();
-    let (max, throttled_status) = {
-        let o = lock(&shop.inner.opts);
-        (o.bucket_size, o.throttled_status)
-    };
-    if requested > max.max(1000.0) {
-        return Json(gql_error(
-            &format!(
-                "Query cost is {requested}, which exceeds the single query max cost limit (1000)."
-            ),
-            "MAX_COST_EXCEEDED",
-        ))
-        .into_response();
+    // The requested cost is charged for the whole document at once, so a throttled document
+    // runs none of its fields; what the answer did not use is refunded after execution.
+    let requested = cost::requested(&op);
+    let throttled_status = lock(&shop.inner.opts).throttled_status;
+    if requested > cost::MAX_QUERY_COST {
+        return Json(max_cost_exceeded(&shop, &token, requested)).into_response();
     }
     let (ok, available) = lock(&shop.inner.cost).take(&token, requested);
-    let cost_ext = |actual: f64, available: f64| {
-        lock(&shop.inner.cost).cost_extension(requested, actual, available)
-    };
     if !ok {
         shop.with_state(|s| s.throttled += 1);
         let mut body = gql_error("Throttled", "THROTTLED");
-        body["extensions"] = cost_ext(0.0, available);
+        body["extensions"] = lock(&shop.inner.cost).cost_extension(requested, 0.0, available);
         let status = StatusCode::from_u16(throttled_status).unwrap_or(StatusCode::OK);
         return (status, Json(body)).into_response();
     }
-    let (mut body, changed) = execute(&shop, &version, op);
-    body["extensions"] = cost_ext(requested, available);
+    let (mut body, changed, actual) = execute(&shop, &version, op);
+    let actual = actual.min(requested);
+    body["extensions"] = {
+        let mut bucket = lock(&shop.inner.cost);
+        let available = bucket.refund(&token, requested - actual);
+        bucket.cost_extension(requested, actual, available)
+    };
     shop.fire(&changed);
     Json(body).into_response()
 }
 
-/// Requested cost of one mutation field (Shopify: 10 points).
-const MUTATION_COST: f64 = 10.0;
+/// Shopify's answer to a document over the single query limit: nothing ran, nothing charged.
+fn max_cost_exceeded(shop: &Shopify, token: &str, requested: f64) -> Value {
+    let mut body = json!({"errors": [{
+        "message": format!("Query cost is {requested}, which exceeds the single query max cost limit ({}).\n\nSee https://shopify.dev/concepts/about-apis/rate-limits for more information on how the\ncost of a query is calculated.\n\nTo query larger amounts of data with fewer limits, bulk operations should be used instead.\nSee https://shopify.dev/tutorials/perform-bulk-operations-with-admin-api for usage details.\n", cost::MAX_QUERY_COST),
+        "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": cost::MAX_QUERY_COST},
+    }]});
+    let mut bucket = lock(&shop.inner.cost);
+    let available = bucket.available(token);
+    body["extensions"] = bucket.cost_extension(requested, 0.0, available);
+    body
+}
 
 fn known_field(kind: OpKind, name: &str) -> bool {
     match kind {
@@ -143,27 +135,36 @@ fn known_field(kind: OpKind, name: &str) -> bool {
     }
 }
 
-/// Runs every root field in order under one state lock; returns the response body and what
-/// changed. A field's error nulls that field only (`errors[].path` names it); the others
-/// still run. When no field produced a value the body has `errors` only, as a
+/// Runs every root field in order under one state lock; returns the response body, what
+/// changed and the actual cost. A field's error nulls that field only (`errors[].path`
+/// names it); the others still run. When no field produced a value the body has `errors` only, as a
 /// single-field document always had.
-fn execute(shop: &Shopify, version: &str, op: Operation) -> (Value, Vec<Changed>) {
+fn execute(shop: &Shopify, version: &str, op: Operation) -> (Value, Vec<Changed>, f64) {
     let mut s = lock(&shop.inner.state);
     let mut data = Map::new();
     let mut errors = Vec::new();
     let mut changed = Vec::new();
+    let mut actual = 0.0;
     let fields = op.fields.len();
     for field in op.fields {
         let result = match op.kind {
-            OpKind::Query => match queries::execute(&s, &field.name, &field.args) {
-                Some(Ok(v)) => Ok((field.response_key, v)),
+            OpKind::Query => match queries::execute(&s, &field.name, &field.args)
+                .map(|r| r.and_then(|mut v| cost::page_nested(&field, &mut v).map(|()| v)))
+            {
+                Some(Ok(v)) => {
+                    actual += cost::actual(&field, &v);
+                    Ok((field.response_key, v))
+                }
                 Some(Err(e)) => Err((field.response_key, e)),
                 None => {
                     let e = undefined(&field, "QueryRoot");
                     Err((field.response_key, e))
                 }
             },
-            OpKind::Mutation => mutate(&mut s, version, field, &mut changed),
+            OpKind::Mutation => {
+                actual += cost::MUTATION_COST;
+                mutate(&mut s, version, field, &mut changed)
+            }
         };
         match result {
             Ok((key, v)) => {
@@ -177,13 +178,13 @@ fn execute(shop: &Shopify, version: &str, op: Operation) -> (Value, Vec<Changed>
         }
     }
     if errors.len() == fields {
-        return (json!({ "errors": errors }), changed);
+        return (json!({ "errors": errors }), changed, actual);
     }
     let mut body = json!({ "data": data });
     if !errors.is_empty() {
         body["errors"] = Value::Array(errors);
     }
-    (body, changed)
+    (body, changed, actual)
 }
 
 fn undefined(field: &RootField, root: &str) -> GqlError {
@@ -210,6 +211,7 @@ fn mutate(
         name,
         args,
         idempotency_key,
+        ..
     } = field;
     if idempotency_key.is_none() && idempotency_required(version, &name) {
         let e = GqlError {

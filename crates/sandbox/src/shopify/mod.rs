@@ -1,13 +1,14 @@
 //! Shopify Admin API emulator (GraphQL subset, REST reconciliation lists) and webhook sender.
 //!
 //! ```text
-//!  sink ──POST /admin/api/<v>/graphql.json──► auth ─► cost bucket (sum of the root fields)
+//!  sink ──POST /admin/api/<v>/graphql.json──► auth ─► requested cost (≤ 1000) charged to the bucket
 //!     ─► per root field, in order: @idempotent store (its own key) ─► mutation ─► data.<alias>
 //!                                                                                  │
 //!  source ◄──────── signed webhook (orders/updated, inventory_levels/update, …) ◄───┘
 //! ```
 
 pub mod addresses;
+mod cost;
 mod graphql;
 mod handle;
 mod handlers;
@@ -28,7 +29,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use graphql::{OpKind, Operation, RootField};
+pub use cost::{requested_cost, MAX_QUERY_COST};
+pub use graphql::{Field, OpKind, Operation, RootField};
 pub use handle::{SeededOrder, SeededProduct, VariantSeed};
 pub use outcome::inventory_level_gid;
 pub use state::{

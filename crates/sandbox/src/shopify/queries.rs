@@ -5,18 +5,13 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::outcome::GqlError;
-use super::state::{customer_node, gid, inventory_level_node, parse_gid, variant_node, ShopState};
+use super::state::{
+    customer_node, fulfillment_order_node, gid, inventory_level_node, parse_gid, variant_node,
+    ShopState,
+};
 use super::webhooks::{customer_payload, order_payload};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-/// Requested cost of a query: 2 + `first` for connections, 1 otherwise.
-pub fn cost(args: &Map<String, Value>) -> f64 {
-    args.get("first")
-        .and_then(Value::as_u64)
-        .map(|f| 2.0 + f as f64)
-        .unwrap_or(1.0)
-}
 
 /// The query root fields the emulator knows (what [`execute`] dispatches).
 pub const FIELDS: &[&str] = &[
@@ -30,6 +25,8 @@ pub const FIELDS: &[&str] = &[
     "customer",
     "product",
     "productVariant",
+    "productVariants",
+    "fulfillmentOrder",
     "inventoryItem",
 ];
 
@@ -72,6 +69,15 @@ pub fn execute(
                 args,
             ))
         }
+        "productVariants" => {
+            return Some(connection(
+                s.variants
+                    .values()
+                    .map(|v| (v.updated_at.clone(), v.id, variant_node(v)))
+                    .collect(),
+                args,
+            ))
+        }
         "shop" => json!({"name": "Tributary sandbox", "myshopifyDomain": "sandbox.myshopify.com"}),
         "locations" => {
             return Some(connection(
@@ -82,7 +88,7 @@ pub fn execute(
                 args,
             ))
         }
-        // Nested connection arguments are not interpreted: all levels in one page.
+        // Nested connections come whole; `cost::page_nested` pages them by their arguments.
         "location" => id_arg("Location")
             .and_then(|id| s.locations.get(&id))
             .map(|l| {
@@ -99,6 +105,11 @@ pub fn execute(
         "order" => id_arg("Order")
             .and_then(|id| s.orders.get(&id))
             .map(|o| s.order_node(o))
+            .unwrap_or(Value::Null),
+        "fulfillmentOrder" => id_arg("FulfillmentOrder")
+            .and_then(|fo| s.order_by_fulfillment_order(fo))
+            .and_then(|id| s.orders.get(&id))
+            .map(fulfillment_order_node)
             .unwrap_or(Value::Null),
         "customer" => id_arg("Customer")
             .and_then(|id| s.customers.get(&id))

@@ -252,12 +252,7 @@ impl ShopState {
             "lineItems": {"nodes": o.line_items.iter().map(|l| json!({
                 "id": gid("LineItem", l.id), "sku": l.sku, "quantity": l.quantity,
                 "originalUnitPriceSet": {"shopMoney": {"amount": l.price}}})).collect::<Vec<_>>()},
-            "fulfillmentOrders": {"nodes": [{"id": gid("FulfillmentOrder", o.fulfillment_order_id),
-                "status": if o.line_items.iter().all(|l| l.fulfilled >= l.quantity) { "CLOSED" } else { "OPEN" },
-                "lineItems": {"nodes": o.line_items.iter().map(|l| json!({
-                    "id": gid("FulfillmentOrderLineItem", l.id), "totalQuantity": l.quantity,
-                    "remainingQuantity": l.quantity - l.fulfilled,
-                    "lineItem": {"id": gid("LineItem", l.id), "sku": l.sku}})).collect::<Vec<_>>()}}]},
+            "fulfillmentOrders": {"nodes": [fulfillment_order_node(o)]},
             "fulfillments": self.fulfillments.values().filter(|f| f.order_id == o.id).map(fulfillment_node).collect::<Vec<_>>(),
             "refunds": o.refunds.iter().map(|r| json!({"id": gid("Refund", r.id), "createdAt": r.created_at,
                 "totalRefundedSet": {"shopMoney": {"amount": r.amount, "currencyCode": "EUR"}}})).collect::<Vec<_>>(),
@@ -276,6 +271,16 @@ impl ShopState {
         json!({"id": gid("Product", p.id), "title": p.title, "variants": {"nodes": variants},
                "createdAt": p.created_at, "updatedAt": p.updated_at})
     }
+}
+
+/// GraphQL shape of an order's (single) fulfillment order.
+pub fn fulfillment_order_node(o: &Order) -> Value {
+    json!({"id": gid("FulfillmentOrder", o.fulfillment_order_id),
+        "status": if o.line_items.iter().all(|l| l.fulfilled >= l.quantity) { "CLOSED" } else { "OPEN" },
+        "lineItems": {"nodes": o.line_items.iter().map(|l| json!({
+            "id": gid("FulfillmentOrderLineItem", l.id), "totalQuantity": l.quantity,
+            "remainingQuantity": l.quantity - l.fulfilled,
+            "lineItem": {"id": gid("LineItem", l.id), "sku": l.sku}})).collect::<Vec<_>>()}})
 }
 
 /// GraphQL shape of an inventory level.

@@ -53,6 +53,20 @@ impl Limiter {
         (true, available - cost)
     }
 
+    /// Gives back `points` (a query's requested − actual cost), up to the bucket's size;
+    /// returns what is available after.
+    pub fn refund(&mut self, token: &str, points: f64) -> f64 {
+        let available = self.available(token);
+        if !self.enabled || points <= 0.0 {
+            return available;
+        }
+        let max = self.max;
+        self.buckets.get_mut(token).map_or(available, |e| {
+            e.0 = (e.0 + points).min(max);
+            e.0
+        })
+    }
+
     /// Seconds until `cost` points are available.
     pub fn wait_secs(&mut self, token: &str, cost: f64) -> f64 {
         let available = self.available(token);
@@ -77,6 +91,8 @@ mod tests {
         assert!(l.take("t", 60.0).0);
         assert!(!l.take("t", 60.0).0);
         assert!(l.take("other", 60.0).0);
+        assert_eq!(l.refund("t", 50.0).floor(), 90.0);
+        assert_eq!(l.refund("t", 50.0), 100.0);
         l.enabled = false;
         assert!(l.take("t", 60.0).0);
     }

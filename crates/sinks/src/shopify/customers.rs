@@ -5,6 +5,12 @@ use serde_json::{json, Map, Value};
 use tributary_proto::retail::v1::Customer;
 
 use super::{quoted, user_errors, ShopifyTarget, MUTATION_COST};
+
+/// The customer with an email address.
+pub(super) const CUSTOMER_BY_EMAIL: &str =
+    "query Find($q: String!) { customers(first: 1, query: $q) { nodes { id } } }";
+/// customers (2 + 1 × node 1).
+pub(super) const CUSTOMER_BY_EMAIL_COST: f64 = 3.0;
 use crate::outcome::Outcome;
 use crate::state::EntityRecord;
 use crate::ApplyError;
@@ -73,9 +79,9 @@ impl ShopifyTarget {
     async fn customer_by_email(&self, email: &str) -> Result<Option<String>, ApplyError> {
         let data = self
             .graphql(
-                "query Find($q: String!) { customers(first: 1, query: $q) { nodes { id } } }",
+                CUSTOMER_BY_EMAIL,
                 json!({"q": format!("email:{email}")}),
-                3.0,
+                CUSTOMER_BY_EMAIL_COST,
             )
             .await?;
         Ok(data["customers"]["nodes"][0]["id"]

@@ -10,7 +10,16 @@ use tributary_proto::retail::v1::InventoryLevel;
 use super::ShopifyTarget;
 use crate::ApplyError;
 
-const LEVELS: &str = "query Levels($id: ID!, $first: Int!, $after: String) { location(id: $id) { inventoryLevels(first: $first, after: $after) { nodes { item { id } quantities(names: [\"available\", \"on_hand\"]) { name quantity } } pageInfo { hasNextPage endCursor } } } }";
+pub(super) const LEVELS: &str = "query Levels($id: ID!, $first: Int!, $after: String) { location(id: $id) { inventoryLevels(first: $first, after: $after) { nodes { item { id } quantities(names: [\"available\", \"on_hand\"]) { name quantity } } pageInfo { hasNextPage endCursor } } } }";
+
+/// Shopify's largest page.
+const MAX_PAGE: u32 = 250;
+
+/// Requested cost of [`LEVELS`]: location 1 + inventoryLevels (2 + `first` × (node 1 +
+/// item 1 + quantities 1)); 753 at the largest page.
+pub(super) fn levels_cost(first: u32) -> f64 {
+    3.0 + 3.0 * f64::from(first)
+}
 
 impl ShopifyTarget {
     /// The quantity the sink sets for `level`: `on_hand`, or what is available.
@@ -47,12 +56,11 @@ impl ShopifyTarget {
             .collect();
         // A catalogue item without a level at the location holds none there.
         let mut out: BTreeMap<String, i64> = skus.values().map(|sku| (sku.clone(), 0)).collect();
+        let first = self.page_within_bucket(page_size.clamp(1, MAX_PAGE), levels_cost);
         let mut after: Option<String> = None;
         loop {
-            let vars = json!({"id": location, "first": page_size, "after": after});
-            let data = self
-                .graphql(LEVELS, vars, 2.0 + f64::from(page_size))
-                .await?;
+            let vars = json!({"id": location, "first": first, "after": after});
+            let data = self.graphql(LEVELS, vars, levels_cost(first)).await?;
             let levels = &data["location"]["inventoryLevels"];
             for node in levels["nodes"].as_array().into_iter().flatten() {
                 let Some(sku) = node["item"]["id"].as_str().and_then(|i| skus.get(i)) else {

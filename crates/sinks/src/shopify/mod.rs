@@ -25,7 +25,10 @@
 mod catalog;
 mod customers;
 mod levels;
+mod lookup;
 mod orders;
+#[cfg(test)]
+mod query_costs;
 mod stock;
 
 use std::collections::HashMap;
@@ -44,6 +47,20 @@ use crate::state::{EntityRecord, StateStore};
 use crate::{metrics as m, ApplyError, SinkError};
 
 const MUTATION_COST: f64 = 10.0;
+/// The SKU catalogue, one flat connection of variants: products with their nested variants
+/// (`products(first: 100) { variants(first: 100) }`) would ask for 20,302 points, over
+/// Shopify's 1000-point single query limit.
+const ITEMS: &str = "query Items($first: Int!, $after: String) { productVariants(first: $first, after: $after) { nodes { id sku product { id } inventoryItem { id } } pageInfo { hasNextPage endCursor } } }";
+
+/// Variants per page of [`ITEMS`]: 302 points, so that a refresh of the catalogue waits for
+/// a third of a 1000-point bucket rather than most of it.
+const ITEMS_PAGE: u32 = 100;
+
+/// Requested cost of [`ITEMS`]: productVariants (2 + `first` × (node 1 + product 1 +
+/// inventoryItem 1)).
+fn items_cost(first: u32) -> f64 {
+    2.0 + 3.0 * f64::from(first)
+}
 const SKU_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest a low-class event's later request waits for the budget above the reserve.
 const LOW_MAX_WAIT: Duration = Duration::from_secs(10);
@@ -298,36 +315,48 @@ impl ShopifyTarget {
         let mut items = HashMap::new();
         let mut after: Option<String> = None;
         loop {
-            let query = "query Items($after: String) { products(first: 100, after: $after) { nodes { id variants(first: 100) { nodes { id sku inventoryItem { id } } } } pageInfo { hasNextPage endCursor } } }";
-            let data = self.graphql(query, json!({"after": after}), 102.0).await?;
-            let products = &data["products"];
-            for p in products["nodes"].as_array().into_iter().flatten() {
-                let Some(product) = p["id"].as_str() else {
-                    continue;
-                };
-                for v in p["variants"]["nodes"].as_array().into_iter().flatten() {
-                    if let (Some(sku), Some(id), Some(item)) = (
-                        v["sku"].as_str(),
-                        v["id"].as_str(),
-                        v["inventoryItem"]["id"].as_str(),
-                    ) {
-                        items.insert(
-                            sku.to_string(),
-                            Variant {
-                                id: id.to_string(),
-                                product: product.to_string(),
-                                inventory_item: item.to_string(),
-                            },
-                        );
-                    }
+            let first = self.page_within_bucket(ITEMS_PAGE, items_cost);
+            let vars = json!({"first": first, "after": after});
+            let data = self.graphql(ITEMS, vars, items_cost(first)).await?;
+            let variants = &data["productVariants"];
+            for v in variants["nodes"].as_array().into_iter().flatten() {
+                if let (Some(sku), Some(id), Some(product), Some(item)) = (
+                    v["sku"].as_str(),
+                    v["id"].as_str(),
+                    v["product"]["id"].as_str(),
+                    v["inventoryItem"]["id"].as_str(),
+                ) {
+                    items.insert(
+                        sku.to_string(),
+                        Variant {
+                            id: id.to_string(),
+                            product: product.to_string(),
+                            inventory_item: item.to_string(),
+                        },
+                    );
                 }
             }
-            match products["pageInfo"]["endCursor"].as_str() {
-                Some(c) if products["pageInfo"]["hasNextPage"].as_bool() == Some(true) => {
+            match variants["pageInfo"]["endCursor"].as_str() {
+                Some(c) if variants["pageInfo"]["hasNextPage"].as_bool() == Some(true) => {
                     after = Some(c.to_string())
                 }
                 _ => return Ok(items),
             }
+        }
+    }
+
+    /// At most `page` items of a connection whose document costs `cost(page size)` (linear),
+    /// fewer when the bucket (as last reported) could never hold that: a claim above the
+    /// bucket's size would be THROTTLED however long the sink waited. Every Shopify plan's
+    /// bucket holds 1000 points; smaller ones exist in tests.
+    fn page_within_bucket(&self, page: u32, cost: fn(u32) -> f64) -> u32 {
+        let (fixed, per_item) = (cost(0), cost(1) - cost(0));
+        let pacer = self.api.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        match pacer.bucket {
+            Some(b) if b.maximum < cost(page) => {
+                (((b.maximum - fixed) / per_item).floor() as u32).clamp(1, page)
+            }
+            _ => page,
         }
     }
 

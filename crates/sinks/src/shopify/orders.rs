@@ -22,8 +22,10 @@ const ATTRIBUTE_PREFIX: &str = "erp_";
 const TAG_PREFIX: &str = "erp-status:";
 /// Fulfilment statuses that mean the parcel left the warehouse.
 const SHIPPED: &[&str] = &["shipped", "in_transit", "delivered"];
-/// `order` query: cost 1 plus the nested connections.
-const ORDER_QUERY_COST: f64 = 12.0;
+/// The order read before mirroring the ERP's status into it.
+pub(super) const ORDER_ATTRIBUTES: &str = "query Order($id: ID!) { order(id: $id) { id tags cancelledAt customAttributes { key value } } }";
+/// order 1 + customAttributes (a list of objects, charged as one object) 1.
+pub(super) const ORDER_ATTRIBUTES_COST: f64 = 2.0;
 
 /// What an order's record keeps for this sink.
 fn linked_order(record: &EntityRecord) -> Option<String> {
@@ -78,11 +80,7 @@ impl ShopifyTarget {
             return Ok(Outcome::Ignored("nothing to mirror"));
         }
         let data = self
-            .graphql(
-                "query Order($id: ID!) { order(id: $id) { id tags cancelledAt customAttributes { key value } } }",
-                json!({"id": gid}),
-                1.0,
-            )
+            .graphql(ORDER_ATTRIBUTES, json!({"id": gid}), ORDER_ATTRIBUTES_COST)
             .await?;
         let Some(current) = data["order"].as_object() else {
             return Err(ApplyError::definite(
@@ -203,18 +201,11 @@ impl ShopifyTarget {
             }
             return Ok(Outcome::Ignored("order not from the storefront"));
         };
-        let data = self
-            .graphql(
-                "query Order($id: ID!) { order(id: $id) { id displayFulfillmentStatus cancelledAt fulfillments { trackingInfo { number } } fulfillmentOrders(first: 10) { nodes { id status lineItems(first: 250) { nodes { id remainingQuantity lineItem { sku } } } } } } }",
-                json!({"id": gid}),
-                ORDER_QUERY_COST,
-            )
-            .await?;
-        let order = &data["order"];
+        let order = &self.order_for_fulfillment(&gid).await?;
         if !order.is_object() {
             return Err(ApplyError::definite(
                 format!("Shopify has no order {gid}"),
-                data.to_string(),
+                "the order query answered null",
             ));
         }
         let already = order["fulfillments"]
