@@ -25,22 +25,33 @@ use tributary_testkit::PgCluster;
 
 use crate::support::{tributary, Result};
 
-const SHOP_SECRET: &str = "shpss_storefront_world_5e1c";
-const WMS_SECRET: &str = "whsec_storefront_world_8a2f4d60";
+pub const SHOP_SECRET: &str = "shpss_storefront_world_5e1c";
+pub const WMS_SECRET: &str = "whsec_storefront_world_8a2f4d60";
 pub const SF_CLIENT: &str = "tributary-bridge";
 
 pub struct StorefrontWorld {
     pub shop: RunningEmulator<Shopify>,
     pub wms: RunningEmulator<Wms>,
     pub sf: RunningEmulator<Salesforce>,
-    shop_port: u16,
-    wms_port: u16,
+    /// Where the bridge listens for the shop's and the warehouse's webhooks.
+    pub shop_port: u16,
+    pub wms_port: u16,
 }
 
 impl StorefrontWorld {
     /// Seeds the ERP with `skus` items (`SKU-1` …, plenty of stock at DC1), the shop with a
     /// product per SKU at 10.00, and starts the emulators.
     pub async fn start(erp: &tokio_postgres::Client, skus: usize) -> Result<StorefrontWorld> {
+        Self::start_with(erp, skus, None).await
+    }
+
+    /// [`StorefrontWorld::start`] with the shop's plan (`Some`: its bucket, throttled as
+    /// Shopify does); `None` is an unthrottled shop.
+    pub async fn start_with(
+        erp: &tokio_postgres::Client,
+        skus: usize,
+        shop_options: Option<ShopifyOptions>,
+    ) -> Result<StorefrontWorld> {
         let mut seed = String::new();
         for i in 1..=skus {
             seed.push_str(&format!(
@@ -50,8 +61,9 @@ impl StorefrontWorld {
         }
         erp.batch_execute(&seed).await?;
         let shop_port = tributary_testkit::free_port();
-        let shop = shopify::start(ShopifyOptions::default()).await?;
-        shop.set_throttling(false);
+        let throttled = shop_options.is_some();
+        let shop = shopify::start(shop_options.unwrap_or_default()).await?;
+        shop.set_throttling(throttled);
         shop.set_webhook_subscription(Some(shopify::WebhookSubscription {
             url: format!("http://127.0.0.1:{shop_port}/webhooks/shopify/web"),
             secret: SHOP_SECRET.into(),
