@@ -394,18 +394,44 @@ async fn storefront_orders_and_fifty_returns_end_right_through_faults() -> Resul
         count(&erp, "SELECT count(*) FROM credit_memos").await?,
         RETURNS as i64
     );
+    // Every Case says refunded. Once (1 run in ~20) a Case was left "received" after
+    // quiescence: a failure shows that Case's writes in the order Salesforce applied them.
+    wait_until(Duration::from_secs(30), async || {
+        let cases = sf.records("Case");
+        let behind: Vec<String> = requested_at
+            .keys()
+            .map(|k| k.trim_start_matches("SF-"))
+            .filter(|id| {
+                !cases.iter().any(|c| {
+                    c.id == *id && c.fields.get("Return_State__c") == Some(&json!("refunded"))
+                })
+            })
+            .map(str::to_string)
+            .collect();
+        Ok(if behind.is_empty() {
+            Check::Done(())
+        } else {
+            let writes: Vec<String> = sf
+                .writes()
+                .into_iter()
+                .filter(|w| w.object == "Case" && behind.contains(&w.id))
+                .map(|w| {
+                    format!(
+                        "{} {:?} {:?}",
+                        w.id,
+                        w.fields.get("Return_State__c"),
+                        w.client
+                    )
+                })
+                .collect();
+            Check::Pending(format!(
+                "Cases not refunded: {behind:?}; their writes in order: {writes:#?}\n{}",
+                bridge.log()
+            ))
+        })
+    })
+    .await?;
     for key in requested_at.keys() {
-        let case_id = key.trim_start_matches("SF-");
-        let case = sf
-            .records("Case")
-            .into_iter()
-            .find(|c| c.id == case_id)
-            .ok_or_else(|| anyhow::anyhow!("Case {case_id} is gone"))?;
-        assert_eq!(
-            case.fields.get("Return_State__c"),
-            Some(&json!("refunded")),
-            "{key}"
-        );
         let rma = wms
             .return_by_reference(key)
             .ok_or_else(|| anyhow::anyhow!("no RMA for {key}"))?;
