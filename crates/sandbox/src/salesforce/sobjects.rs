@@ -386,7 +386,7 @@ pub(super) async fn update_by_id(
             Ok(b) => b,
             Err(r) => return r,
         };
-        if !s.records.get(&id).is_some_and(|r| r.object == object) {
+        if s.records.get(&id).is_none_or(|r| r.object != object) {
             return not_found();
         }
         match upsert_one(s, &object, "Id", &id, &body, true, caller) {
