@@ -144,15 +144,23 @@ fn fuzz_shopify_webhooks() {
             let v: Value =
                 serde_json::from_str(body).map_err(|e| TestCaseError::fail(e.to_string()))?;
             if let Ok(Some(m)) = mapper::map(&shop, &stored.table, &v, triggered) {
-                // Every part of the key and the GID names a record (no empty id).
+                // Every part of the key and the GID names a record (no empty id). The id
+                // is what follows `<SHOP>-` (inventory: `<SHOP>-ITEM-` / `<SHOP>-LOC-`),
+                // not whatever the part ends with: an id may itself end in '-'.
                 let prefix = format!("{}-", shop.to_uppercase());
                 // Inventory keys join two ids with ':'; other ids may contain one.
-                let parts: Vec<&str> = if topic == "inventory_levels/update" {
-                    m.key.split(':').collect()
+                let parts: Vec<(String, &str)> = if topic == "inventory_levels/update" {
+                    let kinds = [format!("{prefix}ITEM-"), format!("{prefix}LOC-")];
+                    kinds.into_iter().zip(m.key.splitn(2, ':')).collect()
                 } else {
-                    vec![m.key.as_str()]
+                    vec![(prefix.clone(), m.key.as_str())]
                 };
-                prop_assert!(!parts.iter().any(|p| p.ends_with(&prefix)), "{m:?}");
+                prop_assert!(
+                    parts.iter().all(|(head, p)| p
+                        .strip_prefix(head.as_str())
+                        .is_none_or(|id| !id.is_empty())),
+                    "{m:?}"
+                );
                 prop_assert!(!m.gid.is_empty() && !m.gid.ends_with('/'), "{m:?}");
             }
             Ok(())
