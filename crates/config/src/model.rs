@@ -243,6 +243,11 @@ pub struct SourceConfig {
     /// Rows per snapshot chunk: the unit of progress and of parallelism.
     #[serde(default = "default_snapshot_chunk_rows")]
     pub snapshot_chunk_rows: u64,
+    /// Snapshot rows per published message: 1 publishes each row as its own `read` event;
+    /// above 1 the rows go out as `ChangeEventBatch` messages on `...read_batch` (consumers
+    /// must decode them: docs/consumers.md), which costs the stream far less per row.
+    #[serde(default = "default_snapshot_rows_per_message")]
+    pub snapshot_rows_per_message: usize,
     /// `schema.table` of the signal table (columns `id text`, `type text`, `data text`),
     /// which must be in the publication: a DBA inserts a row to request a backfill, e.g.
     /// `('bf-1', 'backfill', '{"table": "public.orders", "where": "id < 1000"}')`.
@@ -420,6 +425,9 @@ fn default_snapshot_parallelism() -> usize {
 }
 fn default_snapshot_chunk_rows() -> u64 {
     50_000
+}
+fn default_snapshot_rows_per_message() -> usize {
+    1
 }
 fn default_lag_budget_bytes() -> u64 {
     1 << 30
