@@ -137,6 +137,11 @@ enum Command {
         /// each --schema: before/after in one invocation.
         #[arg(long)]
         baseline_binary: Option<PathBuf>,
+        /// The source's `snapshot_rows_per_message` of each run of the current binary, e.g.
+        /// `--rows-per-message 1,500` (1: a message per row; above 1: `ChangeEventBatch`
+        /// messages). Runs: every --schema with every value, in order.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        rows_per_message: Vec<usize>,
     },
     /// The domain stage on the sample retail databases: customers and orders (four events
     /// per order) written in bulk, timed live and across a kill -9 of the bridge.
@@ -318,6 +323,7 @@ fn main() -> ExitCode {
                 timeout_secs,
                 schema,
                 baseline_binary,
+                rows_per_message,
             } => {
                 snapshot::run(
                     snapshot::Args {
@@ -327,6 +333,7 @@ fn main() -> ExitCode {
                         timeout: Duration::from_secs(timeout_secs),
                         schemas: schema,
                         baseline_binary,
+                        rows_per_message,
                     },
                     settings,
                 )

@@ -45,6 +45,16 @@ pub struct Args {
     pub schemas: Vec<Schema>,
     /// Runs this `tributary` binary first (each schema), then the current one.
     pub baseline_binary: Option<std::path::PathBuf>,
+    /// `snapshot_rows_per_message` of each run of the current binary (the baseline: 1).
+    pub rows_per_message: Vec<usize>,
+}
+
+/// One bridge run: which binary (`None`: the current one), its schema mode and batching.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    binary: Option<&'a std::path::Path>,
+    schema: Schema,
+    rows_per_message: usize,
 }
 
 pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
@@ -56,6 +66,9 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     }
     if args.chunk_rows == 0 {
         bail!("--chunk-rows must be at least 1");
+    }
+    if args.rows_per_message.is_empty() || args.rows_per_message.contains(&0) {
+        bail!("--rows-per-message must list values of at least 1");
     }
     let rows = i64::try_from(args.rows).context("--rows is too large")?;
     println!("load average before: {}", procfs::load_average());
@@ -136,25 +149,37 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     // (3) The bridge, once per run: creates the slot with an exported snapshot, copies, then
     // streams. Every run has a slot and a stream of its own (the previous ones are removed).
     let baseline = args.baseline_binary.as_deref();
-    let runs: Vec<(Option<&std::path::Path>, Schema)> = baseline
-        .map(|b| {
-            args.schemas
-                .iter()
-                .map(|&s| (Some(b), s))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .chain(args.schemas.iter().map(|&s| (None, s)))
-        .collect();
+    let mut runs: Vec<Run> = Vec::new();
+    if let Some(b) = baseline {
+        runs.extend(args.schemas.iter().map(|&schema| Run {
+            binary: Some(b),
+            schema,
+            rows_per_message: 1,
+        }));
+    }
+    for &schema in &args.schemas {
+        runs.extend(args.rows_per_message.iter().map(|&rows_per_message| Run {
+            binary: None,
+            schema,
+            rows_per_message,
+        }));
+    }
     let mut results = Vec::new();
-    for (index, (binary, schema)) in runs.into_iter().enumerate() {
+    for (index, run) in runs.into_iter().enumerate() {
         let label = format!(
-            "{}{}",
-            if binary.is_some() { "baseline " } else { "" },
-            schema.label()
+            "{}{}{}",
+            if run.binary.is_some() {
+                "baseline "
+            } else {
+                ""
+            },
+            run.schema.label(),
+            match run.rows_per_message {
+                1 => String::new(),
+                n => format!(" {n} rows/message"),
+            }
         );
-        let rate = run_bridge(&env, &args, index, binary, schema, &label).await?;
+        let rate = run_bridge(&env, &args, index, run, &label).await?;
         println!(
             "{label}: rows_per_sec={rate:.0} vs_ceiling={:.3}",
             rate / ceiling_rate
@@ -185,10 +210,14 @@ async fn run_bridge(
     env: &BenchEnv,
     args: &Args,
     index: usize,
-    binary: Option<&std::path::Path>,
-    schema: Schema,
+    run: Run<'_>,
     label: &str,
 ) -> anyhow::Result<f64> {
+    let Run {
+        binary,
+        schema,
+        rows_per_message,
+    } = run;
     let control = env.client().await?;
     let slot = if index == 0 {
         SLOT.to_owned()
@@ -212,10 +241,14 @@ async fn run_bridge(
     let config = env.write_config_with(
         &slot,
         &format!(
-            "snapshot = \"initial\"\nsnapshot_parallelism = {}\nsnapshot_chunk_rows = {}\n{}",
+            "snapshot = \"initial\"\nsnapshot_parallelism = {}\nsnapshot_chunk_rows = {}\n{}{}",
             args.parallelism,
             args.chunk_rows,
-            schema.source_keys()
+            schema.source_keys(),
+            match rows_per_message {
+                1 => String::new(),
+                n => format!("snapshot_rows_per_message = {n}\n"),
+            }
         ),
     )?;
     let postmaster = env.postmaster_pid();
@@ -228,14 +261,15 @@ async fn run_bridge(
     };
     let started = bridge.started();
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
-    let progress = env
-        .wait_for_messages(
-            &mut bridge,
-            args.rows,
-            args.timeout,
-            Duration::from_millis(20),
-        )
-        .await;
+    let poll = Duration::from_millis(20);
+    let progress = if rows_per_message == 1 {
+        env.wait_for_messages(&mut bridge, args.rows, args.timeout, poll)
+            .await
+    } else {
+        // Batches: the stream holds fewer messages than rows; the snapshot is complete once
+        // the bridge logs it (every chunk acknowledged), and the rows are counted after.
+        wait_for_snapshot_done(&env.js, &mut bridge, args.timeout, poll).await
+    };
     let pg_cpu = postmaster
         .and_then(procfs::cluster_cpu_secs)
         .zip(pg_cpu_before)
@@ -289,13 +323,103 @@ async fn run_bridge(
         fmt(copy_phase),
         copy_rate.map_or_else(|| "?".to_owned(), |r| format!("{r:.0}")),
     );
-    if progress.messages != args.rows {
+    if rows_per_message == 1 && progress.messages != args.rows {
         println!(
             "warning: the stream holds {} messages, the table {} rows",
             progress.messages, args.rows
         );
     }
+    if rows_per_message > 1 {
+        let events = count_events(&env.js).await?;
+        println!(
+            "stream holds {events} read events in {} messages ({:.1} rows/message)",
+            progress.messages,
+            events as f64 / progress.messages.max(1) as f64
+        );
+        if events != args.rows {
+            bail!(
+                "the stream holds {events} read events, the table {} rows",
+                args.rows
+            );
+        }
+    }
     Ok(rate)
+}
+
+/// Waits for the bridge's `snapshot: done` line (logged once every chunk is acknowledged and
+/// recorded); the stream's message count and bytes at that moment.
+async fn wait_for_snapshot_done(
+    js: &async_nats::jetstream::Context,
+    bridge: &mut Bridge,
+    timeout: Duration,
+    poll: Duration,
+) -> anyhow::Result<crate::env::StreamProgress> {
+    let deadline = Instant::now() + timeout;
+    let mut first_message = None;
+    loop {
+        bridge.check_running()?;
+        let done = bridge.log_text().contains("snapshot: done");
+        let now = Instant::now();
+        let (messages, bytes) = match js.get_stream(crate::env::STREAM).await {
+            Ok(mut s) => s
+                .info()
+                .await
+                .map(|i| (i.state.messages, i.state.bytes))
+                .unwrap_or((0, 0)),
+            Err(_) => (0, 0),
+        };
+        if messages > 0 && first_message.is_none() {
+            first_message = Some(now);
+        }
+        if done {
+            return Ok(crate::env::StreamProgress {
+                first_message,
+                done: now,
+                messages,
+                bytes,
+            });
+        }
+        if now >= deadline {
+            bail!(
+                "no `snapshot: done` after {timeout:?} ({messages} messages stored)\n--- bridge log ---\n{}",
+                bridge.log_tail()
+            );
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// The read events in the stream: single `read` messages count one, batches their events.
+async fn count_events(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    use tributary_proto::read_batch::{is_read_batch_subject, split_read_batch};
+    let stream = js
+        .get_stream(crate::env::STREAM)
+        .await
+        .context("the bench stream")?;
+    let total = stream.cached_info().state.messages;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .context("reading the stream back")?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("reading the stream back")?;
+    let (mut read, mut events) = (0u64, 0u64);
+    while read < total {
+        let msg = messages
+            .next()
+            .await
+            .context("the stream read ended")?
+            .map_err(|e| anyhow::anyhow!("reading the stream back: {e}"))?;
+        read += 1;
+        if is_read_batch_subject(msg.subject.as_str()) {
+            events += split_read_batch(&msg.payload)?.len() as u64;
+        } else if msg.subject.as_str().ends_with(".read") {
+            events += 1;
+        }
+    }
+    Ok(events)
 }
 
 struct Ceiling {

@@ -54,9 +54,13 @@ async def run(args):
     else:
         store = await js.object_store(args.schema_bucket)
         descriptors = (await store.get(args.schema_object)).data
-    ChangeEvent, RelationSchema = load_types(
+    ChangeEvent, ChangeEventBatch, RelationSchema = load_types(
         descriptors,
-        ("tributary.cdc.v1.ChangeEvent", "tributary.cdc.v1.RelationSchema"),
+        (
+            "tributary.cdc.v1.ChangeEvent",
+            "tributary.cdc.v1.ChangeEventBatch",
+            "tributary.cdc.v1.RelationSchema",
+        ),
     )
     schemas = Schemas(js, args.relation_bucket, RelationSchema)
     OP = ChangeEvent.DESCRIPTOR.fields_by_name["op"].enum_type
@@ -72,23 +76,29 @@ async def run(args):
                 raise SystemExit(f"no event for {args.timeout} s after {seen} events")
             continue
         for msg in msgs:
-            event = ChangeEvent.FromString(msg.data)
-            columns, keys = await schemas.columns(event)
-            image = event.after if event.HasField("after") else event.before
-            row = {
-                c.name: MessageToDict(v) for c, v in zip(columns, image.values)
-            }
-            print(json.dumps({
-                "subject": msg.subject,
-                "event_id": event.event_id,
-                "op": OP.values_by_number[event.op].name,
-                "schema_id": event.schema_id,
-                "key_columns": keys,
-                "row": row,
-            }), flush=True)
+            # A source with `snapshot_rows_per_message` above 1 publishes its snapshot's rows
+            # in batches (`ChangeEventBatch` on `...read_batch`): one message, several events.
+            if msg.subject.endswith(".read_batch"):
+                events = list(ChangeEventBatch.FromString(msg.data).events)
+            else:
+                events = [ChangeEvent.FromString(msg.data)]
+            for event in events:
+                columns, keys = await schemas.columns(event)
+                image = event.after if event.HasField("after") else event.before
+                row = {
+                    c.name: MessageToDict(v) for c, v in zip(columns, image.values)
+                }
+                print(json.dumps({
+                    "subject": msg.subject,
+                    "event_id": event.event_id,
+                    "op": OP.values_by_number[event.op].name,
+                    "schema_id": event.schema_id,
+                    "key_columns": keys,
+                    "row": row,
+                }), flush=True)
             # Ack after handling; a crash before it redelivers (dedupe by event_id).
             await msg.ack()
-            seen += 1
+            seen += len(events)
             idle_deadline = asyncio.get_running_loop().time() + args.timeout
             if args.count and seen >= args.count:
                 break

@@ -10,7 +10,8 @@
 //! ```sh
 //! cargo run -p tributary --example cdc_consumer -- nats://127.0.0.1:4222 CDC_ERP my-service 10
 //! ```
-//! Arguments: server URL, stream, durable consumer name, number of events (0 = forever).
+//! Arguments: server URL, stream, durable consumer name, number of events (0 = forever; a
+//! batch of snapshot reads is printed whole, so it may print a few more).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +19,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, kv};
 use futures::StreamExt;
-use tributary_proto::cdc::v1::{value::Kind, ChangeEvent, Column, RelationSchema, Value};
+use tributary_proto::cdc::v1::{
+    value::Kind, ChangeEvent, ChangeEventBatch, Column, RelationSchema, Value,
+};
 use tributary_proto::Message as _;
 
 /// Column descriptions by schema id, fetched from the bucket on first sight.
@@ -102,30 +105,38 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("no event within 30 s")?
             .context("subscription ended")??;
-        let event = ChangeEvent::decode(msg.payload.clone())?;
-        let (columns, keys) = schemas.columns(&event).await?;
-        let row = event.after.as_ref().or(event.before.as_ref());
-        let values = row.map(|r| r.values.as_slice()).unwrap_or_default();
-        let fields: Vec<String> = columns
-            .iter()
-            .zip(values)
-            .map(|(c, v)| format!("{}={}", c.name, show(v)))
-            .collect();
-        let schema = match event.schema_id.as_str() {
-            "" => "inline",
-            id => id,
+        // A source with `snapshot_rows_per_message` above 1 publishes its snapshot's rows in
+        // batches (`ChangeEventBatch` on `...read_batch`): one message, several events.
+        let events = if msg.subject.as_str().ends_with(".read_batch") {
+            ChangeEventBatch::decode(msg.payload.clone())?.events
+        } else {
+            vec![ChangeEvent::decode(msg.payload.clone())?]
         };
-        println!(
-            "{} op={} schema={schema} key=[{}] {}",
-            msg.subject,
-            event.op().as_str_name(),
-            keys.join(","),
-            fields.join(" ")
-        );
+        for event in &events {
+            let (columns, keys) = schemas.columns(event).await?;
+            let row = event.after.as_ref().or(event.before.as_ref());
+            let values = row.map(|r| r.values.as_slice()).unwrap_or_default();
+            let fields: Vec<String> = columns
+                .iter()
+                .zip(values)
+                .map(|(c, v)| format!("{}={}", c.name, show(v)))
+                .collect();
+            let schema = match event.schema_id.as_str() {
+                "" => "inline",
+                id => id,
+            };
+            println!(
+                "{} op={} schema={schema} key=[{}] {}",
+                msg.subject,
+                event.op().as_str_name(),
+                keys.join(","),
+                fields.join(" ")
+            );
+        }
         // Ack after handling: a crash before this line redelivers the change (dedupe by
         // event_id if handling is not idempotent).
         msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-        seen += 1;
+        seen += events.len();
     }
     Ok(())
 }

@@ -307,13 +307,25 @@ pub async fn read_stream(nats: &async_nats::Client, stream: &str) -> Result<Vec<
             .and_then(|h| h.get("Nats-Msg-Id"))
             .map(|v| v.as_str().to_string())
             .unwrap_or_default();
-        let event = ChangeEvent::decode(msg.payload.clone())?;
-        out.push(Received {
-            sequence,
-            subject: msg.subject.to_string(),
-            msg_id,
-            event,
-        });
+        // A batch of snapshot reads (`snapshot_rows_per_message`): one entry per event, the
+        // message's Nats-Msg-Id (its first event's id) on the first.
+        let payloads = if tributary_proto::read_batch::is_read_batch_subject(&msg.subject) {
+            tributary_proto::read_batch::split_read_batch(&msg.payload)?
+        } else {
+            vec![msg.payload.clone()]
+        };
+        for (i, payload) in payloads.into_iter().enumerate() {
+            out.push(Received {
+                sequence,
+                subject: msg.subject.to_string(),
+                msg_id: if i == 0 {
+                    msg_id.clone()
+                } else {
+                    String::new()
+                },
+                event: ChangeEvent::decode(payload)?,
+            });
+        }
         if sequence >= last {
             break;
         }

@@ -64,6 +64,27 @@ fn errors_name_the_key() {
     assert!(e.contains("sslmode") || e.contains("sometimes"), "{e}");
     let two = format!("{MINIMAL}\n[[sources]]\nname = \"erp\"\npublication = \"p\"\nslot = \"t\"\n[sources.connection]\nhost = \"h\"\nuser = \"u\"\ndbname = \"d\"\n");
     assert!(error_of(&two).contains("sources[1].name"));
+    for bad in ["0", "1001"] {
+        let e = error_of(&MINIMAL.replace(
+            "slot = \"s\"",
+            &format!("slot = \"s\"\nsnapshot_rows_per_message = {bad}"),
+        ));
+        assert!(
+            e.contains("sources[0].snapshot_rows_per_message") && e.contains("1000"),
+            "{e}"
+        );
+    }
+    let batched = MINIMAL.replace(
+        "slot = \"s\"",
+        "slot = \"s\"\nsnapshot_rows_per_message = 500",
+    );
+    let c = tributary_config::parse(&batched).expect("valid");
+    assert_eq!(c.sources[0].snapshot_rows_per_message, 500);
+    let c = tributary_config::parse(MINIMAL).expect("valid");
+    assert_eq!(
+        c.sources[0].snapshot_rows_per_message, 1,
+        "one row per message by default"
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! dead letters; the SaaS feeds' raw streams hold JSON already. `--message-type` overrides.
 //! Row changes naming their schema by reference (`schema_id`) are printed with the columns
 //! and key columns of that schema filled in, read from the KV bucket `tributary_cdc_schemas`.
+//! A message of batched snapshot reads (`...read_batch`) is printed as its events, one record
+//! each with its `batch_index`; `--count` counts events.
 
 use std::path::PathBuf;
 
@@ -20,6 +22,7 @@ use time::OffsetDateTime;
 use tributary_config::Config;
 use tributary_nats::schemas::SchemaResolver;
 use tributary_proto::cdc::v1::ChangeEvent;
+use tributary_proto::read_batch::{is_read_batch_subject, split_read_batch};
 use tributary_proto::Message as _;
 
 use crate::ops::Format;
@@ -181,6 +184,35 @@ async fn with_schema(
     Ok(event.encode_to_vec().into())
 }
 
+/// The payloads to print for one message: its events when it batches snapshot reads
+/// (`...read_batch`, a `ChangeEventBatch`), else the payload itself.
+fn parts(decoder: &Decoder, msg: &jetstream::Message) -> Vec<Result<bytes::Bytes, String>> {
+    let is_change = matches!(decoder, Decoder::Protobuf(d) if d.full_name() == CHANGE_EVENT);
+    if !is_change || !is_read_batch_subject(msg.subject.as_str()) {
+        return vec![Ok(msg.payload.clone())];
+    }
+    match split_read_batch(&msg.payload) {
+        Ok(events) => events.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e.to_string())],
+    }
+}
+
+/// A message that cannot be taken apart: where it is stored, why, and its payload in base64.
+fn undecodable(stream: &str, msg: &jetstream::Message, error: String) -> anyhow::Result<Value> {
+    let info = msg
+        .info()
+        .map_err(|e| anyhow::anyhow!("message without metadata: {e}"))?;
+    let raw = base64::engine::general_purpose::STANDARD.encode(&msg.payload);
+    Ok(json!({
+        "stream": stream,
+        "seq": info.stream_sequence,
+        "subject": msg.subject.as_str(),
+        "time": rfc3339(info.published),
+        "error": error,
+        "payload_base64": raw,
+    }))
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
@@ -269,19 +301,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let msg = msg
             .context("the stream read ended")?
             .map_err(|e| anyhow::anyhow!("reading {stream_name}: {e}"))?;
-        let payload = with_schema(&schemas, &decoder, &msg.payload).await;
-        let record = record(&stream_name, &decoder, &msg, payload)?;
-        match args.format {
-            Format::Json => println!("{}", serde_json::to_string(&record)?),
-            Format::Table => println!(
-                "#{} {} {}\n{}",
-                record["seq"],
-                msg.subject,
-                record["time"].as_str().unwrap_or_default(),
-                serde_json::to_string_pretty(record.get("event").unwrap_or(&record))?
-            ),
+        for (index, part) in parts(&decoder, &msg).into_iter().enumerate() {
+            let mut record = match part {
+                Ok(payload) => {
+                    let payload = with_schema(&schemas, &decoder, &payload).await;
+                    record(&stream_name, &decoder, &msg, payload)?
+                }
+                Err(e) => undecodable(&stream_name, &msg, e)?,
+            };
+            if is_read_batch_subject(msg.subject.as_str()) {
+                record["batch_index"] = json!(index);
+            }
+            match args.format {
+                Format::Json => println!("{}", serde_json::to_string(&record)?),
+                Format::Table => println!(
+                    "#{} {} {}\n{}",
+                    record["seq"],
+                    msg.subject,
+                    record["time"].as_str().unwrap_or_default(),
+                    serde_json::to_string_pretty(record.get("event").unwrap_or(&record))?
+                ),
+            }
+            printed += 1;
+            if args.count.is_some_and(|n| printed >= n) {
+                break;
+            }
         }
-        printed += 1;
     }
     Ok(())
 }

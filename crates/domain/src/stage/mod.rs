@@ -31,22 +31,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, DomainConfig};
 use tributary_core::{BoxFuture, Component, Failure};
 use tributary_nats::delivery_watch::{PULL_EXPIRES, PULL_HEARTBEAT};
-use tributary_proto::cdc::v1::{ChangeEvent, Operation};
+use tributary_proto::cdc::v1::Operation;
+use tributary_proto::read_batch::{is_read_batch_subject, split_read_batch};
 
 mod batch;
 mod consumer;
 mod decode;
 mod entity;
+mod parent;
 mod publish;
 mod wait;
 
-use crate::mapping::{CompiledMapping, Mapped, RowView};
+use crate::mapping::CompiledMapping;
 use crate::metrics as m;
 use crate::schema::Schema;
 use crate::state::StateStore;
@@ -261,7 +264,7 @@ impl DomainStage {
                 let cut = self
                     .absorb(&mut cache, &mut batch, source, stream_name, msg)
                     .await?;
-                if cut || batch.messages.len() >= BATCH {
+                if cut || batch.messages.len() >= BATCH || batch.changes >= BATCH {
                     break;
                 }
                 match messages.next().now_or_never() {
@@ -276,7 +279,8 @@ impl DomainStage {
         }
     }
 
-    /// Maps one CDC message into the batch; Ok(true) when the batch should end after it.
+    /// Maps one CDC message (one change, or a batch of snapshot reads) into the batch;
+    /// Ok(true) when the batch should end after it.
     async fn absorb(
         &self,
         cache: &mut Cache,
@@ -287,13 +291,47 @@ impl DomainStage {
     ) -> Result<bool, DomainError> {
         let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let payload = msg.payload.clone();
+        let batched = is_read_batch_subject(msg.subject.as_str());
         batch.messages.push(msg);
+        let id = format!("{stream}:{sequence}");
+        if !batched {
+            return self.absorb_change(cache, batch, source, &id, payload).await;
+        }
+        let changes = match split_read_batch(&payload) {
+            Ok(changes) => changes,
+            Err(e) => {
+                let reason = MapError::Decode(e.to_string());
+                let letter = publish::dead_letter("_decode", &id, payload, &reason);
+                batch.dead_letters.push(letter);
+                return Ok(false);
+            }
+        };
+        let mut cut = false;
+        for (i, change) in changes.into_iter().enumerate() {
+            let id = format!("{id}.{i}");
+            cut |= self
+                .absorb_change(cache, batch, source, &id, change)
+                .await?;
+        }
+        Ok(cut)
+    }
+
+    /// Maps one change into the batch; `position` names it in a dead letter when it does not
+    /// decode. Ok(true) when the batch should end after it.
+    async fn absorb_change(
+        &self,
+        cache: &mut Cache,
+        batch: &mut Batch,
+        source: &str,
+        position: &str,
+        payload: Bytes,
+    ) -> Result<bool, DomainError> {
+        batch.changes += 1;
         metrics::counter!(m::CHANGES, "source" => source.to_string()).increment(1);
         let change = match decode::change(&self.schemas, payload.clone()).await? {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                let id = format!("{stream}:{sequence}");
-                let letter = publish::dead_letter("_decode", &id, payload, &e);
+                let letter = publish::dead_letter("_decode", position, payload, &e);
                 batch.dead_letters.push(letter);
                 return Ok(false);
             }
@@ -502,74 +540,5 @@ impl DomainStage {
         }
         work.ops = ops;
         Ok(())
-    }
-
-    /// Outer Err: transient (retry the message); inner Err: this change cannot be mapped.
-    async fn map_one(
-        &self,
-        cache: &mut Cache,
-        mapping: &CompiledMapping,
-        change: &ChangeEvent,
-        waited: &mut bool,
-    ) -> Result<Result<Mapped, MapError>, DomainError> {
-        let Some(row) = RowView::of(change) else {
-            return Ok(Err(MapError::NoRow));
-        };
-        let parent_change = match mapping.parent_key(&row) {
-            Err(e) => return Ok(Err(e)),
-            Ok(None) => None,
-            Ok(Some(key)) => match self
-                .wait_for_parent(cache, mapping, &change.source, &key, waited)
-                .await?
-            {
-                Ok(c) => Some(c),
-                Err(e) => return Ok(Err(e)),
-            },
-        };
-        let parent_row = parent_change.as_ref().and_then(RowView::of);
-        Ok(mapping.apply(&row, parent_row.as_ref()))
-    }
-
-    /// The parent row: from the rows this task stored, else from KV, else waits for it.
-    async fn wait_for_parent(
-        &self,
-        cache: &mut Cache,
-        mapping: &CompiledMapping,
-        source: &str,
-        key: &[String],
-        waited: &mut bool,
-    ) -> Result<Result<ChangeEvent, MapError>, DomainError> {
-        let Some(parent) = &mapping.config.parent else {
-            return Ok(Err(MapError::NoRow));
-        };
-        let k = StateStore::row_key(source, &parent.table, parent.parent_columns(), key);
-        let started = Instant::now();
-        let wait = Duration::from_millis(self.cfg.parent_wait_ms);
-        loop {
-            let found = match cache.rows.get(&k) {
-                Some(bytes) => Some(bytes.clone()),
-                None => {
-                    let bytes = self.state.get_row_at(&k).await?;
-                    if let Some(bytes) = &bytes {
-                        cache.rows.insert(k.clone(), bytes.clone());
-                    }
-                    bytes
-                }
-            };
-            if let Some(bytes) = found {
-                return Ok(decode::change(&self.schemas, bytes)
-                    .await?
-                    .map_err(|e| MapError::Decode(format!("parent row: {e}"))));
-            }
-            if started.elapsed() >= wait {
-                return Ok(Err(MapError::MissingParent {
-                    table: parent.table.clone(),
-                    key: key.join(":"),
-                    waited_ms: self.cfg.parent_wait_ms,
-                }));
-            }
-            *waited = true;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }

@@ -16,6 +16,7 @@
 //! newest value, so replaying the stream still ends at the table's state.
 
 pub(crate) mod copy_text;
+mod read_batch;
 mod worker;
 
 use std::collections::VecDeque;
@@ -37,7 +38,7 @@ use crate::outbound::Outbound;
 use crate::relations::{ColumnSpec, RelationContext, RelationInfo, RelationSpec};
 use crate::snapshot_state::ChunkSpec;
 use crate::PipelineError;
-use worker::{ChunkJob, ChunkOutcome, Worker};
+use worker::{ChunkJob, ChunkOutcome, ReadSettings, Worker};
 
 /// Where the snapshot's transaction snapshot comes from.
 pub enum SnapshotSource {
@@ -192,13 +193,13 @@ impl SnapshotRun<'_> {
             let queue = queue.clone();
             let out = self.out.clone();
             let outcome_tx = outcome_tx.clone();
-            let source = ctx.config.name.clone();
-            let lsn = consistent_point;
-            tasks.spawn(async move {
-                worker
-                    .run(queue, out, outcome_tx, source, lsn, attempt)
-                    .await
-            });
+            let reads = ReadSettings {
+                source: ctx.config.name.clone(),
+                consistent_point,
+                attempt,
+                rows_per_message: ctx.config.snapshot_rows_per_message,
+            };
+            tasks.spawn(async move { worker.run(queue, out, outcome_tx, reads).await });
         }
         drop(outcome_tx);
 

@@ -13,6 +13,7 @@ use tributary_postgres::ControlConnection;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 use super::copy_text::{parse_row, RowSplitter};
+use super::read_batch::ReadBatcher;
 use crate::context::SourceContext;
 use crate::event::build_row_from_text;
 use crate::outbound::{now_micros, ChunkId, Outbound, BATCH};
@@ -41,6 +42,16 @@ pub enum ChunkOutcome {
 
 pub struct Worker {
     conn: ControlConnection,
+}
+
+/// What every `read` event of this snapshot run shares.
+pub struct ReadSettings {
+    pub source: String,
+    pub consistent_point: Lsn,
+    /// The run's attempt number, part of the event ids (see `copy_chunk`).
+    pub attempt: u32,
+    /// `snapshot_rows_per_message`: above 1, rows go out in `ChangeEventBatch` messages.
+    pub rows_per_message: usize,
 }
 
 enum CopyError {
@@ -74,12 +85,10 @@ impl Worker {
         queue: Arc<Mutex<VecDeque<ChunkJob>>>,
         out: mpsc::Sender<Vec<Outbound>>,
         outcomes: mpsc::UnboundedSender<ChunkOutcome>,
-        source: String,
-        consistent_point: Lsn,
-        attempt: u32,
+        reads: ReadSettings,
     ) -> Result<(), PipelineError> {
         let gone = || PipelineError::PublisherGone {
-            source_name: source.clone(),
+            source_name: reads.source.clone(),
             message: "closed during the snapshot".into(),
         };
         loop {
@@ -94,7 +103,7 @@ impl Worker {
                 });
                 continue;
             }
-            match copy_chunk(client, &job, &out, &source, consistent_point, attempt).await {
+            match copy_chunk(client, &job, &out, &reads).await {
                 Ok(rows) => {
                     let _ = client.batch_execute("RELEASE SAVEPOINT chunk").await;
                     let (recorded, wait) = tokio::sync::oneshot::channel();
@@ -123,10 +132,9 @@ async fn copy_chunk(
     client: &tokio_postgres::Client,
     job: &ChunkJob,
     out: &mpsc::Sender<Vec<Outbound>>,
-    source: &str,
-    consistent_point: Lsn,
-    attempt: u32,
+    reads: &ReadSettings,
 ) -> Result<u64, CopyError> {
+    let source = reads.source.as_str();
     let table_err =
         |e: &dyn std::fmt::Display| CopyError::Table(format!("{}: {e}", job.table.qualified()));
     let sql = job.table.copy_sql(&job.range, None);
@@ -141,9 +149,13 @@ async fn copy_chunk(
     // snapshot whose rows may differ, so it is published again in full, never half-deduplicated.
     // Everything but the row number is the same for the whole chunk: formatted once.
     let id_prefix = format!(
-        "{source}:{consistent_point}:r{attempt}.{}.{}.",
-        job.table.oid, job.id.index
+        "{source}:{}:r{}.{}.{}.",
+        reads.consistent_point, reads.attempt, job.table.oid, job.id.index
     );
+    let mut grouped = (reads.rows_per_message > 1).then(|| {
+        let subject = format!("{}_batch", job.info.subjects[Op::Read as usize]);
+        ReadBatcher::new(subject.into(), reads.rows_per_message, now)
+    });
     while let Some(data) = stream.next().await {
         let data = data.map_err(|e| table_err(&e))?;
         splitter.push(&data, |line| {
@@ -152,17 +164,24 @@ async fn copy_chunk(
             parse_row(line, rows, &mut fields).map_err(|e| table_err(&e))?;
             let after =
                 build_row_from_text(&job.info, &fields, source).map_err(|e| table_err(&e))?;
-            batch.push(read_event(
-                job,
-                after,
-                &id_prefix,
-                consistent_point,
-                rows,
-                now,
-            ));
+            let (id, payload) =
+                read_event(job, after, &id_prefix, reads.consistent_point, rows, now);
+            match &mut grouped {
+                None => batch.push(Outbound::Change {
+                    msg_id: id,
+                    subject: job.info.subjects[Op::Read as usize].clone(),
+                    payload,
+                    commit_time_micros: now,
+                }),
+                Some(grouped) => {
+                    if let Some(full) = grouped.push(id, &payload) {
+                        batch.push(full);
+                    }
+                }
+            }
             Ok::<(), CopyError>(())
         })?;
-        if batch.len() >= BATCH {
+        if batch.len() >= BATCH || (grouped.is_some() && !batch.is_empty()) {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             out.send(full).await.map_err(|_| CopyError::PublisherGone)?;
         }
@@ -171,6 +190,9 @@ async fn copy_chunk(
         return Err(table_err(&"COPY output ended inside a row"));
     }
     rows_counter.increment(rows);
+    if let Some(last) = grouped.as_mut().and_then(ReadBatcher::finish) {
+        batch.push(last);
+    }
     batch.push(Outbound::SnapshotChunk { id: job.id.clone() });
     out.send(batch)
         .await
@@ -185,7 +207,7 @@ fn read_event(
     lsn: Lsn,
     n: u64,
     now: i64,
-) -> Outbound {
+) -> (String, bytes::Bytes) {
     let mut id = String::with_capacity(id_prefix.len() + 20);
     id.push_str(id_prefix);
     // Writing into a String cannot fail.
@@ -204,10 +226,5 @@ fn read_event(
         subject: job.info.subjects[Op::Read as usize].clone(),
     };
     let payload = encode(&change);
-    Outbound::Change {
-        msg_id: std::mem::take(&mut change.event.event_id),
-        subject: change.subject,
-        payload,
-        commit_time_micros: now,
-    }
+    (std::mem::take(&mut change.event.event_id), payload)
 }
