@@ -30,7 +30,13 @@ pub struct Args {
     pub ha: bool,
     /// `[[sources]] schema` of the runs, each for every replica count.
     pub schemas: Vec<Schema>,
+    /// `[[sources]] changes_per_message` of the runs, each for every replica count and schema.
+    pub changes_per_message: Vec<usize>,
 }
+
+/// The text of the workload's last change (an update written after everything else): a run
+/// with batches is complete once the stream's last event carries it.
+const LAST_CHANGE_NOTE: &str = "bench: the last change";
 
 /// `[[sources]] schema`: column descriptions in every event, or by reference (issue #16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -57,13 +63,16 @@ impl Schema {
 
 /// The bridge's slot for a run with `replicas` stream replicas (R1 inline keeps the historical
 /// name).
-fn slot_for(replicas: usize, schema: Schema) -> String {
+fn slot_for(replicas: usize, schema: Schema, changes_per_message: usize) -> String {
     let mut slot = BRIDGE_SLOT.to_owned();
     if replicas != 1 {
         slot.push_str(&format!("_r{replicas}"));
     }
     if schema == Schema::Reference {
         slot.push_str("_ref");
+    }
+    if changes_per_message != 1 {
+        slot.push_str(&format!("_b{changes_per_message}"));
     }
     slot
 }
@@ -97,14 +106,31 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
 
     // Every slot exists before the first change, so every run sees the whole workload.
     env.create_slot(CEILING_SLOT).await?;
+    if args.changes_per_message.is_empty() || args.changes_per_message.contains(&0) {
+        bail!("--changes-per-message must list values of at least 1");
+    }
     for &r in &args.replicas {
         for &schema in &args.schemas {
-            env.create_slot(&slot_for(r, schema)).await?;
+            for &cpm in &args.changes_per_message {
+                env.create_slot(&slot_for(r, schema, cpm)).await?;
+            }
         }
     }
     let start_lsn = env.current_lsn(&control).await?;
 
-    let written = write_workload(&env, args.changes, args.connections).await?;
+    let mut written = write_workload(&env, args.changes, args.connections).await?;
+    // One more change, known to be the last: how a run with batches knows it is complete.
+    let last = control
+        .execute(
+            "UPDATE sales_orders SET note = $1 WHERE id = (SELECT max(id) FROM sales_orders)",
+            &[&LAST_CHANGE_NOTE],
+        )
+        .await
+        .context("writing the last change")?;
+    if last != 1 {
+        bail!("the last change updated {last} rows");
+    }
+    written.counts.updates += 1;
     let end_lsn = env.current_lsn(&control).await?;
     // pg_recvlogical --endpos stops only once it sees a message past the end position.
     control
@@ -159,7 +185,10 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
                 cpu_secs: Box::new(move || vec![pid.and_then(procfs::cpu_secs)]),
             };
             for &schema in &args.schemas {
-                runs.push(bridge_run(&env, &nats, changes, &args, schema, perf.clone()).await?);
+                for &cpm in &args.changes_per_message {
+                    let perf = perf.clone();
+                    runs.push(bridge_run(&env, &nats, changes, &args, (schema, cpm), perf).await?);
+                }
             }
         } else {
             // Started only now (and dropped after) so that its idle nodes cost the other runs
@@ -171,7 +200,10 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
                 cpu_secs: Box::new(|| cluster.cpu_secs()),
             };
             for &schema in &args.schemas {
-                runs.push(bridge_run(&env, &nats, changes, &args, schema, perf.clone()).await?);
+                for &cpm in &args.changes_per_message {
+                    let perf = perf.clone();
+                    runs.push(bridge_run(&env, &nats, changes, &args, (schema, cpm), perf).await?);
+                }
             }
         }
     }
@@ -192,6 +224,7 @@ struct Publishing<'a> {
 struct BridgeRun {
     replicas: usize,
     schema: Schema,
+    changes_per_message: usize,
     settings: String,
     rate: f64,
     /// Changes per second from the first message stored to the last (without the start-up:
@@ -208,12 +241,12 @@ async fn bridge_run(
     nats: &Publishing<'_>,
     changes: u64,
     args: &Args,
-    schema: Schema,
+    (schema, changes_per_message): (Schema, usize),
     perf_record: Option<PathBuf>,
 ) -> anyhow::Result<BridgeRun> {
     let target = &nats.target;
     let replicas = target.stream_replicas;
-    let slot = slot_for(replicas, schema);
+    let slot = slot_for(replicas, schema, changes_per_message);
     let mut label = if replicas == 1 {
         "tributary".to_owned()
     } else {
@@ -221,6 +254,9 @@ async fn bridge_run(
     };
     if schema == Schema::Reference {
         label.push_str(" ref");
+    }
+    if changes_per_message != 1 {
+        label.push_str(&format!(" {changes_per_message}/message"));
     }
     // Each run counts the messages of a stream of its own (the previous run's is deleted).
     let _ = nats.js.delete_stream(crate::env::STREAM).await;
@@ -237,7 +273,11 @@ async fn bridge_run(
         },
     );
     println!("{label}: {settings}, slot {slot}");
-    let config = env.write_config_for(&slot, schema.source_keys(), target)?;
+    let keys = format!(
+        "{}changes_per_message = {changes_per_message}\n",
+        schema.source_keys()
+    );
+    let config = env.write_config_for(&slot, &keys, target)?;
     let mut bridge = env.spawn_bridge(&config)?;
     let started = bridge.started();
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
@@ -247,14 +287,12 @@ async fn bridge_run(
         Some(path) => Some(start_perf(bridge.pid(), path)?),
         None => None,
     };
-    let progress = env::wait_for_messages_on(
-        nats.js,
-        &mut bridge,
-        changes,
-        args.timeout,
-        Duration::from_millis(20),
-    )
-    .await;
+    let poll = Duration::from_millis(20);
+    let progress = if changes_per_message == 1 {
+        env::wait_for_messages_on(nats.js, &mut bridge, changes, args.timeout, poll).await
+    } else {
+        env::wait_for_last_event(nats.js, &mut bridge, LAST_CHANGE_NOTE, args.timeout, poll).await
+    };
     if let Some(perf) = perf {
         stop_perf(perf).await;
     }
@@ -303,11 +341,22 @@ async fn bridge_run(
             nodes.join(" ")
         );
     }
-    if progress.messages != changes {
+    if changes_per_message == 1 && progress.messages != changes {
         println!(
             "warning: the stream holds {} messages, {changes} changes were written",
             progress.messages
         );
+    }
+    if changes_per_message > 1 {
+        let events = env::count_events(nats.js).await?;
+        println!(
+            "{label}: the stream holds {events} events in {} messages ({:.1} events/message)",
+            progress.messages,
+            events as f64 / progress.messages.max(1) as f64
+        );
+        if events != changes {
+            bail!("the stream holds {events} events, {changes} changes were written");
+        }
     }
     if let Some(path) = &perf_record {
         println!(
@@ -319,6 +368,7 @@ async fn bridge_run(
     Ok(BridgeRun {
         replicas,
         schema,
+        changes_per_message,
         settings,
         rate,
         streaming_rate: progress
@@ -335,18 +385,19 @@ async fn bridge_run(
 fn print_summary(runs: &[BridgeRun], changes: u64, ceiling_rate: f64) {
     let r1 = runs
         .iter()
-        .find(|r| r.replicas == 1 && r.schema == runs[0].schema)
+        .find(|r| r.replicas == 1 && r.schema == runs[0].schema && r.changes_per_message == 1)
         .map(|r| r.rate);
     if runs.len() > 1 {
         println!("summary (ceiling {ceiling_rate:.0} changes/s):");
         for run in runs {
             let per_change = |cpu: f64| cpu * 1e6 / changes as f64;
             println!(
-                "  R{} {:?}: changes_per_sec={:.0} vs_ceiling={:.3} vs_R1={} \
+                "  R{} {:?} {}/message: changes_per_sec={:.0} vs_ceiling={:.3} vs_R1={} \
                  after_first_message={:.0} B/event={:.0} \
                  bridge_cpu_s={:.2} ({:.1} us/change) nats_cpu_s={:.2} ({:.1} us/change) -- {}",
                 run.replicas,
                 run.schema,
+                run.changes_per_message,
                 run.rate,
                 run.rate / ceiling_rate,
                 r1.map_or_else(|| "-".to_owned(), |r1| format!("{:.3}", run.rate / r1)),
@@ -367,12 +418,17 @@ fn print_summary(runs: &[BridgeRun], changes: u64, ceiling_rate: f64) {
         } else {
             format!("r{}", run.replicas)
         };
-        let main = run.replicas == 1 && run.schema == runs[0].schema;
+        let main = run.replicas == 1
+            && run.schema == runs[0].schema
+            && run.changes_per_message == runs[0].changes_per_message;
         if !main {
             prefix.push_str(match run.schema {
                 Schema::Reference => "_ref",
                 Schema::Inline => "_inline",
             });
+            if run.changes_per_message != 1 {
+                prefix.push_str(&format!("_b{}", run.changes_per_message));
+            }
         }
         let mut part = format!("{prefix}_changes_per_sec={:.0}", run.rate);
         if main {

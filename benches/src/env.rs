@@ -433,6 +433,101 @@ pub async fn wait_for_messages_on(
     }
 }
 
+/// Waits until the stream's last message holds `needle` (the text of a change known to be the
+/// last one written): with batches the stream holds fewer messages than changes, and a batch
+/// is stored whole, so the last change stored means every change is.
+pub async fn wait_for_last_event(
+    js: &async_nats::jetstream::Context,
+    bridge: &mut Bridge,
+    needle: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> anyhow::Result<StreamProgress> {
+    let deadline = Instant::now() + timeout;
+    let mut first_message = None;
+    let mut checked = 0;
+    loop {
+        bridge.check_running()?;
+        let now = Instant::now();
+        let (last, messages, bytes) = match js.get_stream(STREAM).await {
+            Ok(mut s) => {
+                let info = s
+                    .info()
+                    .await
+                    .with_context(|| format!("reading the state of stream {STREAM}"))?;
+                (
+                    info.state.last_sequence,
+                    info.state.messages,
+                    info.state.bytes,
+                )
+            }
+            Err(_) => (0, 0, 0),
+        };
+        if messages > 0 && first_message.is_none() {
+            first_message = Some(now);
+        }
+        if last > checked {
+            checked = last;
+            let stream = js.get_stream(STREAM).await?;
+            let msg = stream
+                .get_raw_message(last)
+                .await
+                .with_context(|| format!("reading message {last} of {STREAM}"))?;
+            if msg
+                .payload
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                return Ok(StreamProgress {
+                    first_message,
+                    done: now,
+                    messages,
+                    bytes,
+                });
+            }
+        }
+        if now >= deadline {
+            bail!(
+                "the last change is not in stream {STREAM} after {timeout:?} ({messages} messages)\n\
+                 --- bridge log ---\n{}",
+                bridge.log_tail()
+            );
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// The events in the stream, read back: a batch counts its events, any other message one.
+pub async fn count_events(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    use futures::StreamExt as _;
+    use tributary_proto::batch::{is_batch_subject, split_batch};
+    let mut stream = js.get_stream(STREAM).await.context("the bench stream")?;
+    let total = stream.info().await?.state.messages;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .context("reading the stream back")?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("reading the stream back")?;
+    let (mut read, mut events) = (0u64, 0u64);
+    while read < total {
+        let msg = messages
+            .next()
+            .await
+            .context("the stream read ended")?
+            .map_err(|e| anyhow::anyhow!("reading the stream back: {e}"))?;
+        read += 1;
+        events += if is_batch_subject(msg.subject.as_str()) {
+            split_batch(&msg.payload)?.len() as u64
+        } else {
+            1
+        };
+    }
+    Ok(events)
+}
+
 /// What [`BenchEnv::wait_for_messages`] saw.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamProgress {

@@ -92,6 +92,11 @@ enum Command {
         /// every --replicas value).
         #[arg(long, value_delimiter = ',', default_value = "inline")]
         schema: Vec<e2e::Schema>,
+        /// `[[sources]] changes_per_message` of each run, e.g. `--changes-per-message 1,100`
+        /// (1: a message per change; above 1: `ChangeEventBatch` messages), for every
+        /// --replicas and --schema value.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        changes_per_message: Vec<usize>,
     },
     /// Offer a steady load of ~10-row transactions and measure commit -> subscriber latency
     /// and the bridge's memory.
@@ -256,6 +261,7 @@ fn main() -> ExitCode {
                 replicas,
                 ha,
                 schema,
+                changes_per_message,
             } => {
                 e2e::run(
                     e2e::Args {
@@ -266,6 +272,7 @@ fn main() -> ExitCode {
                         replicas,
                         ha,
                         schemas: schema,
+                        changes_per_message,
                     },
                     settings,
                 )

@@ -330,7 +330,7 @@ async fn run_bridge(
         );
     }
     if rows_per_message > 1 {
-        let events = count_events(&env.js).await?;
+        let events = crate::env::count_events(&env.js).await?;
         println!(
             "stream holds {events} read events in {} messages ({:.1} rows/message)",
             progress.messages,
@@ -387,39 +387,6 @@ async fn wait_for_snapshot_done(
         }
         tokio::time::sleep(poll).await;
     }
-}
-
-/// The read events in the stream: single `read` messages count one, batches their events.
-async fn count_events(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
-    use tributary_proto::read_batch::{is_read_batch_subject, split_read_batch};
-    let stream = js
-        .get_stream(crate::env::STREAM)
-        .await
-        .context("the bench stream")?;
-    let total = stream.cached_info().state.messages;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .context("reading the stream back")?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .context("reading the stream back")?;
-    let (mut read, mut events) = (0u64, 0u64);
-    while read < total {
-        let msg = messages
-            .next()
-            .await
-            .context("the stream read ended")?
-            .map_err(|e| anyhow::anyhow!("reading the stream back: {e}"))?;
-        read += 1;
-        if is_read_batch_subject(msg.subject.as_str()) {
-            events += split_read_batch(&msg.payload)?.len() as u64;
-        } else if msg.subject.as_str().ends_with(".read") {
-            events += 1;
-        }
-    }
-    Ok(events)
 }
 
 struct Ceiling {

@@ -25,6 +25,16 @@ from google.protobuf.json_format import MessageToDict
 from domain_consumer import load_types
 
 
+BATCH_TOKENS = ("insert_batch", "update_batch", "delete_batch", "read_batch")
+
+
+def is_batch_subject(subject):
+    """`<prefix>.<source>.<schema>.<table>.<op>_batch`; never a logical decoding message
+    (`<prefix>.<source>._message.<message prefix>`), whatever its prefix."""
+    tokens = subject.split(".")
+    return len(tokens) >= 2 and tokens[-1] in BATCH_TOKENS and tokens[-2] != "_message"
+
+
 class Schemas:
     """Column descriptions by schema id, fetched from the KV bucket on first sight."""
 
@@ -76,9 +86,10 @@ async def run(args):
                 raise SystemExit(f"no event for {args.timeout} s after {seen} events")
             continue
         for msg in msgs:
-            # A source with `snapshot_rows_per_message` above 1 publishes its snapshot's rows
-            # in batches (`ChangeEventBatch` on `...read_batch`): one message, several events.
-            if msg.subject.endswith(".read_batch"):
+            # A source with `snapshot_rows_per_message` or `changes_per_message` above 1
+            # publishes batches (`ChangeEventBatch` on `...<op>_batch`): one message, several
+            # events.
+            if is_batch_subject(msg.subject):
                 events = list(ChangeEventBatch.FromString(msg.data).events)
             else:
                 events = [ChangeEvent.FromString(msg.data)]

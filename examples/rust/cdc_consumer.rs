@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, kv};
 use futures::StreamExt;
+use tributary_proto::batch::is_batch_subject;
 use tributary_proto::cdc::v1::{
     value::Kind, ChangeEvent, ChangeEventBatch, Column, RelationSchema, Value,
 };
@@ -105,9 +106,9 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("no event within 30 s")?
             .context("subscription ended")??;
-        // A source with `snapshot_rows_per_message` above 1 publishes its snapshot's rows in
-        // batches (`ChangeEventBatch` on `...read_batch`): one message, several events.
-        let events = if msg.subject.as_str().ends_with(".read_batch") {
+        // A source with `snapshot_rows_per_message` or `changes_per_message` above 1 publishes
+        // batches (`ChangeEventBatch` on `...<op>_batch`): one message, several events.
+        let events = if is_batch_subject(msg.subject.as_str()) {
             ChangeEventBatch::decode(msg.payload.clone())?.events
         } else {
             vec![ChangeEvent::decode(msg.payload.clone())?]

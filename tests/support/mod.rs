@@ -307,18 +307,19 @@ pub async fn read_stream(nats: &async_nats::Client, stream: &str) -> Result<Vec<
             .and_then(|h| h.get("Nats-Msg-Id"))
             .map(|v| v.as_str().to_string())
             .unwrap_or_default();
-        // A batch of snapshot reads (`snapshot_rows_per_message`): one entry per event, the
-        // message's Nats-Msg-Id (its first event's id) on the first.
-        let payloads = if tributary_proto::read_batch::is_read_batch_subject(&msg.subject) {
-            tributary_proto::read_batch::split_read_batch(&msg.payload)?
+        // A batch (`snapshot_rows_per_message`, `changes_per_message`): one entry per event,
+        // the message's Nats-Msg-Id (its last event's id) on the last.
+        let payloads = if tributary_proto::batch::is_batch_subject(&msg.subject) {
+            tributary_proto::batch::split_batch(&msg.payload)?
         } else {
             vec![msg.payload.clone()]
         };
+        let final_index = payloads.len().saturating_sub(1);
         for (i, payload) in payloads.into_iter().enumerate() {
             out.push(Received {
                 sequence,
                 subject: msg.subject.to_string(),
-                msg_id: if i == 0 {
+                msg_id: if i == final_index {
                     msg_id.clone()
                 } else {
                     String::new()

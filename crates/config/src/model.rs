@@ -246,8 +246,14 @@ pub struct SourceConfig {
     /// Snapshot rows per published message: 1 publishes each row as its own `read` event;
     /// above 1 the rows go out as `ChangeEventBatch` messages on `...read_batch` (consumers
     /// must decode them: docs/consumers.md), which costs the stream far less per row.
-    #[serde(default = "default_snapshot_rows_per_message")]
+    #[serde(default = "default_one")]
     pub snapshot_rows_per_message: usize,
+    /// Changes per published message, at most: 1 publishes each change as its own message;
+    /// above 1 consecutive row changes of one table and operation that the bridge has in hand
+    /// at once go out as one `ChangeEventBatch` on `...<op>_batch` (never waiting for more;
+    /// truncates and logical messages stay single). Consumers must decode batches first.
+    #[serde(default = "default_one")]
+    pub changes_per_message: usize,
     /// `schema.table` of the signal table (columns `id text`, `type text`, `data text`),
     /// which must be in the publication: a DBA inserts a row to request a backfill, e.g.
     /// `('bf-1', 'backfill', '{"table": "public.orders", "where": "id < 1000"}')`.
@@ -426,7 +432,7 @@ fn default_snapshot_parallelism() -> usize {
 fn default_snapshot_chunk_rows() -> u64 {
     50_000
 }
-fn default_snapshot_rows_per_message() -> usize {
+fn default_one() -> usize {
     1
 }
 fn default_lag_budget_bytes() -> u64 {

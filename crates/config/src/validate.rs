@@ -8,9 +8,9 @@ use crate::{Config, ConfigError, ConnectionConfig, Secret, StreamConfig};
 /// from one captured delivery.
 pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
 const MIN_WEBHOOK_SECRET_DISTINCT: usize = 8;
-/// Upper bound of `snapshot_rows_per_message`: past a few hundred rows the stream's cost per
-/// row no longer falls, while a consumer holds the whole batch in memory.
-pub const MAX_SNAPSHOT_ROWS_PER_MESSAGE: usize = 1000;
+/// Upper bound of `snapshot_rows_per_message` and `changes_per_message`: past a few hundred
+/// events the stream's cost per event no longer falls, while a consumer holds the whole batch.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 1000;
 
 /// Why a webhook signing secret's value is unusable (never quoting it), or None. A Standard
 /// Webhooks `whsec_` prefix is not part of the key. An empty key would let anyone sign.
@@ -252,11 +252,16 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
                 "must be at least 1",
             ));
         }
-        if !(1..=MAX_SNAPSHOT_ROWS_PER_MESSAGE).contains(&s.snapshot_rows_per_message) {
-            return Err(ConfigError::invalid(
-                key("snapshot_rows_per_message"),
-                format!("must be between 1 and {MAX_SNAPSHOT_ROWS_PER_MESSAGE}"),
-            ));
+        for (name, value) in [
+            ("snapshot_rows_per_message", s.snapshot_rows_per_message),
+            ("changes_per_message", s.changes_per_message),
+        ] {
+            if !(1..=MAX_EVENTS_PER_MESSAGE).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    format!("must be between 1 and {MAX_EVENTS_PER_MESSAGE}"),
+                ));
+            }
         }
         if s.heartbeat_interval_secs == 0 {
             return Err(ConfigError::invalid(

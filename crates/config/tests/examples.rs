@@ -64,15 +64,15 @@ fn errors_name_the_key() {
     assert!(e.contains("sslmode") || e.contains("sometimes"), "{e}");
     let two = format!("{MINIMAL}\n[[sources]]\nname = \"erp\"\npublication = \"p\"\nslot = \"t\"\n[sources.connection]\nhost = \"h\"\nuser = \"u\"\ndbname = \"d\"\n");
     assert!(error_of(&two).contains("sources[1].name"));
-    for bad in ["0", "1001"] {
-        let e = error_of(&MINIMAL.replace(
-            "slot = \"s\"",
-            &format!("slot = \"s\"\nsnapshot_rows_per_message = {bad}"),
-        ));
-        assert!(
-            e.contains("sources[0].snapshot_rows_per_message") && e.contains("1000"),
-            "{e}"
-        );
+    for key in ["snapshot_rows_per_message", "changes_per_message"] {
+        for bad in ["0", "1001"] {
+            let e =
+                error_of(&MINIMAL.replace("slot = \"s\"", &format!("slot = \"s\"\n{key} = {bad}")));
+            assert!(
+                e.contains(&format!("sources[0].{key}")) && e.contains("1000"),
+                "{e}"
+            );
+        }
     }
     let batched = MINIMAL.replace(
         "slot = \"s\"",
@@ -84,6 +84,10 @@ fn errors_name_the_key() {
     assert_eq!(
         c.sources[0].snapshot_rows_per_message, 1,
         "one row per message by default"
+    );
+    assert_eq!(
+        c.sources[0].changes_per_message, 1,
+        "one change per message by default"
     );
 }
 

@@ -319,6 +319,9 @@ pub struct StreamTail {
     /// That message's payload (None when the stream is empty or the message has aged out):
     /// the id is read from it when the header was not sent (`nats.msg_id_header = false`).
     pub payload: Option<bytes::Bytes>,
+    /// That message's subject: a batch (`..._batch`) holds several events, the last of which
+    /// is the position.
+    pub subject: Option<String>,
 }
 
 /// The last sequence of the stream, and the message stored there.
@@ -344,6 +347,7 @@ pub async fn stream_tail(stream: &mut stream::Stream) -> Result<StreamTail, Nats
                 .get(async_nats::header::NATS_MESSAGE_ID)
                 .map(|v| v.as_str().to_string()),
             payload: Some(msg.payload),
+            subject: Some(msg.subject.to_string()),
         }),
         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(empty),
         Err(e) => Err(NatsError::Stream {

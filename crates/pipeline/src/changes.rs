@@ -335,11 +335,17 @@ impl Session<'_> {
         change.event.event_id = event_id(self.ctx.config.name.as_str(), position.0, position.1);
         let payload = encode(&change);
         // The id is in the payload now; the same String becomes the Nats-Msg-Id.
+        let batchable = matches!(
+            Operation::try_from(change.event.op),
+            Ok(Operation::Insert | Operation::Update | Operation::Delete)
+        );
         self.batch.push(Outbound::Change {
             subject: change.subject,
             msg_id: std::mem::take(&mut change.event.event_id),
             payload,
             commit_time_micros: change.event.commit_time_micros,
+            batchable,
+            ends_transaction: change.event.last_in_transaction,
         });
     }
 

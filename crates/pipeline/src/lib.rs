@@ -19,6 +19,7 @@
 //! acknowledged by JetStream, and only then does the slot's confirmed position move.
 
 mod backfill;
+mod batching;
 mod changes;
 mod context;
 mod error;

@@ -18,6 +18,11 @@ pub enum Outbound {
         msg_id: String,
         payload: Bytes,
         commit_time_micros: i64,
+        /// May share a `ChangeEventBatch` with the changes of the same subject next to it
+        /// (row changes: insert, update, delete; not truncates, logical messages or reads).
+        batchable: bool,
+        /// The last change of its transaction: a batch never reaches past it.
+        ends_transaction: bool,
     },
     /// Confirm `lsn` once everything before it is acknowledged.
     Checkpoint { lsn: Lsn },

@@ -135,6 +135,7 @@ impl PublishTask {
                     msg_id,
                     payload,
                     commit_time_micros,
+                    ..
                 } => {
                     *since_ack += 1;
                     let want_ack = *since_ack >= ACK_EVERY

@@ -39,6 +39,8 @@ pub(crate) struct Session<'a> {
     /// Position of the last change the stream already holds: re-sent changes up to it are skipped.
     pub watermark: Option<Position>,
     pub batch: Vec<Outbound>,
+    /// `changes_per_message`: merges runs of changes into batches as they are handed over.
+    coalescer: crate::batching::Coalescer,
     pub last_checkpoint: Lsn,
     server_wal_end: Lsn,
     out: mpsc::Sender<Vec<Outbound>>,
@@ -84,6 +86,7 @@ impl<'a> Session<'a> {
             signal_oid: None,
             watermark: p.watermark,
             batch: Vec::with_capacity(BATCH),
+            coalescer: crate::batching::Coalescer::new(p.ctx.config.changes_per_message),
             last_checkpoint: Lsn::ZERO,
             server_wal_end: Lsn::ZERO,
             out: p.out,
@@ -261,6 +264,11 @@ impl<'a> Session<'a> {
     async fn send_batch(&mut self, repl: &mut ReplicationStream) -> Result<(), PipelineError> {
         self.check_fence()?;
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let batch = self.coalescer.feed(batch);
+        if batch.is_empty() {
+            // Everything is in a run still open (its transaction has not ended).
+            return Ok(());
+        }
         loop {
             tokio::select! {
                 permit = self.out.reserve() => {

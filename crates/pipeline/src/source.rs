@@ -163,7 +163,11 @@ impl SourceContext {
             .await
             .map_err(|e| self.nats_err(e))?;
         let last_sequence = tail.last_sequence;
-        let watermark = tail_position(tail.msg_id.as_deref(), tail.payload.as_deref());
+        let watermark = tail_position(
+            tail.subject.as_deref(),
+            tail.msg_id.as_deref(),
+            tail.payload.as_ref(),
+        );
 
         let slot = control
             .slot(&self.config.slot)

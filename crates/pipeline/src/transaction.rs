@@ -72,13 +72,25 @@ pub fn parse_event_id(id: &str) -> Option<Position> {
 }
 
 /// The position of a stream's last message: from its `Nats-Msg-Id` when it was sent with
-/// one, else from the payload's `event_id` (the same string). None for a message that is not
-/// a streamed change (a snapshot `read` event, an undecodable payload).
-pub fn tail_position(msg_id: Option<&str>, payload: Option<&[u8]>) -> Option<Position> {
+/// one, else from the payload's `event_id` (the same string) — for a batch, its last event's
+/// (which is also the batch's `Nats-Msg-Id`). None for a message that is not a streamed
+/// change (a snapshot `read` event, an undecodable payload).
+pub fn tail_position(
+    subject: Option<&str>,
+    msg_id: Option<&str>,
+    payload: Option<&Bytes>,
+) -> Option<Position> {
     if let Some(id) = msg_id {
         return parse_event_id(id);
     }
-    let event = ChangeEvent::decode(payload?).ok()?;
+    let payload = payload?;
+    let last = match subject {
+        Some(s) if tributary_proto::batch::is_batch_subject(s) => {
+            tributary_proto::batch::split_batch(payload).ok()?.pop()?
+        }
+        _ => payload.clone(),
+    };
+    let event = ChangeEvent::decode(last).ok()?;
     parse_event_id(&event.event_id)
 }
 
@@ -116,10 +128,33 @@ mod tests {
         };
         let payload = encode(&change);
         let at = Some((Lsn(0x2_0000_0010), 3));
-        assert_eq!(tail_position(None, Some(&payload)), at);
-        assert_eq!(tail_position(Some("erp:2/10:3"), Some(b"not protobuf")), at);
-        assert_eq!(tail_position(None, Some(b"\xff\xff not protobuf")), None);
-        assert_eq!(tail_position(None, None), None);
+        let s = Some("cdc.erp.public.t.insert");
+        assert_eq!(tail_position(s, None, Some(&payload)), at);
+        let garbage = Bytes::from_static(b"\xff\xff not protobuf");
+        assert_eq!(tail_position(s, Some("erp:2/10:3"), Some(&garbage)), at);
+        assert_eq!(tail_position(s, None, Some(&garbage)), None);
+        assert_eq!(tail_position(s, None, None), None);
+        // A batch: the last event's position, from the payload as from the header.
+        let mut batch = crate::batching::EventBatch::new("cdc.erp.public.t.insert".into(), 10);
+        for ordinal in [1, 2, 3] {
+            let mut c = ChangeEvent::default();
+            c.event_id = event_id("erp", Lsn(0x2_0000_0010), ordinal);
+            assert!(batch
+                .push(c.event_id.clone(), c.encode_to_vec().into(), 0)
+                .is_none());
+        }
+        let Some(crate::outbound::Outbound::Change {
+            subject,
+            msg_id,
+            payload,
+            ..
+        }) = batch.finish()
+        else {
+            panic!("a batch")
+        };
+        assert_eq!(subject.as_str(), "cdc.erp.public.t.insert_batch");
+        assert_eq!(tail_position(Some(&subject), None, Some(&payload)), at);
+        assert_eq!(tail_position(Some(&subject), Some(&msg_id), None), at);
     }
 
     #[test]

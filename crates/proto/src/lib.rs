@@ -14,8 +14,8 @@ pub mod retail {
     }
 }
 
+pub mod batch;
 pub mod compat;
-pub mod read_batch;
 
 /// The `FileDescriptorSet` of every `.proto` file, as published for consumers.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));

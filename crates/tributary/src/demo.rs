@@ -265,7 +265,8 @@ pub async fn demo(seconds: u64, rate: u32) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             Some(msg) = cdc.next() => {
-                if let Ok(ev) = ChangeEvent::decode(msg.payload.clone()) {
+                let events = tributary_proto::batch::events_of(&msg.subject, &msg.payload);
+                for ev in events.unwrap_or_default().into_iter().filter_map(|e| ChangeEvent::decode(e).ok()) {
                     view.cdc(&ev);
                 }
             }

@@ -7,8 +7,8 @@
 //! dead letters; the SaaS feeds' raw streams hold JSON already. `--message-type` overrides.
 //! Row changes naming their schema by reference (`schema_id`) are printed with the columns
 //! and key columns of that schema filled in, read from the KV bucket `tributary_cdc_schemas`.
-//! A message of batched snapshot reads (`...read_batch`) is printed as its events, one record
-//! each with its `batch_index`; `--count` counts events.
+//! A batch (`...<op>_batch`, a `ChangeEventBatch`) is printed as its events, one record each
+//! with its `batch_index`; `--count` counts events.
 
 use std::path::PathBuf;
 
@@ -21,8 +21,8 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 use tributary_config::Config;
 use tributary_nats::schemas::SchemaResolver;
+use tributary_proto::batch::{is_batch_subject, split_batch};
 use tributary_proto::cdc::v1::ChangeEvent;
-use tributary_proto::read_batch::{is_read_batch_subject, split_read_batch};
 use tributary_proto::Message as _;
 
 use crate::ops::Format;
@@ -184,14 +184,14 @@ async fn with_schema(
     Ok(event.encode_to_vec().into())
 }
 
-/// The payloads to print for one message: its events when it batches snapshot reads
-/// (`...read_batch`, a `ChangeEventBatch`), else the payload itself.
+/// The payloads to print for one message: its events when it is a batch
+/// (`...<op>_batch`, a `ChangeEventBatch`), else the payload itself.
 fn parts(decoder: &Decoder, msg: &jetstream::Message) -> Vec<Result<bytes::Bytes, String>> {
     let is_change = matches!(decoder, Decoder::Protobuf(d) if d.full_name() == CHANGE_EVENT);
-    if !is_change || !is_read_batch_subject(msg.subject.as_str()) {
+    if !is_change || !is_batch_subject(msg.subject.as_str()) {
         return vec![Ok(msg.payload.clone())];
     }
-    match split_read_batch(&msg.payload) {
+    match split_batch(&msg.payload) {
         Ok(events) => events.into_iter().map(Ok).collect(),
         Err(e) => vec![Err(e.to_string())],
     }
@@ -309,7 +309,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Err(e) => undecodable(&stream_name, &msg, e)?,
             };
-            if is_read_batch_subject(msg.subject.as_str()) {
+            if is_batch_subject(msg.subject.as_str()) {
                 record["batch_index"] = json!(index);
             }
             match args.format {

@@ -44,7 +44,7 @@ impl Cache {
 #[derive(Default)]
 pub(super) struct Batch {
     pub(super) messages: Vec<jetstream::Message>,
-    /// Changes in `messages` (a message of batched snapshot reads holds several).
+    /// Changes in `messages` (a `ChangeEventBatch` message holds several).
     pub(super) changes: usize,
     /// Parent rows to store, by KV key (the latest change of the batch).
     pub(super) rows: BTreeMap<String, Bytes>,

@@ -38,8 +38,8 @@ use tracing::{info, info_span, Instrument};
 use tributary_config::{Config, DomainConfig};
 use tributary_core::{BoxFuture, Component, Failure};
 use tributary_nats::delivery_watch::{PULL_EXPIRES, PULL_HEARTBEAT};
+use tributary_proto::batch::{is_batch_subject, split_batch};
 use tributary_proto::cdc::v1::Operation;
-use tributary_proto::read_batch::{is_read_batch_subject, split_read_batch};
 
 mod batch;
 mod consumer;
@@ -279,7 +279,7 @@ impl DomainStage {
         }
     }
 
-    /// Maps one CDC message (one change, or a batch of snapshot reads) into the batch;
+    /// Maps one CDC message (one change, or a `ChangeEventBatch` of several) into the batch;
     /// Ok(true) when the batch should end after it.
     async fn absorb(
         &self,
@@ -291,13 +291,13 @@ impl DomainStage {
     ) -> Result<bool, DomainError> {
         let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let payload = msg.payload.clone();
-        let batched = is_read_batch_subject(msg.subject.as_str());
+        let batched = is_batch_subject(msg.subject.as_str());
         batch.messages.push(msg);
         let id = format!("{stream}:{sequence}");
         if !batched {
             return self.absorb_change(cache, batch, source, &id, payload).await;
         }
-        let changes = match split_read_batch(&payload) {
+        let changes = match split_batch(&payload) {
             Ok(changes) => changes,
             Err(e) => {
                 let reason = MapError::Decode(e.to_string());

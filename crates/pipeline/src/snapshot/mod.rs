@@ -16,7 +16,6 @@
 //! newest value, so replaying the stream still ends at the table's state.
 
 pub(crate) mod copy_text;
-mod read_batch;
 mod worker;
 
 use std::collections::VecDeque;

@@ -13,7 +13,7 @@ use tributary_postgres::ControlConnection;
 use tributary_proto::cdc::v1::{ChangeEvent, Operation};
 
 use super::copy_text::{parse_row, RowSplitter};
-use super::read_batch::ReadBatcher;
+use crate::batching::EventBatch;
 use crate::context::SourceContext;
 use crate::event::build_row_from_text;
 use crate::outbound::{now_micros, ChunkId, Outbound, BATCH};
@@ -153,8 +153,8 @@ async fn copy_chunk(
         reads.consistent_point, reads.attempt, job.table.oid, job.id.index
     );
     let mut grouped = (reads.rows_per_message > 1).then(|| {
-        let subject = format!("{}_batch", job.info.subjects[Op::Read as usize]);
-        ReadBatcher::new(subject.into(), reads.rows_per_message, now)
+        let subject = job.info.subjects[Op::Read as usize].clone();
+        EventBatch::new(subject, reads.rows_per_message)
     });
     while let Some(data) = stream.next().await {
         let data = data.map_err(|e| table_err(&e))?;
@@ -172,9 +172,11 @@ async fn copy_chunk(
                     subject: job.info.subjects[Op::Read as usize].clone(),
                     payload,
                     commit_time_micros: now,
+                    batchable: false,
+                    ends_transaction: false,
                 }),
                 Some(grouped) => {
-                    if let Some(full) = grouped.push(id, &payload) {
+                    if let Some(full) = grouped.push(id, payload, now) {
                         batch.push(full);
                     }
                 }
@@ -190,7 +192,7 @@ async fn copy_chunk(
         return Err(table_err(&"COPY output ended inside a row"));
     }
     rows_counter.increment(rows);
-    if let Some(last) = grouped.as_mut().and_then(ReadBatcher::finish) {
+    if let Some(last) = grouped.as_mut().and_then(EventBatch::finish) {
         batch.push(last);
     }
     batch.push(Outbound::SnapshotChunk { id: job.id.clone() });

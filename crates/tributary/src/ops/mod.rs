@@ -163,7 +163,11 @@ pub(crate) async fn stream_report(js: &jetstream::Context, name: &str) -> Stream
         report.last_message_time = rfc3339(state.last_timestamp);
         match stream.get_raw_message(state.last_sequence).await {
             Ok(msg) => {
-                if let Ok(event) = ChangeEvent::decode(msg.payload.clone()) {
+                // The last event stored: a batch's last one.
+                let last = tributary_proto::batch::events_of(&msg.subject, &msg.payload)
+                    .ok()
+                    .and_then(|mut events| events.pop());
+                if let Some(Ok(event)) = last.map(ChangeEvent::decode) {
                     if event.commit_time_micros > 0 {
                         report.last_commit_micros = Some(event.commit_time_micros);
                         report.last_commit_time = micros_rfc3339(event.commit_time_micros);
