@@ -24,6 +24,8 @@ pub struct Args {
     pub connections: usize,
     /// `[[sources]] schema` of the bridge.
     pub schema: crate::e2e::Schema,
+    /// `[[sources]] changes_per_message` of the bridge.
+    pub changes_per_message: usize,
 }
 
 pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
@@ -34,8 +36,17 @@ pub async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     let env = BenchEnv::start(settings).await?;
     println!("{}", env.describe());
     env.create_slot(SLOT).await?;
-    let config = env.write_config_with(SLOT, args.schema.source_keys())?;
-    println!("schema: {}", args.schema.label());
+    let keys = format!(
+        "{}changes_per_message = {}\n",
+        args.schema.source_keys(),
+        args.changes_per_message
+    );
+    let config = env.write_config_with(SLOT, &keys)?;
+    println!(
+        "schema: {} changes_per_message: {}",
+        args.schema.label(),
+        args.changes_per_message
+    );
     let mut bridge = env.spawn_bridge(&config)?;
     let sampler = Sampler::spawn(bridge.pid(), Duration::from_millis(100));
     let result = measure(&env, &mut bridge, &args).await;
@@ -174,10 +185,14 @@ async fn measure(
                     Some(Err(e)) => bail!("consumer error: {e}"),
                     None => bail!("the consumer closed"),
                 };
-                let event = ChangeEvent::decode(msg.payload.clone())
-                    .context("decoding a ChangeEvent")?;
-                latencies_us.push(received - event.commit_time_micros);
-                capture_us.push(event.captured_at_micros - event.commit_time_micros);
+                // A batch (`--changes-per-message`): each of its events was received now.
+                let events = tributary_proto::batch::events_of(&msg.subject, &msg.payload)
+                    .context("taking a batch apart")?;
+                for payload in events {
+                    let event = ChangeEvent::decode(payload).context("decoding a ChangeEvent")?;
+                    latencies_us.push(received - event.commit_time_micros);
+                    capture_us.push(event.captured_at_micros - event.commit_time_micros);
+                }
             }
             joined = writers.join_next(), if !writers_done => {
                 match joined {

@@ -112,6 +112,9 @@ enum Command {
         /// `[[sources]] schema` of the bridge: `inline` or `reference`.
         #[arg(long, default_value = "inline")]
         schema: e2e::Schema,
+        /// `[[sources]] changes_per_message` of the bridge.
+        #[arg(long, default_value_t = 1)]
+        changes_per_message: usize,
     },
     /// One transaction inserting many rows (INSERT … SELECT generate_series) while the bridge
     /// runs: time until all are in the stream, and peak memory.
@@ -283,6 +286,7 @@ fn main() -> ExitCode {
                 seconds,
                 connections,
                 schema,
+                changes_per_message,
             } => {
                 latency::run(
                     latency::Args {
@@ -290,6 +294,7 @@ fn main() -> ExitCode {
                         seconds,
                         connections,
                         schema,
+                        changes_per_message,
                     },
                     settings,
                 )

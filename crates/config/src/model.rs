@@ -249,9 +249,10 @@ pub struct SourceConfig {
     #[serde(default = "default_one")]
     pub snapshot_rows_per_message: usize,
     /// Changes per published message, at most: 1 publishes each change as its own message;
-    /// above 1 consecutive row changes of one table and operation that the bridge has in hand
-    /// at once go out as one `ChangeEventBatch` on `...<op>_batch` (never waiting for more;
-    /// truncates and logical messages stay single). Consumers must decode batches first.
+    /// above 1 consecutive row changes of one table and operation within one transaction go
+    /// out as one `ChangeEventBatch` on `...<op>_batch` (a batch ends by the transaction's
+    /// commit; truncates and logical messages stay single). Consumers must decode batches
+    /// first; every replica of a source must use the same value (docs/durability.md).
     #[serde(default = "default_one")]
     pub changes_per_message: usize,
     /// `schema.table` of the signal table (columns `id text`, `type text`, `data text`),
