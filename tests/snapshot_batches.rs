@@ -203,11 +203,16 @@ async fn consumers_read_batches_with_schema_references_across_alter_table() -> R
     let config = write_config(dir.path(), &config_text(&pg, &nats.url(), &[spec]))?;
     let bridge = Bridge::spawn(&config)?;
     wait_streaming(&pg, &["slot_erp"], &bridge).await?;
+    let client = nats.connect().await?;
+    // The snapshot first: an ALTER TABLE that lands while it copies changes the rows it reads
+    // (PostgreSQL's catalog is not versioned by the snapshot), and so their schema.
+    wait_for_messages(&client, "CDC_ERP", 3, Duration::from_secs(60))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", bridge.log()))?;
     db.batch_execute(
         "ALTER TABLE orders ADD COLUMN note text; INSERT INTO orders VALUES (1001, 7, 'n');",
     )
     .await?;
-    let client = nats.connect().await?;
     // Three batches (100, 100, 50 rows), then the insert on its own.
     wait_for_messages(&client, "CDC_ERP", 4, Duration::from_secs(60))
         .await
