@@ -374,29 +374,31 @@ async fn the_domain_stage_maps_batched_reads_as_it_maps_single_reads() -> Result
         &pg,
         dir.path(),
         "batched",
-        "snapshot_parallelism = 1\nsnapshot_rows_per_message = 7\nchanges_per_message = 7\n",
+        "snapshot_parallelism = 1\nsnapshot_rows_per_message = 7\nchanges_per_message = 100\n",
         reads_too,
     )
     .await?;
-    // Changes after the snapshot: one transaction of 20 updates (batches of 7 for the one).
+    // Changes after the snapshot: one transaction of 20 updates, one of 40 lines of one order
+    // (a batch holding more events for one entity than the stage writes at once).
     pg.connect("erp")
         .await?
         .batch_execute(
-            "UPDATE customers SET last_name = last_name || '-x' WHERE id BETWEEN 1 AND 20",
+            "UPDATE customers SET last_name = last_name || '-x' WHERE id BETWEEN 1 AND 20;
+             INSERT INTO order_lines SELECT 'SO-1', 100 + l, 'SKU-1', 1, 12.50 FROM generate_series(1, 40) l;",
         )
         .await?;
     for nats in [&single_nats, &batch_nats] {
         let client = nats.connect().await?;
         wait_until(Duration::from_secs(60), async || {
-            let updates = read_stream(&client, "CDC_ERP")
-                .await?
-                .iter()
-                .filter(|r| r.event.op == Operation::Update as i32)
-                .count();
-            Ok(if updates >= 20 {
+            let received = read_stream(&client, "CDC_ERP").await?;
+            let count = |op: Operation| received.iter().filter(|r| r.event.op == op as i32).count();
+            let (updates, inserts) = (count(Operation::Update), count(Operation::Insert));
+            Ok(if updates >= 20 && inserts >= 40 {
                 Check::Done(())
             } else {
-                Check::Pending(format!("{updates} of 20 updates stored"))
+                Check::Pending(format!(
+                    "{updates} of 20 updates, {inserts} of 40 inserts stored"
+                ))
             })
         })
         .await?;
@@ -414,6 +416,9 @@ async fn the_domain_stage_maps_batched_reads_as_it_maps_single_reads() -> Result
     assert!(cdc
         .iter()
         .any(|m| m.subject.as_str() == "cdc.erp.public.customers.update_batch"));
+    assert!(cdc
+        .iter()
+        .any(|m| m.subject.as_str() == "cdc.erp.public.order_lines.insert_batch"));
     let single_letters = dead_letters(&single_nats.connect().await?).await?.len();
     assert_eq!(dead_letters(&client).await?.len(), single_letters);
     single.stop().await?;

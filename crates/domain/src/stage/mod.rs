@@ -262,7 +262,7 @@ impl DomainStage {
             // A batch being handled is finished before a stop is honoured.
             loop {
                 let cut = self
-                    .absorb(&mut cache, &mut batch, source, stream_name, msg)
+                    .absorb(&mut cache, &mut batch, (source, stream_name), fence, msg)
                     .await?;
                 if cut || batch.messages.len() >= BATCH || batch.changes >= BATCH {
                     break;
@@ -285,8 +285,8 @@ impl DomainStage {
         &self,
         cache: &mut Cache,
         batch: &mut Batch,
-        source: &str,
-        stream: &str,
+        (source, stream): (&str, &str),
+        fence: &tributary_core::Fence,
         msg: jetstream::Message,
     ) -> Result<bool, DomainError> {
         let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -306,12 +306,24 @@ impl DomainStage {
                 return Ok(false);
             }
         };
+        let total = changes.len();
         let mut cut = false;
         for (i, change) in changes.into_iter().enumerate() {
             let id = format!("{id}.{i}");
-            cut |= self
+            cut = self
                 .absorb_change(cache, batch, source, &id, change)
                 .await?;
+            if cut && i + 1 < total {
+                // An entity is full (its state keeps every event of a write) or a change
+                // waited: write what is mapped so far, then go on with the rest of the
+                // message, which is acked with its last part. A redelivery after a crash in
+                // between maps the whole message again, and the entity positions skip what
+                // was written.
+                let msg = batch.messages.pop();
+                fence.check()?;
+                self.flush(cache, source, std::mem::take(batch)).await?;
+                batch.messages.extend(msg);
+            }
         }
         Ok(cut)
     }
