@@ -101,9 +101,15 @@ impl NatsServer {
 
     /// Starts a server and returns once JetStream answers.
     pub async fn start_with(opts: NatsOptions) -> Result<NatsServer, TestkitError> {
-        let mut server = Self::prepare(opts, ports::try_free_port()?)?;
-        server.spawn_and_wait().await?;
-        Ok(server)
+        let mut attempt = 1;
+        loop {
+            let mut server = Self::prepare(opts.clone(), ports::try_free_port()?)?;
+            match server.spawn_and_wait().await {
+                Ok(()) => return Ok(server),
+                Err(e) if lost_port_race(&e) && attempt < PORT_ATTEMPTS => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Writes the config of a server on `port` without starting it (a cluster starts its nodes
@@ -397,4 +403,13 @@ fn find_binary() -> Result<PathBuf, TestkitError> {
         }
     }
     Ok(found)
+}
+
+/// Starts tried before giving up when the port picked was taken meanwhile.
+pub(crate) const PORT_ATTEMPTS: u32 = 3;
+
+/// True when a server could not start because another process bound its port between
+/// [`ports::try_free_port`] and the server's own bind (tests start servers in parallel).
+pub(crate) fn lost_port_race(error: &TestkitError) -> bool {
+    error.to_string().contains("address already in use")
 }

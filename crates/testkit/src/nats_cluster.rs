@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::nats::ClusterNode;
+use crate::nats::{lost_port_race, ClusterNode, PORT_ATTEMPTS};
 use crate::{ports, NatsOptions, NatsServer, TestkitError};
 
 const CLUSTER_NAME: &str = "tributary-test";
@@ -22,7 +22,18 @@ impl NatsCluster {
     }
 
     /// Starts `size` nodes sharing `opts` (credentials, sync); `opts.cluster` is set per node.
+    /// A start that lost one of its ports to another process is retried on fresh ports.
     pub async fn start_with(size: usize, opts: NatsOptions) -> Result<NatsCluster, TestkitError> {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(size, &opts).await {
+                Err(e) if lost_port_race(&e) && attempt < PORT_ATTEMPTS => attempt += 1,
+                started => return started,
+            }
+        }
+    }
+
+    async fn try_start(size: usize, opts: &NatsOptions) -> Result<NatsCluster, TestkitError> {
         if size == 0 {
             return Err(TestkitError::InvalidOptions(
                 "a cluster needs at least one node".into(),
