@@ -106,6 +106,11 @@ impl Bridge {
         }
     }
 
+    /// Where the bridge logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// The bridge's whole log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -443,9 +443,40 @@ pub async fn wait_for_last_event(
     timeout: Duration,
     poll: Duration,
 ) -> anyhow::Result<StreamProgress> {
+    let mut checked = 0;
+    let what = format!("the last change in stream {STREAM}");
+    wait_for_stream(js, bridge, &what, timeout, poll, async |last: u64| {
+        if last <= checked {
+            return Ok(false);
+        }
+        checked = last;
+        let msg = js
+            .get_stream(STREAM)
+            .await?
+            .get_raw_message(last)
+            .await
+            .with_context(|| format!("reading message {last} of {STREAM}"))?;
+        Ok(msg
+            .payload
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes()))
+    })
+    .await
+}
+
+/// Polls the stream's state until `done(last sequence)` says so; the progress at that moment
+/// (first message: the first poll that saw one). For runs where the message count cannot say
+/// when the bridge is done (batches).
+pub async fn wait_for_stream(
+    js: &async_nats::jetstream::Context,
+    bridge: &mut Bridge,
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    mut done: impl AsyncFnMut(u64) -> anyhow::Result<bool>,
+) -> anyhow::Result<StreamProgress> {
     let deadline = Instant::now() + timeout;
     let mut first_message = None;
-    let mut checked = 0;
     loop {
         bridge.check_running()?;
         let now = Instant::now();
@@ -466,30 +497,17 @@ pub async fn wait_for_last_event(
         if messages > 0 && first_message.is_none() {
             first_message = Some(now);
         }
-        if last > checked {
-            checked = last;
-            let stream = js.get_stream(STREAM).await?;
-            let msg = stream
-                .get_raw_message(last)
-                .await
-                .with_context(|| format!("reading message {last} of {STREAM}"))?;
-            if msg
-                .payload
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
-                return Ok(StreamProgress {
-                    first_message,
-                    done: now,
-                    messages,
-                    bytes,
-                });
-            }
+        if done(last).await? {
+            return Ok(StreamProgress {
+                first_message,
+                done: now,
+                messages,
+                bytes,
+            });
         }
         if now >= deadline {
             bail!(
-                "the last change is not in stream {STREAM} after {timeout:?} ({messages} messages)\n\
-                 --- bridge log ---\n{}",
+                "no {what} after {timeout:?} ({messages} messages stored)\n--- bridge log ---\n{}",
                 bridge.log_tail()
             );
         }

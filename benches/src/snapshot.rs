@@ -268,7 +268,16 @@ async fn run_bridge(
     } else {
         // Batches: the stream holds fewer messages than rows; the snapshot is complete once
         // the bridge logs it (every chunk acknowledged), and the rows are counted after.
-        wait_for_snapshot_done(&env.js, &mut bridge, args.timeout, poll).await
+        let log = bridge.log_path();
+        crate::env::wait_for_stream(
+            &env.js,
+            &mut bridge,
+            "`snapshot: done` in the bridge log",
+            args.timeout,
+            poll,
+            async |_| Ok(std::fs::read_to_string(&log).is_ok_and(|t| t.contains("snapshot: done"))),
+        )
+        .await
     };
     let pg_cpu = postmaster
         .and_then(procfs::cluster_cpu_secs)
@@ -344,49 +353,6 @@ async fn run_bridge(
         }
     }
     Ok(rate)
-}
-
-/// Waits for the bridge's `snapshot: done` line (logged once every chunk is acknowledged and
-/// recorded); the stream's message count and bytes at that moment.
-async fn wait_for_snapshot_done(
-    js: &async_nats::jetstream::Context,
-    bridge: &mut Bridge,
-    timeout: Duration,
-    poll: Duration,
-) -> anyhow::Result<crate::env::StreamProgress> {
-    let deadline = Instant::now() + timeout;
-    let mut first_message = None;
-    loop {
-        bridge.check_running()?;
-        let done = bridge.log_text().contains("snapshot: done");
-        let now = Instant::now();
-        let (messages, bytes) = match js.get_stream(crate::env::STREAM).await {
-            Ok(mut s) => s
-                .info()
-                .await
-                .map(|i| (i.state.messages, i.state.bytes))
-                .unwrap_or((0, 0)),
-            Err(_) => (0, 0),
-        };
-        if messages > 0 && first_message.is_none() {
-            first_message = Some(now);
-        }
-        if done {
-            return Ok(crate::env::StreamProgress {
-                first_message,
-                done: now,
-                messages,
-                bytes,
-            });
-        }
-        if now >= deadline {
-            bail!(
-                "no `snapshot: done` after {timeout:?} ({messages} messages stored)\n--- bridge log ---\n{}",
-                bridge.log_tail()
-            );
-        }
-        tokio::time::sleep(poll).await;
-    }
 }
 
 struct Ceiling {
